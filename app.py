@@ -1,0 +1,35 @@
+"""InfluencerAI Studio: page registry, login gate and sidebar status. Nothing else lives here."""
+
+import streamlit as st
+
+from ui.auth import require_login
+from ui.sidebar import render_health
+
+st.set_page_config(page_title="InfluencerAI Studio", page_icon=":material/auto_awesome:", layout="wide")
+
+require_login()
+
+pages = {
+    "Studio": [
+        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    ],
+    "Create": [
+        st.Page("pages/datasets.py", title="Datasets", icon=":material/photo_library:"),
+        st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
+        st.Page("pages/generate.py", title="Generate", icon=":material/image:"),
+        st.Page("pages/videos.py", title="Videos", icon=":material/movie:"),
+    ],
+    "Publish": [
+        st.Page("pages/calendar.py", title="Calendar", icon=":material/calendar_month:"),
+        st.Page("pages/accounts.py", title="Social accounts", icon=":material/share:"),
+        st.Page("pages/automation.py", title="Automation", icon=":material/account_tree:"),
+    ],
+    "Operate": [
+        st.Page("pages/jobs.py", title="Jobs", icon=":material/work_history:"),
+        st.Page("pages/monitoring.py", title="Monitoring", icon=":material/monitoring:"),
+    ],
+}
+
+navigation = st.navigation(pages)
+render_health()
+navigation.run()

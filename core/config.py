@@ -1,0 +1,132 @@
+"""One settings object for the UI, the workers, the webhook and the tests.
+
+Values come from the environment (prefix ``STUDIO_``; ``DATABASE_URL`` and ``REDIS_URL``
+are accepted as-is too) or a ``.env`` file. Outside development mode the settings refuse
+placeholder secrets, so a production deploy cannot start with the demo credentials.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = PROJECT_ROOT / "var"
+
+# Values that must never guard a non-development deployment.
+PLACEHOLDER_SECRETS = frozenset({"", "changethis", "change-me", "secret", "dev-api-token", "dev-signing-key"})
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="STUDIO_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- mode -------------------------------------------------------------------------
+    env: Literal["development", "production"] = "development"
+
+    # --- state --------------------------------------------------------------------------
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str = Field(
+        default="", validation_alias=AliasChoices("STUDIO_DATABASE_URL", "DATABASE_URL")
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", validation_alias=AliasChoices("STUDIO_REDIS_URL", "REDIS_URL")
+    )
+
+    # --- object storage -----------------------------------------------------------------
+    storage_backend: Literal["local", "s3"] = "local"
+    storage_dir: Path | None = None  # local backend; defaults to <data_dir>/objects
+    s3_endpoint: str = "127.0.0.1:9000"  # host:port, as the minio client wants it
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "influencerai"
+    s3_access_key: SecretStr = SecretStr("")
+    s3_secret_key: SecretStr = SecretStr("")
+
+    # --- HTTP API and login -------------------------------------------------------------
+    public_url: str = "http://127.0.0.1:8501"
+    api_token: SecretStr = SecretStr("dev-api-token")
+    signing_key: SecretStr = SecretStr("dev-signing-key")  # signs local download links
+    max_request_bytes: int = 1_048_576
+    # scrypt hash made by `python -m workers hash-password`; empty = no password set.
+    ui_password_hash: str = ""
+    auth_disabled: bool = False  # only honoured in development mode
+
+    # --- jobs and workers ---------------------------------------------------------------
+    redis_namespace: str = "studio"
+    worker_idle_poll_ms: int = 50  # Dramatiq's default 1 s poll makes pickup ~400 ms
+    broker_heartbeat_timeout_ms: int = 5_000  # Dramatiq's default 60 s delays redelivery
+    broker_maintenance_chance: int = 1_000_000  # of 1,000,000: clean up dead workers on each fetch
+    job_heartbeat_s: float = 2.0
+    job_lease_s: float = 8.0  # a running job whose heartbeat is older is presumed orphaned
+    job_default_max_attempts: int = 3
+    job_retry_backoff_s: float = 2.0
+    job_retry_backoff_max_s: float = 300.0
+    job_log_stream_maxlen: int = 2_000
+    reconcile_interval_s: float = 15.0
+    reconcile_grace_s: float = 10.0  # a queued job younger than this is left to the broker
+    cpu_worker_threads: int = 4
+    gpu_worker_threads: int = 1
+    worker_queues: str = "gpu,cpu,default"
+
+    # --- models (hub ids or local paths; later issues use them) -------------------------
+    hf_home: Path | None = None
+
+    @model_validator(mode="after")
+    def _refuse_placeholders_outside_development(self) -> Settings:
+        if self.env == "development":
+            return self
+        problems = [
+            name
+            for name in ("api_token", "signing_key")
+            if getattr(self, name).get_secret_value() in PLACEHOLDER_SECRETS
+            or len(getattr(self, name).get_secret_value()) < 16
+        ]
+        if self.storage_backend == "s3" and self.s3_secret_key.get_secret_value() in PLACEHOLDER_SECRETS:
+            problems.append("s3_secret_key")
+        if not self.ui_password_hash:
+            problems.append("ui_password_hash")
+        if self.auth_disabled:
+            problems.append("auth_disabled (only allowed when STUDIO_ENV=development)")
+        if problems:
+            raise ValueError(
+                "refusing to start in production mode with placeholder or missing secrets: "
+                + ", ".join(f"STUDIO_{p.split(' ')[0].upper()}" for p in problems)
+            )
+        return self
+
+    @property
+    def is_development(self) -> bool:
+        return self.env == "development"
+
+    @property
+    def login_required(self) -> bool:
+        return not (self.is_development and self.auth_disabled)
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'studio.db'}"
+
+    @property
+    def effective_storage_dir(self) -> Path:
+        return self.storage_dir or self.data_dir / "objects"
+
+    @property
+    def queues(self) -> list[str]:
+        return [q.strip() for q in self.worker_queues.split(",") if q.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reload_settings() -> Settings:
+    """Forget the cached settings (tests and the CLI change the environment)."""
+    get_settings.cache_clear()
+    return get_settings()

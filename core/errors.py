@@ -1,0 +1,46 @@
+"""Typed errors raised by core services. Callers map them to HTTP codes, CLI exits or UI messages."""
+
+from __future__ import annotations
+
+
+class StudioError(Exception):
+    """Base class for errors whose message is safe to show to a user."""
+
+
+class NotFound(StudioError):
+    pass
+
+
+class InvalidInput(StudioError, ValueError):
+    """The caller's input was rejected; nothing was written."""
+
+
+class Conflict(StudioError):
+    """The request is valid but the current state forbids it (e.g. retrying a running job)."""
+
+
+class TransientError(StudioError):
+    """A failure worth retrying later (a service was down, a rate limit hit)."""
+
+
+class PermanentJobError(StudioError):
+    """A job failure that retrying cannot fix (bad input discovered at run time)."""
+
+
+class JobCancelled(StudioError):
+    """Raised inside a running job when a user asked to cancel it."""
+
+
+class JobLeaseLost(StudioError):
+    """Raised inside a running job when another attempt has taken it over."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Transient failures are retried with backoff; everything else fails the job at once."""
+    if isinstance(exc, TransientError | ConnectionError | TimeoutError):
+        return True
+    # Network errors of the libraries we use, without importing them eagerly.
+    module = type(exc).__module__
+    return module.startswith(("httpx", "urllib3")) and "Error" in type(exc).__name__ and not isinstance(
+        exc, ValueError
+    )

@@ -1,0 +1,516 @@
+"""THE job lifecycle: create → enqueue → claim → run (progress, logs, checkpoints) → finish.
+
+The database row is the source of truth; the broker only carries job ids. Every write a
+running attempt makes is fenced by its attempt number, so a worker that lost its lease (it
+hung, or was presumed dead and its job redelivered) can never overwrite the newer attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.engine import CursorResult
+
+from core import joblogs, queue
+from core.config import get_settings
+from core.db import session_scope
+from core.errors import Conflict, InvalidInput, JobCancelled, JobLeaseLost, NotFound, is_transient
+from core.job_kinds import JobSpec, get_spec
+from core.models import TERMINAL_STATUSES, Job, JobStatus, utcnow
+
+_logger = logging.getLogger("studio.jobs")
+_WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+Handler = Callable[["JobContext"], dict[str, Any] | None]
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back without a zone; every stored time is UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def format_validation_error(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "payload"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def validate_payload(spec: JobSpec, payload: dict[str, Any] | None) -> BaseModel:
+    try:
+        return spec.payload_model.model_validate(payload or {})
+    except ValidationError as error:
+        raise InvalidInput(f"invalid payload for {spec.kind!r}: {format_validation_error(error)}") from None
+
+
+# --- creating and inspecting jobs -------------------------------------------------------------------
+
+
+def _enqueue(job: Job, *, delay_ms: int | None = None) -> bool:
+    """Hand a queued job to the broker. False when Redis is unreachable: the reconciler retries."""
+    try:
+        queue.enqueue(job.id, kind=job.kind, queue=job.queue, delay_ms=delay_ms)
+    except (redis.RedisError, OSError) as error:
+        _logger.warning("job %s stays queued; broker unreachable (%s)", job.id, type(error).__name__)
+        return False
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job.id).values(enqueued_at=utcnow()))
+    return True
+
+
+def create_job(
+    kind: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    parent_id: str | None = None,
+    pipeline_id: str | None = None,
+    character_id: int | None = None,
+) -> Job:
+    """Validate, persist as queued, then enqueue. Invalid input raises InvalidInput and writes nothing."""
+    spec = get_spec(kind)
+    validated = validate_payload(spec, payload)
+    job = Job(
+        kind=spec.kind,
+        queue=spec.queue,
+        payload=validated.model_dump(mode="json"),
+        max_attempts=spec.max_attempts,
+        time_limit_s=spec.time_limit_s,
+        parent_id=parent_id,
+        pipeline_id=pipeline_id,
+        character_id=character_id,
+    )
+    with session_scope() as session:
+        session.add(job)
+    _enqueue(job)
+    return get_job(job.id)
+
+
+def get_job(job_id: str) -> Job:
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"job {job_id!r} does not exist")
+        return job
+
+
+def resolve_job_id(prefix: str) -> str:
+    """Accept a unique prefix of a job id (the CLI shows ids shortened)."""
+    prefix = prefix.strip().lower()
+    if not prefix or not all(c in "0123456789abcdef" for c in prefix):
+        raise InvalidInput(f"{prefix!r} is not a job id")
+    with session_scope() as session:
+        ids = session.execute(select(Job.id).where(Job.id.startswith(prefix)).limit(2)).scalars().all()
+    if not ids:
+        raise NotFound(f"no job id starts with {prefix!r}")
+    if len(ids) > 1:
+        raise InvalidInput(f"{prefix!r} matches several jobs; give more characters")
+    return ids[0]
+
+
+@dataclass(frozen=True)
+class JobPage:
+    items: list[Job]
+    total: int
+    page: int
+    page_size: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.page_size))
+
+
+def list_jobs(
+    *,
+    statuses: list[str] | None = None,
+    kinds: list[str] | None = None,
+    id_prefix: str | None = None,
+    pipeline_id: str | None = None,
+    page: int = 1,
+    page_size: int = 50,
+) -> JobPage:
+    """Newest first, filtered and paginated (page size at most 200)."""
+    page_size = max(1, min(page_size, 200))
+    page = max(1, page)
+    conditions = []
+    if statuses:
+        conditions.append(Job.status.in_(statuses))
+    if kinds:
+        conditions.append(Job.kind.in_(kinds))
+    if id_prefix:
+        conditions.append(Job.id.startswith(id_prefix.strip().lower()))
+    if pipeline_id:
+        conditions.append(Job.pipeline_id == pipeline_id)
+    with session_scope() as session:
+        total = session.execute(select(func.count()).select_from(Job).where(*conditions)).scalar_one()
+        items = (
+            session.execute(
+                select(Job)
+                .where(*conditions)
+                .order_by(Job.created_at.desc(), Job.id.desc())
+                .offset((page - 1) * page_size)
+                .limit(page_size)
+            )
+            .scalars()
+            .all()
+        )
+    return JobPage(items=list(items), total=int(total), page=page, page_size=page_size)
+
+
+def count_by_status() -> dict[str, int]:
+    with session_scope() as session:
+        rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+    return {status: int(count) for status, count in rows}
+
+
+# --- cancel and retry -------------------------------------------------------------------------------
+
+
+def cancel_job(job_id: str) -> Job:
+    """A queued job is cancelled at once; a running one is asked to stop at its next checkpoint."""
+    now = utcnow()
+    with session_scope() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None:
+            raise NotFound(f"job {job_id!r} does not exist")
+        if job.status in TERMINAL_STATUSES:
+            raise Conflict(f"job {job_id} already {job.status}; nothing to cancel")
+        job.cancel_requested = True
+        job.updated_at = now
+        if job.status == JobStatus.QUEUED:
+            job.status = JobStatus.CANCELLED
+            job.finished_at = now
+    if job.status == JobStatus.CANCELLED:
+        _after_terminal(job_id)
+    joblogs.append_log(job_id, "cancel requested", level="warning")
+    return get_job(job_id)
+
+
+def retry_job(job_id: str) -> Job:
+    """Run a failed or cancelled job again; a handler with a checkpoint resumes from it."""
+    with session_scope() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None:
+            raise NotFound(f"job {job_id!r} does not exist")
+        if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            raise Conflict(f"only failed or cancelled jobs can be retried; job {job_id} is {job.status}")
+        spec = get_spec(job.kind)
+        job.status = JobStatus.QUEUED
+        job.cancel_requested = False
+        job.error = None
+        job.error_stage = None
+        job.finished_at = None
+        job.enqueued_at = None
+        # Attempts never go back: the attempt number fences stale workers' writes.
+        job.max_attempts = job.attempts + spec.max_attempts
+        job.updated_at = utcnow()
+    joblogs.append_log(job_id, "retry requested", level="info")
+    _enqueue(job)
+    return get_job(job_id)
+
+
+def _after_terminal(job_id: str) -> None:
+    try:
+        queue.forget_message(job_id)
+    except redis.RedisError:
+        pass
+
+
+# --- running a job (worker side) ----------------------------------------------------------------------
+
+
+class JobContext:
+    """What a handler sees of its job: payload, progress, logs, stage, checkpoint, cancellation."""
+
+    def __init__(self, job: Job, payload: BaseModel, attempt: int) -> None:
+        self.job_id = job.id
+        self.kind = job.kind
+        self.payload = payload
+        self.attempt = attempt
+        self.checkpoint: dict[str, Any] | None = job.checkpoint
+        self.current_stage: str | None = None
+        self.cancel_requested = False
+        self.lease_lost = False
+        self._last_progress_write = 0.0
+
+    # Every write below is fenced: it only lands while this attempt still owns the job.
+    def _write(self, **values: Any) -> None:
+        values.setdefault("updated_at", utcnow())
+        with session_scope() as session:
+            result: CursorResult = session.execute(  # type: ignore[assignment]
+                update(Job)
+                .where(Job.id == self.job_id, Job.attempts == self.attempt, Job.status == JobStatus.RUNNING)
+                .values(**values)
+                .returning(Job.cancel_requested)
+            )
+            row = result.first()
+        if row is None:
+            self.lease_lost = True
+        elif row[0]:
+            self.cancel_requested = True
+
+    def check_cancelled(self) -> None:
+        if self.lease_lost:
+            raise JobLeaseLost(f"job {self.job_id} attempt {self.attempt} was taken over")
+        if self.cancel_requested:
+            raise JobCancelled(f"job {self.job_id} was cancelled")
+
+    def stage(self, name: str) -> None:
+        self.current_stage = name
+        self._write(stage=name)
+        self.log(f"stage: {name}")
+        self.check_cancelled()
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Record progress (0–1); also the place where cancellation is noticed."""
+        now = time.monotonic()
+        final = fraction >= 1.0
+        if final or now - self._last_progress_write >= 0.2:
+            self._last_progress_write = now
+            values: dict[str, Any] = {"progress": min(max(fraction, 0.0), 1.0), "heartbeat_at": utcnow()}
+            if message is not None:
+                values["progress_message"] = message[:500]
+            self._write(**values)
+        self.check_cancelled()
+
+    def log(self, message: str, *, level: str = "info") -> None:
+        joblogs.append_log(self.job_id, message, level=level)
+
+    def save_checkpoint(self, data: dict[str, Any]) -> None:
+        self.checkpoint = data
+        self._write(checkpoint=data, heartbeat_at=utcnow())
+        self.check_cancelled()
+
+
+class _Heartbeats:
+    """One thread per worker process keeps the leases of all its running attempts fresh."""
+
+    def __init__(self) -> None:
+        self._active: dict[str, JobContext] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, ctx: JobContext) -> None:
+        with self._lock:
+            self._active[ctx.job_id] = ctx
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="job-heartbeats", daemon=True)
+                self._thread.start()
+
+    def remove(self, ctx: JobContext) -> None:
+        with self._lock:
+            if self._active.get(ctx.job_id) is ctx:
+                del self._active[ctx.job_id]
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(get_settings().job_heartbeat_s)
+            with self._lock:
+                contexts = list(self._active.values())
+            for ctx in contexts:
+                try:
+                    ctx._write(heartbeat_at=utcnow())
+                except Exception:
+                    _logger.warning("heartbeat for job %s failed", ctx.job_id, exc_info=True)
+
+
+_heartbeats = _Heartbeats()
+
+
+def _claim(job_id: str) -> tuple[Job, int] | None:
+    """Take the job for this attempt, or None when it is finished, cancelled or owned elsewhere."""
+    settings = get_settings()
+    now = utcnow()
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            _logger.warning("message for unknown job %s dropped", job_id)
+            return None
+        if job.status in TERMINAL_STATUSES:
+            return None
+        attempt = job.attempts + 1
+        stale_before = now - timedelta(seconds=settings.job_lease_s)
+        result: CursorResult = session.execute(  # type: ignore[assignment]
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.attempts == job.attempts,
+                or_(
+                    Job.status == JobStatus.QUEUED,
+                    (Job.status == JobStatus.RUNNING)
+                    & or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before),
+                ),
+            )
+            .values(
+                status=JobStatus.RUNNING,
+                attempts=attempt,
+                worker=_WORKER_ID,
+                started_at=job.started_at or now,
+                heartbeat_at=now,
+                updated_at=now,
+            )
+        )
+        claimed = result.rowcount == 1
+    if claimed:
+        return get_job(job_id), attempt
+    current = get_job(job_id)
+    if current.status == JobStatus.RUNNING:
+        # Another attempt holds a fresh lease. Look again once it would have expired, in case
+        # that worker is dead and this message is its redelivery.
+        heartbeat = aware(current.heartbeat_at) or now
+        wait_s = settings.job_lease_s - (utcnow() - heartbeat).total_seconds() + 0.5
+        queue.enqueue(job_id, kind=current.kind, queue=current.queue, delay_ms=int(max(wait_s, 0.5) * 1000))
+    return None
+
+
+def _finish(ctx: JobContext, status: JobStatus, **values: Any) -> None:
+    ctx._write(status=status, finished_at=utcnow(), **values)
+    if not ctx.lease_lost:
+        _after_terminal(ctx.job_id)
+
+
+def _retry_later(ctx: JobContext, job: Job, error: BaseException) -> None:
+    settings = get_settings()
+    delay_s = min(settings.job_retry_backoff_s * 2 ** (ctx.attempt - 1), settings.job_retry_backoff_max_s)
+    message = f"{type(error).__name__}: {error}"
+    ctx._write(status=JobStatus.QUEUED, error=message, error_stage=ctx.current_stage, enqueued_at=utcnow())
+    if ctx.lease_lost:
+        return
+    ctx.log(f"transient failure, retrying in {delay_s:.0f} s (attempt {ctx.attempt}/{job.max_attempts}): "
+            f"{message}", level="warning")
+    queue.enqueue(job.id, kind=job.kind, queue=job.queue, delay_ms=int(delay_s * 1000))
+
+
+def execute_job(job_id: str, handler: Handler) -> None:
+    """Run one attempt of a job under the lifecycle. Safe to call twice with the same id."""
+    claimed = _claim(job_id)
+    if claimed is None:
+        return
+    job, attempt = claimed
+    spec = get_spec(job.kind)
+    try:
+        payload = spec.payload_model.model_validate(job.payload)
+    except ValidationError as error:
+        ctx = JobContext(job, spec.payload_model.model_construct(), attempt)
+        _finish(ctx, JobStatus.FAILED, error=f"invalid payload: {format_validation_error(error)}",
+                error_stage="validate")
+        return
+    ctx = JobContext(job, payload, attempt)
+    if job.cancel_requested:
+        _finish(ctx, JobStatus.CANCELLED)
+        return
+    _heartbeats.add(ctx)
+    try:
+        result = handler(ctx)
+    except JobCancelled:
+        ctx.log("cancelled", level="warning")
+        _finish(ctx, JobStatus.CANCELLED, error_stage=ctx.current_stage)
+    except JobLeaseLost:
+        _logger.warning("job %s attempt %s lost its lease; stopping", job_id, attempt)
+    except Exception as error:  # noqa: BLE001 (every failure is recorded on the job)
+        if is_transient(error) and attempt < job.max_attempts:
+            _retry_later(ctx, job, error)
+        else:
+            ctx.log("".join(traceback.format_exception(error)).rstrip(), level="error")
+            _finish(ctx, JobStatus.FAILED, error=f"{type(error).__name__}: {error}",
+                    error_stage=ctx.current_stage or "run")
+    else:
+        _finish(ctx, JobStatus.SUCCEEDED, result=result or {}, progress=1.0)
+    finally:
+        _heartbeats.remove(ctx)
+
+
+# --- reconciliation -------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReconcileReport:
+    requeued: list[str] = field(default_factory=list)  # queued jobs whose message was lost
+    orphaned: list[str] = field(default_factory=list)  # running jobs whose worker and message are gone
+    timed_out: list[str] = field(default_factory=list)  # running past their kind's time limit
+
+    @property
+    def total(self) -> int:
+        return len(self.requeued) + len(self.orphaned) + len(self.timed_out)
+
+
+def _jobs_in(status: JobStatus, older_than: datetime, column: Any, batch: int = 500) -> list[list[Job]]:
+    """Batches of jobs in a status whose ``column`` is before a moment (keyset-paginated)."""
+    batches: list[list[Job]] = []
+    last_id = ""
+    while True:
+        with session_scope() as session:
+            rows = list(
+                session.execute(
+                    select(Job)
+                    .where(Job.status == status, or_(column.is_(None), column < older_than), Job.id > last_id)
+                    .order_by(Job.id)
+                    .limit(batch)
+                ).scalars()
+            )
+        if not rows:
+            return batches
+        batches.append(rows)
+        last_id = rows[-1].id
+
+
+def reconcile() -> ReconcileReport:
+    """Repair what a crash or a Redis data loss left behind. Idempotent; run it as often as you like."""
+    settings = get_settings()
+    now = utcnow()
+    report = ReconcileReport()
+
+    for jobs in _jobs_in(JobStatus.QUEUED, now - timedelta(seconds=settings.reconcile_grace_s), Job.enqueued_at):
+        present = queue.messages_present([j.id for j in jobs])
+        for job in jobs:
+            if not present[job.id] and _enqueue(job):
+                report.requeued.append(job.id)
+
+    orphan_before = now - timedelta(seconds=max(3 * settings.job_lease_s, 30.0))
+    for jobs in _jobs_in(JobStatus.RUNNING, orphan_before, Job.heartbeat_at):
+        present = queue.messages_present([j.id for j in jobs])
+        for job in jobs:
+            if present[job.id]:
+                continue  # the broker will redeliver it to a live worker
+            with session_scope() as session:
+                moved = session.execute(
+                    update(Job)
+                    .where(Job.id == job.id, Job.attempts == job.attempts, Job.status == JobStatus.RUNNING)
+                    .values(status=JobStatus.QUEUED, updated_at=utcnow())
+                ).rowcount
+            if moved and _enqueue(job):
+                report.orphaned.append(job.id)
+
+    with session_scope() as session:
+        limited = session.execute(
+            select(Job.id, Job.started_at, Job.time_limit_s, Job.attempts).where(
+                Job.status == JobStatus.RUNNING, Job.time_limit_s.is_not(None)
+            )
+        ).all()
+    for job_id, started_at, limit_s, attempts in limited:
+        if aware(started_at) + timedelta(seconds=limit_s) >= now:
+            continue
+        with session_scope() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.attempts == attempts, Job.status == JobStatus.RUNNING)
+                .values(status=JobStatus.FAILED, cancel_requested=True, finished_at=utcnow(),
+                        error=f"exceeded its time limit of {limit_s} s", error_stage="time limit")
+            )
+        joblogs.append_log(job_id, f"failed: exceeded its time limit of {limit_s} s", level="error")
+        report.timed_out.append(job_id)
+    return report

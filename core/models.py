@@ -1,0 +1,171 @@
+"""The studio's tables.
+
+Enumerations are stored as short strings, not database enum types, so a later issue can
+add a job kind or a status without a type migration; Python validates the values.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _ts(*, nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable, index=index))
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class DatasetKind(StrEnum):
+    LORA_TRAINING = "lora-training"
+    REFERENCE = "reference"
+
+
+class AssetKind(StrEnum):
+    IMAGE = "image"
+    VIDEO = "video"
+    AUDIO = "audio"
+    CAPTION = "caption"
+    LORA = "lora"
+
+
+class Character(SQLModel, table=True):
+    """The influencer: everything else belongs to one character."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=120, unique=True)
+    trigger_word: str = Field(default="", max_length=120)
+    persona: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    voice: str = Field(default="", max_length=120)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class Job(SQLModel, table=True):
+    """One unit of background work. The row is the source of truth; the broker only carries ids."""
+
+    __table_args__ = (
+        Index("ix_job_status_created", "status", "created_at"),
+        Index("ix_job_kind_created", "kind", "created_at"),
+        Index("ix_job_created", "created_at"),
+        Index("ix_job_status_heartbeat", "status", "heartbeat_at"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    kind: str = Field(max_length=64)
+    queue: str = Field(max_length=32)
+    status: str = Field(default=JobStatus.QUEUED, max_length=16)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # What a handler saved to resume after a crash (e.g. the last training step reached).
+    checkpoint: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    error_stage: str | None = Field(default=None, max_length=120)
+    stage: str | None = Field(default=None, max_length=120)
+    progress: float = 0.0
+    progress_message: str | None = Field(default=None, max_length=500)
+    attempts: int = 0
+    max_attempts: int = 3
+    time_limit_s: int | None = None
+    cancel_requested: bool = False
+    worker: str | None = Field(default=None, max_length=200)
+    parent_id: str | None = Field(default=None, max_length=32, index=True)
+    pipeline_id: str | None = Field(default=None, max_length=32, index=True)
+    character_id: int | None = Field(default=None, foreign_key="character.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    enqueued_at: datetime | None = _ts()
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+    heartbeat_at: datetime | None = _ts()
+
+    @property
+    def job_status(self) -> JobStatus:
+        return JobStatus(self.status)
+
+
+class JobLog(SQLModel, table=True):
+    """A job's log line. Its id doubles as the live-tail cursor (also the Redis stream id)."""
+
+    __table_args__ = (Index("ix_joblog_job_id_id", "job_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    level: str = Field(default="info", max_length=10)
+    message: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class Dataset(SQLModel, table=True):
+    __table_args__ = (Index("ix_dataset_status_created", "status", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    character_id: int | None = Field(default=None, foreign_key="character.id", index=True)
+    name: str = Field(max_length=120, unique=True)
+    kind: str = Field(default=DatasetKind.LORA_TRAINING, max_length=32)
+    trigger_word: str = Field(default="", max_length=120)
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    status: str = Field(default="draft", max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class DatasetImage(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("dataset_id", "sha256", name="uq_datasetimage_dataset_sha256"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    dataset_id: int = Field(foreign_key="dataset.id", index=True)
+    key: str = Field(max_length=512)
+    thumbnail_key: str | None = Field(default=None, max_length=512)
+    filename: str = Field(default="", max_length=255)
+    width: int
+    height: int
+    sha256: str = Field(max_length=64)
+    caption: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    caption_source: str | None = Field(default=None, max_length=32)
+    reviewed: bool = False
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class Asset(SQLModel, table=True):
+    __table_args__ = (
+        Index("ix_asset_kind_created", "kind", "created_at"),
+        Index("ix_asset_collection_created", "collection_id", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str | None = Field(default=None, foreign_key="job.id", max_length=32, index=True)
+    character_id: int | None = Field(default=None, foreign_key="character.id", index=True)
+    kind: str = Field(max_length=16)
+    key: str = Field(max_length=512, unique=True)
+    content_type: str = Field(default="application/octet-stream", max_length=120)
+    size_bytes: int = 0
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    collection_id: int | None = Field(default=None, index=False)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    deleted_at: datetime | None = _ts()

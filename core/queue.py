@@ -1,0 +1,229 @@
+"""The Redis side of the job system: the Dramatiq broker, message tracking and worker presence.
+
+Jobs are enqueued by actor name with a plain ``dramatiq.Message``, so the UI process never
+imports the actors (nor torch). The broker is tuned for fast redelivery and pickup: see
+``Settings.broker_heartbeat_timeout_ms`` and ``Settings.worker_idle_poll_ms``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    CurrentMessage,
+    Middleware,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+)
+
+from core.config import Settings, get_settings
+
+_MESSAGE_INDEX = "job-messages"  # hash: job id -> "queue|redis message id" of its newest message
+_WORKER_PREFIX = "worker:"
+
+
+def redis_key(*parts: str, settings: Settings | None = None) -> str:
+    settings = settings or get_settings()
+    return ":".join((settings.redis_namespace, *parts))
+
+
+class JobMessageIndex(Middleware):
+    """Remembers each job's newest broker message, so the reconciler can tell lost jobs apart.
+
+    Dramatiq gives a message a new Redis id whenever it is re-enqueued (delays, retries), so
+    the id is recorded after every enqueue, in Redis itself: if Redis loses its data, the
+    index is lost with the messages, which is exactly when the jobs need re-enqueueing.
+    """
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self.client = client
+        self.key = f"{namespace}:{_MESSAGE_INDEX}"
+
+    def after_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message, delay: int | None) -> None:
+        if not message.args:
+            return
+        self.client.hset(
+            self.key, str(message.args[0]), f"{message.queue_name}|{message.options['redis_message_id']}"
+        )
+
+
+def _middleware(client: redis.Redis, namespace: str) -> list[Middleware]:
+    # No TimeLimit: training runs for hours; the reconciler enforces each kind's own limit.
+    # Retries only for failures outside a job's run context (e.g. the database was down
+    # when the job was claimed); the job lifecycle retries its own transient failures.
+    return [
+        AgeLimit(),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        Retries(max_retries=5, min_backoff=1_000, max_backoff=60_000),
+        CurrentMessage(),
+        JobMessageIndex(client, namespace),
+    ]
+
+
+def make_redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30, decode_responses=False
+    )
+
+
+def make_broker(settings: Settings | None = None) -> RedisBroker:
+    settings = settings or get_settings()
+    client = make_redis(settings.redis_url)
+    broker = RedisBroker(
+        client=client,
+        namespace=f"{settings.redis_namespace}:dramatiq",
+        heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
+        maintenance_chance=settings.broker_maintenance_chance,
+        middleware=[],
+    )
+    for middleware in _middleware(client, settings.redis_namespace):
+        broker.add_middleware(middleware)
+    return broker
+
+
+@lru_cache(maxsize=1)
+def get_broker() -> RedisBroker:
+    broker = make_broker()
+    dramatiq.set_broker(broker)
+    return broker
+
+
+@lru_cache(maxsize=1)
+def get_redis() -> redis.Redis:
+    return make_redis(get_settings().redis_url)
+
+
+def reset_clients() -> None:
+    """Forget cached clients (tests point the settings at other servers)."""
+    get_broker.cache_clear()
+    get_redis.cache_clear()
+
+
+def enqueue(job_id: str, *, kind: str, queue: str, delay_ms: int | None = None) -> dramatiq.Message:
+    message = dramatiq.Message(queue_name=queue, actor_name=kind, args=(job_id,), kwargs={}, options={})
+    return get_broker().enqueue(message, delay=delay_ms)
+
+
+def _queue_key(queue: str) -> str:
+    return f"{get_broker().namespace}:{queue}"
+
+
+def messages_present(job_ids: list[str]) -> dict[str, bool]:
+    """For each job, whether its newest message still sits in the broker (queued, delayed or in flight)."""
+    if not job_ids:
+        return {}
+    client = get_redis()
+    entries = client.hmget(redis_key(_MESSAGE_INDEX), job_ids)
+    pipe = client.pipeline(transaction=False)
+    checked: list[str] = []
+    for job_id, entry in zip(job_ids, entries, strict=True):
+        if entry is None:
+            continue
+        queue, message_id = entry.decode().split("|", 1)
+        pipe.hexists(f"{_queue_key(queue)}.msgs", message_id)
+        checked.append(job_id)
+    found = dict(zip(checked, pipe.execute(), strict=True)) if checked else {}
+    return {job_id: bool(found.get(job_id, False)) for job_id in job_ids}
+
+
+def forget_message(job_id: str) -> None:
+    get_redis().hdel(redis_key(_MESSAGE_INDEX), job_id)
+
+
+def queue_depths(queues: tuple[str, ...] | list[str]) -> dict[str, dict[str, int]]:
+    """Waiting, delayed and dead-lettered message counts per queue."""
+    client = get_redis()
+    pipe = client.pipeline(transaction=False)
+    for queue in queues:
+        key = _queue_key(queue)
+        pipe.llen(key)
+        pipe.hlen(f"{key}.DQ.msgs")
+        pipe.zcard(f"{key}.XQ")
+    counts = pipe.execute()
+    return {
+        queue: {"waiting": counts[i * 3], "delayed": counts[i * 3 + 1], "dead": counts[i * 3 + 2]}
+        for i, queue in enumerate(queues)
+    }
+
+
+# --- worker presence --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    threads: int
+    started_at: float
+    last_seen: float
+
+
+class WorkerPresence:
+    """A worker process announces itself every few seconds under a key that expires."""
+
+    interval_s = 5.0
+    ttl_s = 15
+
+    def __init__(self, queues: list[str], threads: int) -> None:
+        self.info = WorkerInfo(
+            id=f"{socket.gethostname()}:{os.getpid()}",
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            queues=list(queues),
+            threads=threads,
+            started_at=time.time(),
+            last_seen=time.time(),
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="worker-presence", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            get_redis().delete(redis_key(_WORKER_PREFIX + self.info.id))
+        except redis.RedisError:
+            pass
+
+    def _beat(self) -> None:
+        data: dict[str, Any] = {**self.info.__dict__, "last_seen": time.time()}
+        get_redis().set(redis_key(_WORKER_PREFIX + self.info.id), json.dumps(data), ex=self.ttl_s)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._beat()
+            except redis.RedisError:
+                pass  # Redis restarting: the next beat re-announces us
+            self._stop.wait(self.interval_s)
+
+
+def list_workers() -> list[WorkerInfo]:
+    client = get_redis()
+    keys = sorted(client.scan_iter(match=redis_key(_WORKER_PREFIX + "*"), count=500))
+    if not keys:
+        return []
+    workers = []
+    for raw in client.mget(keys):
+        if raw:
+            workers.append(WorkerInfo(**json.loads(raw)))
+    return workers

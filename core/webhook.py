@@ -1,0 +1,237 @@
+"""The small HTTP API embedded in the Streamlit server (``st.App(routes=...)``), for n8n and scripts.
+
+Streamlit's XSRF protection does not cover custom routes, so every route but the health
+probe checks the API token itself (``Authorization: Bearer …`` or ``X-Studio-Token``), in
+constant time. Handlers run blocking database and Redis calls in the thread pool.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from core import health, joblogs, jobs
+from core.auth import secrets_match
+from core.config import get_settings
+from core.errors import Conflict, InvalidInput, NotFound
+from core.models import Job
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+
+
+def _presented_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.headers.get("x-studio-token")
+
+
+def _require_token(request: Request) -> None:
+    expected = get_settings().api_token.get_secret_value()
+    if not secrets_match(_presented_token(request), expected):
+        raise ApiError(401, "missing or wrong API token (send 'Authorization: Bearer <STUDIO_API_TOKEN>')")
+
+
+async def read_json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object, refusing bodies over the limit before reading them whole."""
+    limit = get_settings().max_request_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "invalid Content-Length header")
+        if int(declared) > limit:
+            raise ApiError(413, f"request body over the limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise ApiError(413, f"request body over the limit of {limit} bytes")
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ApiError(400, f"malformed JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the JSON body must be an object")
+    return data
+
+
+def api(*, authenticated: bool = True) -> Callable[[Endpoint], Endpoint]:
+    """Wraps an endpoint with authentication and the mapping of domain errors to JSON responses."""
+
+    def decorate(endpoint: Endpoint) -> Endpoint:
+        async def wrapped(request: Request) -> Response:
+            try:
+                if authenticated:
+                    _require_token(request)
+                return await endpoint(request)
+            except ApiError as error:
+                return error_response(error.status, error.message)
+            except NotFound as error:
+                return error_response(404, str(error))
+            except InvalidInput as error:
+                return error_response(422, str(error))
+            except Conflict as error:
+                return error_response(409, str(error))
+
+        wrapped.__name__ = endpoint.__name__
+        return wrapped
+
+    return decorate
+
+
+def job_to_dict(job: Job) -> dict[str, Any]:
+    def iso(moment: Any) -> str | None:
+        moment = jobs.aware(moment)
+        return moment.isoformat() if moment else None
+
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "queue": job.queue,
+        "status": job.status,
+        "stage": job.stage,
+        "progress": job.progress,
+        "progressMessage": job.progress_message,
+        "attempts": job.attempts,
+        "maxAttempts": job.max_attempts,
+        "payload": job.payload,
+        "result": job.result,
+        "error": job.error,
+        "errorStage": job.error_stage,
+        "cancelRequested": job.cancel_requested,
+        "parentId": job.parent_id,
+        "pipelineId": job.pipeline_id,
+        "createdAt": iso(job.created_at),
+        "startedAt": iso(job.started_at),
+        "finishedAt": iso(job.finished_at),
+    }
+
+
+@api(authenticated=False)
+async def get_health(request: Request) -> Response:
+    checks = await run_in_threadpool(health.check_all, include_workers=True)
+    required_ok = all(c.ok for c in checks if c.name != "workers")
+    detailed = secrets_match(_presented_token(request), get_settings().api_token.get_secret_value())
+    body = {
+        "status": "ok" if required_ok else "degraded",
+        "checks": {
+            c.name: {"ok": c.ok, "latencyMs": c.latency_ms, **({"detail": c.detail} if detailed else {})}
+            for c in checks
+        },
+    }
+    return JSONResponse(body, status_code=200 if required_ok else 503)
+
+
+@api()
+async def post_job(request: Request) -> Response:
+    body = await read_json_body(request)
+    kind = body.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise ApiError(422, "field 'kind' is required and must be a string")
+    payload = body.get("payload", {})
+    if not isinstance(payload, dict):
+        raise ApiError(422, "field 'payload' must be an object")
+    unknown = sorted(set(body) - {"kind", "payload"})
+    if unknown:
+        raise ApiError(422, f"unknown field(s): {', '.join(unknown)}")
+    job = await run_in_threadpool(jobs.create_job, kind, payload)
+    return JSONResponse(job_to_dict(job), status_code=201, headers={"Location": f"/api/jobs/{job.id}"})
+
+
+def _job_id(request: Request) -> str:
+    job_id = request.path_params["job_id"]
+    if not (len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id)):
+        raise ApiError(404, f"job {job_id!r} does not exist")
+    return job_id
+
+
+@api()
+async def get_job(request: Request) -> Response:
+    job = await run_in_threadpool(jobs.get_job, _job_id(request))
+    return JSONResponse(job_to_dict(job))
+
+
+@api()
+async def get_job_logs(request: Request) -> Response:
+    job_id = _job_id(request)
+    await run_in_threadpool(jobs.get_job, job_id)  # 404 for unknown jobs
+    try:
+        after = int(request.query_params.get("after", "0"))
+        limit = int(request.query_params.get("limit", "500"))
+    except ValueError:
+        raise ApiError(400, "'after' and 'limit' must be integers") from None
+    page = await run_in_threadpool(joblogs.read_logs, job_id, after=after, limit=limit)
+    lines = [
+        {"id": e.id, "level": e.level, "message": e.message, "at": jobs.aware(e.created_at).isoformat()}
+        for e in page.entries
+    ]
+    return JSONResponse({"lines": lines, "cursor": page.cursor})
+
+
+@api()
+async def post_cancel(request: Request) -> Response:
+    job = await run_in_threadpool(jobs.cancel_job, _job_id(request))
+    return JSONResponse(job_to_dict(job))
+
+
+@api()
+async def post_retry(request: Request) -> Response:
+    job = await run_in_threadpool(jobs.retry_job, _job_id(request))
+    return JSONResponse(job_to_dict(job))
+
+
+@api(authenticated=False)
+async def get_file(request: Request) -> Response:
+    """Serves local-store downloads behind signed, expiring links (the S3 backend presigns itself)."""
+    from core.storage import LocalObjectStore, ObjectNotFound, get_object_store, verify_local_signature
+
+    store = get_object_store()
+    key = request.path_params["key"]
+    if not isinstance(store, LocalObjectStore):
+        raise ApiError(404, "file links are served by the object store")
+    try:
+        expires = int(request.query_params.get("expires", ""))
+    except ValueError:
+        raise ApiError(403, "invalid or expired link") from None
+    signature = request.query_params.get("signature", "")
+    signing_key = get_settings().signing_key.get_secret_value()
+    if not verify_local_signature(key, expires, signature, signing_key=signing_key):
+        raise ApiError(403, "invalid or expired link")
+    try:
+        info = await run_in_threadpool(store.stat, key)
+    except ObjectNotFound:
+        raise ApiError(404, "file not found") from None
+    return StreamingResponse(
+        store.iter_chunks(key), media_type=info.content_type or "application/octet-stream",
+        headers={"Content-Length": str(info.size)},
+    )
+
+
+def api_routes() -> list[Route]:
+    return [
+        Route("/api/health", get_health, methods=["GET"]),
+        Route("/api/jobs", post_job, methods=["POST"]),
+        Route("/api/jobs/{job_id}", get_job, methods=["GET"]),
+        Route("/api/jobs/{job_id}/logs", get_job_logs, methods=["GET"]),
+        Route("/api/jobs/{job_id}/cancel", post_cancel, methods=["POST"]),
+        Route("/api/jobs/{job_id}/retry", post_retry, methods=["POST"]),
+        Route("/api/files/{key:path}", get_file, methods=["GET"]),
+    ]

@@ -1,0 +1,109 @@
+"""Jobs: every background job, filterable and paginated, with live progress and logs."""
+
+import json
+
+import streamlit as st
+
+from core import joblogs, jobs
+from core.errors import StudioError
+from core.job_kinds import all_specs
+from core.models import JobStatus
+from ui.widgets import status_badge
+
+st.title("Jobs")
+
+with st.expander("Start a test job"):
+    kind = st.selectbox("Kind", ["noop", "sleep"], key="jobs.new.kind")
+    payload_text = st.text_area("Payload (JSON)", value='{"seconds": 5, "steps": 10}' if kind == "sleep" else "{}",
+                                key="jobs.new.payload")
+    if st.button("Enqueue", key="jobs.new.submit"):
+        try:
+            job = jobs.create_job(kind, json.loads(payload_text or "{}"))
+            st.session_state["jobs.selected"] = job.id
+            st.toast(f"Job {job.id[:8]} queued")
+        except json.JSONDecodeError as error:
+            st.error(f"The payload is not valid JSON: {error}")
+        except StudioError as error:
+            st.error(str(error))
+
+filters = st.columns([2, 2, 2, 1])
+statuses = filters[0].multiselect("Status", [s.value for s in JobStatus], key="jobs.status")
+kinds = filters[1].multiselect("Kind", [s.kind for s in all_specs()], key="jobs.kind")
+id_prefix = filters[2].text_input("Job id starts with", key="jobs.id", max_chars=32)
+page_size = filters[3].selectbox("Per page", [25, 50, 100], key="jobs.page_size")
+page_number = st.session_state.get("jobs.page", 1)
+result = jobs.list_jobs(statuses=statuses, kinds=kinds, id_prefix=id_prefix or None,
+                        page=page_number, page_size=page_size)
+
+rows = [
+    {
+        "id": job.id[:8],
+        "kind": job.kind,
+        "status": job.status,
+        "progress": job.progress,
+        "stage": job.stage or "",
+        "attempts": f"{job.attempts}/{job.max_attempts}",
+        "created": jobs.aware(job.created_at),
+        "error": (job.error or "")[:120],
+    }
+    for job in result.items
+]
+st.dataframe(
+    rows,
+    hide_index=True,
+    column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0)},
+)
+st.number_input(f"Page (of {result.pages}) · {result.total} job(s)", min_value=1, max_value=result.pages,
+                key="jobs.page")
+
+if not result.items:
+    st.info("No jobs match these filters.")
+    st.stop()
+
+ids = [job.id for job in result.items]
+selected = st.session_state.get("jobs.selected")
+default_index = ids.index(selected) if selected in ids else 0
+job_id = st.selectbox("Open job", ids, index=default_index, format_func=lambda i: f"{i[:8]}", key="jobs.open")
+
+
+@st.fragment(run_every=2)
+def job_detail(job_id: str) -> None:
+    job = jobs.get_job(job_id)
+    head = st.columns([3, 1, 1, 1])
+    head[0].subheader(f"{job.kind} · `{job.id}`")
+    with head[1]:
+        status_badge(job.status)
+    if job.status in (JobStatus.QUEUED, JobStatus.RUNNING) and head[2].button("Cancel", key="jobs.cancel"):
+        try:
+            jobs.cancel_job(job.id)
+        except StudioError as error:
+            st.error(str(error))
+        st.rerun(scope="fragment")
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELLED) and head[3].button("Retry", key="jobs.retry"):
+        try:
+            jobs.retry_job(job.id)
+        except StudioError as error:
+            st.error(str(error))
+        st.rerun(scope="fragment")
+    st.progress(job.progress, text=job.progress_message or job.stage or job.status)
+    if job.error:
+        st.error(f"Failed at stage '{job.error_stage}': {job.error}")
+    st.caption(f"Queue {job.queue} · attempt {job.attempts}/{job.max_attempts} · worker {job.worker or '—'}")
+
+    level = st.segmented_control("Log level", joblogs.LEVELS, default="info", key="jobs.level")
+    cache = st.session_state.setdefault("jobs.log", {"job": None, "cursor": 0, "lines": []})
+    if cache["job"] != job_id:
+        cache.update(job=job_id, cursor=0, lines=[])
+    page = joblogs.read_logs(job_id, after=cache["cursor"], limit=1000)
+    cache["cursor"] = page.cursor
+    cache["lines"] = (cache["lines"] + [(e.level, f"{jobs.aware(e.created_at):%H:%M:%S} {e.level:<7} {e.message}")
+                                        for e in page.entries])[-2000:]
+    threshold = joblogs.LEVELS.index(level or "debug")
+    shown = [text for lvl, text in cache["lines"] if joblogs.LEVELS.index(lvl) >= threshold]
+    st.code("\n".join(shown[-300:]) or "(no log lines yet)", language=None)
+    st.download_button("Download log", "\n".join(shown), file_name=f"job-{job_id}.log", key="jobs.download")
+    with st.expander("Payload and result"):
+        st.json({"payload": job.payload, "result": job.result, "checkpoint": job.checkpoint})
+
+
+job_detail(job_id)

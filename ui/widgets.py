@@ -1,0 +1,24 @@
+"""Small reusable widgets."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+STATUS_COLOURS = {
+    "queued": "gray",
+    "running": "blue",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "orange",
+}
+
+
+def status_badge(status: str) -> None:
+    st.badge(status, color=STATUS_COLOURS.get(status, "gray"))
+
+
+def coming_soon(title: str, issue: int, what: list[str]) -> None:
+    """A page whose capability lands with a later issue: says what is coming, shows no fake data."""
+    st.title(title)
+    st.info(f"This part of the studio arrives with issue #{issue}. Nothing here is simulated.")
+    st.markdown("\n".join(f"- {line}" for line in what))

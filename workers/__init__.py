@@ -1,0 +1,1 @@
+"""Background workers: Dramatiq actors, the worker processes and their supervisor, and the CLI."""

@@ -1,0 +1,39 @@
+"""Thin actors: one per job kind, each takes a job id and runs its handler under the lifecycle."""
+
+from __future__ import annotations
+
+import dramatiq
+import redis
+from sqlalchemy.exc import OperationalError
+
+from core.errors import is_transient
+from core.job_kinds import get_spec
+from core.jobs import Handler, execute_job
+from workers import handlers
+from workers.broker import broker
+
+HANDLERS: dict[str, Handler] = {
+    "noop": handlers.noop,
+    "sleep": handlers.sleep,
+}
+
+
+def _retry_outside_the_job(retries: int, error: BaseException) -> bool:
+    """Retries for what failed before a job could record it itself (database or Redis down)."""
+    infrastructure = is_transient(error) or isinstance(error, OperationalError | redis.RedisError)
+    return retries < 10 and infrastructure
+
+
+def _make_actor(kind: str, handler: Handler) -> dramatiq.Actor:
+    spec = get_spec(kind)
+
+    def run(job_id: str) -> None:
+        execute_job(job_id, handler)
+
+    run.__name__ = kind.replace("-", "_")
+    return dramatiq.actor(
+        run, actor_name=kind, queue_name=spec.queue, broker=broker, retry_when=_retry_outside_the_job
+    )
+
+
+ACTORS: dict[str, dramatiq.Actor] = {kind: _make_actor(kind, handler) for kind, handler in HANDLERS.items()}

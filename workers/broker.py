@@ -1,0 +1,7 @@
+"""Installs the studio's Redis broker as Dramatiq's global broker. Import before any actor."""
+
+from __future__ import annotations
+
+from core.queue import get_broker
+
+broker = get_broker()

@@ -1,0 +1,233 @@
+"""The worker CLI: run workers, enqueue jobs, and inspect, cancel or retry them.
+
+    python -m workers run                      # all queues, supervised (what the app's run script uses)
+    python -m workers enqueue sleep --payload '{"seconds": 5}'
+    python -m workers jobs --status failed
+    python -m workers show 3f2a --follow       # a unique prefix of the id is enough
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from core import jobs
+from core.errors import StudioError
+
+app = typer.Typer(
+    help="InfluencerAI Studio workers: run the background workers and manage jobs from the shell.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _fail(error: Exception) -> typer.Exit:
+    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+def _short(job_id: str) -> str:
+    return job_id[:8]
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    _setup_logging(verbose)
+    for noisy in ("dramatiq", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+@app.command()
+def run(
+    queues: Annotated[str, typer.Option(help="Comma-separated queues to serve: gpu, cpu, default.")] = "",
+) -> None:
+    """Start supervised worker processes (one for 'gpu', one for 'cpu'+'default') and the reconciler.
+
+    A worker process that dies is restarted; Ctrl-C or SIGTERM stops them gracefully and hands
+    unfinished messages back to the queue.
+    """
+    from core.db import upgrade_schema
+    from workers.process import Supervisor, default_groups
+
+    upgrade_schema()
+    try:
+        groups = default_groups([q.strip() for q in queues.split(",") if q.strip()] or None)
+    except ValueError as error:
+        raise _fail(error) from None
+    raise typer.Exit(Supervisor(groups).run())
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="Address the web server listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the UI and the /api routes.")] = 8501,
+) -> None:
+    """Run the whole studio here: a local Redis if none is reachable, the workers and the web app."""
+    from workers.launcher import up as launch
+
+    raise typer.Exit(launch(host, port))
+
+
+@app.command(hidden=True)
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated queues.")],
+    threads: Annotated[int, typer.Option(min=1, max=64)] = 4,
+    prefetch: Annotated[int, typer.Option(min=0, help="Messages fetched ahead; 0 = twice the threads.")] = 0,
+) -> None:
+    """One unsupervised worker process (the supervisor starts these)."""
+    from workers.process import run_worker
+
+    run_worker([q for q in queues.split(",") if q], threads, prefetch)
+
+
+@app.command()
+def enqueue(
+    kind: Annotated[str, typer.Argument(help="Job kind, e.g. noop or sleep (see `kinds`).")],
+    payload: Annotated[str, typer.Option(help="The job's payload as a JSON object.")] = "{}",
+) -> None:
+    """Create a job and put it on its queue; prints the job id."""
+    try:
+        data = json.loads(payload)
+    except json.JSONDecodeError as error:
+        raise _fail(ValueError(f"--payload is not valid JSON: {error}")) from None
+    if not isinstance(data, dict):
+        raise _fail(ValueError("--payload must be a JSON object"))
+    try:
+        job = jobs.create_job(kind, data)
+    except StudioError as error:
+        raise _fail(error) from None
+    typer.echo(job.id)
+
+
+@app.command()
+def kinds() -> None:
+    """List the job kinds, their queues and what they do."""
+    from core.job_kinds import all_specs
+
+    for spec in all_specs():
+        typer.echo(f"{spec.kind:<16} {spec.queue:<8} {spec.description}")
+
+
+@app.command(name="jobs")
+def list_jobs(
+    status: Annotated[list[str] | None, typer.Option(help="Filter by status (repeatable).")] = None,
+    kind: Annotated[list[str] | None, typer.Option(help="Filter by kind (repeatable).")] = None,
+    page: Annotated[int, typer.Option(min=1)] = 1,
+    page_size: Annotated[int, typer.Option(min=1, max=200)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List jobs, newest first."""
+    result = jobs.list_jobs(statuses=status, kinds=kind, page=page, page_size=page_size)
+    if as_json:
+        from core.webhook import job_to_dict
+
+        typer.echo(json.dumps({"total": result.total, "items": [job_to_dict(j) for j in result.items]}))
+        return
+    typer.echo(f"{'ID':<10}{'KIND':<14}{'STATUS':<11}{'PROGRESS':>9}  {'CREATED':<20} STAGE / ERROR")
+    for job in result.items:
+        created = jobs.aware(job.created_at).strftime("%Y-%m-%d %H:%M:%S")
+        note = job.error or job.stage or ""
+        typer.echo(
+            f"{_short(job.id):<10}{job.kind:<14}{job.status:<11}{job.progress:>8.0%}  {created:<20} {note[:60]}"
+        )
+    typer.echo(f"page {result.page}/{result.pages} · {result.total} job(s)")
+
+
+def _resolve(job_id: str) -> str:
+    try:
+        return jobs.resolve_job_id(job_id)
+    except StudioError as error:
+        raise _fail(error) from None
+
+
+@app.command()
+def show(
+    job_id: Annotated[str, typer.Argument(help="Job id or a unique prefix of it.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Tail the log until the job ends.")] = False,
+) -> None:
+    """Show a job's state and its log; with --follow, stream new log lines live."""
+    from core import joblogs
+
+    full_id = _resolve(job_id)
+    job = jobs.get_job(full_id)
+    typer.echo(f"job {job.id}  kind={job.kind}  queue={job.queue}  status={job.status}  "
+               f"attempts={job.attempts}/{job.max_attempts}  progress={job.progress:.0%}")
+    if job.error:
+        typer.echo(f"error ({job.error_stage}): {job.error}")
+    cursor = 0
+    while True:
+        page = joblogs.read_logs(full_id, after=cursor)
+        for entry in page.entries:
+            typer.echo(f"{jobs.aware(entry.created_at):%H:%M:%S} {entry.level:<7} {entry.message}")
+        cursor = page.cursor
+        if not follow:
+            break
+        if jobs.get_job(full_id).job_status.is_terminal and not page.entries:
+            typer.echo(f"-- job {jobs.get_job(full_id).status}")
+            break
+        time.sleep(0.5)
+
+
+@app.command()
+def cancel(job_id: Annotated[str, typer.Argument(help="Job id or a unique prefix.")]) -> None:
+    """Cancel a queued job, or ask a running one to stop."""
+    try:
+        job = jobs.cancel_job(_resolve(job_id))
+    except StudioError as error:
+        raise _fail(error) from None
+    typer.echo(f"{job.id} {job.status}{' (stop requested)' if job.status == 'running' else ''}")
+
+
+@app.command()
+def retry(job_id: Annotated[str, typer.Argument(help="Job id or a unique prefix.")]) -> None:
+    """Queue a failed or cancelled job again (it resumes from its checkpoint when it has one)."""
+    try:
+        job = jobs.retry_job(_resolve(job_id))
+    except StudioError as error:
+        raise _fail(error) from None
+    typer.echo(f"{job.id} {job.status}")
+
+
+@app.command()
+def reconcile() -> None:
+    """Re-enqueue jobs the broker lost and fail jobs past their time limit (the supervisor does this too)."""
+    report = jobs.reconcile()
+    typer.echo(f"requeued {len(report.requeued)}, orphaned {len(report.orphaned)}, "
+               f"timed out {len(report.timed_out)}")
+
+
+@app.command()
+def migrate() -> None:
+    """Upgrade the database schema to the newest migration."""
+    from core.db import upgrade_schema
+
+    upgrade_schema()
+    typer.echo("schema up to date")
+
+
+@app.command(name="hash-password")
+def hash_password_command() -> None:
+    """Make a login password hash for STUDIO_UI_PASSWORD_HASH (reads the password from stdin or a prompt)."""
+    from core.auth import hash_password
+
+    password = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else typer.prompt(
+        "Password", hide_input=True, confirmation_prompt=True
+    )
+    try:
+        typer.echo(hash_password(password))
+    except ValueError as error:
+        raise _fail(error) from None

@@ -1,0 +1,97 @@
+"""`python -m workers up`: the whole studio on one machine, for the README's first command.
+
+Starts a local Redis when none is reachable (with an append-only file, so a restart loses
+no queued work), upgrades the schema, then runs the supervised workers and the Streamlit
+server (UI + API) until interrupted, and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+
+from core.config import PROJECT_ROOT, get_settings
+
+_logger = logging.getLogger("studio.launcher")
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def redis_reachable(url: str) -> bool:
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2).ping()
+    except (redis.RedisError, OSError):
+        return False
+    return True
+
+
+def start_local_redis(url: str, data_dir: Path) -> subprocess.Popen[bytes]:
+    parsed = urlparse(url)
+    if parsed.hostname not in _LOCAL_HOSTS:
+        raise RuntimeError(f"Redis at {parsed.hostname}:{parsed.port} is unreachable (and not local to start)")
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (scripts/setup installs it with apt)")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [binary, "--port", str(parsed.port or 6379), "--bind", "127.0.0.1", "--dir", str(data_dir),
+         "--appendonly", "yes", "--save", "", "--protected-mode", "yes"],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not redis_reachable(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the local redis-server did not start (is the port taken?)")
+        time.sleep(0.1)
+    _logger.info("started a local Redis on port %s (data in %s)", parsed.port or 6379, data_dir)
+    return process
+
+
+def up(host: str, port: int) -> int:
+    from core.db import upgrade_schema
+
+    settings = get_settings()
+    started: list[subprocess.Popen[bytes]] = []
+    if not redis_reachable(settings.redis_url):
+        started.append(start_local_redis(settings.redis_url, settings.data_dir / "redis"))
+    upgrade_schema()
+    started.append(subprocess.Popen([sys.executable, "-m", "workers", "run"]))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "server.py"),
+         "--server.address", host, "--server.port", str(port)],
+        cwd=PROJECT_ROOT,
+    )
+    started.append(server)
+    _logger.info("InfluencerAI Studio on http://%s:%d (API under /api; Ctrl-C stops everything)", host, port)
+
+    stopping = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    code = 0
+    while not stopping:
+        exited = [p for p in started if p.poll() is not None]
+        if exited:
+            code = exited[0].returncode or 1
+            _logger.error("%s exited with %s; stopping the studio", exited[0].args[:3], exited[0].returncode)
+            break
+        time.sleep(0.5)
+    for process in reversed(started):  # server first, Redis last: workers hand messages back first
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=45)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return code

@@ -1,0 +1,156 @@
+"""One worker process: a Dramatiq Worker consuming chosen queues, and a supervisor of such processes.
+
+Dramatiq's own CLI master exits when one of its children is SIGKILLed, so the studio runs
+its worker processes itself: the supervisor restarts any that die, runs the reconciler on
+a timer, and forwards SIGTERM for a graceful stop (in-flight messages are handed back).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from core.config import get_settings
+from core.job_kinds import Queue
+
+_logger = logging.getLogger("studio.workers")
+
+
+@dataclass(frozen=True)
+class WorkerGroup:
+    name: str
+    queues: tuple[str, ...]
+    threads: int
+    prefetch: int
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "workers", "worker",
+            "--queues", ",".join(self.queues),
+            "--threads", str(self.threads),
+            "--prefetch", str(self.prefetch),
+        ]
+
+
+def default_groups(queues: list[str] | None = None) -> list[WorkerGroup]:
+    """GPU work gets its own process with one thread and prefetch 1; CPU and default share one."""
+    settings = get_settings()
+    queues = queues or settings.queues
+    unknown = sorted(set(queues) - set(Queue.ALL))
+    if unknown:
+        raise ValueError(f"unknown queue(s) {', '.join(unknown)}; known: {', '.join(Queue.ALL)}")
+    groups = []
+    if Queue.GPU in queues:
+        groups.append(WorkerGroup("gpu", (Queue.GPU,), settings.gpu_worker_threads, 1))
+    others = tuple(q for q in queues if q != Queue.GPU)
+    if others:
+        groups.append(WorkerGroup("+".join(others), others, settings.cpu_worker_threads, 0))
+    return groups
+
+
+def run_worker(queues: list[str], threads: int, prefetch: int) -> None:
+    """Consume until SIGTERM/SIGINT, then stop gracefully."""
+    import dramatiq
+
+    import workers.actors  # noqa: F401  (declares the actors and their queues)
+    from core.queue import WorkerPresence, get_broker
+
+    settings = get_settings()
+    broker = get_broker()
+    broker.emit_after("process_boot")
+    worker = dramatiq.Worker(
+        broker, queues=set(queues), worker_threads=threads, worker_timeout=settings.worker_idle_poll_ms
+    )
+    if prefetch:
+        worker.queue_prefetch = prefetch
+    presence = WorkerPresence(queues, threads)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    worker.start()
+    presence.start()
+    _logger.info("worker %s consuming %s with %d thread(s)", presence.info.id, ",".join(queues), threads)
+    stop.wait()
+    _logger.info("worker %s stopping", presence.info.id)
+    presence.stop()
+    worker.stop(timeout=30_000)
+    broker.emit_before("process_stop")
+    broker.close()
+
+
+class Supervisor:
+    """Keeps one process per worker group alive and reconciles job state on a timer."""
+
+    restart_backoff_max_s = 30.0
+
+    def __init__(self, groups: list[WorkerGroup], *, reconcile_interval_s: float | None = None) -> None:
+        self.groups = groups
+        self.reconcile_interval_s = reconcile_interval_s or get_settings().reconcile_interval_s
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._failures: dict[str, int] = {}
+        self._started: dict[str, float] = {}
+        self._stop = threading.Event()
+
+    def _spawn(self, group: WorkerGroup) -> None:
+        self.processes[group.name] = subprocess.Popen(group.command())
+        self._started[group.name] = time.monotonic()
+        _logger.info("started worker group %s (pid %d)", group.name, self.processes[group.name].pid)
+
+    def _reconcile(self) -> None:
+        from core.jobs import reconcile
+
+        try:
+            report = reconcile()
+        except Exception:
+            _logger.warning("reconcile failed", exc_info=True)
+            return
+        if report.total:
+            _logger.warning(
+                "reconciled: %d requeued, %d orphaned, %d timed out",
+                len(report.requeued), len(report.orphaned), len(report.timed_out),
+            )
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
+        for group in self.groups:
+            self._spawn(group)
+        self._reconcile()
+        next_reconcile = time.monotonic() + self.reconcile_interval_s
+        while not self._stop.wait(0.25):
+            for group in self.groups:
+                process = self.processes[group.name]
+                code = process.poll()
+                if code is None:
+                    continue
+                # Back off only when a group crash-loops; a crash after a long run restarts at once.
+                if time.monotonic() - self._started[group.name] > 60:
+                    self._failures[group.name] = 0
+                failures = self._failures.get(group.name, 0) + 1
+                self._failures[group.name] = failures
+                delay = min(0.5 * 2 ** (failures - 1), self.restart_backoff_max_s) if failures > 3 else 0
+                _logger.warning("worker group %s exited with %s; restarting in %.1f s", group.name, code, delay)
+                if delay and self._stop.wait(delay):
+                    break
+                self._spawn(group)
+            if time.monotonic() >= next_reconcile:
+                self._reconcile()
+                next_reconcile = time.monotonic() + self.reconcile_interval_s
+        return self.shutdown()
+
+    def shutdown(self, timeout_s: float = 40.0) -> int:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + timeout_s
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+        return 0
