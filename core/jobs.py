@@ -20,8 +20,7 @@ from typing import Any
 
 import redis
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.engine import CursorResult
+from sqlalchemy import bindparam, func, or_, select, update
 
 from core import joblogs, queue
 from core.config import get_settings
@@ -61,15 +60,20 @@ def validate_payload(spec: JobSpec, payload: dict[str, Any] | None) -> BaseModel
 # --- creating and inspecting jobs -------------------------------------------------------------------
 
 
-def _enqueue(job: Job, *, delay_ms: int | None = None) -> bool:
-    """Hand a queued job to the broker. False when Redis is unreachable: the reconciler retries."""
+def _enqueue(job: Job, *, delay_ms: int | None = None, touch: bool = True) -> bool:
+    """Hand a queued job to the broker. False when Redis is unreachable: the reconciler retries.
+
+    ``enqueued_at`` tells the reconciler how long a queued job has been the broker's business;
+    it is refreshed here unless the caller already set it in the row it just wrote.
+    """
     try:
         queue.enqueue(job.id, kind=job.kind, queue=job.queue, delay_ms=delay_ms)
     except (redis.RedisError, OSError) as error:
         _logger.warning("job %s stays queued; broker unreachable (%s)", job.id, type(error).__name__)
         return False
-    with session_scope() as session:
-        session.execute(update(Job).where(Job.id == job.id).values(enqueued_at=utcnow()))
+    if touch:
+        with session_scope() as session:
+            session.execute(update(Job).where(Job.id == job.id).values(enqueued_at=utcnow()))
     return True
 
 
@@ -93,11 +97,12 @@ def create_job(
         parent_id=parent_id,
         pipeline_id=pipeline_id,
         character_id=character_id,
+        enqueued_at=utcnow(),
     )
     with session_scope() as session:
         session.add(job)
-    _enqueue(job)
-    return get_job(job.id)
+    _enqueue(job, touch=False)
+    return job
 
 
 def get_job(job_id: str) -> Job:
@@ -194,8 +199,6 @@ def cancel_job(job_id: str) -> Job:
         if job.status == JobStatus.QUEUED:
             job.status = JobStatus.CANCELLED
             job.finished_at = now
-    if job.status == JobStatus.CANCELLED:
-        _after_terminal(job_id)
     joblogs.append_log(job_id, "cancel requested", level="warning")
     return get_job(job_id)
 
@@ -223,14 +226,40 @@ def retry_job(job_id: str) -> Job:
     return get_job(job_id)
 
 
-def _after_terminal(job_id: str) -> None:
-    try:
-        queue.forget_message(job_id)
-    except redis.RedisError:
-        pass
-
-
 # --- running a job (worker side) ----------------------------------------------------------------------
+
+
+_JOBS = Job.__table__
+# Built once: constructing SQLAlchemy statements per call costs more than running them here.
+_FENCED_UPDATE = (
+    update(_JOBS)
+    .where(
+        _JOBS.c.id == bindparam("fence_id"),
+        _JOBS.c.attempts == bindparam("fence_attempt"),
+        _JOBS.c.status == JobStatus.RUNNING.value,
+    )
+    .returning(_JOBS.c.cancel_requested)
+)
+_CLAIM = (
+    update(_JOBS)
+    .where(
+        _JOBS.c.id == bindparam("claim_id"),
+        or_(
+            _JOBS.c.status == JobStatus.QUEUED.value,
+            (_JOBS.c.status == JobStatus.RUNNING.value)
+            & or_(_JOBS.c.heartbeat_at.is_(None), _JOBS.c.heartbeat_at < bindparam("stale_before")),
+        ),
+    )
+    .values(
+        status=JobStatus.RUNNING.value,
+        attempts=_JOBS.c.attempts + 1,
+        worker=bindparam("claim_worker"),
+        started_at=func.coalesce(_JOBS.c.started_at, bindparam("claim_now")),
+        heartbeat_at=bindparam("claim_now"),
+        updated_at=bindparam("claim_now"),
+    )
+    .returning(*_JOBS.c)
+)
 
 
 class JobContext:
@@ -251,13 +280,9 @@ class JobContext:
     def _write(self, **values: Any) -> None:
         values.setdefault("updated_at", utcnow())
         with session_scope() as session:
-            result: CursorResult = session.execute(  # type: ignore[assignment]
-                update(Job)
-                .where(Job.id == self.job_id, Job.attempts == self.attempt, Job.status == JobStatus.RUNNING)
-                .values(**values)
-                .returning(Job.cancel_requested)
-            )
-            row = result.first()
+            row = session.execute(
+                _FENCED_UPDATE.values(**values), {"fence_id": self.job_id, "fence_attempt": self.attempt}
+            ).first()
         if row is None:
             self.lease_lost = True
         elif row[0]:
@@ -332,42 +357,27 @@ _heartbeats = _Heartbeats()
 
 
 def _claim(job_id: str) -> tuple[Job, int] | None:
-    """Take the job for this attempt, or None when it is finished, cancelled or owned elsewhere."""
+    """Take the job for this attempt, or None when it is finished, cancelled or owned elsewhere.
+
+    One atomic UPDATE … RETURNING both checks and takes the job, so two deliveries of the
+    same message can never both run it.
+    """
     settings = get_settings()
     now = utcnow()
+    stale_before = now - timedelta(seconds=settings.job_lease_s)
     with session_scope() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            _logger.warning("message for unknown job %s dropped", job_id)
-            return None
-        if job.status in TERMINAL_STATUSES:
-            return None
-        attempt = job.attempts + 1
-        stale_before = now - timedelta(seconds=settings.job_lease_s)
-        result: CursorResult = session.execute(  # type: ignore[assignment]
-            update(Job)
-            .where(
-                Job.id == job_id,
-                Job.attempts == job.attempts,
-                or_(
-                    Job.status == JobStatus.QUEUED,
-                    (Job.status == JobStatus.RUNNING)
-                    & or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before),
-                ),
-            )
-            .values(
-                status=JobStatus.RUNNING,
-                attempts=attempt,
-                worker=_WORKER_ID,
-                started_at=job.started_at or now,
-                heartbeat_at=now,
-                updated_at=now,
-            )
-        )
-        claimed = result.rowcount == 1
-    if claimed:
-        return get_job(job_id), attempt
-    current = get_job(job_id)
+        row = session.execute(
+            _CLAIM,
+            {"claim_id": job_id, "stale_before": stale_before, "claim_worker": _WORKER_ID, "claim_now": now},
+        ).mappings().first()
+    job = Job.model_validate(dict(row)) if row is not None else None
+    if job is not None:
+        return job, job.attempts
+    try:
+        current = get_job(job_id)
+    except NotFound:
+        _logger.warning("message for unknown job %s dropped", job_id)
+        return None
     if current.status == JobStatus.RUNNING:
         # Another attempt holds a fresh lease. Look again once it would have expired, in case
         # that worker is dead and this message is its redelivery.
@@ -379,8 +389,6 @@ def _claim(job_id: str) -> tuple[Job, int] | None:
 
 def _finish(ctx: JobContext, status: JobStatus, **values: Any) -> None:
     ctx._write(status=status, finished_at=utcnow(), **values)
-    if not ctx.lease_lost:
-        _after_terminal(ctx.job_id)
 
 
 def _retry_later(ctx: JobContext, job: Job, error: BaseException) -> None:

@@ -31,7 +31,9 @@ from dramatiq.middleware import (
 
 from core.config import Settings, get_settings
 
-_MESSAGE_INDEX = "job-messages"  # hash: job id -> "queue|redis message id" of its newest message
+_MESSAGE_INDEX = "job-message"  # key per job: "queue|redis message id" of its newest message
+# Dramatiq refuses delays over 7 days, so a message older than this is gone either way.
+_MESSAGE_INDEX_TTL_S = 8 * 24 * 3600
 _WORKER_PREFIX = "worker:"
 
 
@@ -50,14 +52,13 @@ class JobMessageIndex(Middleware):
 
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         self.client = client
-        self.key = f"{namespace}:{_MESSAGE_INDEX}"
+        self.prefix = f"{namespace}:{_MESSAGE_INDEX}:"
 
     def after_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message, delay: int | None) -> None:
         if not message.args:
             return
-        self.client.hset(
-            self.key, str(message.args[0]), f"{message.queue_name}|{message.options['redis_message_id']}"
-        )
+        value = f"{message.queue_name}|{message.options['redis_message_id']}"
+        self.client.set(self.prefix + str(message.args[0]), value, ex=_MESSAGE_INDEX_TTL_S)
 
 
 def _middleware(client: redis.Redis, namespace: str) -> list[Middleware]:
@@ -128,7 +129,7 @@ def messages_present(job_ids: list[str]) -> dict[str, bool]:
     if not job_ids:
         return {}
     client = get_redis()
-    entries = client.hmget(redis_key(_MESSAGE_INDEX), job_ids)
+    entries = client.mget([redis_key(_MESSAGE_INDEX, job_id) for job_id in job_ids])
     pipe = client.pipeline(transaction=False)
     checked: list[str] = []
     for job_id, entry in zip(job_ids, entries, strict=True):
@@ -139,10 +140,6 @@ def messages_present(job_ids: list[str]) -> dict[str, bool]:
         checked.append(job_id)
     found = dict(zip(checked, pipe.execute(), strict=True)) if checked else {}
     return {job_id: bool(found.get(job_id, False)) for job_id in job_ids}
-
-
-def forget_message(job_id: str) -> None:
-    get_redis().hdel(redis_key(_MESSAGE_INDEX), job_id)
 
 
 def queue_depths(queues: tuple[str, ...] | list[str]) -> dict[str, dict[str, int]]:

@@ -1,0 +1,197 @@
+"""Queue benchmark: pickup latency and no-op throughput, our job lifecycle vs a bare Dramatiq actor.
+
+Both sides use the same Redis, the same broker settings and one worker process with the same
+thread count, in the same run. Latency is enqueue → actor start for jobs sent one at a time
+into idle workers; throughput is jobs/s from the first enqueue until the last one finished.
+
+    .venv/bin/python bench/queue.py                    # SQLite in a temp folder, own redis-server
+    .venv/bin/python bench/queue.py --database-url postgresql+psycopg://user@host/db
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this folder comes first on sys.path and this file would shadow the
+# standard library's `queue` module (which redis imports). Put the project root there instead.
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+
+BARE_QUEUE = "bench-bare"
+
+
+def _serve_bare(threads: int) -> None:
+    """The baseline worker: a bare actor that records its start time and counts completions."""
+    import signal
+    import threading
+
+    import dramatiq
+
+    from core.config import get_settings
+    from core.queue import get_broker, get_redis, redis_key
+
+    broker = get_broker()
+    client = get_redis()
+
+    @dramatiq.actor(queue_name=BARE_QUEUE, actor_name="bench_bare", broker=broker, max_retries=0)
+    def bench_bare(sent_at: float) -> None:
+        client.rpush(redis_key("bench", "latency"), time.time() - sent_at)
+        client.incr(redis_key("bench", "done"))
+
+    worker = dramatiq.Worker(broker, queues={BARE_QUEUE}, worker_threads=threads,
+                             worker_timeout=get_settings().worker_idle_poll_ms)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    worker.start()
+    stop.wait()
+    worker.stop(timeout=10_000)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=dict(os.environ),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait(predicate, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark did not finish")
+        time.sleep(0.01)
+
+
+def bench_bare(samples: int, jobs: int, threads: int) -> dict[str, float]:
+    import dramatiq
+
+    from core.queue import get_broker, get_redis, redis_key
+
+    client, broker = get_redis(), get_broker()
+    done_key, latency_key = redis_key("bench", "done"), redis_key("bench", "latency")
+    client.delete(done_key, latency_key)
+    worker = _spawn([__file__, "--serve-bare", "--threads", str(threads)])
+    try:
+        def send() -> None:
+            broker.enqueue(dramatiq.Message(queue_name=BARE_QUEUE, actor_name="bench_bare",
+                                            args=(time.time(),), kwargs={}, options={}))
+
+        send()
+        _wait(lambda: int(client.get(done_key) or 0) >= 1, 60)  # worker is up
+        client.delete(done_key, latency_key)
+        for i in range(samples):
+            send()
+            _wait(lambda i=i: int(client.get(done_key) or 0) >= i + 1)
+            time.sleep(0.15)  # let the consumer go idle, as it would between real jobs
+        latencies = [float(v) for v in client.lrange(latency_key, 0, -1)]
+        client.delete(done_key)
+        started = time.perf_counter()
+        for _ in range(jobs):
+            send()
+        _wait(lambda: int(client.get(done_key) or 0) >= jobs)
+        elapsed = time.perf_counter() - started
+    finally:
+        worker.terminate()
+        worker.wait()
+    return {"p50": statistics.median(latencies), "p95": _percentile(latencies, 0.95), "rate": jobs / elapsed}
+
+
+def bench_lifecycle(samples: int, jobs: int, threads: int) -> dict[str, float]:
+    from sqlalchemy import func, select
+
+    from core import jobs as lifecycle
+    from core.db import session_scope
+    from core.models import Job, JobStatus
+
+    def succeeded() -> int:
+        with session_scope() as session:
+            return session.execute(select(func.count()).select_from(Job)
+                                   .where(Job.status == JobStatus.SUCCEEDED)).scalar_one()
+
+    worker = _spawn(["-m", "workers", "worker", "--queues", "default", "--threads", str(threads)])
+    try:
+        first = lifecycle.create_job("noop")
+        _wait(lambda: lifecycle.get_job(first.id).status == JobStatus.SUCCEEDED, 60)
+        latencies = []
+        for _ in range(samples):
+            sent = time.time()
+            job = lifecycle.create_job("noop")
+            _wait(lambda job=job: lifecycle.get_job(job.id).status == JobStatus.SUCCEEDED)
+            started_at = lifecycle.aware(lifecycle.get_job(job.id).started_at)
+            latencies.append(started_at.timestamp() - sent)
+            time.sleep(0.15)
+        before = succeeded()
+        started = time.perf_counter()
+        for _ in range(jobs):
+            lifecycle.create_job("noop")
+        _wait(lambda: succeeded() >= before + jobs)
+        elapsed = time.perf_counter() - started
+    finally:
+        worker.terminate()
+        worker.wait()
+    return {"p50": statistics.median(latencies), "p95": _percentile(latencies, 0.95), "rate": jobs / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=2000, help="no-op jobs for the throughput run")
+    parser.add_argument("--samples", type=int, default=50, help="single jobs for the latency run")
+    parser.add_argument("--threads", type=int, default=4, help="worker threads on both sides")
+    parser.add_argument("--database-url", default="", help="default: SQLite in a temporary folder")
+    parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_bare:
+        _serve_bare(args.threads)
+        return
+
+    from workers.launcher import start_local_redis
+
+    tmp = Path(tempfile.mkdtemp(prefix="studio-bench-"))
+    redis_url = f"redis://127.0.0.1:{free_port()}/0"
+    os.environ.update({
+        "STUDIO_DATA_DIR": str(tmp), "REDIS_URL": redis_url, "STUDIO_REDIS_NAMESPACE": "bench",
+        "DATABASE_URL": args.database_url or f"sqlite:///{tmp / 'bench.db'}",
+    })
+    redis_process = start_local_redis(redis_url, tmp / "redis")
+    try:
+        from core.db import get_engine, upgrade_schema
+
+        upgrade_schema()
+        bare = bench_bare(args.samples, args.jobs, args.threads)
+        ours = bench_lifecycle(args.samples, args.jobs, args.threads)
+        database = get_engine().dialect.name
+    finally:
+        redis_process.terminate()
+        redis_process.wait()
+
+    print(f"\nQueue benchmark · {os.cpu_count()} CPU · 1 worker process × {args.threads} threads · "
+          f"{args.samples} latency samples · {args.jobs} throughput jobs · database {database}\n")
+    rows = (("pickup latency p50 (ms)", "p50", 1000), ("pickup latency p95 (ms)", "p95", 1000),
+            ("no-op throughput (jobs/s)", "rate", 1))
+    print(f"| {'metric':<26} | {'bare Dramatiq':>13} | {'studio lifecycle':>16} | {'studio / bare':>13} |")
+    print(f"|{'-' * 28}|{'-' * 15}|{'-' * 18}|{'-' * 15}|")
+    for label, key, scale in rows:
+        b, o = bare[key] * scale, ours[key] * scale
+        print(f"| {label:<26} | {b:>13.1f} | {o:>16.1f} | {o / b:>12.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

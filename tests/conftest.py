@@ -1,0 +1,133 @@
+"""Shared fixtures: real Redis and PostgreSQL servers, a fresh studio configuration per test,
+and worker processes. Each test gets its own database and its own Redis namespace."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.services import create_database, run_postgres, run_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_API_TOKEN = "test-api-token-0123456789"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with run_redis() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    with run_postgres() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """SQLite by default; parametrize with ["sqlite", "postgres"] (indirect) to run on both."""
+    if request.param == "postgres":
+        admin_url = request.getfixturevalue("postgres_admin_url")
+        return create_database(admin_url, f"t_{uuid.uuid4().hex[:12]}")
+    return f"sqlite:///{tmp_path / 'studio.db'}"
+
+
+def _reset_caches() -> None:
+    from core.storage import reset_object_store
+
+    from core.config import reload_settings
+    from core.db import dispose_engines
+    from core.queue import reset_clients
+
+    reload_settings()
+    dispose_engines()
+    reset_clients()
+    reset_object_store()
+
+
+@pytest.fixture
+def studio(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_url: str, database_url: str):
+    """A configured, migrated studio: fresh database, own Redis namespace, local object store."""
+    env = {
+        "STUDIO_ENV": "development",
+        "STUDIO_DATA_DIR": str(tmp_path / "data"),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "STUDIO_REDIS_NAMESPACE": f"t{uuid.uuid4().hex[:10]}",
+        "STUDIO_STORAGE_BACKEND": "local",
+        "STUDIO_API_TOKEN": TEST_API_TOKEN,
+        "STUDIO_AUTH_DISABLED": "true",
+        "STUDIO_JOB_RETRY_BACKOFF_S": "0.2",
+        "STUDIO_RECONCILE_INTERVAL_S": "2",
+    }
+    for name in [n for n in os.environ if n.startswith("STUDIO_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    _reset_caches()
+    from core.config import get_settings
+    from core.db import upgrade_schema
+
+    upgrade_schema()
+    yield get_settings()
+    _reset_caches()
+
+
+class WorkerProcesses:
+    """Starts `python -m workers …` processes with the test's environment and stops them all."""
+
+    def __init__(self) -> None:
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workers", *args], cwd=ROOT, env=dict(os.environ), start_new_session=True
+        )
+        self.processes.append(process)
+        return process
+
+    def worker(self, queues: str = "cpu,default", threads: int = 2) -> subprocess.Popen[bytes]:
+        return self.start("worker", "--queues", queues, "--threads", str(threads))
+
+    def supervisor(self, queues: str = "cpu,default") -> subprocess.Popen[bytes]:
+        return self.start("run", "--queues", queues)
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.fixture
+def workers(studio) -> Iterator[WorkerProcesses]:
+    processes = WorkerProcesses()
+    yield processes
+    processes.stop_all()
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30, interval: float = 0.05,
+               what: str = "condition") -> object:
+    """Polls until predicate() is truthy; returns its value or fails the test with `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)

@@ -1,0 +1,115 @@
+"""The embedded HTTP API: authentication, limits and clear JSON errors, with nothing written on refusal."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import func, select
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from core.db import session_scope
+from core.models import Job
+from core.webhook import api_routes
+from tests.conftest import TEST_API_TOKEN
+
+AUTH = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
+
+
+@pytest.fixture
+def client(studio):
+    with TestClient(Starlette(routes=api_routes())) as test_client:
+        yield test_client
+
+
+def _jobs() -> int:
+    with session_scope() as session:
+        return session.execute(select(func.count()).select_from(Job)).scalar_one()
+
+
+def test_health_reports_each_service_without_details_for_strangers(client):
+    response = client.get("/api/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert {"database", "redis", "storage", "workers"} <= set(body["checks"])
+    assert body["checks"]["database"]["ok"] is True
+    assert "detail" not in body["checks"]["database"]
+    assert "detail" in client.get("/api/health", headers=AUTH).json()["checks"]["database"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_a_job_is_created_and_read_back(client):
+    created = client.post("/api/jobs", json={"kind": "sleep", "payload": {"seconds": 1}}, headers=AUTH)
+    assert created.status_code == 201, created.text
+    job = created.json()
+    assert job["status"] == "queued" and job["payload"]["seconds"] == 1
+    assert created.headers["location"] == f"/api/jobs/{job['id']}"
+    fetched = client.get(f"/api/jobs/{job['id']}", headers={"X-Studio-Token": TEST_API_TOKEN})
+    assert fetched.status_code == 200
+    assert fetched.json()["id"] == job["id"]
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"X-Studio-Token": "nope"},
+                                     {"Authorization": TEST_API_TOKEN}])
+def test_missing_or_wrong_token_is_401_and_writes_nothing(client, headers):
+    response = client.post("/api/jobs", json={"kind": "noop"}, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert "API token" in response.json()["error"]
+    assert client.get("/api/jobs/" + "0" * 32, headers=headers).status_code == 401
+    assert _jobs() == 0
+
+
+def test_oversized_body_is_413_and_writes_nothing(client, studio):
+    big = json.dumps({"kind": "noop", "payload": {"note": "x" * (studio.max_request_bytes + 10)}})
+    response = client.post("/api/jobs", content=big, headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 413
+
+    def chunks():  # no Content-Length: the limit is enforced while reading
+        for _ in range(studio.max_request_bytes // 65536 + 2):
+            yield b" " * 65536
+
+    streamed = client.post("/api/jobs", content=chunks(), headers=AUTH)
+    assert streamed.status_code == 413
+    assert _jobs() == 0
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe", b"[1, 2]", b""])
+def test_malformed_json_is_400_and_writes_nothing(client, body):
+    response = client.post("/api/jobs", content=body, headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["error"]
+    assert _jobs() == 0
+
+
+@pytest.mark.parametrize("body,fragment", [
+    ({"kind": "nope"}, "unknown job kind"),
+    ({"kind": "sleep", "payload": {"seconds": "soon"}}, "seconds"),
+    ({"payload": {}}, "'kind' is required"),
+    ({"kind": "noop", "extra": 1}, "unknown field"),
+])
+def test_invalid_requests_are_422_with_the_field_named(client, body, fragment):
+    response = client.post("/api/jobs", json=body, headers=AUTH)
+    assert response.status_code == 422
+    assert fragment in response.json()["error"]
+    assert _jobs() == 0
+
+
+def test_unknown_job_is_404(client):
+    assert client.get("/api/jobs/" + "a" * 32, headers=AUTH).status_code == 404
+    assert client.get("/api/jobs/../../etc/passwd", headers=AUTH).status_code == 404
+    assert client.post("/api/jobs/" + "b" * 32 + "/cancel", headers=AUTH).status_code == 404
+
+
+def test_cancel_retry_and_logs_over_http(client):
+    job = client.post("/api/jobs", json={"kind": "sleep"}, headers=AUTH).json()
+    cancelled = client.post(f"/api/jobs/{job['id']}/cancel", headers=AUTH)
+    assert cancelled.json()["status"] == "cancelled"
+    assert client.post(f"/api/jobs/{job['id']}/cancel", headers=AUTH).status_code == 409
+    assert client.post(f"/api/jobs/{job['id']}/retry", headers=AUTH).json()["status"] == "queued"
+    logs = client.get(f"/api/jobs/{job['id']}/logs", headers=AUTH).json()
+    assert [line["message"] for line in logs["lines"]] == ["cancel requested", "retry requested"]
+    more = client.get(f"/api/jobs/{job['id']}/logs?after={logs['cursor']}", headers=AUTH).json()
+    assert more["lines"] == [] and more["cursor"] == logs["cursor"]

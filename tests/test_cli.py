@@ -1,0 +1,57 @@
+"""The worker CLI drives the same lifecycle as the UI and the API."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from core import jobs
+from tests.conftest import ROOT
+from workers.cli import app
+
+runner = CliRunner()
+
+
+def test_help_explains_every_command():
+    result = subprocess.run([sys.executable, "-m", "workers", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0
+    for command in ("run", "up", "enqueue", "jobs", "show", "cancel", "retry", "reconcile"):
+        assert command in result.stdout
+
+
+def test_enqueue_list_show_cancel_retry(studio):
+    enqueued = runner.invoke(app, ["enqueue", "sleep", "--payload", '{"seconds": 2}'])
+    assert enqueued.exit_code == 0, enqueued.output
+    job_id = enqueued.output.strip()
+    assert jobs.get_job(job_id).payload["seconds"] == 2
+
+    listed = runner.invoke(app, ["jobs", "--status", "queued"])
+    assert job_id[:8] in listed.output and "1 job(s)" in listed.output
+
+    cancelled = runner.invoke(app, ["cancel", job_id[:6]])
+    assert cancelled.exit_code == 0 and "cancelled" in cancelled.output
+    shown = runner.invoke(app, ["show", job_id[:6]])
+    assert "status=cancelled" in shown.output and "cancel requested" in shown.output
+    retried = runner.invoke(app, ["retry", job_id])
+    assert retried.exit_code == 0 and "queued" in retried.output
+
+
+def test_bad_input_gives_a_clear_error_and_exit_code_2(studio):
+    bad_json = runner.invoke(app, ["enqueue", "noop", "--payload", "{oops"])
+    assert bad_json.exit_code == 2 and "not valid JSON" in bad_json.output
+    bad_kind = runner.invoke(app, ["enqueue", "nope"])
+    assert bad_kind.exit_code == 2 and "unknown job kind" in bad_kind.output
+    missing = runner.invoke(app, ["show", "abcdef"])
+    assert missing.exit_code == 2 and "no job id starts with" in missing.output
+    assert jobs.list_jobs().total == 0
+
+
+def test_show_follow_streams_until_the_job_ends(workers, studio):
+    workers.worker()
+    job = jobs.create_job("sleep", {"seconds": 1, "steps": 4})
+    result = runner.invoke(app, ["show", job.id, "--follow"])
+    assert result.exit_code == 0
+    assert "stage: sleeping" in result.output and "slept 1 s in 4 steps" in result.output
+    assert "-- job succeeded" in result.output

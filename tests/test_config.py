@@ -1,0 +1,50 @@
+"""Settings: one class, environment-driven, refusing placeholder secrets outside development."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from core.auth import hash_password
+from core.config import Settings
+
+STRONG = "a-strong-secret-of-32-characters!"
+
+
+def test_development_mode_accepts_the_demo_defaults():
+    settings = Settings(_env_file=None, env="development")
+    assert settings.api_token.get_secret_value() == "dev-api-token"
+    assert settings.effective_database_url.startswith("sqlite:///")
+
+
+def test_production_refuses_placeholder_secrets_and_names_them():
+    with pytest.raises(ValidationError) as error:
+        Settings(_env_file=None, env="production")
+    message = str(error.value)
+    assert "STUDIO_API_TOKEN" in message and "STUDIO_SIGNING_KEY" in message and "STUDIO_UI_PASSWORD_HASH" in message
+
+
+def test_production_refuses_disabling_the_login():
+    with pytest.raises(ValidationError, match="AUTH_DISABLED"):
+        Settings(_env_file=None, env="production", api_token=STRONG, signing_key=STRONG,
+                 ui_password_hash=hash_password("correct horse"), auth_disabled=True)
+
+
+def test_production_starts_with_real_secrets():
+    settings = Settings(_env_file=None, env="production", api_token=STRONG, signing_key=STRONG,
+                        ui_password_hash=hash_password("correct horse"))
+    assert settings.login_required
+
+
+def test_database_and_redis_urls_are_read_from_the_conventional_names(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://u@db/studio")
+    monkeypatch.setenv("REDIS_URL", "redis://cache:6379/2")
+    settings = Settings(_env_file=None)
+    assert settings.effective_database_url == "postgresql+psycopg://u@db/studio"
+    assert settings.redis_url == "redis://cache:6379/2"
+
+
+def test_secrets_never_appear_in_the_settings_repr():
+    settings = Settings(_env_file=None, api_token=STRONG)
+    assert STRONG not in repr(settings)
+    assert STRONG not in str(settings.model_dump())

@@ -1,0 +1,229 @@
+"""The job lifecycle end to end through real worker processes on a real Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from core import joblogs, jobs
+from core.db import session_scope
+from core.errors import Conflict, InvalidInput
+from core.models import Job, JobStatus
+from core.queue import get_redis
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _status(job_id: str) -> str:
+    return jobs.get_job(job_id).status
+
+
+def _wait_status(job_id: str, status: str, timeout: float = 30) -> Job:
+    wait_until(lambda: _status(job_id) == status, timeout, what=f"job {job_id} to be {status}")
+    return jobs.get_job(job_id)
+
+
+def _job_count() -> int:
+    with session_scope() as session:
+        return session.execute(select(func.count()).select_from(Job)).scalar_one()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_noop_job_succeeds_through_a_worker(workers, studio):
+    workers.worker()
+    job = jobs.create_job("noop", {"note": "hello"})
+    assert job.status == JobStatus.QUEUED
+    done = _wait_status(job.id, JobStatus.SUCCEEDED)
+    assert done.result == {"note": "hello"}
+    assert done.attempts == 1
+    assert done.progress == 1.0
+    assert done.started_at is not None and done.finished_at is not None
+
+
+def test_invalid_payload_is_refused_and_nothing_is_written(studio):
+    with pytest.raises(InvalidInput, match="seconds"):
+        jobs.create_job("sleep", {"seconds": -5})
+    with pytest.raises(InvalidInput, match="unknown job kind"):
+        jobs.create_job("rm-rf", {})
+    with pytest.raises(InvalidInput, match="extra"):
+        jobs.create_job("noop", {"surprise": 1})
+    assert _job_count() == 0
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_failure_records_the_stage_and_a_readable_error_and_is_not_retried(workers, studio):
+    workers.worker()
+    job = jobs.create_job("sleep", {"seconds": 0.2, "steps": 4, "fail_at_step": 2})
+    failed = _wait_status(job.id, JobStatus.FAILED)
+    assert failed.error_stage == "sleeping"
+    assert failed.error == "PermanentJobError: simulated failure at step 2"
+    assert failed.attempts == 1, "a permanent failure must not be retried"
+    assert failed.checkpoint == {"step": 2}
+    lines = [e.message for e in joblogs.read_logs(job.id).entries]
+    assert any("Traceback" in line and "simulated failure" in line for line in lines)
+
+
+def test_transient_failure_is_retried_with_backoff_then_succeeds(workers, studio):
+    workers.worker()
+    job = jobs.create_job("sleep", {"seconds": 0.1, "steps": 1, "transient_failures": 1})
+    done = _wait_status(job.id, JobStatus.SUCCEEDED)
+    assert done.attempts == 2
+    assert done.result["attempt"] == 2
+    warnings = [e.message for e in joblogs.read_logs(job.id, min_level="warning").entries]
+    assert any("transient failure, retrying" in w for w in warnings)
+
+
+def test_transient_failures_stop_after_max_attempts(workers, studio):
+    workers.worker()
+    job = jobs.create_job("sleep", {"seconds": 0.1, "steps": 1, "transient_failures": 5})
+    failed = _wait_status(job.id, JobStatus.FAILED)
+    assert failed.attempts == failed.max_attempts == 3
+    assert "simulated transient failure on attempt 3" in failed.error
+
+
+def test_cancelling_a_queued_job_means_it_never_runs(workers, studio):
+    job = jobs.create_job("sleep", {"seconds": 0.1, "steps": 1})
+    cancelled = jobs.cancel_job(job.id)
+    assert cancelled.status == JobStatus.CANCELLED
+    workers.worker()
+    marker = jobs.create_job("noop")
+    _wait_status(marker.id, JobStatus.SUCCEEDED)  # the worker has drained the queue by now
+    assert jobs.get_job(job.id).attempts == 0
+    with pytest.raises(Conflict):
+        jobs.cancel_job(job.id)
+
+
+def test_cancelling_a_running_job_stops_it_at_its_next_step(workers, studio):
+    workers.worker()
+    job = jobs.create_job("sleep", {"seconds": 20, "steps": 100})
+    wait_until(lambda: jobs.get_job(job.id).progress > 0.02, 30, what="the job to make progress")
+    jobs.cancel_job(job.id)
+    cancelled = _wait_status(job.id, JobStatus.CANCELLED, timeout=10)
+    assert cancelled.progress < 0.5
+    assert cancelled.error_stage == "sleeping"
+
+
+def test_retrying_a_failed_job_runs_it_again_from_its_checkpoint(workers, studio):
+    workers.worker()
+    job = jobs.create_job("sleep", {"seconds": 0.4, "steps": 4, "fail_at_step": 2})
+    _wait_status(job.id, JobStatus.FAILED)
+    with pytest.raises(Conflict):
+        jobs.retry_job(_running_or_done_job())  # only failed or cancelled jobs can be retried
+    # The failure is deterministic at step 2, so make the retry pass it by editing the payload the
+    # way an operator would fix an input, then retry.
+    with session_scope() as session:
+        row = session.get(Job, job.id)
+        row.payload = {**row.payload, "fail_at_step": None}
+    retried = jobs.retry_job(job.id)
+    assert retried.status == JobStatus.QUEUED
+    done = _wait_status(job.id, JobStatus.SUCCEEDED)
+    assert done.attempts == 2
+    assert done.result["resumed_from"] == 2, "the retry resumes at the checkpoint, not from scratch"
+
+
+def _running_or_done_job() -> str:
+    job = jobs.create_job("noop")
+    _wait_status(job.id, JobStatus.SUCCEEDED)
+    return job.id
+
+
+def test_a_succeeded_job_is_not_run_again(studio):
+    calls = []
+
+    def handler(ctx):
+        calls.append(ctx.attempt)
+        return {"ok": True}
+
+    job = jobs.create_job("noop")
+    jobs.execute_job(job.id, handler)
+    jobs.execute_job(job.id, handler)  # a duplicate delivery
+    assert calls == [1]
+    assert jobs.get_job(job.id).attempts == 1
+
+
+def test_a_stale_attempt_cannot_overwrite_a_newer_one(studio):
+    """Writes are fenced by attempt number: a worker that lost its lease changes nothing."""
+    job = jobs.create_job("noop")
+    seen = {}
+
+    def slow_handler(ctx):
+        # Simulate the lease being taken over while this attempt still runs.
+        with session_scope() as session:
+            session.get(Job, job.id).attempts = ctx.attempt + 1
+        ctx.progress(0.5, "still going")
+        seen["lost"] = ctx.lease_lost
+        return {"stale": True}
+
+    jobs.execute_job(job.id, slow_handler)
+    after = jobs.get_job(job.id)
+    assert seen["lost"] is True
+    assert after.status == JobStatus.RUNNING and after.result is None
+
+
+def test_killed_worker_job_is_redelivered_and_resumes(workers, studio):
+    supervisor = workers.supervisor()
+    job = jobs.create_job("sleep", {"seconds": 6, "steps": 30})
+    wait_until(lambda: jobs.get_job(job.id).progress >= 0.2, 30, what="the job to be a fifth done")
+    running = jobs.get_job(job.id)
+    worker_pid = int(running.worker.rsplit(":", 1)[1])
+    assert worker_pid != supervisor.pid
+    os.kill(worker_pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_until(lambda: jobs.get_job(job.id).attempts >= 2, 40, what="the job to be redelivered")
+    redelivery_s = time.monotonic() - killed_at
+    print(f"redelivered {redelivery_s:.1f} s after SIGKILL")
+    assert redelivery_s <= 30
+    done = _wait_status(job.id, JobStatus.SUCCEEDED, timeout=40)
+    assert done.attempts == 2
+    assert done.result["resumed_from"] >= 6, "the second attempt resumes from the checkpoint"
+    assert supervisor.poll() is None, "the supervisor keeps running and restarted the worker"
+
+
+def test_jobs_queued_when_redis_lost_its_data_are_restored_by_the_reconciler(workers, studio, monkeypatch):
+    monkeypatch.setenv("STUDIO_RECONCILE_GRACE_S", "0")
+    from core.config import reload_settings
+
+    reload_settings()
+    queued = [jobs.create_job("noop", {"note": str(i)}).id for i in range(5)]
+    get_redis().flushall()
+    report = jobs.reconcile()
+    assert sorted(report.requeued) == sorted(queued)
+    assert jobs.reconcile().requeued == [], "a second pass finds nothing to repair"
+    workers.worker()
+    for job_id in queued:
+        assert _wait_status(job_id, JobStatus.SUCCEEDED).attempts == 1
+
+
+def test_reconciler_fails_a_job_past_its_time_limit(workers, studio):
+    workers.worker()
+    job = jobs.create_job("sleep", {"seconds": 30, "steps": 300})
+    wait_until(lambda: jobs.get_job(job.id).status == JobStatus.RUNNING, 20, what="the job to start")
+    with session_scope() as session:
+        session.get(Job, job.id).time_limit_s = 1
+    time.sleep(1.2)
+    report = jobs.reconcile()
+    assert report.timed_out == [job.id]
+    failed = jobs.get_job(job.id)
+    assert failed.status == JobStatus.FAILED
+    assert failed.error == "exceeded its time limit of 1 s"
+    time.sleep(1.0)  # the worker notices its lease is gone and stops writing
+    assert jobs.get_job(job.id).status == JobStatus.FAILED
+
+
+def test_logs_tail_from_the_stream_and_survive_a_redis_flush(studio):
+    job = jobs.create_job("noop")
+    first = [joblogs.append_log(job.id, f"line {i}") for i in range(3)]
+    page = joblogs.read_logs(job.id)
+    assert [e.message for e in page.entries] == ["line 0", "line 1", "line 2"]
+    joblogs.append_log(job.id, "line 3", level="warning")
+    tail = joblogs.read_logs(job.id, after=page.cursor)
+    assert [e.message for e in tail.entries] == ["line 3"]
+    get_redis().flushall()
+    after_flush = joblogs.read_logs(job.id, after=first[0].id)
+    assert [e.message for e in after_flush.entries] == ["line 1", "line 2", "line 3"]
+    assert [e.message for e in joblogs.read_logs(job.id, min_level="warning").entries] == ["line 3"]
