@@ -1,6 +1,7 @@
 """Jobs: every background job, filterable and paginated, with live progress and logs."""
 
 import json
+from collections.abc import Callable
 
 import streamlit as st
 
@@ -66,6 +67,13 @@ default_index = ids.index(selected) if selected in ids else 0
 job_id = st.selectbox("Open job", ids, index=default_index, format_func=lambda i: f"{i[:8]}", key="jobs.open")
 
 
+def _act(action: Callable[[str], object], job_id: str) -> None:
+    try:
+        action(job_id)
+    except StudioError as error:
+        st.session_state["jobs.action_error"] = str(error)
+
+
 @st.fragment(run_every=2)
 def job_detail(job_id: str) -> None:
     job = jobs.get_job(job_id)
@@ -73,18 +81,12 @@ def job_detail(job_id: str) -> None:
     head[0].subheader(f"{job.kind} · `{job.id}`")
     with head[1]:
         status_badge(job.status)
-    if job.status in (JobStatus.QUEUED, JobStatus.RUNNING) and head[2].button("Cancel", key="jobs.cancel"):
-        try:
-            jobs.cancel_job(job.id)
-        except StudioError as error:
-            st.error(str(error))
-        st.rerun(scope="fragment")
-    if job.status in (JobStatus.FAILED, JobStatus.CANCELLED) and head[3].button("Retry", key="jobs.retry"):
-        try:
-            jobs.retry_job(job.id)
-        except StudioError as error:
-            st.error(str(error))
-        st.rerun(scope="fragment")
+    if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        head[2].button("Cancel", key="jobs.cancel", on_click=_act, args=(jobs.cancel_job, job.id))
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        head[3].button("Retry", key="jobs.retry", on_click=_act, args=(jobs.retry_job, job.id))
+    if message := st.session_state.pop("jobs.action_error", None):
+        st.error(message)
     st.progress(job.progress, text=job.progress_message or job.stage or job.status)
     if job.error:
         st.error(f"Failed at stage '{job.error_stage}': {job.error}")

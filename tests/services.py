@@ -69,7 +69,8 @@ def run_redis() -> Iterator[str]:
 
 
 def _postgres_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or ([shutil.which(name)] if shutil.which(name) else [])
+    on_path = shutil.which(name)
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or ([on_path] if on_path else [])
     if not found:
         raise ServiceUnavailable(f"PostgreSQL's {name} is not installed (run scripts/setup)")
     return found[-1]

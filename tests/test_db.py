@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import inspect
+from sqlmodel import select
 
 from core.db import get_engine, session_scope, upgrade_schema
 from core.models import Asset, Dataset, DatasetImage, Job
@@ -34,10 +35,11 @@ def test_rows_round_trip_with_json_and_relations(studio):
         dataset = Dataset(name="ohwx", trigger_word="ohwx woman")
         session.add_all([job, dataset])
         session.flush()
-        session.add(DatasetImage(dataset_id=dataset.id, key="datasets/1/a.png", width=512, height=640, sha256="ab" * 32))
+        image = DatasetImage(dataset_id=dataset.id, key="datasets/1/a.png", width=512, height=640, sha256="ab" * 32)
+        session.add(image)
         session.add(Asset(job_id=job.id, kind="image", key=f"jobs/{job.id}/0.png", meta={"seed": 42}))
     with session_scope() as session:
         stored = session.get(Job, job.id)
         assert stored.payload == {"nested": {"list": [1, 2]}}
-        assert session.query(DatasetImage).one().width == 512
-        assert session.query(Asset).one().meta == {"seed": 42}
+        assert session.exec(select(DatasetImage)).one().width == 512
+        assert session.exec(select(Asset)).one().meta == {"seed": 42}

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from core import joblogs, jobs
 from core.db import session_scope
-from core.errors import Conflict, InvalidInput
+from core.errors import Conflict, InvalidInput, JobLeaseLost
 from core.models import Job, JobStatus
 from core.queue import get_redis
 from tests.conftest import wait_until
@@ -50,7 +50,7 @@ def test_invalid_payload_is_refused_and_nothing_is_written(studio):
         jobs.create_job("sleep", {"seconds": -5})
     with pytest.raises(InvalidInput, match="unknown job kind"):
         jobs.create_job("rm-rf", {})
-    with pytest.raises(InvalidInput, match="extra"):
+    with pytest.raises(InvalidInput, match="surprise: Extra inputs are not permitted"):
         jobs.create_job("noop", {"surprise": 1})
     assert _job_count() == 0
 
@@ -155,14 +155,17 @@ def test_a_stale_attempt_cannot_overwrite_a_newer_one(studio):
         # Simulate the lease being taken over while this attempt still runs.
         with session_scope() as session:
             session.get(Job, job.id).attempts = ctx.attempt + 1
-        ctx.progress(0.5, "still going")
-        seen["lost"] = ctx.lease_lost
+        try:
+            ctx.progress(0.5, "still going")
+        except JobLeaseLost:
+            seen["lost"] = True
+            raise
         return {"stale": True}
 
     jobs.execute_job(job.id, slow_handler)
     after = jobs.get_job(job.id)
-    assert seen["lost"] is True
-    assert after.status == JobStatus.RUNNING and after.result is None
+    assert seen == {"lost": True}, "the stale attempt is told to stop at its next write"
+    assert after.status == JobStatus.RUNNING and after.result is None and after.progress == 0.0
 
 
 def test_killed_worker_job_is_redelivered_and_resumes(workers, studio):

@@ -44,6 +44,7 @@ def start_local_redis(url: str, data_dir: Path) -> subprocess.Popen[bytes]:
         [binary, "--port", str(parsed.port or 6379), "--bind", "127.0.0.1", "--dir", str(data_dir),
          "--appendonly", "yes", "--save", "", "--protected-mode", "yes"],
         stdout=subprocess.DEVNULL,
+        start_new_session=True,  # stopped last, by us, not by the terminal's Ctrl-C
     )
     deadline = time.monotonic() + 10
     while not redis_reachable(url):
@@ -82,7 +83,7 @@ def up(host: str, port: int) -> int:
     code = 0
     while not stopping:
         exited = [p for p in started if p.poll() is not None]
-        if exited:
+        if exited and not stopping:
             code = exited[0].returncode or 1
             _logger.error("%s exited with %s; stopping the studio", exited[0].args[:3], exited[0].returncode)
             break
