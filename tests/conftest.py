@@ -42,14 +42,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def _reset_caches() -> None:
-    try:  # TEMP until storage lands
-        from core.storage import reset_object_store
-    except ImportError:
-        reset_object_store = lambda: None  # noqa: E731
-
     from core.config import reload_settings
     from core.db import dispose_engines
     from core.queue import reset_clients
+    from core.storage import reset_object_store
 
     reload_settings()
     dispose_engines()

@@ -8,7 +8,6 @@ wrong credentials and expired presigned URLs, so tests must not rely on it rejec
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,10 +32,6 @@ class S3Endpoint:
 @contextmanager
 def run_s3_server() -> Iterator[S3Endpoint]:
     """Start moto's threaded S3 server on 127.0.0.1 and a free port; stop it on exit."""
-    # moto signs nothing with these, but boto-style code inside moto looks them up.
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
