@@ -2,12 +2,10 @@
 
 import streamlit as st
 
-from ui.auth import require_login
+from ui.auth import is_authenticated, login_pages
 from ui.sidebar import render_health
 
 st.set_page_config(page_title="InfluencerAI Studio", page_icon=":material/auto_awesome:", layout="wide")
-
-require_login()
 
 pages = {
     "Studio": [
@@ -30,6 +28,10 @@ pages = {
     ],
 }
 
-navigation = st.navigation(pages)
-render_health()
+if is_authenticated():
+    navigation = st.navigation(pages)
+    render_health()
+else:
+    # Every URL shows the login form, so a deep link (/jobs) survives logging in.
+    navigation = st.navigation(login_pages(pages), position="hidden")
 navigation.run()

@@ -4,9 +4,15 @@ Run with ``streamlit run server.py`` (Streamlit finds the module-level ``app``).
 """
 
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 from core.db import upgrade_schema
 from core.webhook import api_routes
+
+# app.py declares every page with st.navigation, behind the login gate. Streamlit only learns
+# that once app.py has run; until then, in a fresh process, it serves files in pages/ directly
+# by URL (its older multipage mode), so the first visitor of /jobs would skip the gate.
+PagesManager.uses_pages_directory = False
 
 upgrade_schema()
 app = st.App("app.py", routes=api_routes())

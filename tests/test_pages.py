@@ -97,3 +97,4 @@ def test_login_gate_explains_a_missing_password(studio, monkeypatch):
     at = _app().run()
     assert any("STUDIO_UI_PASSWORD_HASH" in e.value for e in at.error)
     assert not at.metric
+

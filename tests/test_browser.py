@@ -1,0 +1,76 @@
+"""What AppTest cannot see, checked in a real browser against the real server (server.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, sync_playwright
+
+from core import jobs
+from core.auth import hash_password
+from tests.conftest import ROOT, wait_until
+from tests.services import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def server_with_login(studio, monkeypatch) -> Iterator[str]:
+    """A fresh server process, so the first request it ever serves is the one under test."""
+    monkeypatch.setenv("STUDIO_AUTH_DISABLED", "false")
+    monkeypatch.setenv("STUDIO_UI_PASSWORD_HASH", hash_password(PASSWORD))
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "server.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true"],
+        cwd=ROOT, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{base}/api/health", timeout=1).status_code in (200, 503)
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(up, 60, 0.2, what="the Streamlit server")
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_opening_a_page_url_first_shows_the_login_and_keeps_the_deep_link(server_with_login, browser):
+    job = jobs.create_job("sleep", {"seconds": 1})
+    page = browser.new_page()
+    page.goto(f"{server_with_login}/jobs")  # the very first request of a fresh server process
+    page.get_by_label("Password", exact=True).wait_for(timeout=30_000)
+    page.wait_for_timeout(1_000)  # let any stray page content arrive, if it were going to
+    body = page.inner_text("body")
+    assert job.id[:8] not in body and "Open job" not in body, "the Jobs page leaked before login"
+
+    page.get_by_label("Password", exact=True).fill("not the password")
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_text("Wrong password.").wait_for(timeout=15_000)
+
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("heading", name="Jobs").wait_for(timeout=15_000)
+    page.get_by_text(job.id[:8]).first.wait_for(timeout=15_000)
