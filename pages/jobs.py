@@ -52,7 +52,10 @@ rows = [
 st.dataframe(
     rows,
     hide_index=True,
-    column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0)},
+    column_config={
+        "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0),
+        "created": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+    },
 )
 st.number_input(f"Page (of {result.pages}) · {result.total} job(s)", min_value=1, max_value=result.pages,
                 key="jobs.page")
@@ -78,7 +81,7 @@ def _act(action: Callable[[str], object], job_id: str) -> None:
 def job_detail(job_id: str) -> None:
     job = jobs.get_job(job_id)
     head = st.columns([3, 1, 1, 1])
-    head[0].subheader(f"{job.kind} · `{job.id}`")
+    head[0].subheader(f"{job.kind} job {job.id[:8]}")
     with head[1]:
         status_badge(job.status)
     if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
@@ -90,7 +93,8 @@ def job_detail(job_id: str) -> None:
     st.progress(job.progress, text=job.progress_message or job.stage or job.status)
     if job.error:
         st.error(f"Failed at stage '{job.error_stage}': {job.error}")
-    st.caption(f"Queue {job.queue} · attempt {job.attempts}/{job.max_attempts} · worker {job.worker or '—'}")
+    st.caption(f"Job {job.id} · queue {job.queue} · attempt {job.attempts}/{job.max_attempts} · "
+               f"worker {job.worker or '—'}")
 
     level = st.segmented_control("Log level", joblogs.LEVELS, default="info", key="jobs.level")
     cache = st.session_state.setdefault("jobs.log", {"job": None, "cursor": 0, "lines": []})
