@@ -35,6 +35,10 @@ class JobLeaseLost(StudioError):
     """Raised inside a running job when another attempt has taken it over."""
 
 
+class JobInterrupted(StudioError):
+    """Raised inside a running job when its worker is shutting down; the job goes back to the queue."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """Transient failures are retried with backoff; everything else fails the job at once."""
     if isinstance(exc, TransientError | ConnectionError | TimeoutError):

@@ -25,7 +25,15 @@ from sqlalchemy import bindparam, func, or_, select, update
 from core import joblogs, queue
 from core.config import get_settings
 from core.db import session_scope
-from core.errors import Conflict, InvalidInput, JobCancelled, JobLeaseLost, NotFound, is_transient
+from core.errors import (
+    Conflict,
+    InvalidInput,
+    JobCancelled,
+    JobInterrupted,
+    JobLeaseLost,
+    NotFound,
+    is_transient,
+)
 from core.job_kinds import JobSpec, get_spec
 from core.models import TERMINAL_STATUSES, Job, JobStatus, utcnow
 
@@ -289,10 +297,13 @@ class JobContext:
             self.cancel_requested = True
 
     def check_cancelled(self) -> None:
+        """Raise if this attempt should stop now: cancelled, taken over, or its worker is stopping."""
         if self.lease_lost:
             raise JobLeaseLost(f"job {self.job_id} attempt {self.attempt} was taken over")
         if self.cancel_requested:
             raise JobCancelled(f"job {self.job_id} was cancelled")
+        if _shutting_down.is_set():
+            raise JobInterrupted(f"job {self.job_id} interrupted: its worker is shutting down")
 
     def stage(self, name: str) -> None:
         self.current_stage = name
@@ -354,6 +365,16 @@ class _Heartbeats:
 
 
 _heartbeats = _Heartbeats()
+_shutting_down = threading.Event()
+
+
+def request_shutdown() -> None:
+    """Ask every running attempt in this process to hand its job back at its next progress call.
+
+    Workers call this on SIGTERM, so a deploy or restart does not wait for a long training run to
+    end: the job is re-queued at once and resumes from its checkpoint on the next worker.
+    """
+    _shutting_down.set()
 
 
 def _claim(job_id: str) -> tuple[Job, int] | None:
@@ -403,6 +424,15 @@ def _retry_later(ctx: JobContext, job: Job, error: BaseException) -> None:
     queue.enqueue(job.id, kind=job.kind, queue=job.queue, delay_ms=int(delay_s * 1000))
 
 
+def _hand_back(ctx: JobContext, job: Job) -> None:
+    # The interrupted attempt does not count against the job's retry budget.
+    ctx._write(status=JobStatus.QUEUED, max_attempts=job.max_attempts + 1, enqueued_at=utcnow())
+    if ctx.lease_lost:
+        return
+    ctx.log("worker shutting down: job handed back to the queue", level="warning")
+    queue.enqueue(job.id, kind=job.kind, queue=job.queue)
+
+
 def execute_job(job_id: str, handler: Handler) -> None:
     """Run one attempt of a job under the lifecycle. Safe to call twice with the same id."""
     claimed = _claim(job_id)
@@ -429,6 +459,8 @@ def execute_job(job_id: str, handler: Handler) -> None:
         _finish(ctx, JobStatus.CANCELLED, error_stage=ctx.current_stage)
     except JobLeaseLost:
         _logger.warning("job %s attempt %s lost its lease; stopping", job_id, attempt)
+    except JobInterrupted:
+        _hand_back(ctx, job)
     except Exception as error:  # noqa: BLE001 (every failure is recorded on the job)
         if is_transient(error) and attempt < job.max_attempts:
             _retry_later(ctx, job, error)

@@ -22,12 +22,20 @@ TEST_API_TOKEN = "test-api-token-0123456789"
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
+    """STUDIO_TEST_REDIS_URL when given (a Redis the tests may flush), else a throwaway server."""
+    if configured := os.environ.get("STUDIO_TEST_REDIS_URL"):
+        yield configured
+        return
     with run_redis() as url:
         yield url
 
 
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> Iterator[str]:
+    """STUDIO_TEST_POSTGRES_URL (a role that may CREATE DATABASE) when given, else a throwaway cluster."""
+    if configured := os.environ.get("STUDIO_TEST_POSTGRES_URL"):
+        yield configured
+        return
     with run_postgres() as url:
         yield url
 

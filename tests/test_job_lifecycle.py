@@ -230,3 +230,21 @@ def test_logs_tail_from_the_stream_and_survive_a_redis_flush(studio):
     after_flush = joblogs.read_logs(job.id, after=first[0].id)
     assert [e.message for e in after_flush.entries] == ["line 1", "line 2", "line 3"]
     assert [e.message for e in joblogs.read_logs(job.id, min_level="warning").entries] == ["line 3"]
+
+
+def test_stopping_a_worker_hands_its_running_job_back_and_it_resumes_elsewhere(workers, studio):
+    first = workers.worker()
+    job = jobs.create_job("sleep", {"seconds": 6, "steps": 30})
+    wait_until(lambda: jobs.get_job(job.id).progress >= 0.2, 30, what="the job to be a fifth done")
+    first.send_signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    first.wait(timeout=15)
+    assert time.monotonic() - stopped_at < 10, "a stopping worker does not wait for long jobs to finish"
+    handed_back = jobs.get_job(job.id)
+    assert handed_back.status == JobStatus.QUEUED
+    workers.worker()
+    done = _wait_status(job.id, JobStatus.SUCCEEDED, timeout=40)
+    assert done.attempts == 2
+    assert done.result["resumed_from"] >= 6
+    assert done.max_attempts == 4, "an interruption does not use up a retry"
+    assert any("handed back" in e.message for e in joblogs.read_logs(job.id, min_level="warning").entries)

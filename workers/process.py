@@ -58,6 +58,7 @@ def run_worker(queues: list[str], threads: int, prefetch: int) -> None:
     import dramatiq
 
     import workers.actors  # noqa: F401  (declares the actors and their queues)
+    from core.jobs import request_shutdown
     from core.queue import WorkerPresence, get_broker
 
     settings = get_settings()
@@ -77,6 +78,7 @@ def run_worker(queues: list[str], threads: int, prefetch: int) -> None:
     _logger.info("worker %s consuming %s with %d thread(s)", presence.info.id, ",".join(queues), threads)
     stop.wait()
     _logger.info("worker %s stopping", presence.info.id)
+    request_shutdown()  # running jobs hand themselves back at their next progress call
     presence.stop()
     worker.stop(timeout=30_000)
     broker.emit_before("process_stop")
