@@ -13,6 +13,7 @@ pages = {
     ],
     "Create": [
         st.Page("pages/datasets.py", title="Datasets", icon=":material/photo_library:"),
+        st.Page("pages/captions.py", title="Captions", icon=":material/edit_note:"),
         st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
         st.Page("pages/generate.py", title="Generate", icon=":material/image:"),
         st.Page("pages/videos.py", title="Videos", icon=":material/movie:"),

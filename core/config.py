@@ -74,8 +74,20 @@ class Settings(BaseSettings):
     gpu_worker_threads: int = 1
     worker_queues: str = "gpu,cpu,default"
 
-    # --- models (hub ids or local paths; later issues use them) -------------------------
+    # --- models (hub ids or local paths) ---------------------------------------------------
+    # Real defaults for machines with network access; `scripts/run` points them at the tiny
+    # models it builds (workers/ml/tiny_models.py) so the offline demo runs the same code.
+    caption_model: str = "Salesforce/blip-image-captioning-large"
+    caption_batch_size: int = 8
+    clip_tokenizer: str = ""  # hub id or folder with vocab.json + merges.txt; empty = bundled CLIP vocabulary
+    device: str = ""  # "cuda", "cpu"; empty = cuda when available
     hf_home: Path | None = None
+
+    # --- datasets ------------------------------------------------------------------------------
+    upload_max_file_mb: int = 25
+    upload_max_pixels: int = 36_000_000  # far below Pillow's 89 M bomb limit
+    upload_max_zip_mb: int = 200
+    upload_max_zip_uncompressed_mb: int = 1024
 
     @model_validator(mode="after")
     def _refuse_placeholders_outside_development(self) -> Settings:
@@ -115,6 +127,10 @@ class Settings(BaseSettings):
     @property
     def effective_storage_dir(self) -> Path:
         return self.storage_dir or self.data_dir / "objects"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
 
     @property
     def queues(self) -> list[str]:

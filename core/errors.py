@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class StudioError(Exception):
     """Base class for errors whose message is safe to show to a user."""
@@ -37,6 +39,16 @@ class JobLeaseLost(StudioError):
 
 class JobInterrupted(StudioError):
     """Raised inside a running job when its worker is shutting down; the job goes back to the queue."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """A pydantic error as one readable line naming each field: ``seconds: Input should be …``."""
+    parts = []
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        where = ".".join(str(p) for p in item["loc"])
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -42,6 +42,20 @@ class SleepPayload(Payload):
     transient_failures: int = Field(default=0, ge=0, le=10, description="fail transiently on the first N attempts")
 
 
+class CaptionPayload(Payload):
+    """Auto-caption a dataset's images with the caption model (BLIP)."""
+
+    dataset_id: int = Field(ge=1)
+    only_uncaptioned: bool = True
+    prompt: str = Field(default="", max_length=200, description='conditional prefix, e.g. "a photo of"')
+    prepend_trigger: bool = True
+    prefix: str = Field(default="", max_length=200)
+    suffix: str = Field(default="", max_length=200)
+    max_length: int = Field(default=40, ge=5, le=200)
+    batch_size: int = Field(default=8, ge=1, le=64)
+    model: str | None = Field(default=None, max_length=500, description="hub id or local path; default: settings")
+
+
 @dataclass(frozen=True)
 class JobSpec:
     kind: str
@@ -76,3 +90,4 @@ def all_specs() -> list[JobSpec]:
 
 register(JobSpec("noop", Queue.DEFAULT, NoopPayload, "Does nothing (health checks, benchmarks).", max_attempts=1))
 register(JobSpec("sleep", Queue.CPU, SleepPayload, "Sleeps in steps (tests, demos).", time_limit_s=3600))
+register(JobSpec("caption", Queue.GPU, CaptionPayload, "Auto-captions a dataset's images (BLIP).", time_limit_s=7200))

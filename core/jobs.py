@@ -32,10 +32,12 @@ from core.errors import (
     JobInterrupted,
     JobLeaseLost,
     NotFound,
+    describe_validation_error,
     is_transient,
 )
 from core.job_kinds import JobSpec, get_spec
 from core.models import TERMINAL_STATUSES, Job, JobStatus, utcnow
+from core.pagination import Page, clamp
 
 _logger = logging.getLogger("studio.jobs")
 _WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
@@ -50,19 +52,11 @@ def aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
-def format_validation_error(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "payload"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
-
-
 def validate_payload(spec: JobSpec, payload: dict[str, Any] | None) -> BaseModel:
     try:
         return spec.payload_model.model_validate(payload or {})
     except ValidationError as error:
-        raise InvalidInput(f"invalid payload for {spec.kind!r}: {format_validation_error(error)}") from None
+        raise InvalidInput(f"invalid payload for {spec.kind!r}: {describe_validation_error(error)}") from None
 
 
 # --- creating and inspecting jobs -------------------------------------------------------------------
@@ -135,18 +129,6 @@ def resolve_job_id(prefix: str) -> str:
     return ids[0]
 
 
-@dataclass(frozen=True)
-class JobPage:
-    items: list[Job]
-    total: int
-    page: int
-    page_size: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.page_size))
-
-
 def list_jobs(
     *,
     statuses: list[str] | None = None,
@@ -155,10 +137,9 @@ def list_jobs(
     pipeline_id: str | None = None,
     page: int = 1,
     page_size: int = 50,
-) -> JobPage:
+) -> Page[Job]:
     """Newest first, filtered and paginated (page size at most 200)."""
-    page_size = max(1, min(page_size, 200))
-    page = max(1, page)
+    page, page_size = clamp(page, page_size, max_page_size=200)
     conditions = []
     if statuses:
         conditions.append(Job.status.in_(statuses))
@@ -181,7 +162,7 @@ def list_jobs(
             .scalars()
             .all()
         )
-    return JobPage(items=list(items), total=int(total), page=page, page_size=page_size)
+    return Page(items=list(items), total=int(total), page=page, page_size=page_size)
 
 
 def count_by_status() -> dict[str, int]:
@@ -444,7 +425,7 @@ def execute_job(job_id: str, handler: Handler) -> None:
         payload = spec.payload_model.model_validate(job.payload)
     except ValidationError as error:
         ctx = JobContext(job, spec.payload_model.model_construct(), attempt)
-        _finish(ctx, JobStatus.FAILED, error=f"invalid payload: {format_validation_error(error)}",
+        _finish(ctx, JobStatus.FAILED, error=f"invalid payload: {describe_validation_error(error)}",
                 error_stage="validate")
         return
     ctx = JobContext(job, payload, attempt)

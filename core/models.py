@@ -122,7 +122,13 @@ class JobLog(SQLModel, table=True):
 
 
 class Dataset(SQLModel, table=True):
-    __table_args__ = (Index("ix_dataset_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_dataset_status_created", "status", "created_at"),
+        Index("ix_dataset_kind_created", "kind", "created_at"),
+        Index("ix_dataset_created", "created_at"),
+        Index("ix_dataset_updated", "updated_at"),
+        Index("ix_dataset_image_count", "image_count"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     character_id: int | None = Field(default=None, foreign_key="character.id", index=True)
@@ -131,15 +137,21 @@ class Dataset(SQLModel, table=True):
     trigger_word: str = Field(default="", max_length=120)
     description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     status: str = Field(default="draft", max_length=32)
+    # Kept in step by core.datasets on every import and delete, so lists can sort by it cheaply.
+    image_count: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
 class DatasetImage(SQLModel, table=True):
-    __table_args__ = (UniqueConstraint("dataset_id", "sha256", name="uq_datasetimage_dataset_sha256"),)
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "sha256", name="uq_datasetimage_dataset_sha256"),
+        Index("ix_datasetimage_dataset_id_id", "dataset_id", "id"),
+        Index("ix_datasetimage_dataset_reviewed", "dataset_id", "reviewed"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
-    dataset_id: int = Field(foreign_key="dataset.id", index=True)
+    dataset_id: int = Field(foreign_key="dataset.id")
     key: str = Field(max_length=512)
     thumbnail_key: str | None = Field(default=None, max_length=512)
     filename: str = Field(default="", max_length=255)
@@ -147,8 +159,11 @@ class DatasetImage(SQLModel, table=True):
     height: int
     sha256: str = Field(max_length=64)
     caption: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
-    caption_source: str | None = Field(default=None, max_length=32)
+    caption_source: str | None = Field(default=None, max_length=32)  # auto | manual | import | bulk
     reviewed: bool = False
+    content_type: str = Field(default="image/png", max_length=40)
+    phash: str | None = Field(default=None, max_length=16)  # perceptual hash, for near-duplicate checks
+    blur: float | None = None  # variance of the Laplacian; low means blurry
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlmodel import select
 
-from core.db import get_engine, session_scope, upgrade_schema
+from core.db import alembic_config, get_engine, session_scope, upgrade_schema
 from core.models import Asset, Dataset, DatasetImage, Job
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
@@ -20,13 +21,15 @@ def test_migrations_create_every_table_with_its_indexes(studio):
     assert ("status", "created_at") in job_indexes
     assert ("kind", "created_at") in job_indexes
     assert ("job_id", "id") in {tuple(ix["column_names"]) for ix in inspector.get_indexes("joblog")}
+    assert ("dataset_id", "id") in {tuple(ix["column_names"]) for ix in inspector.get_indexes("datasetimage")}
 
 
 def test_upgrading_twice_is_harmless(studio):
     upgrade_schema()
     upgrade_schema()
     with get_engine().connect() as connection:
-        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one() == "0001"
+        current = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one()
+    assert current == ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def test_rows_round_trip_with_json_and_relations(studio):

@@ -15,6 +15,7 @@ from workers.broker import broker
 HANDLERS: dict[str, Handler] = {
     "noop": handlers.noop,
     "sleep": handlers.sleep,
+    "caption": handlers.caption,
 }
 
 

@@ -33,3 +33,43 @@ def sleep(ctx: JobContext) -> dict[str, Any]:
         ctx.progress((step + 1) / payload.steps, f"step {step + 1}/{payload.steps}")
     ctx.log(f"slept {payload.seconds:g} s in {payload.steps} steps")
     return {"steps": payload.steps, "resumed_from": start, "attempt": ctx.attempt}
+
+
+def caption(ctx: JobContext) -> dict[str, Any]:
+    """Captions a dataset's images in batches; each batch is saved, so a cancel or crash keeps what is done."""
+    import io
+
+    from PIL import Image
+
+    from core.captions import compose_caption, write_auto_captions
+    from core.config import get_settings
+    from core.datasets import all_images, get_dataset, read_image
+    from core.job_kinds import CaptionPayload
+    from workers.ml.captioning import CaptionOptions, load_captioner
+
+    payload: CaptionPayload = ctx.payload  # type: ignore[assignment]
+    settings = get_settings()
+    dataset = get_dataset(payload.dataset_id)
+    images = [i for i in all_images(dataset.id) if not (payload.only_uncaptioned and i.caption.strip())]
+    if not images:
+        ctx.log("nothing to caption: every image already has a caption")
+        return {"captioned": 0}
+    model = payload.model or settings.caption_model
+    ctx.stage("loading model")
+    captioner = load_captioner(model, settings.device or None)
+    ctx.log(f"captioning {len(images)} image(s) with {model} on {captioner.device}, batches of {payload.batch_size}")
+    ctx.stage("captioning")
+    options = CaptionOptions(prompt=payload.prompt, max_length=payload.max_length)
+    done = 0
+    for start in range(0, len(images), payload.batch_size):
+        batch = images[start:start + payload.batch_size]
+        pictures = [Image.open(io.BytesIO(read_image(image))).convert("RGB") for image in batch]
+        raw = captioner.caption(pictures, options)
+        write_auto_captions({
+            image.id: compose_caption(text, trigger_word=dataset.trigger_word, prepend_trigger=payload.prepend_trigger,
+                                      prefix=payload.prefix, suffix=payload.suffix)
+            for image, text in zip(batch, raw, strict=True)
+        })
+        done += len(batch)
+        ctx.progress(done / len(images), f"{done}/{len(images)} images captioned")
+    return {"captioned": done, "model": model, "device": str(captioner.device)}

@@ -1,0 +1,27 @@
+"""Small builders of test inputs: real encoded images, zips and datasets."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+from PIL import Image
+
+
+def image_bytes(width: int = 640, height: int = 640, *, seed: int = 0, fmt: str = "PNG", quality: int = 95) -> bytes:
+    """A sharp, random-blocky picture (distinct per seed, so perceptual hashes differ)."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 255, size=(8, 8, 3), dtype=np.uint8)
+    picture = Image.fromarray(blocks).resize((width, height), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format=fmt, **({"quality": quality} if fmt == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+def zip_bytes(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()

@@ -1,0 +1,106 @@
+"""The Datasets and Captions pages under AppTest, on real services."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import captions, datasets, jobs
+from tests.factories import image_bytes
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _page(path: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
+    at.switch_page(path).run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+@pytest.fixture
+def ava(studio):
+    dataset = datasets.create_dataset(name="Ava", trigger_word="ohwx woman")
+    datasets.import_files(dataset.id, [(f"{i}.png", image_bytes(seed=70 + i)) for i in range(3)])
+    return dataset
+
+
+def test_creating_a_dataset_from_the_page(studio):
+    at = _page("pages/datasets.py")
+    at.text_input[0].input("Mia")
+    at.text_input[1].input("ohwx girl")
+    at.button(key="FormSubmitter:datasets.new-Create dataset").click().run()
+    assert not at.exception
+    created = datasets.list_datasets().items
+    assert [(d.name, d.trigger_word) for d in created] == [("Mia", "ohwx girl")]
+
+
+def test_a_duplicate_name_shows_a_clear_error_and_creates_nothing(ava):
+    at = _page("pages/datasets.py")
+    at.text_input[0].input("Ava")
+    at.button(key="FormSubmitter:datasets.new-Create dataset").click().run()
+    assert any("already exists" in e.value for e in at.error)
+    assert datasets.list_datasets().total == 1
+
+
+def test_dataset_detail_shows_gallery_check_and_queues_captioning(ava):
+    at = _page("pages/datasets.py")
+    assert at.selectbox(key="datasets.open").value == ava.id
+    assert len(at.get("imgs")) >= 3 or len(at.get("image")) >= 3
+    assert [t.value for t in at.text][:3] == ["(no caption)"] * 3
+    assert any(m.label == "missing caption" and m.value == "3" for m in at.metric)
+    at.button(key="FormSubmitter:datasets.caption-Caption images").click().run()
+    assert not at.exception
+    queued = jobs.list_jobs(kinds=["caption"]).items
+    assert len(queued) == 1 and queued[0].payload["dataset_id"] == ava.id and queued[0].queue == "gpu"
+
+
+def test_html_in_a_caption_is_shown_as_text(ava):
+    image = datasets.all_images(ava.id)[0]
+    captions.save_caption(image.id, '<img src=x onerror="alert(1)"> **bold**')
+    at = _page("pages/datasets.py")
+    assert '<img src=x onerror="alert(1)"> **bold**' in [t.value for t in at.text]
+    assert not any("onerror" in m.value for m in at.markdown)
+
+
+def test_the_demo_dataset_button_creates_fifteen_images(studio):
+    at = _page("pages/datasets.py")
+    at.button(key="datasets.demo").click().run()
+    assert not at.exception
+    demo = datasets.list_datasets().items[0]
+    assert demo.image_count == 15
+
+
+def test_captions_page_edits_survive_paging_and_save(ava):
+    first, second, third = datasets.all_images(ava.id)
+    at = _page("pages/captions.py")
+    at.selectbox(key="captions.per_page").set_value(12).run()
+    at.text_area(key=f"captions.text.{first.id}").input("ohwx woman on a beach").run()
+    assert any("1 unsaved edit" in w.value for w in at.warning)
+    assert datasets.all_images(ava.id)[0].caption == ""  # not saved yet
+    at.button(key="captions.save_all").click().run()
+    assert not at.exception
+    assert datasets.all_images(ava.id)[0].caption == "ohwx woman on a beach"
+    assert datasets.all_images(ava.id)[0].caption_source == "manual"
+
+
+def test_captions_page_counts_clip_tokens_and_warns_when_too_long(ava):
+    image = datasets.all_images(ava.id)[0]
+    captions.save_caption(image.id, "ohwx woman " + "very " * 90)
+    at = _page("pages/captions.py")
+    assert any("over 75" in w.value for w in at.warning)
+    assert any("CLIP tokens" in c.value for c in at.caption)
+
+
+def test_captions_page_bulk_replace_previews_then_applies(ava):
+    for image in datasets.all_images(ava.id):
+        captions.save_caption(image.id, "a woman in red")
+    at = _page("pages/captions.py")
+    at.selectbox(key="bulk.op").set_value("replace").run()
+    at.text_input(key="bulk.find").input("red").run()
+    at.text_input(key="bulk.replace").input("blue").run()
+    assert any("changes **3** of 3" in m.value for m in at.markdown)
+    at.button(key="bulk.apply").click().run()
+    assert [i.caption for i in datasets.all_images(ava.id)] == ["a woman in blue"] * 3

@@ -1,0 +1,94 @@
+"""The caption editor: per-image editing with drafts that survive paging, token counts, bulk edits."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import captions, datasets
+from core.captions import BULK_OPERATIONS
+from core.errors import StudioError
+from core.models import Dataset, DatasetImage
+from core.tokens import TOKEN_LIMIT, count_tokens
+
+_DRAFTS = "captions.drafts"  # image id -> edited caption not saved yet
+
+
+def drafts() -> dict[int, str]:
+    return st.session_state.setdefault(_DRAFTS, {})
+
+
+def save_drafts() -> None:
+    for image_id, text in list(drafts().items()):
+        captions.save_caption(image_id, text)
+        drafts().pop(image_id, None)
+
+
+def _remember(image_id: int, saved: str) -> None:
+    # Widgets forget their state when their page is not shown, so edits live in our own dict.
+    text = st.session_state[f"captions.text.{image_id}"]
+    if text == saved:
+        drafts().pop(image_id, None)
+    else:
+        drafts()[image_id] = text
+
+
+def _save(image_id: int, reviewed: bool) -> None:
+    text = drafts().pop(image_id, None)
+    captions.save_caption(image_id, text if text is not None else st.session_state[f"captions.text.{image_id}"],
+                          reviewed=reviewed)
+
+
+def caption_editor(image: DatasetImage, trigger_word: str) -> bool:
+    """One image with its editable caption; returns whether it is selected."""
+    picture, editor = st.columns([1, 3])
+    picture.image(datasets.read_thumbnail(image), width="stretch")
+    with editor:
+        text = drafts().get(image.id, image.caption)
+        key = f"captions.text.{image.id}"
+        st.session_state[key] = text
+        st.text_area(image.filename, key=key, height=80, on_change=_remember, args=(image.id, image.caption))
+        tokens = count_tokens(text)
+        info = f"{tokens} CLIP tokens"
+        if trigger_word and trigger_word.lower() not in text.lower():
+            info += " · trigger word missing"
+        (st.warning if tokens > TOKEN_LIMIT else st.caption)(
+            info + (f" · over {TOKEN_LIMIT}: the rest is cut off in training" if tokens > TOKEN_LIMIT else "")
+        )
+        buttons = st.columns(3)
+        selected = buttons[0].checkbox("Select", key=f"captions.pick.{image.id}")
+        buttons[1].button("Save", key=f"captions.save.{image.id}", on_click=_save, args=(image.id, image.reviewed))
+        buttons[2].button("Save as reviewed" if not image.reviewed else "Reviewed ✓", key=f"captions.review.{image.id}",
+                          on_click=_save, args=(image.id, True), disabled=image.reviewed and image.id not in drafts())
+    return selected
+
+
+def render_bulk_edit(dataset: Dataset, selected: list[int]) -> None:
+    operation = st.selectbox("Operation", list(BULK_OPERATIONS), format_func=BULK_OPERATIONS.get, key="bulk.op")
+    find = replace = text = ""
+    case_sensitive = True
+    if operation in ("replace", "regex"):
+        find = st.text_input("Find", key="bulk.find")
+        replace = st.text_input("Replace with", key="bulk.replace")
+        case_sensitive = st.toggle("Case sensitive", value=True, key="bulk.case")
+    elif operation in ("prefix", "suffix", "trigger"):
+        text = st.text_input("Text", value=dataset.trigger_word if operation == "trigger" else "", key="bulk.text")
+    scope = st.radio("Apply to", ["whole dataset", f"{len(selected)} selected image(s)"], key="bulk.scope",
+                     horizontal=True)
+    image_ids = None if scope == "whole dataset" else selected
+    try:
+        edit = captions.make_bulk_edit(operation=operation, find=find, replace=replace, text=text,
+                                       case_sensitive=case_sensitive)
+    except StudioError as error:
+        st.info(str(error))
+        return
+    preview = captions.preview_bulk_edit(dataset.id, edit, image_ids)
+    st.write(f"This changes **{preview.changed}** of {preview.total} caption(s).")
+    if preview.examples:
+        st.dataframe([{"before": b, "after": a} for b, a in preview.examples], hide_index=True)
+    if st.button(f"Apply to {preview.changed} caption(s)", key="bulk.apply", disabled=not preview.changed):
+        changed = captions.apply_bulk_edit(dataset.id, edit, image_ids)
+        for image_id in list(drafts()):
+            if image_ids is None or image_id in image_ids:
+                drafts().pop(image_id, None)  # the bulk result replaces unsaved edits of those images
+        st.toast(f"{changed} caption(s) changed")
+        st.rerun()
