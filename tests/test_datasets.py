@@ -27,7 +27,8 @@ def dataset(studio):
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 def test_importing_images_stores_original_and_thumbnail_and_counts_them(dataset):
-    report = datasets.import_files(dataset.id, [("a.png", image_bytes(seed=1)), ("b.jpg", image_bytes(seed=2, fmt="JPEG"))])
+    files = [("a.png", image_bytes(seed=1)), ("b.jpg", image_bytes(seed=2, fmt="JPEG"))]
+    report = datasets.import_files(dataset.id, files)
     assert report.added == ["a.png", "b.jpg"] and not report.errors
     assert datasets.get_dataset(dataset.id).image_count == 2
     images = datasets.list_images(dataset.id).items
