@@ -327,14 +327,12 @@ def export_training_zip(dataset_id: int) -> bytes:
     images = all_images(dataset_id)
     if not images:
         raise InvalidInput("the dataset has no images to export")
-    used: set[str] = set()
+    used: set[str] = set()  # stems: photo.png and photo.jpg would both want photo.txt
     items = []
     for index, image in enumerate(images, start=1):
         stem = _UNSAFE.sub("_", PurePosixPath(image.filename).stem).strip("._") or "image"
-        extension = PurePosixPath(image.key).suffix
-        name = f"{stem}{extension}"
-        if name.lower() in used:
-            name = f"{stem}_{index:04d}{extension}"
-        used.add(name.lower())
-        items.append((name, read_image(image), image.caption))
+        if stem.casefold() in used:
+            stem = f"{stem}_{index:04d}"
+        used.add(stem.casefold())
+        items.append((f"{stem}{PurePosixPath(image.key).suffix}", read_image(image), image.caption))
     return make_training_zip(items)

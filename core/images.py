@@ -211,8 +211,11 @@ def _open_checked(data: bytes, filename: str, limits: ImportLimits) -> Image.Ima
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             # Only the three accepted parsers ever see the bytes; a smaller attack surface than all of Pillow.
             image = Image.open(io.BytesIO(data), formats=list(_FORMATS))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise _reject(filename, f"the image is too large to process safely ({error})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        limit = limits.max_pixels / 1e6
+        raise _reject(
+            filename, f"the image is too large to process safely (far over the limit of {limit:.1f} megapixels)"
+        ) from None
     except _DECODE_ERRORS:
         label = _sniff_unsupported(data)
         if label:
@@ -426,7 +429,8 @@ def read_archive(
     _check_declared_entry_count(data, filename, limits)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, struct.error):
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, struct.error,
+            NotImplementedError):  # e.g. "zip file version 63.0" from exotic or damaged headers
         raise _reject(filename, _not_a_zip_reason(data)) from None
     with archive:
         return _read_entries(archive, filename, limits)
@@ -551,7 +555,8 @@ def _read_entry(
     try:
         with archive.open(info) as stream:
             content = read_limited(stream, min(limits.max_file_bytes, budget))
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error, NotImplementedError, struct.error):
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error, NotImplementedError, struct.error,
+            RuntimeError):  # RuntimeError: zipfile asking for a password it was never told about
         return b"", "the file is damaged in the archive and cannot be extracted"
     if content is None:
         if budget < limits.max_file_bytes:

@@ -138,3 +138,11 @@ def wait_until(predicate: Callable[[], object], timeout: float = 30, interval: f
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny randomly initialised models built from configs, loaded through the real from_pretrained paths."""
+    from workers.ml.tiny_models import ensure_tiny_models
+
+    return ensure_tiny_models(tmp_path_factory.mktemp("models"))

@@ -158,6 +158,19 @@ def test_the_check_flags_near_duplicates_small_blurry_odd_and_uncaptioned_images
     assert any("at least 10" in note for note in report.notes)
 
 
+def test_export_gives_same_stem_images_their_own_caption_files(dataset):
+    from core import captions
+
+    same_stem = [("photo.png", image_bytes(seed=50)), ("photo.jpg", image_bytes(seed=51, fmt="JPEG"))]
+    datasets.import_files(dataset.id, same_stem)
+    for image in datasets.all_images(dataset.id):
+        captions.save_caption(image.id, f"caption of {image.filename}")
+    with zipfile.ZipFile(io.BytesIO(datasets.export_training_zip(dataset.id))) as opened:
+        names = sorted(opened.namelist())
+        texts = sorted(opened.read(n).decode() for n in names if n.endswith(".txt"))
+    assert len(names) == 4 and texts == ["caption of photo.jpg", "caption of photo.png"]
+
+
 def test_export_and_reimport_keep_every_image_with_its_caption(dataset):
     from core import captions
 

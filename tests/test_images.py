@@ -12,7 +12,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import ExifTags, Image, ImageCms, ImageDraw, ImageFile, ImageFilter
+from PIL import ExifTags, Image, ImageCms, ImageDraw, ImageFile, ImageFilter, PngImagePlugin
 
 from core.images import (
     ArchiveEntry,
@@ -209,6 +209,22 @@ def test_exif_orientation_is_applied_and_all_metadata_is_stripped(image_format: 
     assert len(out.getexif()) == 0
     assert not {"exif", "icc_profile", "xmp", "XML:com.adobe.xmp"} & set(out.info)
     assert b"SpyCam" not in prepared.data and b"Exif" not in prepared.data
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG", "WEBP"])
+def test_xmp_and_comments_are_stripped(image_format: str) -> None:
+    secret = b'<x:xmpmeta xmlns:x="adobe:ns:meta/">SECRET-XMP</x:xmpmeta>'
+    params: dict[str, object] = {"xmp": secret}
+    if image_format == "JPEG":
+        params["comment"] = b"SECRET-XMP"
+    if image_format == "PNG":
+        text = PngImagePlugin.PngInfo()
+        text.add_text("XML:com.adobe.xmp", secret.decode())
+        text.add_text("Comment", "SECRET-XMP")
+        params = {"pnginfo": text}
+    source = encode(scene(11, 32), image_format, **params)
+    assert b"SECRET-XMP" in source
+    assert b"SECRET-XMP" not in prepare_image(source, filename="x").data
 
 
 @pytest.mark.parametrize(("orientation", "size"), [(1, (40, 20)), (3, (40, 20)), (8, (20, 40))])
