@@ -104,3 +104,11 @@ def test_captions_page_bulk_replace_previews_then_applies(ava):
     assert any("changes **3** of 3" in m.value for m in at.markdown)
     at.button(key="bulk.apply").click().run()
     assert [i.caption for i in datasets.all_images(ava.id)] == ["a woman in blue"] * 3
+
+
+def test_train_a_lora_on_this_dataset_opens_training_with_it_selected(ava):
+    at = _page("pages/datasets.py")
+    at.button(key="datasets.train").click().run()
+    assert not at.exception
+    assert [t.value for t in at.title] == ["Training"]
+    assert any("Dataset selected for training: Ava (3 images)" in s.value for s in at.success)

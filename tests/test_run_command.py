@@ -57,6 +57,7 @@ def test_first_readme_command_serves_the_studio_from_a_fresh_clone(tmp_path: Pat
         assert page.status_code == 200 and "<div id=\"root\">" in page.text
         assert (clone / "var" / "studio.db").exists(), "embedded default: SQLite under ./var"
         assert (clone / "var" / "redis").is_dir(), "a local Redis was started with its data under ./var"
+        assert (clone / "var" / "models" / "tiny-blip" / "tiny-model.json").exists(), "tiny demo models are built"
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         code = process.wait(timeout=60)

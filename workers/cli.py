@@ -75,11 +75,27 @@ def run(
 def up(
     host: Annotated[str, typer.Option(help="Address the web server listens on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the UI and the /api routes.")] = 8501,
+    demo_models: Annotated[bool, typer.Option(help="Use tiny local models for every model setting left at its "
+                                                   "hub default (offline demo).")] = True,
 ) -> None:
     """Run the whole studio here: a local Redis if none is reachable, the workers and the web app."""
     from workers.launcher import up as launch
 
-    raise typer.Exit(launch(host, port))
+    raise typer.Exit(launch(host, port, demo_models=demo_models))
+
+
+@app.command(name="build-tiny-models")
+def build_tiny_models(
+    folder: Annotated[str, typer.Option(help="Where to build them; default: <data dir>/models.")] = "",
+) -> None:
+    """Build the tiny, randomly initialised models the offline demo and the tests use (no download)."""
+    from pathlib import Path
+
+    from core.config import get_settings
+    from workers.ml.tiny_models import ensure_tiny_models
+
+    for name, path in ensure_tiny_models(Path(folder) if folder else get_settings().models_dir).items():
+        typer.echo(f"{name}: {path}")
 
 
 @app.command(hidden=True)

@@ -8,6 +8,7 @@ server (UI + API) until interrupted, and stops everything it started.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from urllib.parse import urlparse
 
 import redis
 
-from core.config import PROJECT_ROOT, get_settings
+from core.config import PROJECT_ROOT, Settings, get_settings, reload_settings
 
 _logger = logging.getLogger("studio.launcher")
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -55,9 +56,32 @@ def start_local_redis(url: str, data_dir: Path) -> subprocess.Popen[bytes]:
     return process
 
 
-def up(host: str, port: int) -> int:
+def use_demo_models() -> dict[str, str]:
+    """Point every model setting the user left at its hub default to a tiny local model.
+
+    No weights can be downloaded on an offline machine, so the embedded studio runs the real
+    loading code on tiny randomly initialised models; set STUDIO_CAPTION_MODEL & co. for real ones.
+    """
+    from workers.ml.tiny_models import ensure_tiny_models
+
+    settings = get_settings()
+    chosen: dict[str, str] = {}
+    if settings.caption_model == Settings.model_fields["caption_model"].default:
+        paths = ensure_tiny_models(settings.models_dir)
+        chosen["STUDIO_CAPTION_MODEL"] = str(paths["blip"])
+    os.environ.update(chosen)
+    if chosen:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        reload_settings()
+    return chosen
+
+
+def up(host: str, port: int, *, demo_models: bool = True) -> int:
     from core.db import upgrade_schema
 
+    if demo_models:
+        for name, path in use_demo_models().items():
+            _logger.info("demo model: %s=%s", name, path)
     settings = get_settings()
     started: list[subprocess.Popen[bytes]] = []
     if not redis_reachable(settings.redis_url):
