@@ -19,7 +19,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.config import get_settings
-from core.db import session_scope
+from core.db import get_or_raise, session_scope
 from core.errors import Conflict, InvalidInput, NotFound, describe_validation_error
 from core.images import ImageRejected, ImportLimits, PreparedImage, make_training_zip, prepare_image, read_archive
 from core.models import Dataset, DatasetImage, DatasetKind, utcnow
@@ -80,11 +80,7 @@ def create_dataset(
 
 
 def get_dataset(dataset_id: int) -> Dataset:
-    with session_scope() as session:
-        dataset = session.get(Dataset, dataset_id)
-    if dataset is None:
-        raise NotFound(f"dataset {dataset_id} does not exist")
-    return dataset
+    return get_or_raise(Dataset, dataset_id, f"dataset {dataset_id}")
 
 
 def list_datasets(

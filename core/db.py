@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -19,8 +20,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
 from core.config import get_settings
+from core.errors import NotFound
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+M = TypeVar("M")
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
@@ -73,6 +77,15 @@ def session_scope() -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def get_or_raise(model: type[M], ident: object, what: str) -> M:
+    """The row with this primary key, or NotFound naming it (``what`` reads like "job 'ab12'")."""
+    with session_scope() as session:
+        row = session.get(model, ident)
+    if row is None:
+        raise NotFound(f"{what} does not exist")
+    return row
 
 
 def alembic_config(url: str | None = None) -> Config:

@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, func, or_, select, update
 
 from core import joblogs, queue
 from core.config import get_settings
-from core.db import session_scope
+from core.db import get_or_raise, session_scope
 from core.errors import (
     Conflict,
     InvalidInput,
@@ -108,11 +108,7 @@ def create_job(
 
 
 def get_job(job_id: str) -> Job:
-    with session_scope() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise NotFound(f"job {job_id!r} does not exist")
-        return job
+    return get_or_raise(Job, job_id, f"job {job_id!r}")
 
 
 def resolve_job_id(prefix: str) -> str:
