@@ -14,10 +14,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import select, update
 
-from core.datasets import get_dataset
+from core.datasets import get_dataset, refresh_dataset_state
 from core.db import session_scope
 from core.errors import InvalidInput, NotFound, describe_validation_error
-from core.models import Dataset, DatasetImage, utcnow
+from core.models import DatasetImage
 
 MAX_CAPTION_CHARS = 2000
 
@@ -141,7 +141,7 @@ def apply_bulk_edit(dataset_id: int, edit: BulkEdit, image_ids: Sequence[int] | 
                     .values(caption=after, caption_source="bulk")
                 )
                 changed += 1
-        session.execute(update(Dataset).where(Dataset.id == dataset_id).values(updated_at=utcnow()))
+    refresh_dataset_state(dataset_id)
     return changed
 
 
@@ -156,19 +156,22 @@ def save_caption(image_id: int, caption: str, *, reviewed: bool | None = None) -
             image.caption_source = "manual"
         if reviewed is not None:
             image.reviewed = reviewed
+    refresh_dataset_state(image.dataset_id)
     return image
 
 
 def set_reviewed(dataset_id: int, image_ids: Sequence[int], reviewed: bool = True) -> int:
     with session_scope() as session:
-        return session.execute(
+        count = session.execute(
             update(DatasetImage)
             .where(DatasetImage.dataset_id == dataset_id, DatasetImage.id.in_(list(image_ids)))
             .values(reviewed=reviewed)
         ).rowcount
+    refresh_dataset_state(dataset_id)
+    return count
 
 
-def write_auto_captions(captions: dict[int, str]) -> None:
+def write_auto_captions(dataset_id: int, captions: dict[int, str]) -> None:
     """Captions from the captioning job: source 'auto', not reviewed (a person has not looked yet)."""
     with session_scope() as session:
         for image_id, caption in captions.items():
@@ -176,3 +179,4 @@ def write_auto_captions(captions: dict[int, str]) -> None:
                 update(DatasetImage).where(DatasetImage.id == image_id)
                 .values(caption=clean_caption(caption), caption_source="auto", reviewed=False)
             )
+    refresh_dataset_state(dataset_id)

@@ -70,7 +70,7 @@ def create_dataset(
     character_id: int | None = None,
 ) -> Dataset:
     fields = _validated(name=name, kind=kind, trigger_word=trigger_word, description=description)
-    dataset = Dataset(**fields.model_dump(), character_id=character_id)
+    dataset = Dataset(**fields.model_dump(), character_id=character_id, status=DatasetStatus.EMPTY)
     try:
         with session_scope() as session:
             session.add(dataset)
@@ -130,13 +130,39 @@ def delete_dataset(dataset_id: int) -> int:
     return get_object_store().delete_prefix(f"datasets/{dataset_id}/")
 
 
-def _refresh_count(dataset_id: int) -> None:
+class DatasetStatus:
+    """Where a dataset stands on its way to training, derived from its images after every change."""
+
+    EMPTY = "empty"
+    NEEDS_CAPTIONS = "needs captions"
+    NEEDS_REVIEW = "needs review"
+    READY = "ready"
+
+    ALL = (EMPTY, NEEDS_CAPTIONS, NEEDS_REVIEW, READY)
+
+
+def refresh_dataset_state(dataset_id: int) -> None:
+    """Recomputes the stored image count and status (kept on the row so lists filter and sort cheaply)."""
+    images = DatasetImage.dataset_id == dataset_id
     with session_scope() as session:
-        count = select(func.count()).select_from(DatasetImage).where(DatasetImage.dataset_id == dataset_id)
+        total, missing, unreviewed = session.execute(
+            select(
+                func.count(),
+                func.count().filter(func.length(func.trim(DatasetImage.caption)) == 0),
+                func.count().filter(DatasetImage.reviewed.is_(False)),
+            ).where(images)
+        ).one()
+        if not total:
+            status = DatasetStatus.EMPTY
+        elif missing:
+            status = DatasetStatus.NEEDS_CAPTIONS
+        elif unreviewed:
+            status = DatasetStatus.NEEDS_REVIEW
+        else:
+            status = DatasetStatus.READY
         session.execute(
-            update(Dataset)
-            .where(Dataset.id == dataset_id)
-            .values(image_count=count.scalar_subquery(), updated_at=utcnow())
+            update(Dataset).where(Dataset.id == dataset_id)
+            .values(image_count=total, status=status, updated_at=utcnow())
         )
 
 
@@ -240,7 +266,7 @@ def import_files(
             report.added.append(name)
         else:
             report.duplicates.append(f"{name}: already in this dataset (same file), skipped")
-    _refresh_count(dataset_id)
+    refresh_dataset_state(dataset_id)
     return report
 
 
@@ -257,7 +283,18 @@ def create_demo_dataset(
 # --- images -----------------------------------------------------------------------------------------
 
 ImageFilter = Literal["all", "unreviewed", "missing", "long"]
-LONG_CAPTION_CHARS = 300  # a cheap pre-filter; the caption page counts real CLIP tokens
+
+
+def _long_caption_ids(dataset_id: int) -> list[int]:
+    """Images whose caption is over the CLIP token limit (counted with the training tokenizer)."""
+    from core.tokens import TOKEN_LIMIT, count_tokens_many
+
+    with session_scope() as session:
+        rows = session.execute(
+            select(DatasetImage.id, DatasetImage.caption).where(DatasetImage.dataset_id == dataset_id)
+        ).all()
+    counts = count_tokens_many([caption for _, caption in rows], tokenizer=get_settings().clip_tokenizer or None)
+    return [image_id for (image_id, _), count in zip(rows, counts, strict=True) if count > TOKEN_LIMIT]
 
 
 def list_images(
@@ -270,7 +307,7 @@ def list_images(
     elif which == "missing":
         conditions.append(func.length(func.trim(DatasetImage.caption)) == 0)
     elif which == "long":
-        conditions.append(func.length(DatasetImage.caption) > LONG_CAPTION_CHARS)
+        conditions.append(DatasetImage.id.in_(_long_caption_ids(dataset_id)))
     with session_scope() as session:
         total = session.execute(select(func.count()).select_from(DatasetImage).where(*conditions)).scalar_one()
         items = session.execute(
@@ -300,7 +337,7 @@ def delete_images(dataset_id: int, image_ids: Sequence[int]) -> int:
     store = get_object_store()
     for key in keys:
         store.delete(key)
-    _refresh_count(dataset_id)
+    refresh_dataset_state(dataset_id)
     return len(rows)
 
 

@@ -136,7 +136,7 @@ class Dataset(SQLModel, table=True):
     kind: str = Field(default=DatasetKind.LORA_TRAINING, max_length=32)
     trigger_word: str = Field(default="", max_length=120)
     description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
-    status: str = Field(default="draft", max_length=32)
+    status: str = Field(default="empty", max_length=32)  # see core.datasets.DatasetStatus
     # Kept in step by core.datasets on every import and delete, so lists can sort by it cheaply.
     image_count: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -186,3 +186,30 @@ def test_export_and_reimport_keep_every_image_with_its_caption(dataset):
     report = datasets.import_files(copy.id, [("export.zip", archive)])
     assert len(report.added) == 3 and not report.errors
     assert sorted(i.caption for i in datasets.all_images(copy.id)) == [f"ohwx woman, pose {i}" for i in range(3)]
+
+
+def test_status_follows_the_dataset_from_empty_to_ready_and_lists_filter_by_it(dataset):
+    from core import captions
+    from core.datasets import DatasetStatus
+
+    assert datasets.get_dataset(dataset.id).status == DatasetStatus.EMPTY
+    datasets.import_files(dataset.id, [(f"{i}.png", image_bytes(seed=110 + i)) for i in range(2)])
+    assert datasets.get_dataset(dataset.id).status == DatasetStatus.NEEDS_CAPTIONS
+    first, second = datasets.all_images(dataset.id)
+    captions.save_caption(first.id, "ohwx woman")
+    captions.save_caption(second.id, "ohwx woman smiling")
+    assert datasets.get_dataset(dataset.id).status == DatasetStatus.NEEDS_REVIEW
+    captions.set_reviewed(dataset.id, [first.id, second.id])
+    assert datasets.get_dataset(dataset.id).status == DatasetStatus.READY
+    assert [d.id for d in datasets.list_datasets(status=DatasetStatus.READY).items] == [dataset.id]
+    assert datasets.list_datasets(status=DatasetStatus.EMPTY).total == 0
+
+
+def test_the_long_filter_counts_clip_tokens(dataset):
+    from core import captions
+
+    datasets.import_files(dataset.id, [(f"{i}.png", image_bytes(seed=120 + i)) for i in range(2)])
+    short, long = datasets.all_images(dataset.id)
+    captions.save_caption(short.id, "ohwx woman " * 30)  # 60 tokens, 330 characters
+    captions.save_caption(long.id, "ohwx woman " * 40)  # 80 tokens
+    assert [i.id for i in datasets.list_images(dataset.id, which="long").items] == [long.id]

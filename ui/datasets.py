@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import datasets, jobs
-from core.datasets import ImportReport
+from core.datasets import DatasetStatus, ImportReport
 from core.errors import StudioError
 from core.models import Dataset, DatasetKind
 from ui.widgets import status_badge
@@ -15,13 +15,15 @@ SORTS = {"created": "Created", "updated": "Updated", "name": "Name", "images": "
 
 def dataset_picker(prefix: str) -> Dataset | None:
     """Filters, a paginated table of datasets and a picker; returns the chosen dataset."""
-    columns = st.columns([3, 2, 2, 1, 1])
+    columns = st.columns([3, 2, 2, 2, 1, 1])
     search = columns[0].text_input("Search", key=f"{prefix}.search", placeholder="name or trigger word")
-    kind = columns[1].selectbox("Kind", ["any", *[k.value for k in DatasetKind]], key=f"{prefix}.kind")
-    sort = columns[2].selectbox("Sort by", list(SORTS), format_func=SORTS.get, key=f"{prefix}.sort")
-    descending = columns[3].toggle("Desc.", value=True, key=f"{prefix}.desc")
-    page_size = columns[4].selectbox("Per page", [10, 25, 50, 100], index=1, key=f"{prefix}.page_size")
+    status = columns[1].selectbox("Status", ["any", *DatasetStatus.ALL], key=f"{prefix}.status")
+    kind = columns[2].selectbox("Kind", ["any", *[k.value for k in DatasetKind]], key=f"{prefix}.kind")
+    sort = columns[3].selectbox("Sort by", list(SORTS), format_func=SORTS.get, key=f"{prefix}.sort")
+    descending = columns[4].toggle("Desc.", value=True, key=f"{prefix}.desc")
+    page_size = columns[5].selectbox("Per page", [10, 25, 50, 100], index=1, key=f"{prefix}.page_size")
     page = datasets.list_datasets(
+        status=None if status == "any" else status,
         kind=None if kind == "any" else kind, search=search or None, sort=sort, descending=descending,
         page=st.session_state.get(f"{prefix}.list_page", 1), page_size=page_size,
     )
@@ -29,7 +31,7 @@ def dataset_picker(prefix: str) -> Dataset | None:
         st.info("No datasets yet. Create one above, or the demo dataset to try the studio offline.")
         return None
     st.dataframe(
-        [{"name": d.name, "kind": d.kind, "trigger word": d.trigger_word, "images": d.image_count,
+        [{"name": d.name, "status": d.status, "kind": d.kind, "trigger word": d.trigger_word, "images": d.image_count,
           "updated": jobs.aware(d.updated_at)} for d in page.items],
         hide_index=True,
         column_config={"updated": st.column_config.DatetimeColumn("updated (UTC)", format="YYYY-MM-DD HH:mm")},

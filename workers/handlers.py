@@ -65,7 +65,7 @@ def caption(ctx: JobContext) -> dict[str, Any]:
         batch = images[start:start + payload.batch_size]
         pictures = [Image.open(io.BytesIO(read_image(image))).convert("RGB") for image in batch]
         raw = captioner.caption(pictures, options)
-        write_auto_captions({
+        write_auto_captions(dataset.id, {
             image.id: compose_caption(text, trigger_word=dataset.trigger_word, prepend_trigger=payload.prepend_trigger,
                                       prefix=payload.prefix, suffix=payload.suffix)
             for image, text in zip(batch, raw, strict=True)
