@@ -98,3 +98,25 @@ def test_login_gate_explains_a_missing_password(studio, monkeypatch):
     assert any("STUDIO_UI_PASSWORD_HASH" in e.value for e in at.error)
     assert not at.metric
 
+
+
+def test_the_ui_process_never_imports_torch(studio):
+    """Every page rendered in a fresh interpreter: the dashboard must not load torch or a model."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        "from core import datasets\n"
+        "datasets.create_demo_dataset()\n"
+        "at = AppTest.from_file('app.py', default_timeout=60).run()\n"
+        f"for page in {PAGES!r}:\n"
+        "    at.switch_page(page).run()\n"
+        "    assert not at.exception, (page, at.exception)\n"
+        "heavy = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'diffusers', 'whisper')))\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "HEAVY []" in result.stdout
