@@ -64,7 +64,6 @@ class Settings(BaseSettings):
     broker_maintenance_chance: int = 1_000_000  # of 1,000,000: clean up dead workers on each fetch
     job_heartbeat_s: float = 2.0
     job_lease_s: float = 8.0  # a running job whose heartbeat is older is presumed orphaned
-    job_default_max_attempts: int = 3
     job_retry_backoff_s: float = 2.0
     job_retry_backoff_max_s: float = 300.0
     job_log_stream_maxlen: int = 2_000
@@ -81,7 +80,6 @@ class Settings(BaseSettings):
     caption_batch_size: int = 8
     clip_tokenizer: str = ""  # hub id or folder with vocab.json + merges.txt; empty = bundled CLIP vocabulary
     device: str = ""  # "cuda", "cpu"; empty = cuda when available
-    hf_home: Path | None = None
 
     # --- datasets ------------------------------------------------------------------------------
     upload_max_file_mb: int = 25

@@ -40,9 +40,6 @@ class CheckReport:
     def ok(self) -> bool:
         return not any(f.warnings for f in self.findings) and not self.notes
 
-    def warnings_for(self, image_id: int) -> list[str]:
-        return next((f.warnings for f in self.findings if f.image_id == image_id), [])
-
 
 def _near_duplicate_pairs(images: list[DatasetImage]) -> list[tuple[DatasetImage, DatasetImage, int]]:
     """All pairs within NEAR_DUPLICATE_BITS, compared at once with numpy (a thousand images is a million pairs)."""

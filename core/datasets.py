@@ -33,7 +33,6 @@ _SORT_COLUMNS = {
     "name": Dataset.name,
     "images": Dataset.image_count,
 }
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 MAX_PAGE_SIZE = 100
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from core import db, queue
 
@@ -16,9 +15,6 @@ class Check:
     ok: bool
     latency_ms: float
     detail: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _timed(name: str, probe: Callable[[], str]) -> Check:

@@ -106,10 +106,3 @@ def read_logs(job_id: str, *, after: int = 0, limit: int = 500, min_level: str =
     threshold = LEVELS.index(min_level) if min_level in LEVELS else 0
     cursor = entries[-1].id if entries else after
     return LogPage([e for e in entries if LEVELS.index(e.level) >= threshold], cursor)
-
-
-def drop_stream(job_id: str) -> None:
-    try:
-        get_redis().delete(_stream_key(job_id))
-    except redis.RedisError:
-        pass

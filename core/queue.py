@@ -142,22 +142,6 @@ def messages_present(job_ids: list[str]) -> dict[str, bool]:
     return {job_id: bool(found.get(job_id, False)) for job_id in job_ids}
 
 
-def queue_depths(queues: tuple[str, ...] | list[str]) -> dict[str, dict[str, int]]:
-    """Waiting, delayed and dead-lettered message counts per queue."""
-    client = get_redis()
-    pipe = client.pipeline(transaction=False)
-    for queue in queues:
-        key = _queue_key(queue)
-        pipe.llen(key)
-        pipe.hlen(f"{key}.DQ.msgs")
-        pipe.zcard(f"{key}.XQ")
-    counts = pipe.execute()
-    return {
-        queue: {"waiting": counts[i * 3], "delayed": counts[i * 3 + 1], "dead": counts[i * 3 + 2]}
-        for i, queue in enumerate(queues)
-    }
-
-
 # --- worker presence --------------------------------------------------------------------
 
 

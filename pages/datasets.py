@@ -3,6 +3,7 @@
 import streamlit as st
 
 from core import datasets, jobs
+from core.config import get_settings
 from core.dataset_check import check_dataset
 from core.errors import StudioError
 from core.models import DatasetKind
@@ -74,7 +75,7 @@ with caption_tab:
         prefix_text = prefix.text_input("Prefix")
         suffix_text = suffix.text_input("Suffix")
         max_length = st.slider("Max caption length (tokens)", 5, 120, 40)
-        batch_size = st.slider("Batch size", 1, 32, 8)
+        batch_size = st.slider("Batch size", 1, 64, get_settings().caption_batch_size)
         if st.form_submit_button("Caption images"):
             try:
                 job = jobs.create_job("caption", {

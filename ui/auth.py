@@ -49,6 +49,3 @@ def login_pages(pages: dict[str, list[StreamlitPage]]) -> list[StreamlitPage]:
         st.Page(login_page, title="Log in", url_path=path) for path in paths
     ]
 
-
-def logout() -> None:
-    st.session_state.pop(_SESSION_KEY, None)
