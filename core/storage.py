@@ -234,11 +234,18 @@ class ObjectStore(ABC):
     def delete_prefix(self, prefix: str) -> int:
         """Remove every object whose key starts with ``prefix``; returns how many were removed."""
 
-    @abstractmethod
     def list(
         self, prefix: str = "", *, start_after: str | None = None, limit: int = 1000
     ) -> list[ObjectInfo]:
         """Up to ``limit`` objects under ``prefix`` sorted by key, after ``start_after`` (for paging)."""
+        validate_prefix(prefix)
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        return self._list(prefix, start_after, limit)
+
+    @abstractmethod
+    def _list(self, prefix: str, start_after: str | None, limit: int) -> list[ObjectInfo]:
+        """The backend's listing; arguments already validated."""
 
     @abstractmethod
     def presigned_get_url(self, key: str, expires: timedelta = timedelta(hours=1)) -> str:
@@ -433,12 +440,7 @@ class LocalObjectStore(ObjectStore):
                 if key.startswith(prefix):
                     yield key
 
-    def list(
-        self, prefix: str = "", *, start_after: str | None = None, limit: int = 1000
-    ) -> list[ObjectInfo]:
-        validate_prefix(prefix)
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
+    def _list(self, prefix: str, start_after: str | None, limit: int) -> list[ObjectInfo]:
         # Python orders str by code point, which is the UTF-8 byte order S3 uses.
         keys = sorted(k for k in self._walk_keys(prefix) if start_after is None or k > start_after)
         result: list[ObjectInfo] = []
@@ -621,12 +623,7 @@ class S3ObjectStore(ObjectStore):
             count += len(batch)
         return count
 
-    def list(
-        self, prefix: str = "", *, start_after: str | None = None, limit: int = 1000
-    ) -> list[ObjectInfo]:
-        validate_prefix(prefix)
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
+    def _list(self, prefix: str, start_after: str | None, limit: int) -> list[ObjectInfo]:
         result: list[ObjectInfo] = []
         with self._errors("list"):
             objects = self.client.list_objects(
