@@ -70,7 +70,9 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = 15.0
     reconcile_grace_s: float = 10.0  # a queued job younger than this is left to the broker
     cpu_worker_threads: int = 4
-    gpu_worker_threads: int = 1
+    # Jobs sharing one GPU at a time; the GPU worker runs (GPUs × slots) threads. Raise it on a large
+    # GPU (3 SD 1.5 trainings fit an H200) after checking the training page's VRAM estimate.
+    gpu_slots_per_gpu: int = Field(default=1, ge=1, le=16)
     worker_queues: str = "gpu,cpu,default"
 
     # --- models (hub ids or local paths) ---------------------------------------------------

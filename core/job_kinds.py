@@ -6,11 +6,13 @@ without importing the workers (and so without torch). Workers bind a handler to 
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.errors import InvalidInput
+from core.lora_params import LoraParams
 
 
 class Queue:
@@ -56,6 +58,16 @@ class CaptionPayload(Payload):
     model: str | None = Field(default=None, max_length=500, description="hub id or local path; default: settings")
 
 
+class TrainPayload(Payload):
+    """Train a LoRA on a dataset. ``params`` is the snapshot the run uses; when omitted it is
+    taken from the config (or the default config) at submission."""
+
+    dataset_id: int = Field(ge=1)
+    config_id: int | None = Field(default=None, ge=1)
+    params: LoraParams | None = None
+    name: str = Field(default="", max_length=200)
+
+
 @dataclass(frozen=True)
 class JobSpec:
     kind: str
@@ -64,6 +76,16 @@ class JobSpec:
     description: str
     max_attempts: int = 3
     time_limit_s: int | None = None  # None: no limit (training can take hours)
+    # "module:function" run when the job is created, after schema validation: it checks what the
+    # schema cannot (e.g. that the dataset exists) and fills in defaults, returning
+    # (payload, character_id). Named by string so this catalogue imports no services.
+    prepare: str | None = None
+
+    def prepare_payload(self, payload: Payload) -> tuple[Payload, int | None]:
+        if self.prepare is None:
+            return payload, None
+        module, _, function = self.prepare.partition(":")
+        return getattr(importlib.import_module(module), function)(payload)
 
 
 _REGISTRY: dict[str, JobSpec] = {}
@@ -91,3 +113,7 @@ def all_specs() -> list[JobSpec]:
 register(JobSpec("noop", Queue.DEFAULT, NoopPayload, "Does nothing (health checks, benchmarks).", max_attempts=1))
 register(JobSpec("sleep", Queue.CPU, SleepPayload, "Sleeps in steps (tests, demos).", time_limit_s=3600))
 register(JobSpec("caption", Queue.GPU, CaptionPayload, "Auto-captions a dataset's images (BLIP).", time_limit_s=7200))
+register(JobSpec(
+    "train", Queue.GPU, TrainPayload, "Trains a LoRA on a dataset (checkpoints, samples, resume).",
+    max_attempts=3, time_limit_s=None, prepare="core.training:prepare_train_payload",
+))

@@ -89,7 +89,7 @@ def create_job(
 ) -> Job:
     """Validate, persist as queued, then enqueue. Invalid input raises InvalidInput and writes nothing."""
     spec = get_spec(kind)
-    validated = validate_payload(spec, payload)
+    validated, prepared_character = spec.prepare_payload(validate_payload(spec, payload))
     job = Job(
         kind=spec.kind,
         queue=spec.queue,
@@ -98,7 +98,7 @@ def create_job(
         time_limit_s=spec.time_limit_s,
         parent_id=parent_id,
         pipeline_id=pipeline_id,
-        character_id=character_id,
+        character_id=character_id if character_id is not None else prepared_character,
         enqueued_at=utcnow(),
     )
     with session_scope() as session:
@@ -352,6 +352,11 @@ def request_shutdown() -> None:
     end: the job is re-queued at once and resumes from its checkpoint on the next worker.
     """
     _shutting_down.set()
+
+
+def shutting_down() -> bool:
+    """True once this worker process was asked to stop (long jobs save a checkpoint and hand back)."""
+    return _shutting_down.is_set()
 
 
 def _claim(job_id: str) -> tuple[Job, int] | None:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -184,3 +184,65 @@ class Asset(SQLModel, table=True):
     collection_id: int | None = Field(default=None, index=False)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
     deleted_at: datetime | None = _ts()
+
+
+class LoraConfig(SQLModel, table=True):
+    """A named set of training parameters (``core.lora_params.LoraParams``), e.g. a seeded preset."""
+
+    __table_args__ = (
+        # At most one default; core.lora_configs keeps it at exactly one inside a transaction.
+        Index("uq_loraconfig_default", "is_default", unique=True,
+              sqlite_where=text("is_default"), postgresql_where=text("is_default")),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=120, unique=True)
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    is_default: bool = False
+    preset: bool = False  # seeded by the studio (still editable; the flag only labels it)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class TrainingMetric(SQLModel, table=True):
+    """One optimizer step of a training job: the points of its loss and learning-rate chart."""
+
+    __table_args__ = (UniqueConstraint("job_id", "step", name="uq_trainingmetric_job_step"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="job.id", max_length=32)
+    step: int
+    epoch: int = 0
+    loss: float
+    lr: float
+
+
+class LoraModel(SQLModel, table=True):
+    """A saved LoRA checkpoint: a ``pytorch_lora_weights.safetensors`` that generation can load.
+
+    Dataset and config ids are lineage, not foreign keys: deleting a dataset keeps its LoRAs.
+    """
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "step", name="uq_loramodel_job_step"),
+        Index("ix_loramodel_created", "created_at"),
+        Index("ix_loramodel_promoted", "promoted", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    job_id: str = Field(foreign_key="job.id", max_length=32)
+    step: int
+    final: bool = False
+    promoted: bool = False
+    dataset_id: int | None = None
+    config_id: int | None = None
+    character_id: int | None = Field(default=None, foreign_key="character.id", index=True)
+    family: str = Field(max_length=16)
+    base_model: str = Field(max_length=500)
+    trigger_word: str = Field(default="", max_length=120)
+    key: str = Field(max_length=512, unique=True)
+    size_bytes: int = 0
+    loss: float | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -12,7 +12,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any
 
@@ -154,6 +154,12 @@ class WorkerInfo:
     threads: int
     started_at: float
     last_seen: float
+    # GPUs the worker can use, as core.gpus.GpuInfo dicts (GPU workers only; empty on a CPU machine).
+    gpus: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def largest_gpu_gib(self) -> float | None:
+        return max((gpu["memory_mib"] / 1024 for gpu in self.gpus), default=None)
 
 
 class WorkerPresence:
@@ -162,7 +168,7 @@ class WorkerPresence:
     interval_s = 5.0
     ttl_s = 15
 
-    def __init__(self, queues: list[str], threads: int) -> None:
+    def __init__(self, queues: list[str], threads: int, gpus: list[dict[str, Any]] | None = None) -> None:
         self.info = WorkerInfo(
             id=f"{socket.gethostname()}:{os.getpid()}",
             host=socket.gethostname(),
@@ -171,6 +177,7 @@ class WorkerPresence:
             threads=threads,
             started_at=time.time(),
             last_seen=time.time(),
+            gpus=list(gpus or []),
         )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="worker-presence", daemon=True)
@@ -198,6 +205,9 @@ class WorkerPresence:
             self._stop.wait(self.interval_s)
 
 
+_WORKER_FIELDS = frozenset(f.name for f in fields(WorkerInfo))  # tolerate announcements of other versions
+
+
 def list_workers() -> list[WorkerInfo]:
     client = get_redis()
     keys = sorted(client.scan_iter(match=redis_key(_WORKER_PREFIX + "*"), count=500))
@@ -206,5 +216,16 @@ def list_workers() -> list[WorkerInfo]:
     workers = []
     for raw in client.mget(keys):
         if raw:
-            workers.append(WorkerInfo(**json.loads(raw)))
+            known = {name: value for name, value in json.loads(raw).items() if name in _WORKER_FIELDS}
+            workers.append(WorkerInfo(**known))
     return workers
+
+
+def gpu_worker_memory_gib() -> float | None:
+    """The largest GPU among online workers that consume the gpu queue; None when none has one."""
+    try:
+        workers = list_workers()
+    except redis.RedisError:
+        return None
+    sizes = [w.largest_gpu_gib for w in workers if "gpu" in w.queues and w.largest_gpu_gib is not None]
+    return max(sizes, default=None)

@@ -7,15 +7,17 @@ import redis
 from sqlalchemy.exc import OperationalError
 
 from core.errors import is_transient
-from core.job_kinds import get_spec
+from core.job_kinds import Queue, get_spec
 from core.jobs import Handler, execute_job
-from workers import handlers
+from workers import handlers, training
 from workers.broker import broker
+from workers.gpu_slots import gpu_slots
 
 HANDLERS: dict[str, Handler] = {
     "noop": handlers.noop,
     "sleep": handlers.sleep,
     "caption": handlers.caption,
+    "train": training.train,
 }
 
 
@@ -29,7 +31,11 @@ def _make_actor(kind: str, handler: Handler) -> dramatiq.Actor:
     spec = get_spec(kind)
 
     def run(job_id: str) -> None:
-        execute_job(job_id, handler)
+        if spec.queue == Queue.GPU:
+            with gpu_slots().acquire():
+                execute_job(job_id, handler)
+        else:
+            execute_job(job_id, handler)
 
     run.__name__ = kind.replace("-", "_")
     return dramatiq.actor(

@@ -45,6 +45,7 @@ def caption(ctx: JobContext) -> dict[str, Any]:
     from core.config import get_settings
     from core.datasets import all_images, get_dataset, read_image
     from core.job_kinds import CaptionPayload
+    from workers.gpu_slots import assigned_device
     from workers.ml.captioning import CaptionOptions, load_captioner
 
     payload: CaptionPayload = ctx.payload  # type: ignore[assignment]
@@ -56,7 +57,7 @@ def caption(ctx: JobContext) -> dict[str, Any]:
         return {"captioned": 0}
     model = payload.model or settings.caption_model
     ctx.stage("loading model")
-    captioner = load_captioner(model, settings.device or None)
+    captioner = load_captioner(model, assigned_device())
     ctx.log(f"captioning {len(images)} image(s) with {model} on {captioner.device}, batches of {payload.batch_size}")
     ctx.stage("captioning")
     options = CaptionOptions(prompt=payload.prompt, max_length=payload.max_length)

@@ -65,9 +65,10 @@ def use_demo_models() -> dict[str, str]:
     from workers.ml.tiny_models import ensure_tiny_models
 
     settings = get_settings()
+    # Always built: the "Tiny (offline demo)" training preset names tiny-sd15 in the models folder.
+    paths = ensure_tiny_models(settings.models_dir)
     chosen: dict[str, str] = {}
     if settings.caption_model == Settings.model_fields["caption_model"].default:
-        paths = ensure_tiny_models(settings.models_dir)
         chosen["STUDIO_CAPTION_MODEL"] = str(paths["blip"])
     os.environ.update(chosen)
     if chosen:

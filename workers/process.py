@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from core.config import get_settings
+from core.gpus import detect_gpus
 from core.job_kinds import Queue
 
 _logger = logging.getLogger("studio.workers")
@@ -46,7 +47,11 @@ def default_groups(queues: list[str] | None = None) -> list[WorkerGroup]:
         raise ValueError(f"unknown queue(s) {', '.join(unknown)}; known: {', '.join(Queue.ALL)}")
     groups = []
     if Queue.GPU in queues:
-        groups.append(WorkerGroup("gpu", (Queue.GPU,), settings.gpu_worker_threads, 1))
+        from workers.gpu_slots import slot_count
+
+        # One thread per GPU slot, and no message fetched beyond them: the rest stay queued in Redis.
+        slots = slot_count()
+        groups.append(WorkerGroup("gpu", (Queue.GPU,), slots, slots))
     others = tuple(q for q in queues if q != Queue.GPU)
     if others:
         groups.append(WorkerGroup("+".join(others), others, settings.cpu_worker_threads, 0))
@@ -69,7 +74,8 @@ def run_worker(queues: list[str], threads: int, prefetch: int) -> None:
     )
     if prefetch:
         worker.queue_prefetch = prefetch
-    presence = WorkerPresence(queues, threads)
+    gpus = [gpu.as_dict() for gpu in detect_gpus()] if Queue.GPU in queues else []
+    presence = WorkerPresence(queues, threads, gpus)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
