@@ -288,11 +288,15 @@ class JobContext:
         self.log(f"stage: {name}")
         self.check_cancelled()
 
-    def progress(self, fraction: float, message: str | None = None) -> None:
-        """Record progress (0–1); also the place where cancellation is noticed."""
+    def progress(self, fraction: float, message: str | None = None, *, force: bool = False) -> None:
+        """Record progress (0–1); also the place where cancellation is noticed.
+
+        Writes are throttled to five a second; ``force`` writes anyway, so a cancel is seen at
+        once (training forces it every step, so a cancel stops it within one step).
+        """
         now = time.monotonic()
         final = fraction >= 1.0
-        if final or now - self._last_progress_write >= 0.2:
+        if final or force or now - self._last_progress_write >= 0.2:
             self._last_progress_write = now
             values: dict[str, Any] = {"progress": min(max(fraction, 0.0), 1.0), "heartbeat_at": utcnow()}
             if message is not None:

@@ -55,3 +55,25 @@ def test_show_follow_streams_until_the_job_ends(workers, studio):
     assert result.exit_code == 0
     assert "stage: sleeping" in result.output and "slept 1 s in 4 steps" in result.output
     assert "-- job succeeded" in result.output
+
+
+def test_train_queues_a_run_from_a_config_with_overrides(studio):
+    from core.datasets import create_dataset, import_files
+    from tests.factories import image_bytes
+
+    dataset = create_dataset(name="Ava")
+    import_files(dataset.id, [("a.png", image_bytes(seed=3))])
+    listed = runner.invoke(app, ["configs"])
+    assert "* SD 1.5 Standard" in listed.output and "Tiny (offline demo)" in listed.output
+
+    queued = runner.invoke(app, ["train", str(dataset.id), "--config", "Tiny (offline demo)",
+                                 "--set", "rank=4", "--set", "base_model=my-model", "--name", "cli run"])
+    assert queued.exit_code == 0, queued.output
+    job = jobs.get_job(queued.output.strip())
+    assert job.kind == "train" and job.payload["name"] == "cli run"
+    assert (job.payload["params"]["rank"], job.payload["params"]["base_model"]) == (4, "my-model")
+
+    for bad in (["--set", "rank=0"], ["--set", "rank"], ["--config", "nope"]):
+        refused = runner.invoke(app, ["train", str(dataset.id), *bad])
+        assert refused.exit_code == 2 and "error:" in refused.output, bad
+    assert jobs.list_jobs(kinds=["train"]).total == 1

@@ -4,6 +4,7 @@
     python -m workers enqueue sleep --payload '{"seconds": 5}'
     python -m workers jobs --status failed
     python -m workers show 3f2a --follow       # a unique prefix of the id is enough
+    python -m workers train 1 --config "Tiny (offline demo)" --set rank=4
 """
 
 from __future__ import annotations
@@ -127,6 +128,47 @@ def enqueue(
     except StudioError as error:
         raise _fail(error) from None
     typer.echo(job.id)
+
+
+@app.command()
+def train(
+    dataset_id: Annotated[int, typer.Argument(help="Dataset to train on.")],
+    config: Annotated[str, typer.Option(help="LoRA config name; default: the default config.")] = "",
+    set_values: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override a parameter, e.g. --set rank=32 --set steps=2000 (repeatable).")] = None,
+    name: Annotated[str, typer.Option(help="Run name.")] = "",
+) -> None:
+    """Queue a LoRA training run; prints the job id (follow it with `show ID --follow`)."""
+    from core import lora_configs, training
+
+    try:
+        chosen = lora_configs.get_config_by_name(config) if config else lora_configs.get_default_config()
+        values = lora_configs.params_of(chosen).model_dump()
+        for item in set_values or []:
+            key, separator, raw = item.partition("=")
+            if not separator:
+                raise ValueError(f"--set {item!r} is not key=value")
+            try:
+                values[key.strip()] = json.loads(raw)
+            except json.JSONDecodeError:
+                values[key.strip()] = raw  # a bare string, e.g. --set base_model=tiny-sd15
+        job = training.submit_training(dataset_id=dataset_id, config_id=chosen.id, params=values, name=name)
+    except (StudioError, ValueError) as error:
+        raise _fail(error) from None
+    typer.echo(job.id)
+
+
+@app.command()
+def configs() -> None:
+    """List the LoRA training configs (* marks the default)."""
+    from core import lora_configs
+
+    for config in lora_configs.list_configs(page_size=100).items:
+        params = lora_configs.params_of(config)
+        marker = "*" if config.is_default else " "
+        typer.echo(f"{marker} {config.name:<28} {params.family:<5} {params.resolution:>5}px rank {params.rank:<4} "
+                   f"{params.total_steps(1) if params.duration_unit == 'steps' else str(params.epochs) + ' epochs'}"
+                   f"  {params.base_model}")
 
 
 @app.command()

@@ -109,7 +109,7 @@ class JobHooks:
         if pace := self._pace(step):
             message += f" · {pace:.2f} steps/s · ETA {_format_duration((total_steps - step) / pace)}"
         try:
-            self.ctx.progress(step / total_steps, message)  # raises when the run is cancelled
+            self.ctx.progress(step / total_steps, message, force=True)  # raises when the run is cancelled
         except JobInterrupted:
             pass  # should_pause() saves a checkpoint first; then the job is handed back
 
