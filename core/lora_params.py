@@ -25,6 +25,10 @@ OPTIMIZER_LABELS: dict[str, str] = {"adamw": "AdamW", "adamw8bit": "AdamW 8-bit"
 # The optimizers that need an optional package, and that package's import name.
 OPTIONAL_OPTIMIZERS: dict[str, str] = {"adamw8bit": "bitsandbytes", "prodigy": "prodigyopt"}
 
+# The files of a checkpoint folder; the weights file is what ``pipeline.load_lora_weights`` looks for.
+WEIGHTS_FILE = "pytorch_lora_weights.safetensors"
+STATE_FILE = "training_state.pt"  # optimizer, scheduler, RNG and step: what a resume needs
+
 DEFAULT_SAMPLE_PROMPTS = (
     "a photo of {trigger}, portrait, natural light",
     "{trigger} walking in a city street, full body",

@@ -25,15 +25,13 @@ from core.errors import Conflict, InvalidInput, NotFound
 from core.job_kinds import TrainPayload
 from core.jobs import create_job, get_job
 from core.lora_configs import TRAIN_KIND, get_config, get_default_config, params_of
-from core.lora_params import LoraParams, parse_params
+from core.lora_params import STATE_FILE, WEIGHTS_FILE, LoraParams, parse_params
 from core.models import Asset, AssetKind, Job, JobStatus, LoraModel, TrainingMetric, utcnow
 from core.pagination import Page, clamp
 from core.storage import get_object_store, job_key
 from core.vram import VramEstimate, estimate_vram
 
 SAMPLE_SOURCE = "training-sample"
-WEIGHTS_FILE = "pytorch_lora_weights.safetensors"
-STATE_FILE = "training_state.pt"
 MAX_SAMPLE_ROWS = 2_000
 
 
@@ -418,7 +416,7 @@ class RunEstimate:
 
 
 def _measured_speed(params: LoraParams, *, history: int = 50) -> float | None:
-    """Median steps/s of recent successful runs with the same family, resolution and batch size."""
+    """Median steps/s of recent successful runs with the same family, base model, resolution and batch size."""
     with session_scope() as session:
         jobs = session.execute(
             select(Job.payload, Job.result).where(Job.kind == TRAIN_KIND, Job.status == JobStatus.SUCCEEDED)

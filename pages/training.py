@@ -1,16 +1,22 @@
+"""Training: a wizard for new LoRA runs, live views of runs (loss, samples, checkpoints), and the configs."""
+
 import streamlit as st
 
-from core.datasets import get_dataset
-from core.errors import NotFound
-from ui.widgets import coming_soon
+from ui.training import SECTION, SECTIONS, apply_navigation, configs_section, link_run, runs_section, wizard
 
-coming_soon("Training", 5, [
-    "LoRA configs with presets (SD 1.5, SD 1.5 HQ, SDXL, tiny offline demo) and a VRAM estimate.",
-    "A live loss chart, sample images during training, checkpoints and resume after a crash.",
-])
-if dataset_id := st.session_state.get("training.dataset_id"):
-    try:
-        dataset = get_dataset(dataset_id)
-        st.success(f"Dataset selected for training: {dataset.name} ({dataset.image_count} images).")
-    except NotFound:
-        st.session_state.pop("training.dataset_id", None)
+st.title("Training")
+
+apply_navigation()  # a ?run= link or a just-submitted run opens the Runs section
+# A segmented control rather than tabs: only the chosen section runs, so a hidden run view
+# does not keep refreshing, and the section can be switched from code (after a submit).
+section = st.segmented_control("Section", list(SECTIONS), format_func=SECTIONS.get, required=True, key=SECTION,
+                               label_visibility="collapsed")
+
+if section == "runs":
+    runs_section()
+else:
+    link_run(None)
+    if section == "configs":
+        configs_section()
+    else:
+        wizard()

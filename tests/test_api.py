@@ -113,3 +113,25 @@ def test_cancel_retry_and_logs_over_http(client):
     assert [line["message"] for line in logs["lines"]] == ["cancel requested", "retry requested"]
     more = client.get(f"/api/jobs/{job['id']}/logs?after={logs['cursor']}", headers=AUTH).json()
     assert more["lines"] == [] and more["cursor"] == logs["cursor"]
+
+
+def test_a_training_run_is_started_over_the_api_with_the_default_config(client):
+    from core import lora_configs
+    from core.datasets import create_dataset, import_files
+    from tests.factories import image_bytes
+
+    dataset = create_dataset(name="Ava")
+    import_files(dataset.id, [("a.png", image_bytes(seed=5))])
+    created = client.post("/api/jobs", json={"kind": "train", "payload": {"dataset_id": dataset.id}}, headers=AUTH)
+    assert created.status_code == 201, created.text
+    payload = created.json()["payload"]
+    assert payload["config_id"] == lora_configs.get_default_config().id and payload["params"]["rank"] == 16
+
+    empty = create_dataset(name="Empty")
+    refused = client.post("/api/jobs", json={"kind": "train", "payload": {"dataset_id": empty.id}}, headers=AUTH)
+    assert refused.status_code == 422 and "no images" in refused.json()["error"]
+    bad = client.post("/api/jobs", json={"kind": "train", "payload": {"dataset_id": dataset.id,
+                                                                       "params": {"rank": 0}}}, headers=AUTH)
+    assert bad.status_code == 422 and "rank" in bad.json()["error"]
+    with session_scope() as session:
+        assert session.execute(select(func.count()).select_from(Job).where(Job.kind == "train")).scalar_one() == 1

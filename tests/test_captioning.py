@@ -154,7 +154,7 @@ def test_a_model_folder_without_tokenizer_files_is_a_permanent_error(tiny_blip: 
 def test_ensure_tiny_models_does_not_rebuild_a_complete_build(models_root: Path, tiny_blip: Path) -> None:
     before = {p.name: p.stat().st_mtime_ns for p in tiny_blip.iterdir()}
 
-    assert ensure_tiny_models(models_root) == {"blip": tiny_blip}
+    assert ensure_tiny_models(models_root)["blip"] == tiny_blip
 
     assert {p.name: p.stat().st_mtime_ns for p in tiny_blip.iterdir()} == before
     assert MARKER in before

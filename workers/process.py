@@ -74,6 +74,10 @@ def run_worker(queues: list[str], threads: int, prefetch: int) -> None:
     )
     if prefetch:
         worker.queue_prefetch = prefetch
+    if Queue.GPU in queues:
+        from workers.ml.preload import preload_ml_libraries
+
+        preload_ml_libraries()  # before any worker thread: lazy imports are not thread-safe
     gpus = [gpu.as_dict() for gpu in detect_gpus()] if Queue.GPU in queues else []
     presence = WorkerPresence(queues, threads, gpus)
     stop = threading.Event()
@@ -87,7 +91,6 @@ def run_worker(queues: list[str], threads: int, prefetch: int) -> None:
     request_shutdown()  # running jobs hand themselves back at their next progress call
     presence.stop()
     worker.stop(timeout=30_000)
-    broker.emit_before("process_stop")
     broker.close()
 
 

@@ -10,8 +10,8 @@ its predecessor recorded after that checkpoint, so the loss curve has no gap or 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -48,11 +48,13 @@ def materialise_dataset(dataset: Dataset, cache_dir: Path) -> list[Any]:
     for image in all_images(dataset.id):
         path = cache_dir / f"{image.sha256}{_EXTENSIONS.get(image.content_type, '.img')}"
         if not path.exists():
-            partial = path.with_suffix(f".{os.getpid()}.part")
-            with store.iter_chunks(image.key) as chunks, open(partial, "wb") as out:
-                for chunk in chunks:
-                    out.write(chunk)
-            partial.replace(path)  # atomic: a concurrent run never reads half a file
+            # A private temporary name, then an atomic rename: runs in other threads or processes may
+            # fetch the same image at the same moment, and none may ever read half a file.
+            with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".part", delete=False) as out:
+                with store.iter_chunks(image.key) as chunks:
+                    for chunk in chunks:
+                        out.write(chunk)
+            Path(out.name).replace(path)
         examples.append(TrainingExample(path=path, caption=compose_caption(image.caption,
                                                                            trigger_word=dataset.trigger_word)))
     return examples

@@ -45,6 +45,8 @@ class Captioner:
         import torch
         from transformers import AutoConfig, AutoProcessor, BlipForConditionalGeneration
 
+        from workers.ml.preload import MODEL_CONSTRUCTION_LOCK
+
         self.model_name = model
         self.device = device or default_device()
         # Half precision halves memory and roughly doubles throughput on GPUs; CPUs are slow at fp16.
@@ -63,7 +65,8 @@ class Captioner:
             # tokenizer files are missing; every caption would silently come out empty.
             if len(self.processor.tokenizer) < config.text_config.vocab_size // 2:
                 raise PermanentJobError(f"could not load caption model {model!r}: its tokenizer files are missing")
-            self.model = BlipForConditionalGeneration.from_pretrained(source, dtype=self.dtype)
+            with MODEL_CONSTRUCTION_LOCK:  # a training in another GPU slot may be building modules
+                self.model = BlipForConditionalGeneration.from_pretrained(source, dtype=self.dtype)
         except (OSError, ValueError) as exc:
             # Not found, not a model folder, or a hub id while offline: retrying will not help.
             raise PermanentJobError(f"could not load caption model {model!r}: {exc}") from exc

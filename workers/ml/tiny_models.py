@@ -1,7 +1,8 @@
 """Tiny randomly initialised models, built locally so tests and the offline demo need no downloads.
 
 Each builder saves a complete model folder with ``save_pretrained`` so it is loaded by the very same
-``from_pretrained`` code as a real hub id (e.g. ``Salesforce/blip-image-captioning-large``). The
+``from_pretrained`` code as a real hub id (e.g. ``Salesforce/blip-image-captioning-large``,
+``stable-diffusion-v1-5/stable-diffusion-v1-5``, ``stabilityai/stable-diffusion-xl-base-1.0``). The
 weights are random: outputs have the right shape and type, never the right meaning.
 """
 
@@ -138,7 +139,186 @@ def build_tiny_blip(path: Path, *, seed: int = 0) -> Path:
     return path
 
 
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's byte → printable character table: byte-level BPE never meets an unknown character."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {byte: chr(byte) for byte in printable}
+    extra = 0
+    for byte in range(256):
+        if byte not in table:
+            table[byte] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def tiny_clip_tokenizer() -> object:
+    """A CLIP BPE tokenizer from an in-memory vocabulary: every byte, every byte ending a word, a few merges."""
+    from transformers import CLIPTokenizer
+
+    characters = list(_bytes_to_unicode().values())
+    # A handful of merges so that common words become single tokens, like the real (49,408-token) vocabulary.
+    merges = [("t", "h"), ("th", "e</w>"), ("o", "f</w>"), ("a", "n"), ("an", "d</w>"), ("i", "n</w>"),
+              ("o", "n</w>"), ("p", "h"), ("ph", "o"), ("pho", "t"), ("phot", "o</w>")]
+    tokens = [*characters, *(c + "</w>" for c in characters), *(a + b for a, b in merges)]
+    vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
+    # The special tokens come last, as in the real vocabulary (so the end-of-text id is the largest, never 2).
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def _tiny_clip_config(tokenizer: object, *, hidden_size: int = 32, projection_dim: int = 32) -> object:
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),  # type: ignore[arg-type]
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        projection_dim=projection_dim,
+        hidden_act="quick_gelu",
+        # Pooling takes the hidden state at the eos token; the ids must be the tokenizer's.
+        bos_token_id=tokenizer.bos_token_id,  # type: ignore[attr-defined]
+        eos_token_id=tokenizer.eos_token_id,  # type: ignore[attr-defined]
+        pad_token_id=tokenizer.pad_token_id,  # type: ignore[attr-defined]
+    )
+
+
+def _tiny_vae(scaling_factor: float) -> object:
+    from diffusers import AutoencoderKL
+
+    # Four blocks like the real VAE, so latents are 1/8 of the image side (the tiny UNet then runs on
+    # 16×16 latents at the tiny preset's 128 px): bucket sides that are multiples of 64 stay valid.
+    blocks = (32, 32, 64, 64)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(blocks),
+        up_block_types=("UpDecoderBlock2D",) * len(blocks),
+        block_out_channels=blocks,
+        layers_per_block=1,
+        latent_channels=4,
+        sample_size=128,
+        scaling_factor=scaling_factor,
+    )
+
+
+def _sd_scheduler() -> object:
+    from diffusers import EulerDiscreteScheduler
+
+    # The betas, step count and prediction type of SD 1.5 and SDXL, so DDPMScheduler.from_pretrained(
+    # path, subfolder="scheduler") gives the trainer the same noise schedule as the real models.
+    return EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+        timestep_spacing="leading",
+        steps_offset=1,
+    )
+
+
+def _save_pipeline(pipeline: object, path: Path, kind: str, seed: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    build_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        pipeline.save_pretrained(build_dir)  # type: ignore[attr-defined]
+        (build_dir / MARKER).write_text(json.dumps({"kind": kind, "version": BUILD_VERSION, "seed": seed}))
+    except BaseException:
+        shutil.rmtree(build_dir, ignore_errors=True)
+        raise
+    _publish(build_dir, path)
+    return path
+
+
+def build_tiny_sd15(path: Path, *, seed: int = 0) -> Path:
+    """Build (once) a tiny Stable Diffusion 1.x pipeline folder into ``path``.
+
+    Same layout as ``stable-diffusion-v1-5/stable-diffusion-v1-5``: ``StableDiffusionPipeline.from_pretrained(path)``
+    and ``UNet2DConditionModel.from_pretrained(path, subfolder="unet")`` (etc.) load it.
+    """
+    path = Path(path)
+    if _is_complete(path, "sd15", seed):
+        return path
+
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer = tiny_clip_tokenizer()
+    text_encoder = CLIPTextModel(_tiny_clip_config(tokenizer))
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=16,  # × 8 (VAE) = 128 px, the tiny preset's resolution
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+    )
+    pipeline = StableDiffusionPipeline(
+        vae=_tiny_vae(0.18215), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        scheduler=_sd_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    return _save_pipeline(pipeline, path, "sd15", seed)
+
+
+def build_tiny_sdxl(path: Path, *, seed: int = 0) -> Path:
+    """Build (once) a tiny Stable Diffusion XL pipeline folder into ``path``.
+
+    Same layout as ``stabilityai/stable-diffusion-xl-base-1.0``: two text encoders (the second with a
+    projection, whose pooled output conditions the UNet with the size/crop time ids).
+    """
+    path = Path(path)
+    if _is_complete(path, "sdxl", seed):
+        return path
+
+    import torch
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    tokenizer = tiny_clip_tokenizer()
+    tokenizer_2 = tiny_clip_tokenizer()
+    text_encoder = CLIPTextModel(_tiny_clip_config(tokenizer, hidden_size=32))
+    text_encoder_2 = CLIPTextModelWithProjection(_tiny_clip_config(tokenizer_2, hidden_size=32, projection_dim=32))
+    time_embed_dim = 8
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        transformer_layers_per_block=(1, 2),
+        # Both encoders' hidden states are concatenated: 32 + 32.
+        cross_attention_dim=64,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed_dim,
+        # Six time ids (original size, crop top-left, target size), each embedded, plus the pooled text embedding.
+        projection_class_embeddings_input_dim=6 * time_embed_dim + 32,
+    )
+    pipeline = StableDiffusionXLPipeline(
+        vae=_tiny_vae(0.13025), text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2, unet=unet, scheduler=_sd_scheduler(), force_zeros_for_empty_prompt=True,
+    )
+    return _save_pipeline(pipeline, path, "sdxl", seed)
+
+
 def ensure_tiny_models(root: Path) -> dict[str, Path]:
     """Build every tiny model under ``root`` (skipping complete builds); returns name → folder."""
     root = Path(root)
-    return {"blip": build_tiny_blip(root / "tiny-blip")}
+    return {
+        "blip": build_tiny_blip(root / "tiny-blip"),
+        "sd15": build_tiny_sd15(root / "tiny-sd15"),
+        "sdxl": build_tiny_sdxl(root / "tiny-sdxl"),
+    }

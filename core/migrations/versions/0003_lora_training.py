@@ -96,7 +96,7 @@ def _seed_presets(table: sa.Table) -> None:
         ("Tiny (offline demo)", "The studio's tiny random model: trains in seconds on a CPU, images are noise.",
          False,
          {"family": "sd15", "base_model": "tiny-sd15", "resolution": 128, "rank": 8, "alpha": 8,
-          "learning_rate": 1e-3, "steps": 60, "batch_size": 2, "mixed_precision": "no", "min_snr_gamma": 5.0,
+          "learning_rate": 1e-2, "steps": 60, "batch_size": 2, "mixed_precision": "no", "min_snr_gamma": 5.0,
           "sample_every": 20, "sample_steps": 4, "checkpoint_every": 20, "keep_checkpoints": 3}),
     ]
     now = datetime.now(UTC)
