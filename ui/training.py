@@ -546,7 +546,7 @@ def _result_metrics(result: dict[str, Any]) -> None:
     if result.get("steps"):
         figures[2].metric("Steps", f"{result['steps']:,}")
     if result.get("steps_per_second"):
-        figures[3].metric("Speed", f"{result['steps_per_second']:.2f} steps/s")
+        figures[3].metric("Steps/s", f"{result['steps_per_second']:.2f}")
     if result.get("seconds"):
         figures[4].metric("Duration", training_views.format_duration(result["seconds"]),
                           help=f"device: {result.get('device', '?')}")
@@ -564,7 +564,10 @@ def loss_figure(series: training.MetricSeries, smoothing: float) -> go.Figure:
                                 line={"dash": "dot", "width": 1}), secondary_y=True)
     figure.update_xaxes(title_text="step")
     figure.update_yaxes(title_text="loss", secondary_y=False)
-    figure.update_yaxes(title_text="learning rate", secondary_y=True, tickformat=".1e", showgrid=False)
+    # From zero: a constant learning rate would otherwise get an axis of meaningless (even negative) ticks.
+    top = max(series.lr, default=0.0) * 1.1 or 1.0
+    figure.update_yaxes(title_text="learning rate", secondary_y=True, tickformat=".1e", showgrid=False,
+                        range=[0, top])
     figure.update_layout(height=360, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                          legend={"orientation": "h", "y": 1.12})
     return figure
