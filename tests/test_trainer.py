@@ -311,6 +311,18 @@ def test_a_missing_optional_optimizer_fails_naming_its_package(tiny_models, exam
         LoraTrainer(config(tiny_models, tmp_path, optimizer="prodigy", learning_rate=1.0), examples, NullHooks()).run()
 
 
+def test_a_base_model_that_cannot_be_loaded_fails_clearly_and_permanently(tiny_models, examples, tmp_path):
+    from core.errors import is_transient
+
+    cases = (("sd15", tmp_path / "no-such-model", "could not load base model"),
+             ("sdxl", tiny_models["sd15"], "not an SDXL model"))
+    for family, model, message in cases:
+        settings = config(tiny_models, tmp_path, family=family).model_copy(update={"base_model": str(model)})
+        with pytest.raises(TrainerError, match=message) as failure:
+            LoraTrainer(settings, examples, NullHooks()).run()
+        assert not is_transient(failure.value), "retrying a missing or wrong model cannot help"
+
+
 def test_tiny_sd_models_have_the_layout_of_the_real_ones(tiny_models) -> None:
     from diffusers import DDPMScheduler, DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer

@@ -4,8 +4,10 @@ optimizers and prompt encoding. Nothing here knows about steps, data order or ch
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -60,6 +62,31 @@ def resolve_precision(requested: str, device: str, log: Callable[[str], None]) -
 
 def load_components(base_model: str, family: str, *, device: str, weight_dtype: torch.dtype) -> Components:
     """Tokenizer(s), text encoder(s), VAE, UNet and the DDPM noise scheduler, all frozen, on ``device``."""
+    _check_family(base_model, family)
+    try:
+        return _load_components(base_model, family, device=device, weight_dtype=weight_dtype)
+    except (OSError, ValueError) as error:
+        # Not a folder, not a diffusers layout, or a hub id while offline: a retry cannot help.
+        raise TrainerError(f"could not load base model {base_model!r} ({family}): {error}") from error
+
+
+def _check_family(base_model: str, family: str) -> None:
+    """A local pipeline folder names its class: catch SD 1.5 vs SDXL mix-ups before loading gigabytes."""
+    index = Path(base_model) / "model_index.json"
+    if not index.is_file():
+        return  # a hub id (or not a pipeline folder): loading says what is wrong
+    try:
+        pipeline = str(json.loads(index.read_text()).get("_class_name", ""))
+    except (OSError, ValueError):
+        return
+    is_xl = "XL" in pipeline
+    if family == "sdxl" and not is_xl:
+        raise TrainerError(f"{base_model} is a {pipeline}, not an SDXL model; choose the SD 1.5 family")
+    if family == "sd15" and is_xl:
+        raise TrainerError(f"{base_model} is an SDXL model ({pipeline}); choose the SDXL family")
+
+
+def _load_components(base_model: str, family: str, *, device: str, weight_dtype: torch.dtype) -> Components:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
