@@ -24,7 +24,14 @@ from core.db import get_or_raise, session_scope
 from core.errors import Conflict, InvalidInput, NotFound
 from core.job_kinds import TrainPayload
 from core.jobs import create_job, get_job
-from core.lora_configs import TRAIN_KIND, get_config, get_default_config, params_of
+from core.lora_configs import (
+    TRAIN_KIND,
+    create_config,
+    delete_config,
+    get_config,
+    get_default_config,
+    params_of,
+)
 from core.lora_params import STATE_FILE, WEIGHTS_FILE, LoraParams, parse_params
 from core.models import Asset, AssetKind, Job, JobStatus, LoraModel, TrainingMetric, utcnow
 from core.pagination import Page, clamp
@@ -71,14 +78,27 @@ def prepare_train_payload(payload: TrainPayload) -> tuple[TrainPayload, int | No
 
 def submit_training(
     *, dataset_id: int, config_id: int | None = None, params: dict[str, Any] | LoraParams | None = None,
-    name: str = "",
+    name: str = "", save_as: str = "",
 ) -> Job:
-    """Queue a training run. ``params`` (the wizard's edited form) overrides the config's values."""
+    """Queue a training run. ``params`` (the wizard's edited form) overrides the config's values;
+    ``save_as`` also keeps them as a new config, which the run then names. Either both happen or
+    neither: a run that cannot be queued removes the config it just saved."""
     if isinstance(params, dict):
         params = parse_params(params)
+    saved = None
+    if save_as.strip():
+        based_on = get_config(config_id).name if config_id else get_default_config().name
+        saved = create_config(name=save_as, params=params or params_of(get_config(config_id or 0)),
+                              description=f"Saved from the training wizard, based on {based_on}.")
+        config_id = saved.id
     payload = {"dataset_id": dataset_id, "config_id": config_id, "name": name,
                "params": params.model_dump(mode="json") if params else None}
-    return create_job(TRAIN_KIND, payload)
+    try:
+        return create_job(TRAIN_KIND, payload)
+    except Exception:
+        if saved is not None:
+            delete_config(saved.id)
+        raise
 
 
 def run_params(job: Job) -> LoraParams:

@@ -11,7 +11,7 @@ import pytest
 from core import jobs, lora_configs, training
 from core.datasets import create_dataset, import_files
 from core.db import session_scope
-from core.errors import InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from core.gpus import parse_nvidia_smi
 from core.lora_params import LoraParams
 from core.models import Character
@@ -214,3 +214,21 @@ def test_the_gpu_worker_runs_one_thread_per_slot_and_prefetches_no_more(studio, 
     reload_settings()
     gpu = next(group for group in default_groups() if group.name == "gpu")
     assert (gpu.threads, gpu.prefetch) == (3, 3)
+
+
+@both_databases
+def test_save_as_keeps_the_params_as_a_config_only_when_the_run_is_queued(dataset):
+    params = LoraParams(rank=24)
+    job = training.submit_training(dataset_id=dataset.id, params=params, save_as="Rank 24")
+    saved = lora_configs.get_config_by_name("Rank 24")
+    assert job.payload["config_id"] == saved.id and lora_configs.params_of(saved).rank == 24
+    assert "based on SD 1.5 Standard" in saved.description
+
+    empty = create_dataset(name="Empty")
+    with pytest.raises(InvalidInput, match="no images"):
+        training.submit_training(dataset_id=empty.id, params=params, save_as="Never kept")
+    with pytest.raises(NotFound):
+        lora_configs.get_config_by_name("Never kept")
+    with pytest.raises(Conflict):
+        training.submit_training(dataset_id=dataset.id, params=params, save_as="Rank 24")
+    assert training.list_runs().total == 1

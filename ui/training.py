@@ -409,11 +409,8 @@ def _review_step() -> None:
 def _submit(dataset_id: int, config: LoraConfig, params: LoraParams, name: str) -> None:
     save_as = (st.session_state.get(_SAVE_AS) or "").strip()
     try:
-        config_id = config.id
-        if save_as:
-            config_id = create_config(name=save_as, params=params,
-                                      description=f"Saved from the training wizard, based on {config.name}.").id
-        job = training.submit_training(dataset_id=dataset_id, config_id=config_id, params=params, name=name)
+        job = training.submit_training(dataset_id=dataset_id, config_id=config.id, params=params, name=name,
+                                       save_as=save_as)
     except StudioError as error:
         st.error(str(error))
         return
