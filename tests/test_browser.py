@@ -30,11 +30,8 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-@pytest.fixture
-def server_with_login(studio, monkeypatch) -> Iterator[str]:
-    """A fresh server process, so the first request it ever serves is the one under test."""
-    monkeypatch.setenv("STUDIO_AUTH_DISABLED", "false")
-    monkeypatch.setenv("STUDIO_UI_PASSWORD_HASH", hash_password(PASSWORD))
+def _serve() -> Iterator[str]:
+    """A fresh server process with the test's environment; yields its base URL."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "server.py", "--server.port", str(port),
@@ -57,6 +54,19 @@ def server_with_login(studio, monkeypatch) -> Iterator[str]:
         process.wait(timeout=20)
 
 
+@pytest.fixture
+def server_with_login(studio, monkeypatch) -> Iterator[str]:
+    """A fresh server process, so the first request it ever serves is the one under test."""
+    monkeypatch.setenv("STUDIO_AUTH_DISABLED", "false")
+    monkeypatch.setenv("STUDIO_UI_PASSWORD_HASH", hash_password(PASSWORD))
+    yield from _serve()
+
+
+@pytest.fixture
+def server(studio) -> Iterator[str]:
+    yield from _serve()
+
+
 def test_opening_a_page_url_first_shows_the_login_and_keeps_the_deep_link(server_with_login, browser):
     job = jobs.create_job("sleep", {"seconds": 1})
     page = browser.new_page()
@@ -74,3 +84,35 @@ def test_opening_a_page_url_first_shows_the_login_and_keeps_the_deep_link(server
     page.get_by_role("button", name="Log in").click()
     page.get_by_role("heading", name="Jobs").wait_for(timeout=15_000)
     page.get_by_text(job.id[:8]).first.wait_for(timeout=15_000)
+
+
+def test_a_training_run_updates_live_in_the_browser_and_its_lora_downloads(
+    server, browser, workers, tiny_models, monkeypatch, tmp_path
+):
+    from core import training
+    from core.datasets import create_dataset, import_files
+    from tests.factories import image_bytes
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    dataset = create_dataset(name="Ava", trigger_word="ohwx")
+    import_files(dataset.id, [(f"{i}.png", image_bytes(160, 160, seed=60 + i)) for i in range(4)])
+    params = {"base_model": str(tiny_models["sd15"]), "resolution": 128, "rank": 4, "alpha": 4, "steps": 80,
+              "batch_size": 2, "mixed_precision": "no", "learning_rate": 1e-2, "sample_every": 0,
+              "checkpoint_every": 40}
+    job = training.submit_training(dataset_id=dataset.id, params=params, name="browser run")
+    page = browser.new_page()
+    page.goto(f"{server}/training?run={job.id}")
+    page.get_by_text("browser run").first.wait_for(timeout=30_000)
+    workers.worker(queues="gpu", threads=1)  # start training only once the page is watching
+
+    page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)  # the chart appears without a reload
+    page.get_by_text("succeeded").first.wait_for(timeout=120_000)
+    assert page.locator(".js-plotly-plot .scatterlayer .trace").count() >= 3, "loss, its EMA and the LR"
+
+    page.get_by_role("tab", name="Checkpoints").click()
+    with page.expect_download(timeout=30_000) as download:
+        page.get_by_role("button", name="Download").first.click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    final = training.list_loras(job_id=job.id).items[0]
+    assert saved.name.endswith(".safetensors") and saved.read_bytes() == training.read_lora_weights(final)
