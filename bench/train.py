@@ -34,7 +34,7 @@ import time
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 PROJECTED_STEPS = 1500
 MIN_SNR_GAMMA = 5.0
@@ -128,22 +128,18 @@ def build_model(args: argparse.Namespace, folder: Path) -> tuple[str, str]:
 
 
 def make_images(count: int, size: int, folder: Path) -> list[tuple[Path, str]]:
-    """Square procedural pictures (so every image lands in the square bucket on both sides) and captions."""
-    found = []
-    for index in range(count):
-        rng = np.random.default_rng(index)
-        ramp = np.linspace(0, 1, size)[None, :, None] * rng.uniform(0, 255, (1, 1, 3))
-        pixels = np.broadcast_to(ramp + rng.uniform(0, 60, (1, 1, 3)), (size, size, 3)).clip(0, 255)
-        image = Image.fromarray(pixels.astype(np.uint8))
-        draw = ImageDraw.Draw(image)
-        for _ in range(4):
-            x0, y0 = (int(v) for v in rng.integers(0, size // 2, 2))
-            x1, y1 = x0 + int(rng.integers(16, size // 2)), y0 + int(rng.integers(16, size // 2))
-            draw.ellipse((x0, y0, x1, y1), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
-        path = folder / f"{index}.png"
-        image.save(path)
-        found.append((path, f"ohwx woman, picture {index}, detailed photo"))
-    return found
+    """The studio's demo pictures, square (so every image lands in the square bucket on both sides), with captions."""
+    from core.demo_data import generate_demo_images
+
+    examples = [example(folder, index) for index in range(count)]
+    for (path, _), (_, png) in zip(examples, generate_demo_images(count, size=size), strict=True):
+        path.write_bytes(png)
+    return examples
+
+
+def example(folder: Path, index: int) -> tuple[Path, str]:
+    """Where image ``index`` lives and its caption (the parent writes them, the children read them)."""
+    return folder / f"{index}.png", f"ohwx woman, picture {index}, detailed photo"
 
 
 # --------------------------------------------------------------------------------- the two sides
@@ -390,8 +386,7 @@ def main() -> None:
 
         import workers.ml.training  # noqa: F401
 
-        images = [(Path(args.images_dir) / f"{i}.png", f"ohwx woman, picture {i}, detailed photo")
-                  for i in range(args.images)]
+        images = [example(Path(args.images_dir), i) for i in range(args.images)]
         print(json.dumps((run_ours if args.side == "ours" else run_reference)(args, images)))
         return
 

@@ -106,3 +106,13 @@ def read_logs(job_id: str, *, after: int = 0, limit: int = 500, min_level: str =
     threshold = LEVELS.index(min_level) if min_level in LEVELS else 0
     cursor = entries[-1].id if entries else after
     return LogPage([e for e in entries if LEVELS.index(e.level) >= threshold], cursor)
+
+
+def tail_logs(job_id: str, *, lines: int = 20) -> list[LogEntry]:
+    """The newest lines of a job's log, oldest first, without walking its history from a cursor."""
+    with session_scope() as session:
+        rows = session.execute(
+            select(JobLog.id, JobLog.level, JobLog.message, JobLog.created_at)
+            .where(JobLog.job_id == job_id).order_by(JobLog.id.desc()).limit(max(1, lines))
+        ).all()
+    return [LogEntry(id=r.id, level=r.level, message=r.message, created_at=r.created_at) for r in reversed(rows)]

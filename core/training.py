@@ -12,7 +12,6 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,9 @@ from sqlalchemy import delete, func, insert, select, update
 from core.config import get_settings
 from core.datasets import get_dataset
 from core.db import get_or_raise, session_scope
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound
 from core.job_kinds import TrainPayload
-from core.jobs import create_job, get_job
+from core.jobs import create_job, get_job, list_jobs
 from core.lora_configs import (
     TRAIN_KIND,
     create_config,
@@ -107,17 +106,7 @@ def run_params(job: Job) -> LoraParams:
 
 def list_runs(*, statuses: list[str] | None = None, page: int = 1, page_size: int = 20) -> Page[Job]:
     """Training runs, newest first (the (kind, created_at) index serves it)."""
-    page, page_size = clamp(page, page_size, max_page_size=100)
-    conditions = [Job.kind == TRAIN_KIND]
-    if statuses:
-        conditions.append(Job.status.in_(statuses))
-    with session_scope() as session:
-        total = session.execute(select(func.count()).select_from(Job).where(*conditions)).scalar_one()
-        items = list(session.execute(
-            select(Job).where(*conditions).order_by(Job.created_at.desc(), Job.id.desc())
-            .offset((page - 1) * page_size).limit(page_size)
-        ).scalars())
-    return Page(items=items, total=int(total), page=page, page_size=page_size)
+    return list_jobs(kinds=[TRAIN_KIND], statuses=statuses, page=page, page_size=page_size)
 
 
 def get_run(job_id: str) -> Job:
@@ -323,13 +312,18 @@ def prune_checkpoints(job_id: str, *, keep: int) -> list[int]:
             .order_by(LoraModel.step.desc())
         ).scalars())
     doomed = [lora for lora in loras[keep:] if not lora.promoted]
-    store = get_object_store()
     for lora in doomed:
-        for key in checkpoint_keys(job_id, lora.step):
-            store.delete(key)
-        with session_scope() as session:
-            session.execute(delete(LoraModel).where(LoraModel.id == lora.id))
+        _remove_lora(lora)
     return [lora.step for lora in doomed]
+
+
+def _remove_lora(lora: LoraModel) -> None:
+    """A checkpoint's files (weights and training state) and its row."""
+    store = get_object_store()
+    for key in checkpoint_keys(lora.job_id, lora.step):
+        store.delete(key)
+    with session_scope() as session:
+        session.execute(delete(LoraModel).where(LoraModel.id == lora.id))
 
 
 def discard_training_states(job_id: str) -> None:
@@ -396,23 +390,8 @@ def promoted_lora(character_id: int | None = None) -> LoraModel | None:
         ).scalar_one_or_none()
 
 
-def lora_download_url(lora_id: int, *, expires: timedelta = timedelta(hours=1)) -> str:
-    return get_object_store().presigned_get_url(get_lora(lora_id).key, expires)
-
-
 def read_lora_weights(lora: LoraModel) -> bytes:
     return get_object_store().get_bytes(lora.key)
-
-
-def delete_lora(lora_id: int) -> None:
-    lora = get_lora(lora_id)
-    if lora.promoted:
-        raise Conflict("this LoRA is promoted; promote another one before deleting it")
-    store = get_object_store()
-    for key in checkpoint_keys(lora.job_id, lora.step):
-        store.delete(key)
-    with session_scope() as session:
-        session.execute(delete(LoraModel).where(LoraModel.id == lora_id))
 
 
 # --- estimates ------------------------------------------------------------------------------------

@@ -13,14 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_origin
 
-from sqlalchemy import select
-
 from core.dataset_check import check_dataset
 from core.datasets import list_images
-from core.db import session_scope
-from core.joblogs import LogEntry
 from core.lora_params import FAMILY_LABELS, OPTIMIZER_LABELS, LoraParams, available_optimizers
-from core.models import JobLog
 
 FieldKind = Literal["choice", "bool", "int", "float", "optional_float", "text", "lines"]
 
@@ -141,17 +136,6 @@ def ema(values: Sequence[float], weight: float) -> list[float]:
     return smoothed
 
 
-def log_tail(job_id: str, *, lines: int = 20) -> list[LogEntry]:
-    """The newest lines of a job's log, oldest first. ``joblogs.read_logs`` pages forward from a
-    cursor; a tail of a long run wants the last lines without walking the whole history."""
-    with session_scope() as session:
-        rows = session.execute(
-            select(JobLog.id, JobLog.level, JobLog.message, JobLog.created_at)
-            .where(JobLog.job_id == job_id).order_by(JobLog.id.desc()).limit(max(1, lines))
-        ).all()
-    return [LogEntry(id=r.id, level=r.level, message=r.message, created_at=r.created_at) for r in reversed(rows)]
-
-
 def format_duration(seconds: float) -> str:
     seconds = max(0, round(seconds))
     hours, rest = divmod(seconds, 3600)
@@ -159,12 +143,3 @@ def format_duration(seconds: float) -> str:
     if hours:
         return f"{hours} h {minutes:02d} min"
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
-
-
-def format_size(size_bytes: int) -> str:
-    size = float(size_bytes)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"

@@ -140,6 +140,17 @@ def wait_until(predicate: Callable[[], object], timeout: float = 30, interval: f
         time.sleep(interval)
 
 
+@pytest.fixture(scope="module")
+def offline_hub() -> Iterator[None]:
+    """No test may reach the hub; huggingface_hub reads the variable at import, so patch both."""
+    import huggingface_hub.constants
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny randomly initialised models built from configs, loaded through the real from_pretrained paths."""

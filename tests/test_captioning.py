@@ -24,14 +24,8 @@ FAST = CaptionOptions(max_length=12)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def offline() -> Iterator[None]:
-    """No test may reach the hub; huggingface_hub reads the variable at import, so patch both."""
-    import huggingface_hub.constants
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-        yield
+def offline(offline_hub) -> Iterator[None]:
+    yield
     clear_captioner_cache()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,18 +34,9 @@ from workers.ml.training import (
 from workers.ml.training.api import STAGES
 from workers.ml.training.data import BatchPlan, assign_bucket, drops_caption, make_buckets, prepare_images
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("offline_hub")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def offline() -> Iterator[None]:
-    """No test may reach the hub; huggingface_hub reads the variable at import, so patch both."""
-    import huggingface_hub.constants
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-        yield
 
 
 class Recorder(NullHooks):

@@ -18,9 +18,10 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from core import training, training_views
+from core import joblogs, training, training_views
 from core.datasets import get_dataset
 from core.errors import InvalidInput, NotFound, StudioError
+from core.images import format_size
 from core.jobs import aware, cancel_job, retry_job
 from core.lora_configs import (
     clone_config,
@@ -514,7 +515,7 @@ def _live_run(job_id: str, was_active: bool) -> None:
             _checkpoints(job)
     with tabs["Log"]:
         if tabs["Log"].open:
-            lines = training_views.log_tail(job_id, lines=20)
+            lines = joblogs.tail_logs(job_id, lines=20)
             st.code("\n".join(f"{aware(e.created_at):%H:%M:%S} {e.level:<7} {e.message}" for e in lines)
                     or "(no log lines yet)", language=None)
             st.page_link("pages/jobs.py", label="Full log on the Jobs page", icon=":material/work_history:")
@@ -638,7 +639,7 @@ def _checkpoints(job: Job) -> None:
         row = st.columns(widths, vertical_alignment="center")
         row[0].text(str(lora.step))
         row[1].text("—" if lora.loss is None else f"{lora.loss:.4f}")
-        row[2].text(training_views.format_size(lora.size_bytes))
+        row[2].text(format_size(lora.size_bytes))
         with row[3]:
             if lora.final:
                 st.badge("final", color="blue")

@@ -27,6 +27,7 @@ from core.lora_configs import get_config, params_of
 from core.lora_params import LoraParams
 from core.models import Dataset, Job
 from core.storage import get_object_store
+from core.training_views import format_duration
 from workers.gpu_slots import assigned_device
 
 _logger = logging.getLogger("studio.training")
@@ -58,13 +59,6 @@ def materialise_dataset(dataset: Dataset, cache_dir: Path) -> list[Any]:
         examples.append(TrainingExample(path=path, caption=compose_caption(image.caption,
                                                                            trigger_word=dataset.trigger_word)))
     return examples
-
-
-def _format_duration(seconds: float) -> str:
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {seconds:02d}s"
 
 
 class JobHooks:
@@ -109,7 +103,7 @@ class JobHooks:
             self.flush()
         message = f"step {step}/{total_steps} · loss {self.smoothed:.4f}"
         if pace := self._pace(step):
-            message += f" · {pace:.2f} steps/s · ETA {_format_duration((total_steps - step) / pace)}"
+            message += f" · {pace:.2f} steps/s · ETA {format_duration((total_steps - step) / pace)}"
         try:
             self.ctx.progress(step / total_steps, message, force=True)  # raises when the run is cancelled
         except JobInterrupted:
