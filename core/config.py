@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     caption_batch_size: int = 8
     clip_tokenizer: str = ""  # hub id or folder with vocab.json + merges.txt; empty = bundled CLIP vocabulary
     device: str = ""  # "cuda", "cpu"; empty = cuda when available
+    # Generation templates (workflows/generation/*.yaml); a file dropped here is a new template.
+    templates_dir: Path = PROJECT_ROOT / "workflows" / "generation"
+    generation_batch_size: int = Field(default=4, ge=1, le=64)  # images per GPU batch unless the template says
 
     # --- datasets ------------------------------------------------------------------------------
     upload_max_file_mb: int = 25

@@ -68,6 +68,40 @@ class TrainPayload(Payload):
     name: str = Field(default="", max_length=200)
 
 
+class LoraChoice(Payload):
+    """One LoRA version to apply, and how strongly (None: the template's default strength)."""
+
+    lora_id: int = Field(ge=1)
+    strength: float | None = Field(default=None, ge=-2.0, le=2.0)
+
+
+class GeneratePayload(Payload):
+    """Generate images from a template, with LoRAs. Fields left empty come from the template; the
+    job's stored payload has every value filled in (seed included), so it records exactly what ran."""
+
+    template: str = Field(default="", max_length=80, description="template name; empty: the LoRA family's default")
+    prompt: str = Field(min_length=1, max_length=2000)
+    negative_prompt: str | None = Field(default=None, max_length=2000)
+    # None: the character's promoted LoRA (if any); []: no LoRA at all.
+    loras: list[LoraChoice] | None = Field(default=None, max_length=8)
+    character_id: int | None = Field(default=None, ge=1)
+    insert_trigger: bool = Field(default=True, description="add each LoRA's trigger word when the prompt lacks it")
+    scheduler: str | None = None
+    steps: int | None = Field(default=None, ge=1, le=150)
+    cfg: float | None = Field(default=None, ge=0.0, le=30.0)
+    width: int | None = Field(default=None, ge=64, le=2048)
+    height: int | None = Field(default=None, ge=64, le=2048)
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="image i uses seed + i; empty: random")
+    count: int = Field(default=1, ge=1, le=64)
+    batch_size: int | None = Field(default=None, ge=1, le=64)
+    init_asset_id: int | None = Field(default=None, ge=1, description="img2img: start from this image asset")
+    img2img_strength: float = Field(default=0.6, gt=0.0, le=1.0, description="how far img2img moves from the start")
+    collection_id: int | None = Field(default=None, ge=1, description="add the images to this collection")
+    # Filled in when the job is created (core.generation.prepare_generate_payload).
+    base_model: str | None = Field(default=None, max_length=500)
+    family: str | None = Field(default=None, max_length=16)
+
+
 @dataclass(frozen=True)
 class JobSpec:
     kind: str
@@ -116,4 +150,8 @@ register(JobSpec("caption", Queue.GPU, CaptionPayload, "Auto-captions a dataset'
 register(JobSpec(
     "train", Queue.GPU, TrainPayload, "Trains a LoRA on a dataset (checkpoints, samples, resume).",
     max_attempts=3, time_limit_s=None, prepare="core.training:prepare_train_payload",
+))
+register(JobSpec(
+    "generate", Queue.GPU, GeneratePayload, "Generates images from a template with LoRAs (txt2img or img2img).",
+    max_attempts=3, time_limit_s=3600, prepare="core.generation:prepare_generate_payload",
 ))

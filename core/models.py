@@ -168,22 +168,80 @@ class DatasetImage(SQLModel, table=True):
 
 
 class Asset(SQLModel, table=True):
+    """A file the studio produced or keeps: a generated image, a training sample, a LoRA file, a video…
+
+    ``source`` says which (see ``core.assets.AssetSource``); ``meta`` holds everything that made it
+    (for an image: prompt, seed, steps, LoRAs…). The columns copied out of ``meta`` (prompt, size,
+    dataset) exist for filtering. ``deleted_at`` set means it is in the trash; purging removes the row.
+    """
+
     __table_args__ = (
         Index("ix_asset_kind_created", "kind", "created_at"),
-        Index("ix_asset_collection_created", "collection_id", "created_at"),
+        Index("ix_asset_deleted_created", "deleted_at", "created_at"),
+        Index("ix_asset_source_created", "source", "created_at"),
+        Index("ix_asset_dataset_created", "dataset_id", "created_at"),
+        Index("ix_asset_character_created", "character_id", "created_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
     job_id: str | None = Field(default=None, foreign_key="job.id", max_length=32, index=True)
-    character_id: int | None = Field(default=None, foreign_key="character.id", index=True)
+    character_id: int | None = Field(default=None, foreign_key="character.id")
     kind: str = Field(max_length=16)
+    source: str = Field(default="", max_length=32)
     key: str = Field(max_length=512, unique=True)
+    thumbnail_key: str | None = Field(default=None, max_length=512)
     content_type: str = Field(default="application/octet-stream", max_length=120)
     size_bytes: int = 0
+    width: int | None = None
+    height: int | None = None
+    prompt: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    # Lineage (not a foreign key: deleting a dataset keeps what was made from it).
+    dataset_id: int | None = None
     meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    collection_id: int | None = Field(default=None, index=False)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
     deleted_at: datetime | None = _ts()
+
+
+class AssetLora(SQLModel, table=True):
+    """Which LoRA versions (at which strengths) made an asset: the LoRA filter and lineage.
+
+    ``lora_id`` is not a foreign key: a pruned or purged LoRA leaves its images' lineage intact.
+    """
+
+    __table_args__ = (Index("ix_assetlora_lora_asset", "lora_id", "asset_id"),)
+
+    asset_id: int = Field(foreign_key="asset.id", primary_key=True)
+    lora_id: int = Field(primary_key=True)
+    strength: float = 1.0
+
+
+class Collection(SQLModel, table=True):
+    """A named set of assets (a board); an asset can be in several."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=120, unique=True)
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class CollectionItem(SQLModel, table=True):
+    __table_args__ = (Index("ix_collectionitem_asset", "asset_id"),
+                      Index("ix_collectionitem_collection_added", "collection_id", "added_at"))
+
+    collection_id: int = Field(foreign_key="collection.id", primary_key=True)
+    asset_id: int = Field(foreign_key="asset.id", primary_key=True)
+    added_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class PromptSnippet(SQLModel, table=True):
+    """A saved piece of prompt (the prompt library): inserted into the prompt or negative prompt."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=120, unique=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    negative: bool = False
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
 class LoraConfig(SQLModel, table=True):

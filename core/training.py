@@ -17,6 +17,8 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 
+from core import assets
+from core.assets import AssetSource
 from core.config import get_settings
 from core.datasets import get_dataset
 from core.db import get_or_raise, session_scope
@@ -37,7 +39,6 @@ from core.pagination import Page, clamp
 from core.storage import get_object_store, job_key
 from core.vram import VramEstimate, estimate_vram
 
-SAMPLE_SOURCE = "training-sample"
 MAX_SAMPLE_ROWS = 2_000
 
 
@@ -141,9 +142,7 @@ def discard_after(job_id: str, step: int) -> None:
     """Forget what an interrupted attempt recorded after its last checkpoint (it will be redone)."""
     with session_scope() as session:
         session.execute(delete(TrainingMetric).where(TrainingMetric.job_id == job_id, TrainingMetric.step > step))
-    for asset in _sample_assets(job_id):
-        if int(asset.meta.get("step", 0)) > step:
-            _delete_asset(asset)
+    assets.remove_assets([a.id for a in _sample_assets(job_id) if int(a.meta.get("step", 0)) > step])
 
 
 @dataclass
@@ -193,37 +192,21 @@ def sample_key(job_id: str, step: int, prompt_index: int) -> str:
     return job_key(job_id, f"samples/step-{step:06d}/prompt-{prompt_index:02d}.png")
 
 
-def save_sample(
-    job_id: str, *, step: int, prompt_index: int, prompt: str, seed: int, png: bytes, character_id: int | None
-) -> Asset:
+def save_sample(job: Job, *, step: int, prompt_index: int, prompt: str, seed: int, png: bytes) -> Asset:
     """Store one sample image as an asset linked to its run and step (a rerun overwrites it)."""
-    key = sample_key(job_id, step, prompt_index)
-    info = get_object_store().put_bytes(key, png, "image/png")
-    meta = {"source": SAMPLE_SOURCE, "step": step, "prompt_index": prompt_index, "prompt": prompt, "seed": seed}
-    with session_scope() as session:
-        asset = session.execute(select(Asset).where(Asset.key == key)).scalar_one_or_none()
-        if asset is None:
-            asset = Asset(job_id=job_id, character_id=character_id, kind=AssetKind.IMAGE, key=key)
-        asset.content_type, asset.size_bytes, asset.meta = "image/png", info.size, meta
-        session.add(asset)
-        session.flush()
-        session.refresh(asset)
-    return asset
+    meta = {"step": step, "prompt_index": prompt_index, "prompt": prompt, "seed": seed}
+    return assets.store_image(
+        sample_key(job.id, step, prompt_index), png, source=AssetSource.SAMPLE, job_id=job.id,
+        character_id=job.character_id, dataset_id=job.payload.get("dataset_id"), prompt=prompt, meta=meta,
+    )
 
 
 def _sample_assets(job_id: str) -> list[Asset]:
     with session_scope() as session:
-        assets = session.execute(
-            select(Asset).where(Asset.job_id == job_id, Asset.kind == AssetKind.IMAGE)
+        return list(session.execute(
+            select(Asset).where(Asset.job_id == job_id, Asset.source == AssetSource.SAMPLE)
             .order_by(Asset.id.desc()).limit(MAX_SAMPLE_ROWS)
-        ).scalars()
-        return [a for a in assets if a.meta.get("source") == SAMPLE_SOURCE]
-
-
-def _delete_asset(asset: Asset) -> None:
-    get_object_store().delete(asset.key)
-    with session_scope() as session:
-        session.execute(delete(Asset).where(Asset.id == asset.id))
+        ).scalars())
 
 
 @dataclass
@@ -252,10 +235,6 @@ def sample_grid(job_id: str, *, last_steps: int | None = None) -> SampleGrid:
         if step in steps:
             cells[(index, step)] = asset
     return SampleGrid(prompts=[prompts[i] for i in sorted(prompts)], steps=steps, cells=cells)
-
-
-def read_asset(asset: Asset) -> bytes:
-    return get_object_store().get_bytes(asset.key)
 
 
 # --- checkpoints and LoRA versions --------------------------------------------------------------
@@ -294,6 +273,13 @@ def register_checkpoint(job: Job, *, step: int, directory: Path, final: bool, lo
         session.add(lora)
         session.flush()
         session.refresh(lora)
+    assets.record_asset(
+        key=weights_key, kind=AssetKind.LORA, source=AssetSource.LORA, content_type="application/octet-stream",
+        size_bytes=info.size, job_id=job.id, character_id=job.character_id, dataset_id=dataset_id,
+        meta={"lora_id": lora.id, "name": lora.name, "step": step, "final": lora.final, "family": lora.family,
+              "base_model": lora.base_model, "trigger_word": trigger},
+        loras=[(lora.id, 1.0)],
+    )
     return lora
 
 
@@ -320,8 +306,11 @@ def prune_checkpoints(job_id: str, *, keep: int) -> list[int]:
 def _remove_lora(lora: LoraModel) -> None:
     """A checkpoint's files (weights and training state) and its row."""
     store = get_object_store()
-    for key in checkpoint_keys(lora.job_id, lora.step):
-        store.delete(key)
+    weights_key, state_key = checkpoint_keys(lora.job_id, lora.step)
+    store.delete(state_key)
+    if file_asset := assets.find_asset(weights_key):
+        assets.remove_assets([file_asset.id])
+    store.delete(weights_key)
     with session_scope() as session:
         session.execute(delete(LoraModel).where(LoraModel.id == lora.id))
 

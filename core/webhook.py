@@ -198,6 +198,18 @@ async def post_retry(request: Request) -> Response:
     return JSONResponse(job_to_dict(job))
 
 
+@api()
+async def get_templates(request: Request) -> Response:
+    """The generation templates by name, and the files that were refused (with why)."""
+    from core.templates import load_templates
+
+    catalogue = await run_in_threadpool(load_templates)
+    return JSONResponse({
+        "templates": [template.model_dump() for template in catalogue.templates.values()],
+        "errors": catalogue.errors,
+    })
+
+
 @api(authenticated=False)
 async def get_file(request: Request) -> Response:
     """Serves local-store downloads behind signed, expiring links (the S3 backend presigns itself)."""
@@ -233,5 +245,6 @@ def api_routes() -> list[Route]:
         Route("/api/jobs/{job_id}/logs", get_job_logs, methods=["GET"]),
         Route("/api/jobs/{job_id}/cancel", post_cancel, methods=["POST"]),
         Route("/api/jobs/{job_id}/retry", post_retry, methods=["POST"]),
+        Route("/api/templates", get_templates, methods=["GET"]),
         Route("/api/files/{key:path}", get_file, methods=["GET"]),
     ]

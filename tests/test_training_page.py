@@ -158,8 +158,8 @@ def finished_run(ava):
         training.MetricPoint(step=s, epoch=0, loss=1.0 / s, lr=1e-4) for s in range(1, 41)
     ])
     for index in range(2):
-        training.save_sample(job.id, step=20, prompt_index=index, prompt=f"<b>prompt {index}</b>", seed=1,
-                             png=image_bytes(64, 64, seed=index), character_id=None)
+        training.save_sample(jobs.get_job(job.id), step=20, prompt_index=index, prompt=f"<b>prompt {index}</b>",
+                             seed=1, png=image_bytes(64, 64, seed=index))
     store = get_object_store()
     with session_scope() as session:
         for step, final in ((20, False), (40, True)):

@@ -91,16 +91,15 @@ def test_metric_series_is_averaged_into_at_most_max_points(dataset):
 def test_resume_discards_metrics_and_samples_after_the_checkpoint(dataset):
     job = training.submit_training(dataset_id=dataset.id)
     training.record_metrics(job.id, [training.MetricPoint(s, 0, 1.0, 1e-4) for s in range(1, 31)])
+    run = jobs.get_job(job.id)
     for step in (10, 20, 30):
-        training.save_sample(job.id, step=step, prompt_index=0, prompt="ohwx", seed=1, png=image_bytes(8, 8),
-                             character_id=None)
+        training.save_sample(run, step=step, prompt_index=0, prompt="ohwx", seed=1, png=image_bytes(8, 8))
     training.discard_after(job.id, 20)
     assert training.all_metric_steps(job.id) == list(range(1, 21))
     grid = training.sample_grid(job.id)
     assert grid.steps == [10, 20] and grid.prompts == ["ohwx"]
     assert not get_object_store().exists(training.sample_key(job.id, 30, 0))
-    again = training.save_sample(job.id, step=20, prompt_index=0, prompt="ohwx", seed=1, png=image_bytes(8, 8),
-                                 character_id=None)
+    again = training.save_sample(run, step=20, prompt_index=0, prompt="ohwx", seed=1, png=image_bytes(8, 8))
     assert training.sample_grid(job.id).cell(0, 20).id == again.id, "a redone sample replaces the old one"
 
 

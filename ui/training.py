@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from core import joblogs, training, training_views
+from core import assets, joblogs, training, training_views
 from core.datasets import get_dataset
 from core.errors import InvalidInput, NotFound, StudioError
 from core.images import format_size
@@ -585,7 +585,7 @@ def _loss_chart(job_id: str) -> None:
 @st.cache_data(max_entries=512, show_spinner=False)
 def _sample_png(key: str, size: int, _asset: Asset) -> bytes:
     # Keyed by storage key and size: a sample is rewritten only when a resumed run redoes its step.
-    return training.read_asset(_asset)
+    return assets.read_asset(_asset)
 
 
 def _sample_grid(job: Job) -> None:

@@ -22,3 +22,12 @@ def coming_soon(title: str, issue: int, what: list[str]) -> None:
     st.title(title)
     st.info(f"This part of the studio arrives with issue #{issue}. Nothing here is simulated.")
     st.markdown("\n".join(f"- {line}" for line in what))
+
+
+# Images handed to the video page ("make a video from selected"): a list of asset ids.
+VIDEO_HANDOFF_KEY = "videos.source_asset_ids"
+
+
+def hand_to_video_page(asset_ids: list[int]) -> None:
+    st.session_state[VIDEO_HANDOFF_KEY] = list(asset_ids)
+    st.switch_page("pages/videos.py")

@@ -111,8 +111,8 @@ class JobHooks:
 
     def on_samples(self, step: int, images: list[Any]) -> None:
         for image in images:
-            training.save_sample(self.ctx.job_id, step=step, prompt_index=image.prompt_index, prompt=image.prompt,
-                                 seed=image.seed, png=image.png, character_id=self.job.character_id)
+            training.save_sample(self.job, step=step, prompt_index=image.prompt_index, prompt=image.prompt,
+                                 seed=image.seed, png=image.png)
         self.ctx.log(f"step {step}: {len(images)} sample image(s) saved")
 
     def on_checkpoint(self, step: int, directory: Path, final: bool) -> None:
