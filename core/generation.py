@@ -109,7 +109,10 @@ def prepare_generate_payload(payload: GeneratePayload) -> tuple[GeneratePayload,
     if payload.collection_id is not None:
         from core.collections import get_collection
 
-        get_collection(payload.collection_id)
+        try:
+            get_collection(payload.collection_id)
+        except NotFound as error:
+            raise InvalidInput(str(error)) from None
     prompt = payload.prompt.strip()
     if not prompt:
         raise InvalidInput("the prompt is empty")

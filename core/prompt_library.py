@@ -58,7 +58,10 @@ def list_snippets(*, negative: bool | None = None, page: int = 1, page_size: int
 
 def insert_snippet(prompt: str, snippet: str) -> str:
     """The prompt with the snippet appended as one more comma-separated part (once)."""
-    parts = [part.strip() for part in prompt.split(",") if part.strip()]
-    if snippet.strip() in parts:
+    def parts(text: str) -> list[str]:
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    have, add = parts(prompt), parts(snippet)
+    if any(have[i:i + len(add)] == add for i in range(len(have) - len(add) + 1)):
         return prompt
-    return ", ".join([*parts, snippet.strip()])
+    return ", ".join([*have, *add])

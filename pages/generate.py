@@ -1,6 +1,12 @@
-from ui.widgets import coming_soon
+"""Generate: images from a template with LoRAs; results fill in as each batch finishes."""
 
-coming_soon("Generate", 6, [
-    "Images from workflow templates with one or more LoRA versions at chosen strengths.",
-    "Every image stored with its full parameters; an asset library with collections.",
-])
+import streamlit as st
+
+from ui.generate import request_form, results
+
+st.title("Generate")
+form, gallery = st.columns([2, 3], gap="large")
+with form:
+    request_form()
+with gallery:
+    results()

@@ -1,0 +1,316 @@
+"""The generate page's parts: the request form (template, LoRAs with strengths, prompt with the
+prompt library, settings, img2img) and the results, which fill in live as each batch finishes.
+
+Keys start with "generate.". Actions that change the form from a result card ("reuse these
+settings", "use as img2img start") store a pending fill and rerun; the form applies it before
+its widgets exist, which is the one moment Streamlit lets code set a widget's value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from core import assets, generation, prompt_library, training
+from core.errors import StudioError
+from core.jobs import cancel_job
+from core.models import Asset, Job, JobStatus, LoraModel
+from core.templates import SCHEDULERS, GenerationTemplate, load_templates
+from ui.widgets import hand_to_video_page, status_badge
+
+TEMPLATE = "generate.template"
+LORAS = "generate.loras"
+PROMPT = "generate.prompt"
+NEGATIVE = "generate.negative"
+SEED_MODE = "generate.seed_mode"
+INIT_ASSET = "generate.init_asset"  # img2img start image (asset id), set from a result card
+_FILL = "generate.fill"  # a pending request to load into the form on the next run
+_PAGE = "generate.page"
+_SETTINGS = ("scheduler", "steps", "cfg", "width", "height")
+RANDOM, FIXED = "Random", "Fixed"
+COLUMNS = 4
+JOBS_PER_PAGE = 5
+
+
+def _strength_key(lora_id: int) -> str:
+    return f"generate.strength.{lora_id}"
+
+
+def _key(name: str) -> str:
+    return f"generate.{name}"
+
+
+# --- form state ----------------------------------------------------------------------------------
+
+
+def _apply_template(template: GenerationTemplate) -> None:
+    """Load a template's settings into the form (when it is picked)."""
+    for name in _SETTINGS:
+        st.session_state[_key(name)] = getattr(template, name)
+    st.session_state[NEGATIVE] = template.negative_prompt
+
+
+def _on_template_change(templates: dict[str, GenerationTemplate]) -> None:
+    _apply_template(templates[st.session_state[TEMPLATE]])
+
+
+def _apply_fill(templates: dict[str, GenerationTemplate]) -> None:
+    """Apply a pending "reuse these settings" request to the widgets, before they are drawn."""
+    fill = st.session_state.pop(_FILL, None)
+    if not fill:
+        return
+    if fill.get("template") in templates:
+        st.session_state[TEMPLATE] = fill["template"]
+    for name in _SETTINGS:
+        if name in fill:
+            st.session_state[_key(name)] = fill[name]
+    st.session_state[PROMPT] = fill.get("prompt", "")
+    st.session_state[NEGATIVE] = fill.get("negative_prompt", "")
+    st.session_state[LORAS] = [lora["lora_id"] for lora in fill.get("loras", [])]
+    for lora in fill.get("loras", []):
+        st.session_state[_strength_key(lora["lora_id"])] = float(lora["strength"])
+    if "seed" in fill:
+        st.session_state[SEED_MODE], st.session_state[_key("seed")] = FIXED, int(fill["seed"])
+    st.session_state[_key("count")] = 1
+    st.session_state[INIT_ASSET] = fill.get("init_asset_id")
+    if "img2img_strength" in fill:
+        st.session_state[_key("img2img_strength")] = float(fill["img2img_strength"])
+
+
+def _initial_template(templates: dict[str, GenerationTemplate]) -> None:
+    if st.session_state.get(TEMPLATE) in templates:
+        return
+    promoted = training.promoted_lora(None)
+    preferred = [f"{promoted.family}-lora"] if promoted else []
+    name = next((n for n in preferred if n in templates), next(iter(templates)))
+    st.session_state[TEMPLATE] = name
+    _apply_template(templates[name])
+    if promoted and promoted.family == templates[name].family:
+        st.session_state[LORAS] = [promoted.id]
+
+
+# --- the form ------------------------------------------------------------------------------------
+
+
+def _lora_label(lora: LoraModel) -> str:
+    return f"{lora.name}{' ★' if lora.promoted else ''}"
+
+
+def _lora_picker(template: GenerationTemplate) -> list[dict[str, Any]]:
+    loras = {lora.id: lora for lora in training.list_loras(page_size=100).items if lora.family == template.family}
+    st.session_state[LORAS] = [i for i in st.session_state.get(LORAS, []) if i in loras]
+    chosen = st.multiselect("LoRAs", list(loras), format_func=lambda i: _lora_label(loras[i]), key=LORAS,
+                            help=f"{template.family} LoRA versions (★ promoted). Each gets its own strength.",
+                            placeholder="No LoRA: the base model alone")
+    picked = []
+    for lora_id in chosen:
+        key = _strength_key(lora_id)
+        st.session_state.setdefault(key, template.lora_strength)
+        strength = st.slider(f"Strength · {loras[lora_id].name}", -2.0, 2.0, step=0.05, key=key)
+        picked.append({"lora_id": lora_id, "strength": strength})
+    return picked
+
+
+def _insert_snippet(target: str, select_key: str, snippets: dict[int, str]) -> None:
+    if (chosen := st.session_state.get(select_key)) is not None:
+        st.session_state[target] = prompt_library.insert_snippet(st.session_state.get(target, ""), snippets[chosen])
+
+
+def _snippet_row(target: str, *, negative: bool) -> None:
+    snippets = {s.id: s for s in prompt_library.list_snippets(negative=negative, page_size=200).items}
+    select_key = f"{target}.snippet"
+    left, middle, right = st.columns([3, 1, 1], vertical_alignment="bottom")
+    left.selectbox("Prompt library", list(snippets), format_func=lambda i: f"{snippets[i].name}: {snippets[i].text}",
+                   key=select_key, index=None, placeholder="Insert a saved snippet…", label_visibility="collapsed")
+    middle.button("Insert", key=f"{target}.insert", on_click=_insert_snippet,
+                  args=(target, select_key, {i: s.text for i, s in snippets.items()}), disabled=not snippets,
+                  width="stretch")
+    with right.popover("Save", width="stretch", help="Save this box's text to the prompt library"):
+        name = st.text_input("Snippet name", key=f"{target}.snippet_name", max_chars=120)
+        if st.button("Save snippet", key=f"{target}.save", type="primary"):
+            try:
+                prompt_library.create_snippet(name=name, text=st.session_state.get(target, ""), negative=negative)
+                st.toast(f"Saved {name!r} to the prompt library")
+            except StudioError as error:
+                st.error(str(error))
+
+
+def _settings(template: GenerationTemplate) -> dict[str, Any]:
+    with st.expander(f"Settings · {SCHEDULERS[st.session_state[_key('scheduler')]]}, "
+                     f"{st.session_state[_key('steps')]} steps, {st.session_state[_key('width')]}×"
+                     f"{st.session_state[_key('height')]}"):
+        left, right = st.columns(2)
+        scheduler = left.selectbox("Scheduler", list(SCHEDULERS), format_func=SCHEDULERS.get, key=_key("scheduler"))
+        steps = right.number_input("Steps", 1, 150, key=_key("steps"))
+        cfg = left.number_input("CFG scale", 0.0, 30.0, step=0.5, key=_key("cfg"))
+        count = right.number_input("Images", 1, 64, value=4, key=_key("count"),
+                                   help=f"made in batches of {template.batch_size or 'the worker default'}")
+        width = left.number_input("Width", 64, 2048, step=8, key=_key("width"))
+        height = right.number_input("Height", 64, 2048, step=8, key=_key("height"))
+        mode = left.segmented_control("Seed", [RANDOM, FIXED], default=RANDOM, key=SEED_MODE, required=True)
+        seed = right.number_input("Seed value", 0, 2**32 - 1, value=0, key=_key("seed"), disabled=mode != FIXED,
+                                  help="image i of the request uses seed + i")
+    return {"scheduler": scheduler, "steps": int(steps), "cfg": float(cfg), "width": int(width),
+            "height": int(height), "count": int(count), "seed": int(seed) if mode == FIXED else None}
+
+
+def _img2img() -> dict[str, Any]:
+    asset_id = st.session_state.get(INIT_ASSET)
+    if asset_id is None:
+        return {}
+    try:
+        asset = assets.get_asset(asset_id)
+    except StudioError:
+        st.session_state[INIT_ASSET] = None
+        return {}
+    with st.container(border=True):
+        left, right = st.columns([1, 3])
+        left.image(_thumbnail(asset.thumbnail_key or asset.key, asset.id))
+        strength = right.slider("img2img strength", 0.05, 1.0, value=0.6, step=0.05, key=_key("img2img_strength"),
+                                help="how far the result may move away from the start image")
+        if right.button("Stop using this start image", key=_key("img2img_clear")):
+            st.session_state[INIT_ASSET] = None
+            st.rerun()
+    return {"init_asset_id": asset.id, "img2img_strength": strength}
+
+
+def request_form() -> None:
+    """The request form; a valid submit queues a job and shows it first among the results."""
+    catalogue = load_templates()
+    if catalogue.errors:
+        with st.expander(f":material/warning: {len(catalogue.errors)} template file(s) refused"):
+            for message in catalogue.errors.values():
+                st.text(message)
+    templates = catalogue.templates
+    if not templates:
+        st.error("No generation templates found. Add a .yaml file to the workflows/generation folder.")
+        return
+    _apply_fill(templates)
+    _initial_template(templates)
+    name = st.selectbox("Template", list(templates), key=TEMPLATE, on_change=_on_template_change, args=(templates,),
+                        format_func=lambda n: f"{templates[n].label} ({n})")
+    template = templates[name]
+    if template.description:
+        st.caption(template.description)
+    loras = _lora_picker(template)
+    st.text_area("Prompt", key=PROMPT, height=110, max_chars=2000,
+                 placeholder="ohwx woman, candid photo at a café, soft window light")
+    _snippet_row(PROMPT, negative=False)
+    st.text_area("Negative prompt", key=NEGATIVE, height=70, max_chars=2000)
+    _snippet_row(NEGATIVE, negative=True)
+    settings = _settings(template)
+    start = _img2img()
+    if st.button("Generate", type="primary", icon=":material/auto_awesome:", key=_key("submit"),
+                 width="stretch"):
+        try:
+            job = generation.submit_generation(template=name, prompt=st.session_state.get(PROMPT, ""),
+                                               negative_prompt=st.session_state.get(NEGATIVE, ""), loras=loras,
+                                               **settings, **start)
+        except StudioError as error:
+            st.error(str(error))
+            return
+        st.session_state[_PAGE] = 1
+        st.toast(f"Queued {settings['count']} image(s): job {job.id[:8]}")
+
+
+# --- results -------------------------------------------------------------------------------------
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _thumbnail(key: str, asset_id: int) -> bytes:
+    # Keyed by the storage key: an image is rewritten only when a redelivered job redoes it.
+    return assets.read_thumbnail(assets.get_asset(asset_id))
+
+
+def _reuse(asset: Asset) -> None:
+    st.session_state[_FILL] = generation.reuse_request(asset.meta)
+
+
+def _use_as_start(asset: Asset) -> None:
+    st.session_state[INIT_ASSET] = asset.id
+
+
+def _card_actions(asset: Asset) -> None:
+    meta = asset.meta
+    with st.popover("Actions", icon=":material/more_horiz:", width="stretch"):
+        if st.button("Reuse these settings", key=f"generate.reuse.{asset.id}", icon=":material/replay:"):
+            _reuse(asset)
+            st.rerun()
+        if st.button("Use as img2img start", key=f"generate.start.{asset.id}", icon=":material/image_search:"):
+            _use_as_start(asset)
+            st.rerun()
+        st.link_button("Download PNG", assets.download_url(asset), icon=":material/download:")
+        _add_to_collection(asset)
+        st.json({k: meta[k] for k in ("prompt", "negative_prompt", "seed", "steps", "cfg", "scheduler", "width",
+                                      "height", "base_model", "template", "loras") if k in meta}, expanded=False)
+
+
+def _add_to_collection(asset: Asset) -> None:
+    from core.collections import add_to_collection, list_collections
+
+    collections = {c.id: c.name for c in list_collections(page_size=100).items}
+    if not collections:
+        st.caption("No collections yet: create one on the Assets page.")
+        return
+    left, right = st.columns([3, 2], vertical_alignment="bottom")
+    chosen = left.selectbox("Collection", list(collections), format_func=collections.get,
+                            key=f"generate.collection.{asset.id}")
+    if right.button("Add", key=f"generate.collect.{asset.id}"):
+        add_to_collection(chosen, [asset.id])
+        st.toast(f"Added to {collections[chosen]}")
+
+
+def _image_card(asset: Asset) -> None:
+    meta = asset.meta
+    with st.container(border=True):
+        st.image(_thumbnail(asset.thumbnail_key or asset.key, asset.id), width="stretch")
+        st.caption(f"seed {meta.get('seed')} · {meta.get('steps')} steps · CFG {meta.get('cfg')} · "
+                   f"{SCHEDULERS.get(meta.get('scheduler', ''), '')}")
+        st.checkbox("Select", key=f"generate.select.{asset.id}")
+        _card_actions(asset)
+
+
+def _job_block(job: Job) -> None:
+    with st.container(border=True):
+        head, actions = st.columns([5, 1], vertical_alignment="center")
+        with head:
+            status_badge(job.status)
+            st.text(job.payload.get("prompt", ""))
+        if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+            st.progress(job.progress, text=job.progress_message or "waiting for a GPU worker…")
+            if actions.button("Cancel", key=f"generate.cancel.{job.id}"):
+                cancel_job(job.id)
+        elif job.status == JobStatus.FAILED:
+            st.error(job.error or "failed")
+        images = generation.job_images(job.id)
+        for start in range(0, len(images), COLUMNS):
+            for column, asset in zip(st.columns(COLUMNS), images[start:start + COLUMNS], strict=False):
+                with column:
+                    _image_card(asset)
+
+
+def _selected_ids() -> list[int]:
+    prefix = "generate.select."
+    return [int(k[len(prefix):]) for k, v in st.session_state.items() if k.startswith(prefix) and v]
+
+
+def _results() -> None:
+    page = generation.list_generations(page=st.session_state.get(_PAGE, 1), page_size=JOBS_PER_PAGE)
+    selected = _selected_ids()
+    if st.button(f"Make a video from selected ({len(selected)})", disabled=not selected, key=_key("to_video"),
+                 icon=":material/movie:"):
+        hand_to_video_page(selected)
+    if not page.items:
+        st.info("Nothing generated yet. Pick a template and a LoRA, write a prompt, and press Generate.")
+    for job in page.items:
+        _job_block(job)
+    if page.pages > 1:
+        st.number_input(f"Page (of {page.pages})", 1, page.pages, key=_PAGE)
+
+
+def results() -> None:
+    """Recent generations; refreshes every second while one of them is still running."""
+    active = any(j.status in (JobStatus.QUEUED, JobStatus.RUNNING) for j in generation.list_generations(
+        page=st.session_state.get(_PAGE, 1), page_size=JOBS_PER_PAGE).items)
+    st.fragment(run_every=1 if active else None)(_results)()
