@@ -144,12 +144,11 @@ def _default_batch_size() -> int:
 
 def submit_generation(**request: Any) -> Job:
     """Queue a generation job; ``request`` holds GeneratePayload's fields."""
-    payload = GeneratePayload.model_validate(request).model_dump(exclude_none=True)
-    return create_job(GENERATE_KIND, payload)
+    return create_job(GENERATE_KIND, request)  # validates, with errors that name the field
 
 
 def list_generations(*, page: int = 1, page_size: int = 20) -> Page[Job]:
-    return list_jobs(kind=GENERATE_KIND, page=page, page_size=page_size)
+    return list_jobs(kinds=[GENERATE_KIND], page=page, page_size=page_size)
 
 
 # --- images and their metadata ----------------------------------------------------------------------
