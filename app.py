@@ -16,6 +16,7 @@ pages = {
         st.Page("pages/captions.py", title="Captions", icon=":material/edit_note:"),
         st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
         st.Page("pages/generate.py", title="Generate", icon=":material/image:"),
+        st.Page("pages/assets.py", title="Assets", icon=":material/perm_media:"),
         st.Page("pages/videos.py", title="Videos", icon=":material/movie:"),
     ],
     "Publish": [

@@ -252,7 +252,10 @@ def save_generated_image(
     if payload.collection_id is not None:
         from core.collections import add_to_collection
 
-        add_to_collection(payload.collection_id, [asset.id])
+        try:
+            add_to_collection(payload.collection_id, [asset.id])
+        except NotFound:
+            pass  # the collection was deleted after the job was queued: the image itself still counts
     return asset
 
 

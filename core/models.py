@@ -181,6 +181,7 @@ class Asset(SQLModel, table=True):
         Index("ix_asset_source_created", "source", "created_at"),
         Index("ix_asset_dataset_created", "dataset_id", "created_at"),
         Index("ix_asset_character_created", "character_id", "created_at"),
+        Index("ix_asset_deleted_size", "deleted_at", "size_bytes"),  # the library's "largest first"
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -33,6 +33,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_asset_source_created', ['source', 'created_at'], unique=False)
         batch_op.create_index('ix_asset_dataset_created', ['dataset_id', 'created_at'], unique=False)
         batch_op.create_index('ix_asset_character_created', ['character_id', 'created_at'], unique=False)
+        batch_op.create_index('ix_asset_deleted_size', ['deleted_at', 'size_bytes'], unique=False)
 
     op.create_table(
         'assetlora',
@@ -125,6 +126,7 @@ def downgrade() -> None:
     bind = op.get_bind()
     bind.execute(sa.text("DELETE FROM asset WHERE kind = 'lora'"))
     with op.batch_alter_table('asset', schema=None) as batch_op:
+        batch_op.drop_index('ix_asset_deleted_size')
         batch_op.drop_index('ix_asset_character_created')
         batch_op.drop_index('ix_asset_dataset_created')
         batch_op.drop_index('ix_asset_source_created')

@@ -1,0 +1,441 @@
+"""The asset library page's parts: the filter bar, the thumbnail grid with selection, the bulk
+actions, the detail view with lineage, and collections management. Every widget key starts with
+"assets." so nothing collides with other pages.
+
+Actions run in button callbacks (before the page is drawn again), so they can clear the
+selection and move between views; their message is shown once after the rerun.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+import streamlit as st
+
+from core import assets, collections, jobs
+from core.assets import LIBRARY_KINDS, SORTS, AssetFilter
+from core.errors import NotFound, StudioError
+from core.images import format_size
+from core.models import Asset
+from core.pagination import Page
+from ui.widgets import hand_to_video_page
+
+VIEWS = {"library": "Library", "trash": "Trash", "collections": "Collections"}
+VIEW = "assets.view"
+DETAIL = "assets.detail"  # the asset whose detail is open (no widget owns this key)
+PAGE = "assets.page"
+_FLASH = "assets.flash"
+_PICK = "assets.pick."
+_MARKDOWN_CHARACTERS = frozenset("\\`*_{}[]()#+-.!|<>~$:=")
+COLUMNS = 6
+KIND_NAMES = {"image": "Image", "sample": "Training sample", "lora": "LoRA file", "video": "Video", "audio": "Audio",
+              "caption": "Caption"}
+KIND_ICONS = {"image": "image", "sample": "science", "lora": "model_training", "video": "movie", "audio": "graphic_eq",
+              "caption": "notes"}
+PREVIEW_MAX_BYTES = 20 * 1024 * 1024  # the detail shows the file itself up to this size, else the thumbnail
+
+
+# --- messages and navigation --------------------------------------------------------------------------
+
+
+def flash(kind: str, message: str) -> None:
+    st.session_state[_FLASH] = (kind, message)
+
+
+def escape_markdown(text: str) -> str:
+    """User text (names, prompts) inside a message box: shown as typed, never as Markdown."""
+    return "".join(f"\\{c}" if c in _MARKDOWN_CHARACTERS else c for c in text)
+
+
+def show_flash() -> None:
+    if flashed := st.session_state.pop(_FLASH, None):
+        kind, message = flashed
+        (st.success if kind == "success" else st.error)(escape_markdown(message))
+
+
+def _reset_page() -> None:
+    st.session_state[PAGE] = 1
+
+
+def _clear_selection() -> None:
+    """After an action: no ticked boxes, and the next purge asks for confirmation again."""
+    for key in [k for k in st.session_state if str(k).startswith(_PICK)]:
+        del st.session_state[key]
+    for key in ("assets.purge_confirm", "assets.empty_confirm"):
+        st.session_state.pop(key, None)
+
+
+def apply_navigation() -> None:
+    """Call before the view selector: a ?asset= link opens that asset's detail in the library."""
+    requested = st.query_params.get("asset")
+    if requested and requested.isdigit() and st.session_state.get("assets.linked") != requested:
+        st.session_state["assets.linked"] = requested
+        st.session_state[DETAIL] = int(requested)
+        st.session_state[VIEW] = "library"
+    st.session_state.setdefault(VIEW, "library")
+
+
+def _run(action: Callable[[], str]) -> None:
+    """A button callback: run the action, remember its message (or the error's), clear the selection."""
+    try:
+        flash("success", action())
+        _clear_selection()
+    except StudioError as error:
+        flash("error", str(error))
+
+
+def _plural(count: int, what: str) -> str:
+    return f"{count} {what}{'' if count == 1 else 's'}"
+
+
+# --- the filter bar -----------------------------------------------------------------------------------
+
+
+def _collection_names() -> dict[int, str]:
+    names = {c.id: c.name for c in collections.list_collections(page_size=100).items}
+    wanted = st.session_state.get("assets.f.collection")
+    if wanted is not None and wanted not in names:
+        try:
+            names[wanted] = collections.get_collection(wanted).name
+        except NotFound:
+            st.session_state.pop("assets.f.collection", None)
+    return names
+
+
+def _choice(column: Any, label: str, options: dict[int, str], key: str) -> int | None:
+    if st.session_state.get(key) not in (None, *options):
+        st.session_state.pop(key)  # a choice that no longer exists (a deleted collection)
+    return column.selectbox(label, [None, *options], format_func=lambda i: "any" if i is None else options[i],
+                            key=key, on_change=_reset_page)
+
+
+def filter_bar(*, trash: bool) -> tuple[AssetFilter, str, int] | None:
+    """The filters; returns (filter, sort, page size), or None after showing why the input is refused."""
+    options = assets.filter_options()
+    top = st.columns([2, 3, 3, 2, 2])
+    kind = top[0].selectbox("Kind", [None, *LIBRARY_KINDS], key="assets.f.kind", on_change=_reset_page,
+                            format_func=lambda k: "all kinds" if k is None else LIBRARY_KINDS[k])
+    text = top[1].text_input("Prompt contains", key="assets.f.text", max_chars=200, on_change=_reset_page)
+    dates = top[2].date_input("Created between", value=[], key="assets.f.dates", on_change=_reset_page)
+    sort = top[3].selectbox("Sort", list(SORTS), format_func=SORTS.get, key="assets.f.sort", on_change=_reset_page)
+    size = top[4].selectbox("Per page", [24, 48, 96], key="assets.f.per_page", on_change=_reset_page)
+    more = st.columns([3, 3, 3, 3])
+    dataset_id = _choice(more[0], "Dataset", options.datasets, "assets.f.dataset")
+    lora_id = _choice(more[1], "LoRA", options.loras, "assets.f.lora")
+    collection_id = _choice(more[2], "Collection", _collection_names(), "assets.f.collection")
+    job_text = more[3].text_input("Job id", key="assets.f.job", max_chars=32, placeholder="id or its first characters",
+                                  on_change=_reset_page)
+    picked: tuple[date, ...] = tuple(dates) if isinstance(dates, list | tuple) else (dates,)
+    try:
+        job_id = jobs.resolve_job_id(job_text) if job_text.strip() else None
+        return assets.make_filter(
+            kind=kind, text=text or None, created_from=picked[0] if picked else None,
+            created_to=picked[-1] if picked else None, dataset_id=dataset_id, lora_id=lora_id,
+            collection_id=collection_id, job_id=job_id, trash=trash,
+        ), sort, size
+    except StudioError as error:
+        st.error(escape_markdown(str(error)))
+        return None
+
+
+# --- the grid -----------------------------------------------------------------------------------------
+
+
+@st.cache_data(max_entries=2048, show_spinner=False)
+def _thumbnail(key: str, size: int, _asset: Asset) -> bytes:
+    # Keyed by the thumbnail's storage key (and the file's size: a rerun job rewrites the same key).
+    return assets.read_thumbnail(_asset)
+
+
+def _open(asset_id: int) -> None:
+    st.session_state[DETAIL] = asset_id
+
+
+def _title(asset: Asset) -> str:
+    kind = assets.library_kind(asset)
+    if kind == "lora":
+        return str(asset.meta.get("name") or "LoRA file")
+    return asset.prompt or asset.key.rpartition("/")[2]
+
+
+def _card(asset: Asset) -> None:
+    kind = assets.library_kind(asset)
+    with st.container(border=True):
+        if asset.thumbnail_key:
+            try:
+                st.image(_thumbnail(asset.thumbnail_key, asset.size_bytes, asset), width="stretch")
+            except StudioError:
+                st.caption(":material/broken_image: file missing")
+        else:
+            st.markdown(f"### :material/{KIND_ICONS.get(kind, 'draft')}:")
+        title = _title(asset)
+        st.text(title if len(title) <= 60 else title[:59] + "…")  # user text: plain, never markup
+        created = jobs.aware(asset.created_at)
+        st.caption(f"{KIND_NAMES.get(kind, kind)} · {format_size(asset.size_bytes)}"
+                   + (f" · {created:%Y-%m-%d %H:%M}" if created else ""))
+        left, right = st.columns([1, 3], vertical_alignment="center")
+        left.checkbox(f"Select asset {asset.id}", key=f"{_PICK}{asset.id}", label_visibility="collapsed")
+        right.button("Details", key=f"assets.open.{asset.id}", on_click=_open, args=(asset.id,), type="tertiary")
+
+
+def selected_on(page: Page[Asset]) -> list[Asset]:
+    """The page's assets whose box is ticked (read before the grid is drawn, so the actions can go above it)."""
+    return [a for a in page.items if st.session_state.get(f"{_PICK}{a.id}")]
+
+
+def asset_grid(page: Page[Asset]) -> None:
+    for start in range(0, len(page.items), COLUMNS):
+        for column, asset in zip(st.columns(COLUMNS), page.items[start:start + COLUMNS], strict=False):
+            with column:
+                _card(asset)
+
+
+def clamp_page(pages: int) -> int:
+    """The page number to show: a filter can leave fewer pages than the one the user was on."""
+    if st.session_state.get(PAGE, 1) > pages:
+        st.session_state[PAGE] = pages
+    return int(st.session_state.get(PAGE, 1))
+
+
+def pager(page: Page[Asset], what: str) -> None:
+    st.number_input(f"Page (of {page.pages}) · {_plural(page.total, what)}", 1, page.pages, key=PAGE)
+
+
+def select_all(page: Page[Asset]) -> None:
+    def tick(value: bool) -> None:
+        for asset in page.items:
+            st.session_state[f"{_PICK}{asset.id}"] = value
+
+    left, right = st.columns([1, 8])
+    left.button("Select all", key="assets.select_all", on_click=tick, args=(True,), type="tertiary")
+    right.button("Clear", key="assets.select_none", on_click=tick, args=(False,), type="tertiary")
+
+
+# --- bulk actions -------------------------------------------------------------------------------------
+
+
+def _trash(ids: list[int]) -> str:
+    return f"Moved {_plural(assets.trash_assets(ids), 'asset')} to the trash."
+
+
+def _restore(ids: list[int]) -> str:
+    return f"Restored {_plural(assets.restore_assets(ids), 'asset')}."
+
+
+def _purge(ids: list[int]) -> str:
+    return f"Purged {_plural(assets.purge_assets(ids), 'asset')} for good."
+
+
+def _add(ids: list[int]) -> str:
+    target = st.session_state.get("assets.add_target")
+    if target is None:
+        raise NotFound("pick a collection first")
+    added = collections.add_to_collection(target, ids)
+    return f"Added {_plural(added, 'asset')} to {collections.get_collection(target).name!r}."
+
+
+def _remove(collection_id: int, ids: list[int]) -> str:
+    removed = collections.remove_from_collection(collection_id, ids)
+    return f"Took {_plural(removed, 'asset')} out of {collections.get_collection(collection_id).name!r}."
+
+
+def _empty_trash() -> str:
+    report = assets.empty_trash()
+    kept = f" Kept {len(report.kept)}: " + "; ".join(report.kept[:5]) if report.kept else ""
+    return f"Purged {_plural(report.purged, 'asset')}.{kept}"
+
+
+def library_actions(selected: list[Asset], filters: AssetFilter) -> None:
+    ids = [a.id for a in selected if a.id is not None]
+    count = len(ids)
+    row = st.columns([2, 3, 2, 2, 2], vertical_alignment="bottom")
+    row[0].button(f"Move {count} to trash", key="assets.trash", disabled=not ids, icon=":material/delete:",
+                  on_click=_run, args=(lambda: _trash(ids),))
+    names = {c.id: c.name for c in collections.list_collections(page_size=100).items}
+    row[1].selectbox("Add to collection", list(names), format_func=names.get, key="assets.add_target",
+                     index=None, placeholder="create one in Collections" if not names else "choose a collection")
+    row[2].button("Add", key="assets.add", disabled=not ids or not names, icon=":material/playlist_add:",
+                  on_click=_run, args=(lambda: _add(ids),))
+    if filters.collection_id is not None:
+        collection_id = filters.collection_id
+        row[3].button("Remove from collection", key="assets.remove", disabled=not ids,
+                      on_click=_run, args=(lambda: _remove(collection_id, ids),))
+    images = [a.id for a in selected if assets.library_kind(a) == "image" and a.id is not None]
+    if row[4].button(f"Make a video ({len(images)})", key="assets.video", disabled=not images,
+                     icon=":material/movie:", help="Hands the selected images to the Videos page."):
+        hand_to_video_page(images)
+
+
+def trash_actions(selected: list[Asset], total: int) -> None:
+    ids = [a.id for a in selected if a.id is not None]
+    row = st.columns([2, 3, 2, 3, 2], vertical_alignment="bottom")
+    row[0].button(f"Restore {len(ids)}", key="assets.restore", disabled=not ids, icon=":material/restore_from_trash:",
+                  on_click=_run, args=(lambda: _restore(ids),))
+    confirm = row[1].checkbox(f"Yes, purge {len(ids)} for good", key="assets.purge_confirm", disabled=not ids)
+    row[2].button("Purge", key="assets.purge", disabled=not (ids and confirm), type="primary",
+                  icon=":material/delete_forever:", on_click=_run, args=(lambda: _purge(ids),),
+                  help="Removes the files from storage; a LoRA file also removes its LoRA version.")
+    empty = row[3].checkbox(f"Yes, empty the whole trash ({total})", key="assets.empty_confirm", disabled=not total)
+    row[4].button("Empty trash", key="assets.empty", disabled=not (total and empty), type="primary",
+                  on_click=_run, args=(_empty_trash,))
+
+
+# --- the detail view ----------------------------------------------------------------------------------
+
+
+def _close() -> None:
+    st.session_state.pop(DETAIL, None)
+    st.query_params.pop("asset", None)
+
+
+def _preview(asset: Asset, kind: str) -> None:
+    try:
+        if kind in ("image", "sample"):
+            data = assets.read_asset(asset) if asset.size_bytes <= PREVIEW_MAX_BYTES else assets.read_thumbnail(asset)
+            st.image(data, width="stretch")
+        elif kind == "video":
+            st.video(assets.download_url(asset))
+        elif kind == "audio":
+            st.audio(assets.download_url(asset))
+        else:
+            st.markdown(f"## :material/{KIND_ICONS.get(kind, 'draft')}:")
+    except StudioError as error:
+        st.warning(escape_markdown(f"The file cannot be shown: {error}"))
+
+
+def _metadata_rows(asset: Asset, lineage: assets.Lineage) -> list[dict[str, str]]:
+    created, deleted = jobs.aware(asset.created_at), jobs.aware(asset.deleted_at)
+    rows = {"id": asset.id, "kind": KIND_NAMES.get(lineage.kind, lineage.kind), "source": asset.source,
+            "file": asset.key, "type": asset.content_type, "size": format_size(asset.size_bytes),
+            "dimensions": f"{asset.width}×{asset.height}" if asset.width and asset.height else None,
+            "created (UTC)": f"{created:%Y-%m-%d %H:%M:%S}" if created else None,
+            "in the trash since": f"{deleted:%Y-%m-%d %H:%M}" if deleted else None,
+            "seed": lineage.seed, **lineage.settings}
+    return [{"field": name, "value": str(value)} for name, value in rows.items() if value not in (None, "")]
+
+
+def asset_detail(asset_id: int) -> None:
+    try:
+        asset = assets.get_asset(asset_id)
+    except NotFound:
+        _close()
+        return
+    lineage = assets.lineage(asset)
+    with st.container(border=True):
+        head = st.columns([6, 1])
+        head[0].subheader(f"{KIND_NAMES.get(lineage.kind, lineage.kind)} #{asset.id}")
+        head[1].button("Close", key="assets.close", on_click=_close, icon=":material/close:")
+        left, right = st.columns([2, 3])
+        with left:
+            _preview(asset, lineage.kind)
+            try:
+                st.link_button("Download", assets.download_url(asset), icon=":material/download:")
+            except StudioError as error:
+                st.warning(escape_markdown(f"No download link: {error}"))
+        with right:
+            _lineage(lineage)
+            st.dataframe(_metadata_rows(asset, lineage), hide_index=True, key="assets.detail.meta")
+
+
+def _lineage(lineage: assets.Lineage) -> None:
+    st.markdown("**Lineage**")
+    if lineage.dataset_id is not None:
+        st.text(f"Dataset: {lineage.dataset_name}" + (" (since deleted)" if lineage.dataset_name == "deleted" else ""))
+    if lineage.loras:
+        st.dataframe([{"LoRA": x.name, "strength": x.strength, "step": x.step,
+                       "status": "available" if x.exists else "deleted"} for x in lineage.loras],
+                     hide_index=True, key="assets.detail.loras")
+    if lineage.job is not None:
+        job = lineage.job
+        st.text(f"Job: {job.kind} {job.id[:8]} ({job.status})")
+        if st.button("Open on the Jobs page", key="assets.open_job", icon=":material/work_history:"):
+            st.session_state["jobs.selected"] = job.id
+            st.switch_page("pages/jobs.py")
+    elif lineage.job_id:
+        st.text(f"Job: {lineage.job_id[:8]} (deleted)")
+    if lineage.init_asset_id is not None:
+        st.text(f"Started from asset #{lineage.init_asset_id} ({lineage.init_asset_state})")
+        if lineage.init_asset_state != "purged":
+            st.button("Open the start image", key="assets.open_init", on_click=_open, args=(lineage.init_asset_id,))
+    if lineage.prompt:
+        st.caption("Prompt")
+        st.text(lineage.prompt)
+    if lineage.negative_prompt:
+        st.caption("Negative prompt")
+        st.text(lineage.negative_prompt)
+    if lineage.collections:
+        st.text("In collections: " + ", ".join(name for _, name in lineage.collections))
+    if not (lineage.dataset_id or lineage.loras or lineage.job_id or lineage.prompt):
+        st.caption("No lineage recorded (an upload, or made before the studio kept it).")
+
+
+# --- collections --------------------------------------------------------------------------------------
+
+
+def _create(name: str, description: str) -> str:
+    created = collections.create_collection(name=name, description=description)
+    st.session_state["assets.col.open"] = created.id
+    return f"Created collection {created.name!r}."
+
+
+def _show(collection_id: int) -> None:
+    """Open the library filtered by this collection."""
+    st.session_state[VIEW] = "library"
+    st.session_state["assets.f.collection"] = collection_id
+    st.session_state[PAGE] = 1
+    st.session_state.pop(DETAIL, None)
+
+
+def _rename(collection_id: int) -> str:
+    renamed = collections.rename_collection(
+        collection_id, name=st.session_state.get(f"assets.col.name.{collection_id}", ""),
+        description=st.session_state.get(f"assets.col.description.{collection_id}", ""))
+    return f"Saved {renamed.name!r}."
+
+
+def _delete(collection_id: int) -> str:
+    name = collections.get_collection(collection_id).name
+    removed = collections.delete_collection(collection_id)
+    st.session_state.pop("assets.col.open", None)
+    if st.session_state.get("assets.f.collection") == collection_id:
+        st.session_state.pop("assets.f.collection")
+    return f"Deleted collection {name!r} ({_plural(removed, 'membership')}; the assets stay)."
+
+
+def collections_section() -> None:
+    with st.form("assets.new_collection", clear_on_submit=True):
+        columns = st.columns([2, 3])
+        name = columns[0].text_input("Name", max_chars=120, key="assets.col.new_name")
+        description = columns[1].text_input("Description", max_chars=2000, key="assets.col.new_description")
+        if st.form_submit_button("Create collection", icon=":material/add:"):
+            _run(lambda: _create(name, description))
+            st.rerun()
+    page = collections.list_collections(page=st.session_state.get("assets.col.page", 1), page_size=25)
+    if not page.items:
+        st.info("No collections yet: name one above, then add assets to it from the Library "
+                "(tick them, choose the collection under 'Add to collection').")
+        return
+    st.dataframe([{"name": c.name, "assets": c.item_count, "description": c.description,
+                   "updated": jobs.aware(c.updated_at)} for c in page.items], hide_index=True,
+                 column_config={"updated": st.column_config.DatetimeColumn("updated (UTC)", format="YYYY-MM-DD HH:mm")})
+    if page.pages > 1:
+        st.number_input(f"Page (of {page.pages}) · {page.total} collections", 1, page.pages, key="assets.col.page")
+    by_id = {c.id: c for c in page.items}
+    if st.session_state.get("assets.col.open") not in by_id:
+        st.session_state.pop("assets.col.open", None)
+    chosen = st.selectbox("Open collection", list(by_id), format_func=lambda i: by_id[i].name, key="assets.col.open")
+    collection = by_id[chosen]
+    actions = st.columns([2, 3, 2], vertical_alignment="bottom")
+    actions[0].button(f"Show its {_plural(collection.item_count, 'asset')}", key="assets.col.show",
+                      on_click=_show, args=(chosen,), icon=":material/photo_library:")
+    # Labels render Markdown: user text (names, prompts) goes into st.text, tables and escaped messages only.
+    confirm = actions[1].checkbox("Yes, delete this collection (the assets stay)", key=f"assets.col.confirm.{chosen}")
+    actions[2].button("Delete collection", key="assets.col.delete", disabled=not confirm, type="primary",
+                      on_click=_run, args=(lambda: _delete(chosen),))
+    with st.expander("Rename or describe"):
+        st.text_input("Name", value=collection.name, max_chars=120, key=f"assets.col.name.{chosen}")
+        st.text_input("Description", value=collection.description, max_chars=2000,
+                      key=f"assets.col.description.{chosen}")
+        st.button("Save", key="assets.col.rename", on_click=_run, args=(lambda: _rename(chosen),))
