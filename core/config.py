@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # Generation templates (workflows/generation/*.yaml); a file dropped here is a new template.
     templates_dir: Path = PROJECT_ROOT / "workflows" / "generation"
     generation_batch_size: int = Field(default=4, ge=1, le=64)  # images per GPU batch unless the template says
+    generation_pipelines: int = Field(default=1, ge=1, le=8)  # base pipelines each worker process keeps loaded
+    generation_dtype: Literal["", "fp32", "fp16", "bf16"] = ""  # on CUDA; empty = bf16 when supported, else fp16
+    generation_compile: bool = False  # torch.compile the UNet (GPU benchmarks; recompiles when adapters change)
 
     # --- datasets ------------------------------------------------------------------------------
     upload_max_file_mb: int = 25

@@ -106,6 +106,9 @@ def prepare_generate_payload(payload: GeneratePayload) -> tuple[GeneratePayload,
         raise InvalidInput(f"invalid generation settings: {error}") from None
     if payload.init_asset_id is not None:
         _init_asset(payload.init_asset_id)
+        if int(settings.steps * payload.img2img_strength) < 1:
+            raise InvalidInput(f"img2img with strength {payload.img2img_strength:g} over {settings.steps} steps "
+                               "runs no denoising step at all; raise the strength or the steps")
     if payload.collection_id is not None:
         from core.collections import get_collection
 

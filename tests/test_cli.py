@@ -17,7 +17,7 @@ runner = CliRunner()
 def test_help_explains_every_command():
     result = subprocess.run([sys.executable, "-m", "workers", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0
-    for command in ("run", "up", "enqueue", "jobs", "show", "cancel", "retry", "reconcile"):
+    for command in ("run", "up", "enqueue", "jobs", "show", "cancel", "retry", "reconcile", "generate"):
         assert command in result.stdout
 
 
@@ -77,3 +77,34 @@ def test_train_queues_a_run_from_a_config_with_overrides(studio):
         refused = runner.invoke(app, ["train", str(dataset.id), *bad])
         assert refused.exit_code == 2 and "error:" in refused.output, bad
     assert jobs.list_jobs(kinds=["train"]).total == 1
+
+
+def test_generate_queues_a_job_from_a_template_with_loras_and_strengths(studio):
+    from core import training
+    from core.datasets import create_dataset, import_files
+    from tests.factories import image_bytes
+
+    dataset = create_dataset(name="Ava", trigger_word="ohwx woman")
+    import_files(dataset.id, [("a.png", image_bytes(seed=3))])
+    run = training.submit_training(dataset_id=dataset.id)
+    folder = studio.data_dir / "lora"
+    folder.mkdir(parents=True)
+    (folder / training.WEIGHTS_FILE).write_bytes(b"weights")
+    lora = training.register_checkpoint(jobs.get_job(run.id), step=10, directory=folder, final=True, loss=0.1)
+
+    queued = runner.invoke(app, ["generate", "--template", "tiny-lora", "--prompt", "on a boat", "--lora",
+                                 f"{lora.id}:0.7", "--count", "3", "--seed", "42", "--negative", "ugly"])
+    assert queued.exit_code == 0, queued.output
+    job = jobs.get_job(queued.output.strip())
+    assert job.kind == "generate" and job.payload["count"] == 3 and job.payload["seed"] == 42
+    assert job.payload["loras"] == [{"lora_id": lora.id, "strength": 0.7}]
+    assert job.payload["prompt"] == "ohwx woman, on a boat" and job.payload["negative_prompt"] == "ugly"
+    assert (job.payload["steps"], job.payload["width"]) == (12, 128), "the rest from the template"
+
+    plain = runner.invoke(app, ["generate", "--template", "tiny-lora", "--prompt", "p", "--no-lora"])
+    assert plain.exit_code == 0 and jobs.get_job(plain.output.strip()).payload["loras"] == []
+
+    for bad in (["--lora", "x"], ["--lora", "999"], ["--lora", f"{lora.id}:9"], ["--template", "nope"]):
+        refused = runner.invoke(app, ["generate", "--prompt", "p", *bad])
+        assert refused.exit_code == 2 and "error:" in refused.output, bad
+    assert jobs.list_jobs(kinds=["generate"]).total == 2

@@ -153,6 +153,9 @@ def test_img2img_needs_an_image_asset_that_is_not_in_the_trash(ava, tmp_path):
     job = generation.submit_generation(template="tiny-lora", prompt="p", init_asset_id=image.id,
                                        img2img_strength=0.3)
     assert job.payload["init_asset_id"] == image.id and job.payload["img2img_strength"] == 0.3
+    with pytest.raises(InvalidInput, match="runs no denoising step"):
+        generation.submit_generation(template="tiny-lora", prompt="p", init_asset_id=image.id, img2img_strength=0.05,
+                                     steps=10)
     lora_file = _lora(tmp_path, ava[1])
     lora_asset = assets.find_asset(lora_file.key)
     with pytest.raises(InvalidInput, match="not an image"):

@@ -9,7 +9,7 @@ from sqlalchemy.exc import OperationalError
 from core.errors import is_transient
 from core.job_kinds import Queue, get_spec
 from core.jobs import Handler, execute_job
-from workers import handlers, training
+from workers import generation, handlers, training
 from workers.broker import broker
 from workers.gpu_slots import gpu_slots
 
@@ -18,6 +18,7 @@ HANDLERS: dict[str, Handler] = {
     "sleep": handlers.sleep,
     "caption": handlers.caption,
     "train": training.train,
+    "generate": generation.generate,
 }
 
 

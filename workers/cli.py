@@ -5,6 +5,7 @@
     python -m workers jobs --status failed
     python -m workers show 3f2a --follow       # a unique prefix of the id is enough
     python -m workers train 1 --config "Tiny (offline demo)" --set rank=4
+    python -m workers generate --template tiny-lora --prompt "at the beach" --lora 3:0.8 --count 4
 """
 
 from __future__ import annotations
@@ -153,6 +154,54 @@ def train(
             except json.JSONDecodeError:
                 values[key.strip()] = raw  # a bare string, e.g. --set base_model=tiny-sd15
         job = training.submit_training(dataset_id=dataset_id, config_id=chosen.id, params=values, name=name)
+    except (StudioError, ValueError) as error:
+        raise _fail(error) from None
+    typer.echo(job.id)
+
+
+def _lora_choice(text: str) -> dict[str, float | int]:
+    """``ID`` or ``ID:STRENGTH`` → a LoraChoice request."""
+    raw_id, separator, raw_strength = text.partition(":")
+    try:
+        choice: dict[str, float | int] = {"lora_id": int(raw_id)}
+        if separator:
+            choice["strength"] = float(raw_strength)
+    except ValueError:
+        raise ValueError(f"--lora {text!r} is not ID or ID:STRENGTH (e.g. --lora 3:0.8)") from None
+    return choice
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Option(help="What to draw; each LoRA's trigger word is added when missing.")],
+    template: Annotated[str, typer.Option(help="Generation template (workflows/generation); default: the "
+                                               "LoRA family's.")] = "",
+    lora: Annotated[list[str] | None, typer.Option(
+        help="LoRA version to apply, as ID or ID:STRENGTH (repeatable); none given: the promoted LoRA.")] = None,
+    no_lora: Annotated[bool, typer.Option("--no-lora", help="Use no LoRA at all.")] = False,
+    count: Annotated[int, typer.Option(min=1, max=64, help="How many images.")] = 1,
+    seed: Annotated[int | None, typer.Option(help="Seed of the first image (image i uses seed + i).")] = None,
+    negative: Annotated[str | None, typer.Option(help="Negative prompt; default: the template's.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps; default: the template's.")] = None,
+    init_asset: Annotated[int | None, typer.Option(help="img2img: start from this image asset.")] = None,
+    strength: Annotated[float, typer.Option(help="img2img: how far to move from the start image.")] = 0.6,
+) -> None:
+    """Queue an image generation job; prints the job id (follow it with `show ID --follow`)."""
+    from core.generation import submit_generation
+
+    request: dict[str, object] = {"prompt": prompt, "template": template, "count": count}
+    for name, value in (("seed", seed), ("negative_prompt", negative), ("steps", steps),
+                        ("init_asset_id", init_asset)):
+        if value is not None:
+            request[name] = value
+    if init_asset is not None:
+        request["img2img_strength"] = strength
+    try:
+        if no_lora:
+            request["loras"] = []
+        elif lora:
+            request["loras"] = [_lora_choice(item) for item in lora]
+        job = submit_generation(**request)
     except (StudioError, ValueError) as error:
         raise _fail(error) from None
     typer.echo(job.id)

@@ -31,7 +31,9 @@ MODEL_CONSTRUCTION_LOCK = threading.RLock()
 # (module, names) that the GPU handlers use; keep in step with workers/ml.
 _CLASSES: dict[str, tuple[str, ...]] = {
     "diffusers": ("AutoencoderKL", "DDPMScheduler", "UNet2DConditionModel", "StableDiffusionPipeline",
-                  "StableDiffusionXLPipeline", "EulerDiscreteScheduler"),
+                  "StableDiffusionXLPipeline", "EulerDiscreteScheduler", "StableDiffusionImg2ImgPipeline",
+                  "StableDiffusionXLImg2ImgPipeline", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler",
+                  "DDIMScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler"),
     "diffusers.training_utils": ("compute_snr", "cast_training_params"),
     "diffusers.optimization": ("get_scheduler",),
     "diffusers.utils": ("convert_state_dict_to_diffusers",),
@@ -49,6 +51,7 @@ def preload_ml_libraries() -> float:
         module = importlib.import_module(module_name)
         for name in names:
             getattr(module, name)
+    import workers.ml.generation  # the generation engine
     import workers.ml.training  # noqa: F401  (the trainer's own modules)
 
     seconds = time.monotonic() - started
