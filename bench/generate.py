@@ -33,6 +33,8 @@ import tempfile
 import time
 from typing import Any
 
+from bench.train import build_model  # the same models as the training benchmark (tiny or real-size random)
+
 PROMPT = "ohwx woman, portrait in a cafe, natural light, detailed photo"
 NEGATIVE = "lowres, blurry, bad anatomy"
 SEED = 1000
@@ -42,21 +44,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def build_model(args: argparse.Namespace, folder: Path) -> tuple[str, str]:
-    """(model path or id, description) for the chosen options."""
-    if args.model:
-        return args.model, args.model
-    if args.random_weights:
-        from bench.train import build_random_weights
-
-        return str(build_random_weights(args.random_weights, folder / f"random-{args.random_weights}")), \
-            f"real {args.random_weights} architecture, random weights"
-    from workers.ml.tiny_models import build_tiny_sd15, build_tiny_sdxl
-
-    build = build_tiny_sdxl if args.family == "sdxl" else build_tiny_sd15
-    return str(build(folder / f"tiny-{args.family}")), f"tiny random {args.family} (built locally)"
 
 
 def _sync(device: str) -> None:

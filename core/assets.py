@@ -297,21 +297,21 @@ def download_url(asset: Asset, *, expires: timedelta = timedelta(hours=1)) -> st
 # --- trash, restore, purge ----------------------------------------------------------------------------
 
 
-def _unique_ids(asset_ids: Sequence[int]) -> list[int]:
+def unique_asset_ids(asset_ids: Sequence[int]) -> list[int]:
     ids = list(dict.fromkeys(int(i) for i in asset_ids))
     if len(ids) > MAX_IDS_PER_CALL:
         raise InvalidInput(f"at most {MAX_IDS_PER_CALL} assets at a time")
     return ids
 
 
-def _listed(ids: Sequence[int]) -> str:
+def describe_ids(ids: Sequence[int]) -> str:
     shown = ", ".join(str(i) for i in sorted(ids)[:10])
     return shown + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
 
 
 def trash_assets(asset_ids: Sequence[int]) -> int:
     """Move assets to the trash (reversible); returns how many were not there yet."""
-    ids = _unique_ids(asset_ids)
+    ids = unique_asset_ids(asset_ids)
     if not ids:
         return 0
     with session_scope() as session:
@@ -322,7 +322,7 @@ def trash_assets(asset_ids: Sequence[int]) -> int:
 
 def restore_assets(asset_ids: Sequence[int]) -> int:
     """Take assets back out of the trash; returns how many were in it."""
-    ids = _unique_ids(asset_ids)
+    ids = unique_asset_ids(asset_ids)
     if not ids:
         return 0
     with session_scope() as session:
@@ -394,13 +394,13 @@ def purge_assets(asset_ids: Sequence[int]) -> int:
     """Remove trashed assets for good: their files and thumbnails from storage, their rows, and for a
     LoRA file its LoRA version. All or nothing: an asset outside the trash, or one that must stay
     (see ``_purge_refusals``), refuses the whole call. Ids that no longer exist are skipped."""
-    ids = _unique_ids(asset_ids)
+    ids = unique_asset_ids(asset_ids)
     if not ids:
         return 0
     with session_scope() as session:
         assets = list(session.execute(select(Asset).where(Asset.id.in_(ids))).scalars())
     if live := [a.id for a in assets if a.deleted_at is None]:
-        raise Conflict(f"asset(s) {_listed(live)} are not in the trash; move them to the trash before purging")
+        raise Conflict(f"asset(s) {describe_ids(live)} are not in the trash; move them to the trash before purging")
     loras = _lora_rows(assets)
     if refusals := _purge_refusals(assets, loras):
         raise Conflict("; ".join(refusals.values()))

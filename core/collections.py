@@ -11,31 +11,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from core.assets import describe_ids, unique_asset_ids
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput, NotFound, describe_validation_error
+from core.fields import NamedFields
 from core.models import Asset, Collection, CollectionItem, utcnow
 from core.pagination import Page, clamp
 
 MAX_PAGE_SIZE = 100
-MAX_ASSETS_PER_CALL = 1_000
 
 
-class CollectionFields(BaseModel):
-    model_config = ConfigDict(str_strip_whitespace=True)
-
-    name: str = Field(min_length=1, max_length=120)
-    description: str = Field(default="", max_length=2000)
-
-    @field_validator("name")
-    @classmethod
-    def _printable(cls, name: str) -> str:
-        if any(not c.isprintable() for c in name):
-            raise ValueError("must not contain control characters")
-        return name
+class CollectionFields(NamedFields):
+    """What a user types when creating or renaming one."""
 
 
 @dataclass(frozen=True)
@@ -127,22 +118,10 @@ def list_collections(*, page: int = 1, page_size: int = 50) -> Page[CollectionSu
     return Page(items=items, total=int(total), page=page, page_size=page_size)
 
 
-def _ids(asset_ids: Sequence[int]) -> list[int]:
-    ids = list(dict.fromkeys(int(i) for i in asset_ids))
-    if len(ids) > MAX_ASSETS_PER_CALL:
-        raise InvalidInput(f"at most {MAX_ASSETS_PER_CALL} assets at a time")
-    return ids
-
-
-def _short(ids: Sequence[int]) -> str:
-    shown = ", ".join(str(i) for i in sorted(ids)[:10])
-    return shown + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
-
-
 def add_to_collection(collection_id: int, asset_ids: Sequence[int]) -> int:
     """Add assets (idempotent); returns how many were not in it yet. Missing or trashed assets are
     refused (nothing is added then)."""
-    ids = _ids(asset_ids)
+    ids = unique_asset_ids(asset_ids)
     collection = get_collection(collection_id)
     if not ids:
         return 0
@@ -150,9 +129,9 @@ def add_to_collection(collection_id: int, asset_ids: Sequence[int]) -> int:
         with session_scope() as session:
             found = dict(session.execute(select(Asset.id, Asset.deleted_at).where(Asset.id.in_(ids))).all())
             if missing := [i for i in ids if i not in found]:
-                raise NotFound(f"asset(s) {_short(missing)} do not exist")
+                raise NotFound(f"asset(s) {describe_ids(missing)} do not exist")
             if trashed := [i for i in ids if found[i] is not None]:
-                raise Conflict(f"asset(s) {_short(trashed)} are in the trash; restore them before adding them "
+                raise Conflict(f"asset(s) {describe_ids(trashed)} are in the trash; restore them before adding them "
                                f"to {collection.name!r}")
             present = set(session.execute(
                 select(CollectionItem.asset_id)
@@ -176,7 +155,7 @@ def add_to_collection(collection_id: int, asset_ids: Sequence[int]) -> int:
 
 def remove_from_collection(collection_id: int, asset_ids: Sequence[int]) -> int:
     """Take assets out of a collection (the assets stay); returns how many were in it."""
-    ids = _ids(asset_ids)
+    ids = unique_asset_ids(asset_ids)
     get_collection(collection_id)
     if not ids:
         return 0

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from core.config import get_settings
 from core.db import get_or_raise, session_scope
 from core.errors import Conflict, InvalidInput, NotFound, describe_validation_error
+from core.fields import printable
 from core.images import ImageRejected, ImportLimits, PreparedImage, make_training_zip, prepare_image, read_archive
 from core.models import Dataset, DatasetImage, DatasetKind, utcnow
 from core.pagination import Page, clamp
@@ -49,9 +50,7 @@ class DatasetFields(BaseModel):
     @field_validator("name")
     @classmethod
     def _printable_name(cls, name: str) -> str:
-        if any(not c.isprintable() for c in name):
-            raise ValueError("must not contain control characters")
-        return name
+        return printable(name)
 
 
 def _validated(**values: object) -> DatasetFields:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.db import get_or_raise, session_scope
 from core.errors import Conflict, InvalidInput, NotFound, describe_validation_error
+from core.fields import NamedFields
 from core.lora_params import LoraParams, parse_params
 from core.models import Job, JobStatus, LoraConfig, utcnow
 from core.pagination import Page, clamp
@@ -23,18 +24,8 @@ TRAIN_KIND = "train"
 MAX_PAGE_SIZE = 100
 
 
-class ConfigFields(BaseModel):
-    model_config = ConfigDict(str_strip_whitespace=True)
-
-    name: str = Field(min_length=1, max_length=120)
-    description: str = Field(default="", max_length=2000)
-
-    @field_validator("name")
-    @classmethod
-    def _printable(cls, name: str) -> str:
-        if any(not c.isprintable() for c in name):
-            raise ValueError("must not contain control characters")
-        return name
+class ConfigFields(NamedFields):
+    """What a user types when creating or renaming one."""
 
 
 def _fields(name: str, description: str) -> ConfigFields:
