@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     generation_pipelines: int = Field(default=1, ge=1, le=8)  # base pipelines each worker process keeps loaded
     generation_dtype: Literal["", "fp32", "fp16", "bf16"] = ""  # on CUDA; empty = bf16 when supported, else fp16
     generation_compile: bool = False  # torch.compile the UNet (GPU benchmarks; recompiles when adapters change)
+    # Voice-over and subtitles: a whisper size name ("base", "small"…), a path to a whisper `.pt`, or ""
+    # for none (subtitles then follow the TTS sentence timings).
+    whisper_model: str = "base"
+    tts_vits_model: str = "facebook/mms-tts-eng"  # hub id or folder for "vits:" voices
+    tts_default_voice: str = "espeak:en-us"  # "espeak:<voice>[+variant]" or "vits:<model>"
 
     # --- datasets ------------------------------------------------------------------------------
     upload_max_file_mb: int = 25

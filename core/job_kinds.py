@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.errors import InvalidInput
 from core.lora_params import LoraParams
+from core.video_options import Aspect, Fit, LoudnessTarget, Motion, SubtitleStyle, Transition
 
 
 class Queue:
@@ -102,6 +103,40 @@ class GeneratePayload(Payload):
     family: str | None = Field(default=None, max_length=16)
 
 
+class VideoPayload(Payload):
+    """Render a short video from images with a voice-over, subtitles and music. The image list is
+    completed when the job is created (a generation job's images become their ids)."""
+
+    image_asset_ids: list[int] = Field(default_factory=list, max_length=60, description="in order")
+    generation_job_id: str | None = Field(default=None, max_length=32, description="use this job's images")
+    script: str = Field(min_length=1, max_length=5000, description="the voice-over text")
+    voice: str = Field(default="", max_length=300, description="'espeak:en-us', 'vits:<model>'; empty: default")
+    rate_wpm: int = Field(default=165, ge=80, le=400, description="speaking rate, words per minute")
+    aspect: Aspect = "9:16"
+    fit: Fit = "crop"
+    seconds_per_image: float | None = Field(default=None, ge=0.5, le=30.0)
+    total_seconds: float | None = Field(default=None, ge=1.0, le=600.0, description="empty: as long as the voice")
+    motion: Motion = "ken_burns"
+    transition: Transition = "crossfade"
+    transition_seconds: float = Field(default=0.5, ge=0.1, le=2.0)
+    fps: int = Field(default=30, ge=15, le=60)
+    music_asset_id: int | None = Field(default=None, ge=1, description="an audio asset, looped or trimmed")
+    music_gain_db: float = Field(default=-18.0, ge=-40.0, le=0.0)
+    subtitles: SubtitleStyle = Field(default_factory=SubtitleStyle)
+    loudness: LoudnessTarget = Field(default_factory=LoudnessTarget)
+    platforms: list[str] = Field(default_factory=lambda: ["instagram_reels", "youtube_shorts", "tiktok"],
+                                 max_length=8, description="check the output against these platforms' specs")
+    name: str = Field(default="", max_length=200)
+
+
+class VoicePreviewPayload(Payload):
+    """A few seconds of a voice, to listen to before rendering."""
+
+    voice: str = Field(min_length=1, max_length=300)
+    rate_wpm: int = Field(default=165, ge=80, le=400)
+    text: str = Field(default="", max_length=300)
+
+
 @dataclass(frozen=True)
 class JobSpec:
     kind: str
@@ -154,4 +189,12 @@ register(JobSpec(
 register(JobSpec(
     "generate", Queue.GPU, GeneratePayload, "Generates images from a template with LoRAs (txt2img or img2img).",
     max_attempts=3, time_limit_s=3600, prepare="core.generation:prepare_generate_payload",
+))
+register(JobSpec(
+    "video", Queue.CPU, VideoPayload, "Renders a short video: motion, voice-over, subtitles, music, loudness.",
+    max_attempts=3, time_limit_s=1800, prepare="core.videos:prepare_video_payload",
+))
+register(JobSpec(
+    "voice-preview", Queue.CPU, VoicePreviewPayload, "Speaks a short sample with a voice.", max_attempts=1,
+    time_limit_s=120, prepare="core.videos:prepare_voice_preview",
 ))

@@ -9,7 +9,7 @@ from sqlalchemy.exc import OperationalError
 from core.errors import is_transient
 from core.job_kinds import Queue, get_spec
 from core.jobs import Handler, execute_job
-from workers import generation, handlers, training
+from workers import generation, handlers, training, video
 from workers.broker import broker
 from workers.gpu_slots import gpu_slots
 
@@ -18,6 +18,8 @@ HANDLERS: dict[str, Handler] = {
     "sleep": handlers.sleep,
     "caption": handlers.caption,
     "train": training.train,
+    "video": video.render,
+    "voice-preview": video.voice_preview,
     "generate": generation.generate,
 }
 

@@ -68,8 +68,9 @@ def use_demo_models() -> dict[str, str]:
     # Always built: the "Tiny (offline demo)" training preset names tiny-sd15 in the models folder.
     paths = ensure_tiny_models(settings.models_dir)
     chosen: dict[str, str] = {}
-    if settings.caption_model == Settings.model_fields["caption_model"].default:
-        chosen["STUDIO_CAPTION_MODEL"] = str(paths["blip"])
+    for setting, tiny in (("caption_model", "blip"), ("whisper_model", "whisper"), ("tts_vits_model", "vits")):
+        if getattr(settings, setting) == Settings.model_fields[setting].default:
+            chosen[f"STUDIO_{setting.upper()}"] = str(paths[tiny])
     os.environ.update(chosen)
     if chosen:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -314,11 +314,121 @@ def build_tiny_sdxl(path: Path, *, seed: int = 0) -> Path:
     return _save_pipeline(pipeline, path, "sdxl", seed)
 
 
+TINY_WHISPER_FILE = "whisper-tiny-random.pt"
+
+
+def build_tiny_whisper(path: Path, *, seed: int = 0) -> Path:
+    """Build (once) a tiny openai-whisper checkpoint into the folder ``path``; returns the ``.pt`` file.
+
+    The checkpoint has the layout of the released ones (``{"dims", "model_state_dict"}``), so
+    ``whisper.load_model(file)`` loads it like ``base.pt``. The multilingual vocabulary (51,865 tokens)
+    and the 1,500-frame audio context are what the bundled tokenizer and 30 s windows require; the
+    layers are one block of width 64. Random weights decode garbage, slowly unless ``sample_len`` is small.
+    """
+    path = Path(path)
+    if _is_complete(path, "whisper", seed):
+        return path / TINY_WHISPER_FILE
+
+    from dataclasses import asdict
+
+    import torch
+    from whisper.model import ModelDimensions, Whisper
+
+    dims = ModelDimensions(
+        n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=1, n_audio_layer=1,
+        n_vocab=51865, n_text_ctx=448, n_text_state=64, n_text_head=1, n_text_layer=1,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = Whisper(dims).eval()
+    # The decoder's positional embedding is allocated with torch.empty (a checkpoint always overwrites
+    # it): uninitialised memory would make every logit NaN.
+    with torch.no_grad():
+        model.decoder.positional_embedding.normal_(std=0.02)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    build_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        torch.save({"dims": asdict(dims), "model_state_dict": model.state_dict()}, build_dir / TINY_WHISPER_FILE)
+        (build_dir / MARKER).write_text(json.dumps({"kind": "whisper", "version": BUILD_VERSION, "seed": seed}))
+    except BaseException:
+        shutil.rmtree(build_dir, ignore_errors=True)
+        raise
+    _publish(build_dir, path)
+    return path / TINY_WHISPER_FILE
+
+
+# Characters of the MMS-TTS English vocabulary (facebook/mms-tts-eng): lower-case letters, digits and
+# a few marks; id 0 is the blank the tokenizer puts between characters.
+_VITS_TOKENS = ["<pad>", " ", "'", "-", *"abcdefghijklmnopqrstuvwxyz", *"0123456789", "<unk>"]
+
+
+def build_tiny_vits(path: Path, *, seed: int = 0) -> Path:
+    """Build (once) a tiny VITS text-to-speech model and its tokenizer into ``path``.
+
+    Loads with ``VitsModel.from_pretrained(path)`` and ``AutoTokenizer.from_pretrained(path)``, like
+    ``facebook/mms-tts-eng`` (character tokenizer without phonemizer, 16 kHz output).
+    """
+    path = Path(path)
+    if _is_complete(path, "vits", seed):
+        return path
+
+    import torch
+    from transformers import VitsConfig, VitsModel, VitsTokenizer
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    build_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        vocab = {token: index for index, token in enumerate(_VITS_TOKENS)}
+        # VitsTokenizer only reads its vocabulary from a file.
+        (build_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+        tokenizer = VitsTokenizer(
+            str(build_dir / "vocab.json"), language="eng", add_blank=True, normalize=True, phonemize=False
+        )
+        config = VitsConfig(
+            vocab_size=len(vocab),
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            ffn_dim=32,
+            flow_size=16,
+            spectrogram_bins=33,
+            upsample_initial_channel=16,
+            # 8 × 8 × 4 = 256 samples per frame, as the real model's 8 × 8 × 2 × 2.
+            upsample_rates=[8, 8, 4],
+            upsample_kernel_sizes=[16, 16, 8],
+            resblock_kernel_sizes=[3],
+            resblock_dilation_sizes=[[1]],
+            duration_predictor_filter_channels=16,
+            duration_predictor_num_flows=1,
+            prior_encoder_num_flows=1,
+            prior_encoder_num_wavenet_layers=1,
+            posterior_encoder_num_wavenet_layers=1,
+            depth_separable_num_layers=1,
+            sampling_rate=16_000,
+            pad_token_id=vocab["<pad>"],
+        )
+        torch.manual_seed(seed)
+        model = VitsModel(config).eval()
+        model.save_pretrained(build_dir)
+        tokenizer.save_pretrained(build_dir)
+        (build_dir / MARKER).write_text(json.dumps({"kind": "vits", "version": BUILD_VERSION, "seed": seed}))
+    except BaseException:
+        shutil.rmtree(build_dir, ignore_errors=True)
+        raise
+    _publish(build_dir, path)
+    return path
+
+
 def ensure_tiny_models(root: Path) -> dict[str, Path]:
-    """Build every tiny model under ``root`` (skipping complete builds); returns name → folder."""
+    """Build every tiny model under ``root`` (skipping complete builds); returns name → folder.
+
+    ``"whisper"`` is the checkpoint file itself (``whisper.load_model`` takes a file, not a folder).
+    """
     root = Path(root)
     return {
         "blip": build_tiny_blip(root / "tiny-blip"),
         "sd15": build_tiny_sd15(root / "tiny-sd15"),
         "sdxl": build_tiny_sdxl(root / "tiny-sdxl"),
+        "whisper": build_tiny_whisper(root / "tiny-whisper"),
+        "vits": build_tiny_vits(root / "tiny-vits"),
     }

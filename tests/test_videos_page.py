@@ -1,0 +1,98 @@
+"""The Videos page under AppTest on real services: handed-over images, a complete render request, the
+voice preview through a real worker, and a finished render with its player and platform report."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import assets, videos
+from core.assets import AssetSource
+from core.db import session_scope
+from core.models import AssetKind, Job
+from core.storage import get_object_store
+from tests.factories import image_bytes
+from ui.widgets import VIDEO_HANDOFF_KEY
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _page(**session: object) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=40).run()
+    for key, value in session.items():
+        at.session_state[key] = value
+    at.switch_page("pages/videos.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def _run(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+@pytest.fixture
+def images(studio):
+    return [assets.store_image(f"uploads/{i}.png", image_bytes(64, 64, seed=i), source=AssetSource.UPLOAD).id
+            for i in range(3)]
+
+
+def test_handed_over_images_are_picked_and_the_request_is_complete(images):
+    at = _page(**{VIDEO_HANDOFF_KEY: [images[2], images[0]]})
+    assert at.multiselect(key="videos.images").value == [images[2], images[0]], "in the order handed over"
+    at.text_area(key="videos.script").input("Hello there. This is a test!")
+    at.selectbox(key="videos.aspect").set_value("1:1")
+    at.selectbox(key="videos.timing").set_value("per_image")
+    _run(at)
+    at.number_input(key="videos.per_image").set_value(2.5)
+    at.slider(key="videos.sub_words").set_value(3)
+    at.multiselect(key="videos.platforms").set_value(["tiktok"])
+    at.button(key="videos.submit").click()
+    _run(at)
+    [job] = videos.list_renders().items
+    payload = job.payload
+    assert payload["image_asset_ids"] == [images[2], images[0]] and payload["aspect"] == "1:1"
+    assert payload["seconds_per_image"] == 2.5 and payload["subtitles"]["max_words_per_line"] == 3
+    assert payload["platforms"] == ["tiktok"] and payload["voice"] == "espeak:en-us"
+
+
+def test_an_empty_script_is_refused_on_the_page(images):
+    at = _page(**{VIDEO_HANDOFF_KEY: images})
+    at.button(key="videos.submit").click()
+    _run(at)
+    assert any("script" in e.value for e in at.error)
+    assert videos.list_renders().total == 0
+
+
+def test_the_voice_preview_plays_a_sample_spoken_by_a_worker(images, workers):
+    workers.worker("cpu", threads=1)
+    at = _page()
+    at.button(key="videos.preview").click()
+    _run(at)
+    assert len(at.get("audio")) == 1
+
+
+def test_a_finished_render_plays_in_the_page_with_its_platform_report(images, tmp_path):
+    video = tmp_path / "v.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=1080x1920:rate=30:duration=1",
+                    "-pix_fmt", "yuv420p", str(video)], check=True)
+    get_object_store().put_file("renders/v.mp4", video, "video/mp4")
+    asset = assets.record_asset(key="renders/v.mp4", kind=AssetKind.VIDEO, source=AssetSource.VIDEO,
+                                content_type="video/mp4", size_bytes=video.stat().st_size, width=1080, height=1920)
+    job = videos.submit_video(image_asset_ids=images, script="Hi there.")
+    with session_scope() as session:
+        row = session.get(Job, job.id)
+        row.status = "succeeded"
+        row.result = {"video_asset_id": asset.id, "duration": 1.0,
+                      "loudness": {"integrated_lufs": -14.1, "true_peak_dbtp": -1.2},
+                      "spec_report": {"tiktok": [], "youtube_shorts": ["YouTube Shorts: too short"]}}
+        session.add(row)
+    at = _page()
+    assert len(at.get("video")) == 1
+    assert any("-14.1 LUFS" in c.value for c in at.caption)
+    assert [s.value for s in at.success] == ["TikTok: meets the specs"]
+    assert [w.value for w in at.warning] == ["YouTube Shorts: too short"]

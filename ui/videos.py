@@ -1,0 +1,215 @@
+"""The video page's parts: the request form (images, script, voice with preview, look, sound) and
+the renders, playable in the page with their platform spec report. Keys start with "videos."."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import streamlit as st
+
+from core import assets, videos
+from core.config import get_settings
+from core.errors import StudioError
+from core.jobs import cancel_job, get_job
+from core.models import Job, JobStatus
+from core.video_options import ASPECT_LABELS, LoudnessTarget, SubtitleStyle
+from core.voices import list_voices
+from ui.widgets import VIDEO_HANDOFF_KEY, status_badge
+
+IMAGES = "videos.images"
+SCRIPT = "videos.script"
+VOICE = "videos.voice"
+_PAGE = "videos.page"
+_HANDED = "videos.handed"  # the last hand-over applied
+PLATFORMS = {"instagram_reels": "Instagram Reels", "facebook_reels": "Facebook Reels",
+             "youtube_shorts": "YouTube Shorts", "tiktok": "TikTok"}
+MOTIONS = {"ken_burns": "Ken Burns (zoom and pan)", "none": "Still"}
+FITS = {"crop": "Crop to fill", "blur": "Fit on a blurred background"}
+TRANSITIONS = {"crossfade": "Crossfade", "cut": "Cut"}
+POSITIONS = {"bottom": "Bottom", "middle": "Middle", "top": "Top"}
+
+
+def _key(name: str) -> str:
+    return f"videos.{name}"
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _thumbnail(key: str, asset_id: int) -> bytes:
+    return assets.read_thumbnail(assets.get_asset(asset_id))
+
+
+def _image_picker() -> list[int]:
+    """The images, in order: those handed over from Generate or Assets, or recent library images."""
+    handed = st.session_state.get(VIDEO_HANDOFF_KEY)
+    if handed and handed != st.session_state.get(_HANDED):  # a new hand-over replaces the picked images
+        st.session_state[IMAGES], st.session_state[_HANDED] = list(handed), list(handed)
+    recent = assets.list_assets(assets.make_filter(kind="image"), page_size=60).items
+    options = {a.id: a for a in recent}
+    for asset_id in st.session_state.get(IMAGES, []):
+        if asset_id not in options:
+            try:
+                options[asset_id] = assets.get_asset(asset_id)
+            except StudioError:
+                pass
+    st.session_state[IMAGES] = [i for i in st.session_state.get(IMAGES, []) if i in options]
+    def label(asset_id: int) -> str:
+        asset = options[asset_id]
+        return f"#{asset_id} · {asset.prompt[:50] or asset.key.rsplit('/', 1)[-1]}"
+
+    chosen = st.multiselect("Images, in order", list(options), key=IMAGES, format_func=label,
+                            placeholder="Pick images (or use 'Make a video' on Generate or Assets)")
+    if chosen:
+        for column, asset_id in zip(st.columns(min(len(chosen), 8)), chosen[:8], strict=False):
+            asset = options[asset_id]
+            column.image(_thumbnail(asset.thumbnail_key or asset.key, asset_id), width="stretch")
+    return chosen
+
+
+def _voice_row() -> tuple[str, int]:
+    voices = {v.id: v.label for v in list_voices()}
+    default = get_settings().tts_default_voice
+    st.session_state.setdefault(VOICE, default if default in voices else next(iter(voices)))
+    left, middle, right = st.columns([3, 2, 1], vertical_alignment="bottom")
+    voice = left.selectbox("Voice", list(voices), format_func=lambda v: voices.get(v, v), key=VOICE)
+    rate = middle.slider("Rate (words/min)", 80, 400, 165, step=5, key=_key("rate"))
+    if right.button("Preview", key=_key("preview"), icon=":material/play_arrow:", width="stretch"):
+        _preview(voice, rate)
+    return voice, rate
+
+
+def _preview(voice: str, rate: int) -> None:
+    try:
+        job = videos.submit_voice_preview(voice=voice, rate_wpm=rate)
+    except StudioError as error:
+        st.error(str(error))
+        return
+    with st.spinner("Speaking…"):
+        deadline = time.monotonic() + 30
+        while (job := get_job(job.id)).status in (JobStatus.QUEUED, JobStatus.RUNNING) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    if job.status == JobStatus.SUCCEEDED:
+        st.audio(videos.read_preview(job.id), format="audio/wav")
+    else:
+        st.warning(job.error or "The preview did not finish in 30 s: is a CPU worker running?")
+
+
+def _look() -> dict[str, Any]:
+    left, middle, right = st.columns(3)
+    aspect = left.selectbox("Aspect", list(ASPECT_LABELS), format_func=ASPECT_LABELS.get, key=_key("aspect"))
+    fit = middle.selectbox("Fit", list(FITS), format_func=FITS.get, key=_key("fit"))
+    motion = right.selectbox("Motion", list(MOTIONS), format_func=MOTIONS.get, key=_key("motion"))
+    transition = left.selectbox("Transition", list(TRANSITIONS), format_func=TRANSITIONS.get,
+                                key=_key("transition"))
+    timing = middle.selectbox("Length", ["voice", "per_image", "total"], key=_key("timing"),
+                              format_func={"voice": "As long as the voice", "per_image": "Seconds per image",
+                                           "total": "Total seconds"}.get)
+    request: dict[str, Any] = {"aspect": aspect, "fit": fit, "motion": motion, "transition": transition}
+    if timing == "per_image":
+        request["seconds_per_image"] = right.number_input("Seconds per image", 0.5, 30.0, 3.0, step=0.5,
+                                                          key=_key("per_image"))
+    elif timing == "total":
+        request["total_seconds"] = right.number_input("Total seconds", 1.0, 600.0, 15.0, step=1.0,
+                                                      key=_key("total"))
+    return request
+
+
+def _subtitle_style() -> dict[str, Any]:
+    default = SubtitleStyle()
+    with st.expander("Subtitles"):
+        enabled = st.toggle("Burn in subtitles", value=True, key=_key("subs"))
+        left, middle, right = st.columns(3)
+        size = left.slider("Size (px)", 12, 200, default.size, key=_key("sub_size"))
+        words = middle.slider("Max words per line", 1, 12, default.max_words_per_line, key=_key("sub_words"))
+        position = right.selectbox("Position", list(POSITIONS), format_func=POSITIONS.get, key=_key("sub_pos"))
+        colour = left.color_picker("Colour", default.colour, key=_key("sub_colour"))
+        outline_colour = middle.color_picker("Outline", default.outline_colour, key=_key("sub_outline_colour"))
+        outline = right.slider("Outline width", 0, 20, default.outline, key=_key("sub_outline"))
+    return {"enabled": enabled, "size": size, "max_words_per_line": words, "position": position,
+            "colour": colour, "outline_colour": outline_colour, "outline": outline}
+
+
+def _sound() -> dict[str, Any]:
+    default = LoudnessTarget()
+    with st.expander("Music and loudness"):
+        tracks = {a.id: a for a in assets.list_assets(assets.make_filter(kind="audio"), page_size=100).items}
+        music = st.selectbox("Background music", [None, *tracks], key=_key("music"),
+                             format_func=lambda i: "None" if i is None else tracks[i].key.rsplit("/", 1)[-1])
+        gain = st.slider("Music level (dB)", -40.0, 0.0, -18.0, step=1.0, key=_key("music_gain"),
+                         help="before ducking under the voice")
+        left, right = st.columns(2)
+        lufs = left.number_input("Loudness target (LUFS)", -31.0, -5.0, default.integrated_lufs, step=0.5,
+                                 key=_key("lufs"), help="−14 LUFS is what Instagram, YouTube and TikTok play at")
+        peak = right.number_input("True-peak limit (dBTP)", -9.0, 0.0, default.true_peak_dbtp, step=0.5,
+                                  key=_key("peak"))
+    return {"music_asset_id": music, "music_gain_db": gain,
+            "loudness": {"integrated_lufs": lufs, "true_peak_dbtp": peak}}
+
+
+def request_form() -> None:
+    images = _image_picker()
+    st.text_area("Script", key=SCRIPT, height=140, max_chars=5000,
+                 placeholder="Three things I always pack for a beach day. First, …")
+    voice, rate = _voice_row()
+    look = _look()
+    subtitles = _subtitle_style()
+    sound = _sound()
+    platforms = st.multiselect("Check against", list(PLATFORMS), default=["instagram_reels", "youtube_shorts",
+                                                                          "tiktok"],
+                               format_func=PLATFORMS.get, key=_key("platforms"))
+    if st.button("Render video", type="primary", icon=":material/movie:", key=_key("submit"), width="stretch"):
+        try:
+            job = videos.submit_video(image_asset_ids=images, script=st.session_state.get(SCRIPT, ""), voice=voice,
+                                      rate_wpm=rate, subtitles=subtitles, platforms=platforms, **look, **sound)
+        except StudioError as error:
+            st.error(str(error))
+            return
+        st.session_state[_PAGE] = 1
+        st.toast(f"Rendering: job {job.id[:8]}")
+
+
+def _render_block(job: Job) -> None:
+    with st.container(border=True):
+        status_badge(job.status)
+        st.text(job.payload.get("script", "")[:200])
+        if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+            st.progress(job.progress, text=job.progress_message or "waiting for a CPU worker…")
+            if st.button("Cancel", key=f"videos.cancel.{job.id}"):
+                cancel_job(job.id)
+            return
+        if job.status == JobStatus.FAILED:
+            st.error(job.error or "failed")
+            return
+        result = job.result or {}
+        if (video_id := result.get("video_asset_id")) is None:
+            return
+        video = assets.get_asset(video_id)
+        st.video(assets.download_url(video))
+        loudness = result.get("loudness", {})
+        st.caption(f"{result.get('duration', 0):.1f} s · {video.width}×{video.height} · "
+                   f"{loudness.get('integrated_lufs', float('nan')):.1f} LUFS · "
+                   f"true peak {loudness.get('true_peak_dbtp', float('nan')):.1f} dBTP")
+        st.link_button("Download MP4", assets.download_url(video), icon=":material/download:")
+        for platform, problems in (result.get("spec_report") or {}).items():
+            name = PLATFORMS.get(platform, platform)
+            if problems:  # each problem already names its platform
+                st.warning("; ".join(problems))
+            else:
+                st.success(f"{name}: meets the specs")
+
+
+def _renders() -> None:
+    page = videos.list_renders(page=st.session_state.get(_PAGE, 1), page_size=5)
+    if not page.items:
+        st.info("No videos yet. Pick images, write a script and press Render video.")
+    for job in page.items:
+        _render_block(job)
+    if page.pages > 1:
+        st.number_input(f"Page (of {page.pages})", 1, page.pages, key=_PAGE)
+
+
+def renders() -> None:
+    """Recent renders; refreshes every second while one is still running."""
+    active = any(j.status in (JobStatus.QUEUED, JobStatus.RUNNING)
+                 for j in videos.list_renders(page=st.session_state.get(_PAGE, 1), page_size=5).items)
+    st.fragment(run_every=1 if active else None)(_renders)()
