@@ -17,34 +17,16 @@ from core.assets import AssetFilter, AssetSource
 from core.db import session_scope
 from core.models import Asset, Job, JobStatus
 from core.storage import get_object_store
+from tests.apptest import checked, click, open_page
 from tests.factories import image_bytes
 from ui.widgets import VIDEO_HANDOFF_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _assets_page(**session: object) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
-    for key, value in session.items():
-        at.session_state[key] = value
-    at.switch_page("pages/assets.py").run()
-    _ok(at)
-    return at
-
-
-def _ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.message for e in at.exception]
-    return at
-
-
-def _click(at: AppTest, key: str) -> AppTest:
-    at.button(key=key).click().run()
-    return _ok(at)
-
-
 def _view(at: AppTest, view: str) -> AppTest:
     at.session_state["assets.view"] = view
-    return _ok(at.run())
+    return checked(at.run())
 
 
 def _cards(at: AppTest) -> list[int]:
@@ -87,7 +69,7 @@ def shelf(studio, tmp_path):
 
 
 def test_an_empty_library_says_where_assets_come_from(studio):
-    at = _assets_page()
+    at = open_page("pages/assets.py")
     assert any("No assets yet" in i.value for i in at.info)
     _view(at, "trash")
     assert any("The trash is empty" in i.value for i in at.info)
@@ -98,7 +80,7 @@ def test_an_empty_library_says_where_assets_come_from(studio):
 def test_the_library_lists_every_asset_newest_first_with_thumbnails(shelf):
     images = shelf["images"]
     get_object_store().delete(images[0].key)  # the grid reads thumbnails only, never the files
-    at = _assets_page()
+    at = open_page("pages/assets.py")
     assert _cards(at) == [shelf["lora_asset"].id, *(a.id for a in reversed(images))]
     assert len(at.get("image")) == 3  # the LoRA file has an icon, not a picture
     assert not any("file missing" in c.value for c in at.caption)
@@ -108,36 +90,36 @@ def test_the_library_lists_every_asset_newest_first_with_thumbnails(shelf):
 
 
 def test_filters_narrow_the_grid(shelf):
-    at = _assets_page()
+    at = open_page("pages/assets.py")
     at.text_input(key="assets.f.text").input("BEACH").run()
-    assert _cards(_ok(at)) == [shelf["images"][0].id]
+    assert _cards(checked(at)) == [shelf["images"][0].id]
     at.text_input(key="assets.f.text").input("").run()
     at.selectbox(key="assets.f.kind").set_value("lora").run()
-    assert _cards(_ok(at)) == [shelf["lora_asset"].id]
+    assert _cards(checked(at)) == [shelf["lora_asset"].id]
     at.selectbox(key="assets.f.kind").set_value(None).run()
     at.selectbox(key="assets.f.lora").set_value(shelf["lora"].id).run()
-    assert len(_cards(_ok(at))) == 4
+    assert len(_cards(checked(at))) == 4
     at.text_input(key="assets.f.job").input(shelf["job"].id[:8]).run()  # a prefix, as the Jobs page shows ids
-    assert sorted(_cards(_ok(at))) == sorted(a.id for a in shelf["images"])
+    assert sorted(_cards(checked(at))) == sorted(a.id for a in shelf["images"])
     tomorrow = datetime.now(UTC).date() + timedelta(days=1)
     at.date_input(key="assets.f.dates").set_value((tomorrow, tomorrow)).run()
-    assert _cards(_ok(at)) == []
+    assert _cards(checked(at)) == []
     assert any("No assets match these filters" in i.value for i in at.info)
 
 
 def test_an_unknown_job_id_is_refused_with_a_message(shelf):
-    at = _assets_page()
+    at = open_page("pages/assets.py")
     at.text_input(key="assets.f.job").input("ffff").run()
-    assert any("no job id starts with 'ffff'" in e.value for e in _ok(at).error)
+    assert any("no job id starts with 'ffff'" in e.value for e in checked(at).error)
 
 
 def test_selected_assets_move_to_the_trash_and_are_restored_from_it(shelf):
     beach, cafe, _ = shelf["images"]
-    at = _assets_page()
+    at = open_page("pages/assets.py")
     assert at.button(key="assets.trash").disabled
     at.checkbox(key=f"assets.pick.{beach.id}").check().run()
     at.checkbox(key=f"assets.pick.{cafe.id}").check().run()
-    _click(at, "assets.trash")
+    click(at, "assets.trash")
     assert any("Moved 2 assets to the trash" in s.value for s in at.success)
     assert beach.id not in _cards(at) and cafe.id not in _cards(at)
     assert not at.checkbox(key=f"assets.pick.{shelf['images'][2].id}").value  # the selection was cleared
@@ -145,7 +127,7 @@ def test_selected_assets_move_to_the_trash_and_are_restored_from_it(shelf):
     _view(at, "trash")
     assert sorted(_cards(at)) == sorted([beach.id, cafe.id])
     at.checkbox(key=f"assets.pick.{beach.id}").check().run()
-    _click(at, "assets.restore")
+    click(at, "assets.restore")
     assert any("Restored 1 asset" in s.value for s in at.success)
     assert _cards(at) == [cafe.id]
     assert assets.get_asset(beach.id).deleted_at is None
@@ -154,18 +136,18 @@ def test_selected_assets_move_to_the_trash_and_are_restored_from_it(shelf):
 def test_purging_from_the_trash_removes_the_files(shelf):
     beach, cafe, _ = shelf["images"]
     assets.trash_assets([beach.id, cafe.id])
-    at = _assets_page(**{"assets.view": "trash"})
+    at = open_page("pages/assets.py", **{"assets.view": "trash"})
     at.checkbox(key=f"assets.pick.{beach.id}").check().run()
     assert at.button(key="assets.purge").disabled  # until confirmed
     at.checkbox(key="assets.purge_confirm").check().run()
-    _click(at, "assets.purge")
+    click(at, "assets.purge")
     assert any("Purged 1 asset for good" in s.value for s in at.success)
     assert not get_object_store().exists(beach.key) and not get_object_store().exists(beach.thumbnail_key or "")
     assert _cards(at) == [cafe.id]
     assert not at.checkbox(key="assets.purge_confirm").value  # the next purge asks again
 
     at.checkbox(key="assets.empty_confirm").check().run()
-    _click(at, "assets.empty")
+    click(at, "assets.empty")
     assert any("Purged 1 asset." in s.value.replace("\\", "") for s in at.success)
     assert any("The trash is empty" in i.value for i in at.info)
     assert not get_object_store().exists(cafe.key)
@@ -173,47 +155,47 @@ def test_purging_from_the_trash_removes_the_files(shelf):
 
 def test_a_collection_is_created_filled_and_opened(shelf):
     beach, cafe, _ = shelf["images"]
-    at = _assets_page(**{"assets.view": "collections"})
+    at = open_page("pages/assets.py", **{"assets.view": "collections"})
     at.text_input(key="assets.col.new_name").input("Beach days")
     at.button(key="FormSubmitter:assets.new_collection-Create collection").click().run()
-    assert any("Created collection 'Beach days'" in s.value.replace("\\", "") for s in _ok(at).success)
+    assert any("Created collection 'Beach days'" in s.value.replace("\\", "") for s in checked(at).success)
     collection = collections.list_collections().items[0]
 
     _view(at, "library")
     at.checkbox(key=f"assets.pick.{beach.id}").check().run()
     at.checkbox(key=f"assets.pick.{cafe.id}").check().run()
     at.selectbox(key="assets.add_target").set_value(collection.id).run()
-    _click(at, "assets.add")
+    click(at, "assets.add")
     assert any("Added 2 assets" in s.value for s in at.success)
     assert {a.id for a in assets.list_assets(AssetFilter(collection_id=collection.id)).items} == {beach.id, cafe.id}
 
     _view(at, "collections")
     assert at.dataframe[0].value.to_dict("records")[0]["assets"] == 2
-    _click(at, "assets.col.show")
+    click(at, "assets.col.show")
     assert at.session_state["assets.view"] == "library"
     assert sorted(_cards(at)) == sorted([beach.id, cafe.id])
     at.checkbox(key=f"assets.pick.{cafe.id}").check().run()
-    _click(at, "assets.remove")
+    click(at, "assets.remove")
     assert _cards(at) == [beach.id]
 
 
 def test_a_collection_is_renamed_and_deleted_without_touching_its_assets(shelf):
     collection = collections.create_collection(name="Old name")
     collections.add_to_collection(collection.id, [shelf["images"][0].id])
-    at = _assets_page(**{"assets.view": "collections"})
+    at = open_page("pages/assets.py", **{"assets.view": "collections"})
     at.text_input(key=f"assets.col.name.{collection.id}").input("New name").run()
-    _click(at, "assets.col.rename")
+    click(at, "assets.col.rename")
     assert collections.get_collection(collection.id).name == "New name"
     at.checkbox(key=f"assets.col.confirm.{collection.id}").check().run()
-    _click(at, "assets.col.delete")
+    click(at, "assets.col.delete")
     assert collections.list_collections().total == 0
     assert assets.get_asset(shelf["images"][0].id).deleted_at is None
 
 
 def test_the_detail_shows_lineage_metadata_and_a_download_link(shelf):
     beach = shelf["images"][0]
-    at = _assets_page()
-    _click(at, f"assets.open.{beach.id}")
+    at = open_page("pages/assets.py")
+    click(at, f"assets.open.{beach.id}")
     assert any(h.value == f"Image #{beach.id}" for h in at.subheader)
     texts = _texts(at.text)
     assert "Dataset: Ava" in texts
@@ -225,17 +207,17 @@ def test_the_detail_shows_lineage_metadata_and_a_download_link(shelf):
     assert meta["seed"] == "40" and meta["dimensions"] == "64×64" and meta["source"] == "generated"
     links = at.get("link_button")
     assert len(links) == 1 and f"/api/files/{beach.key}?expires=" in links[0].proto.url
-    _click(at, "assets.close")
+    click(at, "assets.close")
     assert not at.subheader
 
 
 def test_make_a_video_hands_the_selected_images_to_the_videos_page(shelf):
     beach, cafe, _ = shelf["images"]
-    at = _assets_page()
+    at = open_page("pages/assets.py")
     at.checkbox(key=f"assets.pick.{beach.id}").check().run()
     at.checkbox(key=f"assets.pick.{shelf['lora_asset'].id}").check().run()  # not an image: not handed over
     at.checkbox(key=f"assets.pick.{cafe.id}").check().run()
-    _click(at, "assets.video")
+    click(at, "assets.video")
     assert sorted(at.session_state[VIDEO_HANDOFF_KEY]) == sorted([beach.id, cafe.id])
 
 
@@ -251,11 +233,11 @@ def test_the_page_stays_fast_with_ten_thousand_assets(studio):
     began = time.perf_counter()
     at.switch_page("pages/assets.py").run()
     first = time.perf_counter() - began
-    _ok(at)
+    checked(at)
     assert at.number_input(key="assets.page").label.startswith("Page (of 375) · 9000 assets")
     began = time.perf_counter()
     at.number_input(key="assets.page").set_value(300).run()
     at.text_input(key="assets.f.text").input("prompt 99").run()
     later = (time.perf_counter() - began) / 2
-    assert len(_cards(_ok(at))) == 24
+    assert len(_cards(checked(at))) == 24
     assert first < 3 and later < 3, (first, later)  # generous for shared CI machines; ~0.05 s here

@@ -3,36 +3,17 @@ request, and the result cards reuse settings, start img2img, collect and hand im
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from PIL import Image
-from streamlit.testing.v1 import AppTest
 
 from core import generation, jobs, prompt_library, training
 from core.collections import create_collection, list_collections
 from core.datasets import create_dataset, import_files
 from core.job_kinds import GeneratePayload
 from core.templates import get_template
+from tests.apptest import ROOT, open_page, rerun
 from tests.factories import image_bytes
 from ui.widgets import VIDEO_HANDOFF_KEY
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _page(**session: object) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
-    for key, value in session.items():
-        at.session_state[key] = value
-    at.switch_page("pages/generate.py").run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
-
-
-def _run(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
 
 
 @pytest.fixture
@@ -58,7 +39,7 @@ def _generated(lora, *, count: int = 2, seed: int = 5) -> list:
 
 
 def test_the_form_starts_from_the_promoted_loras_template_and_submits_a_complete_request(lora):
-    at = _page()
+    at = open_page("pages/generate.py")
     template = get_template("sd15-lora")
     assert at.selectbox(key="generate.template").value == "sd15-lora"
     assert at.multiselect(key="generate.loras").value == [lora.id], "the promoted LoRA is picked by default"
@@ -66,7 +47,7 @@ def test_the_form_starts_from_the_promoted_loras_template_and_submits_a_complete
     assert at.text_area(key="generate.negative").value == template.negative_prompt
 
     at.selectbox(key="generate.template").set_value("tiny-lora")
-    _run(at)
+    rerun(at)
     assert at.number_input(key="generate.steps").value == get_template("tiny-lora").steps
     assert at.number_input(key="generate.width").value == 128, "picking a template loads its settings"
 
@@ -74,7 +55,7 @@ def test_the_form_starts_from_the_promoted_loras_template_and_submits_a_complete
     at.slider(key=f"generate.strength.{lora.id}").set_value(0.45)
     at.number_input(key="generate.count").set_value(3)
     at.button(key="generate.submit").click()
-    _run(at)
+    rerun(at)
     [job] = generation.list_generations().items
     assert job.payload["prompt"] == "ohwx woman, red dress, city at night"
     assert job.payload["loras"] == [{"lora_id": lora.id, "strength": 0.45}]
@@ -84,46 +65,46 @@ def test_the_form_starts_from_the_promoted_loras_template_and_submits_a_complete
 
 
 def test_an_empty_prompt_is_refused_on_the_page_and_queues_nothing(lora):
-    at = _page()
+    at = open_page("pages/generate.py")
     at.button(key="generate.submit").click()
-    _run(at)
+    rerun(at)
     assert any("prompt" in e.value for e in at.error)
     assert generation.list_generations().total == 0
 
 
 def test_a_fixed_seed_is_submitted_as_given(lora):
-    at = _page()
+    at = open_page("pages/generate.py")
     at.text_area(key="generate.prompt").input("p")
     at.segmented_control(key="generate.seed_mode").set_value("Fixed")
-    _run(at)
+    rerun(at)
     at.number_input(key="generate.seed").set_value(31337)
     at.button(key="generate.submit").click()
-    _run(at)
+    rerun(at)
     assert generation.list_generations().items[0].payload["seed"] == 31337
 
 
 def test_snippets_from_the_prompt_library_are_inserted_and_saved(lora):
     snippet = prompt_library.create_snippet(name="Golden hour", text="golden hour, warm light")
-    at = _page()
+    at = open_page("pages/generate.py")
     at.text_area(key="generate.prompt").input("ohwx woman, beach")
     at.selectbox(key="generate.prompt.snippet").set_value(snippet.id)
     at.button(key="generate.prompt.insert").click()
-    _run(at)
+    rerun(at)
     assert at.text_area(key="generate.prompt").value == "ohwx woman, beach, golden hour, warm light"
     at.text_area(key="generate.negative").input("text, watermark")
     at.text_input(key="generate.negative.snippet_name").input("No text")
     at.button(key="generate.negative.save").click()
-    _run(at)
+    rerun(at)
     assert [s.text for s in prompt_library.list_snippets(negative=True).items] == ["text, watermark"]
 
 
 def test_result_cards_reuse_settings_and_start_img2img(lora):
     first, second = _generated(lora)
-    at = _page()
+    at = open_page("pages/generate.py")
     captions = [c.value for c in at.caption]
     assert any("seed 6 · 12 steps" in c for c in captions), captions
     at.button(key=f"generate.reuse.{second.id}").click()
-    _run(at)
+    rerun(at)
     assert at.text_area(key="generate.prompt").value == "ohwx woman, at the beach"
     assert at.segmented_control(key="generate.seed_mode").value == "Fixed"
     assert at.number_input(key="generate.seed").value == 6
@@ -131,10 +112,10 @@ def test_result_cards_reuse_settings_and_start_img2img(lora):
     assert at.slider(key=f"generate.strength.{lora.id}").value == 0.6
 
     at.button(key=f"generate.start.{first.id}").click()
-    _run(at)
+    rerun(at)
     at.slider(key="generate.img2img_strength").set_value(0.3)
     at.button(key="generate.submit").click()
-    _run(at)
+    rerun(at)
     newest = generation.list_generations().items[0]
     assert newest.payload["init_asset_id"] == first.id and newest.payload["img2img_strength"] == 0.3
     assert newest.payload["seed"] == 6 and newest.payload["count"] == 1
@@ -143,10 +124,10 @@ def test_result_cards_reuse_settings_and_start_img2img(lora):
 def test_selected_images_go_to_a_collection_and_to_the_video_page(lora):
     first, second = _generated(lora)
     collection = create_collection(name="Beach week")
-    at = _page()
+    at = open_page("pages/generate.py")
     at.selectbox(key=f"generate.collection.{first.id}").set_value(collection.id)
     at.button(key=f"generate.collect.{first.id}").click()
-    _run(at)
+    rerun(at)
     assert list_collections().items[0].id == collection.id
     from core.assets import AssetFilter, list_assets
 
@@ -154,9 +135,9 @@ def test_selected_images_go_to_a_collection_and_to_the_video_page(lora):
 
     at.checkbox(key=f"generate.select.{first.id}").check()
     at.checkbox(key=f"generate.select.{second.id}").check()
-    _run(at)
+    rerun(at)
     at.button(key="generate.to_video").click()
-    _run(at)
+    rerun(at)
     assert sorted(at.session_state[VIDEO_HANDOFF_KEY]) == sorted([first.id, second.id])
     assert at.title[0].value == "Videos"
 
@@ -170,6 +151,6 @@ def test_a_refused_template_file_is_listed_and_the_others_still_work(lora, tmp_p
     from core.config import reload_settings
 
     reload_settings()
-    at = _page()
+    at = open_page("pages/generate.py")
     assert at.selectbox(key="generate.template").options == ["Tiny (offline demo) (tiny-lora)"]
     assert any("broken.yaml: width: 100 is not a multiple of 8" in t.value for t in at.text)

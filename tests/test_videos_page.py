@@ -4,35 +4,17 @@ voice preview through a real worker, and a finished render with its player and p
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from core import assets, videos
 from core.assets import AssetSource
 from core.db import session_scope
 from core.models import AssetKind, Job
 from core.storage import get_object_store
+from tests.apptest import open_page, rerun
 from tests.factories import image_bytes
 from ui.widgets import VIDEO_HANDOFF_KEY
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _page(**session: object) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=40).run()
-    for key, value in session.items():
-        at.session_state[key] = value
-    at.switch_page("pages/videos.py").run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
-
-
-def _run(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
 
 
 @pytest.fixture
@@ -42,17 +24,17 @@ def images(studio):
 
 
 def test_handed_over_images_are_picked_and_the_request_is_complete(images):
-    at = _page(**{VIDEO_HANDOFF_KEY: [images[2], images[0]]})
+    at = open_page("pages/videos.py", **{VIDEO_HANDOFF_KEY: [images[2], images[0]]})
     assert at.multiselect(key="videos.images").value == [images[2], images[0]], "in the order handed over"
     at.text_area(key="videos.script").input("Hello there. This is a test!")
     at.selectbox(key="videos.aspect").set_value("1:1")
     at.selectbox(key="videos.timing").set_value("per_image")
-    _run(at)
+    rerun(at)
     at.number_input(key="videos.per_image").set_value(2.5)
     at.slider(key="videos.sub_words").set_value(3)
     at.multiselect(key="videos.platforms").set_value(["tiktok"])
     at.button(key="videos.submit").click()
-    _run(at)
+    rerun(at)
     [job] = videos.list_renders().items
     payload = job.payload
     assert payload["image_asset_ids"] == [images[2], images[0]] and payload["aspect"] == "1:1"
@@ -61,18 +43,18 @@ def test_handed_over_images_are_picked_and_the_request_is_complete(images):
 
 
 def test_an_empty_script_is_refused_on_the_page(images):
-    at = _page(**{VIDEO_HANDOFF_KEY: images})
+    at = open_page("pages/videos.py", **{VIDEO_HANDOFF_KEY: images})
     at.button(key="videos.submit").click()
-    _run(at)
+    rerun(at)
     assert any("script" in e.value for e in at.error)
     assert videos.list_renders().total == 0
 
 
 def test_the_voice_preview_plays_a_sample_spoken_by_a_worker(images, workers):
     workers.worker("cpu", threads=1)
-    at = _page()
+    at = open_page("pages/videos.py")
     at.button(key="videos.preview").click()
-    _run(at)
+    rerun(at)
     assert len(at.get("audio")) == 1
 
 
@@ -91,7 +73,7 @@ def test_a_finished_render_plays_in_the_page_with_its_platform_report(images, tm
                       "loudness": {"integrated_lufs": -14.1, "true_peak_dbtp": -1.2},
                       "spec_report": {"tiktok": [], "youtube_shorts": ["YouTube Shorts: too short"]}}
         session.add(row)
-    at = _page()
+    at = open_page("pages/videos.py")
     assert len(at.get("video")) == 1
     assert any("-14.1 LUFS" in c.value for c in at.caption)
     assert [s.value for s in at.success] == ["TikTok: meets the specs"]
