@@ -33,7 +33,10 @@ import tempfile
 import time
 from typing import Any
 
-from bench.train import build_model  # the same models as the training benchmark (tiny or real-size random)
+from bench.train import (  # the same models as the training benchmark (tiny or real-size random)
+    add_model_arguments,
+    build_model,
+)
 
 PROMPT = "ohwx woman, portrait in a cafe, natural light, detailed photo"
 NEGATIVE = "lowres, blurry, bad anatomy"
@@ -214,10 +217,7 @@ def _print_table(args: argparse.Namespace, description: str, results: dict[int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="hub id or folder (default: a tiny random model built in a temp folder)")
-    parser.add_argument("--family", choices=["sd15", "sdxl"], default="sd15")
-    parser.add_argument("--random-weights", choices=["sd15", "sdxl"],
-                        help="build the real SD 1.5 / SDXL architecture with random weights (for a GPU)")
+    add_model_arguments(parser)
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="default: bf16 on cuda, fp32 on cpu")
     parser.add_argument("--batch", default="1,8", help="comma-separated batch sizes (images per pipeline call)")

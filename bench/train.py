@@ -358,12 +358,17 @@ def _print_table(args: argparse.Namespace, description: str, results: dict[str, 
           f"reference {reference['final_loss']:.4f}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --family, --random-weights: what build_model() reads (shared with bench/generate.py)."""
     parser.add_argument("--model", help="hub id or folder (default: a tiny random model built in a temp folder)")
     parser.add_argument("--family", choices=["sd15", "sdxl"], default="sd15")
     parser.add_argument("--random-weights", choices=["sd15", "sdxl"],
                         help="build the real SD 1.5 / SDXL architecture with random weights (for a GPU)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
     parser.add_argument("--resolution", type=int, help="default: 128 tiny, 512 SD 1.5, 1024 SDXL")
     parser.add_argument("--steps", type=int, default=30, help="timed steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (at least 2)")

@@ -17,7 +17,7 @@ from core.errors import StudioError
 from core.jobs import cancel_job
 from core.models import Asset, Job, JobStatus, LoraModel
 from core.templates import SCHEDULERS, GenerationTemplate, load_templates
-from ui.widgets import hand_to_video_page, status_badge
+from ui.widgets import hand_to_video_page, live_job_list, status_badge
 
 TEMPLATE = "generate.template"
 LORAS = "generate.loras"
@@ -295,22 +295,15 @@ def _selected_ids() -> list[int]:
     return [int(k[len(prefix):]) for k, v in st.session_state.items() if k.startswith(prefix) and v]
 
 
-def _results() -> None:
-    page = generation.list_generations(page=st.session_state.get(_PAGE, 1), page_size=JOBS_PER_PAGE)
+def _video_button() -> None:
     selected = _selected_ids()
     if st.button(f"Make a video from selected ({len(selected)})", disabled=not selected, key=_key("to_video"),
                  icon=":material/movie:"):
         hand_to_video_page(selected)
-    if not page.items:
-        st.info("Nothing generated yet. Pick a template and a LoRA, write a prompt, and press Generate.")
-    for job in page.items:
-        _job_block(job)
-    if page.pages > 1:
-        st.number_input(f"Page (of {page.pages})", 1, page.pages, key=_PAGE)
 
 
 def results() -> None:
     """Recent generations; refreshes every second while one of them is still running."""
-    active = any(j.status in (JobStatus.QUEUED, JobStatus.RUNNING) for j in generation.list_generations(
-        page=st.session_state.get(_PAGE, 1), page_size=JOBS_PER_PAGE).items)
-    st.fragment(run_every=1 if active else None)(_results)()
+    live_job_list(lambda page: generation.list_generations(page=page, page_size=JOBS_PER_PAGE), _job_block,
+                  page_key=_PAGE, header=_video_button,
+                  empty="Nothing generated yet. Pick a template and a LoRA, write a prompt, and press Generate.")

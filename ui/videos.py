@@ -15,7 +15,7 @@ from core.jobs import cancel_job, get_job
 from core.models import Job, JobStatus
 from core.video_options import ASPECT_LABELS, LoudnessTarget, SubtitleStyle
 from core.voices import list_voices
-from ui.widgets import VIDEO_HANDOFF_KEY, status_badge
+from ui.widgets import VIDEO_HANDOFF_KEY, live_job_list, status_badge
 
 IMAGES = "videos.images"
 SCRIPT = "videos.script"
@@ -198,18 +198,7 @@ def _render_block(job: Job) -> None:
                 st.success(f"{name}: meets the specs")
 
 
-def _renders() -> None:
-    page = videos.list_renders(page=st.session_state.get(_PAGE, 1), page_size=5)
-    if not page.items:
-        st.info("No videos yet. Pick images, write a script and press Render video.")
-    for job in page.items:
-        _render_block(job)
-    if page.pages > 1:
-        st.number_input(f"Page (of {page.pages})", 1, page.pages, key=_PAGE)
-
-
 def renders() -> None:
     """Recent renders; refreshes every second while one is still running."""
-    active = any(j.status in (JobStatus.QUEUED, JobStatus.RUNNING)
-                 for j in videos.list_renders(page=st.session_state.get(_PAGE, 1), page_size=5).items)
-    st.fragment(run_every=1 if active else None)(_renders)()
+    live_job_list(lambda page: videos.list_renders(page=page, page_size=5), _render_block, page_key=_PAGE,
+                  empty="No videos yet. Pick images, write a script and press Render video.")
