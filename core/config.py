@@ -94,11 +94,78 @@ class Settings(BaseSettings):
     tts_vits_model: str = "facebook/mms-tts-eng"  # hub id or folder for "vits:" voices
     tts_default_voice: str = "espeak:en-us"  # "espeak:<voice>[+variant]" or "vits:<model>"
 
+    # The calendar's time zone (IANA name); times are stored in UTC and shown in this zone.
+    timezone: str = "UTC"
+
+    # --- content plans (any OpenAI-compatible chat endpoint: OpenRouter, Ollama, vLLM, LM Studio) --------
+    llm_base_url: str = ""  # e.g. https://openrouter.ai/api/v1 or http://127.0.0.1:11434/v1; empty = offline planner
+    llm_model: str = ""
+    llm_api_key: SecretStr = SecretStr("")
+    llm_timeout_s: float = Field(default=60.0, gt=0)
+    llm_max_retries: int = Field(default=4, ge=0, le=10)  # on 429, 5xx and timeouts (Retry-After honoured)
+    llm_retry_max_wait_s: float = Field(default=60.0, ge=0)  # a longer Retry-After fails the call instead
+    # USD per million tokens, for the cost shown with each plan (0: unknown/free, e.g. a local model).
+    llm_input_usd_per_mtok: float = Field(default=0.0, ge=0)
+    llm_output_usd_per_mtok: float = Field(default=0.0, ge=0)
+    llm_temperature: float = Field(default=0.7, ge=0, le=2)
+
+    # --- social accounts and publishing --------------------------------------------------------------
+    # Fernet key(s) that encrypt OAuth tokens at rest; several, comma-separated, rotate (the first
+    # encrypts). Required outside development; in development a key is made once in data_dir.
+    token_encryption_key: SecretStr = SecretStr("")
+    meta_app_id: str = ""  # Facebook Login app: Facebook Pages and Instagram (Business/Creator)
+    meta_app_secret: SecretStr = SecretStr("")
+    google_client_id: str = ""  # YouTube
+    google_client_secret: SecretStr = SecretStr("")
+    tiktok_client_key: str = ""
+    tiktok_client_secret: SecretStr = SecretStr("")
+    # Platform endpoints; only tests (local fake servers) and proxies change them.
+    facebook_dialog_url: str = "https://www.facebook.com/v21.0/dialog/oauth"
+    graph_api_url: str = "https://graph.facebook.com/v21.0"
+    facebook_upload_url: str = "https://rupload.facebook.com/video-upload/v21.0"
+    google_auth_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    google_token_url: str = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
+    youtube_api_url: str = "https://www.googleapis.com/youtube/v3"
+    youtube_upload_url: str = "https://www.googleapis.com/upload/youtube/v3"
+    tiktok_auth_url: str = "https://www.tiktok.com/v2/auth/authorize/"
+    tiktok_api_url: str = "https://open.tiktokapis.com/v2"
+    oauth_state_ttl_s: int = Field(default=600, ge=60)
+    token_refresh_margin_s: int = Field(default=600, ge=0)  # refresh a token this long before it expires
+    publish_dry_run: bool = False  # validate and record what would be sent; call no platform
+    publish_http_timeout_s: float = Field(default=60.0, gt=0)
+    publish_max_retries: int = Field(default=4, ge=0, le=10)  # per HTTP call, on 429/5xx/timeouts
+    publish_status_poll_s: float = Field(default=3.0, ge=0)  # between status checks of a processing upload
+    publish_status_timeout_s: float = Field(default=600.0, gt=0)
+    publish_chunk_mb: int = Field(default=10, ge=5, le=64)  # TikTok and YouTube upload chunks
+    scheduler_interval_s: float = Field(default=15.0, gt=0)  # how often due posts are handed to workers
+
     # --- datasets ------------------------------------------------------------------------------
     upload_max_file_mb: int = 25
     upload_max_pixels: int = 36_000_000  # far below Pillow's 89 M bomb limit
     upload_max_zip_mb: int = 200
     upload_max_zip_uncompressed_mb: int = 1024
+
+    @model_validator(mode="after")
+    def _check_timezone(self) -> Settings:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"STUDIO_TIMEZONE: unknown time zone {self.timezone!r} (an IANA name such as "
+                             "'Europe/Paris')") from None
+        return self
+
+    @model_validator(mode="after")
+    def _check_token_encryption_key(self) -> Settings:
+        if self.token_encryption_key.get_secret_value():
+            from core.crypto import parse_keys  # cryptography only; imported here to avoid a cycle
+
+            try:
+                parse_keys(self.token_encryption_key.get_secret_value())
+            except ValueError as error:
+                raise ValueError(f"STUDIO_TOKEN_ENCRYPTION_KEY: {error}") from None
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholders_outside_development(self) -> Settings:
@@ -110,6 +177,8 @@ class Settings(BaseSettings):
             if getattr(self, name).get_secret_value() in PLACEHOLDER_SECRETS
             or len(getattr(self, name).get_secret_value()) < 16
         ]
+        if not self.token_encryption_key.get_secret_value():
+            problems.append("token_encryption_key")
         if self.storage_backend == "s3" and self.s3_secret_key.get_secret_value() in PLACEHOLDER_SECRETS:
             problems.append("s3_secret_key")
         if not self.ui_password_hash:

@@ -32,7 +32,14 @@ from core.jobs import create_job, list_jobs
 from core.models import Asset, AssetKind, Job, LoraModel
 from core.pagination import Page
 from core.storage import job_key
-from core.templates import SCHEDULERS, GenerationSettings, default_template, get_template
+from core.templates import (
+    SCHEDULERS,
+    GenerationSettings,
+    GenerationTemplate,
+    default_template,
+    get_template,
+    list_templates,
+)
 from core.training import get_lora, promoted_lora
 
 GENERATE_KIND = "generate"
@@ -85,13 +92,22 @@ def _init_asset(asset_id: int) -> Asset:
     return asset
 
 
+def _template_for(loras: list[LoraModel]) -> GenerationTemplate:
+    """With no template named: the first one made for the LoRA's own base model, else its family's default."""
+    if loras:
+        matching = [t for t in list_templates()
+                    if t.base_model == loras[0].base_model and t.family == loras[0].family]
+        if matching:
+            return matching[0]
+    return default_template(loras[0].family if loras else None)
+
+
 def prepare_generate_payload(payload: GeneratePayload) -> tuple[GeneratePayload, int | None]:
     """Fill every value from the template, choose the seed and check the LoRAs (see the module doc)."""
     choices = _chosen_loras(payload)
     loras = _load_loras(choices)
     try:
-        template = get_template(payload.template) if payload.template else default_template(
-            loras[0].family if loras else None)
+        template = get_template(payload.template) if payload.template else _template_for(loras)
     except NotFound as error:
         raise InvalidInput(str(error)) from None  # a request naming what is not there is bad input
     for lora in loras:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from datetime import date
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.errors import InvalidInput
 from core.lora_params import LoraParams
+from core.persona import Persona
 from core.video_options import Aspect, Fit, LoudnessTarget, Motion, SubtitleStyle, Transition
 
 
@@ -137,6 +140,30 @@ class VoicePreviewPayload(Payload):
     text: str = Field(default="", max_length=300)
 
 
+class PublishPayload(Payload):
+    """Publish one post to its platform (or, as a dry run, record what would be sent)."""
+
+    post_id: int = Field(ge=1)
+    dry_run: bool = False
+
+
+PLATFORMS = ("instagram", "facebook", "youtube", "tiktok")
+
+
+class PlanPayload(Payload):
+    """Plan posts for a date range. With no persona, the character's stored persona is used."""
+
+    character_id: int | None = Field(default=None, ge=1)
+    persona: Persona | None = None
+    theme: str = Field(min_length=1, max_length=500)
+    platforms: list[Literal["instagram", "facebook", "youtube", "tiktok"]] = Field(min_length=1, max_length=4)
+    start: date
+    end: date
+    posts_per_week: int = Field(default=3, ge=1, le=28)
+    name: str = Field(default="", max_length=200)
+    planner: Literal["auto", "llm", "template"] = "auto"  # auto: the LLM when one is configured
+
+
 @dataclass(frozen=True)
 class JobSpec:
     kind: str
@@ -197,4 +224,12 @@ register(JobSpec(
 register(JobSpec(
     "voice-preview", Queue.CPU, VoicePreviewPayload, "Speaks a short sample with a voice.", max_attempts=1,
     time_limit_s=120, prepare="core.videos:prepare_voice_preview",
+))
+register(JobSpec(
+    "publish", Queue.CPU, PublishPayload, "Publishes a post to Instagram, Facebook, YouTube or TikTok (never twice).",
+    max_attempts=5, time_limit_s=3600, prepare="core.posts:prepare_publish_payload",
+))
+register(JobSpec(
+    "plan", Queue.DEFAULT, PlanPayload, "Plans posts from a persona and a theme (an LLM, or the offline planner).",
+    max_attempts=3, time_limit_s=900, prepare="core.planning:prepare_plan_payload",
 ))

@@ -79,7 +79,7 @@ def _enqueue(job: Job, *, delay_ms: int | None = None, touch: bool = True) -> bo
     return True
 
 
-def create_job(
+def new_job(
     kind: str,
     payload: dict[str, Any] | None = None,
     *,
@@ -87,10 +87,11 @@ def create_job(
     pipeline_id: str | None = None,
     character_id: int | None = None,
 ) -> Job:
-    """Validate, persist as queued, then enqueue. Invalid input raises InvalidInput and writes nothing."""
+    """A validated, queued Job row, not yet saved: for callers that save it in their own transaction
+    (with the row that points at it) and then call :func:`enqueue_new`."""
     spec = get_spec(kind)
     validated, prepared_character = spec.prepare_payload(validate_payload(spec, payload))
-    job = Job(
+    return Job(
         kind=spec.kind,
         queue=spec.queue,
         payload=validated.model_dump(mode="json"),
@@ -101,9 +102,26 @@ def create_job(
         character_id=character_id if character_id is not None else prepared_character,
         enqueued_at=utcnow(),
     )
+
+
+def enqueue_new(job: Job) -> None:
+    """Hand a just-saved job to the broker; if Redis is down, the reconciler enqueues it later."""
+    _enqueue(job, touch=False)
+
+
+def create_job(
+    kind: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    parent_id: str | None = None,
+    pipeline_id: str | None = None,
+    character_id: int | None = None,
+) -> Job:
+    """Validate, persist as queued, then enqueue. Invalid input raises InvalidInput and writes nothing."""
+    job = new_job(kind, payload, parent_id=parent_id, pipeline_id=pipeline_id, character_id=character_id)
     with session_scope() as session:
         session.add(job)
-    _enqueue(job, touch=False)
+    enqueue_new(job)
     return job
 
 
@@ -419,6 +437,33 @@ def _hand_back(ctx: JobContext, job: Job) -> None:
     queue.enqueue(job.id, kind=job.kind, queue=job.queue)
 
 
+FinishListener = Callable[[str, str], None]
+_finish_listeners: list[FinishListener] = []
+
+
+def on_job_finished(listener: FinishListener) -> None:
+    """Call ``listener(job_id, status)`` after a job this process ran reaches a final status.
+
+    Follow-up work (attach media to a post, start a pipeline's next stage) hooks in here, so
+    nothing polls; each listener must be idempotent, and a periodic sweep covers what a crash
+    between the finish and the listener left undone.
+    """
+    if listener not in _finish_listeners:
+        _finish_listeners.append(listener)
+
+
+def _notify_finished(job_id: str) -> None:
+    status = get_job(job_id).status
+    if status not in TERMINAL_STATUSES:
+        return  # handed back or retried later: not finished
+    for listener in list(_finish_listeners):
+        try:
+            listener(job_id, status)
+        except Exception:  # a follow-up's failure must not touch the finished job
+            name = getattr(listener, "__name__", listener)
+            _logger.warning("job-finished listener %s failed for job %s", name, job_id, exc_info=True)
+
+
 def execute_job(job_id: str, handler: Handler) -> None:
     """Run one attempt of a job under the lifecycle. Safe to call twice with the same id."""
     claimed = _claim(job_id)
@@ -458,6 +503,8 @@ def execute_job(job_id: str, handler: Handler) -> None:
         _finish(ctx, JobStatus.SUCCEEDED, result=result or {}, progress=1.0)
     finally:
         _heartbeats.remove(ctx)
+    if _finish_listeners and not ctx.lease_lost:
+        _notify_finished(job_id)
 
 
 # --- reconciliation -------------------------------------------------------------------------------------

@@ -305,3 +305,163 @@ class LoraModel(SQLModel, table=True):
     size_bytes: int = 0
     loss: float | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+# --- content plans, posts and social accounts ------------------------------------------------------------
+
+
+class Platform(StrEnum):
+    INSTAGRAM = "instagram"
+    FACEBOOK = "facebook"
+    YOUTUBE = "youtube"
+    TIKTOK = "tiktok"
+
+    @property
+    def label(self) -> str:
+        return {"instagram": "Instagram", "facebook": "Facebook", "youtube": "YouTube Shorts",
+                "tiktok": "TikTok"}[self.value]
+
+
+class PostStatus(StrEnum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    PUBLISHING = "publishing"
+    PUBLISHED = "published"
+    FAILED = "failed"
+
+
+class ContentPlan(SQLModel, table=True):
+    """A batch of planned posts made from a persona, a theme, platforms and a date range."""
+
+    __table_args__ = (Index("ix_contentplan_created", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    character_id: int | None = Field(default=None, foreign_key="character.id", index=True)
+    name: str = Field(max_length=200)
+    theme: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    # The request as it was planned (persona snapshot, platforms, dates, posts per week).
+    request: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    planner: str = Field(default="template", max_length=200)  # "template" or "llm:<model>"
+    job_id: str | None = Field(default=None, foreign_key="job.id", max_length=32, index=True)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class LlmCall(SQLModel, table=True):
+    """One chat-completion call: its token usage and cost (plans show the sum of theirs)."""
+
+    __table_args__ = (Index("ix_llmcall_created", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    plan_id: int | None = Field(default=None, foreign_key="contentplan.id", index=True)
+    job_id: str | None = Field(default=None, max_length=32, index=True)
+    purpose: str = Field(default="", max_length=64)
+    model: str = Field(default="", max_length=200)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    duration_ms: int = 0
+    attempts: int = 1  # HTTP attempts, retries included
+    repaired: bool = False  # the first answer was not valid and a repair was asked for
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class SocialAccount(SQLModel, table=True):
+    """A connected Instagram, Facebook Page, YouTube channel or TikTok account.
+
+    Tokens are stored only encrypted (``core.crypto``); ``external_id`` is the platform's id of
+    what we post as (Instagram user, Page, channel, TikTok open_id).
+    """
+
+    __table_args__ = (UniqueConstraint("platform", "external_id", name="uq_socialaccount_platform_external"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str = Field(max_length=16)
+    external_id: str = Field(max_length=200)
+    name: str = Field(default="", max_length=200)
+    access_token_enc: str = Field(sa_column=Column(Text, nullable=False))
+    refresh_token_enc: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    expires_at: datetime | None = _ts()
+    refresh_expires_at: datetime | None = _ts()
+    scopes: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    connected_via: str = Field(default="oauth", max_length=16)  # oauth | manual
+    status: str = Field(default="connected", max_length=32)  # connected | needs-reconnect
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    refreshed_at: datetime | None = _ts()
+
+
+class OAuthState(SQLModel, table=True):
+    """A pending authorization: the one-time ``state`` (stored hashed) and its PKCE verifier (encrypted)."""
+
+    state_hash: str = Field(primary_key=True, max_length=64)
+    platform: str = Field(max_length=16)
+    code_verifier_enc: str = Field(sa_column=Column(Text, nullable=False))
+    redirect_uri: str = Field(max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    used_at: datetime | None = _ts()
+
+
+class Post(SQLModel, table=True):
+    """One post on one platform: draft → scheduled → publishing → published | failed."""
+
+    __table_args__ = (
+        Index("ix_post_scheduled", "scheduled_at"),
+        Index("ix_post_status_scheduled", "status", "scheduled_at"),
+        Index("ix_post_plan_scheduled", "plan_id", "scheduled_at"),
+        Index("ix_post_platform_scheduled", "platform", "scheduled_at"),
+        Index("ix_post_production", "production_status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    plan_id: int | None = Field(default=None, foreign_key="contentplan.id")
+    character_id: int | None = Field(default=None, foreign_key="character.id", index=True)
+    platform: str = Field(max_length=16)
+    account_id: int | None = Field(default=None, foreign_key="socialaccount.id", index=True)
+    status: str = Field(default=PostStatus.DRAFT, max_length=16)
+    scheduled_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    title: str = Field(default="", max_length=200)  # YouTube's title; other platforms ignore it
+    caption: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    hashtags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    image_prompt: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    asset_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # media, in order
+    ai_generated: bool = True  # the AI-disclosure flags each platform offers are set from this
+    options: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # "Produce content for this slot": the jobs making the media, and how far they got.
+    production_status: str | None = Field(default=None, max_length=16)  # producing | ready | failed
+    generate_job_id: str | None = Field(default=None, max_length=32, index=True)
+    video_job_id: str | None = Field(default=None, max_length=32, index=True)
+    publish_job_id: str | None = Field(default=None, max_length=32, index=True)
+    external_id: str | None = Field(default=None, max_length=200)
+    permalink: str | None = Field(default=None, max_length=1000)
+    dry_run: bool = False  # "published" by a dry run: validated and recorded, nothing sent
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    published_at: datetime | None = _ts()
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class PublishRecord(SQLModel, table=True):
+    """The idempotency record of one post on one platform: never post twice.
+
+    ``phase`` is written as ``committing`` *before* the platform's final publish call. A retry
+    that finds ``committing`` asks the platform whether that call took effect (by the ids in
+    ``state``: container, upload session, publish id) instead of calling it again.
+    """
+
+    __table_args__ = (UniqueConstraint("post_id", "platform", name="uq_publishrecord_post_platform"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    post_id: int = Field(foreign_key="post.id")
+    platform: str = Field(max_length=16)
+    account_id: int | None = None
+    phase: str = Field(default="preparing", max_length=16)  # preparing | committing | published
+    state: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    external_id: str | None = Field(default=None, max_length=200)
+    permalink: str | None = Field(default=None, max_length=1000)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from core import health, joblogs, jobs
@@ -237,6 +237,29 @@ async def get_file(request: Request) -> Response:
     )
 
 
+async def get_oauth_callback(request: Request) -> Response:
+    """Where a provider sends the browser back after consent. Not token-protected: the one-time,
+    hashed, expiring ``state`` is what proves the request came from a connection we started."""
+    from urllib.parse import urlencode
+
+    from core.oauth import OAuthError
+    from core.social_accounts import connect_from_callback
+
+    accounts_page = f"{get_settings().public_url.rstrip('/')}/accounts"
+    params = request.query_params
+    if params.get("error"):
+        reason = params.get("error_description") or params.get("error")
+        return RedirectResponse(f"{accounts_page}?{urlencode({'oauth_error': f'consent refused: {reason}'[:300]})}",
+                                status_code=303)
+    try:
+        connected = await run_in_threadpool(connect_from_callback, request.path_params["provider"],
+                                            code=params.get("code", ""), state=params.get("state", ""))
+    except (InvalidInput, OAuthError) as error:
+        return RedirectResponse(f"{accounts_page}?{urlencode({'oauth_error': str(error)[:300]})}", status_code=303)
+    names = ", ".join(account.label for account in connected)
+    return RedirectResponse(f"{accounts_page}?{urlencode({'connected': names[:300]})}", status_code=303)
+
+
 def api_routes() -> list[Route]:
     return [
         Route("/api/health", get_health, methods=["GET"]),
@@ -247,4 +270,5 @@ def api_routes() -> list[Route]:
         Route("/api/jobs/{job_id}/retry", post_retry, methods=["POST"]),
         Route("/api/templates", get_templates, methods=["GET"]),
         Route("/api/files/{key:path}", get_file, methods=["GET"]),
+        Route("/api/oauth/callback/{provider}", get_oauth_callback, methods=["GET"]),
     ]

@@ -9,6 +9,7 @@ from core.auth import hash_password
 from core.config import Settings
 
 STRONG = "a-strong-secret-of-32-characters!"
+FERNET_KEY = "q7F0dW1oX2dP0mG4Yb2f3Zb5nq0aY8m1c2d3e4f5g6h="
 
 
 def test_development_mode_accepts_the_demo_defaults():
@@ -32,8 +33,14 @@ def test_production_refuses_disabling_the_login():
 
 def test_production_starts_with_real_secrets():
     settings = Settings(_env_file=None, env="production", api_token=STRONG, signing_key=STRONG,
-                        ui_password_hash=hash_password("correct horse"))
+                        ui_password_hash=hash_password("correct horse"), token_encryption_key=FERNET_KEY)
     assert settings.login_required
+
+
+def test_production_refuses_to_start_without_a_token_encryption_key():
+    with pytest.raises(ValidationError, match="STUDIO_TOKEN_ENCRYPTION_KEY"):
+        Settings(_env_file=None, env="production", api_token=STRONG, signing_key=STRONG,
+                 ui_password_hash=hash_password("correct horse"))
 
 
 def test_database_and_redis_urls_are_read_from_the_conventional_names(monkeypatch):
@@ -48,3 +55,8 @@ def test_secrets_never_appear_in_the_settings_repr():
     settings = Settings(_env_file=None, api_token=STRONG)
     assert STRONG not in repr(settings)
     assert STRONG not in str(settings.model_dump())
+
+
+def test_a_malformed_token_encryption_key_is_refused_in_every_mode():
+    with pytest.raises(ValidationError, match="key 2 is not a Fernet key"):
+        Settings(_env_file=None, env="development", token_encryption_key=f"{FERNET_KEY},not-a-key")

@@ -6,10 +6,11 @@ import dramatiq
 import redis
 from sqlalchemy.exc import OperationalError
 
+from core import planning, posts, production
 from core.errors import is_transient
 from core.job_kinds import Queue, get_spec
-from core.jobs import Handler, execute_job
-from workers import generation, handlers, training, video
+from core.jobs import Handler, execute_job, on_job_finished
+from workers import generation, handlers, publish, training, video
 from workers.broker import broker
 from workers.gpu_slots import gpu_slots
 
@@ -21,7 +22,13 @@ HANDLERS: dict[str, Handler] = {
     "video": video.render,
     "voice-preview": video.voice_preview,
     "generate": generation.generate,
+    "plan": planning.run_plan,
+    "publish": publish.publish,
 }
+
+# Follow-up work starts when a job finishes, in the worker that ran it (nothing polls).
+on_job_finished(production.production_job_finished)
+on_job_finished(posts.publish_job_finished)
 
 
 def _retry_outside_the_job(retries: int, error: BaseException) -> bool:

@@ -51,6 +51,9 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug lo
     _setup_logging(verbose)
     for noisy in ("dramatiq", "alembic"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # httpx logs every request URL at INFO; platform and presigned URLs can carry credentials.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 @app.command()

@@ -102,6 +102,7 @@ class Supervisor:
     def __init__(self, groups: list[WorkerGroup], *, reconcile_interval_s: float | None = None) -> None:
         self.groups = groups
         self.reconcile_interval_s = reconcile_interval_s or get_settings().reconcile_interval_s
+        self.scheduler_interval_s = get_settings().scheduler_interval_s
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._failures: dict[str, int] = {}
         self._started: dict[str, float] = {}
@@ -126,13 +127,28 @@ class Supervisor:
                 len(report.requeued), len(report.orphaned), len(report.timed_out),
             )
 
+    def _schedule(self) -> None:
+        """Hand due posts to the workers and advance content production (safe with several supervisors)."""
+        from core.posts import scheduler_tick
+
+        try:
+            report = scheduler_tick()
+        except Exception:
+            _logger.warning("scheduler tick failed", exc_info=True)
+            return
+        if report.claimed or report.failed_swept:
+            _logger.info("scheduler: %d post(s) handed to workers, %d stuck post(s) failed",
+                         len(report.claimed), report.failed_swept)
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
         signal.signal(signal.SIGINT, lambda *_: self._stop.set())
         for group in self.groups:
             self._spawn(group)
         self._reconcile()
+        self._schedule()
         next_reconcile = time.monotonic() + self.reconcile_interval_s
+        next_schedule = time.monotonic() + self.scheduler_interval_s
         while not self._stop.wait(0.25):
             for group in self.groups:
                 process = self.processes[group.name]
@@ -152,6 +168,9 @@ class Supervisor:
             if time.monotonic() >= next_reconcile:
                 self._reconcile()
                 next_reconcile = time.monotonic() + self.reconcile_interval_s
+            if time.monotonic() >= next_schedule:
+                self._schedule()
+                next_schedule = time.monotonic() + self.scheduler_interval_s
         return self.shutdown()
 
     def shutdown(self, timeout_s: float = 40.0) -> int:

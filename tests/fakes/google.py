@@ -1,0 +1,290 @@
+"""Google's OAuth endpoints and the YouTube Data API v3 pieces the studio uses, on one local server.
+
+- OAuth 2.0 with PKCE: ``GET /o/oauth2/v2/auth`` (consents at once and redirects) and ``POST /token``
+  (``authorization_code`` and ``refresh_token`` grants; errors as ``{"error", "error_description"}``).
+- ``GET /youtube/v3/channels?part=snippet&mine=true``: the channel of the token's owner.
+- The resumable upload protocol: ``POST /upload/youtube/v3/videos?uploadType=resumable&part=snippet,status``
+  starts a session (``200`` with its URI in ``Location``); ``PUT`` on the session URI appends a chunk
+  (``Content-Range: bytes a-b/total``; ``308`` with ``Range: bytes=0-N`` until the last byte, then
+  ``200`` with the video resource) or, with ``Content-Range: bytes */total`` and no body, reports
+  where the upload stands. A chunk that does not start where the received bytes end is not stored:
+  the answer is a ``308`` saying where to resume, as Google does. A completed session made exactly
+  one video, whatever is sent to it afterwards; an unknown or expired session answers ``404``.
+
+API errors use Google's shape ``{"error": {"code", "message", "errors": [{"reason", "domain"}], "status"}}``;
+an expired or unknown access token gets ``401``. Point the settings at :meth:`FakeGoogle.settings`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import secrets
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from tests.fakes.oauth import FakeOAuth, OAuthFailure
+from tests.fakes.server import FakeServer, Handler
+
+CHUNK_QUANTUM = 256 * 1024  # every chunk but the last is a multiple of this
+MAX_TITLE = 100
+MAX_DESCRIPTION_BYTES = 5000
+CLIENT_ID = "google-client-id"
+CLIENT_SECRET = "google-client-secret"
+
+_STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL"}
+_RANGE = re.compile(r"bytes (?:(\d+)-(\d+)|\*)/(\d+)$")
+
+
+def google_error_body(status: int, reason: str, message: str, *, domain: str = "youtube.video") -> dict[str, Any]:
+    """A JSON error body in Google's API shape (also handy for ``Fault.respond``)."""
+    return {"error": {
+        "code": status, "message": message,
+        "errors": [{"message": message, "domain": domain, "reason": reason}],
+        "status": _STATUS_NAMES.get(status, "FAILED_PRECONDITION"),
+    }}
+
+
+def google_error(status: int, reason: str, message: str, *, domain: str = "youtube.video") -> JSONResponse:
+    return JSONResponse(google_error_body(status, reason, message, domain=domain), status_code=status)
+
+
+@dataclass
+class FakeVideo:
+    id: str
+    channel_id: str
+    snippet: dict[str, Any]
+    status: dict[str, Any]
+    content_type: str
+    data: bytes
+
+    def resource(self) -> dict[str, Any]:
+        return {"kind": "youtube#video", "id": self.id, "snippet": {**self.snippet, "channelId": self.channel_id},
+                "status": {**self.status, "uploadStatus": "uploaded"}}
+
+
+@dataclass
+class UploadSession:
+    id: str
+    channel_id: str
+    metadata: dict[str, Any]
+    content_type: str
+    total: int
+    received: bytearray = field(default_factory=bytearray)
+    video: FakeVideo | None = None
+
+
+class FakeGoogle(FakeServer):
+    def __init__(self, *, client_id: str = CLIENT_ID, client_secret: str = CLIENT_SECRET,
+                 redirect_uris: set[str] | None = None, channel_id: str = "UCfakechannel0000000000",
+                 channel_title: str = "Fake Channel") -> None:
+        super().__init__()
+        self.oauth = FakeOAuth(client_id, client_secret, redirect_uris or {"http://127.0.0.1:8501/oauth/callback"},
+                               subject=channel_id)
+        self.channel_titles = {channel_id: channel_title}
+        self._state_lock = threading.Lock()
+        self._sessions: dict[str, UploadSession] = {}
+        self._videos: list[FakeVideo] = []
+        self._video_ids = itertools.count(1)
+
+    # --- for tests ----------------------------------------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        """Settings fields that point the studio at this server."""
+        return {
+            "google_auth_url": self.url + "/o/oauth2/v2/auth", "google_token_url": self.url + "/token",
+            "youtube_api_url": self.url + "/youtube/v3", "youtube_upload_url": self.url + "/upload/youtube/v3",
+            "google_client_id": self.oauth.client_id, "google_client_secret": self.oauth.client_secret,
+        }
+
+    def videos(self, channel_id: str | None = None) -> list[FakeVideo]:
+        """Videos made by completed uploads, oldest first (of one channel when given)."""
+        with self._state_lock:
+            return [v for v in self._videos if channel_id is None or v.channel_id == channel_id]
+
+    def sessions(self) -> list[UploadSession]:
+        with self._state_lock:
+            return list(self._sessions.values())
+
+    def expire_sessions(self) -> None:
+        """Every upload session is forgotten, as Google does after about a week (404 from now on)."""
+        with self._state_lock:
+            self._sessions.clear()
+
+    def chunk_ranges(self) -> list[tuple[int, int]]:
+        """(first byte, last byte) of every chunk PUT received, in order (status queries left out)."""
+        ranges = []
+        for call in self.calls_to("upload"):
+            match = _RANGE.match(call.headers.get("content-range", ""))
+            if match and match.group(1) is not None:
+                ranges.append((int(match.group(1)), int(match.group(2))))
+        return ranges
+
+    # --- routes ---------------------------------------------------------------------------------------------
+
+    def routes(self) -> list[tuple[str, str, str, Handler]]:
+        return [
+            ("authorize", "GET", "/o/oauth2/v2/auth", self.authorize),
+            ("token", "POST", "/token", self.token),
+            ("channels", "GET", "/youtube/v3/channels", self.channels),
+            ("upload_start", "POST", "/upload/youtube/v3/videos", self.upload_start),
+            ("upload", "PUT", "/upload/youtube/v3/videos/session/{session_id}", self.upload),
+        ]
+
+    # --- OAuth ----------------------------------------------------------------------------------------------
+
+    async def authorize(self, request: Request) -> Response:
+        params = request.query_params
+        try:
+            location = self.oauth.authorize(
+                client_id=params.get("client_id", ""), redirect_uri=params.get("redirect_uri", ""),
+                state=params.get("state", ""), code_challenge=params.get("code_challenge", ""),
+                code_challenge_method=params.get("code_challenge_method", ""), scope=params.get("scope", ""),
+                response_type=params.get("response_type", ""),
+            )
+        except OAuthFailure as failure:
+            return JSONResponse({"error": failure.error, "error_description": failure.description}, status_code=400)
+        return RedirectResponse(location, status_code=302)
+
+    async def token(self, request: Request) -> Response:
+        form = await request.form()
+        grant_type = form.get("grant_type")
+        client_id, client_secret = form.get("client_id"), form.get("client_secret")
+        try:
+            if grant_type == "authorization_code":
+                issued = self.oauth.exchange_code(
+                    client_id=str(client_id or ""), client_secret=str(client_secret or ""),
+                    code=str(form.get("code") or ""), redirect_uri=str(form.get("redirect_uri") or ""),
+                    code_verifier=str(form.get("code_verifier") or ""),
+                )
+            elif grant_type == "refresh_token":
+                issued = self.oauth.refresh(client_id=str(client_id or ""), client_secret=str(client_secret or ""),
+                                            refresh_token=str(form.get("refresh_token") or ""))
+            else:
+                raise OAuthFailure("unsupported_grant_type", f"Invalid grant_type: {grant_type}")
+        except OAuthFailure as failure:
+            return JSONResponse({"error": failure.error, "error_description": failure.description},
+                                status_code=401 if failure.error == "invalid_client" else 400)
+        body: dict[str, Any] = {
+            "access_token": issued.access_token, "expires_in": self.oauth.access_ttl_s, "scope": issued.scope,
+            "token_type": "Bearer",
+        }
+        if grant_type == "authorization_code" and issued.refresh_token:
+            body["refresh_token"] = issued.refresh_token
+        return JSONResponse(body)
+
+    def _caller(self, request: Request) -> tuple[str | None, Response | None]:
+        """The channel id behind the bearer token, or a 401 in Google's shape."""
+        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        verdict = self.oauth.check_bearer(token)
+        if verdict != "ok":
+            response = google_error(
+                401, "authError", "Request had invalid authentication credentials. Expected OAuth 2 access token, "
+                                  "login cookie or other valid authentication credential.", domain="global")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="https://accounts.google.com/", error="invalid_token"'
+            return None, response
+        return self.oauth.subject_of(token), None
+
+    # --- YouTube --------------------------------------------------------------------------------------------
+
+    async def channels(self, request: Request) -> Response:
+        channel_id, refused = self._caller(request)
+        if refused is not None:
+            return refused
+        if request.query_params.get("mine") != "true" or "snippet" not in request.query_params.get("part", ""):
+            return google_error(400, "invalidParameter", "This fake answers part=snippet&mine=true only.",
+                                domain="youtube.parameter")
+        title = self.channel_titles.get(channel_id or "", channel_id)
+        return JSONResponse({"kind": "youtube#channelListResponse",
+                             "items": [{"kind": "youtube#channel", "id": channel_id, "snippet": {"title": title}}]})
+
+    async def upload_start(self, request: Request) -> Response:
+        channel_id, refused = self._caller(request)
+        if refused is not None:
+            return refused
+        params = request.query_params
+        if params.get("uploadType") != "resumable":
+            return google_error(400, "invalidParameter", "This fake supports uploadType=resumable only.",
+                                domain="global")
+        parts = set(params.get("part", "").split(","))
+        if not {"snippet", "status"} <= parts:
+            return google_error(400, "invalidParameter", "part must name snippet and status.", domain="global")
+        try:
+            metadata = await request.json()
+        except ValueError:
+            return google_error(400, "parseError", "Parse Error", domain="global")
+        snippet = metadata.get("snippet") if isinstance(metadata, dict) else None
+        status = metadata.get("status") if isinstance(metadata, dict) else None
+        if not isinstance(snippet, dict) or not isinstance(status, dict):
+            return google_error(400, "invalidVideoMetadata", "The request metadata is invalid.")
+        title = snippet.get("title")
+        if not isinstance(title, str) or not 1 <= len(title) <= MAX_TITLE or "<" in title or ">" in title:
+            return google_error(400, "invalidTitle", "The request metadata specifies an invalid video title.")
+        if len(str(snippet.get("description", "")).encode()) > MAX_DESCRIPTION_BYTES:
+            return google_error(400, "invalidDescription",
+                                "The request metadata specifies an invalid video description.")
+        if status.get("privacyStatus", "public") not in ("public", "unlisted", "private"):
+            return google_error(400, "invalidVideoMetadata", "The request metadata specifies an invalid privacy "
+                                                             "status.")
+        content_type = request.headers.get("x-upload-content-type", "")
+        length = request.headers.get("x-upload-content-length", "")
+        if not content_type.startswith("video/") or not length.isdigit() or int(length) <= 0:
+            return google_error(400, "badContent", "X-Upload-Content-Type (video/*) and X-Upload-Content-Length "
+                                                   "are required.", domain="global")
+        session = UploadSession(id=secrets.token_urlsafe(12), channel_id=channel_id or "", metadata=metadata,
+                                content_type=content_type, total=int(length))
+        with self._state_lock:
+            self._sessions[session.id] = session
+        location = f"{str(request.base_url).rstrip('/')}/upload/youtube/v3/videos/session/{session.id}"
+        return Response(status_code=200, headers={"Location": location})
+
+    @staticmethod
+    def _incomplete(session: UploadSession) -> Response:
+        headers = {"Range": f"bytes=0-{len(session.received) - 1}"} if session.received else {}
+        return Response(status_code=308, headers=headers)
+
+    async def upload(self, request: Request) -> Response:
+        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if token and self.oauth.check_bearer(token) != "ok":
+            return self._caller(request)[1] or Response(status_code=401)
+        with self._state_lock:
+            session = self._sessions.get(request.path_params["session_id"])
+        if session is None:
+            return google_error(404, "notFound", "The upload session was not found or has expired.", domain="global")
+        match = _RANGE.match(request.headers.get("content-range", "").strip())
+        if match is None or int(match.group(3)) != session.total:
+            return google_error(400, "badContent", f"Content-Range must be 'bytes a-b/{session.total}' or "
+                                                   f"'bytes */{session.total}'.", domain="global")
+        body = await request.body()
+        with self._state_lock:
+            if session.video is not None:  # finished: the one video, whatever was sent
+                return JSONResponse(session.video.resource(), status_code=200)
+            if match.group(1) is None:  # status query
+                if body:
+                    return google_error(400, "badContent", "A status query has no body.", domain="global")
+                return self._incomplete(session)
+            first, last = int(match.group(1)), int(match.group(2))
+            if last < first or last >= session.total or len(body) != last - first + 1:
+                return google_error(400, "badContent", "Content-Range does not match the body.", domain="global")
+            if first != len(session.received):  # not where the upload stands: say where to resume
+                return self._incomplete(session)
+            is_last = last == session.total - 1
+            if not is_last and len(body) % CHUNK_QUANTUM:
+                return google_error(400, "badContent", f"Chunks but the last must be multiples of {CHUNK_QUANTUM} "
+                                                       "bytes.", domain="global")
+            session.received.extend(body)
+            if not is_last:
+                return self._incomplete(session)
+            video = FakeVideo(
+                id=f"vid{next(self._video_ids):08d}", channel_id=session.channel_id,
+                snippet=dict(session.metadata.get("snippet", {})), status=dict(session.metadata.get("status", {})),
+                content_type=session.content_type, data=bytes(session.received),
+            )
+            session.video = video
+            self._videos.append(video)
+        return JSONResponse(video.resource(), status_code=200)

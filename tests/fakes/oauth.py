@@ -1,0 +1,145 @@
+"""The authorization-server side of OAuth 2.0 (RFC 6749 + PKCE, RFC 7636) for the platform fakes.
+
+Each platform fake owns one :class:`FakeOAuth` and serves its authorize and token endpoints in
+the platform's own parameter names and response shapes. The authorize endpoint consents at once
+(a test user who always clicks "Allow") and redirects to the exact registered redirect URI.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+
+class OAuthFailure(Exception):
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(f"{error}: {description}")
+        self.error = error
+        self.description = description
+
+
+def s256(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+@dataclass
+class IssuedToken:
+    access_token: str
+    refresh_token: str | None
+    expires_at: float
+    subject: str
+    scope: str
+
+
+@dataclass
+class _Code:
+    client_id: str
+    redirect_uri: str
+    challenge: str
+    method: str
+    scope: str
+    subject: str
+    used: bool = False
+
+
+@dataclass
+class FakeOAuth:
+    client_id: str
+    client_secret: str
+    redirect_uris: set[str]
+    subject: str = "user-1"  # whose account the test user consents to
+    access_ttl_s: int = 3600
+    issue_refresh_tokens: bool = True
+    _codes: dict[str, _Code] = field(default_factory=dict)
+    _access: dict[str, IssuedToken] = field(default_factory=dict)
+    _refresh: dict[str, IssuedToken] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # --- authorize -----------------------------------------------------------------------------------
+
+    def authorize(self, *, client_id: str, redirect_uri: str, state: str, code_challenge: str,
+                  code_challenge_method: str, scope: str = "", response_type: str = "code") -> str:
+        """The URL the browser is sent back to (code and state), after checking the request."""
+        if client_id != self.client_id:
+            raise OAuthFailure("invalid_client", "unknown client")
+        if redirect_uri not in self.redirect_uris:  # exact match, as every provider requires
+            raise OAuthFailure("redirect_uri_mismatch", f"{redirect_uri} is not a registered redirect URI")
+        if response_type != "code":
+            raise OAuthFailure("unsupported_response_type", response_type)
+        if code_challenge_method != "S256" or not code_challenge:
+            raise OAuthFailure("invalid_request", "PKCE with code_challenge_method=S256 is required")
+        code = secrets.token_urlsafe(24)
+        with self._lock:
+            self._codes[code] = _Code(client_id, redirect_uri, code_challenge, code_challenge_method, scope,
+                                      self.subject)
+        return f"{redirect_uri}?{urlencode({'code': code, 'state': state})}"
+
+    # --- token ------------------------------------------------------------------------------------------
+
+    def _check_client(self, client_id: str | None, client_secret: str | None) -> None:
+        if client_id != self.client_id or client_secret != self.client_secret:
+            raise OAuthFailure("invalid_client", "client authentication failed")
+
+    def _issue(self, subject: str, scope: str, refresh_token: str | None = None) -> IssuedToken:
+        token = IssuedToken(
+            access_token=f"at-{secrets.token_urlsafe(16)}",
+            refresh_token=refresh_token or (f"rt-{secrets.token_urlsafe(16)}" if self.issue_refresh_tokens else None),
+            expires_at=time.time() + self.access_ttl_s, subject=subject, scope=scope,
+        )
+        self._access[token.access_token] = token
+        if token.refresh_token:
+            self._refresh[token.refresh_token] = token
+        return token
+
+    def exchange_code(self, *, client_id: str | None, client_secret: str | None, code: str | None,
+                      redirect_uri: str | None, code_verifier: str | None) -> IssuedToken:
+        self._check_client(client_id, client_secret)
+        with self._lock:
+            grant = self._codes.get(code or "")
+            if grant is None or grant.used:
+                raise OAuthFailure("invalid_grant", "the authorization code is invalid or was already used")
+            grant.used = True
+            if redirect_uri != grant.redirect_uri:
+                raise OAuthFailure("invalid_grant", "redirect_uri does not match the authorization request")
+            if not code_verifier or s256(code_verifier) != grant.challenge:
+                raise OAuthFailure("invalid_grant", "code_verifier does not match the code_challenge")
+            return self._issue(grant.subject, grant.scope)
+
+    def refresh(self, *, client_id: str | None, client_secret: str | None, refresh_token: str | None) -> IssuedToken:
+        self._check_client(client_id, client_secret)
+        with self._lock:
+            old = self._refresh.get(refresh_token or "")
+            if old is None:
+                raise OAuthFailure("invalid_grant", "the refresh token is invalid or revoked")
+            return self._issue(old.subject, old.scope, refresh_token=old.refresh_token)
+
+    # --- the resource server's view ----------------------------------------------------------------------
+
+    def check_bearer(self, token: str | None) -> str:
+        """'ok', 'expired' or 'invalid' for an access token presented to an API route."""
+        with self._lock:
+            issued = self._access.get(token or "")
+        if issued is None:
+            return "invalid"
+        return "expired" if issued.expires_at <= time.time() else "ok"
+
+    def subject_of(self, token: str | None) -> str | None:
+        with self._lock:
+            issued = self._access.get(token or "")
+        return issued.subject if issued else None
+
+    def expire_access_tokens(self) -> None:
+        """Every issued access token expires now (refresh tokens stay valid)."""
+        with self._lock:
+            for token in self._access.values():
+                token.expires_at = 0.0
+
+    def grant(self, subject: str | None = None, scope: str = "") -> IssuedToken:
+        """A token issued out of band (the "manual token entry" path and direct client tests)."""
+        with self._lock:
+            return self._issue(subject or self.subject, scope)

@@ -1,0 +1,351 @@
+"""TikTok's OAuth endpoints and the Content Posting API (Direct Post, ``FILE_UPLOAD``) on one local server.
+
+- ``GET /v2/auth/authorize/`` (consents at once, redirects with ``code`` and ``state``) and
+  ``POST /v2/oauth/token/`` (``authorization_code`` with PKCE, ``refresh_token``).
+- ``GET /v2/user/info/?fields=…``: the token owner's ``open_id``, ``display_name``, ``username``.
+- ``POST /v2/post/publish/video/init/`` checks the post and the chunk plan as TikTok documents it
+  (:func:`chunk_plan_error`), answers ``publish_id`` and an ``upload_url`` on this same server.
+- ``PUT /upload/video/?upload_id=…&upload_token=…`` takes the chunks in order (``206``; ``201`` after the
+  last), and the finished upload becomes one post after ``processing_polls`` status fetches.
+- ``POST /v2/post/publish/status/fetch/``: ``PROCESSING_UPLOAD`` (with ``uploaded_bytes``) → ``PUBLISH_COMPLETE``
+  (with TikTok's spelling ``publicaly_available_post_id``, filled for public posts only) or ``FAILED``.
+
+Errors have TikTok's shape ``{"error": {"code", "message", "log_id"}}``. An app that has not passed
+TikTok's audit (``audited=False``, the default) may only post ``SELF_ONLY``, as on the real platform.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import secrets
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from tests.fakes.oauth import FakeOAuth, OAuthFailure
+from tests.fakes.server import FakeServer, Handler
+
+# TikTok writes "5 MB", "64 MB", "128 MB" without saying which MB; the fake reads each the stricter way.
+MIN_CHUNK = 5 * 1024 * 1024
+MAX_CHUNK = 64_000_000
+MAX_LAST_CHUNK = 128_000_000
+MAX_CHUNKS = 1000
+MAX_VIDEO_SIZE = 4 * 1024 ** 3
+MAX_TITLE_UTF16 = 2200
+PRIVACY_LEVELS = ("PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY")
+VIDEO_TYPES = ("video/mp4", "video/quicktime", "video/webm")
+CLIENT_KEY = "tiktok-client-key"
+CLIENT_SECRET = "tiktok-client-secret"
+
+_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)$")
+
+
+def chunk_plan_error(video_size: int, chunk_size: int, total_chunk_count: int) -> str | None:
+    """Why TikTok would refuse this ``source_info`` (None when it is fine), per its media transfer guide."""
+    if not 0 < video_size <= MAX_VIDEO_SIZE:
+        return f"video_size must be between 1 byte and {MAX_VIDEO_SIZE} bytes"
+    if chunk_size <= 0 or total_chunk_count <= 0:
+        return "chunk_size and total_chunk_count must be positive"
+    if video_size < MIN_CHUNK and (chunk_size != video_size or total_chunk_count != 1):
+        return "a video under 5 MB is uploaded whole: chunk_size = video_size, total_chunk_count = 1"
+    if video_size >= MIN_CHUNK and not MIN_CHUNK <= chunk_size <= MAX_CHUNK and chunk_size != video_size:
+        return "chunk_size must be between 5 MB and 64 MB"
+    if chunk_size > MAX_CHUNK:
+        return "a video over 64 MB is uploaded in several chunks"
+    if total_chunk_count != video_size // chunk_size:
+        return "total_chunk_count must be video_size / chunk_size, rounded down"
+    if not 1 <= total_chunk_count <= MAX_CHUNKS:
+        return f"between 1 and {MAX_CHUNKS} chunks"
+    if video_size - (total_chunk_count - 1) * chunk_size > MAX_LAST_CHUNK:
+        return "the last chunk may be at most 128 MB"
+    return None
+
+
+def tiktok_error_body(code: str, message: str) -> dict[str, Any]:
+    """A JSON error body in TikTok's shape (also handy for ``Fault.respond``)."""
+    return {"error": {"code": code, "message": message, "log_id": f"fake{secrets.token_hex(8)}"}}
+
+
+def tiktok_error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(tiktok_error_body(code, message), status_code=status)
+
+
+def _ok(data: dict[str, Any]) -> JSONResponse:
+    return JSONResponse({"data": data, "error": {"code": "ok", "message": "", "log_id": f"fake{secrets.token_hex(8)}"}})
+
+
+def utf16_units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+@dataclass
+class FakePost:
+    id: str
+    open_id: str
+    publish_id: str
+    title: str
+    privacy_level: str
+    is_aigc: bool
+    post_info: dict[str, Any]
+    content_type: str
+    data: bytes
+
+
+@dataclass
+class PublishTask:
+    publish_id: str
+    upload_id: str
+    upload_token: str
+    open_id: str
+    post_info: dict[str, Any]
+    video_size: int
+    chunk_size: int
+    total_chunk_count: int
+    received: bytearray = field(default_factory=bytearray)
+    status: str = "PROCESSING_UPLOAD"
+    fail_reason: str = ""
+    polls_left: int = 0
+    post: FakePost | None = None
+
+
+class FakeTikTok(FakeServer):
+    def __init__(self, *, client_key: str = CLIENT_KEY, client_secret: str = CLIENT_SECRET,
+                 redirect_uris: set[str] | None = None, open_id: str = "openid-fake-0001",
+                 username: str = "fake.creator", display_name: str = "Fake Creator", audited: bool = False,
+                 processing_polls: int = 1) -> None:
+        super().__init__()
+        self.oauth = FakeOAuth(client_key, client_secret, redirect_uris or {"http://127.0.0.1:8501/oauth/callback"},
+                               subject=open_id)
+        self.users = {open_id: {"open_id": open_id, "username": username, "display_name": display_name}}
+        self.audited = audited
+        self.processing_polls = processing_polls  # status fetches answering PROCESSING_* once the upload is whole
+        self.processing_fail_reason = ""  # set to make processing end FAILED with this fail_reason
+        self._state_lock = threading.Lock()
+        self._tasks: dict[str, PublishTask] = {}
+        self._posts: list[FakePost] = []
+        self._ids = itertools.count(1)
+
+    # --- for tests ----------------------------------------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        """Settings fields that point the studio at this server."""
+        return {"tiktok_auth_url": self.url + "/v2/auth/authorize/", "tiktok_api_url": self.url + "/v2",
+                "tiktok_client_key": self.oauth.client_id, "tiktok_client_secret": self.oauth.client_secret}
+
+    def posts(self, open_id: str | None = None) -> list[FakePost]:
+        """Posts made from completed uploads, oldest first (of one creator when given)."""
+        with self._state_lock:
+            return [p for p in self._posts if open_id is None or p.open_id == open_id]
+
+    def tasks(self) -> list[PublishTask]:
+        with self._state_lock:
+            return list(self._tasks.values())
+
+    def expire_uploads(self) -> None:
+        """Upload URLs of unfinished uploads lapse (TikTok gives an hour): those publishes end FAILED."""
+        with self._state_lock:
+            for task in self._tasks.values():
+                if len(task.received) < task.video_size:
+                    task.status, task.fail_reason = "FAILED", "internal"
+
+    def chunk_ranges(self) -> list[tuple[int, int]]:
+        """(first byte, last byte) of every chunk PUT received, in order."""
+        ranges = []
+        for call in self.calls_to("upload"):
+            match = _RANGE.match(call.headers.get("content-range", ""))
+            if match:
+                ranges.append((int(match.group(1)), int(match.group(2))))
+        return ranges
+
+    # --- routes ---------------------------------------------------------------------------------------------
+
+    def routes(self) -> list[tuple[str, str, str, Handler]]:
+        return [
+            ("authorize", "GET", "/v2/auth/authorize/", self.authorize),
+            ("token", "POST", "/v2/oauth/token/", self.token),
+            ("user_info", "GET", "/v2/user/info/", self.user_info),
+            ("init", "POST", "/v2/post/publish/video/init/", self.init),
+            ("upload", "PUT", "/upload/video/", self.upload),
+            ("status", "POST", "/v2/post/publish/status/fetch/", self.status),
+        ]
+
+    # --- OAuth ----------------------------------------------------------------------------------------------
+
+    async def authorize(self, request: Request) -> Response:
+        params = request.query_params
+        try:
+            location = self.oauth.authorize(
+                client_id=params.get("client_key", ""), redirect_uri=params.get("redirect_uri", ""),
+                state=params.get("state", ""), code_challenge=params.get("code_challenge", ""),
+                code_challenge_method=params.get("code_challenge_method", ""), scope=params.get("scope", ""),
+                response_type=params.get("response_type", ""),
+            )
+        except OAuthFailure as failure:
+            return JSONResponse({"error": failure.error, "error_description": failure.description}, status_code=400)
+        return RedirectResponse(location, status_code=302)
+
+    async def token(self, request: Request) -> Response:
+        form = await request.form()
+        grant_type = form.get("grant_type")
+        client_key, client_secret = str(form.get("client_key") or ""), str(form.get("client_secret") or "")
+        try:
+            if grant_type == "authorization_code":
+                issued = self.oauth.exchange_code(
+                    client_id=client_key, client_secret=client_secret, code=str(form.get("code") or ""),
+                    redirect_uri=str(form.get("redirect_uri") or ""),
+                    code_verifier=str(form.get("code_verifier") or ""),
+                )
+            elif grant_type == "refresh_token":
+                issued = self.oauth.refresh(client_id=client_key, client_secret=client_secret,
+                                            refresh_token=str(form.get("refresh_token") or ""))
+            else:
+                raise OAuthFailure("unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
+        except OAuthFailure as failure:
+            return JSONResponse({"error": failure.error, "error_description": failure.description,
+                                 "log_id": f"fake{secrets.token_hex(8)}"}, status_code=400)
+        return JSONResponse({
+            "access_token": issued.access_token, "expires_in": self.oauth.access_ttl_s, "open_id": issued.subject,
+            "refresh_expires_in": 31_536_000, "refresh_token": issued.refresh_token, "scope": issued.scope,
+            "token_type": "Bearer",
+        })
+
+    def _caller(self, request: Request) -> tuple[str, Response | None]:
+        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if self.oauth.check_bearer(token) != "ok":
+            return "", tiktok_error(401, "access_token_invalid",
+                                    "The access token is invalid or not found in the request.")
+        return self.oauth.subject_of(token) or "", None
+
+    async def user_info(self, request: Request) -> Response:
+        open_id, refused = self._caller(request)
+        if refused is not None:
+            return refused
+        fields = [f for f in request.query_params.get("fields", "").split(",") if f]
+        if not fields:
+            return tiktok_error(400, "invalid_params", "fields is required")
+        user = self.users.get(open_id, {"open_id": open_id})
+        return _ok({"user": {name: user[name] for name in fields if name in user}})
+
+    # --- Content Posting ------------------------------------------------------------------------------------
+
+    async def init(self, request: Request) -> Response:
+        open_id, refused = self._caller(request)
+        if refused is not None:
+            return refused
+        try:
+            body = await request.json()
+        except ValueError:
+            return tiktok_error(400, "invalid_params", "the body is not JSON")
+        post_info = body.get("post_info") if isinstance(body, dict) else None
+        source = body.get("source_info") if isinstance(body, dict) else None
+        if not isinstance(post_info, dict) or not isinstance(source, dict):
+            return tiktok_error(400, "invalid_params", "post_info and source_info are required")
+        title = post_info.get("title", "")
+        if not isinstance(title, str) or utf16_units(title) > MAX_TITLE_UTF16:
+            return tiktok_error(400, "invalid_params", f"title is longer than {MAX_TITLE_UTF16} UTF-16 runes")
+        privacy = post_info.get("privacy_level")
+        if privacy not in PRIVACY_LEVELS:
+            return tiktok_error(400, "invalid_params", f"privacy_level {privacy!r} is not valid")
+        if not self.audited and privacy != "SELF_ONLY":
+            return tiktok_error(403, "unaudited_client_can_only_post_to_private_accounts",
+                                "Unaudited clients can only post to private accounts (privacy_level SELF_ONLY).")
+        if source.get("source") != "FILE_UPLOAD":
+            return tiktok_error(400, "invalid_params", "this fake supports source FILE_UPLOAD only")
+        try:
+            size, chunk, count = (int(source[name]) for name in ("video_size", "chunk_size", "total_chunk_count"))
+        except (KeyError, TypeError, ValueError):
+            return tiktok_error(400, "invalid_params", "video_size, chunk_size and total_chunk_count are required")
+        problem = chunk_plan_error(size, chunk, count)
+        if problem:
+            return tiktok_error(400, "invalid_params", problem)
+        number = next(self._ids)
+        task = PublishTask(publish_id=f"v_pub_file~v2-1.{7_300_000_000_000_000_000 + number}",
+                           upload_id=str(number), upload_token=secrets.token_urlsafe(12), open_id=open_id,
+                           post_info=post_info, video_size=size, chunk_size=chunk, total_chunk_count=count)
+        with self._state_lock:
+            self._tasks[task.publish_id] = task
+        upload_url = (f"{str(request.base_url).rstrip('/')}/upload/video/?upload_id={task.upload_id}"
+                      f"&upload_token={task.upload_token}")
+        return _ok({"publish_id": task.publish_id, "upload_url": upload_url})
+
+    def _task_for_upload(self, upload_id: str, upload_token: str) -> PublishTask | None:
+        for task in self._tasks.values():
+            if task.upload_id == upload_id and secrets.compare_digest(task.upload_token, upload_token):
+                return task
+        return None
+
+    async def upload(self, request: Request) -> Response:
+        body = await request.body()
+        with self._state_lock:
+            task = self._task_for_upload(request.query_params.get("upload_id", ""),
+                                         request.query_params.get("upload_token", ""))
+            if task is None or task.status == "FAILED":
+                return tiktok_error(404, "invalid_params", "the upload URL is unknown or has expired")
+            if len(task.received) == task.video_size:  # whole already: nothing more happens
+                return Response(status_code=201)
+            if request.headers.get("content-type") not in VIDEO_TYPES:
+                return tiktok_error(400, "invalid_params", f"Content-Type must be one of {', '.join(VIDEO_TYPES)}")
+            match = _RANGE.match(request.headers.get("content-range", "").strip())
+            if match is None or int(match.group(3)) != task.video_size:
+                return tiktok_error(400, "invalid_params",
+                                    f"Content-Range must be 'bytes first-last/{task.video_size}'")
+            first, last = int(match.group(1)), int(match.group(2))
+            if len(body) != last - first + 1 or request.headers.get("content-length") != str(len(body)):
+                return tiktok_error(400, "invalid_params", "Content-Range and Content-Length do not match the body")
+            index = first // task.chunk_size if task.chunk_size else 0
+            is_last = index == task.total_chunk_count - 1
+            expected_end = task.video_size if is_last else first + task.chunk_size
+            if first % task.chunk_size or last + 1 != expected_end:
+                return tiktok_error(400, "invalid_params", f"chunk {index} must be bytes "
+                                                           f"{index * task.chunk_size}-{expected_end - 1}")
+            if first != len(task.received):  # chunks go in order
+                return tiktok_error(416, "invalid_params", f"expected the chunk starting at byte {len(task.received)}")
+            task.received.extend(body)
+            if not is_last:
+                return Response(status_code=206,
+                                headers={"Content-Range": f"bytes 0-{len(task.received) - 1}/{task.video_size}"})
+            task.polls_left = self.processing_polls
+            if not self.processing_fail_reason:
+                post_info = task.post_info
+                task.post = FakePost(
+                    id=str(7_400_000_000_000_000_000 + next(self._ids)), open_id=task.open_id,
+                    publish_id=task.publish_id, title=post_info.get("title", ""),
+                    privacy_level=post_info["privacy_level"], is_aigc=bool(post_info.get("is_aigc", False)),
+                    post_info=post_info, content_type=request.headers.get("content-type", ""),
+                    data=bytes(task.received),
+                )
+                self._posts.append(task.post)
+        return Response(status_code=201)
+
+    async def status(self, request: Request) -> Response:
+        open_id, refused = self._caller(request)
+        if refused is not None:
+            return refused
+        try:
+            body = await request.json()
+        except ValueError:
+            return tiktok_error(400, "invalid_params", "the body is not JSON")
+        publish_id = body.get("publish_id") if isinstance(body, dict) else None
+        with self._state_lock:
+            task = self._tasks.get(str(publish_id or ""))
+            if task is None or task.open_id != open_id:
+                return tiktok_error(400, "invalid_publish_id", "publish_id does not exist or is not yours")
+            whole = len(task.received) == task.video_size
+            if whole and task.status == "PROCESSING_UPLOAD":
+                if task.polls_left > 0:
+                    task.polls_left -= 1
+                elif self.processing_fail_reason and task.post is None:
+                    task.status, task.fail_reason = "FAILED", self.processing_fail_reason
+                else:
+                    task.status = "PUBLISH_COMPLETE"
+            data: dict[str, Any] = {"status": task.status, "uploaded_bytes": len(task.received)}
+            if task.status == "FAILED":
+                data["fail_reason"] = task.fail_reason
+            if task.status == "PUBLISH_COMPLETE":
+                public = task.post is not None and task.post.privacy_level == "PUBLIC_TO_EVERYONE"
+                data["publicaly_available_post_id"] = [int(task.post.id)] if public and task.post else []
+        return _ok(data)
