@@ -9,6 +9,7 @@ conditional update, so running it twice changes nothing.
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy import or_, select, update
 
 from core import characters
 from core.db import session_scope
+from core.errors import InvalidInput
 from core.generation import insert_trigger_words, job_images
 from core.job_kinds import LoraChoice
 from core.jobs import enqueue_new, get_job, new_job
@@ -24,6 +26,8 @@ from core.models import TERMINAL_STATUSES, JobStatus, Platform, Post, utcnow
 from core.post_checks import RULES, VIDEO_PLATFORMS
 from core.posts import create_post
 from core.training import promoted_lora
+
+_logger = logging.getLogger("studio.production")
 
 PRODUCING = "producing"
 READY = "ready"
@@ -83,10 +87,22 @@ def _finish(post_id: int, *, status: str, error: str | None = None, asset_ids: l
         session.execute(update(Post).where(Post.id == post_id, Post.production_status == PRODUCING).values(**values))
 
 
+SPEAKING_RATE_WPM = 165
+MIN_VIDEO_S = 6.0  # above every platform's minimum (TikTok: 3 s), so a one-line caption still qualifies
+
+
+def video_seconds(script: str) -> float:
+    """Long enough for the voice-over (with a margin) and never shorter than a platform accepts."""
+    spoken = len(script.split()) * 60 / SPEAKING_RATE_WPM + 1.0
+    return round(min(60.0, max(MIN_VIDEO_S, spoken * 1.15)), 1)
+
+
 def _start_video(post: Post) -> None:
     spec = RULES[post.platform].video_spec
-    job = new_job("video", {"generation_job_id": post.generate_job_id, "script": spoken_script(post),
-                            "aspect": "9:16", "platforms": [spec], "name": f"post {post.id}"},
+    script = spoken_script(post)
+    job = new_job("video", {"generation_job_id": post.generate_job_id, "script": script, "aspect": "9:16",
+                            "rate_wpm": SPEAKING_RATE_WPM, "total_seconds": video_seconds(script),
+                            "platforms": [spec], "name": f"post {post.id}"},
                   character_id=post.character_id)
     with session_scope() as session:
         claimed = session.execute(update(Post).where(Post.id == post.id, Post.video_job_id.is_(None)).values(
@@ -114,7 +130,11 @@ def advance_production(post_id: int) -> str | None:
         _finish(post_id, status=READY, asset_ids=images[:1])
         return READY
     if post.video_job_id is None:
-        _start_video(post)
+        try:
+            _start_video(post)
+        except InvalidInput as error:  # e.g. every image was trashed meanwhile
+            _finish(post_id, status=FAILED, error=f"the video could not start: {error}")
+            return FAILED
         return PRODUCING
     video = get_job(post.video_job_id)
     if video.status not in TERMINAL_STATUSES:
@@ -140,4 +160,10 @@ def sweep_production(*, limit: int = 200) -> int:
     with session_scope() as session:
         post_ids = session.execute(select(Post.id).where(Post.production_status == PRODUCING)
                                    .order_by(Post.id).limit(limit)).scalars().all()
-    return sum(1 for post_id in post_ids if advance_production(post_id) != PRODUCING)
+    advanced = 0
+    for post_id in post_ids:
+        try:
+            advanced += advance_production(post_id) != PRODUCING
+        except Exception:  # one broken post must not stall the others; it is retried next tick
+            _logger.warning("could not advance the production of post %s", post_id, exc_info=True)
+    return advanced

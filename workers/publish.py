@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from PIL import Image
 from sqlalchemy import select, update
 
 from core import posts, social_accounts
@@ -28,7 +29,7 @@ from core.job_kinds import PublishPayload
 from core.jobs import JobContext
 from core.models import AssetKind, Platform, Post, PostStatus, PublishRecord, utcnow
 from core.post_checks import compose_text
-from core.storage import get_object_store
+from core.storage import get_object_store, validate_key
 from workers.social import client_class
 from workers.social.base import Credentials, MediaFile, PlatformClient, Published, PublishRequest, TokenExpired
 
@@ -37,13 +38,31 @@ PUBLISHED = "published"
 PREPARING = "preparing"
 
 
-def _media_file(asset: Any, folder: Path) -> MediaFile:
+LINK_LIFETIME = timedelta(hours=6)  # platforms fetch media minutes after the call, sometimes later
+
+
+def _as_jpeg(post: Post, asset: Any, path: Path) -> tuple[Path, str]:
+    """Instagram's API takes only JPEG images: a PNG is re-encoded and stored beside the post."""
+    jpeg = path.with_suffix(".jpg")
+    with Image.open(path) as image:
+        image.convert("RGB").save(jpeg, "JPEG", quality=95, subsampling=0)
+    key = validate_key(f"posts/{post.id}/instagram-{asset.id}.jpg")
+    store = get_object_store()
+    store.put_file(key, jpeg, "image/jpeg")
+    return jpeg, store.presigned_get_url(key, LINK_LIFETIME)
+
+
+def _media_file(post: Post, asset: Any, folder: Path) -> MediaFile:
     """The asset downloaded once into the job's folder (uploads read it in chunks) and a link to it."""
     path = folder / f"asset-{asset.id}"
     store = get_object_store()
     with path.open("wb") as handle:
         for chunk in store.iter_chunks(asset.key):
             handle.write(chunk)
+    content_type, url = asset.content_type, download_url(asset, expires=LINK_LIFETIME)
+    if post.platform == Platform.INSTAGRAM and asset.kind == AssetKind.IMAGE and content_type != "image/jpeg":
+        path, url = _as_jpeg(post, asset, path)
+        content_type = "image/jpeg"
 
     def read(offset: int, length: int) -> bytes:
         with path.open("rb") as handle:
@@ -51,14 +70,13 @@ def _media_file(asset: Any, folder: Path) -> MediaFile:
             return handle.read(length)
 
     return MediaFile(
-        asset_id=asset.id, kind=asset.kind, content_type=asset.content_type, size=path.stat().st_size,
-        url=download_url(asset, expires=timedelta(hours=6)), read=read, width=asset.width, height=asset.height,
-        duration_s=(asset.meta or {}).get("duration"),
+        asset_id=asset.id, kind=asset.kind, content_type=content_type, size=path.stat().st_size, url=url,
+        read=read, width=asset.width, height=asset.height, duration_s=(asset.meta or {}).get("duration"),
     )
 
 
 def _request(post: Post, folder: Path) -> PublishRequest:
-    media = [_media_file(asset, folder) for asset in posts.post_assets(post)]
+    media = [_media_file(post, asset, folder) for asset in posts.post_assets(post)]
     text = compose_text(post.platform, post.caption, post.hashtags, ai_generated=post.ai_generated)
     title = post.title or (post.caption.split("\n")[0][:100] if post.platform == Platform.YOUTUBE else "")
     return PublishRequest(post_id=post.id or 0, platform=post.platform, text=text, title=title,
@@ -123,9 +141,10 @@ def _publish_with(client: PlatformClient, request: PublishRequest, record_id: in
     state = dict(record.state)
 
     def save_state(new_state: dict[str, Any]) -> None:
+        snapshot = dict(new_state)  # clients usually pass ``state`` itself
         state.clear()
-        state.update(new_state)
-        _save_record(record_id, state=dict(new_state))
+        state.update(snapshot)
+        _save_record(record_id, state=snapshot)
 
     client.validate(request)
     if record.phase == COMMITTING:
