@@ -201,3 +201,24 @@ def credentials(account_id: int, *, force_refresh: bool = False) -> AccountCrede
     account = get_or_raise(SocialAccount, account_id, f"social account {account_id}")
     return AccountCredentials(account.id or 0, account.platform, account.external_id,
                               decrypt_token(account.access_token_enc), dict(account.meta))
+
+
+def reencrypt_tokens(*, batch: int = 200) -> int:
+    """After a key rotation: re-encrypt every stored token with the first configured key."""
+    from core.crypto import get_cipher
+
+    cipher = get_cipher()
+    done = 0
+    last_id = 0
+    while True:
+        with session_scope() as session:
+            accounts = list(session.execute(select(SocialAccount).where(SocialAccount.id > last_id)
+                                            .order_by(SocialAccount.id).limit(batch)).scalars())
+            for account in accounts:
+                account.access_token_enc = cipher.rotate(account.access_token_enc)
+                if account.refresh_token_enc:
+                    account.refresh_token_enc = cipher.rotate(account.refresh_token_enc)
+        if not accounts:
+            return done
+        done += len(accounts)
+        last_id = accounts[-1].id or last_id

@@ -108,3 +108,40 @@ def test_generate_queues_a_job_from_a_template_with_loras_and_strengths(studio):
         refused = runner.invoke(app, ["generate", "--prompt", "p", *bad])
         assert refused.exit_code == 2 and "error:" in refused.output, bad
     assert jobs.list_jobs(kinds=["generate"]).total == 2
+
+
+def test_plan_posts_and_publish_due_commands(studio):
+    planned = runner.invoke(app, ["plan", "--theme", "trail runs", "--platform", "tiktok", "--start", "2026-12-01",
+                                  "--end", "2026-12-07", "--planner", "template"])
+    assert planned.exit_code == 0, planned.output
+    job = jobs.get_job(planned.output.strip())
+    assert job.kind == "plan" and job.payload["platforms"] == ["tiktok"]
+    refused = runner.invoke(app, ["plan", "--theme", "x", "--platform", "myspace", "--start", "2026-12-01",
+                                  "--end", "2026-12-07"])
+    assert refused.exit_code == 2 and "platforms" in refused.output
+    assert runner.invoke(app, ["publish-due"]).output.startswith("handed 0 post(s)")
+
+
+def test_a_new_encryption_key_rotates_stored_tokens(studio, monkeypatch):
+    from cryptography.fernet import Fernet
+
+    from core.config import reload_settings
+    from core.db import session_scope
+    from core.models import SocialAccount
+    from core.social_accounts import connect_manually, credentials
+
+    old_key = Fernet.generate_key().decode()
+    monkeypatch.setenv("STUDIO_TOKEN_ENCRYPTION_KEY", old_key)
+    reload_settings()
+    account = connect_manually(platform="tiktok", external_id="open-1", access_token="tok-secret-123")
+    new_key = runner.invoke(app, ["new-encryption-key"]).output.strip()
+    Fernet(new_key.encode())  # a valid key
+    monkeypatch.setenv("STUDIO_TOKEN_ENCRYPTION_KEY", f"{new_key},{old_key}")
+    reload_settings()
+    rotated = runner.invoke(app, ["rotate-tokens"])
+    assert rotated.exit_code == 0 and "1 account" in rotated.output
+    monkeypatch.setenv("STUDIO_TOKEN_ENCRYPTION_KEY", new_key)  # the old key can now be dropped
+    reload_settings()
+    assert credentials(account.id).access_token == "tok-secret-123"
+    with session_scope() as session:
+        assert "tok-secret-123" not in session.get(SocialAccount, account.id).access_token_enc

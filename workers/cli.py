@@ -341,3 +341,68 @@ def hash_password_command() -> None:
         typer.echo(hash_password(password))
     except ValueError as error:
         raise _fail(error) from None
+
+
+@app.command(name="new-encryption-key")
+def new_encryption_key() -> None:
+    """Print a new Fernet key for STUDIO_TOKEN_ENCRYPTION_KEY (social account tokens are encrypted with it)."""
+    from cryptography.fernet import Fernet
+
+    typer.echo(Fernet.generate_key().decode())
+
+
+@app.command(name="rotate-tokens")
+def rotate_tokens() -> None:
+    """Re-encrypt every stored social token with the first key of STUDIO_TOKEN_ENCRYPTION_KEY (after a rotation)."""
+    from core.social_accounts import reencrypt_tokens
+
+    try:
+        typer.echo(f"re-encrypted the tokens of {reencrypt_tokens()} account(s)")
+    except StudioError as error:
+        raise _fail(error) from None
+
+
+@app.command()
+def plan(
+    theme: Annotated[str, typer.Option(help="What the posts are about.")],
+    platform: Annotated[list[str], typer.Option(help="instagram, facebook, youtube or tiktok (repeatable).")],
+    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option(help="Last day, YYYY-MM-DD.")],
+    per_week: Annotated[int, typer.Option(min=1, max=28, help="Posts per week on each platform.")] = 3,
+    planner: Annotated[str, typer.Option(help="auto (the LLM when configured), llm or template.")] = "auto",
+) -> None:
+    """Queue a content plan from the character's persona; prints the job id. The posts arrive as drafts."""
+    from core.planning import submit_plan
+
+    try:
+        job = submit_plan(theme=theme, platforms=platform, start=start, end=end, posts_per_week=per_week,
+                          planner=planner)
+    except (StudioError, ValueError) as error:
+        raise _fail(error) from None
+    typer.echo(job.id)
+
+
+@app.command(name="posts")
+def list_posts(
+    days: Annotated[int, typer.Option(min=1, max=366, help="How many days ahead (and 1 back).")] = 14,
+) -> None:
+    """The posts on the calendar around today: time, platform, status, caption."""
+    from datetime import timedelta
+
+    from core.models import utcnow
+    from core.posts import posts_between
+
+    now = utcnow()
+    for post in posts_between(now - timedelta(days=1), now + timedelta(days=days)):
+        when = jobs.aware(post.scheduled_at).strftime("%Y-%m-%d %H:%M")
+        caption = post.caption.replace("\n", " ")[:60]
+        typer.echo(f"{post.id:>6}  {when}  {post.platform:<9}  {post.status:<10}  {caption}")
+
+
+@app.command(name="publish-due")
+def publish_due() -> None:
+    """Hand every post whose time has come to the workers (the supervisor does this on a timer)."""
+    from core.posts import scheduler_tick
+
+    report = scheduler_tick()
+    typer.echo(f"handed {len(report.claimed)} post(s) to the workers; failed {report.failed_swept} stuck post(s)")
