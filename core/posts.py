@@ -330,11 +330,14 @@ def sweep_publishing(*, older_than: timedelta = timedelta(seconds=30)) -> int:
 class SchedulerReport:
     claimed: list[str]
     failed_swept: int
+    tokens_refreshed: int = 0
 
 
 def scheduler_tick() -> SchedulerReport:
-    """Run by the worker supervisor every ``scheduler_interval_s``."""
+    """Run by the worker supervisor every ``scheduler_interval_s``: refresh expiring tokens, advance
+    content production, publish due posts, and fail posts whose publish job died silently."""
     from core import production
 
+    refreshed = social_accounts.refresh_expiring()
     production.sweep_production()
-    return SchedulerReport(claimed=publish_due_posts(), failed_swept=sweep_publishing())
+    return SchedulerReport(claimed=publish_due_posts(), failed_swept=sweep_publishing(), tokens_refreshed=refreshed)

@@ -222,3 +222,21 @@ def reencrypt_tokens(*, batch: int = 200) -> int:
             return done
         done += len(accounts)
         last_id = accounts[-1].id or last_id
+
+
+def refresh_expiring(*, limit: int = 20) -> int:
+    """Refresh connected accounts whose token expires within the margin (the scheduler calls this), so
+    an account unused for weeks is still valid when its next post is due."""
+    soon = utcnow() + timedelta(seconds=get_settings().token_refresh_margin_s)
+    with session_scope() as session:
+        due = session.execute(select(SocialAccount.id).where(
+            SocialAccount.status == CONNECTED, SocialAccount.expires_at.is_not(None), SocialAccount.expires_at < soon)
+            .order_by(SocialAccount.expires_at).limit(limit)).scalars().all()
+    refreshed = 0
+    for account_id in due:
+        try:
+            refresh_account(account_id)
+            refreshed += 1
+        except Exception:  # marked needs-reconnect by refresh_account when the provider refused
+            _logger.warning("could not refresh the token of social account %s", account_id, exc_info=True)
+    return refreshed

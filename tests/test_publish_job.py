@@ -262,3 +262,19 @@ def test_a_dry_run_of_one_post_leaves_it_scheduled(platforms, workers):
     assert finished.status == "succeeded", finished.error
     assert posts.get_post(post.id).status == PostStatus.SCHEDULED
     assert platforms.tiktok.calls == [] and finished.result["calls"][0]["method"] == "POST"
+
+
+def test_the_scheduler_refreshes_tokens_about_to_expire(platforms):
+    from sqlalchemy import update
+
+    from core.models import utcnow
+
+    soon = utcnow() + timedelta(seconds=60)
+    with session_scope() as session:
+        session.execute(update(SocialAccount).where(SocialAccount.id == platforms.accounts["tiktok"])
+                        .values(expires_at=soon))
+    report = posts.scheduler_tick()
+    assert report.tokens_refreshed == 1
+    assert len(platforms.tiktok.calls_to("token")) == 1 and platforms.google.calls_to("token") == []
+    refreshed = social_accounts.get_account(platforms.accounts["tiktok"])
+    assert refreshed.expires_at > soon + timedelta(minutes=30)
