@@ -29,6 +29,8 @@ from core.models import (
     Job,
     JobStatus,
     LoraModel,
+    Post,
+    PostStatus,
     utcnow,
 )
 from core.pagination import Page, clamp
@@ -378,7 +380,19 @@ def _purge_refusals(assets: Sequence[Asset], loras: dict[int, LoraModel]) -> dic
         for asset_id in used:
             refusals.setdefault(asset_id, f"asset {asset_id} is used by {job.status} {job.kind} job {job.id[:8]}; "
                                           "wait for it or cancel it first")
+    for post_id, status, media in _pending_post_media():
+        for asset_id in ids.intersection(media):
+            refusals.setdefault(asset_id, f"asset {asset_id} is the media of {status} post {post_id}; "
+                                          "change the post's media or unschedule it first")
     return refusals
+
+
+def _pending_post_media() -> list[tuple[int, str, list[int]]]:
+    """Media of posts still to be published (scheduled or publishing), through the status index."""
+    with session_scope() as session:
+        rows = session.execute(select(Post.id, Post.status, Post.asset_ids).where(
+            Post.status.in_([PostStatus.SCHEDULED, PostStatus.PUBLISHING])).limit(_ACTIVE_JOB_LIMIT)).all()
+    return [(post_id, status, list(media or [])) for post_id, status, media in rows]
 
 
 def _purge(assets: Sequence[Asset], loras: dict[int, LoraModel]) -> int:

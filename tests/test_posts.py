@@ -218,3 +218,16 @@ def test_posts_between_reads_one_calendar_range_through_the_index(studio):
             "EXPLAIN QUERY PLAN SELECT * FROM post WHERE scheduled_at >= :start AND scheduled_at < :end "
             "ORDER BY scheduled_at, id"), {"start": NOW, "end": NOW + timedelta(days=5)}).all()
     assert "ix_post_scheduled" in " ".join(str(row[-1]) for row in rows)
+
+
+def test_the_media_of_a_scheduled_post_cannot_be_purged(dry_run):
+    from core.assets import purge_assets, trash_assets
+
+    image = _image()
+    post = _post(asset_ids=[image.id])
+    posts.schedule_post(post.id)
+    trash_assets([image.id])
+    with pytest.raises(Conflict, match=f"media of scheduled post {post.id}"):
+        purge_assets([image.id])
+    posts.unschedule_post(post.id)
+    assert purge_assets([image.id]) == 1
