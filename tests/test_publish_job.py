@@ -278,3 +278,13 @@ def test_the_scheduler_refreshes_tokens_about_to_expire(platforms):
     assert len(platforms.tiktok.calls_to("token")) == 1 and platforms.google.calls_to("token") == []
     refreshed = social_accounts.get_account(platforms.accounts["tiktok"])
     assert refreshed.expires_at > soon + timedelta(minutes=30)
+
+
+def test_the_supervisor_publishes_due_posts_on_its_own(platforms, workers, monkeypatch):
+    monkeypatch.setenv("STUDIO_SCHEDULER_INTERVAL_S", "0.5")
+    reload_settings()
+    post = _image_post("facebook")
+    workers.supervisor("cpu,default")
+    published = _settled(post.id, timeout=60)
+    assert published.status == PostStatus.PUBLISHED, published.error
+    assert len(platforms.meta.feed()) == 1
