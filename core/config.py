@@ -23,7 +23,8 @@ PLACEHOLDER_SECRETS = frozenset({"", "changethis", "change-me", "secret", "dev-a
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="STUDIO_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="STUDIO_", env_file=".env", env_file_encoding="utf-8", extra="ignore",
+        hide_input_in_errors=True,  # a refused setting's error must not print the other settings' secrets
     )
 
     # --- mode -------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from sqlalchemy import delete, update
 from core.config import Settings, get_settings
 from core.crypto import decrypt_token, encrypt_token
 from core.db import session_scope
-from core.errors import InvalidInput, StudioError
+from core.errors import InvalidInput, StudioError, TransientError
 from core.http_retry import RetryPolicy, send_with_retries
 from core.models import OAuthState, Platform, utcnow
 
@@ -178,6 +178,15 @@ def _consume_state(provider: Provider, state: str) -> tuple[str, str]:
         return decrypt_token(row.code_verifier_enc), row.redirect_uri
 
 
+def abandon_authorization(provider_name: str, state: str) -> None:
+    """The provider sent the user back with an error (consent refused): spend the state anyway, so the
+    same link cannot be completed later."""
+    try:
+        _consume_state(get_provider(provider_name), state)
+    except InvalidInput:
+        pass  # unknown, expired or already used: nothing to spend
+
+
 # --- 2. tokens ----------------------------------------------------------------------------------------------
 
 
@@ -288,10 +297,11 @@ class DiscoveredAccount:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _get_json(url: str, *, token: str, params: dict[str, str] | None = None, bearer: bool = True) -> dict[str, Any]:
+def _get_json(url: str, *, token: str, params: dict[str, str] | None = None, scheme: str = "Bearer") -> dict[str, Any]:
+    # The token goes in a header, never the query string: httpx logs every request URL at INFO.
     settings = get_settings()
-    headers = {"Authorization": f"Bearer {token}"} if bearer else {}
-    query = dict(params or {}) if bearer else {**(params or {}), "access_token": token}
+    headers = {"Authorization": f"{scheme} {token}"}
+    query = dict(params or {})
     with _http(settings) as http:
         response = send_with_retries(lambda: http.get(url, params=query, headers=headers),
                                      policy=RetryPolicy(max_retries=settings.publish_max_retries)).response
@@ -302,7 +312,7 @@ def _get_json(url: str, *, token: str, params: dict[str, str] | None = None, bea
 
 def _discover_meta(tokens: TokenSet) -> list[DiscoveredAccount]:
     settings = get_settings()
-    body = _get_json(f"{settings.graph_api_url}/me/accounts", token=tokens.access_token, bearer=False,
+    body = _get_json(f"{settings.graph_api_url}/me/accounts", token=tokens.access_token, scheme="OAuth",
                      params={"fields": "id,name,access_token,instagram_business_account{id,username}"})
     found = []
     for page in body.get("data", []):
@@ -350,8 +360,12 @@ def complete_authorization(provider_name: str, *, code: str, state: str) -> list
     verifier, callback = _consume_state(provider, state)
     if not code:
         raise InvalidInput("the provider sent no authorization code")
-    tokens = exchange_code(provider, code=code, verifier=verifier, callback=callback)
-    accounts = DISCOVERERS[provider.name](tokens)
+    try:
+        tokens = exchange_code(provider, code=code, verifier=verifier, callback=callback)
+        accounts = DISCOVERERS[provider.name](tokens)
+    except TransientError as error:  # a 5xx or timeout (OutcomeUnknown, RetriesExhausted): the code may be spent
+        raise OAuthError(f"{provider.label} did not complete the connection; start the connection again "
+                         f"(an authorization code works once): {error}") from error
     if not accounts:
         raise OAuthError(f"{provider.label} connected, but the login has no account to post as "
                          "(no Page, Instagram professional account or channel)")

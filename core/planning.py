@@ -294,6 +294,18 @@ def list_plans(*, page: int = 1, page_size: int = 20) -> Page[ContentPlan]:
     return Page(items, total, page, page_size)
 
 
+def plan_post_counts(plan_ids: list[int]) -> dict[int, int]:
+    """How many posts each plan has, in one grouped query (the plans table shows it per row)."""
+    if not plan_ids:
+        return {}
+    with session_scope() as session:
+        rows = session.execute(select(Post.plan_id, func.count()).where(Post.plan_id.in_(plan_ids))
+                               .group_by(Post.plan_id)).all()
+    counts = {plan_id: 0 for plan_id in plan_ids}
+    counts.update({int(plan_id): int(count) for plan_id, count in rows})
+    return counts
+
+
 def plan_posts(plan_id: int) -> list[Post]:
     with session_scope() as session:
         return list(session.execute(select(Post).where(Post.plan_id == plan_id)

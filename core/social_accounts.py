@@ -170,6 +170,10 @@ def refresh_account(account_id: int) -> AccountView:
     """Renew the account's access token now; a refusal marks it as needing a reconnect."""
     account = get_or_raise(SocialAccount, account_id, f"social account {account_id}")
     provider = oauth.provider_for(account.platform)
+    if not oauth.is_configured(provider):
+        raise InvalidInput(f"cannot refresh: {provider.label} is not configured (set "
+                           f"STUDIO_{provider.client_id_setting.upper()} and "
+                           f"STUDIO_{provider.client_secret_setting.upper()}); or paste a new token")
     refresh = decrypt_token(account.refresh_token_enc) if account.refresh_token_enc else None
     access = decrypt_token(account.access_token_enc)
     try:
@@ -192,7 +196,9 @@ def refresh_account(account_id: int) -> AccountView:
 def credentials(account_id: int, *, force_refresh: bool = False) -> AccountCredentials:
     """Decrypted credentials for a worker, refreshed first when they expire within the margin."""
     account = get_or_raise(SocialAccount, account_id, f"social account {account_id}")
-    needs_refresh = force_refresh or _expiring(account)
+    # Without the provider's app settings a token cannot be refreshed: use it while it lasts.
+    needs_refresh = force_refresh or (_expiring(account)
+                                      and oauth.is_configured(oauth.provider_for(account.platform)))
     if account.status == NEEDS_RECONNECT and not force_refresh:
         raise InvalidInput(f"the {account.platform} account {account.name or account.external_id} needs "
                            f"to be reconnected: {account.last_error or 'its token was refused'}")
@@ -228,9 +234,13 @@ def refresh_expiring(*, limit: int = 20) -> int:
     """Refresh connected accounts whose token expires within the margin (the scheduler calls this), so
     an account unused for weeks is still valid when its next post is due."""
     soon = utcnow() + timedelta(seconds=get_settings().token_refresh_margin_s)
+    platforms = [p for p in Platform if oauth.is_configured(oauth.provider_for(p))]
+    if not platforms:
+        return 0
     with session_scope() as session:
         due = session.execute(select(SocialAccount.id).where(
-            SocialAccount.status == CONNECTED, SocialAccount.expires_at.is_not(None), SocialAccount.expires_at < soon)
+            SocialAccount.status == CONNECTED, SocialAccount.platform.in_(platforms),
+            SocialAccount.expires_at.is_not(None), SocialAccount.expires_at < soon)
             .order_by(SocialAccount.expires_at).limit(limit)).scalars().all()
     refreshed = 0
     for account_id in due:

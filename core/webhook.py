@@ -242,19 +242,22 @@ async def get_oauth_callback(request: Request) -> Response:
     hashed, expiring ``state`` is what proves the request came from a connection we started."""
     from urllib.parse import urlencode
 
-    from core.oauth import OAuthError
+    from core.errors import StudioError
     from core.social_accounts import connect_from_callback
 
     accounts_page = f"{get_settings().public_url.rstrip('/')}/accounts"
     params = request.query_params
     if params.get("error"):
+        from core.oauth import abandon_authorization
+
         reason = params.get("error_description") or params.get("error")
+        await run_in_threadpool(abandon_authorization, request.path_params["provider"], params.get("state", ""))
         return RedirectResponse(f"{accounts_page}?{urlencode({'oauth_error': f'consent refused: {reason}'[:300]})}",
                                 status_code=303)
     try:
         connected = await run_in_threadpool(connect_from_callback, request.path_params["provider"],
                                             code=params.get("code", ""), state=params.get("state", ""))
-    except (InvalidInput, OAuthError) as error:
+    except StudioError as error:  # InvalidInput, OAuthError, CipherError…: messages safe to show
         return RedirectResponse(f"{accounts_page}?{urlencode({'oauth_error': str(error)[:300]})}", status_code=303)
     names = ", ".join(account.label for account in connected)
     return RedirectResponse(f"{accounts_page}?{urlencode({'connected': names[:300]})}", status_code=303)

@@ -116,3 +116,32 @@ def test_a_training_run_updates_live_in_the_browser_and_its_lora_downloads(
     download.value.save_as(saved)
     final = training.list_loras(job_id=job.id).items[0]
     assert saved.name.endswith(".safetensors") and saved.read_bytes() == training.read_lora_weights(final)
+
+
+def test_dragging_a_post_on_the_calendar_moves_it_in_the_database(server, browser):
+    from datetime import UTC, datetime, timedelta
+
+    from core import posts
+
+    this_month = datetime.now(UTC).replace(day=10, hour=11, minute=0, second=0, microsecond=0)
+    post = posts.create_post(platform="instagram", scheduled_at=this_month, caption="Drag me to another day")
+    target = (this_month + timedelta(days=1 if this_month.weekday() < 6 else -1)).date()  # same week row
+    page = browser.new_page(viewport={"width": 1600, "height": 1300})
+    page.goto(f"{server}/calendar")
+    frame = page.frame_locator("iframe[title*='calendar']")
+    event = frame.locator(".fc-event", has_text="Drag me to another day")
+    event.wait_for(timeout=30_000)
+    cell = frame.locator(f"td.fc-daygrid-day[data-date='{target.isoformat()}']")
+    start, end = event.bounding_box(), cell.bounding_box()
+    assert start and end
+    page.mouse.move(start["x"] + start["width"] / 2, start["y"] + start["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(end["x"] + end["width"] / 2, end["y"] + end["height"] / 2, steps=15)
+    page.mouse.up()
+
+    def moved() -> bool:
+        return jobs.aware(posts.get_post(post.id).scheduled_at).date() == target
+
+    wait_until(moved, 30, 0.2, what="the dropped post's new date in the database")
+    assert jobs.aware(posts.get_post(post.id).scheduled_at).hour == 11, "a drop in the month view keeps the time"
+    page.get_by_text("moved to").first.wait_for(timeout=15_000)

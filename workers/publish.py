@@ -126,6 +126,9 @@ def _client(post: Post, account_id: int, http: httpx.Client, ctx: JobContext, *,
     try:
         creds = social_accounts.credentials(account_id, force_refresh=refresh)
     except InvalidInput as error:
+        if refresh:  # the platform refused the token and it cannot be renewed here
+            social_accounts.mark_needs_reconnect(account_id, f"the platform refused the token; {error}")
+            raise PermanentJobError(f"the platform refused the token and {error}; reconnect the account") from None
         raise PermanentJobError(str(error)) from None
     except social_accounts.oauth.OAuthError as error:
         raise PermanentJobError(f"the token could not be refreshed ({error}); reconnect the account") from None

@@ -1,0 +1,281 @@
+"""The Calendar page under AppTest on real services. The calendar itself is a custom component
+(an UnknownElement here), so its callbacks are fed exactly as the component returns them: through
+``handle_calendar_value`` and through the component's key in session state. The browser test in
+test_browser.py drags a real event."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import update
+
+from core import characters, jobs, planning, posts, social_accounts
+from core.assets import AssetSource, store_image
+from core.config import reload_settings
+from core.db import session_scope
+from core.jobs import aware
+from core.models import JobStatus, Post, PostStatus
+from tests.apptest import click, open_page, rerun
+from tests.conftest import wait_until
+from tests.factories import image_bytes
+from ui.calendar import HANDLED, MOUNT, calendar_events, calendar_key, handle_calendar_value
+
+PAGE = "pages/calendar.py"
+UTC_ZONE = ZoneInfo("UTC")
+SOON = (datetime.now(UTC) + timedelta(days=2)).replace(hour=11, minute=0, second=0, microsecond=0)
+
+
+def _post(**fields) -> Post:
+    values = {"platform": "instagram", "scheduled_at": SOON, "caption": "Morning run by the lake"}
+    return posts.create_post(**{**values, **fields})
+
+
+def _set_status(post: Post, status: str) -> None:
+    with session_scope() as session:
+        session.execute(update(Post).where(Post.id == post.id).values(status=status))
+
+
+def _event_change(post_id: int, old: str, new: str) -> dict:
+    """The component's value after a drop, as streamlit-calendar 1.4.0 returns it."""
+    view = {"type": "dayGridMonth", "title": "December 2026", "activeStart": "2026-11-30T00:00:00.000Z",
+            "activeEnd": "2027-01-11T00:00:00.000Z", "currentStart": "2026-12-01T00:00:00.000Z",
+            "currentEnd": "2027-01-01T00:00:00.000Z"}
+    event = {"allDay": False, "title": "IG · Morning run", "id": str(post_id), "backgroundColor": "#C13584",
+             "extendedProps": {"status": "draft", "platform": "instagram"}}
+    return {"callback": "eventChange",
+            "eventChange": {"oldEvent": {**event, "start": old, "end": None},
+                            "event": {**event, "start": new, "end": None}, "relatedEvents": [], "view": view}}
+
+
+def _open_editor(post: Post):
+    at = open_page(PAGE)
+    return click(at, f"calendar.open.{post.id}")
+
+
+def _texts(at) -> str:
+    return "\n".join(t.value for t in at.text)
+
+
+def _plain(elements) -> list[str]:
+    return [e.value.replace("\\", "") for e in elements]  # messages escape Markdown characters
+
+
+def test_the_page_shows_its_posts_around_the_calendar(studio):
+    draft = _post(caption="Sunrise yoga on the pier")
+    published = _post(platform="youtube", caption="Five-minute stretch", title="Stretch",
+                      scheduled_at=SOON + timedelta(hours=3))
+    _set_status(published, PostStatus.PUBLISHED)
+    at = open_page(PAGE)
+    assert [t.label for t in at.tabs] == ["Calendar", "Plans"]
+    assert any("1 draft · 1 published" in c.value for c in at.caption)
+    assert "Sunrise yoga on the pier" in _texts(at) and "Five-minute stretch" in _texts(at)
+    assert any(c.value.startswith("No LLM is configured") for c in at.caption), "the planner says what it uses"
+
+    events = {e["id"]: e for e in calendar_events(posts.posts_between(SOON - timedelta(days=1),
+                                                                      SOON + timedelta(days=1)), UTC_ZONE)}
+    assert events[str(draft.id)]["start"] == SOON.replace(tzinfo=None).isoformat(timespec="minutes")
+    assert events[str(draft.id)]["editable"] and not events[str(published.id)]["editable"]
+    assert events[str(published.id)]["title"].startswith("✓ YT · Five-minute")
+    assert events[str(draft.id)]["classNames"] == ["post-draft"]
+
+    at.multiselect(key="calendar.f.platforms").set_value(["youtube"])
+    rerun(at)
+    assert "Sunrise yoga" not in _texts(at) and "Five-minute stretch" in _texts(at)
+
+
+def test_a_drop_on_the_calendar_moves_the_post_once(studio):
+    post = _post()
+    value = _event_change(post.id, "2026-12-01T11:00:00Z", "2026-12-03T11:00:00Z")
+    state: dict = {}
+    outcome = handle_calendar_value(value, state, tz=UTC_ZONE)
+    assert outcome.kind == "moved" and outcome.post_id == post.id
+    assert aware(posts.get_post(post.id).scheduled_at) == datetime(2026, 12, 3, 11, tzinfo=UTC)
+
+    posts.move_post(post.id, datetime(2026, 12, 5, 9, tzinfo=UTC))  # changed elsewhere meanwhile (the editor)
+    assert handle_calendar_value(value, state, tz=UTC_ZONE).kind == "none", "the same value comes back each rerun"
+    assert aware(posts.get_post(post.id).scheduled_at) == datetime(2026, 12, 5, 9, tzinfo=UTC)
+    assert state["calendar.view"]["date"] == "2026-12-01", "the view it reported is remembered"
+
+
+def test_the_components_times_are_the_studio_zones_wall_clock(studio, monkeypatch):
+    monkeypatch.setenv("STUDIO_TIMEZONE", "Europe/Paris")
+    reload_settings()
+    post = _post()
+    paris = ZoneInfo("Europe/Paris")
+    handle_calendar_value(_event_change(post.id, "2026-12-01T11:00:00", "2026-12-03T11:00:00"), {}, tz=paris)
+    assert aware(posts.get_post(post.id).scheduled_at) == datetime(2026, 12, 3, 10, tzinfo=UTC)
+    [event] = calendar_events([posts.get_post(post.id)], paris)
+    assert event["start"] == "2026-12-03T11:00"
+
+
+def test_a_move_through_the_page_is_saved_and_a_published_post_stays_put(studio):
+    movable, published = _post(), _post(caption="Already out")
+    _set_status(published, PostStatus.PUBLISHED)
+    at = open_page(PAGE)
+    at.session_state[calendar_key({})] = _event_change(movable.id, "2026-12-01T11:00:00Z", "2026-12-04T16:30:00Z")
+    rerun(at)
+    assert aware(posts.get_post(movable.id).scheduled_at) == datetime(2026, 12, 4, 16, 30, tzinfo=UTC)
+    assert any("moved to Fri 04 Dec 2026, 16:30" in s for s in _plain(at.success))
+
+    at.session_state[calendar_key({})] = _event_change(published.id, "2026-12-01T11:00:00Z", "2026-12-09T11:00:00Z")
+    rerun(at)
+    assert aware(posts.get_post(published.id).scheduled_at) == SOON, "published posts are not moved"
+    assert any("Not moved" in e and "published" in e for e in _plain(at.error))
+    assert at.session_state[MOUNT] == 1 and at.session_state[HANDLED] is None, "the calendar is drawn afresh"
+
+
+def test_the_editor_previews_the_post_and_schedule_lists_what_is_missing(studio):
+    post = _post(caption="A long morning story. " * 15, hashtags="#run #lake #sunrise")
+    at = _open_editor(post)
+    assert "… more" in _texts(at)
+    assert any("3 hashtags" in c.value and "truncated" in c.value for c in at.caption)
+    [problems] = _plain(at.error)
+    assert "needs media" in problems and "no Instagram account is connected" in problems
+
+    click(at, f"calendar.edit.{post.id}.schedule")
+    refused = "\n".join(_plain(at.error))
+    assert "Not scheduled. Fix these first:" in refused and "- Instagram needs media" in refused
+    assert posts.get_post(post.id).status == PostStatus.DRAFT
+
+    at.text_area(key=f"calendar.edit.{post.id}.caption").input("Short and sweet")
+    click(at, f"calendar.edit.{post.id}.save")
+    assert posts.get_post(post.id).caption == "Short and sweet"
+    assert "… more" not in _texts(at)
+
+
+def test_a_post_with_an_image_schedules_in_dry_run_mode(studio, monkeypatch):
+    monkeypatch.setenv("STUDIO_PUBLISH_DRY_RUN", "true")
+    reload_settings()
+    image = store_image("uploads/portrait.png", image_bytes(400, 500, seed=3), source=AssetSource.UPLOAD)
+    post = _post(hashtags="#run")
+    at = _open_editor(post)
+    click(at, f"calendar.edit.{post.id}.use.{image.id}")
+    assert any(f"image #{image.id} · 400×500 · aspect 4:5" in c.value for c in at.caption)
+    assert [s.value for s in at.success] == ["Ready to schedule."]
+    at.time_input(key=f"calendar.edit.{post.id}.time").set_value(datetime(2026, 1, 1, 18, 45).time())
+    click(at, f"calendar.edit.{post.id}.schedule")
+    saved = posts.get_post(post.id)
+    assert saved.status == PostStatus.SCHEDULED and saved.asset_ids == [image.id]
+    assert aware(saved.scheduled_at).time().isoformat() == "18:45:00"
+    assert any(s.startswith("Scheduled for") for s in _plain(at.success))
+
+    click(at, f"calendar.edit.{post.id}.unschedule")
+    assert posts.get_post(post.id).status == PostStatus.DRAFT
+
+    click(at, f"calendar.edit.{post.id}.publish")
+    publishing = posts.get_post(post.id)
+    assert publishing.status == PostStatus.PUBLISHING and jobs.get_job(publishing.publish_job_id).payload["dry_run"]
+    assert any("dry-run mode" in s for s in _plain(at.success))
+    assert at.text_area(key=f"calendar.edit.{post.id}.caption").disabled, "no edits while it is being published"
+
+
+def test_an_account_and_the_youtube_options_are_saved_from_the_editor(studio):
+    account = social_accounts.connect_manually(platform="youtube", external_id="UC1", name="Mia",
+                                               access_token="ya29.long-enough-token")
+    post = _post(platform="youtube", caption="Five minutes, every morning", title="Old title")
+    at = _open_editor(post)
+    problems = "\n".join(_plain(at.error))
+    assert "needs media" in problems and "account is connected" not in problems, "the connected one is the default"
+    at.selectbox(key=f"calendar.edit.{post.id}.account").set_value(account.id)
+    at.text_input(key=f"calendar.edit.{post.id}.title").input("Five-minute stretch")
+    at.selectbox(key=f"calendar.edit.{post.id}.privacy").set_value("unlisted")
+    at.checkbox(key=f"calendar.edit.{post.id}.kids").check()
+    click(at, f"calendar.edit.{post.id}.save")
+    saved = posts.get_post(post.id)
+    assert (saved.account_id, saved.title) == (account.id, "Five-minute stretch")
+    assert saved.options["privacy"] == "unlisted" and saved.options["made_for_kids"] is True
+    assert "Title: Five-minute stretch" in _texts(at)
+
+    at.selectbox(key=f"calendar.edit.{post.id}.platform").set_value("instagram")
+    rerun(at)
+    assert at.selectbox(key=f"calendar.edit.{post.id}.account").value == 0, "the YouTube account does not apply"
+    assert not [t for t in at.text_input if t.key == f"calendar.edit.{post.id}.title"]
+
+
+def test_a_locked_post_shows_its_link_and_offers_no_edits(studio):
+    post = _post()
+    with session_scope() as session:
+        session.execute(update(Post).where(Post.id == post.id).values(
+            status=PostStatus.PUBLISHED, permalink="https://www.instagram.com/p/abc123/"))
+    at = open_page(PAGE, **{"calendar.panel": {"post": post.id}})
+    assert [b.proto.url for b in at.get("link_button")] == ["https://www.instagram.com/p/abc123/"]
+    assert at.text_area(key=f"calendar.edit.{post.id}.caption").disabled
+    assert not [b for b in at.button if b.key == f"calendar.edit.{post.id}.schedule"]
+
+
+def test_clicking_a_day_creates_a_draft_or_produces_content_for_the_slot(studio):
+    at = open_page(PAGE)
+    day = (date.today() + timedelta(days=10)).isoformat()
+    at.session_state[calendar_key({})] = {"callback": "dateClick", "dateClick": {
+        "allDay": True, "date": f"{day}T00:00:00.000Z", "view": {"type": "dayGridMonth", "title": "",
+                                                                 "activeStart": f"{day}T00:00:00.000Z"}}}
+    rerun(at)
+    assert any(s.value.startswith("New post on") for s in at.subheader)
+    at.selectbox(key="calendar.new.platform").set_value("tiktok")
+    rerun(at)
+    assert at.time_input(key="calendar.new.time").value.hour == planning.BEST_HOURS["tiktok"]
+    assert at.toggle(key="calendar.new.video.tiktok").value, "video platforms make a video by default"
+    at.text_area(key="calendar.new.caption").input("Trail day!")
+    click(at, "calendar.new.create")
+    [draft] = posts.posts_between(datetime.fromisoformat(day).replace(tzinfo=UTC),
+                                  datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1))
+    assert (draft.platform, draft.caption, draft.status) == ("tiktok", "Trail day!", PostStatus.DRAFT)
+    assert aware(draft.scheduled_at).hour == planning.BEST_HOURS["tiktok"]
+    assert at.text_area(key=f"calendar.edit.{draft.id}.caption").value == "Trail day!", "its editor opens"
+
+    at.session_state[calendar_key(at.session_state)] = {"callback": "select", "select": {
+        "allDay": False, "start": f"{day}T15:30:00.000Z", "end": f"{day}T16:00:00.000Z"}}
+    rerun(at)
+    at.text_area(key="calendar.new.prompt").input("photo of mia on a forest trail")
+    at.number_input(key="calendar.new.count").set_value(2)
+    click(at, "calendar.new.produce")
+    produced = [p for p in posts.posts_between(datetime.fromisoformat(day).replace(tzinfo=UTC),
+                                               datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1))
+                if p.id != draft.id]
+    assert len(produced) == 1 and produced[0].production_status == "producing"
+    job = jobs.get_job(produced[0].generate_job_id)
+    assert job.kind == "generate" and job.payload["count"] == 2 and "forest trail" in job.payload["prompt"]
+    assert f"{aware(produced[0].scheduled_at):%H:%M}" == "15:30"
+    assert any("Production: producing" in c.value for c in at.caption)
+
+
+def test_the_persona_is_saved_to_the_current_character(studio):
+    at = open_page(PAGE)
+    at.text_input(key="calendar.persona.niche").input("trail running")
+    at.text_area(key="calendar.persona.do").input("one tip per post\n\n  end with a question ")
+    click(at, "calendar.persona.save")
+    persona = characters.persona_of(characters.current_character())
+    assert persona.niche == "trail running" and persona.do == ["one tip per post", "end with a question"]
+    assert any("Persona saved" in s.value for s in at.success)
+
+
+@pytest.mark.integration
+def test_a_template_plan_is_generated_by_a_worker_and_its_drafts_are_scheduled_or_refused(studio, workers):
+    at = open_page(PAGE)
+    at.text_input(key="calendar.plan.theme").input("morning routines that stick")
+    at.multiselect(key="calendar.plan.platforms").set_value(["instagram", "tiktok"])
+    start = date.today() + timedelta(days=1)
+    at.date_input(key="calendar.plan.dates").set_value((start, start + timedelta(days=6)))
+    at.number_input(key="calendar.plan.per_week").set_value(2)
+    at.radio(key="calendar.plan.planner").set_value("template")
+    click(at, "calendar.plan.submit")
+    [job] = jobs.list_jobs(kinds=["plan"]).items
+    assert job.payload["planner"] == "template" and job.payload["persona"]["name"] == characters.DEFAULT_NAME
+    assert any(f"job {job.id[:8]}" in s.value for s in at.success)
+
+    workers.worker("default", threads=1)
+    wait_until(lambda: jobs.get_job(job.id).status == JobStatus.SUCCEEDED, 60, what="the plan job")
+    rerun(at)
+    [plan] = planning.list_plans().items
+    table = at.dataframe[0].value
+    assert list(table["planner"]) == ["template"] and list(table["posts"]) == [4]
+    assert list(table["cost (USD)"]) == ["$0.0000"]
+    posts_table = at.dataframe[1].value
+    assert len(posts_table) == 4 and set(posts_table["platform"]) == {"Instagram", "TikTok"}
+
+    click(at, "calendar.plans.schedule")
+    refused = "\n".join(_plain(at.error))
+    assert "Scheduled 0 of 4 drafts. 4 refused:" in refused and "needs media" in refused
+    assert {p.status for p in planning.plan_posts(plan.id)} == {PostStatus.DRAFT}
