@@ -113,20 +113,28 @@ def _start_video(post: Post) -> None:
     enqueue_new(job)
 
 
+def _outcome(post_id: int, job_id: str, what: str) -> str | None:
+    """PRODUCING while the job runs, FAILED (recorded on the post) if it did not succeed, None once it did."""
+    job = get_job(job_id)
+    if job.status not in TERMINAL_STATUSES:
+        return PRODUCING
+    if job.status != JobStatus.SUCCEEDED:
+        _finish(post_id, status=FAILED, error=f"{what} {job.status}: {job.error or ''}".strip())
+        return FAILED
+    return None
+
+
 def advance_production(post_id: int) -> str | None:
     """Take the post's production one step further if its current job has finished; returns its status."""
     with session_scope() as session:
         post = session.get(Post, post_id)
     if post is None or post.production_status != PRODUCING or post.generate_job_id is None:
         return post.production_status if post else None
-    generate = get_job(post.generate_job_id)
-    if generate.status not in TERMINAL_STATUSES:
-        return PRODUCING
-    if generate.status != JobStatus.SUCCEEDED:
-        _finish(post_id, status=FAILED, error=f"image generation {generate.status}: {generate.error or ''}".strip())
-        return FAILED
-    images = [a.id for a in job_images(generate.id) if a.id is not None]
+    waiting = _outcome(post_id, post.generate_job_id, "image generation")
+    if waiting is not None:
+        return waiting
     if not post.options.get("make_video"):
+        images = [a.id for a in job_images(post.generate_job_id) if a.id is not None]
         _finish(post_id, status=READY, asset_ids=images[:1])
         return READY
     if post.video_job_id is None:
@@ -136,12 +144,10 @@ def advance_production(post_id: int) -> str | None:
             _finish(post_id, status=FAILED, error=f"the video could not start: {error}")
             return FAILED
         return PRODUCING
+    waiting = _outcome(post_id, post.video_job_id, "video")
+    if waiting is not None:
+        return waiting
     video = get_job(post.video_job_id)
-    if video.status not in TERMINAL_STATUSES:
-        return PRODUCING
-    if video.status != JobStatus.SUCCEEDED:
-        _finish(post_id, status=FAILED, error=f"video {video.status}: {video.error or ''}".strip())
-        return FAILED
     _finish(post_id, status=READY, asset_ids=[int(video.result["video_asset_id"])])
     return READY
 

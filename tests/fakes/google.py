@@ -118,12 +118,7 @@ class FakeGoogle(FakeServer):
 
     def chunk_ranges(self) -> list[tuple[int, int]]:
         """(first byte, last byte) of every chunk PUT received, in order (status queries left out)."""
-        ranges = []
-        for call in self.calls_to("upload"):
-            match = _RANGE.match(call.headers.get("content-range", ""))
-            if match and match.group(1) is not None:
-                ranges.append((int(match.group(1)), int(match.group(2))))
-        return ranges
+        return self.content_ranges("upload")
 
     # --- routes ---------------------------------------------------------------------------------------------
 
@@ -141,12 +136,7 @@ class FakeGoogle(FakeServer):
     async def authorize(self, request: Request) -> Response:
         params = request.query_params
         try:
-            location = self.oauth.authorize(
-                client_id=params.get("client_id", ""), redirect_uri=params.get("redirect_uri", ""),
-                state=params.get("state", ""), code_challenge=params.get("code_challenge", ""),
-                code_challenge_method=params.get("code_challenge_method", ""), scope=params.get("scope", ""),
-                response_type=params.get("response_type", ""),
-            )
+            location = self.oauth.authorize_params(params)
         except OAuthFailure as failure:
             return JSONResponse({"error": failure.error, "error_description": failure.description}, status_code=400)
         return RedirectResponse(location, status_code=302)

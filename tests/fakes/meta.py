@@ -586,12 +586,7 @@ class FakeMeta(FakeServer):
 
     async def dialog(self, request: Request, params: dict[str, str]) -> Any:
         try:
-            location = self.oauth.authorize(
-                client_id=params.get("client_id", ""), redirect_uri=params.get("redirect_uri", ""),
-                state=params.get("state", ""), code_challenge=params.get("code_challenge", ""),
-                code_challenge_method=params.get("code_challenge_method", ""), scope=params.get("scope", ""),
-                response_type=params.get("response_type", "code"),
-            )
+            location = self.oauth.authorize_params(params)
         except OAuthFailure as failure:
             code = 191 if failure.error == "redirect_uri_mismatch" else 100
             return graph_error(code, f"{failure.error}: {failure.description}")

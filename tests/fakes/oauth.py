@@ -12,6 +12,7 @@ import hashlib
 import secrets
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -78,6 +79,15 @@ class FakeOAuth:
             self._codes[code] = _Code(client_id, redirect_uri, code_challenge, code_challenge_method, scope,
                                       self.subject)
         return f"{redirect_uri}?{urlencode({'code': code, 'state': state})}"
+
+    def authorize_params(self, params: Mapping[str, str], *, client_id_param: str = "client_id") -> str:
+        """:meth:`authorize` from the query string of an authorize request (TikTok says ``client_key``)."""
+        return self.authorize(
+            client_id=params.get(client_id_param, ""), redirect_uri=params.get("redirect_uri", ""),
+            state=params.get("state", ""), code_challenge=params.get("code_challenge", ""),
+            code_challenge_method=params.get("code_challenge_method", ""), scope=params.get("scope", ""),
+            response_type=params.get("response_type", "code"),
+        )
 
     # --- token ------------------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import threading
 import time
@@ -32,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 Handler = Callable[[Request], Awaitable[Response]]
+_BYTE_RANGE = re.compile(r"bytes (\d+)-(\d+)/")
 
 
 @dataclass
@@ -119,6 +121,15 @@ class FakeServer:
     def calls_to(self, route: str) -> list[RecordedCall]:
         with self._lock:
             return [call for call in self.calls if call.route == route]
+
+    def content_ranges(self, route: str) -> list[tuple[int, int]]:
+        """(first byte, last byte) of every chunk a route received, in order (``bytes */N`` status queries left out)."""
+        ranges = []
+        for call in self.calls_to(route):
+            match = _BYTE_RANGE.match(call.headers.get("content-range", ""))
+            if match:
+                ranges.append((int(match.group(1)), int(match.group(2))))
+        return ranges
 
     def clear(self) -> None:
         with self._lock:

@@ -154,12 +154,7 @@ class FakeTikTok(FakeServer):
 
     def chunk_ranges(self) -> list[tuple[int, int]]:
         """(first byte, last byte) of every chunk PUT received, in order."""
-        ranges = []
-        for call in self.calls_to("upload"):
-            match = _RANGE.match(call.headers.get("content-range", ""))
-            if match:
-                ranges.append((int(match.group(1)), int(match.group(2))))
-        return ranges
+        return self.content_ranges("upload")
 
     # --- routes ---------------------------------------------------------------------------------------------
 
@@ -178,12 +173,7 @@ class FakeTikTok(FakeServer):
     async def authorize(self, request: Request) -> Response:
         params = request.query_params
         try:
-            location = self.oauth.authorize(
-                client_id=params.get("client_key", ""), redirect_uri=params.get("redirect_uri", ""),
-                state=params.get("state", ""), code_challenge=params.get("code_challenge", ""),
-                code_challenge_method=params.get("code_challenge_method", ""), scope=params.get("scope", ""),
-                response_type=params.get("response_type", ""),
-            )
+            location = self.oauth.authorize_params(params, client_id_param="client_key")
         except OAuthFailure as failure:
             return JSONResponse({"error": failure.error, "error_description": failure.description}, status_code=400)
         return RedirectResponse(location, status_code=302)
