@@ -140,11 +140,27 @@ class Settings(BaseSettings):
     publish_chunk_mb: int = Field(default=10, ge=5, le=64)  # TikTok and YouTube upload chunks
     scheduler_interval_s: float = Field(default=15.0, gt=0)  # how often due posts are handed to workers
 
+    # --- pipelines and the webhook routes (n8n) --------------------------------------------------------------
+    pipelines_max_running: int = Field(default=5, ge=1, le=100)  # more wait, highest priority first
+    # Signs outbound notifications and checks inbound X-Studio-Signature (HMAC-SHA256 of "<timestamp>.<body>").
+    webhook_secret: SecretStr = SecretStr("")
+    webhook_require_signature: bool = False  # when on, pipeline starts without a valid signature get 401
+    webhook_signature_window_s: int = Field(default=300, ge=10)  # timestamps older or newer are refused
+    api_reads_per_minute: int = Field(default=600, ge=1)  # per client: polling every second stays well inside
+    api_writes_per_minute: int = Field(default=60, ge=1)
+    notify_timeout_s: float = Field(default=10.0, gt=0)
+
     # --- datasets ------------------------------------------------------------------------------
     upload_max_file_mb: int = 25
     upload_max_pixels: int = 36_000_000  # far below Pillow's 89 M bomb limit
     upload_max_zip_mb: int = 200
     upload_max_zip_uncompressed_mb: int = 1024
+
+    @model_validator(mode="after")
+    def _signature_needs_a_secret(self) -> Settings:
+        if self.webhook_require_signature and not self.webhook_secret.get_secret_value():
+            raise ValueError("STUDIO_WEBHOOK_REQUIRE_SIGNATURE is on but STUDIO_WEBHOOK_SECRET is empty")
+        return self
 
     @model_validator(mode="after")
     def _check_timezone(self) -> Settings:

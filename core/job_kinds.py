@@ -164,6 +164,12 @@ class PlanPayload(Payload):
     planner: Literal["auto", "llm", "template"] = "auto"  # auto: the LLM when one is configured
 
 
+class NotifyPayload(Payload):
+    """Deliver one pipeline notification (the outbox row) to its URL, signed."""
+
+    notification_id: int = Field(ge=1)
+
+
 @dataclass(frozen=True)
 class JobSpec:
     kind: str
@@ -232,4 +238,8 @@ register(JobSpec(
 register(JobSpec(
     "plan", Queue.DEFAULT, PlanPayload, "Plans posts from a persona and a theme (an LLM, or the offline planner).",
     max_attempts=3, time_limit_s=900, prepare="core.planning:prepare_plan_payload",
+))
+register(JobSpec(
+    "notify", Queue.DEFAULT, NotifyPayload, "Delivers a signed pipeline notification (retried with backoff).",
+    max_attempts=6, time_limit_s=300,
 ))

@@ -465,3 +465,57 @@ class PublishRecord(SQLModel, table=True):
     permalink: str | None = Field(default=None, max_length=1000)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+# --- pipelines (started by n8n or the API) ------------------------------------------------------------------
+
+
+class Pipeline(SQLModel, table=True):
+    """A chain of stages (train → generate → video, or plan → produce → schedule); each stage runs jobs
+    through the job lifecycle and the next starts when they finish. ``results`` holds each stage's
+    jobs and outputs; ``warnings`` what partly failed."""
+
+    __table_args__ = (
+        Index("ix_pipeline_status_priority", "status", "priority", "created_at"),
+        Index("ix_pipeline_created", "created_at"),
+        Index("ix_pipeline_kind_created", "kind", "created_at"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    kind: str = Field(max_length=16)  # lora | content
+    status: str = Field(default=JobStatus.QUEUED, max_length=16)  # the job statuses
+    stage: str | None = Field(default=None, max_length=32)
+    progress: float = 0.0
+    priority: int = 5  # 1–10; higher starts first
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    results: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    warnings: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    error_stage: str | None = Field(default=None, max_length=32)
+    idempotency_key: str | None = Field(default=None, max_length=200, unique=True)
+    request_hash: str | None = Field(default=None, max_length=64)
+    notify_url: str | None = Field(default=None, max_length=1000)
+    dry_run: bool = False
+    events: int = 0  # notifications sent so far; numbers them
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+
+
+class PipelineNotification(SQLModel, table=True):
+    """An outbound notification (the outbox): written with the state change, delivered by a ``notify`` job."""
+
+    __table_args__ = (Index("ix_pipelinenotification_pipeline", "pipeline_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    pipeline_id: str = Field(foreign_key="pipeline.id", max_length=32)
+    sequence: int = 0
+    event: str = Field(max_length=64)
+    url: str = Field(max_length=1000)
+    body: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="pending", max_length=16)  # pending | delivered | failed
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    delivered_at: datetime | None = _ts()

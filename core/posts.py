@@ -335,9 +335,10 @@ class SchedulerReport:
 
 def scheduler_tick() -> SchedulerReport:
     """Run by the worker supervisor every ``scheduler_interval_s``: refresh expiring tokens, advance
-    content production, publish due posts, and fail posts whose publish job died silently."""
-    from core import production
+    content production and pipelines, publish due posts, and fail posts whose publish job died silently."""
+    from core import pipelines, production
 
     refreshed = social_accounts.refresh_expiring()
     production.sweep_production()
+    pipelines.sweep_pipelines()
     return SchedulerReport(claimed=publish_due_posts(), failed_swept=sweep_publishing(), tokens_refreshed=refreshed)

@@ -16,13 +16,13 @@ from typing import Any
 
 from sqlalchemy import or_, select, update
 
-from core import characters
+from core import characters, posts
 from core.db import session_scope
 from core.errors import InvalidInput
 from core.generation import insert_trigger_words, job_images
 from core.job_kinds import LoraChoice
 from core.jobs import enqueue_new, get_job, new_job
-from core.models import TERMINAL_STATUSES, JobStatus, Platform, Post, utcnow
+from core.models import TERMINAL_STATUSES, Job, JobStatus, Platform, Post, utcnow
 from core.post_checks import RULES, VIDEO_PLATFORMS
 from core.posts import create_post
 from core.training import promoted_lora
@@ -49,24 +49,31 @@ def produce_for_slot(*, platform: str, scheduled_at: datetime, character_id: int
                      title: str = "", count: int = 1, template: str = "", make_video: bool | None = None) -> Post:
     """A new draft post for an empty slot, and the generation job that will make its media."""
     character = characters.get_character(character_id) if character_id else characters.current_character()
-    character_id = character.id
+    post = create_post(platform=platform, scheduled_at=scheduled_at, caption=caption, hashtags=hashtags or [],
+                       title=title, image_prompt=image_prompt, character_id=character.id)
+    start_production(post, count=count, template=template, make_video=make_video)
+    return posts.get_post(post.id or 0)
+
+
+def start_production(post: Post, *, count: int = 1, template: str = "", make_video: bool | None = None,
+                     pipeline_id: str | None = None) -> Job:
+    """Make a post's media: a generation job with the character's LoRA (its trigger word in the prompt),
+    then — for video platforms, or when asked — a video (see :func:`advance_production`)."""
+    character_id = post.character_id or characters.current_character().id
     trigger = characters.trigger_word_of(character_id)
-    prompt = insert_trigger_words(image_prompt.strip() or default_image_prompt(character_id or 0),
+    prompt = insert_trigger_words(post.image_prompt.strip() or default_image_prompt(character_id or 0),
                                   [trigger] if trigger else [])
     loras = _lora_choice(character_id)
     job = new_job("generate", {"prompt": prompt, "count": count, "template": template, "character_id": character_id,
-                               "loras": [c.model_dump() for c in loras]})
-    video = make_video if make_video is not None else platform in VIDEO_PLATFORMS
-    post = create_post(platform=platform, scheduled_at=scheduled_at, caption=caption, hashtags=hashtags or [],
-                       title=title, image_prompt=prompt, character_id=character_id,
-                       options={"make_video": video})
+                               "loras": [c.model_dump() for c in loras]}, pipeline_id=pipeline_id)
+    video = make_video if make_video is not None else post.platform in VIDEO_PLATFORMS
     with session_scope() as session:
         session.add(job)
         session.execute(update(Post).where(Post.id == post.id).values(
-            production_status=PRODUCING, generate_job_id=job.id, updated_at=utcnow()))
+            production_status=PRODUCING, generate_job_id=job.id, video_job_id=None, image_prompt=prompt,
+            options={**post.options, "make_video": video}, error=None, updated_at=utcnow()))
     enqueue_new(job)
-    post.production_status, post.generate_job_id = PRODUCING, job.id
-    return post
+    return job
 
 
 def spoken_script(post: Post) -> str:
@@ -103,7 +110,7 @@ def _start_video(post: Post) -> None:
     job = new_job("video", {"generation_job_id": post.generate_job_id, "script": script, "aspect": "9:16",
                             "rate_wpm": SPEAKING_RATE_WPM, "total_seconds": video_seconds(script),
                             "platforms": [spec], "name": f"post {post.id}"},
-                  character_id=post.character_id)
+                  character_id=post.character_id, pipeline_id=get_job(post.generate_job_id or "").pipeline_id)
     with session_scope() as session:
         claimed = session.execute(update(Post).where(Post.id == post.id, Post.video_job_id.is_(None)).values(
             video_job_id=job.id, updated_at=utcnow())).rowcount

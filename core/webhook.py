@@ -7,16 +7,19 @@ constant time. Handlers run blocking database and Redis calls in the thread pool
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import redis
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from core import health, joblogs, jobs
+from core import health, joblogs, jobs, queue
 from core.auth import secrets_match
 from core.config import get_settings
 from core.errors import Conflict, InvalidInput, NotFound
@@ -26,15 +29,44 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
-def error_response(status: int, message: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    extra = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers={**extra, **(headers or {})})
+
+
+def _client_key(request: Request) -> str:
+    """Who is calling, for rate limits: the token presented (hashed) and the address."""
+    token = hashlib.sha256((_presented_token(request) or "").encode()).hexdigest()[:12]
+    return f"{token}:{request.client.host if request.client else '-'}"
+
+
+def _check_rate(request: Request) -> None:
+    """A fixed one-minute window per client, reads and writes counted apart, so polling every second
+    never trips it while a runaway loop of starts does. Redis down: let the call through."""
+    settings = get_settings()
+    kind = "read" if request.method in ("GET", "HEAD") else "write"
+    limit = settings.api_reads_per_minute if kind == "read" else settings.api_writes_per_minute
+    now = time.time()
+    window = int(now // 60)
+    key = queue.redis_key("ratelimit", kind, _client_key(request), str(window))
+    try:
+        client = queue.get_redis()
+        count = client.incr(key)
+        if count == 1:
+            client.expire(key, 90)
+    except (redis.RedisError, OSError):
+        return
+    if count > limit:
+        wait = max(1, int(60 - now % 60))
+        raise ApiError(429, f"rate limit: at most {limit} {kind} requests a minute; retry in {wait} s",
+                       headers={"Retry-After": str(wait)})
 
 
 def _presented_token(request: Request) -> str | None:
@@ -52,6 +84,21 @@ def _require_token(request: Request) -> None:
 
 async def read_json_body(request: Request) -> dict[str, Any]:
     """The request's JSON object, refusing bodies over the limit before reading them whole."""
+    return parse_json_object(await read_body(request))
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ApiError(400, f"malformed JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the JSON body must be an object")
+    return data
+
+
+async def read_body(request: Request) -> bytes:
+    """The raw body (signatures are over these bytes), refusing bodies over the limit before reading them whole."""
     limit = get_settings().max_request_bytes
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -64,13 +111,7 @@ async def read_json_body(request: Request) -> dict[str, Any]:
         body.extend(chunk)
         if len(body) > limit:
             raise ApiError(413, f"request body over the limit of {limit} bytes")
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ApiError(400, f"malformed JSON: {error}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "the JSON body must be an object")
-    return data
+    return bytes(body)
 
 
 def api(*, authenticated: bool = True) -> Callable[[Endpoint], Endpoint]:
@@ -81,9 +122,10 @@ def api(*, authenticated: bool = True) -> Callable[[Endpoint], Endpoint]:
             try:
                 if authenticated:
                     _require_token(request)
+                    await run_in_threadpool(_check_rate, request)
                 return await endpoint(request)
             except ApiError as error:
-                return error_response(error.status, error.message)
+                return error_response(error.status, error.message, error.headers)
             except NotFound as error:
                 return error_response(404, str(error))
             except InvalidInput as error:
@@ -264,6 +306,8 @@ async def get_oauth_callback(request: Request) -> Response:
 
 
 def api_routes() -> list[Route]:
+    from core.pipeline_api import pipeline_routes
+
     return [
         Route("/api/health", get_health, methods=["GET"]),
         Route("/api/jobs", post_job, methods=["POST"]),
@@ -274,4 +318,5 @@ def api_routes() -> list[Route]:
         Route("/api/templates", get_templates, methods=["GET"]),
         Route("/api/files/{key:path}", get_file, methods=["GET"]),
         Route("/api/oauth/callback/{provider}", get_oauth_callback, methods=["GET"]),
+        *pipeline_routes(),
     ]

@@ -1,6 +1,12 @@
-from ui.widgets import coming_soon
+"""Automation: the pipelines n8n (or this page) started, live, with cancel and retry; how to connect n8n."""
 
-coming_soon("Automation", 9, [
-    "n8n pipelines (train → generate → video → notify) started and polled through the webhook API.",
-    "Today the API already serves `GET /api/health`, `POST /api/jobs` and `GET /api/jobs/{id}`.",
-])
+import streamlit as st
+
+from ui.automation import connection_help, pipeline_list, start_form
+
+st.title("Automation")
+st.caption("Pipelines chain training → images → video, or plan → media → schedule; n8n starts and polls them.")
+connection_help()
+start_form()
+st.subheader("Pipelines")
+pipeline_list()

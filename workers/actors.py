@@ -6,11 +6,11 @@ import dramatiq
 import redis
 from sqlalchemy.exc import OperationalError
 
-from core import planning, posts, production
+from core import pipelines, planning, posts, production
 from core.errors import is_transient
 from core.job_kinds import Queue, get_spec
 from core.jobs import Handler, execute_job, on_job_finished
-from workers import generation, handlers, publish, training, video
+from workers import generation, handlers, notify, publish, training, video
 from workers.broker import broker
 from workers.gpu_slots import gpu_slots
 
@@ -24,11 +24,14 @@ HANDLERS: dict[str, Handler] = {
     "generate": generation.generate,
     "plan": planning.run_plan,
     "publish": publish.publish,
+    "notify": notify.deliver,
 }
 
 # Follow-up work starts when a job finishes, in the worker that ran it (nothing polls).
+# Order matters: production moves a post on before its pipeline looks at it.
 on_job_finished(production.production_job_finished)
 on_job_finished(posts.publish_job_finished)
+on_job_finished(pipelines.pipeline_job_finished)
 
 
 def _retry_outside_the_job(retries: int, error: BaseException) -> bool:
