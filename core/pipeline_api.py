@@ -24,20 +24,20 @@ PIPELINE_KINDS = ("lora", "content")
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
-def _check_signature(request: Request, body: bytes) -> None:
+def _check_signature(request: Request, body: bytes) -> str | None:
+    """The verified signature (None for an unsigned request where signing is optional)."""
     settings = get_settings()
     secret = settings.webhook_secret.get_secret_value()
     signature = request.headers.get(SIGNATURE_HEADER)
     if not signature and not settings.webhook_require_signature:
-        return
+        return None
     if not secret:
         raise ApiError(401, "signed requests need STUDIO_WEBHOOK_SECRET on the studio")
     try:
-        checked = verify(secret, body, timestamp=request.headers.get(TIMESTAMP_HEADER), signature=signature,
-                         window_s=settings.webhook_signature_window_s)
+        return verify(secret, body, timestamp=request.headers.get(TIMESTAMP_HEADER), signature=signature,
+                      window_s=settings.webhook_signature_window_s)
     except SignatureError as error:
         raise ApiError(401, f"bad signature: {error}") from None
-    _refuse_replay(checked, settings.webhook_signature_window_s)
 
 
 def _refuse_replay(signature: str, window_s: int) -> None:
@@ -62,9 +62,13 @@ def _start(kind: str) -> Endpoint:
     @api()
     async def start(request: Request) -> Response:
         body = await read_body(request)
-        _check_signature(request, body)
+        signature = _check_signature(request, body)
         data = parse_json_object(body)
         key = request.headers.get("idempotency-key")
+        # A resent request with its Idempotency-Key (n8n retrying after a lost answer) gets the first
+        # pipeline back; any other second arrival of a signature is a replay.
+        if signature is not None and await run_in_threadpool(pipelines.find_by_key, key) is None:
+            _refuse_replay(signature, get_settings().webhook_signature_window_s)
         pipeline, created = await run_in_threadpool(pipelines.create_pipeline, kind, data, idempotency_key=key)
         view = await run_in_threadpool(pipelines.pipeline_view, pipeline)
         return JSONResponse(view, status_code=201 if created else 200,

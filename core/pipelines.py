@@ -397,8 +397,14 @@ def _check_references(kind: str, request: _Request) -> None:
         if request.dry_run:
             _dry_run_config_id()
     elif isinstance(request, ContentPipelineRequest):
-        if request.end < request.start:
-            raise InvalidInput("end: the plan ends before it starts")
+        # The plan job's own checks (dates, platforms, an LLM when asked for), now rather than at its stage.
+        from core.job_kinds import PlanPayload
+        from core.planning import prepare_plan_payload
+
+        prepare_plan_payload(PlanPayload(theme=request.theme, platforms=request.platforms, start=request.start,
+                                         end=request.end, posts_per_week=request.posts_per_week,
+                                         persona=request.persona,
+                                         planner="template" if request.dry_run else request.planner))
 
 
 def create_pipeline(kind: str, body: dict[str, Any], *, idempotency_key: str | None = None) -> tuple[Pipeline, bool]:
@@ -430,6 +436,11 @@ def create_pipeline(kind: str, body: dict[str, Any], *, idempotency_key: str | N
     return get_pipeline(pipeline.id), True
 
 
+def find_by_key(key: str | None) -> Pipeline | None:
+    """The pipeline an Idempotency-Key already started, if any."""
+    return _by_key(key.strip()) if key and key.strip() else None
+
+
 def _by_key(key: str) -> Pipeline | None:
     with session_scope() as session:
         return session.execute(select(Pipeline).where(Pipeline.idempotency_key == key)).scalar_one_or_none()
@@ -459,7 +470,7 @@ def list_pipelines(*, statuses: list[str] | None = None, kinds: list[str] | None
         query = query.where(Pipeline.kind.in_(kinds))
     with session_scope() as session:
         total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-        items = list(session.execute(query.order_by(Pipeline.created_at.desc())
+        items = list(session.execute(query.order_by(Pipeline.created_at.desc(), Pipeline.id.desc())
                                      .offset((page - 1) * page_size).limit(page_size)).scalars())
     return Page(items, total, page, page_size)
 
