@@ -165,11 +165,21 @@ def _dry_run_config_id() -> int:
     return config.id or 0
 
 
+# A dry run proves the chain, not the LoRA: fewer steps, no sample renders, one checkpoint.
+DRY_RUN_OVERRIDES = {"steps": 30, "sample_every": 0, "checkpoint_every": 30}
+
+
 def _start_training(pipeline: Pipeline) -> list[Job]:
+    from core.lora_configs import get_config, params_of
+
     request = LoraPipelineRequest.model_validate(pipeline.payload)
-    config_id = _dry_run_config_id() if pipeline.dry_run else request.config_id
-    return [jobs.new_job("train", {"dataset_id": request.dataset_id, "config_id": config_id,
-                                   "name": request.training_name}, pipeline_id=pipeline.id)]
+    payload: dict[str, Any] = {"dataset_id": request.dataset_id, "config_id": request.config_id,
+                               "name": request.training_name}
+    if pipeline.dry_run:
+        payload["config_id"] = _dry_run_config_id()
+        preset = params_of(get_config(payload["config_id"])).model_dump(mode="json")
+        payload["params"] = {**preset, **DRY_RUN_OVERRIDES}
+    return [jobs.new_job("train", payload, pipeline_id=pipeline.id)]
 
 
 def _finish_training(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
