@@ -107,6 +107,8 @@ def test_a_training_run_updates_live_in_the_browser_and_its_lora_downloads(
 
     page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)  # the chart appears without a reload
     page.get_by_text("succeeded").first.wait_for(timeout=120_000)
+    # The live chart is redrawn on each refresh; wait for a drawing with its three traces (loss, EMA, LR).
+    page.locator(".js-plotly-plot .scatterlayer .trace").nth(2).wait_for(state="attached", timeout=30_000)
     assert page.locator(".js-plotly-plot .scatterlayer .trace").count() >= 3, "loss, its EMA and the LR"
 
     page.get_by_role("tab", name="Checkpoints").click()
