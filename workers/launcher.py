@@ -84,6 +84,9 @@ def up(host: str, port: int, *, demo_models: bool = True) -> int:
     if demo_models:
         for name, path in use_demo_models().items():
             _logger.info("demo model: %s=%s", name, path)
+    if "public_url" not in get_settings().model_fields_set:  # links and OAuth redirects must name this server
+        os.environ["STUDIO_PUBLIC_URL"] = f"http://{host}:{port}"
+        reload_settings()
     settings = get_settings()
     started: list[subprocess.Popen[bytes]] = []
     if not redis_reachable(settings.redis_url):
