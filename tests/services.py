@@ -13,6 +13,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -119,3 +120,35 @@ def create_database(admin_url: str, name: str) -> str:
     with psycopg.connect(conninfo, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@contextmanager
+def run_app_server(log: Path | None = None) -> Iterator[str]:
+    """The real app (server.py: Streamlit with the /api routes) in a process with this environment, on a
+    free port; yields its base URL. Output goes to ``log`` when given."""
+    import httpx
+
+    root = Path(__file__).resolve().parent.parent
+    port = free_port()
+    output = log.open("wb") if log is not None else None
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "server.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true"],
+        cwd=root, env=dict(os.environ), stdout=output or subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{base}/api/health", timeout=1).status_code in (200, 503)
+        except httpx.HTTPError:
+            return False
+
+    try:
+        _wait_for(up, 60, "the app server")
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        if output is not None:
+            output.close()

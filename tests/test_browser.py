@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
 from core import jobs
 from core.auth import hash_password
-from tests.conftest import ROOT, wait_until
-from tests.services import free_port
+from tests.conftest import wait_until
+from tests.services import run_app_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -32,26 +28,8 @@ def browser() -> Iterator[Browser]:
 
 def _serve() -> Iterator[str]:
     """A fresh server process with the test's environment; yields its base URL."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "server.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{base}/api/health", timeout=1).status_code in (200, 503)
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(up, 60, 0.2, what="the Streamlit server")
+    with run_app_server() as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 @pytest.fixture

@@ -16,9 +16,6 @@ these tests rather than skipping them.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -31,9 +28,9 @@ from sqlalchemy import select
 from core import pipelines
 from core.db import session_scope
 from core.models import JobStatus, PipelineNotification
-from tests.conftest import ROOT, TEST_API_TOKEN, wait_until
+from tests.conftest import TEST_API_TOKEN, wait_until
 from tests.n8n import WORKFLOWS_DIR, N8n, N8nError, install_n8n
-from tests.services import free_port
+from tests.services import run_app_server
 
 # A cold n8n install alone takes ~4-5 minutes (scripts/setup does it before the suite when STUDIO_DEV=1).
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("offline_hub"),
@@ -79,28 +76,8 @@ def dry_run_studio(studio, tiny_models, monkeypatch):
 @pytest.fixture
 def app_server(dry_run_studio, tmp_path) -> Iterator[str]:
     """The real app (server.py: Streamlit with the /api routes) on a free port; yields its base URL."""
-    port = free_port()
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "server.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{base}/api/health", timeout=1).status_code in (200, 503)
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(up, 60, 0.2, what="the app server")
+    with run_app_server(tmp_path / "server.log") as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
 
 
 @pytest.fixture
