@@ -1,8 +1,14 @@
 """Home: what the studio is doing right now."""
 
+from zoneinfo import ZoneInfo
+
 import streamlit as st
 
-from core.jobs import count_by_status, list_jobs
+from core.config import get_settings
+from core.jobs import aware, count_by_status, list_jobs
+from core.models import Platform
+from core.pipelines import list_pipelines
+from core.posts import upcoming_posts
 from ui.widgets import status_badge
 
 st.title("InfluencerAI Studio")
@@ -24,3 +30,24 @@ for job in latest:
         status_badge(job.status)
     right.progress(job.progress, text=job.progress_message or job.stage or "")
 st.page_link("pages/jobs.py", label="All jobs", icon=":material/work_history:")
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Next posts")
+    upcoming = upcoming_posts(limit=5)
+    if not upcoming:
+        st.info("Nothing scheduled. Plan posts or produce content for a slot on the Calendar.")
+    zone = get_settings().timezone
+    for post in upcoming:
+        when = aware(post.scheduled_at).astimezone(ZoneInfo(zone))
+        st.write(f"{when:%a %d %b %H:%M} · {Platform(post.platform).label} · {post.caption[:60]}")
+    st.page_link("pages/calendar.py", label="Calendar", icon=":material/calendar_month:")
+with right:
+    st.subheader("Pipelines")
+    running = list_pipelines(statuses=["queued", "running"], page_size=5).items
+    if not running:
+        st.info("No pipeline running. n8n or the Automation page starts them.")
+    for pipeline in running:
+        label = f"{pipeline.kind} `{pipeline.id[:8]}` · {pipeline.stage or pipeline.status}"
+        st.progress(pipeline.progress, text=label)
+    st.page_link("pages/automation.py", label="Automation", icon=":material/account_tree:")
