@@ -7,6 +7,7 @@ import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
 from core.db import upgrade_schema
+from core.logging_setup import configure_logging
 from core.webhook import api_routes
 
 # app.py declares every page with st.navigation, behind the login gate. Streamlit only learns
@@ -14,5 +15,8 @@ from core.webhook import api_routes
 # by URL (its older multipage mode), so the first visitor of /jobs would skip the gate.
 PagesManager.uses_pages_directory = False
 
+# Our loggers (studio.*, alembic, httpx) through the studio's handler: STUDIO_LOG_FORMAT, secrets masked.
+# Streamlit's own loggers keep their handlers (they do not propagate to the root).
+configure_logging()
 upgrade_schema()
 app = st.App("app.py", routes=api_routes())

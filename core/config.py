@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     job_retry_backoff_s: float = 2.0
     job_retry_backoff_max_s: float = 300.0
     job_log_stream_maxlen: int = 2_000
+    job_log_flush_s: float = Field(default=0.5, gt=0)  # job log lines reach the database in batches this often
+    job_log_flush_lines: int = Field(default=200, ge=1)  # … or as soon as this many are waiting
     reconcile_interval_s: float = 15.0
     reconcile_grace_s: float = 10.0  # a queued job younger than this is left to the broker
     cpu_worker_threads: int = 4
@@ -149,6 +151,21 @@ class Settings(BaseSettings):
     api_reads_per_minute: int = Field(default=600, ge=1)  # per client: polling every second stays well inside
     api_writes_per_minute: int = Field(default=60, ge=1)
     notify_timeout_s: float = Field(default=10.0, gt=0)
+
+    # --- logs and metrics (issue 10) ----------------------------------------------------------------------
+    log_level: str = "INFO"  # root level of the workers and the Streamlit server (DEBUG, INFO, WARNING…)
+    # "text": the classic one-line format; "json": one JSON object per line (ts, level, logger, message,
+    # job_id, pipeline_id, actor, exc) for a log shipper. Secrets are masked in both (core/logging_setup.py).
+    log_format: Literal["text", "json"] = "text"
+    # A read-only token that GET /api/metrics accepts besides STUDIO_API_TOKEN, so a Prometheus scraper
+    # need not hold the token that starts jobs; empty = only the API token.
+    metrics_token: SecretStr = SecretStr("")
+    # Runs Dramatiq's Prometheus middleware in the workers and serves its per-host metrics (messages,
+    # errors, durations by queue and actor) on this port (0 = off). Worker processes on one host share
+    # worker_metrics_dir; whichever binds the port first serves them all.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    worker_metrics_host: str = "0.0.0.0"  # noqa: S104 (a scrape port; bind it to 127.0.0.1 to keep it local)
+    worker_metrics_dir: Path | None = None  # prometheus_client multiprocess files; default <data_dir>/worker-metrics
 
     # --- datasets ------------------------------------------------------------------------------
     upload_max_file_mb: int = 25

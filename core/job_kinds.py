@@ -46,6 +46,7 @@ class SleepPayload(Payload):
     steps: int = Field(default=10, ge=1, le=10_000)
     fail_at_step: int | None = Field(default=None, ge=0, description="raise a permanent error at this step")
     transient_failures: int = Field(default=0, ge=0, le=10, description="fail transiently on the first N attempts")
+    log_each_step: bool = Field(default=False, description="log a line at every step (log streaming tests)")
 
 
 class CaptionPayload(Payload):

@@ -36,6 +36,7 @@ from core.errors import (
     is_transient,
 )
 from core.job_kinds import JobSpec, get_spec
+from core.logging_setup import job_context
 from core.models import TERMINAL_STATUSES, Job, JobStatus, utcnow
 from core.pagination import Page, clamp
 
@@ -202,7 +203,7 @@ def cancel_job(job_id: str) -> Job:
         if job.status == JobStatus.QUEUED:
             job.status = JobStatus.CANCELLED
             job.finished_at = now
-    joblogs.append_log(job_id, "cancel requested", level="warning")
+    joblogs.append_log(job_id, "cancel requested", level="warning", durable=True)
     return get_job(job_id)
 
 
@@ -224,7 +225,7 @@ def retry_job(job_id: str) -> Job:
         # Attempts never go back: the attempt number fences stale workers' writes.
         job.max_attempts = job.attempts + spec.max_attempts
         job.updated_at = utcnow()
-    joblogs.append_log(job_id, "retry requested", level="info")
+    joblogs.append_log(job_id, "retry requested", level="info", durable=True)
     _enqueue(job)
     return get_job(job_id)
 
@@ -470,6 +471,12 @@ def execute_job(job_id: str, handler: Handler) -> None:
     if claimed is None:
         return
     job, attempt = claimed
+    with job_context(job):  # every line logged during the attempt carries job_id, pipeline_id, actor
+        _run_claimed(job, attempt, handler)
+
+
+def _run_claimed(job: Job, attempt: int, handler: Handler) -> None:
+    job_id = job.id
     spec = get_spec(job.kind)
     try:
         payload = spec.payload_model.model_validate(job.payload)
@@ -503,6 +510,10 @@ def execute_job(job_id: str, handler: Handler) -> None:
         _finish(ctx, JobStatus.SUCCEEDED, result=result or {}, progress=1.0)
     finally:
         _heartbeats.remove(ctx)
+        try:
+            joblogs.flush(job_id)  # the job's last lines are stored before anyone acts on its end
+        except Exception:  # the database is down: the flusher keeps them and tries again
+            _logger.warning("could not store the last log lines of job %s yet", job_id, exc_info=True)
     if _finish_listeners and not ctx.lease_lost:
         _notify_finished(job_id)
 
@@ -584,6 +595,6 @@ def reconcile() -> ReconcileReport:
                 .values(status=JobStatus.FAILED, cancel_requested=True, finished_at=utcnow(),
                         error=f"exceeded its time limit of {limit_s} s", error_stage="time limit")
             )
-        joblogs.append_log(job_id, f"failed: exceeded its time limit of {limit_s} s", level="error")
+        joblogs.append_log(job_id, f"failed: exceeded its time limit of {limit_s} s", level="error", durable=True)
         report.timed_out.append(job_id)
     return report

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -74,6 +74,10 @@ class Job(SQLModel, table=True):
         Index("ix_job_kind_created", "kind", "created_at"),
         Index("ix_job_created", "created_at"),
         Index("ix_job_status_heartbeat", "status", "heartbeat_at"),
+        # Monitoring (core.monitoring): counts and failures by finish time, per-kind durations, oldest queued.
+        Index("ix_job_status_finished", "status", "finished_at"),
+        Index("ix_job_kind_status_finished", "kind", "status", "finished_at"),
+        Index("ix_job_status_queue_created", "status", "queue", "created_at"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
@@ -110,12 +114,17 @@ class Job(SQLModel, table=True):
 
 
 class JobLog(SQLModel, table=True):
-    """A job's log line. Its id doubles as the live-tail cursor (also the Redis stream id)."""
+    """A job's log line, written in batches (``core.joblogs``). ``cursor`` orders a job's lines and is
+    the live-tail cursor: it is the line's Redis stream id ``<ms>-<seq>`` as one number, ms × 10,000 + seq."""
 
-    __table_args__ = (Index("ix_joblog_job_id_id", "job_id", "id"),)
+    __table_args__ = (
+        Index("ix_joblog_job_id_id", "job_id", "id"),
+        Index("uq_joblog_job_cursor", "job_id", "cursor", unique=True),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     job_id: str = Field(foreign_key="job.id", max_length=32)
+    cursor: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
     level: str = Field(default="info", max_length=10)
     message: str = Field(sa_column=Column(Text, nullable=False))

@@ -65,7 +65,7 @@ def _middleware(client: redis.Redis, namespace: str) -> list[Middleware]:
     # No TimeLimit: training runs for hours; the reconciler enforces each kind's own limit.
     # Retries only for failures outside a job's run context (e.g. the database was down
     # when the job was claimed); the job lifecycle retries its own transient failures.
-    return [
+    middleware = [
         AgeLimit(),
         ShutdownNotifications(),
         Callbacks(),
@@ -74,6 +74,67 @@ def _middleware(client: redis.Redis, namespace: str) -> list[Middleware]:
         CurrentMessage(),
         JobMessageIndex(client, namespace),
     ]
+    # --- worker metrics (issue 10): Dramatiq's Prometheus middleware, off unless a port is set ---------
+    settings = get_settings()
+    if settings.worker_metrics_port > 0:
+        middleware.append(_worker_metrics_middleware(settings))
+    return middleware
+
+
+def _worker_metrics_middleware(settings: Settings) -> Middleware:
+    """Dramatiq's Prometheus middleware, serving the host's worker metrics from a thread of the worker.
+
+    Dramatiq's CLI would fork an exposition server; the studio runs its worker processes itself, so
+    the first worker process on a host to bind ``worker_metrics_port`` serves the multiprocess files
+    of all of them (the others retry the port every few seconds, taking over if that one dies). It does
+    nothing until ``process_boot``, which only worker processes emit: the app's broker is untouched.
+    """
+    import logging
+    from http.server import HTTPServer
+
+    import dramatiq.middleware.prometheus as dramatiq_prometheus
+
+    directory = settings.worker_metrics_dir or settings.data_dir / "worker-metrics"
+    directory.mkdir(parents=True, exist_ok=True)
+    dramatiq_prometheus.DB_PATH = str(directory)  # the module reads it at call time
+    address = (settings.worker_metrics_host, settings.worker_metrics_port)
+    logger = logging.getLogger("studio.workers.metrics")
+
+    class WorkerMetrics(dramatiq_prometheus.Prometheus):
+        booted = False
+
+        @property
+        def forks(self) -> list[Any]:
+            return []
+
+        def after_process_boot(self, broker: dramatiq.Broker) -> None:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+            import prometheus_client.values
+
+            # prometheus_client picks its value store at import: switch to files if it came in earlier.
+            prometheus_client.values.ValueClass = prometheus_client.values.get_value_class()
+            super().after_process_boot(broker)
+            self.booted = True
+            threading.Thread(target=self._serve, name="worker-metrics", daemon=True).start()
+
+        def _serve(self) -> None:
+            while True:
+                try:
+                    server = HTTPServer(address, dramatiq_prometheus._metrics_handler)
+                except OSError:
+                    time.sleep(5)  # another worker process of this host serves them
+                    continue
+                logger.info("worker metrics on http://%s:%d/metrics", *address)
+                server.serve_forever()
+
+        def __getattribute__(self, name: str) -> Any:
+            # Message hooks need the metrics made at process boot; before it (the app's broker) they are no-ops.
+            if name.startswith(("after_", "before_")) and name != "after_process_boot" \
+                    and not object.__getattribute__(self, "booted"):
+                return lambda *args, **kwargs: None
+            return object.__getattribute__(self, name)
+
+    return WorkerMetrics()
 
 
 def make_redis(url: str) -> redis.Redis:

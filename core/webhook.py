@@ -305,6 +305,26 @@ async def get_oauth_callback(request: Request) -> Response:
     return RedirectResponse(f"{accounts_page}?{urlencode({'connected': names[:300]})}", status_code=303)
 
 
+# --- metrics (issue 10) ---------------------------------------------------------------------------------
+
+
+@api(authenticated=False)  # checked below: the API token or the read-only STUDIO_METRICS_TOKEN
+async def get_metrics(request: Request) -> Response:
+    """Prometheus text exposition of the job, queue, worker, pipeline and post metrics (core/metrics.py)."""
+    from core import metrics
+
+    settings = get_settings()
+    presented = _presented_token(request)
+    metrics_token = settings.metrics_token.get_secret_value()
+    if not (secrets_match(presented, settings.api_token.get_secret_value())
+            or (metrics_token and secrets_match(presented, metrics_token))):
+        raise ApiError(401, "missing or wrong token (send 'Authorization: Bearer <STUDIO_API_TOKEN or "
+                            "STUDIO_METRICS_TOKEN>')")
+    await run_in_threadpool(_check_rate, request)
+    body = await run_in_threadpool(metrics.render)
+    return Response(body, media_type=metrics.CONTENT_TYPE)
+
+
 def api_routes() -> list[Route]:
     from core.pipeline_api import pipeline_routes
 
@@ -318,5 +338,6 @@ def api_routes() -> list[Route]:
         Route("/api/templates", get_templates, methods=["GET"]),
         Route("/api/files/{key:path}", get_file, methods=["GET"]),
         Route("/api/oauth/callback/{provider}", get_oauth_callback, methods=["GET"]),
+        Route("/api/metrics", get_metrics, methods=["GET"]),
         *pipeline_routes(),
     ]

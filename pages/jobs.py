@@ -5,11 +5,11 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from core import joblogs, jobs
+from core import jobs
 from core.errors import StudioError
 from core.job_kinds import all_specs
 from core.models import JobStatus
-from ui.widgets import status_badge
+from ui.widgets import live_log, status_badge
 
 st.title("Jobs")
 
@@ -96,18 +96,7 @@ def job_detail(job_id: str) -> None:
     st.caption(f"Job {job.id} · queue {job.queue} · attempt {job.attempts}/{job.max_attempts} · "
                f"worker {job.worker or '—'}")
 
-    level = st.segmented_control("Log level", joblogs.LEVELS, default="info", key="jobs.level")
-    cache = st.session_state.setdefault("jobs.log", {"job": None, "cursor": 0, "lines": []})
-    if cache["job"] != job_id:
-        cache.update(job=job_id, cursor=0, lines=[])
-    page = joblogs.read_logs(job_id, after=cache["cursor"], limit=1000)
-    cache["cursor"] = page.cursor
-    cache["lines"] = (cache["lines"] + [(e.level, f"{jobs.aware(e.created_at):%H:%M:%S} {e.level:<7} {e.message}")
-                                        for e in page.entries])[-2000:]
-    threshold = joblogs.LEVELS.index(level or "debug")
-    shown = [text for lvl, text in cache["lines"] if joblogs.LEVELS.index(lvl) >= threshold]
-    st.code("\n".join(shown[-300:]) or "(no log lines yet)", language=None)
-    st.download_button("Download log", "\n".join(shown), file_name=f"job-{job_id}.log", key="jobs.download")
+    live_log(job_id, key="jobs")
     with st.expander("Payload and result"):
         st.json({"payload": job.payload, "result": job.result, "checkpoint": job.checkpoint})
 

@@ -1,6 +1,13 @@
-from ui.widgets import coming_soon
+"""Monitoring: queues, workers, job statistics, service health and hardware.
 
-coming_soon("Monitoring", 10, [
-    "Queue depths, live workers, throughput and failure rates per job kind.",
-    "Database, Redis and storage health with latency; GPU, CPU and RAM use.",
-])
+The live sections refresh every few seconds in fragments; the job statistics follow the chosen window.
+"""
+
+import streamlit as st
+
+from ui import monitoring as parts
+
+st.title("Monitoring")
+parts.live_queues_and_workers()
+parts.jobs_section()
+parts.live_health_and_hardware()

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from core import joblogs, jobs
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput, JobLeaseLost
-from core.models import Job, JobStatus
+from core.models import Job, JobLog, JobStatus
 from core.queue import get_redis
 from tests.conftest import wait_until
 
@@ -218,18 +218,50 @@ def test_reconciler_fails_a_job_past_its_time_limit(workers, studio):
     assert jobs.get_job(job.id).status == JobStatus.FAILED
 
 
-def test_logs_tail_from_the_stream_and_survive_a_redis_flush(studio):
+def test_log_lines_reach_the_database_in_one_batch_and_survive_losing_the_stream(studio):
     job = jobs.create_job("noop")
     first = [joblogs.append_log(job.id, f"line {i}") for i in range(3)]
-    page = joblogs.read_logs(job.id)
+    page = joblogs.read_logs(job.id)  # a new job's stream is its whole log
     assert [e.message for e in page.entries] == ["line 0", "line 1", "line 2"]
     joblogs.append_log(job.id, "line 3", level="warning")
     tail = joblogs.read_logs(job.id, after=page.cursor)
     assert [e.message for e in tail.entries] == ["line 3"]
-    get_redis().flushall()
+    get_redis().flushall()  # Redis restarts without persistence, perhaps before the batch is written
+    early = joblogs.read_logs(job.id, after=first[0].id)
+    assert [e.message for e in early.entries] == ["line 1", "line 2", "line 3"][: len(early.entries)]
+    joblogs.flush()
     after_flush = joblogs.read_logs(job.id, after=first[0].id)
     assert [e.message for e in after_flush.entries] == ["line 1", "line 2", "line 3"]
     assert [e.message for e in joblogs.read_logs(job.id, min_level="warning").entries] == ["line 3"]
+    joblogs.flush()  # flushing again writes nothing twice
+    with session_scope() as session:
+        stored = session.execute(select(func.count()).select_from(JobLog).where(JobLog.job_id == job.id)).scalar_one()
+    assert stored == 4
+
+
+def test_a_live_reader_misses_and_repeats_no_line_across_batches_and_a_lost_stream(workers, studio):
+    workers.worker("cpu")
+    job = jobs.create_job("sleep", {"seconds": 4, "steps": 80, "log_each_step": True})
+    seen: list[str] = []
+    cursor = 0
+    dropped = False
+    while True:
+        page = joblogs.read_logs(job.id, after=cursor, limit=50)
+        seen += [e.message for e in page.entries]
+        cursor = page.cursor
+        if not dropped and len(seen) > 25:
+            get_redis().delete(joblogs._stream_key(job.id))  # the stream is lost mid-run
+            dropped = True
+        if jobs.get_job(job.id).status == JobStatus.SUCCEEDED and not page.entries:
+            break
+        time.sleep(0.05)
+    steps = [line for line in seen if line.startswith("step ")]
+    assert dropped and steps == [f"step {i}/80" for i in range(1, 81)]
+    assert seen[-1] == "slept 4 s in 80 steps" and len(seen) == len(set(seen))
+    with session_scope() as session:
+        stored = session.execute(select(JobLog.message).where(JobLog.job_id == job.id)
+                                 .order_by(JobLog.cursor)).scalars().all()
+    assert stored == seen  # the database holds the same lines, once each, in the same order
 
 
 def test_stopping_a_worker_hands_its_running_job_back_and_it_resumes_elsewhere(workers, studio):
@@ -248,3 +280,13 @@ def test_stopping_a_worker_hands_its_running_job_back_and_it_resumes_elsewhere(w
     assert done.result["resumed_from"] >= 6
     assert done.max_attempts == 4, "an interruption does not use up a retry"
     assert any("handed back" in e.message for e in joblogs.read_logs(job.id, min_level="warning").entries)
+
+
+def test_secrets_never_reach_a_jobs_stored_log(studio):
+    job = jobs.create_job("noop")
+    joblogs.append_log(job.id, f"calling https://x/api?access_token=abc123secret with Bearer {'t' * 20}")
+    joblogs.flush()
+    with session_scope() as session:
+        [stored] = session.execute(select(JobLog.message).where(JobLog.job_id == job.id)).scalars().all()
+    assert "abc123secret" not in stored and "t" * 20 not in stored
+    assert "abc123secret" not in joblogs.read_logs(job.id).entries[0].message

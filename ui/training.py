@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from core import assets, joblogs, training, training_views
+from core import assets, training, training_views
 from core.datasets import get_dataset
 from core.errors import InvalidInput, NotFound, StudioError
 from core.images import format_size
@@ -39,7 +39,7 @@ from core.models import Asset, Job, JobStatus, LoraConfig, LoraModel
 from core.queue import gpu_worker_memory_gib
 from core.training_views import FieldSpec
 from ui.datasets import dataset_picker
-from ui.widgets import status_badge
+from ui.widgets import live_log, status_badge
 
 SECTIONS = {"new": "New run", "runs": "Runs", "configs": "Configs"}
 SECTION = "training.section"
@@ -515,9 +515,7 @@ def _live_run(job_id: str, was_active: bool) -> None:
             _checkpoints(job)
     with tabs["Log"]:
         if tabs["Log"].open:
-            lines = joblogs.tail_logs(job_id, lines=20)
-            st.code("\n".join(f"{aware(e.created_at):%H:%M:%S} {e.level:<7} {e.message}" for e in lines)
-                    or "(no log lines yet)", language=None)
+            live_log(job_id, key="training.run", tail=40)
             st.page_link("pages/jobs.py", label="Full log on the Jobs page", icon=":material/work_history:")
     with tabs["Settings"]:
         if tabs["Settings"].open:

@@ -56,3 +56,23 @@ def live_job_list(list_page: Callable[[int], Page[Job]], render_job: Callable[[J
     active = any(j.status in (JobStatus.QUEUED, JobStatus.RUNNING)
                  for j in list_page(st.session_state.get(page_key, 1)).items)
     st.fragment(run_every=1 if active else None)(body)()
+
+
+def live_log(job_id: str, *, key: str, tail: int = 300) -> None:
+    """A job's log with a level filter and a download, reading only the lines after its cursor on each
+    rerun (the one log viewer of the Jobs page and the run views)."""
+    from core import joblogs
+    from core.jobs import aware
+
+    level = st.segmented_control("Log level", joblogs.LEVELS, default="info", key=f"{key}.level")
+    cache = st.session_state.setdefault(f"{key}.log", {"job": None, "cursor": 0, "lines": []})
+    if cache["job"] != job_id:
+        cache.update(job=job_id, cursor=0, lines=[])
+    page = joblogs.read_logs(job_id, after=cache["cursor"], limit=1000)
+    cache["cursor"] = page.cursor
+    cache["lines"] = (cache["lines"] + [(e.level, f"{aware(e.created_at):%H:%M:%S} {e.level:<7} {e.message}")
+                                        for e in page.entries])[-2000:]
+    threshold = joblogs.LEVELS.index(level or "debug")
+    shown = [text for lvl, text in cache["lines"] if joblogs.LEVELS.index(lvl) >= threshold]
+    st.code("\n".join(shown[-tail:]) or "(no log lines yet)", language=None)
+    st.download_button("Download log", "\n".join(shown), file_name=f"job-{job_id}.log", key=f"{key}.download")

@@ -30,11 +30,10 @@ app = typer.Typer(
 
 
 def _setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # Text or JSON lines per STUDIO_LOG_FORMAT, job context on each line, secrets masked (core/logging_setup.py).
+    from core.logging_setup import configure_logging
+
+    configure_logging("DEBUG" if verbose else None, stream=sys.stderr)
 
 
 def _fail(error: Exception) -> typer.Exit:

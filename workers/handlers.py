@@ -31,6 +31,8 @@ def sleep(ctx: JobContext) -> dict[str, Any]:
         time.sleep(step_s)
         ctx.save_checkpoint({"step": step + 1})
         ctx.progress((step + 1) / payload.steps, f"step {step + 1}/{payload.steps}")
+        if payload.log_each_step:
+            ctx.log(f"step {step + 1}/{payload.steps}")
     ctx.log(f"slept {payload.seconds:g} s in {payload.steps} steps")
     return {"steps": payload.steps, "resumed_from": start, "attempt": ctx.attempt}
 
