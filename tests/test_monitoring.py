@@ -228,3 +228,14 @@ def test_the_monitoring_queries_are_index_scans_on_sqlite(studio):
             plan = _sqlite_plan(statement)
             assert f"INDEX {index}" in plan, plan
             assert "TEMP B-TREE FOR ORDER BY" not in plan, plan
+
+
+def test_the_real_nvml_reader_names_why_there_is_no_gpu_or_reads_the_gpus():
+    from core.monitoring import GpuUnavailable, read_nvml_gpus
+
+    try:
+        gpus = read_nvml_gpus()
+    except GpuUnavailable as error:  # this CPU machine: NVML is installed, the driver is not
+        assert str(error).startswith("no NVIDIA driver")
+    else:  # a GPU machine
+        assert gpus and all(gpu.memory_total_mib > 0 for gpu in gpus)
