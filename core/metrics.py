@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from core import queue
+from core import monitoring, queue
 from core.db import session_scope
 from core.job_kinds import Queue
 from core.models import Job, JobStatus, Pipeline, Post, utcnow
@@ -53,14 +53,6 @@ def recent_durations_statement(since: Any) -> Any:
         .order_by(_JOBS.c.created_at.desc())
         .limit(DURATION_SAMPLE)
     )
-
-
-def quantile(sorted_values: list[float], q: float) -> float:
-    """The q-quantile by linear interpolation (numpy's default) of an ascending, non-empty list."""
-    position = (len(sorted_values) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
 class StudioCollector(Collector):
@@ -113,9 +105,9 @@ class StudioCollector(Collector):
                            f"{hours:g} h (newest {DURATION_SAMPLE} at most), by kind.", "summary")
         for kind, values in sorted(by_kind.items()):
             values.sort()
-            for q in QUANTILES:
+            for q in QUANTILES:  # the same percentiles as the Monitoring page
                 durations.add_sample("studio_job_duration_seconds", {"kind": kind, "quantile": f"{q:g}"},
-                                     quantile(values, q))
+                                     monitoring.percentile(values, q * 100))
             durations.add_sample("studio_job_duration_seconds_count", {"kind": kind}, len(values))
             durations.add_sample("studio_job_duration_seconds_sum", {"kind": kind}, sum(values))
 
@@ -130,20 +122,15 @@ class StudioCollector(Collector):
     # --- Redis ----------------------------------------------------------------------------------------
 
     def _redis_metrics(self) -> list[Metric]:
-        broker = queue.get_broker()
-        client = queue.get_redis()
-        pipe = client.pipeline(transaction=False)
-        for name in Queue.ALL:
-            pipe.llen(f"{broker.namespace}:{name}")  # ready messages no worker has fetched yet
-            pipe.llen(f"{broker.namespace}:{name}.DQ")  # delayed (retries, lease re-checks)
-        counts = pipe.execute()
         depth = GaugeMetricFamily("studio_queue_depth", "Messages waiting in a queue, not yet fetched by a worker.",
                                   labels=["queue"])
         delayed = GaugeMetricFamily("studio_queue_delayed", "Delayed messages waiting for their time, by queue.",
                                     labels=["queue"])
-        for index, name in enumerate(Queue.ALL):
-            depth.add_metric([name], counts[2 * index])
-            delayed.add_metric([name], counts[2 * index + 1])
+        dead = GaugeMetricFamily("studio_queue_dead", "Dead-lettered messages, by queue.", labels=["queue"])
+        for stat in monitoring.queue_stats():  # the same counts as the Monitoring page
+            depth.add_metric([stat.name], stat.ready)
+            delayed.add_metric([stat.name], stat.delayed)
+            dead.add_metric([stat.name], stat.dead)
 
         workers = queue.list_workers()
         alive = GaugeMetricFamily("studio_workers_alive", "Worker processes that announced themselves recently.",
@@ -151,7 +138,7 @@ class StudioCollector(Collector):
         threads = GaugeMetricFamily("studio_worker_threads", "Worker threads consuming each queue.", labels=["queue"])
         for name in Queue.ALL:
             threads.add_metric([name], sum(w.threads for w in workers if name in w.queues))
-        return [depth, delayed, alive, threads]
+        return [depth, delayed, dead, alive, threads]
 
 
 _registry: CollectorRegistry | None = None

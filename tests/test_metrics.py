@@ -107,13 +107,6 @@ def test_pipelines_and_posts_are_counted_by_status(client):
     assert _value(samples, "studio_posts", status="published") == 0
 
 
-def test_duration_quantiles_interpolate_like_numpy():
-    values = [1.0, 2.0, 3.0, 4.0, 10.0]
-    assert metrics.quantile(values, 0.5) == 3.0
-    assert metrics.quantile(values, 0.95) == pytest.approx(8.8)
-    assert metrics.quantile([7.0], 0.95) == 7.0
-
-
 def test_the_scrape_queries_are_served_by_indexes(studio):
     statements = [metrics.JOBS_BY_STATUS_AND_KIND, metrics.recent_durations_statement(utcnow()),
                   metrics.PIPELINES_BY_STATUS, metrics.POSTS_BY_STATUS]
