@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
 
 class OAuthFailure(Exception):
     def __init__(self, error: str, description: str) -> None:
@@ -88,6 +90,14 @@ class FakeOAuth:
             code_challenge_method=params.get("code_challenge_method", ""), scope=params.get("scope", ""),
             response_type=params.get("response_type", "code"),
         )
+
+    def authorize_response(self, params: Mapping[str, str], *, client_id_param: str = "client_id") -> Response:
+        """The authorize endpoint's answer: a 302 back to the client, or 400 with the OAuth error."""
+        try:
+            location = self.authorize_params(params, client_id_param=client_id_param)
+        except OAuthFailure as failure:
+            return JSONResponse({"error": failure.error, "error_description": failure.description}, status_code=400)
+        return RedirectResponse(location, status_code=302)
 
     # --- token ------------------------------------------------------------------------------------------
 

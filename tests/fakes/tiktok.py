@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 
 from tests.fakes.oauth import FakeOAuth, OAuthFailure
 from tests.fakes.server import FakeServer, Handler
@@ -171,12 +171,7 @@ class FakeTikTok(FakeServer):
     # --- OAuth ----------------------------------------------------------------------------------------------
 
     async def authorize(self, request: Request) -> Response:
-        params = request.query_params
-        try:
-            location = self.oauth.authorize_params(params, client_id_param="client_key")
-        except OAuthFailure as failure:
-            return JSONResponse({"error": failure.error, "error_description": failure.description}, status_code=400)
-        return RedirectResponse(location, status_code=302)
+        return self.oauth.authorize_response(request.query_params, client_id_param="client_key")
 
     async def token(self, request: Request) -> Response:
         form = await request.form()
