@@ -405,3 +405,21 @@ def publish_due() -> None:
 
     report = scheduler_tick()
     typer.echo(f"handed {len(report.claimed)} post(s) to the workers; failed {report.failed_swept} stuck post(s)")
+
+
+@app.command()
+def demo() -> None:
+    """Run the whole pipeline on the demo data through the running studio (./scripts/run): dataset →
+    captions → tiny LoRA → 4 images → 9:16 video → draft post; prints each stage with its time."""
+    from core.demo import run_demo
+
+    def show(name: str, seconds: float, what: str) -> None:
+        typer.echo(f"{name:<24} {seconds:6.1f} s  {what}")
+
+    try:
+        report = run_demo(on_stage=show)
+    except StudioError as error:
+        raise _fail(error) from None
+    for name, seconds, what in report.jobs:
+        typer.echo(f"  {name:<22} {seconds:6.1f} s  (longest job; {what})")
+    typer.echo(f"{'total':<24} {report.total_s:6.1f} s  pipeline {report.pipeline_id}, post {report.post_id}")
