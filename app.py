@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui.auth import is_authenticated, login_pages
+from ui.auth import is_authenticated, login_pages, watch_session
 from ui.sidebar import render_health
 
 st.set_page_config(page_title="InfluencerAI Studio", page_icon=":material/auto_awesome:", layout="wide")
@@ -33,6 +33,7 @@ pages = {
 if is_authenticated():
     navigation = st.navigation(pages)
     render_health()
+    watch_session()  # an open page turns into the login when the session expires
 else:
     # Every URL shows the login form, so a deep link (/jobs) survives logging in.
     navigation = st.navigation(login_pages(pages), position="hidden")

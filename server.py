@@ -8,6 +8,7 @@ from streamlit.runtime.pages_manager import PagesManager
 
 from core.db import upgrade_schema
 from core.logging_setup import configure_logging
+from core.storage import prepare_storage
 from core.webhook import api_routes
 
 # app.py declares every page with st.navigation, behind the login gate. Streamlit only learns
@@ -19,4 +20,5 @@ PagesManager.uses_pages_directory = False
 # Streamlit's own loggers keep their handlers (they do not propagate to the root).
 configure_logging()
 upgrade_schema()
+prepare_storage()
 app = st.App("app.py", routes=api_routes())

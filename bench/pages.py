@@ -7,7 +7,7 @@ AppTest run of the whole app script with the page open (sidebar health checks in
 warm-up; the table shows the median and best of N. The last column says whether the query plans of the
 page's main queries use indexes (SQLite ``EXPLAIN QUERY PLAN``; PostgreSQL ``EXPLAIN`` after ANALYZE).
 
-    .venv/bin/python bench/pages.py [--runs 15] [--jobs 10000] [--logs 100000]
+    .venv/bin/python bench/pages.py [--runs 15] [--jobs 10000] [--logs 100000] [--assets 10000]
     .venv/bin/python bench/pages.py --postgres postgresql+psycopg://user:pw@127.0.0.1:5432/postgres
 """
 
@@ -34,7 +34,7 @@ from datetime import timedelta
 from typing import Any
 
 GOAL_MS = 300.0
-PAGES = {"monitoring": "pages/monitoring.py", "jobs": "pages/jobs.py"}
+PAGES = {"monitoring": "pages/monitoring.py", "jobs": "pages/jobs.py", "home": "pages/home.py"}
 STATUSES = [("succeeded", 80), ("failed", 10), ("cancelled", 4), ("queued", 4), ("running", 2)]
 
 
@@ -56,13 +56,13 @@ def use_database(url: str) -> None:
     upgrade_schema()
 
 
-def fill(jobs: int, logs: int, seed: int = 7) -> None:
-    """Jobs over the last 7 days with realistic durations, and their log lines, in bulk inserts."""
+def fill(jobs: int, logs: int, assets: int = 0, seed: int = 7) -> None:
+    """Jobs over the last 7 days with realistic durations, their log lines and assets, in bulk inserts."""
     from sqlalchemy import insert
 
     from core.db import session_scope
     from core.job_kinds import all_specs
-    from core.models import Job, JobLog, new_id, utcnow
+    from core.models import Asset, Job, JobLog, new_id, utcnow
 
     rng = random.Random(seed)
     specs = list(all_specs())
@@ -92,9 +92,16 @@ def fill(jobs: int, logs: int, seed: int = 7) -> None:
         moment = job["created_at"] + timedelta(milliseconds=index % per_job)
         log_rows.append({"job_id": job["id"], "cursor": int(moment.timestamp() * 1000) * 10_000 + index % per_job,
                          "created_at": moment, "level": "info", "message": f"step {index % per_job} of {per_job}"})
+    asset_kinds = [("image", "generated", "image/png"), ("video", "video", "video/mp4"), ("lora", "lora", "")]
+    asset_rows = [{"kind": kind, "source": source, "key": f"bench/{i:06d}", "content_type": content_type,
+                   "size_bytes": 1000 + i, "prompt": f"prompt {i}", "meta": {},
+                   "created_at": now - timedelta(seconds=rng.uniform(0, 30 * 86400))}
+                  for i, (kind, source, content_type) in ((i, asset_kinds[i % 3]) for i in range(assets))]
     with session_scope() as session:
         for start in range(0, len(rows), 2000):
             session.execute(insert(Job.__table__), rows[start:start + 2000])
+        for start in range(0, len(asset_rows), 2000):
+            session.execute(insert(Asset.__table__), asset_rows[start:start + 2000])
         for start in range(0, len(log_rows), 10_000):
             session.execute(insert(JobLog.__table__), log_rows[start:start + 10_000])
 
@@ -155,7 +162,7 @@ def time_page(page: str, runs: int) -> tuple[float, float]:
     at.run()  # warm-up: imports, caches, prepared statements
     if at.exception:
         raise RuntimeError(f"{page} raised: {[e.message for e in at.exception]}")
-    title = {"pages/monitoring.py": "Monitoring", "pages/jobs.py": "Jobs"}[page]
+    title = {"pages/monitoring.py": "Monitoring", "pages/jobs.py": "Jobs", "pages/home.py": "InfluencerAI Studio"}[page]
     if not at.title or at.title[0].value != title:
         raise RuntimeError(f"{page} did not render (title {[t.value for t in at.title]})")
     times = []
@@ -166,11 +173,11 @@ def time_page(page: str, runs: int) -> tuple[float, float]:
     return statistics.median(times), min(times)
 
 
-def measure(label: str, runs: int, jobs: int, logs: int) -> list[dict[str, Any]]:
+def measure(label: str, runs: int, jobs: int, logs: int, assets: int) -> list[dict[str, Any]]:
     results = []
     empty = {name: time_page(page, runs) for name, page in PAGES.items()}
     started = time.perf_counter()
-    fill(jobs, logs)
+    fill(jobs, logs, assets)
     if label == "postgresql":
         analyze()
     fill_s = time.perf_counter() - started
@@ -189,6 +196,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--logs", type=int, default=100_000)
+    parser.add_argument("--assets", type=int, default=10_000)
     parser.add_argument("--postgres", help="admin URL (may CREATE DATABASE); a fresh database is made and dropped")
     args = parser.parse_args()
     logging.getLogger("streamlit").setLevel(logging.ERROR)
@@ -206,7 +214,7 @@ def main() -> None:
     pg_name = f"bench_pages_{uuid.uuid4().hex[:8]}"
     try:
         use_database(f"sqlite:///{tmp / 'studio.db'}")
-        results += measure("sqlite", args.runs, args.jobs, args.logs)
+        results += measure("sqlite", args.runs, args.jobs, args.logs, args.assets)
         if args.postgres:
             import psycopg
 
@@ -214,7 +222,7 @@ def main() -> None:
             with psycopg.connect(admin, autocommit=True) as connection:
                 connection.execute(f'CREATE DATABASE "{pg_name}"')
             use_database(args.postgres.rsplit("/", 1)[0] + f"/{pg_name}")
-            results += measure("postgresql", args.runs, args.jobs, args.logs)
+            results += measure("postgresql", args.runs, args.jobs, args.logs, args.assets)
     finally:
         from core.db import dispose_engines
 
@@ -229,6 +237,7 @@ def main() -> None:
         redis_process.wait()
 
     print(f"\nPage benchmark · {os.cpu_count()} CPU · {args.jobs:,} jobs + {args.logs:,} log lines over 7 days · "
+          f"{args.assets:,} assets · "
           f"server-side AppTest render, best/median of {args.runs} after a warm-up\n")
     print(f"| {'database':<10} | {'page':<10} | {'median ms':>9} | {'best ms':>7} | {'empty db ms':>11} | "
           f"{'full / empty':>12} | {'goal 300 ms':>11} | {'indexed':>7} |")

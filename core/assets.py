@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import ColumnElement, and_, delete, func, select, update
 
+from core.config import get_settings
 from core.db import get_or_raise, session_scope
 from core.errors import Conflict, InvalidInput, describe_validation_error
 from core.images import make_thumbnail
@@ -290,9 +291,12 @@ def filter_options(*, limit: int = 200) -> FilterOptions:
                          loras=dict(sorted(loras.items(), key=lambda kv: kv[1].lower())))
 
 
-def download_url(asset: Asset, *, expires: timedelta = timedelta(hours=1)) -> str:
+def download_url(asset: Asset, *, expires: timedelta | None = None) -> str:
     """A link that downloads the file without logging in, until it expires: presigned on S3, a signed
-    ``/api/files`` link with the local store."""
+    ``/api/files`` link with the local store. Short-lived by default (STUDIO_DOWNLOAD_LINK_MINUTES): anyone
+    holding the link gets the file, and pages make fresh links on every rerun."""
+    if expires is None:
+        expires = timedelta(minutes=get_settings().download_link_minutes)
     return get_object_store().presigned_get_url(asset.key, expires)
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sqlalchemy import select, update
 
 from core.datasets import get_dataset, refresh_dataset_state
-from core.db import session_scope
+from core.db import id_in_range, session_scope
 from core.errors import InvalidInput, NotFound, describe_validation_error
 from core.models import DatasetImage
 
@@ -33,9 +33,14 @@ BULK_OPERATIONS: dict[str, str] = {
 }
 
 
+# C0/C1 control characters and lone surrogates: PostgreSQL refuses NUL in text, and a surrogate has no UTF-8.
+_UNSTORABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def clean_caption(text: str) -> str:
-    """Captions are single-line plain text: newlines and runs of spaces collapse to one space."""
-    return " ".join(text.split())[:MAX_CAPTION_CHARS]
+    """Captions are single-line plain text: control characters become spaces, newlines and runs of spaces
+    collapse to one space. Markup such as ``<b>`` is kept verbatim: pages show captions as text, never HTML."""
+    return " ".join(_UNSTORABLE.sub(" ", text).split())[:MAX_CAPTION_CHARS]
 
 
 def compose_caption(raw: str, *, trigger_word: str = "", prepend_trigger: bool = True, prefix: str = "",
@@ -147,7 +152,7 @@ def apply_bulk_edit(dataset_id: int, edit: BulkEdit, image_ids: Sequence[int] | 
 
 def save_caption(image_id: int, caption: str, *, reviewed: bool | None = None) -> DatasetImage:
     with session_scope() as session:
-        image = session.get(DatasetImage, image_id)
+        image = session.get(DatasetImage, image_id) if id_in_range(image_id) else None
         if image is None:
             raise NotFound(f"image {image_id} does not exist")
         cleaned = clean_caption(caption)

@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     # scrypt hash made by `python -m workers hash-password`; empty = no password set.
     ui_password_hash: str = ""
     auth_disabled: bool = False  # only honoured in development mode
+    # A dashboard login ends after this long without an interaction, and after this long in any case.
+    session_idle_minutes: int = Field(default=60, ge=1)
+    session_max_hours: int = Field(default=12, ge=1)
+    # This many failed logins from one client (IP address; one shared bucket when the server sees none)
+    # lock it out for login_lockout_minutes after the last failure, across tabs and app processes.
+    login_max_failures: int = Field(default=5, ge=1)
+    login_lockout_minutes: int = Field(default=15, ge=1)
+    # Lifetime of download links (local signed links and S3 presigned URLs) shown in the UI or the API.
+    download_link_minutes: int = Field(default=15, ge=1, le=7 * 24 * 60)
 
     # --- jobs and workers ---------------------------------------------------------------
     redis_namespace: str = "studio"

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import delete, func, or_, select, update
@@ -26,6 +26,9 @@ from core.images import ImageRejected, ImportLimits, PreparedImage, make_trainin
 from core.models import Dataset, DatasetImage, DatasetKind, utcnow
 from core.pagination import Page, clamp
 from core.storage import get_object_store
+
+if TYPE_CHECKING:
+    from core.job_kinds import CaptionPayload
 
 SortField = Literal["created", "updated", "name", "images"]
 _SORT_COLUMNS = {
@@ -194,6 +197,12 @@ def image_keys(dataset_id: int, prepared: PreparedImage) -> tuple[str, str]:
     return f"datasets/{dataset_id}/images/{stem}{prepared.extension}", f"datasets/{dataset_id}/thumbs/{stem}.jpg"
 
 
+def _safe_filename(name: str) -> str:
+    """The upload's name as stored and shown: control, bidi-override and zero-width characters and lone
+    surrogates become '?' (a NUL breaks PostgreSQL; U+202E before 'gnp.exe' displays it as 'exe.png')."""
+    return "".join(c if c.isprintable() else "?" for c in name)[:255] or "(unnamed)"
+
+
 def _store_one(dataset_id: int, filename: str, prepared: PreparedImage, caption: str | None) -> bool:
     """Stores one prepared image; False when the dataset already has it (same original bytes)."""
     with session_scope() as session:
@@ -207,7 +216,7 @@ def _store_one(dataset_id: int, filename: str, prepared: PreparedImage, caption:
     store.put_bytes(key, prepared.data, content_type=prepared.content_type)
     store.put_bytes(thumb_key, prepared.thumbnail, content_type="image/jpeg")
     row = DatasetImage(
-        dataset_id=dataset_id, key=key, thumbnail_key=thumb_key, filename=filename[:255],
+        dataset_id=dataset_id, key=key, thumbnail_key=thumb_key, filename=_safe_filename(filename),
         width=prepared.width, height=prepared.height, sha256=prepared.sha256, content_type=prepared.content_type,
         phash=prepared.phash, blur=prepared.blur,
         caption=caption or "", caption_source="import" if caption else None,
@@ -241,12 +250,15 @@ def import_files(
     dataset_id: int, files: Sequence[tuple[str, bytes]], *, limits: ImportLimits | None = None
 ) -> ImportReport:
     """Imports images and zips (a training-folder zip brings its ``.txt`` captions along)."""
+    from core.captions import clean_caption  # core.captions imports this module
+
     get_dataset(dataset_id)
     limits = limits or import_limits()
     report = ImportReport()
     entries = _expand(files, limits, report)
+    # Cleaned like every caption: a caption file may hold a NUL (PostgreSQL refuses it) or terminal escapes.
     captions = {
-        str(PurePosixPath(name).with_suffix("")): data.decode("utf-8", errors="replace").strip()
+        str(PurePosixPath(name).with_suffix("")): clean_caption(data.decode("utf-8", errors="replace"))
         for name, data in entries
         if name.lower().endswith(".txt")
     }
@@ -266,6 +278,11 @@ def import_files(
             report.duplicates.append(f"{name}: already in this dataset (same file), skipped")
     refresh_dataset_state(dataset_id)
     return report
+
+
+def prepare_caption_payload(payload: CaptionPayload) -> tuple[CaptionPayload, int | None]:
+    """Called by ``create_job``: a caption job for a dataset that does not exist is refused, not queued."""
+    return payload, get_dataset(payload.dataset_id).character_id
 
 
 def create_demo_dataset(

@@ -79,8 +79,19 @@ def session_scope() -> Iterator[Session]:
             raise
 
 
+# Integer primary keys are 32-bit on PostgreSQL; a bigger id cannot exist (and would make the query fail).
+MAX_ROW_ID = 2**31 - 1
+
+
+def id_in_range(ident: object) -> bool:
+    """False for an integer no row can have; looking it up raises OverflowError (SQLite) or DataError (PostgreSQL)."""
+    return not isinstance(ident, int) or -MAX_ROW_ID - 1 <= ident <= MAX_ROW_ID
+
+
 def get_or_raise(model: type[M], ident: object, what: str) -> M:
     """The row with this primary key, or NotFound naming it (``what`` reads like "job 'ab12'")."""
+    if not id_in_range(ident):
+        raise NotFound(f"{what} does not exist")
     with session_scope() as session:
         row = session.get(model, ident)
     if row is None:

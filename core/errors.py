@@ -60,3 +60,14 @@ def is_transient(exc: BaseException) -> bool:
     return module.startswith(("httpx", "urllib3")) and "Error" in type(exc).__name__ and not isinstance(
         exc, ValueError
     )
+
+
+def describe_failure(error: BaseException) -> str:
+    """A job's error line: the exception, plus what to do where the fix is not obvious from it."""
+    text = f"{type(error).__name__}: {error}"
+    # torch.OutOfMemoryError (torch.cuda.OutOfMemoryError), named without importing torch here.
+    if type(error).__name__ == "OutOfMemoryError":
+        return (f"out of GPU memory — lower the batch size or resolution, enable gradient checkpointing, or run "
+                f"fewer GPU jobs at once (STUDIO_GPU_SLOTS_PER_GPU). {text}")
+    return text
+

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.errors import InvalidInput
 from core.lora_params import LoraParams
@@ -105,6 +105,14 @@ class GeneratePayload(Payload):
     # Filled in when the job is created (core.generation.prepare_generate_payload).
     base_model: str | None = Field(default=None, max_length=500)
     family: str | None = Field(default=None, max_length=16)
+
+    @field_validator("prompt", "negative_prompt")
+    @classmethod
+    def _no_control_characters(cls, text: str | None) -> str | None:
+        # Refused now, not after the GPU work: a NUL breaks PostgreSQL's text column of the image's Asset row.
+        if text is not None and any((ord(c) < 0x20 and c not in "\t\n\r") or ord(c) == 0x7F for c in text):
+            raise ValueError("must not contain control characters")
+        return text
 
 
 class VideoPayload(Payload):
@@ -215,7 +223,8 @@ def all_specs() -> list[JobSpec]:
 
 register(JobSpec("noop", Queue.DEFAULT, NoopPayload, "Does nothing (health checks, benchmarks).", max_attempts=1))
 register(JobSpec("sleep", Queue.CPU, SleepPayload, "Sleeps in steps (tests, demos).", time_limit_s=3600))
-register(JobSpec("caption", Queue.GPU, CaptionPayload, "Auto-captions a dataset's images (BLIP).", time_limit_s=7200))
+register(JobSpec("caption", Queue.GPU, CaptionPayload, "Auto-captions a dataset's images (BLIP).", time_limit_s=7200,
+                 prepare="core.datasets:prepare_caption_payload"))
 register(JobSpec(
     "train", Queue.GPU, TrainPayload, "Trains a LoRA on a dataset (checkpoints, samples, resume).",
     max_attempts=3, time_limit_s=None, prepare="core.training:prepare_train_payload",

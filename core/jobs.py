@@ -32,6 +32,7 @@ from core.errors import (
     JobInterrupted,
     JobLeaseLost,
     NotFound,
+    describe_failure,
     describe_validation_error,
     is_transient,
 )
@@ -504,7 +505,7 @@ def _run_claimed(job: Job, attempt: int, handler: Handler) -> None:
             _retry_later(ctx, job, error)
         else:
             ctx.log("".join(traceback.format_exception(error)).rstrip(), level="error")
-            _finish(ctx, JobStatus.FAILED, error=f"{type(error).__name__}: {error}",
+            _finish(ctx, JobStatus.FAILED, error=describe_failure(error),
                     error_stage=ctx.current_stage or "run")
     else:
         _finish(ctx, JobStatus.SUCCEEDED, result=result or {}, progress=1.0)
@@ -526,6 +527,7 @@ class ReconcileReport:
     requeued: list[str] = field(default_factory=list)  # queued jobs whose message was lost
     orphaned: list[str] = field(default_factory=list)  # running jobs whose worker and message are gone
     timed_out: list[str] = field(default_factory=list)  # running past their kind's time limit
+    expedited: list[str] = field(default_factory=list)  # a dead worker's jobs moved to the head of their queue
 
     @property
     def total(self) -> int:
@@ -564,12 +566,18 @@ def reconcile() -> ReconcileReport:
             if not present[job.id] and _enqueue(job):
                 report.requeued.append(job.id)
 
-    orphan_before = now - timedelta(seconds=max(3 * settings.job_lease_s, 30.0))
+    # The same staleness as a claim's takeover (the lease): a job whose heartbeat is older and whose message
+    # is gone (Redis lost it, or its worker died holding it) waits for nothing else. The attempt fence keeps a
+    # merely slow worker from writing over the next attempt, exactly as when a redelivery takes the job over.
+    orphan_before = now - timedelta(seconds=settings.job_lease_s)
     for jobs in _jobs_in(JobStatus.RUNNING, orphan_before, Job.heartbeat_at):
         present = queue.messages_present([j.id for j in jobs])
+        # The broker redelivers these to a live worker; a dead worker's message went back to the
+        # tail of its queue, so bring it to the head rather than behind the whole backlog.
+        report.expedited += queue.move_to_front([job.id for job in jobs if present[job.id]])
         for job in jobs:
             if present[job.id]:
-                continue  # the broker will redeliver it to a live worker
+                continue
             with session_scope() as session:
                 moved = session.execute(
                     update(Job)

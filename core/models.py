@@ -491,7 +491,7 @@ class Pipeline(SQLModel, table=True):
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
-    kind: str = Field(max_length=16)  # lora | content
+    kind: str = Field(max_length=16)  # lora | content | demo
     status: str = Field(default=JobStatus.QUEUED, max_length=16)  # the job statuses
     stage: str | None = Field(default=None, max_length=32)
     progress: float = 0.0

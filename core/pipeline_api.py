@@ -20,7 +20,8 @@ from core.config import get_settings
 from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
 from core.webhook import ApiError, Endpoint, api, parse_json_object, read_body
 
-PIPELINE_KINDS = ("lora", "content")
+PIPELINE_KINDS = ("lora", "content")  # what n8n may start; the demo starts from the Home page and CLI
+LISTED_KINDS = (*PIPELINE_KINDS, "demo")
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
@@ -101,7 +102,7 @@ async def list_pipelines(request: Request) -> Response:
         raise ApiError(422, "page and pageSize must be integers") from None
     found = await run_in_threadpool(
         pipelines.list_pipelines, statuses=_choices(request, "status", STATUSES),
-        kinds=_choices(request, "kind", PIPELINE_KINDS), page=page, page_size=page_size)
+        kinds=_choices(request, "kind", LISTED_KINDS), page=page, page_size=page_size)
     items = [await run_in_threadpool(pipelines.pipeline_view, p) for p in found.items]
     return JSONResponse({"items": items, "total": found.total, "page": found.page, "pageSize": found.page_size})
 

@@ -2,6 +2,7 @@
 
 ``lora``: training → generation (one image per test prompt) → video (optional) → aggregate.
 ``content``: planning → production (images, and videos for video platforms, per post) → scheduling.
+``demo``: captions → the ``lora`` chain on the tiny models → a draft post (``core.demo`` says what it holds).
 
 A pipeline is a row. Entering a stage writes its jobs (each carrying ``pipeline_id``) in the same
 transaction as the stage change, conditioned on the stage it leaves, so two workers finishing the
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -113,7 +114,20 @@ class ContentPipelineRequest(_Request):
     publish_now: bool = False  # publish every produced post at once instead of at its time
 
 
-REQUESTS: dict[str, type[_Request]] = {"lora": LoraPipelineRequest, "content": ContentPipelineRequest}
+class DemoPipelineRequest(LoraPipelineRequest):
+    """The one-command demo (``core.demo.start_demo`` fills it): always on the tiny models, always with a video.
+    It adds no field, so the lora stages read its payload as a LoraPipelineRequest."""
+
+    @model_validator(mode="after")
+    def _always_tiny_with_video(self) -> DemoPipelineRequest:
+        self.dry_run = True
+        self.generate_video = True
+        return self
+
+
+# "demo" is started by the Home page and the CLI, not the API (core.pipeline_api lists its own kinds).
+REQUESTS: dict[str, type[_Request]] = {"lora": LoraPipelineRequest, "content": ContentPipelineRequest,
+                                       "demo": DemoPipelineRequest}
 
 
 def parse_request(kind: str, body: dict[str, Any]) -> _Request:
@@ -251,6 +265,61 @@ def _wants_video(pipeline: Pipeline) -> bool:
     return bool(pipeline.payload.get("generate_video"))
 
 
+# demo: captions and the draft post ----------------------------------------------------------------------------
+
+
+def _start_captions(pipeline: Pipeline) -> list[Job]:
+    request = DemoPipelineRequest.model_validate(pipeline.payload)
+    return [jobs.new_job("caption", {"dataset_id": request.dataset_id}, pipeline_id=pipeline.id)]
+
+
+def _finish_captions(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
+    [caption] = stage_jobs
+    if caption.status != JobStatus.SUCCEEDED:
+        return StageResult(error=_job_error(caption))
+    return StageResult(results={"captioned": (caption.result or {}).get("captioned")})
+
+
+def _finish_post(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
+    """Draft the post with the video. Safe to run twice (the sweep and a job's end may both get here):
+    the post id is claimed in the pipeline's results, and a loser removes its own post."""
+    from core import posts
+    from core.demo import draft_demo_post
+
+    existing = get_pipeline(pipeline.id).results.get("post", {}).get("postId")
+    if existing is not None:
+        return StageResult(results={"postId": existing})
+    video_id = pipeline.results.get("video", {}).get("videoAssetId")
+    if video_id is None:
+        return StageResult(error="the video stage handed on no video to post")
+    try:
+        post = draft_demo_post(video_asset_id=int(video_id))
+    except StudioError as error:
+        return StageResult(error=f"the draft post was refused: {error}")
+    winner = _claim_result(pipeline.id, "post", "postId", post.id)
+    if winner != post.id:
+        posts.delete_post(post.id or 0)
+    return StageResult(results={"postId": winner})
+
+
+def _claim_result(pipeline_id: str, stage: str, name: str, value: Any) -> Any:
+    """Write ``results[stage][name] = value`` unless it is set; returns the value that stands.
+    Conditioned on ``updated_at`` so of two concurrent writers exactly one wins."""
+    for _attempt in range(5):
+        current = get_pipeline(pipeline_id)
+        stands = current.results.get(stage, {}).get(name)
+        if stands is not None:
+            return stands
+        results = {**current.results, stage: {**current.results.get(stage, {}), name: value}}
+        with session_scope() as session:
+            written = session.execute(update(Pipeline).where(
+                Pipeline.id == pipeline_id, Pipeline.updated_at == current.updated_at,
+            ).values(results=results, updated_at=utcnow())).rowcount
+        if written:
+            return value
+    raise Conflict(f"pipeline {pipeline_id} kept changing while its {stage} result was written")
+
+
 # content: planning -------------------------------------------------------------------------------------------------
 
 
@@ -359,6 +428,14 @@ STAGES: dict[str, list[Stage]] = {
         Stage("production", _start_production, _finish_production, busy=_producing, weight=6,
               resume=_start_production),
         Stage("scheduling", _no_jobs, _finish_scheduling, weight=0.5),
+    ],
+    # Weights follow the stage times measured on 2 CPU cores (the 9:16 render dominates).
+    "demo": [
+        Stage("captions", _start_captions, _finish_captions, weight=1),
+        Stage("training", _start_training, _finish_training, weight=4),
+        Stage("generation", _start_generation, _finish_generation, weight=3),
+        Stage("video", _start_video, _finish_video, weight=8),
+        Stage("post", _no_jobs, _finish_post, weight=0.2),
     ],
 }
 
@@ -718,12 +795,14 @@ def summary(pipeline: Pipeline) -> dict[str, Any]:
             return {"assetId": asset_id, "url": None}
 
     view: dict[str, Any] = {}
-    if pipeline.kind == "lora":
+    if pipeline.kind in ("lora", "demo"):
         training = results.get("training", {})
         view["lora"] = ({"id": training["loraId"], "name": training.get("loraName"), "step": training.get("loraStep")}
                         if "loraId" in training else None)
         view["images"] = [link(i) for i in results.get("generation", {}).get("imageAssetIds", [])]
         view["video"] = link(results.get("video", {}).get("videoAssetId"))
+        if pipeline.kind == "demo":
+            view["postId"] = results.get("post", {}).get("postId")
     else:
         view["planId"] = results.get("planning", {}).get("planId")
         view["postIds"] = results.get("scheduling", {}).get("scheduledPostIds", [])

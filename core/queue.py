@@ -203,6 +203,37 @@ def messages_present(job_ids: list[str]) -> dict[str, bool]:
     return {job_id: bool(found.get(job_id, False)) for job_id in job_ids}
 
 
+# LREM finds the id only while it waits in the queue's list (not while a worker holds it), so the
+# message is moved, never copied.
+_TO_FRONT = """
+if redis.call("lrem", KEYS[1], 1, ARGV[1]) > 0 then
+    redis.call("lpush", KEYS[1], ARGV[1])
+    return 1
+end
+return 0
+"""
+
+
+def move_to_front(job_ids: list[str]) -> list[str]:
+    """Put these jobs' waiting messages at the head of their queues; returns the jobs moved.
+
+    Dramatiq hands a dead worker's messages back at the tail of their queue, so under a backlog a
+    killed job would wait for every job queued after it. The fetch side pops from the head.
+    """
+    if not job_ids:
+        return []
+    client = get_redis()
+    script = client.register_script(_TO_FRONT)
+    moved: list[str] = []
+    for job_id, entry in zip(job_ids, client.mget([redis_key(_MESSAGE_INDEX, j) for j in job_ids]), strict=True):
+        if entry is None:
+            continue
+        queue, message_id = entry.decode().split("|", 1)
+        if script(keys=[_queue_key(queue)], args=[message_id]):
+            moved.append(job_id)
+    return moved
+
+
 # --- worker presence --------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import logging
 import mimetypes
 import os
 import tempfile
@@ -686,6 +687,20 @@ def make_object_store(settings: Settings | None = None) -> ObjectStore:
 def get_object_store() -> ObjectStore:
     """The process-wide store (its HTTP pool is shared by all threads of a worker)."""
     return make_object_store()
+
+
+def prepare_storage() -> bool:
+    """At startup: create the S3 bucket when it is missing (a new MinIO has none). A store that cannot
+    be reached is logged, not fatal: the health checks show it and jobs retry until it answers."""
+    store = get_object_store()
+    if not isinstance(store, S3ObjectStore):
+        return True
+    try:
+        store.ensure_bucket()
+    except StorageError as error:
+        logging.getLogger("studio.storage").warning("object storage not ready: %s", error)
+        return False
+    return True
 
 
 def reset_object_store() -> None:

@@ -17,6 +17,7 @@ or curly quotes can count a token or two more than in OpenAI's own code.
 from __future__ import annotations
 
 import gzip
+import threading
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -71,9 +72,20 @@ def _is_real(tokenizer: CLIPTokenizer) -> bool:
     return len(tokenizer.get_vocab()) > 256
 
 
+# Streamlit's fast reruns run a page in a second thread while the first is still finishing, and
+# transformers' lazy imports are not safe to start in two threads at once (one of them gets "cannot
+# import name 'CLIPTokenizer'"): the first load happens under this lock.
+_LOADING = threading.Lock()
+
+
 @lru_cache(maxsize=8)
 def load_tokenizer(source: str | None = None) -> CLIPTokenizer:
     """The CLIP tokenizer for ``source`` (None: the bundled vocabulary), loaded once per process."""
+    with _LOADING:
+        return _load_tokenizer(source)
+
+
+def _load_tokenizer(source: str | None) -> CLIPTokenizer:
     from transformers import CLIPTokenizer
 
     if source is None:

@@ -16,7 +16,7 @@ st.title("Jobs")
 with st.expander("Start a test job"):
     kind = st.selectbox("Kind", ["noop", "sleep"], key="jobs.new.kind")
     payload_text = st.text_area("Payload (JSON)", value='{"seconds": 5, "steps": 10}' if kind == "sleep" else "{}",
-                                key="jobs.new.payload")
+                                key=f"jobs.new.payload.{kind}")  # per kind: a keyed widget ignores a new value=
     if st.button("Enqueue", key="jobs.new.submit"):
         try:
             job = jobs.create_job(kind, json.loads(payload_text or "{}"))
@@ -36,27 +36,38 @@ page_number = st.session_state.get("jobs.page", 1)
 result = jobs.list_jobs(statuses=statuses, kinds=kinds, id_prefix=id_prefix or None,
                         page=page_number, page_size=page_size)
 
-rows = [
-    {
-        "id": job.id[:8],
-        "kind": job.kind,
-        "status": job.status,
-        "progress": job.progress,
-        "stage": job.stage or "",
-        "attempts": f"{job.attempts}/{job.max_attempts}",
-        "created": jobs.aware(job.created_at),
-        "error": (job.error or "")[:120],
-    }
-    for job in result.items
-]
-st.dataframe(
-    rows,
-    hide_index=True,
-    column_config={
-        "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0),
-        "created": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm:ss"),
-    },
-)
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+def job_table() -> None:
+    """The listed jobs, read again on each refresh so statuses and progress move without a page rerun."""
+    current = jobs.list_jobs(statuses=statuses, kinds=kinds, id_prefix=id_prefix or None,
+                             page=page_number, page_size=page_size)
+    rows = [
+        {
+            "id": job.id[:8],
+            "kind": job.kind,
+            "status": job.status,
+            "progress": job.progress,
+            "stage": job.stage or "",
+            "attempts": f"{job.attempts}/{job.max_attempts}",
+            "created": jobs.aware(job.created_at),
+            "error": (job.error or "")[:120],
+        }
+        for job in current.items
+    ]
+    st.dataframe(
+        rows,
+        hide_index=True,
+        column_config={
+            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0),
+            "created": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+        },
+    )
+
+
+# Refreshed on its own only while a listed job can still change (an idle list costs nothing).
+st.fragment(run_every=3 if any(job.status in ACTIVE for job in result.items) else None)(job_table)()
 st.number_input(f"Page (of {result.pages}) · {result.total} job(s)", min_value=1, max_value=result.pages,
                 key="jobs.page")
 

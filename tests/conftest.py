@@ -4,7 +4,6 @@ and worker processes. Each test gets its own database and its own Redis namespac
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import create_database, run_postgres, run_redis
+from tests.services import create_database, run_postgres, run_redis, stop_process_groups
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_API_TOKEN = "test-api-token-0123456789"
@@ -109,15 +108,7 @@ class WorkerProcesses:
         return self.start("run", "--queues", queues)
 
     def stop_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process_groups(self.processes)
 
 
 @pytest.fixture

@@ -152,3 +152,19 @@ def run_app_server(log: Path | None = None) -> Iterator[str]:
         process.wait(timeout=20)
         if output is not None:
             output.close()
+
+
+def stop_process_groups(processes: list[subprocess.Popen[bytes]], *, timeout: float = 20) -> None:
+    """SIGTERM each process's group (started with start_new_session), then SIGKILL what outlives ``timeout``."""
+    import signal
+
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+

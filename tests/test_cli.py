@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from core import jobs
@@ -145,3 +146,28 @@ def test_a_new_encryption_key_rotates_stored_tokens(studio, monkeypatch):
     assert credentials(account.id).access_token == "tok-secret-123"
     with session_scope() as session:
         assert "tok-secret-123" not in session.get(SocialAccount, account.id).access_token_enc
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_database_nobody_migrated_gets_a_plain_answer_not_a_traceback(studio, tmp_path, request, backend):
+    import os
+    import uuid
+
+    from tests.services import create_database
+
+    if backend == "postgres":
+        empty_url = create_database(request.getfixturevalue("postgres_admin_url"), f"t_{uuid.uuid4().hex[:12]}")
+    else:
+        empty_url = f"sqlite:///{tmp_path / 'empty.db'}"
+    env = {**os.environ, "DATABASE_URL": empty_url}
+    result = subprocess.run([sys.executable, "-m", "workers", "jobs"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert "has no studio tables yet: run `python -m workers migrate`" in result.stderr
+    assert "Traceback" not in result.stderr
+    migrated = subprocess.run([sys.executable, "-m", "workers", "migrate"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)
+    assert migrated.returncode == 0 and "schema up to date" in migrated.stdout
+    listed = subprocess.run([sys.executable, "-m", "workers", "jobs"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr

@@ -6,6 +6,7 @@ import os
 import signal
 import time
 
+import dramatiq
 import pytest
 from sqlalchemy import func, select
 
@@ -202,6 +203,33 @@ def test_jobs_queued_when_redis_lost_its_data_are_restored_by_the_reconciler(wor
         assert _wait_status(job_id, JobStatus.SUCCEEDED).attempts == 1
 
 
+def test_a_dead_workers_job_goes_to_the_head_of_its_queue_not_behind_the_backlog(studio):
+    """Dramatiq hands a dead worker's message back at the tail; the reconciler moves it to the head."""
+    from datetime import timedelta
+
+    from core import queue
+    from core.models import utcnow
+
+    backlog = [jobs.create_job("noop", {"note": str(i)}) for i in range(4)]
+    orphan = jobs.create_job("noop", {"note": "killed"})  # its message sits at the tail, as after a redelivery
+    with session_scope() as session:  # it was running on a worker that died a while ago
+        row = session.get(Job, orphan.id)
+        row.status, row.attempts, row.heartbeat_at = JobStatus.RUNNING, 1, utcnow() - timedelta(seconds=60)
+    key = queue._queue_key(orphan.queue)
+
+    def order() -> list[str]:
+        messages = get_redis().hmget(f"{key}.msgs", get_redis().lrange(key, 0, -1))
+        return [dramatiq.Message.decode(m).args[0] for m in messages]
+
+    assert order() == [*(j.id for j in backlog), orphan.id]
+    report = jobs.reconcile()
+    assert report.expedited == [orphan.id] and report.orphaned == []
+    assert order() == [orphan.id, *(j.id for j in backlog)], "moved, not copied"
+    assert queue.move_to_front([orphan.id]) == [orphan.id]
+    get_redis().lpop(key)  # a worker fetched it: a message in flight is left alone
+    assert queue.move_to_front([orphan.id]) == [] and len(order()) == 4
+
+
 def test_reconciler_fails_a_job_past_its_time_limit(workers, studio):
     workers.worker()
     job = jobs.create_job("sleep", {"seconds": 30, "steps": 300})
@@ -290,3 +318,17 @@ def test_secrets_never_reach_a_jobs_stored_log(studio):
         [stored] = session.execute(select(JobLog.message).where(JobLog.job_id == job.id)).scalars().all()
     assert "abc123secret" not in stored and "t" * 20 not in stored
     assert "abc123secret" not in joblogs.read_logs(job.id).entries[0].message
+
+
+def test_a_job_out_of_gpu_memory_fails_with_what_to_change(studio):
+    import torch
+
+    def handler(ctx):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.")
+
+    job = jobs.create_job("noop")
+    jobs.execute_job(job.id, handler)
+    failed = jobs.get_job(job.id)
+    assert failed.status == JobStatus.FAILED and failed.attempts == 1, "not retried: the same job would run out again"
+    assert failed.error.startswith("out of GPU memory — lower the batch size")
+    assert "STUDIO_GPU_SLOTS_PER_GPU" in failed.error and "Tried to allocate 2.00 GiB" in failed.error

@@ -417,6 +417,37 @@ def test_ping_missing_bucket_raises(s3_endpoint: S3Endpoint) -> None:
     s3.ping()
 
 
+def test_startup_creates_a_missing_bucket_and_survives_an_unreachable_store(
+    s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from core.config import reload_settings
+    from core.storage import prepare_storage, reset_object_store
+
+    reset_s3_server(s3_endpoint)  # a new MinIO: no bucket yet
+    for name, value in {"STUDIO_STORAGE_BACKEND": "s3", "STUDIO_S3_ENDPOINT": s3_endpoint.endpoint,
+                        "STUDIO_S3_ACCESS_KEY": s3_endpoint.access_key, "STUDIO_S3_SECRET_KEY": SECRET_KEY,
+                        "STUDIO_S3_BUCKET": BUCKET, "STUDIO_S3_SECURE": "false",
+                        "STUDIO_S3_REGION": s3_endpoint.region}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("STUDIO_S3_SECRET_KEY", s3_endpoint.secret_key)
+    reload_settings()
+    reset_object_store()
+    try:
+        assert prepare_storage() is True
+        _s3_store(s3_endpoint).ping()  # the bucket exists now
+        monkeypatch.setenv("STUDIO_S3_ENDPOINT", f"127.0.0.1:{_closed_port()}")
+        monkeypatch.setenv("STUDIO_S3_SECRET_KEY", SECRET_KEY)
+        reload_settings()
+        reset_object_store()
+        assert prepare_storage() is False, "logged, not raised: the server still starts"
+        assert "object storage not ready" in caplog.text and SECRET_KEY not in caplog.text
+    finally:
+        reset_s3_server(s3_endpoint)
+        monkeypatch.undo()  # before reloading, so later tests see the settings they had
+        reload_settings()
+        reset_object_store()
+
+
 def test_unreachable_s3_fails_fast_without_leaking_the_secret() -> None:
     s3 = S3ObjectStore(f"127.0.0.1:{_closed_port()}", "access", SECRET_KEY, BUCKET)
     started = time.monotonic()

@@ -123,3 +123,21 @@ def test_counting_tokens_does_not_import_torch() -> None:
                             timeout=60, check=True)
 
     assert result.stdout.split() == ["1", "False"]
+
+
+def test_two_threads_counting_first_in_a_fresh_process_both_get_counts():
+    # Streamlit's fast reruns run a page twice at once; transformers' first import raced and one thread
+    # got "cannot import name 'CLIPTokenizer'" (seen in the browser tests' Captions page).
+    code = (
+        "import threading\n"
+        "from core.tokens import count_tokens\n"
+        "counts = []\n"
+        "threads = [threading.Thread(target=lambda: counts.append(count_tokens('ohwx woman'))) for _ in range(2)]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]\n"
+        "print(counts)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120, check=True)
+    assert result.stdout.split("\n")[0] == str([count_tokens("ohwx woman")] * 2), result.stderr

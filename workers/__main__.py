@@ -1,3 +1,3 @@
-from workers.cli import app
+from workers.cli import run_cli
 
-app(prog_name="python -m workers")
+run_cli()

@@ -41,6 +41,26 @@ def _fail(error: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _missing_schema(error: Exception) -> bool:
+    """True for "the studio's tables do not exist" on SQLite or PostgreSQL (SQLSTATE 42P01)."""
+    original = getattr(error, "orig", None)
+    return "no such table" in str(original) or getattr(original, "sqlstate", None) == "42P01"
+
+
+def run_cli() -> None:
+    """``python -m workers``: the commands, with a plain answer for a database nobody migrated yet."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    try:
+        app(prog_name="python -m workers")
+    except (OperationalError, ProgrammingError) as error:
+        if not _missing_schema(error):
+            raise
+        typer.secho("error: the database has no studio tables yet: run `python -m workers migrate` "
+                    "(./scripts/run and `workers run` do it when they start)", fg=typer.colors.RED, err=True)
+        raise SystemExit(2) from None
+
+
 def _short(job_id: str) -> str:
     return job_id[:8]
 
@@ -65,9 +85,11 @@ def run(
     unfinished messages back to the queue.
     """
     from core.db import upgrade_schema
+    from core.storage import prepare_storage
     from workers.process import Supervisor, default_groups
 
     upgrade_schema()
+    prepare_storage()
     try:
         groups = default_groups([q.strip() for q in queues.split(",") if q.strip()] or None)
     except ValueError as error:
@@ -316,16 +338,19 @@ def reconcile() -> None:
     """Re-enqueue jobs the broker lost and fail jobs past their time limit (the supervisor does this too)."""
     report = jobs.reconcile()
     typer.echo(f"requeued {len(report.requeued)}, orphaned {len(report.orphaned)}, "
-               f"timed out {len(report.timed_out)}")
+               f"timed out {len(report.timed_out)}, moved to the queue head {len(report.expedited)}")
 
 
 @app.command()
 def migrate() -> None:
     """Upgrade the database schema to the newest migration."""
     from core.db import upgrade_schema
+    from core.storage import prepare_storage
 
     upgrade_schema()
     typer.echo("schema up to date")
+    if prepare_storage():
+        typer.echo("object storage ready")
 
 
 @app.command(name="hash-password")
@@ -410,7 +435,8 @@ def publish_due() -> None:
 @app.command()
 def demo() -> None:
     """Run the whole pipeline on the demo data through the running studio (./scripts/run): dataset →
-    captions → tiny LoRA → 4 images → 9:16 video → draft post; prints each stage with its time."""
+    captions → tiny LoRA → 4 images → 9:16 video → draft post (the `demo` pipeline, as the Home page's
+    button starts it); prints each stage with its time."""
     from core.demo import run_demo
 
     def show(name: str, seconds: float, what: str) -> None:

@@ -121,10 +121,10 @@ class Supervisor:
         except Exception:
             _logger.warning("reconcile failed", exc_info=True)
             return
-        if report.total:
+        if report.total or report.expedited:
             _logger.warning(
-                "reconciled: %d requeued, %d orphaned, %d timed out",
-                len(report.requeued), len(report.orphaned), len(report.timed_out),
+                "reconciled: %d requeued, %d orphaned, %d timed out, %d redelivered jobs moved to the queue head",
+                len(report.requeued), len(report.orphaned), len(report.timed_out), len(report.expedited),
             )
 
     def _schedule(self) -> None:

@@ -8,6 +8,8 @@ was. An expired token is refreshed once; a second refusal asks the user to recon
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -46,7 +48,10 @@ def _as_jpeg(post: Post, asset: Any, path: Path) -> tuple[Path, str]:
     jpeg = path.with_suffix(".jpg")
     with Image.open(path) as image:
         image.convert("RGB").save(jpeg, "JPEG", quality=95, subsampling=0)
-    key = validate_key(f"posts/{post.id}/instagram-{asset.id}.jpg")
+    # The key goes out in a link to Meta: a keyed digest makes it unguessable yet the same on every retry.
+    digest = hmac.new(get_settings().signing_key.get_secret_value().encode(), f"{post.id}/{asset.id}".encode(),
+                      hashlib.sha256).hexdigest()[:32]
+    key = validate_key(f"posts/{post.id}/instagram-{asset.id}-{digest}.jpg")
     store = get_object_store()
     store.put_file(key, jpeg, "image/jpeg")
     return jpeg, store.presigned_get_url(key, LINK_LIFETIME)
