@@ -214,7 +214,7 @@ def test_images_generated_from_the_browser_appear_and_are_stored(server, page, w
     page.goto(f"{server}/generate")
     choose(page, by_key(page, "generate.template"), "Tiny (offline demo) (tiny-lora)")
     page.locator("summary", has_text="12 steps, 128×128").wait_for()  # the template's settings were loaded
-    prompt = by_key(page, "generate.prompt").get_by_role("textbox")
+    prompt = page.get_by_label("Prompt", exact=True)
     prompt.fill("ohwx woman, candid photo at a café")
     prompt.press("Control+Enter")
     settle(page)
@@ -230,6 +230,28 @@ def test_images_generated_from_the_browser_appear_and_are_stored(server, page, w
     assert len(stored) == 4
     assert {Image.open(io.BytesIO(assets.read_asset(asset))).size for asset in stored} == {(128, 128)}
     screenshot(page, "generate.png")
+
+
+def test_a_template_picked_and_generate_pressed_at_once_queues_that_templates_settings(server, page):
+    """Generate is clicked right after each pick, before the page has redrawn the settings: the request
+    still carries the picked template's size (it carried the previous template's, before ui.generate
+    moved loaded fields to fresh keys)."""
+    from core import generation
+
+    page.goto(f"{server}/generate")
+    prompt = page.get_by_label("Prompt", exact=True)
+    prompt.fill("ohwx woman at a café")
+    prompt.press("Control+Enter")
+    queued = []
+    picks = [("Tiny (offline demo) (tiny-lora)", "tiny-lora"), ("SD 1.5 + LoRA (sd15-lora)", "sd15-lora")] * 3
+    for count, (label, _name) in enumerate(picks, start=1):
+        choose(page, by_key(page, "generate.template"), label)
+        by_key(page, "generate.submit").get_by_role("button").click()
+        wait_until(lambda n=count: generation.list_generations().total == n, 30, 0.1, what="the request")
+        newest = generation.list_generations().items[0].payload
+        queued.append((newest["template"], newest["width"], newest["height"], newest["prompt"]))
+    assert queued == [(name, size, size, "ohwx woman at a café") for (_label, name), size in
+                      zip(picks, [128, 512] * 3, strict=True)]
 
 
 def test_the_calendar_component_shows_a_post_and_opens_it_for_editing(server, page):

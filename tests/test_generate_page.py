@@ -13,7 +13,13 @@ from core.job_kinds import GeneratePayload
 from core.templates import get_template
 from tests.apptest import ROOT, open_page, rerun
 from tests.factories import image_bytes
+from ui.generate import field_key, strength_field
 from ui.widgets import VIDEO_HANDOFF_KEY
+
+
+def field(at, name: str) -> str:
+    """The key of a form field the page loads values into (it moves with each load: ui.generate)."""
+    return field_key(name, at.session_state)
 
 
 @pytest.fixture
@@ -42,18 +48,18 @@ def test_the_form_starts_from_the_promoted_loras_template_and_submits_a_complete
     at = open_page("pages/generate.py")
     template = get_template("sd15-lora")
     assert at.selectbox(key="generate.template").value == "sd15-lora"
-    assert at.multiselect(key="generate.loras").value == [lora.id], "the promoted LoRA is picked by default"
-    assert at.number_input(key="generate.steps").value == template.steps
-    assert at.text_area(key="generate.negative").value == template.negative_prompt
+    assert at.multiselect(key=field(at, "loras")).value == [lora.id], "the promoted LoRA is picked by default"
+    assert at.number_input(key=field(at, "steps")).value == template.steps
+    assert at.text_area(key=field(at, "negative")).value == template.negative_prompt
 
     at.selectbox(key="generate.template").set_value("tiny-lora")
     rerun(at)
-    assert at.number_input(key="generate.steps").value == get_template("tiny-lora").steps
-    assert at.number_input(key="generate.width").value == 128, "picking a template loads its settings"
+    assert at.number_input(key=field(at, "steps")).value == get_template("tiny-lora").steps
+    assert at.number_input(key=field(at, "width")).value == 128, "picking a template loads its settings"
 
-    at.text_area(key="generate.prompt").input("red dress, city at night")
-    at.slider(key=f"generate.strength.{lora.id}").set_value(0.45)
-    at.number_input(key="generate.count").set_value(3)
+    at.text_area(key=field(at, "prompt")).input("red dress, city at night")
+    at.slider(key=field(at, strength_field(lora.id))).set_value(0.45)
+    at.number_input(key=field(at, "count")).set_value(3)
     at.button(key="generate.submit").click()
     rerun(at)
     [job] = generation.list_generations().items
@@ -74,10 +80,10 @@ def test_an_empty_prompt_is_refused_on_the_page_and_queues_nothing(lora):
 
 def test_a_fixed_seed_is_submitted_as_given(lora):
     at = open_page("pages/generate.py")
-    at.text_area(key="generate.prompt").input("p")
-    at.segmented_control(key="generate.seed_mode").set_value("Fixed")
+    at.text_area(key=field(at, "prompt")).input("p")
+    at.segmented_control(key=field(at, "seed_mode")).set_value("Fixed")
     rerun(at)
-    at.number_input(key="generate.seed").set_value(31337)
+    at.number_input(key=field(at, "seed")).set_value(31337)
     at.button(key="generate.submit").click()
     rerun(at)
     assert generation.list_generations().items[0].payload["seed"] == 31337
@@ -86,12 +92,12 @@ def test_a_fixed_seed_is_submitted_as_given(lora):
 def test_snippets_from_the_prompt_library_are_inserted_and_saved(lora):
     snippet = prompt_library.create_snippet(name="Golden hour", text="golden hour, warm light")
     at = open_page("pages/generate.py")
-    at.text_area(key="generate.prompt").input("ohwx woman, beach")
+    at.text_area(key=field(at, "prompt")).input("ohwx woman, beach")
     at.selectbox(key="generate.prompt.snippet").set_value(snippet.id)
     at.button(key="generate.prompt.insert").click()
     rerun(at)
-    assert at.text_area(key="generate.prompt").value == "ohwx woman, beach, golden hour, warm light"
-    at.text_area(key="generate.negative").input("text, watermark")
+    assert at.text_area(key=field(at, "prompt")).value == "ohwx woman, beach, golden hour, warm light"
+    at.text_area(key=field(at, "negative")).input("text, watermark")
     at.text_input(key="generate.negative.snippet_name").input("No text")
     at.button(key="generate.negative.save").click()
     rerun(at)
@@ -105,15 +111,15 @@ def test_result_cards_reuse_settings_and_start_img2img(lora):
     assert any("seed 6 · 12 steps" in c for c in captions), captions
     at.button(key=f"generate.reuse.{second.id}").click()
     rerun(at)
-    assert at.text_area(key="generate.prompt").value == "ohwx woman, at the beach"
-    assert at.segmented_control(key="generate.seed_mode").value == "Fixed"
-    assert at.number_input(key="generate.seed").value == 6
+    assert at.text_area(key=field(at, "prompt")).value == "ohwx woman, at the beach"
+    assert at.segmented_control(key=field(at, "seed_mode")).value == "Fixed"
+    assert at.number_input(key=field(at, "seed")).value == 6
     assert at.selectbox(key="generate.template").value == "tiny-lora"
-    assert at.slider(key=f"generate.strength.{lora.id}").value == 0.6
+    assert at.slider(key=field(at, strength_field(lora.id))).value == 0.6
 
     at.button(key=f"generate.start.{first.id}").click()
     rerun(at)
-    at.slider(key="generate.img2img_strength").set_value(0.3)
+    at.slider(key=field_key("img2img_strength", at.session_state)).set_value(0.3)
     at.button(key="generate.submit").click()
     rerun(at)
     newest = generation.list_generations().items[0]

@@ -4,10 +4,18 @@ prompt library, settings, img2img) and the results, which fill in live as each b
 Keys start with "generate.". Actions that change the form from a result card ("reuse these
 settings", "use as img2img start") store a pending fill and rerun; the form applies it before
 its widgets exist, which is the one moment Streamlit lets code set a widget's value.
+
+The fields the page itself loads values into (from a template, a reused image or a snippet) are keyed
+by ``field_key``: a load moves each field it sets to a fresh key and draws it with the loaded value as
+its default. Writing the value into a fixed key instead lost a race: a click sent before the load had
+reached the browser carried the browser's old values back, and they won (a template picked and
+Generate pressed at once queued the previous template's size). A fresh key has no value in the
+browser to send back. Fields a load leaves alone keep their keys, so typing in them goes on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
@@ -20,39 +28,55 @@ from core.templates import SCHEDULERS, GenerationTemplate, load_templates
 from ui.widgets import hand_to_video_page, live_job_list, status_badge
 
 TEMPLATE = "generate.template"
-LORAS = "generate.loras"
-PROMPT = "generate.prompt"
-NEGATIVE = "generate.negative"
-SEED_MODE = "generate.seed_mode"
 INIT_ASSET = "generate.init_asset"  # img2img start image (asset id), set from a result card
 _FILL = "generate.fill"  # a pending request to load into the form on the next run
 _PAGE = "generate.page"
+_LOADED = "generate.loaded"  # field name -> (times loaded, value last loaded); see field_key
 _SETTINGS = ("scheduler", "steps", "cfg", "width", "height")
 RANDOM, FIXED = "Random", "Fixed"
 COLUMNS = 4
 JOBS_PER_PAGE = 5
 
 
-def _strength_key(lora_id: int) -> str:
-    return f"generate.strength.{lora_id}"
-
-
 def _key(name: str) -> str:
     return f"generate.{name}"
+
+
+def field_key(name: str, state: Mapping[str, Any] | None = None) -> str:
+    """The key of a form field the page loads values into; it changes with each load (module doc).
+    ``state`` is the session state to read the load counts from (a test's AppTest), by default this one."""
+    state = st.session_state if state is None else state
+    loaded = state[_LOADED] if _LOADED in state else {}
+    return f"generate.{name}.v{loaded[name][0] if name in loaded else 0}"
+
+
+def _value(name: str, default: Any = None) -> Any:
+    """A field's value now: what its widget holds, else what was last loaded into it, else ``default``."""
+    loaded = st.session_state.get(_LOADED, {})
+    return st.session_state.get(field_key(name), loaded[name][1] if name in loaded else default)
+
+
+def strength_field(lora_id: int) -> str:
+    return f"strength.{lora_id}"
 
 
 # --- form state ----------------------------------------------------------------------------------
 
 
-def _apply_template(template: GenerationTemplate) -> None:
-    """Load a template's settings into the form (when it is picked)."""
-    for name in _SETTINGS:
-        st.session_state[_key(name)] = getattr(template, name)
-    st.session_state[NEGATIVE] = template.negative_prompt
+def _load_form(values: dict[str, Any]) -> None:
+    """Set form fields from code: each named field moves to a fresh key whose widget starts at its value."""
+    loaded = dict(st.session_state.get(_LOADED, {}))
+    for name, value in values.items():
+        loaded[name] = (loaded[name][0] + 1 if name in loaded else 1, value)
+    st.session_state[_LOADED] = loaded
+
+
+def _template_values(template: GenerationTemplate) -> dict[str, Any]:
+    return {name: getattr(template, name) for name in _SETTINGS} | {"negative": template.negative_prompt}
 
 
 def _on_template_change(templates: dict[str, GenerationTemplate]) -> None:
-    _apply_template(templates[st.session_state[TEMPLATE]])
+    _load_form(_template_values(templates[st.session_state[TEMPLATE]]))
 
 
 def _apply_fill(templates: dict[str, GenerationTemplate]) -> None:
@@ -62,20 +86,16 @@ def _apply_fill(templates: dict[str, GenerationTemplate]) -> None:
         return
     if fill.get("template") in templates:
         st.session_state[TEMPLATE] = fill["template"]
-    for name in _SETTINGS:
-        if name in fill:
-            st.session_state[_key(name)] = fill[name]
-    st.session_state[PROMPT] = fill.get("prompt", "")
-    st.session_state[NEGATIVE] = fill.get("negative_prompt", "")
-    st.session_state[LORAS] = [lora["lora_id"] for lora in fill.get("loras", [])]
-    for lora in fill.get("loras", []):
-        st.session_state[_strength_key(lora["lora_id"])] = float(lora["strength"])
+    values: dict[str, Any] = {name: fill[name] for name in _SETTINGS if name in fill}
+    values |= {"prompt": fill.get("prompt", ""), "negative": fill.get("negative_prompt", ""), "count": 1,
+               "loras": [lora["lora_id"] for lora in fill.get("loras", [])]}
+    values |= {strength_field(lora["lora_id"]): float(lora["strength"]) for lora in fill.get("loras", [])}
     if "seed" in fill:
-        st.session_state[SEED_MODE], st.session_state[_key("seed")] = FIXED, int(fill["seed"])
-    st.session_state[_key("count")] = 1
-    st.session_state[INIT_ASSET] = fill.get("init_asset_id")
+        values |= {"seed_mode": FIXED, "seed": int(fill["seed"])}
     if "img2img_strength" in fill:
-        st.session_state[_key("img2img_strength")] = float(fill["img2img_strength"])
+        values["img2img_strength"] = float(fill["img2img_strength"])
+    st.session_state[INIT_ASSET] = fill.get("init_asset_id")
+    _load_form(values)
 
 
 def _initial_template(templates: dict[str, GenerationTemplate]) -> None:
@@ -85,9 +105,10 @@ def _initial_template(templates: dict[str, GenerationTemplate]) -> None:
     preferred = [f"{promoted.family}-lora"] if promoted else []
     name = next((n for n in preferred if n in templates), next(iter(templates)))
     st.session_state[TEMPLATE] = name
-    _apply_template(templates[name])
+    values = _template_values(templates[name])
     if promoted and promoted.family == templates[name].family:
-        st.session_state[LORAS] = [promoted.id]
+        values["loras"] = [promoted.id]
+    _load_form(values)
 
 
 # --- the form ------------------------------------------------------------------------------------
@@ -99,58 +120,66 @@ def _lora_label(lora: LoraModel) -> str:
 
 def _lora_picker(template: GenerationTemplate) -> list[dict[str, Any]]:
     loras = {lora.id: lora for lora in training.list_loras(page_size=100).items if lora.family == template.family}
-    st.session_state[LORAS] = [i for i in st.session_state.get(LORAS, []) if i in loras]
-    chosen = st.multiselect("LoRAs", list(loras), format_func=lambda i: _lora_label(loras[i]), key=LORAS,
+    chosen = _value("loras", [])
+    if any(i not in loras for i in chosen):  # a LoRA of another family, or one deleted since
+        _load_form({"loras": [i for i in chosen if i in loras]})
+    chosen = st.multiselect("LoRAs", list(loras), default=_value("loras", []), key=field_key("loras"),
+                            format_func=lambda i: _lora_label(loras[i]),
                             help=f"{template.family} LoRA versions (★ promoted). Each gets its own strength.",
                             placeholder="No LoRA: the base model alone")
     picked = []
     for lora_id in chosen:
-        key = _strength_key(lora_id)
-        st.session_state.setdefault(key, template.lora_strength)
-        strength = st.slider(f"Strength · {loras[lora_id].name}", -2.0, 2.0, step=0.05, key=key)
+        field = strength_field(lora_id)
+        strength = st.slider(f"Strength · {loras[lora_id].name}", -2.0, 2.0, step=0.05, key=field_key(field),
+                             value=_value(field, template.lora_strength))
         picked.append({"lora_id": lora_id, "strength": strength})
     return picked
 
 
-def _insert_snippet(target: str, select_key: str, snippets: dict[int, str]) -> None:
+def _insert_snippet(field: str, select_key: str, snippets: dict[int, str]) -> None:
     if (chosen := st.session_state.get(select_key)) is not None:
-        st.session_state[target] = prompt_library.insert_snippet(st.session_state.get(target, ""), snippets[chosen])
+        text = _value(field, "")
+        _load_form({field: prompt_library.insert_snippet(text, snippets[chosen])})
 
 
-def _snippet_row(target: str, *, negative: bool) -> None:
+def _snippet_row(field: str, *, negative: bool) -> None:
+    """The prompt library's insert and save controls for the "prompt" or "negative" field."""
     snippets = {s.id: s for s in prompt_library.list_snippets(negative=negative, page_size=200).items}
+    target = _key(field)  # these controls' own keys stay fixed: the page never loads values into them
     select_key = f"{target}.snippet"
     left, middle, right = st.columns([3, 1, 1], vertical_alignment="bottom")
     left.selectbox("Prompt library", list(snippets), format_func=lambda i: f"{snippets[i].name}: {snippets[i].text}",
                    key=select_key, index=None, placeholder="Insert a saved snippet…", label_visibility="collapsed")
     middle.button("Insert", key=f"{target}.insert", on_click=_insert_snippet,
-                  args=(target, select_key, {i: s.text for i, s in snippets.items()}), disabled=not snippets,
+                  args=(field, select_key, {i: s.text for i, s in snippets.items()}), disabled=not snippets,
                   width="stretch")
     with right.popover("Save", width="stretch", help="Save this box's text to the prompt library"):
         name = st.text_input("Snippet name", key=f"{target}.snippet_name", max_chars=120)
         if st.button("Save snippet", key=f"{target}.save", type="primary"):
             try:
-                prompt_library.create_snippet(name=name, text=st.session_state.get(target, ""), negative=negative)
+                prompt_library.create_snippet(name=name, text=_value(field, ""), negative=negative)
                 st.toast(f"Saved {name!r} to the prompt library")
             except StudioError as error:
                 st.error(str(error))
 
 
 def _settings(template: GenerationTemplate) -> dict[str, Any]:
-    with st.expander(f"Settings · {SCHEDULERS[st.session_state[_key('scheduler')]]}, "
-                     f"{st.session_state[_key('steps')]} steps, {st.session_state[_key('width')]}×"
-                     f"{st.session_state[_key('height')]}"):
+    now = {name: _value(name) for name in _SETTINGS}
+    with st.expander(f"Settings · {SCHEDULERS[now['scheduler']]}, {now['steps']} steps, "
+                     f"{now['width']}×{now['height']}"):
         left, right = st.columns(2)
-        scheduler = left.selectbox("Scheduler", list(SCHEDULERS), format_func=SCHEDULERS.get, key=_key("scheduler"))
-        steps = right.number_input("Steps", 1, 150, key=_key("steps"))
-        cfg = left.number_input("CFG scale", 0.0, 30.0, step=0.5, key=_key("cfg"))
-        count = right.number_input("Images", 1, 64, value=4, key=_key("count"),
+        scheduler = left.selectbox("Scheduler", list(SCHEDULERS), format_func=SCHEDULERS.get,
+                                   index=list(SCHEDULERS).index(now["scheduler"]), key=field_key("scheduler"))
+        steps = right.number_input("Steps", 1, 150, value=now["steps"], key=field_key("steps"))
+        cfg = left.number_input("CFG scale", 0.0, 30.0, value=float(now["cfg"]), step=0.5, key=field_key("cfg"))
+        count = right.number_input("Images", 1, 64, value=_value("count", 4), key=field_key("count"),
                                    help=f"made in batches of {template.batch_size or 'the worker default'}")
-        width = left.number_input("Width", 64, 2048, step=8, key=_key("width"))
-        height = right.number_input("Height", 64, 2048, step=8, key=_key("height"))
-        mode = left.segmented_control("Seed", [RANDOM, FIXED], default=RANDOM, key=SEED_MODE, required=True)
-        seed = right.number_input("Seed value", 0, 2**32 - 1, value=0, key=_key("seed"), disabled=mode != FIXED,
-                                  help="image i of the request uses seed + i")
+        width = left.number_input("Width", 64, 2048, value=now["width"], step=8, key=field_key("width"))
+        height = right.number_input("Height", 64, 2048, value=now["height"], step=8, key=field_key("height"))
+        mode = left.segmented_control("Seed", [RANDOM, FIXED], default=_value("seed_mode", RANDOM),
+                                      key=field_key("seed_mode"), required=True)
+        seed = right.number_input("Seed value", 0, 2**32 - 1, value=_value("seed", 0), key=field_key("seed"),
+                                  disabled=mode != FIXED, help="image i of the request uses seed + i")
     return {"scheduler": scheduler, "steps": int(steps), "cfg": float(cfg), "width": int(width),
             "height": int(height), "count": int(count), "seed": int(seed) if mode == FIXED else None}
 
@@ -167,7 +196,8 @@ def _img2img() -> dict[str, Any]:
     with st.container(border=True):
         left, right = st.columns([1, 3])
         left.image(_thumbnail(asset.thumbnail_key or asset.key, asset.id))
-        strength = right.slider("img2img strength", 0.05, 1.0, value=0.6, step=0.05, key=_key("img2img_strength"),
+        strength = right.slider("img2img strength", 0.05, 1.0, value=_value("img2img_strength", 0.6), step=0.05,
+                                key=field_key("img2img_strength"),
                                 help="how far the result may move away from the start image")
         if right.button("Stop using this start image", key=_key("img2img_clear")):
             st.session_state[INIT_ASSET] = None
@@ -194,18 +224,18 @@ def request_form() -> None:
     if template.description:
         st.caption(template.description)
     loras = _lora_picker(template)
-    st.text_area("Prompt", key=PROMPT, height=110, max_chars=2000,
-                 placeholder="ohwx woman, candid photo at a café, soft window light")
-    _snippet_row(PROMPT, negative=False)
-    st.text_area("Negative prompt", key=NEGATIVE, height=70, max_chars=2000)
-    _snippet_row(NEGATIVE, negative=True)
+    prompt = st.text_area("Prompt", value=_value("prompt", ""), key=field_key("prompt"), height=110, max_chars=2000,
+                          placeholder="ohwx woman, candid photo at a café, soft window light")
+    _snippet_row("prompt", negative=False)
+    negative = st.text_area("Negative prompt", value=_value("negative", ""), key=field_key("negative"), height=70,
+                            max_chars=2000)
+    _snippet_row("negative", negative=True)
     settings = _settings(template)
     start = _img2img()
     if st.button("Generate", type="primary", icon=":material/auto_awesome:", key=_key("submit"),
                  width="stretch"):
         try:
-            job = generation.submit_generation(template=name, prompt=st.session_state.get(PROMPT, ""),
-                                               negative_prompt=st.session_state.get(NEGATIVE, ""), loras=loras,
+            job = generation.submit_generation(template=name, prompt=prompt, negative_prompt=negative, loras=loras,
                                                **settings, **start)
         except StudioError as error:
             st.error(str(error))
