@@ -22,7 +22,15 @@ from core.config import get_settings
 from core.db import get_or_raise, session_scope
 from core.errors import Conflict, InvalidInput, NotFound, describe_validation_error
 from core.fields import printable
-from core.images import ImageRejected, ImportLimits, PreparedImage, make_training_zip, prepare_image, read_archive
+from core.images import (
+    ImageRejected,
+    ImportLimits,
+    PreparedImage,
+    display_name,
+    make_training_zip,
+    prepare_image,
+    read_archive,
+)
 from core.models import Dataset, DatasetImage, DatasetKind, utcnow
 from core.pagination import Page, clamp
 from core.storage import get_object_store
@@ -197,12 +205,6 @@ def image_keys(dataset_id: int, prepared: PreparedImage) -> tuple[str, str]:
     return f"datasets/{dataset_id}/images/{stem}{prepared.extension}", f"datasets/{dataset_id}/thumbs/{stem}.jpg"
 
 
-def _safe_filename(name: str) -> str:
-    """The upload's name as stored and shown: control, bidi-override and zero-width characters and lone
-    surrogates become '?' (a NUL breaks PostgreSQL; U+202E before 'gnp.exe' displays it as 'exe.png')."""
-    return "".join(c if c.isprintable() else "?" for c in name)[:255] or "(unnamed)"
-
-
 def _store_one(dataset_id: int, filename: str, prepared: PreparedImage, caption: str | None) -> bool:
     """Stores one prepared image; False when the dataset already has it (same original bytes)."""
     with session_scope() as session:
@@ -216,7 +218,7 @@ def _store_one(dataset_id: int, filename: str, prepared: PreparedImage, caption:
     store.put_bytes(key, prepared.data, content_type=prepared.content_type)
     store.put_bytes(thumb_key, prepared.thumbnail, content_type="image/jpeg")
     row = DatasetImage(
-        dataset_id=dataset_id, key=key, thumbnail_key=thumb_key, filename=_safe_filename(filename),
+        dataset_id=dataset_id, key=key, thumbnail_key=thumb_key, filename=display_name(filename, max_length=255),
         width=prepared.width, height=prepared.height, sha256=prepared.sha256, content_type=prepared.content_type,
         phash=prepared.phash, blur=prepared.blur,
         caption=caption or "", caption_source="import" if caption else None,

@@ -138,8 +138,10 @@ class ArchiveError:
 
 
 def display_name(name: str, max_length: int = 200) -> str:
-    """A file name made safe to show: control characters replaced, length capped."""
-    cleaned = re.sub(r"[\x00-\x1f\x7f]", "?", name) or "(unnamed)"
+    """A file name made safe to store and show: control, bidi-override and zero-width characters and lone
+    surrogates become '?' (a NUL breaks PostgreSQL; U+202E before 'gnp.exe' displays it as 'exe.png');
+    length capped."""
+    cleaned = "".join(c if c.isprintable() else "?" for c in name) or "(unnamed)"
     return cleaned if len(cleaned) <= max_length else cleaned[: max_length - 3] + "..."
 
 
