@@ -16,12 +16,19 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from core.config import Settings, get_settings
 from core.errors import StudioError
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+_T = TypeVar("_T")
 
 _logger = logging.getLogger("studio.auth")
 # The bucket of clients the server cannot tell apart (localhost, or everyone behind one proxy).
@@ -86,22 +93,26 @@ def _failures_key(client: str | None) -> str:
     return redis_key("login-failures", client or SHARED_CLIENT)
 
 
-def lockout_remaining_s(client: str | None, *, settings: Settings | None = None) -> int:
-    """Seconds until ``client`` may try again; 0 when it is not locked out (or Redis is unreachable)."""
+def _on_limiter(operation: Callable[[Redis], _T], *, fallback: _T, unavailable: str) -> _T:
+    """Runs ``operation`` on the limiter's Redis; while Redis is unreachable, logs why and returns
+    ``fallback``. Failing open keeps the owner able to log in while Redis is down; the scrypt check and
+    the UI's delay still slow guessing, and the Monitoring page shows Redis as down."""
     import redis
 
     from core.queue import get_redis
 
-    settings = settings or get_settings()
     try:
-        connection = get_redis()
-        key = _failures_key(client)
-        count, ttl = connection.get(key), connection.ttl(key)
+        return operation(get_redis())
     except (redis.RedisError, OSError) as error:
-        # Failing open keeps the owner able to log in while Redis is down; the scrypt check and the
-        # UI's delay still slow guessing, and the Monitoring page shows Redis as down.
-        _logger.warning("login limiter unavailable, not enforcing it: %s", type(error).__name__)
-        return 0
+        _logger.warning("login limiter unavailable, %s: %s", unavailable, type(error).__name__)
+        return fallback
+
+
+def lockout_remaining_s(client: str | None, *, settings: Settings | None = None) -> int:
+    """Seconds until ``client`` may try again; 0 when it is not locked out (or Redis is unreachable)."""
+    settings = settings or get_settings()
+    key = _failures_key(client)
+    count, ttl = _on_limiter(lambda r: (r.get(key), r.ttl(key)), fallback=(None, 0), unavailable="not enforcing it")
     if count is None or int(count) < settings.login_max_failures:
         return 0
     return max(1, int(ttl))
@@ -109,31 +120,17 @@ def lockout_remaining_s(client: str | None, *, settings: Settings | None = None)
 
 def _record_failure(client: str | None, settings: Settings) -> int:
     """Counts a failure; the window restarts with each one, so failures spread thinly still add up."""
-    import redis
+    key = _failures_key(client)
 
-    from core.queue import get_redis
+    def count_failure(connection: Redis) -> int:
+        count, _ = connection.pipeline().incr(key).expire(key, settings.login_lockout_minutes * 60).execute()
+        return int(count)
 
-    try:
-        pipe = get_redis().pipeline()
-        key = _failures_key(client)
-        pipe.incr(key)
-        pipe.expire(key, settings.login_lockout_minutes * 60)
-        count, _ = pipe.execute()
-    except (redis.RedisError, OSError) as error:
-        _logger.warning("login limiter unavailable, failure not counted: %s", type(error).__name__)
-        return 0
-    return int(count)
+    return _on_limiter(count_failure, fallback=0, unavailable="failure not counted")
 
 
 def clear_failures(client: str | None) -> None:
-    import redis
-
-    from core.queue import get_redis
-
-    try:
-        get_redis().delete(_failures_key(client))
-    except (redis.RedisError, OSError) as error:
-        _logger.warning("login limiter unavailable, failures not cleared: %s", type(error).__name__)
+    _on_limiter(lambda r: r.delete(_failures_key(client)), fallback=None, unavailable="failures not cleared")
 
 
 def attempt_login(password: str, *, client: str | None, settings: Settings | None = None) -> None:

@@ -85,9 +85,13 @@ def draft_demo_post(*, video_asset_id: int) -> Post:
 # --- starting ------------------------------------------------------------------------------------------------
 
 
+def _needed_queues() -> list[str]:
+    return sorted({get_spec(kind).queue for kind in DEMO_JOB_KINDS})
+
+
 def missing_queues() -> list[str]:
     """The queues the demo's jobs need that no live worker serves (all of them when none runs)."""
-    needed = sorted({get_spec(kind).queue for kind in DEMO_JOB_KINDS})
+    needed = _needed_queues()
     try:
         served = {name for worker in queue.list_workers() for name in worker.queues}
     except (redis.RedisError, OSError):
@@ -97,8 +101,7 @@ def missing_queues() -> list[str]:
 
 def _check_workers() -> None:
     missing = missing_queues()
-    needed = {get_spec(kind).queue for kind in DEMO_JOB_KINDS}
-    if set(missing) == needed:
+    if missing == _needed_queues():
         raise DemoFailed("no worker is running: start the studio first (./scripts/run), "
                          "or the workers with `python -m workers run`")
     if missing:
