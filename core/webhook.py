@@ -8,8 +8,6 @@ constant time. Handlers run blocking database and Redis calls in the thread pool
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,14 +18,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from core import health, joblogs, jobs, queue
+from core import health, joblogs, jobs, queue, strict_json
 from core.auth import secrets_match
 from core.config import get_settings
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import Job
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class ApiError(Exception):
@@ -89,49 +86,11 @@ async def read_json_body(request: Request) -> dict[str, Any]:
     return parse_json_object(await read_body(request))
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Parsers disagree on which duplicate wins (n8n's JS takes the last, others the first): refuse both.
-    data: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in data:
-            raise ApiError(400, f"malformed JSON: duplicate key {key!r}")
-        data[key] = value
-    return data
-
-
-def _no_constant(name: str) -> Any:
-    raise ApiError(400, f"malformed JSON: {name} is not a JSON number")
-
-
-def _check_strings(data: Any) -> None:
-    """NUL (PostgreSQL text refuses it) and lone surrogates (no UTF-8 for them) anywhere, keys included.
-    Iterative: the body may nest as deep as the parser allowed."""
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str):
-            if "\x00" in item:
-                raise ApiError(400, "malformed JSON: NUL characters (\\u0000) are not allowed in strings")
-            if not item.isascii() and _SURROGATE.search(item):
-                raise ApiError(400, "malformed JSON: a string holds a lone surrogate (\\ud800-\\udfff)")
-
-
 def parse_json_object(body: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(body, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ApiError(400, f"malformed JSON: {error}") from None
-    except RecursionError:
-        raise ApiError(400, "malformed JSON: nested too deeply") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "the JSON body must be an object")
-    _check_strings(data)
-    return data
+        return strict_json.parse_object(body)
+    except InvalidInput as error:
+        raise ApiError(400, str(error)) from None
 
 
 async def read_body(request: Request) -> bytes:

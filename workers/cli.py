@@ -18,8 +18,8 @@ from typing import Annotated
 
 import typer
 
-from core import jobs
-from core.errors import StudioError
+from core import jobs, strict_json
+from core.errors import InvalidInput, StudioError
 
 app = typer.Typer(
     help="InfluencerAI Studio workers: run the background workers and manage jobs from the shell.",
@@ -143,8 +143,8 @@ def enqueue(
 ) -> None:
     """Create a job and put it on its queue; prints the job id."""
     try:
-        data = json.loads(payload)
-    except json.JSONDecodeError as error:
+        data = strict_json.parse(payload)
+    except InvalidInput as error:
         raise _fail(ValueError(f"--payload is not valid JSON: {error}")) from None
     if not isinstance(data, dict):
         raise _fail(ValueError("--payload must be a JSON object"))
