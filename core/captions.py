@@ -7,10 +7,12 @@ and the real run can never disagree: the preview counts what ``apply_bulk_edit``
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import regex
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import select, update
 
@@ -70,12 +72,14 @@ class BulkEdit(BaseModel):
             raise ValueError("text: enter the text to add")
         if self.operation == "regex":
             try:
-                re.compile(self.find)
-            except re.error as error:
+                regex.compile(self.find)
+            except regex.error as error:
                 raise ValueError(f"find: not a valid regular expression ({error})") from None
         return self
 
-    def apply(self, caption: str) -> str:
+    def apply(self, caption: str, *, deadline: float | None = None) -> str:
+        """The caption after the edit. A regular expression must finish by ``deadline`` (a
+        ``time.monotonic()`` value; see REGEX_BUDGET_S), else InvalidInput."""
         match self.operation:
             case "replace":
                 if self.case_sensitive:
@@ -83,7 +87,7 @@ class BulkEdit(BaseModel):
                 else:
                     result = re.sub(re.escape(self.find), lambda _: self.replace, caption, flags=re.IGNORECASE)
             case "regex":
-                result = re.sub(self.find, self.replace, caption, flags=0 if self.case_sensitive else re.IGNORECASE)
+                result = self._regex_sub(caption, deadline)
             case "prefix":
                 result = f"{self.text.strip()} {caption}" if caption else self.text.strip().rstrip(",;: ")
             case "suffix":
@@ -99,6 +103,23 @@ class BulkEdit(BaseModel):
             case "strip":
                 result = caption
         return clean_caption(result)
+
+
+    def _regex_sub(self, caption: str, deadline: float | None) -> str:
+        # The `regex` module, not `re`: it can stop a search. A pattern such as (a|aa)+$ backtracks
+        # exponentially, and `re` would hold the page (and, on apply, a database transaction) forever.
+        remaining = REGEX_BUDGET_S if deadline is None else deadline - time.monotonic()
+        try:
+            return regex.sub(self.find, self.replace, caption, flags=0 if self.case_sensitive else regex.IGNORECASE,
+                             timeout=max(remaining, 0.001))
+        except TimeoutError:
+            raise InvalidInput(f"find: the regular expression took over {REGEX_BUDGET_S:g} s on these captions; "
+                               "simplify it (nothing was changed)") from None
+        except regex.error as error:
+            raise InvalidInput(f"replace: {error}") from None
+
+
+REGEX_BUDGET_S = 2.0  # for one preview or apply over a whole dataset's captions
 
 
 def make_bulk_edit(**fields: object) -> BulkEdit:
@@ -128,7 +149,8 @@ def preview_bulk_edit(dataset_id: int, edit: BulkEdit, image_ids: Sequence[int] 
     """How many captions the edit would change (on the selection, or the whole dataset when None)."""
     get_dataset(dataset_id)
     targets = _targets(dataset_id, image_ids)
-    changes = [(before, edit.apply(before)) for _, before in targets]
+    deadline = time.monotonic() + REGEX_BUDGET_S
+    changes = [(before, edit.apply(before, deadline=deadline)) for _, before in targets]
     changed = [(b, a) for b, a in changes if a != b]
     return BulkPreview(changed=len(changed), total=len(targets), examples=changed[:5])
 
@@ -137,9 +159,10 @@ def apply_bulk_edit(dataset_id: int, edit: BulkEdit, image_ids: Sequence[int] | 
     """Applies the edit and returns how many captions changed (the same number the preview showed)."""
     get_dataset(dataset_id)
     changed = 0
-    with session_scope() as session:
+    deadline = time.monotonic() + REGEX_BUDGET_S
+    with session_scope() as session:  # an edit that fails part-way (InvalidInput) rolls back whole
         for image_id, before in _targets(dataset_id, image_ids):
-            after = edit.apply(before)
+            after = edit.apply(before, deadline=deadline)
             if after != before:
                 session.execute(
                     update(DatasetImage).where(DatasetImage.id == image_id)

@@ -72,6 +72,28 @@ def test_invalid_bulk_edits_are_refused_with_a_clear_message(captioned, fields, 
         captions.make_bulk_edit(**fields)
 
 
+def test_a_regex_that_backtracks_forever_is_stopped_and_changes_nothing(captioned, monkeypatch):
+    dataset, ids = captioned
+    captions.save_caption(ids[0], "a" * 40 + "!")  # (a|aa)+$ needs ~fib(40) steps to fail on it
+    before = _captions(dataset.id)
+    monkeypatch.setattr(captions, "REGEX_BUDGET_S", 0.3)
+    edit = captions.make_bulk_edit(operation="regex", find="(a|aa)+$", replace="x")
+    with pytest.raises(InvalidInput, match=r"took over 0\.3 s"):  # `re` would still be searching
+        captions.preview_bulk_edit(dataset.id, edit)
+    with pytest.raises(InvalidInput, match=r"took over 0\.3 s"):
+        captions.apply_bulk_edit(dataset.id, edit)
+    assert _captions(dataset.id) == before
+
+
+def test_a_replacement_naming_a_missing_group_is_refused_and_changes_nothing(captioned):
+    dataset, _ = captioned
+    before = _captions(dataset.id)
+    edit = captions.make_bulk_edit(operation="regex", find=r"(red)", replace=r"\2")
+    with pytest.raises(InvalidInput, match="replace: invalid group reference"):
+        captions.apply_bulk_edit(dataset.id, edit)
+    assert _captions(dataset.id) == before
+
+
 def test_saving_a_caption_cleans_it_and_marks_it_manual_and_reviewed(captioned):
     dataset, ids = captioned
     saved = captions.save_caption(ids[2], "  <script>alert(1)</script>\n new  line ", reviewed=True)

@@ -81,12 +81,20 @@ def render_bulk_edit(dataset: Dataset, selected: list[int]) -> None:
     except StudioError as error:
         st.info(str(error))
         return
-    preview = captions.preview_bulk_edit(dataset.id, edit, image_ids)
+    try:
+        preview = captions.preview_bulk_edit(dataset.id, edit, image_ids)
+    except StudioError as error:  # a regular expression too slow to run, or a bad replacement
+        st.error(str(error))
+        return
     st.write(f"This changes **{preview.changed}** of {preview.total} caption(s).")
     if preview.examples:
         st.dataframe([{"before": b, "after": a} for b, a in preview.examples], hide_index=True)
     if st.button(f"Apply to {preview.changed} caption(s)", key="bulk.apply", disabled=not preview.changed):
-        changed = captions.apply_bulk_edit(dataset.id, edit, image_ids)
+        try:
+            changed = captions.apply_bulk_edit(dataset.id, edit, image_ids)
+        except StudioError as error:
+            st.error(str(error))
+            return
         for image_id in list(drafts()):
             if image_ids is None or image_id in image_ids:
                 drafts().pop(image_id, None)  # the bulk result replaces unsaved edits of those images
