@@ -11,7 +11,7 @@ from core.config import get_settings
 from core.errors import NotFound, StudioError
 from core.jobs import aware
 from core.models import Asset, JobStatus, LoraModel, Pipeline, Platform
-from core.overview import Overview
+from core.overview import Overview, VideoGlance
 from ui.widgets import status_badge
 
 DEMO = "home.demo.pipeline"  # the demo this session started
@@ -135,6 +135,23 @@ def _picture(asset: Asset | None, caption: str) -> None:
     st.caption(caption)
 
 
+def _strip(title: str, pictures: list[tuple[Asset | None, str]], *, empty: str, page: str, label: str,
+           icon: str) -> None:
+    """A titled row of thumbnails with captions, then a link to the page that holds them all."""
+    st.markdown(title)
+    if not pictures:
+        st.info(empty)
+    for column, (asset, caption) in zip(st.columns(COLUMNS), pictures, strict=False):
+        with column:
+            _picture(asset, caption)
+    st.page_link(page, label=label, icon=icon)
+
+
+def _video_caption(item: VideoGlance) -> str:
+    size = f"{item.video.width}×{item.video.height}" if item.video.width else ""
+    return " · ".join(p for p in (f"{item.duration:.1f} s" if item.duration else "", size) if p)
+
+
 def _lora_line(lora: LoraModel, promoted: LoraModel | None) -> str:
     mark = " · :material/star: **promoted**" if promoted is not None and lora.id == promoted.id else ""
     return f"{lora.name} · step {lora.step} · {aware(lora.created_at):%d %b %H:%M}{mark}"
@@ -168,22 +185,11 @@ def glance(view: Overview) -> None:
             st.caption("None promoted: promote one on Training to make it generation's default.")
         st.page_link("pages/training.py", label="Training", icon=":material/model_training:")
 
-    st.markdown(f"**Recent images** ({view.image_total})")
-    if not view.images:
-        st.info("No images yet. Make some on Generate.")
-    for column, image in zip(st.columns(COLUMNS), view.images, strict=False):
-        with column:
-            _picture(image, image.prompt[:60])
-    st.page_link("pages/assets.py", label="Assets", icon=":material/perm_media:")
-
-    st.markdown(f"**Recent videos** ({view.video_total})")
-    if not view.videos:
-        st.info("No videos yet. Make one on Videos.")
-    for column, item in zip(st.columns(COLUMNS), view.videos, strict=False):
-        with column:
-            size = f"{item.video.width}×{item.video.height}" if item.video.width else ""
-            _picture(item.poster, " · ".join(p for p in (f"{item.duration:.1f} s" if item.duration else "", size) if p))
-    st.page_link("pages/videos.py", label="Videos", icon=":material/movie:")
+    _strip(f"**Recent images** ({view.image_total})", [(image, image.prompt[:60]) for image in view.images],
+           empty="No images yet. Make some on Generate.", page="pages/assets.py", label="Assets",
+           icon=":material/perm_media:")
+    _strip(f"**Recent videos** ({view.video_total})", [(item.poster, _video_caption(item)) for item in view.videos],
+           empty="No videos yet. Make one on Videos.", page="pages/videos.py", label="Videos", icon=":material/movie:")
 
     left, right = st.columns(2)
     with left:
