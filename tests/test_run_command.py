@@ -1,8 +1,9 @@
-"""The README's first command, run from a fresh clone, serves the app and the API, and stops cleanly."""
+"""The README's first command, run from a fresh clone, serves the app and the API, and Ctrl-C stops it cleanly."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,8 +38,10 @@ def test_first_readme_command_serves_the_studio_from_a_fresh_clone(tmp_path: Pat
         "STUDIO_PORT": str(port),
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",  # nothing listens there: the command starts Redis
     })
-    process = subprocess.Popen([str(clone / _readme_run_command().removeprefix("./"))], cwd=clone, env=env,
-                               start_new_session=True)
+    output = tmp_path / "run.log"
+    with output.open("wb") as sink:
+        process = subprocess.Popen([str(clone / _readme_run_command().removeprefix("./"))], cwd=clone, env=env,
+                                   start_new_session=True, stdout=sink, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
 
     def healthy() -> dict | None:
@@ -58,10 +61,19 @@ def test_first_readme_command_serves_the_studio_from_a_fresh_clone(tmp_path: Pat
         assert (clone / "var" / "studio.db").exists(), "embedded default: SQLite under ./var"
         assert (clone / "var" / "redis").is_dir(), "a local Redis was started with its data under ./var"
         assert (clone / "var" / "models" / "tiny-blip" / "tiny-model.json").exists(), "tiny demo models are built"
+        # Both worker groups up (the GPU one loads the ML libraries first), so that both have a stop to show.
+        wait_until(lambda: len(re.findall(r"worker \S+ consuming", output.read_text(errors="replace"))) == 2,
+                   timeout=120, interval=0.5, what="both worker groups consuming")
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        code = process.wait(timeout=60)
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in its terminal does: the whole group gets SIGINT
+        code = process.wait(timeout=90)
     assert code == 0
+    log = output.read_text(errors="replace")
+    consuming = re.findall(r"worker (\S+) consuming", log)
+    stopping = re.findall(r"worker (\S+) stopping", log)
+    # Each worker stops itself (hands its jobs back), rather than being killed by the supervisor 40 s
+    # later: a signal arriving inside the other's handler once deadlocked the GPU worker (StopRequest).
+    assert len(consuming) == 2 and sorted(stopping) == sorted(consuming), log[-3000:]
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{base}/api/health", timeout=2)
     leftovers = subprocess.run(["pgrep", "-f", f"--port {redis_port}"], capture_output=True, text=True)

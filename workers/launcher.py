@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from urllib.parse import urlparse
 import redis
 
 from core.config import PROJECT_ROOT, Settings, get_settings, reload_settings
+from workers.process import StopRequest
 
 _logger = logging.getLogger("studio.launcher")
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -101,22 +101,14 @@ def up(host: str, port: int, *, demo_models: bool = True) -> int:
     started.append(server)
     _logger.info("InfluencerAI Studio on http://%s:%d (API under /api; Ctrl-C stops everything)", host, port)
 
-    stopping = False
-
-    def request_stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = StopRequest().install()
     code = 0
-    while not stopping:
+    while not stop.wait(0.5):
         exited = [p for p in started if p.poll() is not None]
-        if exited and not stopping:
+        if exited:
             code = exited[0].returncode or 1
             _logger.error("%s exited with %s; stopping the studio", exited[0].args[:3], exited[0].returncode)
             break
-        time.sleep(0.5)
     for process in reversed(started):  # server first, Redis last: workers hand messages back first
         if process.poll() is None:
             process.terminate()

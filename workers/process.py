@@ -11,7 +11,6 @@ import logging
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 
@@ -58,6 +57,39 @@ def default_groups(queues: list[str] | None = None) -> list[WorkerGroup]:
     return groups
 
 
+class StopRequest:
+    """Set by SIGTERM or SIGINT; the main thread polls it with short sleeps.
+
+    Not a threading.Event: its set() takes a lock, and a second signal arriving while the first
+    handler held that lock ran the handler again inside it, which deadlocked the process. That
+    happened on Ctrl-C: the whole group gets SIGINT, and the supervisor then sends its workers SIGTERM.
+    The worker never stopped, and 40 s later the supervisor killed it. A plain flag takes no lock.
+    """
+
+    poll_s = 0.2
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> StopRequest:
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, *_: object) -> None:
+        self.requested = True
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Sleeps until a stop is requested (True) or ``timeout_s`` passes (False)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not self.requested:
+            left = self.poll_s if deadline is None else min(self.poll_s, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            time.sleep(left)
+        return True
+
+
 def run_worker(queues: list[str], threads: int, prefetch: int) -> None:
     """Consume until SIGTERM/SIGINT, then stop gracefully."""
     import dramatiq
@@ -80,9 +112,7 @@ def run_worker(queues: list[str], threads: int, prefetch: int) -> None:
         preload_ml_libraries()  # before any worker thread: lazy imports are not thread-safe
     gpus = [gpu.as_dict() for gpu in detect_gpus()] if Queue.GPU in queues else []
     presence = WorkerPresence(queues, threads, gpus)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = StopRequest().install()
     worker.start()
     presence.start()
     _logger.info("worker %s consuming %s with %d thread(s)", presence.info.id, ",".join(queues), threads)
@@ -106,7 +136,7 @@ class Supervisor:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._failures: dict[str, int] = {}
         self._started: dict[str, float] = {}
-        self._stop = threading.Event()
+        self._stop = StopRequest()
 
     def _spawn(self, group: WorkerGroup) -> None:
         self.processes[group.name] = subprocess.Popen(group.command())
@@ -141,8 +171,7 @@ class Supervisor:
                          len(report.claimed), report.failed_swept)
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
-        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
+        self._stop.install()
         for group in self.groups:
             self._spawn(group)
         self._reconcile()
