@@ -13,13 +13,13 @@ from core.job_kinds import GeneratePayload
 from core.templates import get_template
 from tests.apptest import ROOT, open_page, rerun
 from tests.factories import image_bytes
-from ui.generate import field_key, strength_field
+from ui.generate import FORM, strength_field
 from ui.widgets import VIDEO_HANDOFF_KEY
 
 
 def field(at, name: str) -> str:
     """The key of a form field the page loads values into (it moves with each load: ui.generate)."""
-    return field_key(name, at.session_state)
+    return FORM.key(name, at.session_state)
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ def test_result_cards_reuse_settings_and_start_img2img(lora):
 
     at.button(key=f"generate.start.{first.id}").click()
     rerun(at)
-    at.slider(key=field_key("img2img_strength", at.session_state)).set_value(0.3)
+    at.slider(key=field(at, "img2img_strength")).set_value(0.3)
     at.button(key="generate.submit").click()
     rerun(at)
     newest = generation.list_generations().items[0]

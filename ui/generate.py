@@ -5,17 +5,12 @@ Keys start with "generate.". Actions that change the form from a result card ("r
 settings", "use as img2img start") store a pending fill and rerun; the form applies it before
 its widgets exist, which is the one moment Streamlit lets code set a widget's value.
 
-The fields the page itself loads values into (from a template, a reused image or a snippet) are keyed
-by ``field_key``: a load moves each field it sets to a fresh key and draws it with the loaded value as
-its default. Writing the value into a fixed key instead lost a race: a click sent before the load had
-reached the browser carried the browser's old values back, and they won (a template picked and
-Generate pressed at once queued the previous template's size). A fresh key has no value in the
-browser to send back. Fields a load leaves alone keep their keys, so typing in them goes on.
+The fields the page itself loads values into (from a template, a reused image or a snippet) are a
+``LoadedForm`` (see ui.loaded_form for why their keys move with each load).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
@@ -25,13 +20,14 @@ from core.errors import StudioError
 from core.jobs import cancel_job
 from core.models import Asset, Job, JobStatus, LoraModel
 from core.templates import SCHEDULERS, GenerationTemplate, load_templates
+from ui.loaded_form import LoadedForm
 from ui.widgets import hand_to_video_page, live_job_list, status_badge
 
 TEMPLATE = "generate.template"
 INIT_ASSET = "generate.init_asset"  # img2img start image (asset id), set from a result card
 _FILL = "generate.fill"  # a pending request to load into the form on the next run
 _PAGE = "generate.page"
-_LOADED = "generate.loaded"  # field name -> (times loaded, value last loaded); see field_key
+FORM = LoadedForm("generate")
 _SETTINGS = ("scheduler", "steps", "cfg", "width", "height")
 RANDOM, FIXED = "Random", "Fixed"
 COLUMNS = 4
@@ -42,20 +38,6 @@ def _key(name: str) -> str:
     return f"generate.{name}"
 
 
-def field_key(name: str, state: Mapping[str, Any] | None = None) -> str:
-    """The key of a form field the page loads values into; it changes with each load (module doc).
-    ``state`` is the session state to read the load counts from (a test's AppTest), by default this one."""
-    state = st.session_state if state is None else state
-    loaded = state[_LOADED] if _LOADED in state else {}
-    return f"generate.{name}.v{loaded[name][0] if name in loaded else 0}"
-
-
-def _value(name: str, default: Any = None) -> Any:
-    """A field's value now: what its widget holds, else what was last loaded into it, else ``default``."""
-    loaded = st.session_state.get(_LOADED, {})
-    return st.session_state.get(field_key(name), loaded[name][1] if name in loaded else default)
-
-
 def strength_field(lora_id: int) -> str:
     return f"strength.{lora_id}"
 
@@ -63,20 +45,12 @@ def strength_field(lora_id: int) -> str:
 # --- form state ----------------------------------------------------------------------------------
 
 
-def _load_form(values: dict[str, Any]) -> None:
-    """Set form fields from code: each named field moves to a fresh key whose widget starts at its value."""
-    loaded = dict(st.session_state.get(_LOADED, {}))
-    for name, value in values.items():
-        loaded[name] = (loaded[name][0] + 1 if name in loaded else 1, value)
-    st.session_state[_LOADED] = loaded
-
-
 def _template_values(template: GenerationTemplate) -> dict[str, Any]:
     return {name: getattr(template, name) for name in _SETTINGS} | {"negative": template.negative_prompt}
 
 
 def _on_template_change(templates: dict[str, GenerationTemplate]) -> None:
-    _load_form(_template_values(templates[st.session_state[TEMPLATE]]))
+    FORM.load(_template_values(templates[st.session_state[TEMPLATE]]))
 
 
 def _apply_fill(templates: dict[str, GenerationTemplate]) -> None:
@@ -95,7 +69,7 @@ def _apply_fill(templates: dict[str, GenerationTemplate]) -> None:
     if "img2img_strength" in fill:
         values["img2img_strength"] = float(fill["img2img_strength"])
     st.session_state[INIT_ASSET] = fill.get("init_asset_id")
-    _load_form(values)
+    FORM.load(values)
 
 
 def _initial_template(templates: dict[str, GenerationTemplate]) -> None:
@@ -108,7 +82,7 @@ def _initial_template(templates: dict[str, GenerationTemplate]) -> None:
     values = _template_values(templates[name])
     if promoted and promoted.family == templates[name].family:
         values["loras"] = [promoted.id]
-    _load_form(values)
+    FORM.load(values)
 
 
 # --- the form ------------------------------------------------------------------------------------
@@ -120,26 +94,26 @@ def _lora_label(lora: LoraModel) -> str:
 
 def _lora_picker(template: GenerationTemplate) -> list[dict[str, Any]]:
     loras = {lora.id: lora for lora in training.list_loras(page_size=100).items if lora.family == template.family}
-    chosen = _value("loras", [])
+    chosen = FORM.value("loras", [])
     if any(i not in loras for i in chosen):  # a LoRA of another family, or one deleted since
-        _load_form({"loras": [i for i in chosen if i in loras]})
-    chosen = st.multiselect("LoRAs", list(loras), default=_value("loras", []), key=field_key("loras"),
+        FORM.load({"loras": [i for i in chosen if i in loras]})
+    chosen = st.multiselect("LoRAs", list(loras), default=FORM.value("loras", []), key=FORM.key("loras"),
                             format_func=lambda i: _lora_label(loras[i]),
                             help=f"{template.family} LoRA versions (★ promoted). Each gets its own strength.",
                             placeholder="No LoRA: the base model alone")
     picked = []
     for lora_id in chosen:
         field = strength_field(lora_id)
-        strength = st.slider(f"Strength · {loras[lora_id].name}", -2.0, 2.0, step=0.05, key=field_key(field),
-                             value=_value(field, template.lora_strength))
+        strength = st.slider(f"Strength · {loras[lora_id].name}", -2.0, 2.0, step=0.05, key=FORM.key(field),
+                             value=FORM.value(field, template.lora_strength))
         picked.append({"lora_id": lora_id, "strength": strength})
     return picked
 
 
 def _insert_snippet(field: str, select_key: str, snippets: dict[int, str]) -> None:
     if (chosen := st.session_state.get(select_key)) is not None:
-        text = _value(field, "")
-        _load_form({field: prompt_library.insert_snippet(text, snippets[chosen])})
+        text = FORM.value(field, "")
+        FORM.load({field: prompt_library.insert_snippet(text, snippets[chosen])})
 
 
 def _snippet_row(field: str, *, negative: bool) -> None:
@@ -157,28 +131,28 @@ def _snippet_row(field: str, *, negative: bool) -> None:
         name = st.text_input("Snippet name", key=f"{target}.snippet_name", max_chars=120)
         if st.button("Save snippet", key=f"{target}.save", type="primary"):
             try:
-                prompt_library.create_snippet(name=name, text=_value(field, ""), negative=negative)
+                prompt_library.create_snippet(name=name, text=FORM.value(field, ""), negative=negative)
                 st.toast(f"Saved {name!r} to the prompt library")
             except StudioError as error:
                 st.error(str(error))
 
 
 def _settings(template: GenerationTemplate) -> dict[str, Any]:
-    now = {name: _value(name) for name in _SETTINGS}
+    now = {name: FORM.value(name) for name in _SETTINGS}
     with st.expander(f"Settings · {SCHEDULERS[now['scheduler']]}, {now['steps']} steps, "
                      f"{now['width']}×{now['height']}"):
         left, right = st.columns(2)
         scheduler = left.selectbox("Scheduler", list(SCHEDULERS), format_func=SCHEDULERS.get,
-                                   index=list(SCHEDULERS).index(now["scheduler"]), key=field_key("scheduler"))
-        steps = right.number_input("Steps", 1, 150, value=now["steps"], key=field_key("steps"))
-        cfg = left.number_input("CFG scale", 0.0, 30.0, value=float(now["cfg"]), step=0.5, key=field_key("cfg"))
-        count = right.number_input("Images", 1, 64, value=_value("count", 4), key=field_key("count"),
+                                   index=list(SCHEDULERS).index(now["scheduler"]), key=FORM.key("scheduler"))
+        steps = right.number_input("Steps", 1, 150, value=now["steps"], key=FORM.key("steps"))
+        cfg = left.number_input("CFG scale", 0.0, 30.0, value=float(now["cfg"]), step=0.5, key=FORM.key("cfg"))
+        count = right.number_input("Images", 1, 64, value=FORM.value("count", 4), key=FORM.key("count"),
                                    help=f"made in batches of {template.batch_size or 'the worker default'}")
-        width = left.number_input("Width", 64, 2048, value=now["width"], step=8, key=field_key("width"))
-        height = right.number_input("Height", 64, 2048, value=now["height"], step=8, key=field_key("height"))
-        mode = left.segmented_control("Seed", [RANDOM, FIXED], default=_value("seed_mode", RANDOM),
-                                      key=field_key("seed_mode"), required=True)
-        seed = right.number_input("Seed value", 0, 2**32 - 1, value=_value("seed", 0), key=field_key("seed"),
+        width = left.number_input("Width", 64, 2048, value=now["width"], step=8, key=FORM.key("width"))
+        height = right.number_input("Height", 64, 2048, value=now["height"], step=8, key=FORM.key("height"))
+        mode = left.segmented_control("Seed", [RANDOM, FIXED], default=FORM.value("seed_mode", RANDOM),
+                                      key=FORM.key("seed_mode"), required=True)
+        seed = right.number_input("Seed value", 0, 2**32 - 1, value=FORM.value("seed", 0), key=FORM.key("seed"),
                                   disabled=mode != FIXED, help="image i of the request uses seed + i")
     return {"scheduler": scheduler, "steps": int(steps), "cfg": float(cfg), "width": int(width),
             "height": int(height), "count": int(count), "seed": int(seed) if mode == FIXED else None}
@@ -196,8 +170,8 @@ def _img2img() -> dict[str, Any]:
     with st.container(border=True):
         left, right = st.columns([1, 3])
         left.image(_thumbnail(asset.thumbnail_key or asset.key, asset.id))
-        strength = right.slider("img2img strength", 0.05, 1.0, value=_value("img2img_strength", 0.6), step=0.05,
-                                key=field_key("img2img_strength"),
+        strength = right.slider("img2img strength", 0.05, 1.0, value=FORM.value("img2img_strength", 0.6), step=0.05,
+                                key=FORM.key("img2img_strength"),
                                 help="how far the result may move away from the start image")
         if right.button("Stop using this start image", key=_key("img2img_clear")):
             st.session_state[INIT_ASSET] = None
@@ -224,10 +198,10 @@ def request_form() -> None:
     if template.description:
         st.caption(template.description)
     loras = _lora_picker(template)
-    prompt = st.text_area("Prompt", value=_value("prompt", ""), key=field_key("prompt"), height=110, max_chars=2000,
+    prompt = st.text_area("Prompt", value=FORM.value("prompt", ""), key=FORM.key("prompt"), height=110, max_chars=2000,
                           placeholder="ohwx woman, candid photo at a café, soft window light")
     _snippet_row("prompt", negative=False)
-    negative = st.text_area("Negative prompt", value=_value("negative", ""), key=field_key("negative"), height=70,
+    negative = st.text_area("Negative prompt", value=FORM.value("negative", ""), key=FORM.key("negative"), height=70,
                             max_chars=2000)
     _snippet_row("negative", negative=True)
     settings = _settings(template)
