@@ -269,7 +269,7 @@ def test_the_calendar_component_shows_a_post_and_opens_it_for_editing(server, pa
 
     event.click()  # the component's eventClick opens the post in the side panel
     page.get_by_role("heading", name=f"Instagram post #{post.id}").first.wait_for()
-    caption = by_key(page, f"calendar.edit.{post.id}.caption").get_by_role("textbox")
+    caption = page.get_by_label("Caption", exact=True)
     expect(caption).to_have_value("Sunrise run by the river", timeout=WAIT_MS)
     caption.fill("Sunrise run by the river, 5 km")
     caption.press("Control+Enter")
@@ -305,6 +305,39 @@ def test_dragging_a_post_on_the_calendar_moves_it_in_the_database(server, browse
     wait_until(moved, 30, 0.2, what="the dropped post's new date in the database")
     assert jobs.aware(posts.get_post(post.id).scheduled_at).hour == 11, "a drop in the month view keeps the time"
     page.get_by_text("moved to").first.wait_for(timeout=15_000)
+
+
+def test_save_pressed_right_after_a_drag_keeps_the_dragged_date(server, browser):
+    """Save is clicked at once after a drop, before the editor has redrawn its date: the post keeps the
+    date it was dragged to (the editor's fields move to fresh keys when a drag loads them)."""
+    from core import posts
+
+    this_month = datetime.now(UTC).replace(day=10, hour=11, minute=0, second=0, microsecond=0)
+    post = posts.create_post(platform="instagram", scheduled_at=this_month, caption="Drag me, then save")
+    target = (this_month + timedelta(days=1 if this_month.weekday() < 6 else -1)).date()  # same week row
+    page = browser.new_page(viewport={"width": 1600, "height": 1300})
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"{server}/calendar")
+    event = calendar_frame(page).locator(".fc-event", has_text="Drag me, then save")
+    event.wait_for()
+    event.click()  # open it in the editor
+    page.get_by_role("heading", name=f"Instagram post #{post.id}").first.wait_for()
+    settle(page)
+    cell = calendar_frame(page).locator(f"td.fc-daygrid-day[data-date='{target.isoformat()}']")
+    start, end = event.bounding_box(), cell.bounding_box()
+    assert start and end
+    page.mouse.move(start["x"] + start["width"] / 2, start["y"] + start["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(end["x"] + end["width"] / 2, end["y"] + end["height"] / 2, steps=15)
+    page.mouse.up()
+    by_key(page, f"calendar.edit.{post.id}.save").get_by_role("button").click()
+
+    wait_until(lambda: jobs.aware(posts.get_post(post.id).scheduled_at).date() == target, 30, 0.2,
+               what="the dropped post's new date in the database")
+    page.get_by_text("Saved.").first.wait_for()
+    settle(page)
+    saved = jobs.aware(posts.get_post(post.id).scheduled_at)
+    assert (saved.date(), saved.hour) == (target, 11), "Save wrote the dragged date, not the one the form had"
 
 
 def test_a_jobs_log_grows_live_on_the_jobs_page(server, page, workers):

@@ -20,11 +20,16 @@ from core.models import JobStatus, Post, PostStatus
 from tests.apptest import click, open_page, rerun
 from tests.conftest import wait_until
 from tests.factories import image_bytes
-from ui.calendar import HANDLED, MOUNT, calendar_events, calendar_key, handle_calendar_value
+from ui.calendar import HANDLED, MOUNT, calendar_events, calendar_key, editor_key, handle_calendar_value
 
 PAGE = "pages/calendar.py"
 UTC_ZONE = ZoneInfo("UTC")
 SOON = (datetime.now(UTC) + timedelta(days=2)).replace(hour=11, minute=0, second=0, microsecond=0)
+
+
+def field(at, post: Post, name: str) -> str:
+    """The key of an editor field now (it moves when a drag or a production loads it: ui.loaded_form)."""
+    return editor_key(post.id, name, at.session_state)
 
 
 def _post(**fields) -> Post:
@@ -139,10 +144,26 @@ def test_the_editor_previews_the_post_and_schedule_lists_what_is_missing(studio)
     assert "Not scheduled. Fix these first:" in refused and "- Instagram needs media" in refused
     assert posts.get_post(post.id).status == PostStatus.DRAFT
 
-    at.text_area(key=f"calendar.edit.{post.id}.caption").input("Short and sweet")
+    at.text_area(key=field(at, post, "caption")).input("Short and sweet")
     click(at, f"calendar.edit.{post.id}.save")
     assert posts.get_post(post.id).caption == "Short and sweet"
     assert "… more" not in _texts(at)
+
+
+def test_a_move_elsewhere_reloads_the_editors_date_and_keeps_its_unsaved_caption(studio):
+    post = _post()
+    at = _open_editor(post)
+    at.text_area(key=field(at, post, "caption")).input("Unsaved words")
+    rerun(at)
+    date_key = field(at, post, "date")
+    posts.move_post(post.id, datetime(2026, 12, 9, 7, 30, tzinfo=UTC))  # a drag on the calendar, say
+    rerun(at)
+    assert field(at, post, "date") != date_key, "the loaded date is drawn under a fresh key"
+    assert at.date_input(key=field(at, post, "date")).value == date(2026, 12, 9)
+    assert at.text_area(key=field(at, post, "caption")).value == "Unsaved words"
+    click(at, f"calendar.edit.{post.id}.save")
+    saved = posts.get_post(post.id)
+    assert (aware(saved.scheduled_at), saved.caption) == (datetime(2026, 12, 9, 7, 30, tzinfo=UTC), "Unsaved words")
 
 
 def test_a_post_with_an_image_schedules_in_dry_run_mode(studio, monkeypatch):
@@ -154,7 +175,7 @@ def test_a_post_with_an_image_schedules_in_dry_run_mode(studio, monkeypatch):
     click(at, f"calendar.edit.{post.id}.use.{image.id}")
     assert any(f"image #{image.id} · 400×500 · aspect 4:5" in c.value for c in at.caption)
     assert [s.value for s in at.success] == ["Ready to schedule."]
-    at.time_input(key=f"calendar.edit.{post.id}.time").set_value(datetime(2026, 1, 1, 18, 45).time())
+    at.time_input(key=field(at, post, "time")).set_value(datetime(2026, 1, 1, 18, 45).time())
     click(at, f"calendar.edit.{post.id}.schedule")
     saved = posts.get_post(post.id)
     assert saved.status == PostStatus.SCHEDULED and saved.asset_ids == [image.id]
@@ -168,7 +189,7 @@ def test_a_post_with_an_image_schedules_in_dry_run_mode(studio, monkeypatch):
     publishing = posts.get_post(post.id)
     assert publishing.status == PostStatus.PUBLISHING and jobs.get_job(publishing.publish_job_id).payload["dry_run"]
     assert any("dry-run mode" in s for s in _plain(at.success))
-    assert at.text_area(key=f"calendar.edit.{post.id}.caption").disabled, "no edits while it is being published"
+    assert at.text_area(key=field(at, post, "caption")).disabled, "no edits while it is being published"
 
 
 def test_an_account_and_the_youtube_options_are_saved_from_the_editor(studio):
@@ -178,20 +199,20 @@ def test_an_account_and_the_youtube_options_are_saved_from_the_editor(studio):
     at = _open_editor(post)
     problems = "\n".join(_plain(at.error))
     assert "needs media" in problems and "account is connected" not in problems, "the connected one is the default"
-    at.selectbox(key=f"calendar.edit.{post.id}.account").set_value(account.id)
-    at.text_input(key=f"calendar.edit.{post.id}.title").input("Five-minute stretch")
-    at.selectbox(key=f"calendar.edit.{post.id}.privacy").set_value("unlisted")
-    at.checkbox(key=f"calendar.edit.{post.id}.kids").check()
+    at.selectbox(key=field(at, post, "account")).set_value(account.id)
+    at.text_input(key=field(at, post, "title")).input("Five-minute stretch")
+    at.selectbox(key=field(at, post, "privacy")).set_value("unlisted")
+    at.checkbox(key=field(at, post, "kids")).check()
     click(at, f"calendar.edit.{post.id}.save")
     saved = posts.get_post(post.id)
     assert (saved.account_id, saved.title) == (account.id, "Five-minute stretch")
     assert saved.options["privacy"] == "unlisted" and saved.options["made_for_kids"] is True
     assert "Title: Five-minute stretch" in _texts(at)
 
-    at.selectbox(key=f"calendar.edit.{post.id}.platform").set_value("instagram")
+    at.selectbox(key=field(at, post, "platform")).set_value("instagram")
     rerun(at)
-    assert at.selectbox(key=f"calendar.edit.{post.id}.account").value == 0, "the YouTube account does not apply"
-    assert not [t for t in at.text_input if t.key == f"calendar.edit.{post.id}.title"]
+    assert at.selectbox(key=field(at, post, "account")).value == 0, "the YouTube account does not apply"
+    assert not [t for t in at.text_input if t.key == field(at, post, "title")]
 
 
 def test_a_locked_post_shows_its_link_and_offers_no_edits(studio):
@@ -201,7 +222,7 @@ def test_a_locked_post_shows_its_link_and_offers_no_edits(studio):
             status=PostStatus.PUBLISHED, permalink="https://www.instagram.com/p/abc123/"))
     at = open_page(PAGE, **{"calendar.panel": {"post": post.id}})
     assert [b.proto.url for b in at.get("link_button")] == ["https://www.instagram.com/p/abc123/"]
-    assert at.text_area(key=f"calendar.edit.{post.id}.caption").disabled
+    assert at.text_area(key=field(at, post, "caption")).disabled
     assert not [b for b in at.button if b.key == f"calendar.edit.{post.id}.schedule"]
 
 
@@ -223,7 +244,7 @@ def test_clicking_a_day_creates_a_draft_or_produces_content_for_the_slot(studio)
                                   datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1))
     assert (draft.platform, draft.caption, draft.status) == ("tiktok", "Trail day!", PostStatus.DRAFT)
     assert aware(draft.scheduled_at).hour == planning.BEST_HOURS["tiktok"]
-    assert at.text_area(key=f"calendar.edit.{draft.id}.caption").value == "Trail day!", "its editor opens"
+    assert at.text_area(key=field(at, draft, "caption")).value == "Trail day!", "its editor opens"
 
     at.session_state[calendar_key(at.session_state)] = {"callback": "select", "select": {
         "allDay": False, "start": f"{day}T15:30:00.000Z", "end": f"{day}T16:00:00.000Z"}}

@@ -31,6 +31,7 @@ from core.models import Asset, Job, JobStatus, Platform, Post, PostStatus
 from core.persona import Persona
 from core.post_checks import RULES, VIDEO_PLATFORMS, normalize_hashtags
 from ui.assets import escape_markdown
+from ui.loaded_form import LoadedForm
 from ui.widgets import live_job_list, status_badge
 
 PANEL = "calendar.panel"  # {"post": id} or {"new": local ISO time, "all_day": bool}; absent: the agenda
@@ -334,6 +335,16 @@ def _ek(post_id: int, name: str) -> str:
     return f"calendar.edit.{post_id}.{name}"
 
 
+def _form(post_id: int) -> LoadedForm:
+    """The editor's fields; a drag or a finished production loads new values into them (ui.loaded_form)."""
+    return LoadedForm(f"calendar.edit.{post_id}")
+
+
+def editor_key(post_id: int, name: str, state: Mapping[str, Any] | None = None) -> str:
+    """The widget key of an editor field now (it moves when the field is loaded)."""
+    return _form(post_id).key(name, state)
+
+
 def _post_fields(post: Post, tz: ZoneInfo) -> dict[str, Any]:
     when = local(post.scheduled_at, tz)
     return {"platform": post.platform, "account": post.account_id or DEFAULT_ACCOUNT, "title": post.title,
@@ -348,29 +359,36 @@ def _sync_form(post: Post, tz: ZoneInfo) -> None:
     finished production) are reloaded, so unsaved edits of the others survive a rerun."""
     fields = _post_fields(post, tz)
     seen_key = _ek(post.id or 0, "seen")
-    seen = st.session_state.get(seen_key, {})
-    for name, value in fields.items():
-        key = _ek(post.id or 0, name)
-        if key not in st.session_state or seen.get(name) != value:
-            st.session_state[key] = value
+    seen = st.session_state.get(seen_key)
+    changed = {name: value for name, value in fields.items() if seen is None or seen.get(name) != value}
+    if changed:
+        _form(post.id or 0).load(changed)
     st.session_state[seen_key] = fields
 
 
+def _edited_fields(post: Post, tz: ZoneInfo) -> dict[str, Any]:
+    """The post as it is now, with the user's edits over it. A field counts as edited when the form holds
+    something other than what the editor last loaded; any other field takes the post's current value.
+    So Save never writes back a value the form merely had: a drag or a finished production that the
+    form has not shown yet (its rerun was cut short by the click) is kept."""
+    now = _post_fields(post, tz)
+    seen = st.session_state.get(_ek(post.id or 0, "seen")) or now
+    form = _form(post.id or 0)
+    return {name: value if (edit := form.value(name, value)) == seen.get(name) else edit for name, value in now.items()}
+
+
 def form_values(post: Post, tz: ZoneInfo | None = None) -> dict[str, Any]:
-    """The editor's values as ``update_post`` takes them."""
-    state, tz = st.session_state, tz or studio_zone()
-    pid = post.id or 0
-    platform = state.get(_ek(pid, "platform"), post.platform)
+    """The editor's values as ``update_post`` takes them (the user's edits over the post as it is now)."""
+    tz = tz or studio_zone()
+    fields = _edited_fields(post, tz)
     options = dict(post.options)
-    if platform == Platform.YOUTUBE:
-        options.update(privacy=state.get(_ek(pid, "privacy"), "public"),
-                       made_for_kids=bool(state.get(_ek(pid, "kids"), False)))
-    day, clock = state.get(_ek(pid, "date")), state.get(_ek(pid, "time"))
+    if fields["platform"] == Platform.YOUTUBE:
+        options.update(privacy=fields["privacy"], made_for_kids=bool(fields["kids"]))
+    day, clock = fields["date"], fields["time"]
     when = datetime.combine(day, clock, tz) if day and clock else post.scheduled_at
-    return {"platform": platform, "scheduled_at": when, "caption": state.get(_ek(pid, "caption"), post.caption),
-            "hashtags": state.get(_ek(pid, "hashtags"), ""), "title": state.get(_ek(pid, "title"), post.title),
-            "account_id": state.get(_ek(pid, "account")) or None, "asset_ids": list(state.get(_ek(pid, "media"), [])),
-            "ai_generated": bool(state.get(_ek(pid, "ai"), True)), "options": options}
+    return {"platform": fields["platform"], "scheduled_at": when, "caption": fields["caption"],
+            "hashtags": fields["hashtags"], "title": fields["title"], "account_id": fields["account"] or None,
+            "asset_ids": list(fields["media"]), "ai_generated": bool(fields["ai"]), "options": options}
 
 
 # --- the editor: actions ------------------------------------------------------------------------------
@@ -503,27 +521,35 @@ def _published(post: Post) -> None:
 
 
 def _fields(post: Post, tz: ZoneInfo, locked: bool) -> None:
-    pid = post.id or 0
-    platform = st.selectbox("Platform", [p.value for p in Platform], format_func=lambda p: Platform(p).label,
-                            key=_ek(pid, "platform"), disabled=locked)
+    form = _form(post.id or 0)
+    platforms = [p.value for p in Platform]
+    platform = st.selectbox("Platform", platforms, index=platforms.index(form.value("platform")),
+                            format_func=lambda p: Platform(p).label, key=form.key("platform"), disabled=locked)
     accounts = {a.id: a for a in social_accounts.list_accounts(platform)}
-    if st.session_state.get(_ek(pid, "account")) not in (DEFAULT_ACCOUNT, *accounts):
-        st.session_state[_ek(pid, "account")] = DEFAULT_ACCOUNT  # an account of the previous platform
-    st.selectbox("Account", [DEFAULT_ACCOUNT, *accounts], key=_ek(pid, "account"), disabled=locked,
-                 format_func=lambda i: "default (the platform's connected account)" if i == DEFAULT_ACCOUNT
-                 else f"{accounts[i].label} ({accounts[i].status})")
+    if form.value("account") not in (DEFAULT_ACCOUNT, *accounts):
+        form.load({"account": DEFAULT_ACCOUNT})  # an account of the previous platform
+    choices = [DEFAULT_ACCOUNT, *accounts]
+    st.selectbox("Account", choices, index=choices.index(form.value("account")), key=form.key("account"),
+                 disabled=locked, format_func=lambda i: "default (the platform's connected account)"
+                 if i == DEFAULT_ACCOUNT else f"{accounts[i].label} ({accounts[i].status})")
     if platform == Platform.YOUTUBE:
-        st.text_input("Title", key=_ek(pid, "title"), max_chars=100, disabled=locked)
-    st.text_area("Caption", key=_ek(pid, "caption"), height=140, max_chars=70_000, disabled=locked)
-    st.text_input("Hashtags", key=_ek(pid, "hashtags"), placeholder="#fitness #morningrun", disabled=locked)
+        st.text_input("Title", value=form.value("title", ""), key=form.key("title"), max_chars=100, disabled=locked)
+    st.text_area("Caption", value=form.value("caption", ""), key=form.key("caption"), height=140, max_chars=70_000,
+                 disabled=locked)
+    st.text_input("Hashtags", value=form.value("hashtags", ""), key=form.key("hashtags"),
+                  placeholder="#fitness #morningrun", disabled=locked)
     left, right = st.columns(2)
-    left.date_input("Date", key=_ek(pid, "date"), disabled=locked)
-    right.time_input(f"Time ({tz.key})", key=_ek(pid, "time"), step=300, disabled=locked)
-    st.toggle("AI-generated (disclosed as such on the platform)", key=_ek(pid, "ai"), disabled=locked)
+    left.date_input("Date", value=form.value("date"), key=form.key("date"), disabled=locked)
+    right.time_input(f"Time ({tz.key})", value=form.value("time"), key=form.key("time"), step=300, disabled=locked)
+    st.toggle("AI-generated (disclosed as such on the platform)", value=bool(form.value("ai", True)),
+              key=form.key("ai"), disabled=locked)
     if platform == Platform.YOUTUBE:
         left, right = st.columns(2)
-        left.selectbox("Privacy", list(posts.PRIVACY_CHOICES), key=_ek(pid, "privacy"), disabled=locked)
-        right.checkbox("Made for kids", key=_ek(pid, "kids"), disabled=locked)
+        privacy = list(posts.PRIVACY_CHOICES)
+        left.selectbox("Privacy", privacy, index=privacy.index(form.value("privacy", "public")),
+                       key=form.key("privacy"), disabled=locked)
+        right.checkbox("Made for kids", value=bool(form.value("kids", False)), key=form.key("kids"),
+                       disabled=locked)
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -542,12 +568,12 @@ def _media_tile(asset: Asset) -> None:
 
 
 def _set_media(post_id: int, asset_ids: list[int]) -> None:
-    st.session_state[_ek(post_id, "media")] = asset_ids
+    _form(post_id).load({"media": asset_ids})
 
 
 def _media_picker(post: Post, locked: bool) -> None:
     pid = post.id or 0
-    chosen = list(st.session_state.get(_ek(pid, "media"), []))
+    chosen = list(_form(pid).value("media", []))
     st.caption("Media")
     for asset_id in chosen:
         left, right = st.columns([1, 3], vertical_alignment="center")
@@ -564,7 +590,7 @@ def _media_picker(post: Post, locked: bool) -> None:
     if locked:
         return
     with st.expander("Choose media from the library", expanded=not chosen):
-        _media_choices(pid, st.session_state.get(_ek(pid, "platform"), post.platform))
+        _media_choices(pid, _form(pid).value("platform", post.platform))
 
 
 def _media_choices(pid: int, platform: str) -> None:
