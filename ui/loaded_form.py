@@ -40,7 +40,3 @@ class LoadedForm:
         for name, value in values.items():
             loaded[name] = (loaded[name][0] + 1 if name in loaded else 1, value)
         st.session_state[self._loads] = loaded
-
-    def loaded(self) -> bool:
-        """Whether anything was ever loaded into this form (in this session)."""
-        return self._loads in st.session_state
