@@ -73,6 +73,16 @@ def enter(field: Locator, text: str) -> None:
     field.press("Enter")
 
 
+def drag(page: Page, source: Locator, target: Locator) -> None:
+    """Drag ``source`` onto ``target`` with the mouse, in small steps (FullCalendar needs the moves between)."""
+    start, end = source.bounding_box(), target.bounding_box()
+    assert start and end, "both must be on screen"
+    page.mouse.move(start["x"] + start["width"] / 2, start["y"] + start["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(end["x"] + end["width"] / 2, end["y"] + end["height"] / 2, steps=15)
+    page.mouse.up()
+
+
 def calendar_frame(page: Page) -> FrameLocator:
     return page.frame_locator("iframe[title*='calendar']")
 

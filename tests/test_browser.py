@@ -26,6 +26,7 @@ from tests.browser import (
     by_key,
     calendar_frame,
     choose,
+    drag,
     enter,
     screenshot,
     settle,
@@ -291,13 +292,7 @@ def test_dragging_a_post_on_the_calendar_moves_it_in_the_database(server, browse
     frame = calendar_frame(page)
     event = frame.locator(".fc-event", has_text="Drag me to another day")
     event.wait_for(timeout=30_000)
-    cell = frame.locator(f"td.fc-daygrid-day[data-date='{target.isoformat()}']")
-    start, end = event.bounding_box(), cell.bounding_box()
-    assert start and end
-    page.mouse.move(start["x"] + start["width"] / 2, start["y"] + start["height"] / 2)
-    page.mouse.down()
-    page.mouse.move(end["x"] + end["width"] / 2, end["y"] + end["height"] / 2, steps=15)
-    page.mouse.up()
+    drag(page, event, frame.locator(f"td.fc-daygrid-day[data-date='{target.isoformat()}']"))
 
     def moved() -> bool:
         return jobs.aware(posts.get_post(post.id).scheduled_at).date() == target
@@ -323,13 +318,7 @@ def test_save_pressed_right_after_a_drag_keeps_the_dragged_date(server, browser)
     event.click()  # open it in the editor
     page.get_by_role("heading", name=f"Instagram post #{post.id}").first.wait_for()
     settle(page)
-    cell = calendar_frame(page).locator(f"td.fc-daygrid-day[data-date='{target.isoformat()}']")
-    start, end = event.bounding_box(), cell.bounding_box()
-    assert start and end
-    page.mouse.move(start["x"] + start["width"] / 2, start["y"] + start["height"] / 2)
-    page.mouse.down()
-    page.mouse.move(end["x"] + end["width"] / 2, end["y"] + end["height"] / 2, steps=15)
-    page.mouse.up()
+    drag(page, event, calendar_frame(page).locator(f"td.fc-daygrid-day[data-date='{target.isoformat()}']"))
     by_key(page, f"calendar.edit.{post.id}.save").get_by_role("button").click()
 
     wait_until(lambda: jobs.aware(posts.get_post(post.id).scheduled_at).date() == target, 30, 0.2,
