@@ -70,4 +70,3 @@ def describe_failure(error: BaseException) -> str:
         return (f"out of GPU memory — lower the batch size or resolution, enable gradient checkpointing, or run "
                 f"fewer GPU jobs at once (STUDIO_GPU_SLOTS_PER_GPU). {text}")
     return text
-

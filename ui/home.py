@@ -55,23 +55,23 @@ def demo_section() -> None:
             st.session_state[DEMO] = started.id
             st.rerun()  # draw the button disabled and the live view polling
     if shown is not None:
-        demo_progress(shown.id)
+        demo_progress(shown)
 
 
-def demo_progress(pipeline_id: str) -> None:
+def demo_progress(shown: Pipeline) -> None:
     """The demo's stages, refreshed every second on their own (the rest of the page does not rerun)
     until it ends; then the whole page reruns once, so the glance shows what it made."""
 
     def body() -> None:
-        pipeline = pipelines.get_pipeline(pipeline_id)
+        pipeline = pipelines.get_pipeline(shown.id)
         _demo_view(pipeline)
-        if pipeline.status not in ACTIVE and st.session_state.get(_WATCHING) == pipeline_id:
+        if pipeline.status not in ACTIVE and st.session_state.get(_WATCHING) == shown.id:
             del st.session_state[_WATCHING]
             st.rerun()
 
-    active = pipelines.get_pipeline(pipeline_id).status in ACTIVE
+    active = shown.status in ACTIVE
     if active:
-        st.session_state[_WATCHING] = pipeline_id
+        st.session_state[_WATCHING] = shown.id
     st.fragment(run_every=1 if active else None)(body)()
 
 
