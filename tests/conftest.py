@@ -15,6 +15,8 @@ import pytest
 
 from tests.services import create_database, run_postgres, run_redis, stop_process_groups
 
+pytest_plugins = ["tests.clock"]
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST_API_TOKEN = "test-api-token-0123456789"
 
@@ -61,7 +63,8 @@ def _reset_caches() -> None:
 
 
 @pytest.fixture
-def studio(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_url: str, database_url: str):
+def studio(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_url: str,
+           database_url: str):
     """A configured, migrated studio: fresh database, own Redis namespace, local object store."""
     env = {
         "STUDIO_ENV": "development",
@@ -75,6 +78,8 @@ def studio(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_url: str, data
         "STUDIO_JOB_RETRY_BACKOFF_S": "0.2",
         "STUDIO_RECONCILE_INTERVAL_S": "2",
     }
+    if zone := request.config.getoption("clock_zone"):
+        env["STUDIO_TIMEZONE"] = zone  # tests/clock.py: the studio's zone for a run at an awkward moment
     for name in [n for n in os.environ if n.startswith("STUDIO_")]:
         monkeypatch.delenv(name)
     for name, value in env.items():

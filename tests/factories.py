@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 from PIL import Image
@@ -25,3 +26,15 @@ def zip_bytes(entries: dict[str, bytes]) -> bytes:
         for name, data in entries.items():
             archive.writestr(name, data)
     return buffer.getvalue()
+
+
+def upcoming_week(*, in_days: int = 30) -> tuple[str, str]:
+    """A plan window of 7 days starting `in_days` from today (ISO dates).
+
+    Derived from the clock, never fixed: a fixed date passes one day, and posts planned for it then fall due."""
+    start = datetime.now(UTC).date() + timedelta(days=in_days)
+    return str(start), str(start + timedelta(days=6))
+
+
+def days_from_today(days: int) -> date:
+    return datetime.now(UTC).date() + timedelta(days=days)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlparse
 
+import pytest
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 
@@ -15,6 +16,8 @@ from core.config import reload_settings
 from core.db import session_scope
 from core.models import OAuthState, SocialAccount
 from tests.apptest import ROOT, checked, click, open_page, rerun
+
+pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): token expiry shown to people
 
 PAGE = "pages/accounts.py"
 TOKEN = "EAAG-very-secret-access-token-1234567890"

@@ -19,12 +19,25 @@ from core.jobs import aware
 from core.models import JobStatus, Post, PostStatus
 from tests.apptest import click, open_page, rerun
 from tests.conftest import wait_until
-from tests.factories import image_bytes
+from tests.factories import days_from_today, image_bytes
 from ui.calendar import HANDLED, MOUNT, calendar_events, calendar_key, editor_key, handle_calendar_value
+
+pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): calendar dates
 
 PAGE = "pages/calendar.py"
 UTC_ZONE = ZoneInfo("UTC")
+# Every date here derives from SOON, never from a fixed day: a fixed "elsewhere" equals SOON on some day.
 SOON = (datetime.now(UTC) + timedelta(days=2)).replace(hour=11, minute=0, second=0, microsecond=0)
+
+
+def later(days: int, hour: int = 11, minute: int = 0) -> datetime:
+    """A moment `days` after SOON's day, at hour:minute UTC: always a different moment from SOON."""
+    return (SOON + timedelta(days=days)).replace(hour=hour, minute=minute)
+
+
+def iso(moment: datetime, *, zulu: bool = True) -> str:
+    """How the component writes a time: UTC with Z, or the zone's wall clock without an offset."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + ("Z" if zulu else "")
 
 
 def field(at, post: Post, name: str) -> str:
@@ -42,11 +55,19 @@ def _set_status(post: Post, status: str) -> None:
         session.execute(update(Post).where(Post.id == post.id).values(status=status))
 
 
+def _month_view(day: date) -> dict:
+    """FullCalendar's month view around `day`, as streamlit-calendar 1.4.0 reports it."""
+    first = day.replace(day=1)
+    following = (first + timedelta(days=32)).replace(day=1)
+    start, end = first - timedelta(days=first.weekday()), following + timedelta(days=(7 - following.weekday()) % 7)
+    return {"type": "dayGridMonth", "title": first.strftime("%B %Y"), "activeStart": f"{start}T00:00:00.000Z",
+            "activeEnd": f"{end}T00:00:00.000Z", "currentStart": f"{first}T00:00:00.000Z",
+            "currentEnd": f"{following}T00:00:00.000Z"}
+
+
 def _event_change(post_id: int, old: str, new: str) -> dict:
     """The component's value after a drop, as streamlit-calendar 1.4.0 returns it."""
-    view = {"type": "dayGridMonth", "title": "December 2026", "activeStart": "2026-11-30T00:00:00.000Z",
-            "activeEnd": "2027-01-11T00:00:00.000Z", "currentStart": "2026-12-01T00:00:00.000Z",
-            "currentEnd": "2027-01-01T00:00:00.000Z"}
+    view = _month_view(date.fromisoformat(old[:10]))
     event = {"allDay": False, "title": "IG · Morning run", "id": str(post_id), "backgroundColor": "#C13584",
              "extendedProps": {"status": "draft", "platform": "instagram"}}
     return {"callback": "eventChange",
@@ -92,16 +113,16 @@ def test_the_page_shows_its_posts_around_the_calendar(studio):
 
 def test_a_drop_on_the_calendar_moves_the_post_once(studio):
     post = _post()
-    value = _event_change(post.id, "2026-12-01T11:00:00Z", "2026-12-03T11:00:00Z")
+    value = _event_change(post.id, iso(SOON), iso(later(2)))
     state: dict = {}
     outcome = handle_calendar_value(value, state, tz=UTC_ZONE)
     assert outcome.kind == "moved" and outcome.post_id == post.id
-    assert aware(posts.get_post(post.id).scheduled_at) == datetime(2026, 12, 3, 11, tzinfo=UTC)
+    assert aware(posts.get_post(post.id).scheduled_at) == later(2)
 
-    posts.move_post(post.id, datetime(2026, 12, 5, 9, tzinfo=UTC))  # changed elsewhere meanwhile (the editor)
+    posts.move_post(post.id, later(4, hour=9))  # changed elsewhere meanwhile (the editor)
     assert handle_calendar_value(value, state, tz=UTC_ZONE).kind == "none", "the same value comes back each rerun"
-    assert aware(posts.get_post(post.id).scheduled_at) == datetime(2026, 12, 5, 9, tzinfo=UTC)
-    assert state["calendar.view"]["date"] == "2026-12-01", "the view it reported is remembered"
+    assert aware(posts.get_post(post.id).scheduled_at) == later(4, hour=9)
+    assert state["calendar.view"]["date"] == str(SOON.date().replace(day=1)), "the view it reported is remembered"
 
 
 def test_the_components_times_are_the_studio_zones_wall_clock(studio, monkeypatch):
@@ -109,22 +130,25 @@ def test_the_components_times_are_the_studio_zones_wall_clock(studio, monkeypatc
     reload_settings()
     post = _post()
     paris = ZoneInfo("Europe/Paris")
-    handle_calendar_value(_event_change(post.id, "2026-12-01T11:00:00", "2026-12-03T11:00:00"), {}, tz=paris)
-    assert aware(posts.get_post(post.id).scheduled_at) == datetime(2026, 12, 3, 10, tzinfo=UTC)
+    wall_clock = later(2).replace(tzinfo=None)  # 11:00 in Paris, whatever the day (and its UTC offset)
+    handle_calendar_value(_event_change(post.id, iso(SOON, zulu=False), iso(wall_clock, zulu=False)), {}, tz=paris)
+    assert aware(posts.get_post(post.id).scheduled_at) == wall_clock.replace(tzinfo=paris)
+    assert aware(posts.get_post(post.id).scheduled_at).astimezone(paris).hour == 11
     [event] = calendar_events([posts.get_post(post.id)], paris)
-    assert event["start"] == "2026-12-03T11:00"
+    assert event["start"] == wall_clock.isoformat(timespec="minutes")
 
 
 def test_a_move_through_the_page_is_saved_and_a_published_post_stays_put(studio):
     movable, published = _post(), _post(caption="Already out")
     _set_status(published, PostStatus.PUBLISHED)
     at = open_page(PAGE)
-    at.session_state[calendar_key({})] = _event_change(movable.id, "2026-12-01T11:00:00Z", "2026-12-04T16:30:00Z")
+    wall_clock = later(2, hour=16, minute=30).replace(tzinfo=None)  # the component speaks the studio zone's wall clock
+    at.session_state[calendar_key({})] = _event_change(movable.id, iso(SOON), iso(wall_clock))
     rerun(at)
-    assert aware(posts.get_post(movable.id).scheduled_at) == datetime(2026, 12, 4, 16, 30, tzinfo=UTC)
-    assert any("moved to Fri 04 Dec 2026, 16:30" in s for s in _plain(at.success))
+    assert aware(posts.get_post(movable.id).scheduled_at) == wall_clock.replace(tzinfo=ZoneInfo(studio.timezone))
+    assert any(f"moved to {wall_clock:%a %d %b %Y, %H:%M}" in s for s in _plain(at.success))
 
-    at.session_state[calendar_key({})] = _event_change(published.id, "2026-12-01T11:00:00Z", "2026-12-09T11:00:00Z")
+    at.session_state[calendar_key({})] = _event_change(published.id, iso(SOON), iso(later(3)))
     rerun(at)
     assert aware(posts.get_post(published.id).scheduled_at) == SOON, "published posts are not moved"
     assert any("Not moved" in e and "published" in e for e in _plain(at.error))
@@ -156,14 +180,15 @@ def test_a_move_elsewhere_reloads_the_editors_date_and_keeps_its_unsaved_caption
     at.text_area(key=field(at, post, "caption")).input("Unsaved words")
     rerun(at)
     date_key = field(at, post, "date")
-    posts.move_post(post.id, datetime(2026, 12, 9, 7, 30, tzinfo=UTC))  # a drag on the calendar, say
+    elsewhere = later(2, hour=7, minute=30)  # from SOON, not a fixed day: a fixed day equals SOON on some day
+    posts.move_post(post.id, elsewhere)  # a drag on the calendar, say
     rerun(at)
     assert field(at, post, "date") != date_key, "the loaded date is drawn under a fresh key"
-    assert at.date_input(key=field(at, post, "date")).value == date(2026, 12, 9)
+    assert at.date_input(key=field(at, post, "date")).value == elsewhere.date()
     assert at.text_area(key=field(at, post, "caption")).value == "Unsaved words"
     click(at, f"calendar.edit.{post.id}.save")
     saved = posts.get_post(post.id)
-    assert (aware(saved.scheduled_at), saved.caption) == (datetime(2026, 12, 9, 7, 30, tzinfo=UTC), "Unsaved words")
+    assert (aware(saved.scheduled_at), saved.caption) == (elsewhere, "Unsaved words")
 
 
 def test_a_post_with_an_image_schedules_in_dry_run_mode(studio, monkeypatch):
@@ -179,7 +204,7 @@ def test_a_post_with_an_image_schedules_in_dry_run_mode(studio, monkeypatch):
     click(at, f"calendar.edit.{post.id}.schedule")
     saved = posts.get_post(post.id)
     assert saved.status == PostStatus.SCHEDULED and saved.asset_ids == [image.id]
-    assert aware(saved.scheduled_at).time().isoformat() == "18:45:00"
+    assert aware(saved.scheduled_at).astimezone(ZoneInfo(studio.timezone)).time().isoformat() == "18:45:00"
     assert any(s.startswith("Scheduled for") for s in _plain(at.success))
 
     click(at, f"calendar.edit.{post.id}.unschedule")
@@ -228,7 +253,7 @@ def test_a_locked_post_shows_its_link_and_offers_no_edits(studio):
 
 def test_clicking_a_day_creates_a_draft_or_produces_content_for_the_slot(studio):
     at = open_page(PAGE)
-    day = (date.today() + timedelta(days=10)).isoformat()
+    day = days_from_today(10).isoformat()
     at.session_state[calendar_key({})] = {"callback": "dateClick", "dateClick": {
         "allDay": True, "date": f"{day}T00:00:00.000Z", "view": {"type": "dayGridMonth", "title": "",
                                                                  "activeStart": f"{day}T00:00:00.000Z"}}}
@@ -243,7 +268,7 @@ def test_clicking_a_day_creates_a_draft_or_produces_content_for_the_slot(studio)
     [draft] = posts.posts_between(datetime.fromisoformat(day).replace(tzinfo=UTC),
                                   datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1))
     assert (draft.platform, draft.caption, draft.status) == ("tiktok", "Trail day!", PostStatus.DRAFT)
-    assert aware(draft.scheduled_at).hour == planning.BEST_HOURS["tiktok"]
+    assert aware(draft.scheduled_at).astimezone(ZoneInfo(studio.timezone)).hour == planning.BEST_HOURS["tiktok"]
     assert at.text_area(key=field(at, draft, "caption")).value == "Trail day!", "its editor opens"
 
     at.session_state[calendar_key(at.session_state)] = {"callback": "select", "select": {
@@ -258,7 +283,7 @@ def test_clicking_a_day_creates_a_draft_or_produces_content_for_the_slot(studio)
     assert len(produced) == 1 and produced[0].production_status == "producing"
     job = jobs.get_job(produced[0].generate_job_id)
     assert job.kind == "generate" and job.payload["count"] == 2 and "forest trail" in job.payload["prompt"]
-    assert f"{aware(produced[0].scheduled_at):%H:%M}" == "15:30"
+    assert f"{aware(produced[0].scheduled_at).astimezone(ZoneInfo(studio.timezone)):%H:%M}" == "15:30"
     assert any("Production: producing" in c.value for c in at.caption)
 
 
@@ -277,7 +302,7 @@ def test_a_template_plan_is_generated_by_a_worker_and_its_drafts_are_scheduled_o
     at = open_page(PAGE)
     at.text_input(key="calendar.plan.theme").input("morning routines that stick")
     at.multiselect(key="calendar.plan.platforms").set_value(["instagram", "tiktok"])
-    start = date.today() + timedelta(days=1)
+    start = days_from_today(1)
     at.date_input(key="calendar.plan.dates").set_value((start, start + timedelta(days=6)))
     at.number_input(key="calendar.plan.per_week").set_value(2)
     at.radio(key="calendar.plan.planner").set_value("template")

@@ -16,6 +16,8 @@ from pydantic import ValidationError
 from core.config import Settings, get_settings
 from core.crypto import DEV_KEY_FILE, CipherError, TokenCipher, cipher_for, decrypt_token, encrypt_token, parse_keys
 
+pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): key rotation times
+
 TOKEN = "EAAB-page-token-0123456789abcdef"
 STRONG = {"api_token": "a-real-api-token-0123456789", "signing_key": "a-real-signing-key-0123456789",
           "ui_password_hash": "scrypt$16384$8$1$c2FsdA$aGFzaA"}

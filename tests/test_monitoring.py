@@ -18,7 +18,7 @@ from core.models import Job, JobStatus, utcnow
 from tests.apptest import click, open_page
 from tests.conftest import wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.clock]  # clock: statistics by time window
 
 H200 = monitoring.GpuStat(index=0, name="NVIDIA H200", utilization_pct=37.0, memory_used_mib=40_960.0,
                           memory_total_mib=143_771.0, temperature_c=45.0)

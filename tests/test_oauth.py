@@ -29,6 +29,8 @@ from tests.fakes.meta import FakeMeta
 from tests.fakes.server import FakeServer, Fault
 from tests.fakes.tiktok import FakeTikTok
 
+pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): token expiry and refresh
+
 PUBLIC_URL = "https://studio.example.test"
 PROVIDERS = ("meta", "google", "tiktok")
 PLATFORM_OF = {"meta": "facebook", "google": "youtube", "tiktok": "tiktok"}  # what a user clicks "connect" on

@@ -27,6 +27,7 @@ from core.models import Job, JobStatus, LoraModel, Pipeline, PipelineNotificatio
 from core.signing import sign
 from core.webhook import api_routes
 from tests.conftest import TEST_API_TOKEN
+from tests.factories import days_from_today, upcoming_week
 
 AUTH = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
 SECRET = "whsec-test-0123456789"
@@ -68,8 +69,8 @@ def _lora(dataset_id: int, **changes: Any) -> dict[str, Any]:
 
 
 def _content(**changes: Any) -> dict[str, Any]:
-    return {"theme": "summer hikes", "platforms": ["instagram"], "start": "2030-06-01", "end": "2030-06-07",
-            **changes}
+    start, end = upcoming_week()
+    return {"theme": "summer hikes", "platforms": ["instagram"], "start": start, "end": end, **changes}
 
 
 def _start(client: TestClient, body: dict[str, Any], kind: str = "lora", **headers: str) -> dict[str, Any]:
@@ -328,10 +329,10 @@ def test_a_dataset_without_images_is_422_naming_the_dataset(client):
 @pytest.mark.parametrize("changes,field", [
     ({"platforms": []}, "platforms"),
     ({"platforms": ["myspace"]}, "platforms.0"),
-    ({"start": "2030-06-07", "end": "2030-06-01"}, "end"),
+    ({"start": str(days_from_today(36)), "end": str(days_from_today(30))}, "end"),
     ({"theme": ""}, "theme"),
     ({"platforms": ["tiktok", "tiktok"]}, "platforms"),
-    ({"start": "2030-01-01", "end": "2030-06-01"}, "end"),
+    ({"start": str(days_from_today(30)), "end": str(days_from_today(30 + 151))}, "end"),
     ({"planner": "llm"}, "planner"),
 ], ids=["no-platforms", "unknown-platform", "end-before-start", "empty-theme", "platform-twice", "too-long",
         "llm-not-configured"])

@@ -10,7 +10,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -23,6 +23,7 @@ from core.datasets import create_demo_dataset
 from core.db import session_scope
 from core.models import PipelineNotification, Post
 from tests.conftest import wait_until
+from tests.factories import days_from_today, upcoming_week
 from tests.fakes.server import FakeServer, Fault, Handler
 from tests.test_generation_job import tiny_studio  # noqa: F401 (fixture)
 
@@ -99,7 +100,7 @@ def test_notifications_are_signed_and_retried_until_delivered(receiver, workers)
     receiver.inject("notify", Fault.server_error(503), Fault.server_error(500))
     workers.worker("cpu,default")
     pipeline, _ = pipelines.create_pipeline("content", {
-        "theme": "runs", "platforms": ["tiktok"], "start": "2027-01-04", "end": "2027-01-10",
+        "theme": "runs", "platforms": ["tiktok"], "start": upcoming_week()[0], "end": upcoming_week()[1],
         "notifyUrl": f"{receiver.url}/webhook/studio", "planner": "template"})
     pipelines.cancel_pipeline(pipeline.id)  # a quick, fixed set of events: queued, started, stage, cancelled
     wait_until(lambda: len(receiver.received) >= 4, 60, what="four delivered notifications")
@@ -122,7 +123,8 @@ def test_notifications_are_signed_and_retried_until_delivered(receiver, workers)
 
 def test_a_content_pipeline_plans_produces_and_schedules(tiny_studio, receiver, workers):  # noqa: F811
     workers.worker("gpu,cpu,default", threads=3)
-    monday = date.today() + timedelta(days=7 - date.today().weekday())
+    today = days_from_today(0)  # UTC, the studio's clock (date.today() is the machine's zone)
+    monday = today + timedelta(days=7 - today.weekday())
     pipeline, _ = pipelines.create_pipeline("content", {
         "theme": "morning runs", "platforms": ["instagram", "tiktok"], "start": monday.isoformat(),
         "end": (monday + timedelta(days=6)).isoformat(), "postsPerWeek": 1, "dryRun": True})

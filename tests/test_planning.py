@@ -24,6 +24,8 @@ from tests.conftest import wait_until
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.server import Fault
 
+pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): plan windows and local posting hours
+
 REQUEST = {"theme": "morning runs", "platforms": ["instagram", "tiktok"], "start": "2026-12-07",
            "end": "2026-12-20", "posts_per_week": 3}
 

@@ -17,6 +17,8 @@ from core.errors import Conflict, InvalidInput
 from core.models import AssetKind, Job, Post, PostStatus
 from core.post_checks import compose_text, normalize_hashtags, preview_post
 
+pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): scheduling, due posts and moves
+
 NOW = datetime.now(UTC)
 
 

@@ -26,7 +26,7 @@ from tests.fakes.meta import FakeMeta
 from tests.fakes.server import Fault
 from tests.fakes.tiktok import FakeTikTok
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.clock]  # clock: due posts and publishing times
 PAST = datetime.now(UTC) - timedelta(minutes=1)
 VIDEO_BYTES = bytes(range(256)) * 8192  # 2 MiB of "video"
 

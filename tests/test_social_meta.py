@@ -31,6 +31,8 @@ from workers.social.facebook import FacebookClient
 from workers.social.instagram import InstagramClient
 from workers.social.meta_common import GraphRateLimited, MediaNotReady
 
+pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): token expiry and refresh
+
 JPEG = b"\xff\xd8\xff\xe0" + b"jpeg-bytes" * 10
 MP4 = b"\x00\x00\x00\x18ftypmp42" + b"video-bytes" * 10
 

@@ -36,6 +36,8 @@ from workers.social.tiktok import (
 )
 from workers.social.youtube import QuotaExceeded, YouTubeClient
 
+pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): token expiry and refresh
+
 MB = 1_000_000
 MIB = 1024 * 1024
 REDIRECT_URI = "http://127.0.0.1:8501/oauth/callback"

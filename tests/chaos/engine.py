@@ -29,10 +29,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from tests.factories import days_from_today
 from tests.services import stop_process_groups
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -209,7 +210,7 @@ class JobMaker:
             job = generation.submit_generation(template="tiny-lora", prompt=f"chaos {n}", width=64, height=64,
                                                steps=2, seed=n, count=2, batch_size=1)
         else:
-            start = date(2030, 1, 1) + timedelta(days=n)
+            start = days_from_today(30 + n)  # from the clock: a fixed day passes, and its posts fall due
             job = jobs.create_job("plan", {"theme": f"chaos {n}", "platforms": ["instagram"], "start": str(start),
                                            "end": str(start + timedelta(days=6)), "posts_per_week": 3,
                                            "planner": "template"})

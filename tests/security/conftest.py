@@ -16,13 +16,15 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_API_TOKEN, _reset_caches
+from tests.factories import upcoming_week
 from tests.s3_server import S3Endpoint, reset_s3_server, run_s3_server
 from tests.security.harness import S3_BUCKET, Arena
 
 WEBHOOK_SECRET = "whsec-hostile-0123456789"
 PUBLIC_URL = "https://studio.example.test"
 AUTH = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
-CONTENT_BODY = {"theme": "summer hikes", "platforms": ["instagram"], "start": "2030-06-01", "end": "2030-06-07"}
+CONTENT_BODY = dict(zip(("start", "end"), upcoming_week(), strict=True),
+                    theme="summer hikes", platforms=["instagram"])
 
 
 @pytest.fixture(scope="package")

@@ -22,6 +22,8 @@ from core.webhook import api_routes
 from tests.factories import image_bytes
 from tests.s3_server import S3Endpoint, reset_s3_server, run_s3_server
 
+pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): signed links that expire
+
 
 class _Clock:
     """time.time() for core.storage, moved forward by hand."""

@@ -20,6 +20,8 @@ from core.config import Settings, reload_settings
 from core.queue import get_redis, reset_clients
 from tests.conftest import ROOT, wait_until
 
+pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): lockouts and idle expiry
+
 PASSWORD = "correct horse battery"
 ADDRESS = "203.0.113.7"
 OTHER_ADDRESS = "198.51.100.2"

@@ -20,7 +20,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -42,6 +42,7 @@ from core.queue import get_redis
 from core.storage import get_object_store, reset_object_store
 from core.webhook import api_routes
 from tests.conftest import ROOT, WorkerProcesses, wait_until
+from tests.factories import days_from_today
 from tests.fakes.google import FakeGoogle
 from tests.fakes.openai import FakeOpenAI
 from tests.s3_server import run_s3_server
@@ -242,7 +243,8 @@ def test_no_secret_appears_in_logs_rows_objects_redis_or_answers(secret_studio, 
         workers.worker("gpu,cpu,default", threads=3)
         _log_in_through_the_dashboard(secrets)
 
-        monday = date.today() + timedelta(days=7 - date.today().weekday())
+        today = days_from_today(0)  # UTC, the studio's clock (date.today() is the machine's zone)
+        monday = today + timedelta(days=7 - today.weekday())
         body = json.dumps({"theme": "stretching", "platforms": ["youtube"], "start": monday.isoformat(),
                            "end": (monday + timedelta(days=6)).isoformat(), "postsPerWeek": 1, "planner": "llm",
                            "publishNow": True, "notifyUrl": f"{receiver.url}/webhook/studio"}).encode()
