@@ -6,10 +6,10 @@ Run with ``streamlit run server.py`` (Streamlit finds the module-level ``app``).
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
+from api.app import api_routes
 from core.db import upgrade_schema
-from core.logging_setup import configure_logging
-from core.storage import prepare_storage
-from core.webhook import api_routes
+from core.infra.logging_setup import configure_logging
+from core.infra.storage import prepare_storage
 
 # app.py declares every page with st.navigation, behind the login gate. Streamlit only learns
 # that once app.py has run; until then, in a fresh process, it serves files in pages/ directly

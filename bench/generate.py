@@ -105,7 +105,7 @@ class Direct:
 
 
 def _wait_for(job_id: str, timeout: float) -> Any:
-    from core import jobs
+    from core.jobs import lifecycle as jobs
 
     deadline = time.monotonic() + timeout
     while True:
@@ -121,8 +121,8 @@ def _wait_for(job_id: str, timeout: float) -> Any:
 
 def actor_job(args: argparse.Namespace, count: int, batch: int) -> tuple[float, float]:
     """(create→succeeded seconds, the worker's own render-loop seconds) of one ``generate`` job."""
-    from core import jobs
-    from core.generation import submit_generation
+    from core.generation.requests import submit_generation
+    from core.jobs import lifecycle as jobs
 
     job_id = submit_generation(
         template=args.template, base_model=args.model_path, prompt=PROMPT, negative_prompt=NEGATIVE,
@@ -237,7 +237,7 @@ def main() -> None:
     import torch
     import transformers
 
-    from core.templates import parse_template
+    from core.generation.templates import parse_template
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()

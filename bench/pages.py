@@ -47,7 +47,7 @@ def free_port() -> int:
 def use_database(url: str) -> None:
     from core.config import reload_settings
     from core.db import dispose_engines, upgrade_schema
-    from core.queue import reset_clients
+    from core.jobs.queue import reset_clients
 
     os.environ["DATABASE_URL"] = url
     reload_settings()
@@ -61,7 +61,7 @@ def fill(jobs: int, logs: int, assets: int = 0, seed: int = 7) -> None:
     from sqlalchemy import insert
 
     from core.db import session_scope
-    from core.job_kinds import all_specs
+    from core.jobs.kinds import all_specs
     from core.models import Asset, Job, JobLog, new_id, utcnow
 
     rng = random.Random(seed)
@@ -119,8 +119,8 @@ def main_queries() -> list[Any]:
     """The statements that dominate each page: monitoring's job statistics and the job list."""
     from sqlalchemy import func, select
 
-    from core import monitoring
     from core.models import Job, utcnow
+    from core.reports import monitoring
 
     # The page opens on the 24 h window. (For 7 d on this 7-day table PostgreSQL rightly prefers a sequential
     # scan: the window holds ~90 % of the rows.)

@@ -129,7 +129,7 @@ def build_model(args: argparse.Namespace, folder: Path) -> tuple[str, str]:
 
 def make_images(count: int, size: int, folder: Path) -> list[tuple[Path, str]]:
     """The studio's demo pictures, square (so every image lands in the square bucket on both sides), with captions."""
-    from core.demo_data import generate_demo_images
+    from core.datasets.demo_data import generate_demo_images
 
     examples = [example(folder, index) for index in range(count)]
     for (path, _), (_, png) in zip(examples, generate_demo_images(count, size=size), strict=True):
@@ -176,7 +176,7 @@ class StepClock:
 
 
 def run_ours(args: argparse.Namespace, images: list[tuple[Path, str]]) -> dict[str, Any]:
-    from core.lora_params import LoraParams
+    from core.training.params import LoraParams
     from workers.ml.training import LoraTrainer, NullHooks, TrainerConfig, TrainingExample
 
     clock = StepClock(args.device, args.warmup)

@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from core.subtitles import to_srt
-from core.video_options import Cue
+from core.video.options import Cue
+from core.video.subtitles import to_srt
 
 SENTENCES = [
     "Good morning, and welcome back to the studio.",

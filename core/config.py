@@ -164,7 +164,7 @@ class Settings(BaseSettings):
     # --- logs and metrics (issue 10) ----------------------------------------------------------------------
     log_level: str = "INFO"  # root level of the workers and the Streamlit server (DEBUG, INFO, WARNING…)
     # "text": the classic one-line format; "json": one JSON object per line (ts, level, logger, message,
-    # job_id, pipeline_id, actor, exc) for a log shipper. Secrets are masked in both (core/logging_setup.py).
+    # job_id, pipeline_id, actor, exc) for a log shipper. Secrets are masked in both (core/infra/logging_setup.py).
     log_format: Literal["text", "json"] = "text"
     # A read-only token that GET /api/metrics accepts besides STUDIO_API_TOKEN, so a Prometheus scraper
     # need not hold the token that starts jobs; empty = only the API token.
@@ -202,7 +202,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_token_encryption_key(self) -> Settings:
         if self.token_encryption_key.get_secret_value():
-            from core.crypto import parse_keys  # cryptography only; imported here to avoid a cycle
+            from core.infra.crypto import parse_keys  # cryptography only; imported here to avoid a cycle
 
             try:
                 parse_keys(self.token_encryption_key.get_secret_value())

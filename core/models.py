@@ -74,7 +74,7 @@ class Job(SQLModel, table=True):
         Index("ix_job_kind_created", "kind", "created_at"),
         Index("ix_job_created", "created_at"),
         Index("ix_job_status_heartbeat", "status", "heartbeat_at"),
-        # Monitoring (core.monitoring): counts and failures by finish time, per-kind durations, oldest queued.
+        # Monitoring (core.reports.monitoring): counts and failures by finish time, per-kind durations, oldest queued.
         Index("ix_job_status_finished", "status", "finished_at"),
         Index("ix_job_kind_status_finished", "kind", "status", "finished_at"),
         Index("ix_job_status_queue_created", "status", "queue", "created_at"),
@@ -114,7 +114,7 @@ class Job(SQLModel, table=True):
 
 
 class JobLog(SQLModel, table=True):
-    """A job's log line, written in batches (``core.joblogs``). ``cursor`` orders a job's lines and is
+    """A job's log line, written in batches (``core.jobs.logs``). ``cursor`` orders a job's lines and is
     the live-tail cursor: it is the line's Redis stream id ``<ms>-<seq>`` as one number, ms × 10,000 + seq."""
 
     __table_args__ = (
@@ -145,8 +145,8 @@ class Dataset(SQLModel, table=True):
     kind: str = Field(default=DatasetKind.LORA_TRAINING, max_length=32)
     trigger_word: str = Field(default="", max_length=120)
     description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
-    status: str = Field(default="empty", max_length=32)  # see core.datasets.DatasetStatus
-    # Kept in step by core.datasets on every import and delete, so lists can sort by it cheaply.
+    status: str = Field(default="empty", max_length=32)  # see core.datasets.datasets.DatasetStatus
+    # Kept in step by core.datasets.datasets on every import and delete, so lists can sort by it cheaply.
     image_count: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
@@ -179,7 +179,7 @@ class DatasetImage(SQLModel, table=True):
 class Asset(SQLModel, table=True):
     """A file the studio produced or keeps: a generated image, a training sample, a LoRA file, a video…
 
-    ``source`` says which (see ``core.assets.AssetSource``); ``meta`` holds everything that made it
+    ``source`` says which (see ``core.library.assets.AssetSource``); ``meta`` holds everything that made it
     (for an image: prompt, seed, steps, LoRAs…). The columns copied out of ``meta`` (prompt, size,
     dataset) exist for filtering. ``deleted_at`` set means it is in the trash; purging removes the row.
     """
@@ -255,10 +255,10 @@ class PromptSnippet(SQLModel, table=True):
 
 
 class LoraConfig(SQLModel, table=True):
-    """A named set of training parameters (``core.lora_params.LoraParams``), e.g. a seeded preset."""
+    """A named set of training parameters (``core.training.params.LoraParams``), e.g. a seeded preset."""
 
     __table_args__ = (
-        # At most one default; core.lora_configs keeps it at exactly one inside a transaction.
+        # At most one default; core.training.configs keeps it at exactly one inside a transaction.
         Index("uq_loraconfig_default", "is_default", unique=True,
               sqlite_where=text("is_default"), postgresql_where=text("is_default")),
     )
@@ -380,7 +380,7 @@ class LlmCall(SQLModel, table=True):
 class SocialAccount(SQLModel, table=True):
     """A connected Instagram, Facebook Page, YouTube channel or TikTok account.
 
-    Tokens are stored only encrypted (``core.crypto``); ``external_id`` is the platform's id of
+    Tokens are stored only encrypted (``core.infra.crypto``); ``external_id`` is the platform's id of
     what we post as (Instagram user, Page, channel, TikTok open_id).
     """
 

@@ -3,7 +3,7 @@ videos, audio), with filters, a detail view with lineage, collections, and a tra
 
 import streamlit as st
 
-from core import assets
+from core.library import assets
 from ui.assets import (
     DETAIL,
     VIEW,

@@ -4,7 +4,7 @@ content plans that fill it from the character's persona."""
 import streamlit as st
 from streamlit_calendar import calendar
 
-from core import posts
+from core.publishing import posts
 from ui.calendar import (
     CALENDAR_CSS,
     CALLBACKS,

@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from core import captions, datasets
+from core.datasets import captions, datasets
+from core.datasets.tokens import TOKEN_LIMIT
 from core.errors import StudioError
-from core.tokens import TOKEN_LIMIT
 from ui.captions import caption_editor, drafts, render_bulk_edit, save_drafts
 from ui.datasets import dataset_picker, render_import_report
 

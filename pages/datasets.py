@@ -2,10 +2,11 @@
 
 import streamlit as st
 
-from core import datasets, jobs
 from core.config import get_settings
-from core.dataset_check import check_dataset
+from core.datasets import datasets
+from core.datasets.check import check_dataset
 from core.errors import StudioError
+from core.jobs import lifecycle as jobs
 from core.models import DatasetKind
 from ui.datasets import dataset_picker, render_gallery, render_import_report, show_job_progress
 

@@ -3,7 +3,7 @@ videos, next posts, what is running)."""
 
 import streamlit as st
 
-from core.overview import character_overview
+from core.reports.overview import character_overview
 from ui.home import demo_section, glance
 
 st.title("InfluencerAI Studio")

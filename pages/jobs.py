@@ -5,9 +5,9 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from core import jobs
 from core.errors import StudioError
-from core.job_kinds import all_specs
+from core.jobs import lifecycle as jobs
+from core.jobs.kinds import all_specs
 from core.models import JobStatus
 from ui.widgets import live_log, status_badge
 

@@ -53,8 +53,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def _reset_caches() -> None:
     from core.config import reload_settings
     from core.db import dispose_engines
-    from core.queue import reset_clients
-    from core.storage import reset_object_store
+    from core.infra.storage import reset_object_store
+    from core.jobs.queue import reset_clients
 
     reload_settings()
     dispose_engines()

@@ -17,7 +17,7 @@ import httpx
 
 @dataclass(frozen=True)
 class S3Endpoint:
-    """Where the test server listens, in the shape :class:`core.storage.S3ObjectStore` takes."""
+    """Where the test server listens, in the shape :class:`core.infra.storage.S3ObjectStore` takes."""
 
     endpoint: str  # "127.0.0.1:PORT"
     access_key: str = "testing"

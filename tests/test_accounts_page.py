@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 
-from core import social_accounts
 from core.config import reload_settings
 from core.db import session_scope
 from core.models import OAuthState, SocialAccount
+from core.publishing import social_accounts
 from tests.apptest import ROOT, checked, click, open_page, rerun
 
 pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): token expiry shown to people

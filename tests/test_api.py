@@ -9,9 +9,9 @@ from sqlalchemy import func, select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from api.app import api_routes
 from core.db import session_scope
 from core.models import Job
-from core.webhook import api_routes
 from tests.conftest import TEST_API_TOKEN
 
 AUTH = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
@@ -116,8 +116,8 @@ def test_cancel_retry_and_logs_over_http(client):
 
 
 def test_a_training_run_is_started_over_the_api_with_the_default_config(client):
-    from core import lora_configs
-    from core.datasets import create_dataset, import_files
+    from core.datasets.datasets import create_dataset, import_files
+    from core.training import configs as lora_configs
     from tests.factories import image_bytes
 
     dataset = create_dataset(name="Ava")

@@ -12,12 +12,15 @@ import httpx
 import pytest
 from sqlalchemy import insert, select, update
 
-from core import assets, collections, datasets, jobs, training
-from core.assets import AssetFilter, AssetSource
+from core.datasets import datasets
 from core.db import get_engine, session_scope
 from core.errors import Conflict, InvalidInput, NotFound
+from core.infra.storage import get_object_store, reset_object_store
+from core.jobs import lifecycle as jobs
+from core.library import assets, collections
+from core.library.assets import AssetFilter, AssetSource
 from core.models import Asset, AssetKind, Character, CollectionItem, Job, JobStatus, LoraModel
-from core.storage import get_object_store, reset_object_store
+from core.training import runs as training
 from tests.factories import image_bytes
 from tests.s3_server import S3Endpoint, reset_s3_server, run_s3_server
 
@@ -56,7 +59,7 @@ def _image(key: str, *, seed: int, source: str = AssetSource.GENERATED, **fields
 
 
 def _meta(job: Job, lora: LoraModel, prompt: str, *, strength: float, seed: int, **extra: object) -> dict:
-    """What core.generation.image_metadata writes for an image."""
+    """What core.generation.requests.image_metadata writes for an image."""
     return {"prompt": prompt, "negative_prompt": "blurry", "seed": seed, "steps": 20, "cfg": 7.0,
             "scheduler": "euler", "width": 64, "height": 64, "base_model": "tiny-sd15", "family": "sd15",
             "template": "tiny-lora", "job_id": job.id, "index": 0,

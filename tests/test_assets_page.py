@@ -12,11 +12,14 @@ import pytest
 from sqlalchemy import insert, update
 from streamlit.testing.v1 import AppTest
 
-from core import assets, collections, datasets, jobs, training
-from core.assets import AssetFilter, AssetSource
+from core.datasets import datasets
 from core.db import session_scope
+from core.infra.storage import get_object_store
+from core.jobs import lifecycle as jobs
+from core.library import assets, collections
+from core.library.assets import AssetFilter, AssetSource
 from core.models import Asset, Job, JobStatus
-from core.storage import get_object_store
+from core.training import runs as training
 from tests.apptest import checked, click, open_page
 from tests.factories import image_bytes
 from ui.widgets import VIDEO_HANDOFF_KEY

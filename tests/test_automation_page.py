@@ -3,8 +3,8 @@ and retry it from the stage it stopped at."""
 
 from __future__ import annotations
 
-from core import pipelines
-from core.datasets import create_demo_dataset
+from core.automation import pipelines
+from core.datasets.datasets import create_demo_dataset
 from core.db import session_scope
 from core.models import Job
 from tests.apptest import click, open_page, rerun

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from core import jobs
-from core.auth import hash_password
+from core.infra.auth import hash_password
+from core.jobs import lifecycle as jobs
 from tests.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -107,7 +107,7 @@ def test_opening_a_page_url_first_shows_the_login_and_keeps_the_deep_link(server
 
 
 def test_images_uploaded_in_the_browser_land_in_a_new_dataset(server, page):
-    from core import datasets
+    from core.datasets import datasets
 
     page.goto(f"{server}/datasets")
     page.locator("summary", has_text="New dataset").click()
@@ -138,7 +138,7 @@ def test_images_uploaded_in_the_browser_land_in_a_new_dataset(server, page):
 
 
 def test_a_caption_edited_in_the_browser_is_saved(server, page):
-    from core import datasets
+    from core.datasets import datasets
 
     dataset = datasets.create_dataset(name="Ava", trigger_word="ohwx woman")
     datasets.import_files(dataset.id, [(f"ava-{i}.png", image_bytes(256, 256, seed=30 + i)) for i in range(3)])
@@ -162,8 +162,9 @@ def test_a_caption_edited_in_the_browser_is_saved(server, page):
 def test_a_tiny_training_started_from_the_wizard_updates_live_and_its_lora_downloads(
     server, page, workers, tiny_sd15, tmp_path
 ):
-    from core import datasets, training
-    from core.lora_configs import get_config_by_name
+    from core.datasets import datasets
+    from core.training import runs as training
+    from core.training.configs import get_config_by_name
 
     dataset = datasets.create_dataset(name="Ava", trigger_word="ohwx woman")
     datasets.import_files(dataset.id, [(f"{i}.png", image_bytes(160, 160, seed=60 + i)) for i in range(4)])
@@ -209,7 +210,8 @@ def test_a_tiny_training_started_from_the_wizard_updates_live_and_its_lora_downl
 
 
 def test_images_generated_from_the_browser_appear_and_are_stored(server, page, workers, tiny_sd15):
-    from core import assets, generation
+    from core.generation import requests as generation
+    from core.library import assets
 
     workers.worker(queues="gpu", threads=1)
     page.goto(f"{server}/generate")
@@ -237,7 +239,7 @@ def test_a_template_picked_and_generate_pressed_at_once_queues_that_templates_se
     """Generate is clicked right after each pick, before the page has redrawn the settings: the request
     still carries the picked template's size (it carried the previous template's, before ui.generate
     moved loaded fields to fresh keys)."""
-    from core import generation
+    from core.generation import requests as generation
 
     page.goto(f"{server}/generate")
     prompt = page.get_by_label("Prompt", exact=True)
@@ -256,7 +258,7 @@ def test_a_template_picked_and_generate_pressed_at_once_queues_that_templates_se
 
 
 def test_the_calendar_component_shows_a_post_and_opens_it_for_editing(server, page):
-    from core import posts
+    from core.publishing import posts
 
     when = datetime.now(UTC).replace(day=12, hour=9, minute=30, second=0, microsecond=0)
     post = posts.create_post(platform="instagram", scheduled_at=when, caption="Sunrise run by the river")
@@ -282,7 +284,7 @@ def test_the_calendar_component_shows_a_post_and_opens_it_for_editing(server, pa
 
 
 def test_dragging_a_post_on_the_calendar_moves_it_in_the_database(server, browser):
-    from core import posts
+    from core.publishing import posts
 
     this_month = datetime.now(UTC).replace(day=10, hour=11, minute=0, second=0, microsecond=0)
     post = posts.create_post(platform="instagram", scheduled_at=this_month, caption="Drag me to another day")
@@ -305,7 +307,7 @@ def test_dragging_a_post_on_the_calendar_moves_it_in_the_database(server, browse
 def test_save_pressed_right_after_a_drag_keeps_the_dragged_date(server, browser):
     """Save is clicked at once after a drop, before the editor has redrawn its date: the post keeps the
     date it was dragged to (the editor's fields move to fresh keys when a drag loads them)."""
-    from core import posts
+    from core.publishing import posts
 
     this_month = datetime.now(UTC).replace(day=10, hour=11, minute=0, second=0, microsecond=0)
     post = posts.create_post(platform="instagram", scheduled_at=this_month, caption="Drag me, then save")
@@ -330,7 +332,7 @@ def test_save_pressed_right_after_a_drag_keeps_the_dragged_date(server, browser)
 
 
 def test_a_jobs_log_grows_live_on_the_jobs_page(server, page, workers):
-    from core import joblogs
+    from core.jobs import logs as joblogs
 
     workers.worker(queues="cpu,default", threads=1)
     page.goto(f"{server}/jobs")
@@ -368,9 +370,9 @@ def test_a_jobs_log_grows_live_on_the_jobs_page(server, page, workers):
 def test_home_and_monitoring_show_the_studio_at_work(server, page, workers):
     from sqlalchemy import update
 
-    from core import posts
     from core.db import session_scope
     from core.models import Post
+    from core.publishing import posts
 
     workers.worker(queues="cpu,default", threads=2)
     done = [jobs.create_job("noop", {}) for _ in range(2)]
@@ -412,8 +414,10 @@ def demo_server(studio, tiny_sd15, tiny_models, monkeypatch, tmp_path) -> Iterat
 
 
 def test_the_home_demo_button_runs_the_whole_chain_and_home_shows_what_it_made(demo_server, page, workers):
-    from core import pipelines, posts, queue
+    from core.automation import pipelines
+    from core.jobs import queue
     from core.models import AssetKind
+    from core.publishing import posts
 
     workers.worker("gpu,cpu,default", threads=3)
     wait_until(queue.list_workers, 60, 0.2, what="the worker to announce itself")  # else the button refuses

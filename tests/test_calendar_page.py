@@ -11,12 +11,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import update
 
-from core import characters, jobs, planning, posts, social_accounts
-from core.assets import AssetSource, store_image
+from core.characters import characters
 from core.config import reload_settings
 from core.db import session_scope
-from core.jobs import aware
+from core.jobs import lifecycle as jobs
+from core.jobs.lifecycle import aware
+from core.library.assets import AssetSource, store_image
 from core.models import JobStatus, Post, PostStatus
+from core.publishing import planning, posts, social_accounts
 from tests.apptest import click, open_page, rerun
 from tests.conftest import wait_until
 from tests.factories import days_from_today, image_bytes

@@ -7,8 +7,9 @@ import zipfile
 
 import pytest
 
-from core import captions, datasets, jobs
 from core.config import reload_settings
+from core.datasets import captions, datasets
+from core.jobs import lifecycle as jobs
 from core.models import JobStatus
 from tests.conftest import wait_until
 from tests.factories import image_bytes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core import captions, datasets
+from core.datasets import captions, datasets
 from core.errors import InvalidInput
 from tests.factories import image_bytes
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from core import jobs
+from core.jobs import lifecycle as jobs
 from tests.conftest import ROOT
 from workers.cli import app
 
@@ -59,7 +59,7 @@ def test_show_follow_streams_until_the_job_ends(workers, studio):
 
 
 def test_train_queues_a_run_from_a_config_with_overrides(studio):
-    from core.datasets import create_dataset, import_files
+    from core.datasets.datasets import create_dataset, import_files
     from tests.factories import image_bytes
 
     dataset = create_dataset(name="Ava")
@@ -81,8 +81,8 @@ def test_train_queues_a_run_from_a_config_with_overrides(studio):
 
 
 def test_generate_queues_a_job_from_a_template_with_loras_and_strengths(studio):
-    from core import training
-    from core.datasets import create_dataset, import_files
+    from core.datasets.datasets import create_dataset, import_files
+    from core.training import runs as training
     from tests.factories import image_bytes
 
     dataset = create_dataset(name="Ava", trigger_word="ohwx woman")
@@ -129,7 +129,7 @@ def test_a_new_encryption_key_rotates_stored_tokens(studio, monkeypatch):
     from core.config import reload_settings
     from core.db import session_scope
     from core.models import SocialAccount
-    from core.social_accounts import connect_manually, credentials
+    from core.publishing.social_accounts import connect_manually, credentials
 
     old_key = Fernet.generate_key().decode()
     monkeypatch.setenv("STUDIO_TOKEN_ENCRYPTION_KEY", old_key)

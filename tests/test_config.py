@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from core.auth import hash_password
 from core.config import Settings
+from core.infra.auth import hash_password
 
 STRONG = "a-strong-secret-of-32-characters!"
 FERNET_KEY = "q7F0dW1oX2dP0mG4Yb2f3Zb5nq0aY8m1c2d3e4f5g6h="

@@ -14,7 +14,15 @@ from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
 from core.config import Settings, get_settings
-from core.crypto import DEV_KEY_FILE, CipherError, TokenCipher, cipher_for, decrypt_token, encrypt_token, parse_keys
+from core.infra.crypto import (
+    DEV_KEY_FILE,
+    CipherError,
+    TokenCipher,
+    cipher_for,
+    decrypt_token,
+    encrypt_token,
+    parse_keys,
+)
 
 pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): key rotation times
 

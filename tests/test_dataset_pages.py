@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import captions, datasets, jobs
+from core.datasets import captions, datasets
+from core.jobs import lifecycle as jobs
 from tests.factories import image_bytes
 
 ROOT = Path(__file__).resolve().parent.parent

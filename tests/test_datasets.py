@@ -8,11 +8,11 @@ import zipfile
 import pytest
 from PIL import Image
 
-from core import datasets
-from core.dataset_check import check_dataset
+from core.datasets import datasets
+from core.datasets.check import check_dataset
 from core.errors import Conflict, InvalidInput
+from core.infra.storage import get_object_store
 from core.models import DatasetKind
-from core.storage import get_object_store
 from tests.factories import image_bytes, zip_bytes
 
 
@@ -159,7 +159,7 @@ def test_the_check_flags_near_duplicates_small_blurry_odd_and_uncaptioned_images
 
 
 def test_export_gives_same_stem_images_their_own_caption_files(dataset):
-    from core import captions
+    from core.datasets import captions
 
     same_stem = [("photo.png", image_bytes(seed=50)), ("photo.jpg", image_bytes(seed=51, fmt="JPEG"))]
     datasets.import_files(dataset.id, same_stem)
@@ -172,7 +172,7 @@ def test_export_gives_same_stem_images_their_own_caption_files(dataset):
 
 
 def test_export_and_reimport_keep_every_image_with_its_caption(dataset):
-    from core import captions
+    from core.datasets import captions
 
     datasets.import_files(dataset.id, [(f"pic{i}.png", image_bytes(seed=40 + i)) for i in range(3)])
     for index, image in enumerate(datasets.all_images(dataset.id)):
@@ -189,8 +189,8 @@ def test_export_and_reimport_keep_every_image_with_its_caption(dataset):
 
 
 def test_status_follows_the_dataset_from_empty_to_ready_and_lists_filter_by_it(dataset):
-    from core import captions
-    from core.datasets import DatasetStatus
+    from core.datasets import captions
+    from core.datasets.datasets import DatasetStatus
 
     assert datasets.get_dataset(dataset.id).status == DatasetStatus.EMPTY
     datasets.import_files(dataset.id, [(f"{i}.png", image_bytes(seed=110 + i)) for i in range(2)])
@@ -206,7 +206,7 @@ def test_status_follows_the_dataset_from_empty_to_ready_and_lists_filter_by_it(d
 
 
 def test_the_long_filter_counts_clip_tokens(dataset):
-    from core import captions
+    from core.datasets import captions
 
     datasets.import_files(dataset.id, [(f"{i}.png", image_bytes(seed=120 + i)) for i in range(2)])
     short, long = datasets.all_images(dataset.id)

@@ -10,13 +10,15 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from core import demo, pipelines, posts, training
-from core.assets import AssetSource, get_asset, store_image
+from core.automation import demo, pipelines
 from core.config import reload_settings
 from core.db import session_scope
-from core.jobs import aware
+from core.jobs.lifecycle import aware
+from core.jobs.queue import WorkerPresence
+from core.library.assets import AssetSource, get_asset, store_image
 from core.models import AssetKind, DatasetImage, JobStatus, Pipeline, Post
-from core.queue import WorkerPresence
+from core.publishing import posts
+from core.training import runs as training
 from tests.apptest import open_page
 from tests.factories import image_bytes
 from tests.test_generation_job import tiny_studio  # noqa: F401 (fixture)

@@ -1,4 +1,4 @@
-"""core.demo_data: a 15-image training set of one drawn character, offline and deterministic."""
+"""core.datasets.demo_data: a 15-image training set of one drawn character, offline and deterministic."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.demo_data import HAIR, JACKET, generate_demo_images
-from core.images import PreparedImage, hamming_distance, prepare_image
+from core.datasets.demo_data import HAIR, JACKET, generate_demo_images
+from core.datasets.images import PreparedImage, hamming_distance, prepare_image
 
 # The dataset check flags images under 100 as blurry; the demo set must pass it with room to spare.
 SHARPNESS_FLOOR = 150.0

@@ -6,11 +6,14 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from core import generation, jobs, prompt_library, training
-from core.collections import create_collection, list_collections
-from core.datasets import create_dataset, import_files
-from core.job_kinds import GeneratePayload
-from core.templates import get_template
+from core.datasets.datasets import create_dataset, import_files
+from core.generation import prompt_library
+from core.generation import requests as generation
+from core.generation.templates import get_template
+from core.jobs import lifecycle as jobs
+from core.jobs.kinds import GeneratePayload
+from core.library.collections import create_collection, list_collections
+from core.training import runs as training
 from tests.apptest import ROOT, open_page, rerun
 from tests.factories import image_bytes
 from ui.generate import FORM, strength_field
@@ -135,7 +138,7 @@ def test_selected_images_go_to_a_collection_and_to_the_video_page(lora):
     at.button(key=f"generate.collect.{first.id}").click()
     rerun(at)
     assert list_collections().items[0].id == collection.id
-    from core.assets import AssetFilter, list_assets
+    from core.library.assets import AssetFilter, list_assets
 
     assert [a.id for a in list_assets(AssetFilter(collection_id=collection.id)).items] == [first.id]
 

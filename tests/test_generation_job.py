@@ -20,12 +20,16 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from core import assets, generation, joblogs, jobs, training
-from core.datasets import create_dataset
+from core.datasets.datasets import create_dataset
 from core.db import session_scope
-from core.job_kinds import GeneratePayload
-from core.lora_params import WEIGHTS_FILE, LoraParams
+from core.generation import requests as generation
+from core.jobs import lifecycle as jobs
+from core.jobs import logs as joblogs
+from core.jobs.kinds import GeneratePayload
+from core.library import assets
 from core.models import AssetLora, Job, JobStatus, LoraModel
+from core.training import runs as training
+from core.training.params import WEIGHTS_FILE, LoraParams
 from tests.conftest import wait_until
 from tests.test_generator import train_tiny_loras
 

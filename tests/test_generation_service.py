@@ -11,15 +11,19 @@ from sqlalchemy import func, select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from core import assets, generation, jobs, prompt_library, training
-from core.assets import AssetSource
-from core.datasets import create_dataset, import_files
+from api.app import api_routes
+from core.datasets.datasets import create_dataset, import_files
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput
-from core.job_kinds import GeneratePayload
+from core.generation import prompt_library
+from core.generation import requests as generation
+from core.generation.templates import get_template
+from core.jobs import lifecycle as jobs
+from core.jobs.kinds import GeneratePayload
+from core.library import assets
+from core.library.assets import AssetSource
 from core.models import Character, Job
-from core.templates import get_template
-from core.webhook import api_routes
+from core.training import runs as training
 from tests.conftest import TEST_API_TOKEN
 from tests.factories import image_bytes
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from core.lora_params import WEIGHTS_FILE, LoraParams
-from core.templates import SCHEDULERS
+from core.generation.templates import SCHEDULERS
+from core.training.params import WEIGHTS_FILE, LoraParams
 from tests.factories import image_bytes
 from workers.ml.generation import (
     SCHEDULER_CLASSES,

@@ -8,13 +8,15 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import event, insert, update
 
-from core import pipelines, posts, training
-from core.assets import AssetSource, record_asset, store_image
-from core.datasets import create_demo_dataset
+from core.automation import pipelines
+from core.datasets.datasets import create_demo_dataset
 from core.db import get_engine, session_scope
+from core.jobs.queue import WorkerPresence
+from core.library.assets import AssetSource, record_asset, store_image
 from core.models import Asset, AssetKind, Job, JobStatus, LoraModel, Post, new_id, utcnow
-from core.overview import character_overview
-from core.queue import WorkerPresence
+from core.publishing import posts
+from core.reports.overview import character_overview
+from core.training import runs as training
 from tests.apptest import click, open_page
 from tests.factories import image_bytes
 

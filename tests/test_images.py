@@ -1,4 +1,4 @@
-"""core.images: every bad upload is refused with a message naming the file; good ones come out clean."""
+"""core.datasets.images: every bad upload is refused with a message naming the file; good ones come out clean."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image, ImageCms, ImageDraw, ImageFile, ImageFilter, PngImagePlugin
 
-from core.images import (
+from core.datasets.images import (
     ArchiveEntry,
     ImageRejected,
     ImportLimits,

@@ -10,11 +10,12 @@ import dramatiq
 import pytest
 from sqlalchemy import func, select
 
-from core import joblogs, jobs
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput, JobLeaseLost
+from core.jobs import lifecycle as jobs
+from core.jobs import logs as joblogs
+from core.jobs.queue import get_redis
 from core.models import Job, JobLog, JobStatus
-from core.queue import get_redis
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
@@ -207,7 +208,7 @@ def test_a_dead_workers_job_goes_to_the_head_of_its_queue_not_behind_the_backlog
     """Dramatiq hands a dead worker's message back at the tail; the reconciler moves it to the head."""
     from datetime import timedelta
 
-    from core import queue
+    from core.jobs import queue
     from core.models import utcnow
 
     backlog = [jobs.create_job("noop", {"note": str(i)}) for i in range(4)]

@@ -14,9 +14,9 @@ from sqlmodel import select
 
 from core.db import session_scope
 from core.errors import InvalidInput, PermanentJobError, is_transient
-from core.http_retry import RetriesExhausted, RetryPolicy
-from core.llm import LlmClient, LlmError, LlmOutputInvalid, extract_json, record_calls, usage_summary
+from core.infra.http_retry import RetriesExhausted, RetryPolicy
 from core.models import ContentPlan, LlmCall
+from core.publishing.llm import LlmClient, LlmError, LlmOutputInvalid, extract_json, record_calls, usage_summary
 from tests.fakes.openai import FakeOpenAI, Reply
 from tests.fakes.server import Fault
 

@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from cryptography.fernet import Fernet
 
-from core import jobs
 from core.config import reload_settings
-from core.logging_setup import configure_logging, job_context, redact
+from core.infra.logging_setup import configure_logging, job_context, redact
+from core.jobs import lifecycle as jobs
 
 LOGGER = logging.getLogger("studio.test")
 PIPELINE_ID = "p" * 32

@@ -6,12 +6,13 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
-from core import jobs, lora_configs
-from core.datasets import create_dataset, import_files
+from core.datasets.datasets import create_dataset, import_files
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput
-from core.lora_params import LoraParams, available_optimizers, parse_params
+from core.jobs import lifecycle as jobs
 from core.models import LoraConfig
+from core.training import configs as lora_configs
+from core.training.params import LoraParams, available_optimizers, parse_params
 from tests.factories import image_bytes
 
 both_databases = pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)

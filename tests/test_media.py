@@ -24,8 +24,8 @@ from PIL import Image
 from pydantic import ValidationError
 
 from core.errors import JobCancelled
-from core.platform_specs import VIDEO_SPECS, MediaFacts, aspect_name, check_video
-from core.video_options import Cue, LoudnessTarget, SubtitleStyle
+from core.video.options import Cue, LoudnessTarget, SubtitleStyle
+from core.video.platform_specs import VIDEO_SPECS, MediaFacts, aspect_name, check_video
 from workers.media import MediaError, RenderRequest, probe, render_video
 from workers.media.ffmpeg import moov_before_mdat, parse_progress_seconds
 from workers.media.render import (

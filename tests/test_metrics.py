@@ -12,10 +12,11 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from core import jobs, metrics
 from core.config import reload_settings
 from core.db import session_scope
+from core.jobs import lifecycle as jobs
 from core.models import JobStatus, Pipeline, Post, utcnow
+from core.reports import metrics
 from tests.conftest import TEST_API_TOKEN, wait_until
 
 AUTH = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
@@ -23,7 +24,7 @@ AUTH = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
 
 @pytest.fixture
 def client(studio):
-    from core.webhook import api_routes
+    from api.app import api_routes
 
     with TestClient(Starlette(routes=api_routes())) as test_client:
         yield test_client
@@ -152,7 +153,7 @@ def test_workers_serve_dramatiq_metrics_on_their_own_port_when_enabled(studio, w
 
 
 def test_the_app_broker_leaves_dramatiq_metrics_alone_even_when_enabled(studio, monkeypatch):
-    from core.queue import make_broker
+    from core.jobs.queue import make_broker
 
     monkeypatch.setenv("STUDIO_WORKER_METRICS_PORT", str(_free_port()))
     broker = make_broker(reload_settings())

@@ -1,4 +1,4 @@
-"""The Monitoring page and core.monitoring against real Redis, real worker processes and real rows."""
+"""The Monitoring page and core.reports.monitoring against real Redis, real worker processes and real rows."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from core import jobs, monitoring, queue
 from core.config import reload_settings
 from core.db import get_engine, session_scope
+from core.jobs import lifecycle as jobs
+from core.jobs import queue
 from core.models import Job, JobStatus, utcnow
+from core.reports import monitoring
 from tests.apptest import click, open_page
 from tests.conftest import wait_until
 
@@ -231,7 +233,7 @@ def test_the_monitoring_queries_are_index_scans_on_sqlite(studio):
 
 
 def test_the_real_nvml_reader_names_why_there_is_no_gpu_or_reads_the_gpus():
-    from core.monitoring import GpuUnavailable, read_nvml_gpus
+    from core.reports.monitoring import GpuUnavailable, read_nvml_gpus
 
     try:
         gpus = read_nvml_gpus()

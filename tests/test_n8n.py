@@ -25,7 +25,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from core import pipelines
+from core.automation import pipelines
 from core.db import session_scope
 from core.models import JobStatus, PipelineNotification
 from tests.conftest import TEST_API_TOKEN, wait_until
@@ -128,7 +128,7 @@ def received_notifications(folder: Path, pipeline_id: str) -> list[dict]:
 
 def describe_failure(pipeline_id: str) -> str:
     """The pipeline view and its jobs' errors, for a failure message."""
-    from core import jobs
+    from core.jobs import lifecycle as jobs
 
     pipeline = pipelines.get_pipeline(pipeline_id)
     view = pipelines.pipeline_view(pipeline)
@@ -141,7 +141,7 @@ def test_without_a_worker_the_content_workflow_plans_next_week_and_a_cancelled_l
     n8n, dry_run_studio
 ):
     """Nothing runs the jobs here: what is checked is what n8n sends and how it reacts."""
-    from core.datasets import create_dataset, import_files
+    from core.datasets.datasets import create_dataset, import_files
     from tests.factories import image_bytes
 
     def next_week() -> tuple[str, str]:
@@ -179,8 +179,8 @@ def test_without_a_worker_the_content_workflow_plans_next_week_and_a_cancelled_l
 
 
 def test_the_lora_workflow_runs_a_dry_run_pipeline_and_hears_it_succeed(n8n, notification_log, workers):
-    from core import queue
-    from core.datasets import create_demo_dataset
+    from core.datasets.datasets import create_demo_dataset
+    from core.jobs import queue
 
     dataset, _ = create_demo_dataset(name="Mika")
     started = time.monotonic()

@@ -16,14 +16,14 @@ from sqlalchemy import func, select, text, update
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from core import social_accounts
+from api.app import api_routes
 from core.config import reload_settings
-from core.crypto import decrypt_token, encrypt_token
 from core.db import session_scope
 from core.errors import InvalidInput
+from core.infra.crypto import decrypt_token, encrypt_token
 from core.models import OAuthState, SocialAccount, utcnow
-from core.oauth import OAuthError, start_authorization
-from core.webhook import api_routes
+from core.publishing import social_accounts
+from core.publishing.oauth import OAuthError, start_authorization
 from tests.fakes.google import FakeGoogle
 from tests.fakes.meta import FakeMeta
 from tests.fakes.server import FakeServer, Fault

@@ -20,12 +20,12 @@ from sqlalchemy import func, select, update
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from core import pipelines
+from api.app import api_routes
+from core.automation import pipelines
 from core.config import reload_settings
 from core.db import session_scope
+from core.infra.signing import sign
 from core.models import Job, JobStatus, LoraModel, Pipeline, PipelineNotification, utcnow
-from core.signing import sign
-from core.webhook import api_routes
 from tests.conftest import TEST_API_TOKEN
 from tests.factories import days_from_today, upcoming_week
 
@@ -44,7 +44,7 @@ def client(studio):
 
 @pytest.fixture
 def dataset(studio):
-    from core.datasets import create_dataset, import_files
+    from core.datasets.datasets import create_dataset, import_files
     from tests.factories import image_bytes
 
     created = create_dataset(name="Ava")
@@ -135,7 +135,7 @@ def _training_saves_a_lora(pipeline_id: str) -> int:
 
 
 def _generation_makes_an_image(job: Job, seed: int) -> int:
-    from core.assets import AssetSource, store_image
+    from core.library.assets import AssetSource, store_image
     from tests.factories import image_bytes
 
     asset = store_image(f"generated/{job.id}/0.png", image_bytes(64, 64, seed=seed), source=AssetSource.GENERATED,
@@ -283,7 +283,7 @@ def test_a_garbled_signature_header_is_401_not_a_crash(client, dataset, signing,
 
 @pytest.mark.parametrize("timestamp", ["\u00b2", "-5", "1e9", " 17"])  # "²" passes str.isdigit, not int()
 def test_a_timestamp_that_is_not_plain_unix_seconds_is_refused(timestamp):
-    from core.signing import SignatureError, verify
+    from core.infra.signing import SignatureError, verify
 
     with pytest.raises(SignatureError, match="unix seconds"):
         verify(SECRET, b"{}", timestamp=timestamp, signature="sha256=00", window_s=300)
@@ -317,7 +317,7 @@ def test_a_bad_lora_request_is_422_naming_the_field_and_writes_nothing(client, d
 
 
 def test_a_dataset_without_images_is_422_naming_the_dataset(client):
-    from core.datasets import create_dataset
+    from core.datasets.datasets import create_dataset
 
     empty = create_dataset(name="Empty")
     response = client.post("/api/pipelines/lora", json=_lora(empty.id), headers=AUTH)

@@ -17,10 +17,11 @@ from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from core import jobs, pipelines
+from core.automation import pipelines
 from core.config import reload_settings
-from core.datasets import create_demo_dataset
+from core.datasets.datasets import create_demo_dataset
 from core.db import session_scope
+from core.jobs import lifecycle as jobs
 from core.models import PipelineNotification, Post
 from tests.conftest import wait_until
 from tests.factories import days_from_today, upcoming_week

@@ -12,14 +12,15 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from core import characters, planning
+from core.characters import characters
+from core.characters.persona import Persona
 from core.config import reload_settings
 from core.db import session_scope
 from core.errors import InvalidInput
-from core.job_kinds import PlanPayload
-from core.jobs import create_job, get_job
+from core.jobs.kinds import PlanPayload
+from core.jobs.lifecycle import create_job, get_job
 from core.models import ContentPlan, LlmCall, Post
-from core.persona import Persona
+from core.publishing import planning
 from tests.conftest import wait_until
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.server import Fault

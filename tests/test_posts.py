@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, text
 
-from core import posts
-from core.assets import AssetSource, record_asset
 from core.config import reload_settings
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput
+from core.library.assets import AssetSource, record_asset
 from core.models import AssetKind, Job, Post, PostStatus
-from core.post_checks import compose_text, normalize_hashtags, preview_post
+from core.publishing import posts
+from core.publishing.checks import compose_text, normalize_hashtags, preview_post
 
 pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): scheduling, due posts and moves
 
@@ -223,7 +223,7 @@ def test_posts_between_reads_one_calendar_range_through_the_index(studio):
 
 
 def test_the_media_of_a_scheduled_post_cannot_be_purged(dry_run):
-    from core.assets import purge_assets, trash_assets
+    from core.library.assets import purge_assets, trash_assets
 
     image = _image()
     post = _post(asset_ids=[image.id])

@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core import characters, posts, production, training
+from core.characters import characters
 from core.db import session_scope
-from core.jobs import get_job
+from core.jobs.lifecycle import get_job
 from core.models import AssetKind, Job, JobStatus, Post
+from core.publishing import posts, production
+from core.training import runs as training
 from tests.conftest import wait_until
 from tests.test_generation_job import lora_files, register_lora, tiny_studio  # noqa: F401 (fixtures)
 

@@ -12,13 +12,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from core import posts, social_accounts
-from core.assets import AssetSource, record_asset, store_image
 from core.config import reload_settings
 from core.db import session_scope
-from core.jobs import get_job
+from core.infra.storage import get_object_store
+from core.jobs.lifecycle import get_job
+from core.library.assets import AssetSource, record_asset, store_image
 from core.models import AssetKind, PostStatus, PublishRecord, SocialAccount
-from core.storage import get_object_store
+from core.publishing import posts, social_accounts
 from tests.conftest import wait_until
 from tests.factories import image_bytes
 from tests.fakes.google import FakeGoogle

@@ -14,7 +14,7 @@ import pytest
 
 from core.config import Settings
 from core.errors import PermanentJobError, TransientError
-from core.http_retry import OutcomeUnknown, RetryPolicy
+from core.infra.http_retry import OutcomeUnknown, RetryPolicy
 from tests.fakes.meta import FakeMeta, graph_fault
 from tests.fakes.server import Fault
 from workers.social import client_class
@@ -511,7 +511,7 @@ def test_client_classes_are_found_by_platform_name() -> None:
     assert client_class("facebook") is FacebookClient
 
 
-# --- the fake's OAuth side, as core/oauth.py uses it ----------------------------------------------------------
+# --- the fake's OAuth side, as core/publishing/oauth.py uses it ------------------------------------------------------
 
 
 def test_facebook_login_gives_a_long_lived_token_and_page_tokens_that_publish(meta: FakeMeta,

@@ -21,7 +21,7 @@ import pytest
 
 from core.config import Settings
 from core.errors import TransientError
-from core.http_retry import OutcomeUnknown, RetryPolicy
+from core.infra.http_retry import OutcomeUnknown, RetryPolicy
 from tests.fakes.google import FakeGoogle, google_error_body
 from tests.fakes.server import Fault
 from tests.fakes.tiktok import FakeTikTok, chunk_plan_error, tiktok_error_body

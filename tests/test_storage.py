@@ -1,4 +1,4 @@
-"""core.storage against both backends: a local folder and an S3 server (moto, in-process)."""
+"""core.infra.storage against both backends: a local folder and an S3 server (moto, in-process)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import httpx
 import pytest
 
-from core.storage import (
+from core.infra.storage import (
     ChunkStream,
     InvalidKey,
     LocalObjectStore,
@@ -421,7 +421,7 @@ def test_startup_creates_a_missing_bucket_and_survives_an_unreachable_store(
     s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from core.config import reload_settings
-    from core.storage import prepare_storage, reset_object_store
+    from core.infra.storage import prepare_storage, reset_object_store
 
     reset_s3_server(s3_endpoint)  # a new MinIO: no bucket yet
     for name, value in {"STUDIO_STORAGE_BACKEND": "s3", "STUDIO_S3_ENDPOINT": s3_endpoint.endpoint,
@@ -523,7 +523,7 @@ def test_make_object_store_follows_settings(tmp_path: Path, s3_endpoint: S3Endpo
 
 def test_get_object_store_is_cached_and_resettable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from core.config import reload_settings
-    from core.storage import get_object_store, reset_object_store
+    from core.infra.storage import get_object_store, reset_object_store
 
     monkeypatch.setenv("STUDIO_STORAGE_BACKEND", "local")
     monkeypatch.setenv("STUDIO_STORAGE_DIR", str(tmp_path / "one"))

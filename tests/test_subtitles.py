@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from core.errors import InvalidInput
-from core.subtitles import (
+from core.video.options import Cue, Word
+from core.video.subtitles import (
     check_cues,
     cues_from_sentences,
     cues_from_words,
@@ -13,7 +14,6 @@ from core.subtitles import (
     parse_srt,
     to_srt,
 )
-from core.video_options import Cue, Word
 
 
 def words_every(texts: list[str], *, step: float = 0.3, length: float = 0.25, start: float = 0.0) -> list[Word]:

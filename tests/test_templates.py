@@ -8,9 +8,10 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from api.app import api_routes
 from core.config import PROJECT_ROOT
 from core.errors import NotFound
-from core.templates import (
+from core.generation.templates import (
     SCHEDULERS,
     TemplateError,
     default_template,
@@ -18,7 +19,6 @@ from core.templates import (
     load_templates,
     scheduler_key,
 )
-from core.webhook import api_routes
 from tests.conftest import TEST_API_TOKEN
 
 SHIPPED = PROJECT_ROOT / "workflows" / "generation"

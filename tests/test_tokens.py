@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import InvalidInput
-from core.tokens import (
+from core.datasets.tokens import (
     TOKEN_LIMIT,
     _bytes_to_unicode,
     clip_vocab_and_merges,
@@ -20,6 +19,7 @@ from core.tokens import (
     count_tokens_many,
     load_tokenizer,
 )
+from core.errors import InvalidInput
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,7 +116,8 @@ def test_a_tokenizer_that_cannot_be_loaded_is_invalid_input(tmp_path: Path) -> N
 
 
 def test_counting_tokens_does_not_import_torch() -> None:
-    code = "import sys, core.tokens; n = core.tokens.count_tokens('hi'); print(n, 'torch' in sys.modules)"
+    code = ("import sys, core.datasets.tokens; n = core.datasets.tokens.count_tokens('hi'); "
+            "print(n, 'torch' in sys.modules)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -130,7 +131,7 @@ def test_two_threads_counting_first_in_a_fresh_process_both_get_counts():
     # got "cannot import name 'CLIPTokenizer'" (seen in the browser tests' Captions page).
     code = (
         "import threading\n"
-        "from core.tokens import count_tokens\n"
+        "from core.datasets.tokens import count_tokens\n"
         "counts = []\n"
         "threads = [threading.Thread(target=lambda: counts.append(count_tokens('ohwx woman'))) for _ in range(2)]\n"
         "[t.start() for t in threads]\n"

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from core.lora_params import LoraParams
+from core.training.params import LoraParams
 from tests.factories import image_bytes
 from workers.ml.training import (
     STATE_FILE,

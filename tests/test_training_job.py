@@ -13,9 +13,10 @@ import time
 
 import pytest
 
-from core import jobs, training
-from core.datasets import create_dataset, import_files
+from core.datasets.datasets import create_dataset, import_files
+from core.jobs import lifecycle as jobs
 from core.models import JobStatus
+from core.training import runs as training
 from tests.conftest import wait_until
 from tests.factories import image_bytes
 
@@ -94,7 +95,7 @@ def test_training_lowers_the_loss_and_saves_a_lora_the_pipeline_loads(dataset, t
 
 
 def _objects(job_id: str):
-    from core.storage import get_object_store
+    from core.infra.storage import get_object_store
 
     return get_object_store().list(f"jobs/{job_id}/")
 

@@ -12,12 +12,15 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import datasets, jobs, training, training_views
+from core.datasets import datasets
 from core.db import session_scope
-from core.lora_configs import get_config_by_name, get_default_config, list_configs
-from core.lora_params import LoraParams, available_optimizers
+from core.infra.storage import get_object_store
+from core.jobs import lifecycle as jobs
 from core.models import LoraModel
-from core.storage import get_object_store
+from core.training import runs as training
+from core.training import views as training_views
+from core.training.configs import get_config_by_name, get_default_config, list_configs
+from core.training.params import LoraParams, available_optimizers
 from tests.factories import image_bytes
 from ui.training import GROUPS
 

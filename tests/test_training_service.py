@@ -8,17 +8,19 @@ import time
 
 import pytest
 
-from core import jobs, lora_configs, training
-from core.datasets import create_dataset, import_files
+from core.datasets.datasets import create_dataset, import_files
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput, NotFound
-from core.gpus import parse_nvidia_smi
-from core.lora_params import LoraParams
+from core.infra.storage import get_object_store
+from core.jobs import lifecycle as jobs
 from core.models import Character
-from core.storage import get_object_store
-from core.vram import estimate_vram
+from core.training import configs as lora_configs
+from core.training import runs as training
+from core.training.params import LoraParams
+from core.training.vram import estimate_vram
 from tests.factories import image_bytes
 from workers.gpu_slots import GpuSlots
+from workers.gpus import parse_nvidia_smi
 
 both_databases = pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 

@@ -9,13 +9,15 @@ import subprocess
 import pytest
 from sqlalchemy import func, select
 
-from core import assets, jobs, videos
-from core.assets import AssetSource
 from core.db import session_scope
 from core.errors import InvalidInput
+from core.infra.storage import get_object_store
+from core.jobs import lifecycle as jobs
+from core.library import assets
+from core.library.assets import AssetSource
 from core.models import Asset, AssetKind, Job
-from core.storage import get_object_store
-from core.subtitles import parse_srt
+from core.video import requests as videos
+from core.video.subtitles import parse_srt
 from tests.conftest import wait_until
 from tests.factories import image_bytes
 

@@ -7,11 +7,12 @@ import subprocess
 
 import pytest
 
-from core import assets, videos
-from core.assets import AssetSource
 from core.db import session_scope
+from core.infra.storage import get_object_store
+from core.library import assets
+from core.library.assets import AssetSource
 from core.models import AssetKind, Job
-from core.storage import get_object_store
+from core.video import requests as videos
 from tests.apptest import open_page, rerun
 from tests.factories import image_bytes
 from ui.widgets import VIDEO_HANDOFF_KEY

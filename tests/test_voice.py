@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from core.errors import InvalidInput, PermanentJobError
-from core.subtitles import check_cues, cues_from_sentences, cues_from_words, parse_srt, to_srt
-from core.voices import (
+from core.video.subtitles import check_cues, cues_from_sentences, cues_from_words, parse_srt, to_srt
+from core.video.voices import (
     DEFAULT_RATE_WPM,
     MAX_RATE_WPM,
     MIN_RATE_WPM,

@@ -12,11 +12,11 @@ from collections.abc import Callable
 import httpx
 import streamlit as st
 
-from core import oauth, social_accounts
 from core.config import get_settings
 from core.errors import StudioError
-from core.jobs import aware
+from core.jobs.lifecycle import aware
 from core.models import Platform
+from core.publishing import oauth, social_accounts
 from ui.assets import escape_markdown
 from ui.calendar import studio_zone
 

@@ -14,10 +14,11 @@ from typing import Any
 
 import streamlit as st
 
-from core import assets, collections, jobs
-from core.assets import LIBRARY_KINDS, SORTS, AssetFilter
+from core.datasets.images import format_size
 from core.errors import NotFound, StudioError
-from core.images import format_size
+from core.jobs import lifecycle as jobs
+from core.library import assets, collections
+from core.library.assets import LIBRARY_KINDS, SORTS, AssetFilter
 from core.models import Asset
 from core.pagination import Page
 from ui.widgets import hand_to_video_page

@@ -7,7 +7,7 @@ simply stop before ``st.navigation``: Streamlit then falls back to serving every
 A session ends after ``STUDIO_SESSION_IDLE_MINUTES`` without an interaction or
 ``STUDIO_SESSION_MAX_HOURS`` after logging in; the next interaction then shows the login with
 "Your session expired" under the same URL, so logging in again returns to the same page.
-Failed logins are limited per client by core.auth (in Redis, across tabs and processes).
+Failed logins are limited per client by core.infra.auth (in Redis, across tabs and processes).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import time
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
-from core.auth import LoginLocked, LoginRefused, attempt_login, session_expired
 from core.config import get_settings
+from core.infra.auth import LoginLocked, LoginRefused, attempt_login, session_expired
 
 _SESSION_KEY = "auth.ok"
 _LOGGED_IN_AT = "auth.logged_in_at"  # time.time() of the login (absolute lifetime)

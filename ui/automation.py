@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import pipelines
+from core.automation import pipelines
 from core.config import get_settings
-from core.datasets import list_datasets
+from core.datasets.datasets import list_datasets
 from core.errors import StudioError
 from core.models import JobStatus, Pipeline
 from ui.widgets import status_badge

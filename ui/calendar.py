@@ -23,13 +23,16 @@ from zoneinfo import ZoneInfo
 import streamlit as st
 from pydantic import ValidationError
 
-from core import assets, characters, jobs, planning, posts, production, social_accounts
+from core.characters import characters
+from core.characters.persona import Persona
 from core.config import get_settings
 from core.errors import StudioError, describe_validation_error
-from core.jobs import aware
+from core.jobs import lifecycle as jobs
+from core.jobs.lifecycle import aware
+from core.library import assets
 from core.models import Asset, Job, JobStatus, Platform, Post, PostStatus
-from core.persona import Persona
-from core.post_checks import RULES, VIDEO_PLATFORMS, normalize_hashtags
+from core.publishing import planning, posts, production, social_accounts
+from core.publishing.checks import RULES, VIDEO_PLATFORMS, normalize_hashtags
 from ui.assets import escape_markdown
 from ui.loaded_form import LoadedForm
 from ui.widgets import live_job_list, status_badge

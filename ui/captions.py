@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import captions, datasets
-from core.captions import BULK_OPERATIONS
+from core.datasets import captions, datasets
+from core.datasets.captions import BULK_OPERATIONS
+from core.datasets.tokens import TOKEN_LIMIT, count_tokens
 from core.errors import StudioError
 from core.models import Dataset, DatasetImage
-from core.tokens import TOKEN_LIMIT, count_tokens
 
 _DRAFTS = "captions.drafts"  # image id -> edited caption not saved yet
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import datasets, jobs
-from core.datasets import DatasetStatus, ImportReport
+from core.datasets import datasets
+from core.datasets.datasets import DatasetStatus, ImportReport
 from core.errors import StudioError
+from core.jobs import lifecycle as jobs
 from core.models import Dataset, DatasetKind
 from ui.widgets import status_badge
 

@@ -15,11 +15,14 @@ from typing import Any
 
 import streamlit as st
 
-from core import assets, generation, prompt_library, training
 from core.errors import StudioError
-from core.jobs import cancel_job
+from core.generation import prompt_library
+from core.generation import requests as generation
+from core.generation.templates import SCHEDULERS, GenerationTemplate, load_templates
+from core.jobs.lifecycle import cancel_job
+from core.library import assets
 from core.models import Asset, Job, JobStatus, LoraModel
-from core.templates import SCHEDULERS, GenerationTemplate, load_templates
+from core.training import runs as training
 from ui.loaded_form import LoadedForm
 from ui.widgets import hand_to_video_page, live_job_list, status_badge
 
@@ -251,7 +254,7 @@ def _card_actions(asset: Asset) -> None:
 
 
 def _add_to_collection(asset: Asset) -> None:
-    from core.collections import add_to_collection, list_collections
+    from core.library.collections import add_to_collection, list_collections
 
     collections = {c.id: c.name for c in list_collections(page_size=100).items}
     if not collections:

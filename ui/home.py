@@ -6,12 +6,13 @@ from zoneinfo import ZoneInfo
 
 import streamlit as st
 
-from core import assets, demo, pipelines
+from core.automation import demo, pipelines
 from core.config import get_settings
 from core.errors import NotFound, StudioError
-from core.jobs import aware
+from core.jobs.lifecycle import aware
+from core.library import assets
 from core.models import Asset, JobStatus, LoraModel, Pipeline, Platform
-from core.overview import Overview, VideoGlance
+from core.reports.overview import Overview, VideoGlance
 from ui.widgets import status_badge
 
 DEMO = "home.demo.pipeline"  # the demo this session started
@@ -95,7 +96,7 @@ def _demo_view(pipeline: Pipeline) -> None:
 
 
 def _demo_results(pipeline: Pipeline) -> None:
-    from core.training import get_lora
+    from core.training.runs import get_lora
 
     results = pipeline.results
     images = results.get("generation", {}).get("imageAssetIds", [])

@@ -1,4 +1,4 @@
-"""The Monitoring page's sections: each reads one core.monitoring function and renders it."""
+"""The Monitoring page's sections: each reads one core.reports.monitoring function and renders it."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from collections.abc import Callable
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import jobs, monitoring
 from core.errors import StudioError
+from core.jobs import lifecycle as jobs
 from core.models import JobStatus
+from core.reports import monitoring
 
 REFRESH_S = 5
 _ACTION_ERROR = "monitoring.action_error"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.health import Check, check_all
+from core.reports.health import Check, check_all
 
 
 @st.cache_data(ttl=5, show_spinner=False)

@@ -18,12 +18,16 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from core import assets, training, training_views
-from core.datasets import get_dataset
+from core.datasets.datasets import get_dataset
+from core.datasets.images import format_size
 from core.errors import InvalidInput, NotFound, StudioError
-from core.images import format_size
-from core.jobs import aware, cancel_job, retry_job
-from core.lora_configs import (
+from core.jobs.lifecycle import aware, cancel_job, retry_job
+from core.jobs.queue import gpu_worker_memory_gib
+from core.library import assets
+from core.models import Asset, Job, JobStatus, LoraConfig, LoraModel
+from core.training import runs as training
+from core.training import views as training_views
+from core.training.configs import (
     clone_config,
     create_config,
     delete_config,
@@ -34,10 +38,8 @@ from core.lora_configs import (
     set_default_config,
     update_config,
 )
-from core.lora_params import LoraParams, parse_params
-from core.models import Asset, Job, JobStatus, LoraConfig, LoraModel
-from core.queue import gpu_worker_memory_gib
-from core.training_views import FieldSpec
+from core.training.params import LoraParams, parse_params
+from core.training.views import FieldSpec
 from ui.datasets import dataset_picker
 from ui.widgets import live_log, status_badge
 

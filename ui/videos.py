@@ -8,13 +8,14 @@ from typing import Any
 
 import streamlit as st
 
-from core import assets, videos
 from core.config import get_settings
 from core.errors import StudioError
-from core.jobs import cancel_job, get_job
+from core.jobs.lifecycle import cancel_job, get_job
+from core.library import assets
 from core.models import Job, JobStatus
-from core.video_options import ASPECT_LABELS, LoudnessTarget, SubtitleStyle
-from core.voices import list_voices
+from core.video import requests as videos
+from core.video.options import ASPECT_LABELS, LoudnessTarget, SubtitleStyle
+from core.video.voices import list_voices
 from ui.widgets import VIDEO_HANDOFF_KEY, live_job_list, status_badge
 
 IMAGES = "videos.images"

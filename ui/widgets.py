@@ -61,8 +61,8 @@ def live_job_list(list_page: Callable[[int], Page[Job]], render_job: Callable[[J
 def live_log(job_id: str, *, key: str, tail: int = 300) -> None:
     """A job's log with a level filter and a download, reading only the lines after its cursor on each
     rerun (the one log viewer of the Jobs page and the run views)."""
-    from core import joblogs
-    from core.jobs import aware
+    from core.jobs import logs as joblogs
+    from core.jobs.lifecycle import aware
 
     level = st.segmented_control("Log level", joblogs.LEVELS, default="info", key=f"{key}.level")
     cache = st.session_state.setdefault(f"{key}.log", {"job": None, "cursor": 0, "lines": []})

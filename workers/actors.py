@@ -6,10 +6,11 @@ import dramatiq
 import redis
 from sqlalchemy.exc import OperationalError
 
-from core import pipelines, planning, posts, production
+from core.automation import pipelines
 from core.errors import is_transient
-from core.job_kinds import Queue, get_spec
-from core.jobs import Handler, execute_job, on_job_finished
+from core.jobs.kinds import Queue, get_spec
+from core.jobs.lifecycle import Handler, execute_job, on_job_finished
+from core.publishing import planning, posts, production
 from workers import generation, handlers, notify, publish, training, video
 from workers.broker import broker
 from workers.gpu_slots import gpu_slots

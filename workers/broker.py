@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from core.queue import get_broker
+from core.jobs.queue import get_broker
 
 broker = get_broker()

@@ -18,8 +18,9 @@ from typing import Annotated
 
 import typer
 
-from core import jobs, strict_json
 from core.errors import InvalidInput, StudioError
+from core.infra import strict_json
+from core.jobs import lifecycle as jobs
 
 app = typer.Typer(
     help="InfluencerAI Studio workers: run the background workers and manage jobs from the shell.",
@@ -30,8 +31,8 @@ app = typer.Typer(
 
 
 def _setup_logging(verbose: bool = False) -> None:
-    # Text or JSON lines per STUDIO_LOG_FORMAT, job context on each line, secrets masked (core/logging_setup.py).
-    from core.logging_setup import configure_logging
+    # Text or JSON lines per STUDIO_LOG_FORMAT, job context on each line, secrets masked (core/infra/logging_setup.py).
+    from core.infra.logging_setup import configure_logging
 
     configure_logging("DEBUG" if verbose else None, stream=sys.stderr)
 
@@ -85,7 +86,7 @@ def run(
     unfinished messages back to the queue.
     """
     from core.db import upgrade_schema
-    from core.storage import prepare_storage
+    from core.infra.storage import prepare_storage
     from workers.process import Supervisor, default_groups
 
     upgrade_schema()
@@ -164,7 +165,8 @@ def train(
     name: Annotated[str, typer.Option(help="Run name.")] = "",
 ) -> None:
     """Queue a LoRA training run; prints the job id (follow it with `show ID --follow`)."""
-    from core import lora_configs, training
+    from core.training import configs as lora_configs
+    from core.training import runs as training
 
     try:
         chosen = lora_configs.get_config_by_name(config) if config else lora_configs.get_default_config()
@@ -211,7 +213,7 @@ def generate(
     strength: Annotated[float, typer.Option(help="img2img: how far to move from the start image.")] = 0.6,
 ) -> None:
     """Queue an image generation job; prints the job id (follow it with `show ID --follow`)."""
-    from core.generation import submit_generation
+    from core.generation.requests import submit_generation
 
     request: dict[str, object] = {"prompt": prompt, "template": template, "count": count}
     for name, value in (("seed", seed), ("negative_prompt", negative), ("steps", steps),
@@ -234,7 +236,7 @@ def generate(
 @app.command()
 def configs() -> None:
     """List the LoRA training configs (* marks the default)."""
-    from core import lora_configs
+    from core.training import configs as lora_configs
 
     for config in lora_configs.list_configs(page_size=100).items:
         params = lora_configs.params_of(config)
@@ -247,7 +249,7 @@ def configs() -> None:
 @app.command()
 def kinds() -> None:
     """List the job kinds, their queues and what they do."""
-    from core.job_kinds import all_specs
+    from core.jobs.kinds import all_specs
 
     for spec in all_specs():
         typer.echo(f"{spec.kind:<16} {spec.queue:<8} {spec.description}")
@@ -264,7 +266,7 @@ def list_jobs(
     """List jobs, newest first."""
     result = jobs.list_jobs(statuses=status, kinds=kind, page=page, page_size=page_size)
     if as_json:
-        from core.webhook import job_to_dict
+        from api.app import job_to_dict
 
         typer.echo(json.dumps({"total": result.total, "items": [job_to_dict(j) for j in result.items]}))
         return
@@ -291,7 +293,7 @@ def show(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Tail the log until the job ends.")] = False,
 ) -> None:
     """Show a job's state and its log; with --follow, stream new log lines live."""
-    from core import joblogs
+    from core.jobs import logs as joblogs
 
     full_id = _resolve(job_id)
     job = jobs.get_job(full_id)
@@ -345,7 +347,7 @@ def reconcile() -> None:
 def migrate() -> None:
     """Upgrade the database schema to the newest migration."""
     from core.db import upgrade_schema
-    from core.storage import prepare_storage
+    from core.infra.storage import prepare_storage
 
     upgrade_schema()
     typer.echo("schema up to date")
@@ -356,7 +358,7 @@ def migrate() -> None:
 @app.command(name="hash-password")
 def hash_password_command() -> None:
     """Make a login password hash for STUDIO_UI_PASSWORD_HASH (reads the password from stdin or a prompt)."""
-    from core.auth import hash_password
+    from core.infra.auth import hash_password
 
     password = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else typer.prompt(
         "Password", hide_input=True, confirmation_prompt=True
@@ -378,7 +380,7 @@ def new_encryption_key() -> None:
 @app.command(name="rotate-tokens")
 def rotate_tokens() -> None:
     """Re-encrypt every stored social token with the first key of STUDIO_TOKEN_ENCRYPTION_KEY (after a rotation)."""
-    from core.social_accounts import reencrypt_tokens
+    from core.publishing.social_accounts import reencrypt_tokens
 
     try:
         typer.echo(f"re-encrypted the tokens of {reencrypt_tokens()} account(s)")
@@ -396,7 +398,7 @@ def plan(
     planner: Annotated[str, typer.Option(help="auto (the LLM when configured), llm or template.")] = "auto",
 ) -> None:
     """Queue a content plan from the character's persona; prints the job id. The posts arrive as drafts."""
-    from core.planning import submit_plan
+    from core.publishing.planning import submit_plan
 
     try:
         job = submit_plan(theme=theme, platforms=platform, start=start, end=end, posts_per_week=per_week,
@@ -414,7 +416,7 @@ def list_posts(
     from datetime import timedelta
 
     from core.models import utcnow
-    from core.posts import posts_between
+    from core.publishing.posts import posts_between
 
     now = utcnow()
     for post in posts_between(now - timedelta(days=1), now + timedelta(days=days)):
@@ -426,7 +428,7 @@ def list_posts(
 @app.command(name="publish-due")
 def publish_due() -> None:
     """Hand every post whose time has come to the workers (the supervisor does this on a timer)."""
-    from core.posts import scheduler_tick
+    from core.publishing.posts import scheduler_tick
 
     report = scheduler_tick()
     typer.echo(f"handed {len(report.claimed)} post(s) to the workers; failed {report.failed_swept} stuck post(s)")
@@ -437,7 +439,7 @@ def demo() -> None:
     """Run the whole pipeline on the demo data through the running studio (./scripts/run): dataset →
     captions → tiny LoRA → 4 images → 9:16 video → draft post (the `demo` pipeline, as the Home page's
     button starts it); prints each stage with its time."""
-    from core.demo import run_demo
+    from core.automation.demo import run_demo
 
     def show(name: str, seconds: float, what: str) -> None:
         typer.echo(f"{name:<24} {seconds:6.1f} s  {what}")

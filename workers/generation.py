@@ -1,6 +1,6 @@
 """The ``generate`` job: a resolved GeneratePayload → images in the asset library.
 
-The payload was completed when the job was created (core.generation.prepare_generate_payload),
+The payload was completed when the job was created (core.generation.requests.prepare_generate_payload),
 so this handler only runs it: fetch the LoRA files, take the cached base pipeline for the whole
 job, apply the LoRAs at their strengths, render in GPU batches and store each batch's images as
 soon as it finishes. Images already stored by an earlier attempt are skipped (their keys are
@@ -20,12 +20,12 @@ from typing import Any
 
 from core.config import get_settings
 from core.errors import PermanentJobError
-from core.generation import job_images, lora_uses, save_generated_image, saved_indexes
-from core.job_kinds import GeneratePayload
-from core.jobs import JobContext, get_job
+from core.generation.requests import job_images, lora_uses, save_generated_image, saved_indexes
+from core.infra.storage import get_object_store
+from core.jobs.kinds import GeneratePayload
+from core.jobs.lifecycle import JobContext, get_job
 from core.models import LoraModel
-from core.storage import get_object_store
-from core.training import get_lora, resolve_base_model
+from core.training.runs import get_lora, resolve_base_model
 from workers.gpu_slots import assigned_device
 
 _logger = logging.getLogger("studio.generation")
@@ -55,7 +55,7 @@ def lora_cache_path(lora: LoraModel, cache_dir: Path) -> Path:
 def _init_image(asset_id: int) -> Any:
     from PIL import Image
 
-    from core.assets import get_asset, read_asset
+    from core.library.assets import get_asset, read_asset
 
     with Image.open(io.BytesIO(read_asset(get_asset(asset_id)))) as opened:
         return opened.convert("RGB")

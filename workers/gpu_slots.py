@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from functools import lru_cache
 
 from core.config import get_settings
-from core.gpus import detect_gpus
+from workers.gpus import detect_gpus
 
 _assigned: ContextVar[str | None] = ContextVar("assigned_device", default=None)
 

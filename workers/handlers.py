@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 from core.errors import PermanentJobError, TransientError
-from core.job_kinds import NoopPayload, SleepPayload
-from core.jobs import JobContext
+from core.jobs.kinds import NoopPayload, SleepPayload
+from core.jobs.lifecycle import JobContext
 
 
 def noop(ctx: JobContext) -> dict[str, Any]:
@@ -43,10 +43,10 @@ def caption(ctx: JobContext) -> dict[str, Any]:
 
     from PIL import Image
 
-    from core.captions import compose_caption, write_auto_captions
     from core.config import get_settings
-    from core.datasets import all_images, get_dataset, read_image
-    from core.job_kinds import CaptionPayload
+    from core.datasets.captions import compose_caption, write_auto_captions
+    from core.datasets.datasets import all_images, get_dataset, read_image
+    from core.jobs.kinds import CaptionPayload
     from workers.gpu_slots import assigned_device
     from workers.ml.captioning import CaptionOptions, load_captioner
 

@@ -12,10 +12,10 @@ from sqlalchemy import update
 from core.config import get_settings
 from core.db import get_or_raise, session_scope
 from core.errors import PermanentJobError, TransientError
-from core.job_kinds import NotifyPayload
-from core.jobs import JobContext
+from core.infra.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from core.jobs.kinds import NotifyPayload
+from core.jobs.lifecycle import JobContext
 from core.models import PipelineNotification, utcnow
-from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 
 def _record(notification_id: int, **values: Any) -> None:

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 
 from core.config import get_settings
-from core.gpus import detect_gpus
-from core.job_kinds import Queue
+from core.jobs.kinds import Queue
+from workers.gpus import detect_gpus
 
 _logger = logging.getLogger("studio.workers")
 
@@ -95,8 +95,8 @@ def run_worker(queues: list[str], threads: int, prefetch: int) -> None:
     import dramatiq
 
     import workers.actors  # noqa: F401  (declares the actors and their queues)
-    from core.jobs import request_shutdown
-    from core.queue import WorkerPresence, get_broker
+    from core.jobs.lifecycle import request_shutdown
+    from core.jobs.queue import WorkerPresence, get_broker
 
     settings = get_settings()
     broker = get_broker()
@@ -144,7 +144,7 @@ class Supervisor:
         _logger.info("started worker group %s (pid %d)", group.name, self.processes[group.name].pid)
 
     def _reconcile(self) -> None:
-        from core.jobs import reconcile
+        from core.jobs.lifecycle import reconcile
 
         try:
             report = reconcile()
@@ -159,7 +159,7 @@ class Supervisor:
 
     def _schedule(self) -> None:
         """Hand due posts to the workers and advance content production (safe with several supervisors)."""
-        from core.posts import scheduler_tick
+        from core.publishing.posts import scheduler_tick
 
         try:
             report = scheduler_tick()

@@ -22,16 +22,16 @@ import httpx
 from PIL import Image
 from sqlalchemy import select, update
 
-from core import posts, social_accounts
-from core.assets import download_url
 from core.config import get_settings
 from core.db import session_scope
 from core.errors import InvalidInput, PermanentJobError
-from core.job_kinds import PublishPayload
-from core.jobs import JobContext
+from core.infra.storage import get_object_store, validate_key
+from core.jobs.kinds import PublishPayload
+from core.jobs.lifecycle import JobContext
+from core.library.assets import download_url
 from core.models import AssetKind, Platform, Post, PostStatus, PublishRecord, utcnow
-from core.post_checks import compose_text
-from core.storage import get_object_store, validate_key
+from core.publishing import posts, social_accounts
+from core.publishing.checks import compose_text
 from workers.social import client_class
 from workers.social.base import Credentials, MediaFile, PlatformClient, Published, PublishRequest, TokenExpired
 

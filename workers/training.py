@@ -16,18 +16,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core import training
-from core.captions import compose_caption
 from core.config import get_settings
-from core.datasets import all_images, get_dataset
+from core.datasets.captions import compose_caption
+from core.datasets.datasets import all_images, get_dataset
 from core.errors import JobInterrupted, PermanentJobError
-from core.job_kinds import TrainPayload
-from core.jobs import JobContext, get_job, shutting_down
-from core.lora_configs import get_config, params_of
-from core.lora_params import LoraParams
+from core.infra.storage import get_object_store
+from core.jobs.kinds import TrainPayload
+from core.jobs.lifecycle import JobContext, get_job, shutting_down
 from core.models import Dataset, Job
-from core.storage import get_object_store
-from core.training_views import format_duration
+from core.training import runs as training
+from core.training.configs import get_config, params_of
+from core.training.params import LoraParams
+from core.training.views import format_duration
 from workers.gpu_slots import assigned_device
 
 _logger = logging.getLogger("studio.training")

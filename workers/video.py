@@ -15,17 +15,18 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from core import assets, videos
-from core.assets import AssetSource
 from core.config import get_settings
-from core.job_kinds import VideoPayload, VoicePreviewPayload
-from core.jobs import JobContext, get_job
+from core.infra.storage import get_object_store
+from core.jobs.kinds import VideoPayload, VoicePreviewPayload
+from core.jobs.lifecycle import JobContext, get_job
+from core.library import assets
+from core.library.assets import AssetSource
 from core.models import AssetKind
-from core.platform_specs import SpecReport, check_video
-from core.storage import get_object_store
-from core.subtitles import cues_from_sentences, cues_from_words, to_srt
-from core.video_options import Cue
-from core.voices import split_sentences
+from core.video import requests as videos
+from core.video.options import Cue
+from core.video.platform_specs import SpecReport, check_video
+from core.video.subtitles import cues_from_sentences, cues_from_words, to_srt
+from core.video.voices import split_sentences
 
 _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 

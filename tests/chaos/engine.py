@@ -176,7 +176,7 @@ def _choose_kinds(plan: ChaosPlan) -> list[str]:
 
 
 def _caption_datasets(count: int) -> list[int]:
-    from core.datasets import create_dataset, import_files
+    from core.datasets.datasets import create_dataset, import_files
     from tests.factories import image_bytes
 
     ids = []
@@ -197,7 +197,8 @@ class JobMaker:
         self.ids: list[str] = []
 
     def make(self, n: int) -> str:
-        from core import generation, jobs
+        from core.generation import requests as generation
+        from core.jobs import lifecycle as jobs
 
         kind = self.kinds[n]
         if kind == "noop":

@@ -13,11 +13,13 @@ from datetime import datetime
 import pytest
 from sqlalchemy import func, select
 
-from core import generation, jobs, training
 from core.config import reload_settings
-from core.datasets import create_dataset, import_files
+from core.datasets.datasets import create_dataset, import_files
 from core.db import session_scope
+from core.generation import requests as generation
+from core.jobs import lifecycle as jobs
 from core.models import Job, JobStatus, TrainingMetric
+from core.training import runs as training
 from tests.chaos.engine import ChaosPlan, link_tiny_sd15, model_environment, run_chaos
 from tests.conftest import wait_until
 from tests.factories import image_bytes

@@ -1,4 +1,4 @@
-"""Meta's Graph API as the Instagram and Facebook Page clients (and ``core/oauth.py``) use it.
+"""Meta's Graph API as the Instagram and Facebook Page clients (and ``core/publishing/oauth.py``) use it.
 
 Served under ``/v21.0`` (give clients ``meta.url + "/v21.0"`` as ``graph_api_url`` and
 ``meta.url + "/video-upload/v21.0"`` as ``facebook_upload_url``), with in-memory Pages, Instagram

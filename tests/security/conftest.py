@@ -61,7 +61,7 @@ def _environment(tmp: Path, database_url: str, redis_url: str, s3: S3Endpoint) -
 
 
 def _signed_start(base: str) -> tuple[str, tuple[bytes, dict[str, str]]]:
-    from core.signing import sign
+    from core.infra.signing import sign
 
     body = json.dumps(CONTENT_BODY).encode()
     stamp, signature = sign(WEBHOOK_SECRET, body)
@@ -97,12 +97,12 @@ def arena_services(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     with ExitStack() as running:
         with pytest.MonkeyPatch.context() as patch:
             _apply(patch, env)
-            from core import jobs
             from core.config import get_settings
-            from core.datasets import all_images, create_dataset, import_files
+            from core.datasets.datasets import all_images, create_dataset, import_files
             from core.db import upgrade_schema
-            from core.oauth import start_authorization
-            from core.storage import make_object_store
+            from core.infra.storage import make_object_store
+            from core.jobs import lifecycle as jobs
+            from core.publishing.oauth import start_authorization
             from tests.factories import image_bytes
 
             upgrade_schema()
@@ -136,7 +136,7 @@ def arena(arena_services: Arena, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ar
 def storage_backend(request: pytest.FixtureRequest, arena: Arena, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Upload cases run against both backends (this process only; the server keeps the local store)."""
     from core.config import reload_settings
-    from core.storage import reset_object_store
+    from core.infra.storage import reset_object_store
 
     monkeypatch.setenv("STUDIO_STORAGE_BACKEND", request.param)
     reload_settings()

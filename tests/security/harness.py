@@ -23,7 +23,7 @@ from sqlmodel import SQLModel
 
 from core.db import session_scope
 from core.errors import StudioError
-from core.storage import S3ObjectStore
+from core.infra.storage import S3ObjectStore
 from tests.s3_server import S3Endpoint
 
 S3_BUCKET = "hostile"

@@ -13,12 +13,13 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-import core.storage
-from core import assets, posts
-from core.assets import AssetSource, store_image
+import core.infra.storage
+from api.app import api_routes
 from core.config import reload_settings
-from core.storage import get_object_store, reset_object_store
-from core.webhook import api_routes
+from core.infra.storage import get_object_store, reset_object_store
+from core.library import assets
+from core.library.assets import AssetSource, store_image
+from core.publishing import posts
 from tests.factories import image_bytes
 from tests.s3_server import S3Endpoint, reset_s3_server, run_s3_server
 
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): 
 
 
 class _Clock:
-    """time.time() for core.storage, moved forward by hand."""
+    """time.time() for core.infra.storage, moved forward by hand."""
 
     def __init__(self) -> None:
         self.offset = 0.0
@@ -54,7 +55,7 @@ def test_the_link_lifetime_is_a_setting(image, monkeypatch):
 
 def test_an_expired_local_link_is_refused_by_the_download_route(image, monkeypatch):
     clock = _Clock()
-    monkeypatch.setattr(core.storage, "time", clock)
+    monkeypatch.setattr(core.infra.storage, "time", clock)
     parts = urlsplit(assets.download_url(image))
     with TestClient(Starlette(routes=api_routes())) as client:
         fresh = client.get(f"{parts.path}?{parts.query}")
@@ -103,7 +104,7 @@ def test_the_instagram_copy_shared_with_meta_has_an_unguessable_key(image, tmp_p
 
 
 def test_generated_media_keys_carry_the_jobs_random_id(studio):
-    from core.generation import image_key
+    from core.generation.requests import image_key
     from core.models import new_id
 
     job_id = new_id()

@@ -25,8 +25,8 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from core.signing import sign
-from core.webhook import api_routes
+from api.app import api_routes
+from core.infra.signing import sign
 from tests.conftest import ROOT, TEST_API_TOKEN
 from tests.security.conftest import AUTH, CONTENT_BODY, WEBHOOK_SECRET
 from tests.security.harness import Arena, Case, Outcome, call, http_outcome, oauth_outcome, run_case
@@ -97,7 +97,7 @@ def download(key: str, *, expires_in: int = 300, forged: bool = False, in_proces
 
     def act(arena: Arena) -> Outcome:
         from core.config import get_settings
-        from core.storage import _sign  # presigned_get_url would refuse these keys before signing them
+        from core.infra.storage import _sign  # presigned_get_url would refuse these keys before signing them
 
         name = key.format(a=arena)
         expires = int(time.time()) + expires_in
@@ -161,7 +161,7 @@ def cli_process(*args: str):
 
 def save_caption(text: str, image_id: int | None = None):
     def act(arena: Arena) -> Outcome:
-        from core.captions import save_caption as save
+        from core.datasets.captions import save_caption as save
 
         return call(lambda: save(arena.image_id if image_id is None else image_id, text))
 
@@ -170,7 +170,7 @@ def save_caption(text: str, image_id: int | None = None):
 
 def stored_caption(text: str):
     def act(arena: Arena) -> Outcome:
-        from core.captions import save_caption as save
+        from core.datasets.captions import save_caption as save
 
         outcome = call(lambda: save(arena.image_id, text))
         return Outcome("stored", outcome.extra["result"].caption) if outcome.status == "ok" else outcome
@@ -180,7 +180,7 @@ def stored_caption(text: str):
 
 def bulk_edit(**fields: Any):
     def act(arena: Arena) -> Outcome:
-        from core.captions import apply_bulk_edit, make_bulk_edit
+        from core.datasets.captions import apply_bulk_edit, make_bulk_edit
 
         return call(lambda: apply_bulk_edit(arena.dataset_id, make_bulk_edit(**fields)))
 
@@ -189,7 +189,7 @@ def bulk_edit(**fields: Any):
 
 def generate(**request: Any):
     def act(arena: Arena) -> Outcome:
-        from core.generation import submit_generation
+        from core.generation.requests import submit_generation
 
         return call(lambda: submit_generation(**{"loras": [], **request}))
 
@@ -201,7 +201,7 @@ def generate(**request: Any):
 
 def _stored_verbatim(expected: str):
     def check(arena: Arena, outcome: Outcome) -> None:
-        from core.datasets import all_images
+        from core.datasets.datasets import all_images
 
         [image] = [i for i in all_images(arena.dataset_id) if i.id == arena.image_id]
         assert image.caption == expected
@@ -362,7 +362,7 @@ CASES = [
          303, "consent refused", check=_stays_home),
     Case("10 KB code with a forged state", "oauth", callback("tiktok", code="c" * 10_000, state="s" * 500), 303,
          "unknown, expired or already used state"),
-    # --- captions (core.captions, what the Captions page calls) ---
+    # --- captions (core.datasets.captions, what the Captions page calls) ---
     Case("caption with a <script> tag is stored as plain text", "caption",
          stored_caption("<script>alert(1)</script> ohwx"), "stored", "<script>alert(1)</script> ohwx",
          check=_stored_verbatim("<script>alert(1)</script> ohwx")),
@@ -376,7 +376,7 @@ CASES = [
          "InvalidInput", "not a valid regular expression"),
     Case("unknown bulk operation", "caption", bulk_edit(operation="eval", find="x"), "InvalidInput", "operation"),
     Case("10 KB find text", "caption", bulk_edit(operation="replace", find="x" * 10_000), "InvalidInput", "find"),
-    # --- prompts (core.generation, what the Generate page calls) ---
+    # --- prompts (core.generation.requests, what the Generate page calls) ---
     Case("100 KB prompt", "prompt", generate(prompt=LONG), "InvalidInput", "prompt"),
     Case("blank prompt", "prompt", generate(prompt=" \t\n "), "InvalidInput", "the prompt is empty"),
     Case("control characters in a prompt", "prompt", generate(prompt=CONTROL), "InvalidInput",

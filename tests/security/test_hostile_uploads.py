@@ -1,4 +1,4 @@
-"""Hostile dataset uploads through what the Datasets page calls (``core.datasets.import_files``), on the local
+"""Hostile dataset uploads through what the Datasets page calls (``core.datasets.datasets.import_files``), on the local
 store and on S3. A refused file adds nothing to the dataset and stores no object; the report names the file
 and the reason. Two inputs are legitimately storable and are accepted, with what made them hostile removed."""
 
@@ -99,14 +99,14 @@ def _fresh_dataset(arena: Arena) -> int:
     """Each upload case gets its own dataset, so the accepted ones are not deduplicated across backends."""
     import uuid
 
-    from core.datasets import create_dataset
+    from core.datasets.datasets import create_dataset
 
     return create_dataset(name=f"upload {uuid.uuid4().hex[:8]}").id
 
 
 def upload(*files: tuple[str, bytes]):
     def act(arena: Arena) -> Outcome:
-        from core.datasets import import_files
+        from core.datasets.datasets import import_files
 
         report = import_files(arena.prepared, list(files))
         status = "imported" if report.added else "refused"
@@ -116,13 +116,13 @@ def upload(*files: tuple[str, bytes]):
 
 
 def _stored_images(arena: Arena):
-    from core.datasets import all_images
+    from core.datasets.datasets import all_images
 
     return all_images(arena.prepared)
 
 
 def _metadata_stripped(arena: Arena, outcome: Outcome) -> None:
-    from core.datasets import read_image
+    from core.datasets.datasets import read_image
 
     [image] = _stored_images(arena)
     with Image.open(io.BytesIO(read_image(image))) as stored:

@@ -14,10 +14,10 @@ from pydantic import ValidationError
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
-from core import auth
-from core.auth import LoginLocked, WrongPassword, attempt_login, hash_password, session_expired
 from core.config import Settings, reload_settings
-from core.queue import get_redis, reset_clients
+from core.infra import auth
+from core.infra.auth import LoginLocked, WrongPassword, attempt_login, hash_password, session_expired
+from core.jobs.queue import get_redis, reset_clients
 from tests.conftest import ROOT, wait_until
 
 pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): lockouts and idle expiry
@@ -184,7 +184,7 @@ def test_the_lockout_ends_when_its_window_passes(password_set):
 
 def test_failures_count_across_app_processes(password_set):
     """Another process (a second app server, another browser session's thread) shares the counter."""
-    script = ("from core.auth import attempt_login, LoginRefused\n"
+    script = ("from core.infra.auth import attempt_login, LoginRefused\n"
               "for _ in range(5):\n"
               "    try: attempt_login('wrong password', client='203.0.113.7')\n"
               "    except LoginRefused as e: print(type(e).__name__)\n")

@@ -9,9 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core import captions, datasets, jobs, posts
+from core.datasets import captions, datasets
 from core.db import session_scope
+from core.jobs import lifecycle as jobs
 from core.models import Job, JobStatus
+from core.publishing import posts
 from tests.apptest import open_page
 from tests.conftest import ROOT
 from tests.factories import image_bytes

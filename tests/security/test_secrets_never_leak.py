@@ -31,16 +31,18 @@ from sqlalchemy import inspect, select, text
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from core import pipelines, posts, social_accounts, training
-from core.auth import hash_password
+from api.app import api_routes
+from core.automation import pipelines
 from core.config import reload_settings
-from core.crypto import TokenCipher
 from core.db import get_engine, session_scope
-from core.logging_setup import make_handler
+from core.infra.auth import hash_password
+from core.infra.crypto import TokenCipher
+from core.infra.logging_setup import make_handler
+from core.infra.storage import get_object_store, reset_object_store
+from core.jobs.queue import get_redis
 from core.models import Post, PostStatus, SocialAccount
-from core.queue import get_redis
-from core.storage import get_object_store, reset_object_store
-from core.webhook import api_routes
+from core.publishing import posts, social_accounts
+from core.training import runs as training
 from tests.conftest import ROOT, WorkerProcesses, wait_until
 from tests.factories import days_from_today
 from tests.fakes.google import FakeGoogle

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import StudioError
-from core.platform_specs import MediaFacts
+from core.video.platform_specs import MediaFacts
 
 _logger = logging.getLogger("studio.media")
 
@@ -196,7 +196,7 @@ def _drain(stream: Any, into: deque[str]) -> None:
 
 @dataclass(frozen=True)
 class VideoProbe(MediaFacts):
-    """What ffprobe says about a rendered file (a MediaFacts, so core.platform_specs.check_video takes it)."""
+    """What ffprobe says about a rendered file (a MediaFacts, so core.video.platform_specs.check_video takes it)."""
 
     path: Path = Path()
     format_name: str = ""

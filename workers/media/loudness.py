@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import ffmpeg
 
-from core.video_options import LoudnessTarget
+from core.video.options import LoudnessTarget
 from workers.media.ffmpeg import MediaError, ProgressCallback, run_ffmpeg
 
 SILENCE_LUFS = -70.0  # at or below: nothing to normalise (the gate of BS.1770)

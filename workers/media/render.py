@@ -35,8 +35,8 @@ from typing import Any
 import ffmpeg
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.subtitles import to_srt
-from core.video_options import ASPECTS, Aspect, Cue, Fit, LoudnessTarget, Motion, SubtitleStyle, Transition
+from core.video.options import ASPECTS, Aspect, Cue, Fit, LoudnessTarget, Motion, SubtitleStyle, Transition
+from core.video.subtitles import to_srt
 from workers.media.ffmpeg import MediaError, ProgressCallback, VideoProbe, probe, require_binaries, run_ffmpeg
 from workers.media.loudness import (
     Loudness,

@@ -37,7 +37,7 @@ from workers.ml.preload import MODEL_CONSTRUCTION_LOCK
 
 _logger = logging.getLogger("studio.generation")
 
-# core.templates.SCHEDULERS key → (diffusers class, extra from_config arguments).
+# core.generation.templates.SCHEDULERS key → (diffusers class, extra from_config arguments).
 SCHEDULER_CLASSES: dict[str, tuple[str, dict[str, Any]]] = {
     "euler_a": ("EulerAncestralDiscreteScheduler", {}),
     "euler": ("EulerDiscreteScheduler", {}),

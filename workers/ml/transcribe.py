@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InvalidInput, PermanentJobError
-from core.video_options import Word
+from core.video.options import Word
 
 SAMPLE_RATE = 16_000  # whisper resamples everything to 16 kHz mono
 # The smallest released model ("tiny") is 384 wide; anything narrower is a test model with random

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from core.errors import InvalidInput, PermanentJobError
-from core.voices import DEFAULT_RATE_WPM, parse_voice_id, split_sentences, validate_rate, validate_voice
+from core.video.voices import DEFAULT_RATE_WPM, parse_voice_id, split_sentences, validate_rate, validate_voice
 
 OUTPUT_SAMPLE_RATE = 48_000
 DEFAULT_PAUSE_S = 0.3
@@ -69,7 +69,7 @@ class Synthesizer(Protocol):
 
 def _check_sentences(sentences: Sequence[str]) -> list[str]:
     if isinstance(sentences, str):
-        raise TypeError("synthesize takes a list of sentences; split a script with core.voices.split_sentences")
+        raise TypeError("synthesize takes a list of sentences; split a script with core.video.voices.split_sentences")
     cleaned = [" ".join(s.split()) for s in sentences]
     if not cleaned or not all(cleaned):
         raise InvalidInput("nothing to speak: the sentences are empty")

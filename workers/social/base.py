@@ -22,7 +22,7 @@ import httpx
 
 from core.config import Settings
 from core.errors import PermanentJobError, TransientError
-from core.http_retry import RetryPolicy, Sent, send_with_retries
+from core.infra.http_retry import RetryPolicy, Sent, send_with_retries
 
 
 class TokenExpired(TransientError):

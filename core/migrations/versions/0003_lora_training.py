@@ -79,7 +79,7 @@ def _seed_presets(table: sa.Table) -> None:
     """The presets a first start offers. Their values are frozen here, as of this migration."""
     from datetime import UTC, datetime
 
-    from core.lora_params import LoraParams
+    from core.training.params import LoraParams
 
     sd15 = {"family": "sd15", "base_model": "stable-diffusion-v1-5/stable-diffusion-v1-5", "rank": 16, "alpha": 16,
             "learning_rate": 1e-4, "steps": 1500, "mixed_precision": "bf16", "min_snr_gamma": 5.0,

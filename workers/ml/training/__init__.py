@@ -5,7 +5,7 @@ The caller (workers/training.py) wires those in through ``TrainingHooks``::
     result = LoraTrainer(TrainerConfig(params=..., base_model=..., work_dir=...), examples, hooks).run()
 """
 
-from core.lora_params import STATE_FILE, WEIGHTS_FILE
+from core.training.params import STATE_FILE, WEIGHTS_FILE
 from workers.ml.training.api import (
     NullHooks,
     SampleImage,

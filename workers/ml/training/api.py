@@ -9,7 +9,7 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.errors import PermanentJobError
-from core.lora_params import LoraParams
+from core.training.params import LoraParams
 
 STAGES = ("load", "prepare data", "cache", "train", "save")
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.lora_params import STATE_FILE
+from core.training.params import STATE_FILE
 from workers.ml.training.api import TrainerError
 
 STATE_FORMAT = 1

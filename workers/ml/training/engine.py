@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.lora_params import WEIGHTS_FILE
+from core.training.params import WEIGHTS_FILE
 from workers.ml.preload import MODEL_CONSTRUCTION_LOCK
 from workers.ml.training.api import (
     SampleImage,

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from core.lora_params import OPTIONAL_OPTIMIZERS, LoraParams
+from core.training.params import OPTIONAL_OPTIMIZERS, LoraParams
 from workers.ml.training.api import TrainerError
 
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]

@@ -1,0 +1,857 @@
+"""Pipelines: chains of stages that n8n (or a script) starts and polls.
+
+``lora``: training → generation (one image per test prompt) → video (optional) → aggregate.
+``content``: planning → production (images, and videos for video platforms, per post) → scheduling.
+``demo``: captions → the ``lora`` chain on the tiny models → a draft post (``core.automation.demo`` says what it holds).
+
+A pipeline is a row. Entering a stage writes its jobs (each carrying ``pipeline_id``) in the same
+transaction as the stage change, conditioned on the stage it leaves, so two workers finishing the
+last two jobs of a stage at once move it on exactly once. Nothing waits in a worker thread: a job's
+end calls :func:`pipeline_job_finished` (``core.jobs.lifecycle.on_job_finished``), and the scheduler's tick
+(:func:`sweep_pipelines`) covers anything a crash left between two steps. At most
+``pipelines_max_running`` run at once; the rest wait, highest priority first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from core.characters.persona import Persona
+from core.config import get_settings
+from core.db import session_scope
+from core.errors import Conflict, InvalidInput, NotFound, StudioError, describe_validation_error
+from core.jobs import lifecycle as jobs
+from core.models import (
+    TERMINAL_STATUSES,
+    Job,
+    JobStatus,
+    LoraConfig,
+    LoraModel,
+    Pipeline,
+    PipelineNotification,
+    Post,
+    utcnow,
+)
+from core.pagination import Page, clamp
+from core.video.options import Aspect
+
+_logger = logging.getLogger("studio.pipelines")
+
+DRY_RUN_CONFIG = "Tiny (offline demo)"  # the seeded preset dry runs train with
+DRY_RUN_TEMPLATE = "tiny-lora"
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+# --- requests -----------------------------------------------------------------------------------------------
+
+
+class _Request(BaseModel):
+    """camelCase on the wire (n8n's JSON), snake_case here; unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+    dry_run: bool = False
+    notify_url: AnyHttpUrl | None = None
+    priority: int = Field(default=5, ge=1, le=10)
+
+    @field_validator("notify_url")
+    @classmethod
+    def _http_only(cls, url: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        if url is not None and url.scheme not in ("http", "https"):
+            raise ValueError("must be an http or https URL")
+        return url
+
+
+class VideoConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+    duration_sec: float = Field(default=10.0, ge=1, le=60)
+    aspect: Aspect = "9:16"
+    script: str = Field(default="", max_length=2000)  # empty: the test prompts, read aloud
+    voice: str = Field(default="", max_length=300)
+
+
+class LoraPipelineRequest(_Request):
+    dataset_id: int = Field(ge=1)
+    training_name: str = Field(min_length=1, max_length=200)
+    config_id: int | None = Field(default=None, ge=1)
+    test_prompts: list[str] = Field(min_length=1, max_length=10)
+    generate_video: bool = False
+    video_config: VideoConfig = Field(default_factory=VideoConfig)
+
+    @field_validator("test_prompts")
+    @classmethod
+    def _prompts(cls, prompts: list[str]) -> list[str]:
+        cleaned = [p.strip() for p in prompts]
+        for index, prompt in enumerate(cleaned):
+            if not prompt:
+                raise ValueError(f"prompt {index + 1} is empty")
+            if len(prompt) > 2000:
+                raise ValueError(f"prompt {index + 1} is longer than 2000 characters")
+        return cleaned
+
+
+class ContentPipelineRequest(_Request):
+    theme: str = Field(min_length=1, max_length=500)
+    platforms: list[Literal["instagram", "facebook", "youtube", "tiktok"]] = Field(min_length=1, max_length=4)
+    start: date
+    end: date
+    posts_per_week: int = Field(default=3, ge=1, le=28)
+    persona: Persona | None = None  # None: the character's
+    planner: Literal["auto", "llm", "template"] = "auto"
+    images_per_post: int = Field(default=1, ge=1, le=4)
+    publish_now: bool = False  # publish every produced post at once instead of at its time
+
+
+class DemoPipelineRequest(LoraPipelineRequest):
+    """The one-command demo (``core.automation.demo.start_demo`` fills it): always on the tiny models, always with a
+    video. It adds no field, so the lora stages read its payload as a LoraPipelineRequest."""
+
+    @model_validator(mode="after")
+    def _always_tiny_with_video(self) -> DemoPipelineRequest:
+        self.dry_run = True
+        self.generate_video = True
+        return self
+
+
+# "demo" is started by the Home page and the CLI, not the API (api.pipelines lists its own kinds).
+REQUESTS: dict[str, type[_Request]] = {"lora": LoraPipelineRequest, "content": ContentPipelineRequest,
+                                       "demo": DemoPipelineRequest}
+
+
+def parse_request(kind: str, body: dict[str, Any]) -> _Request:
+    model = REQUESTS.get(kind)
+    if model is None:
+        raise InvalidInput(f"unknown pipeline kind {kind!r}; known: {', '.join(REQUESTS)}")
+    try:
+        return model.model_validate(body)
+    except ValidationError as error:
+        raise InvalidInput(describe_validation_error(error)) from None
+
+
+# --- stages -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StageResult:
+    """What a finished stage hands on: results to merge, warnings, or the error that fails the pipeline."""
+
+    results: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    start: Callable[[Pipeline], list[Job]]  # the stage's jobs (unsaved); [] for a stage with no jobs
+    finish: Callable[[Pipeline, list[Job]], StageResult]
+    applies: Callable[[Pipeline], bool] = lambda _pipeline: True
+    busy: Callable[[Pipeline], bool] = lambda _pipeline: False  # more to wait for than its jobs
+    weight: float = 1.0  # share of the progress bar
+    # On retry: what to run again besides the stage's failed jobs (production restarts failed posts).
+    resume: Callable[[Pipeline], Any] | None = None
+
+
+def _job_error(job: Job) -> str:
+    return job.error or f"job {job.id[:8]} {job.status}"
+
+
+# lora: training ------------------------------------------------------------------------------------------------
+
+
+def _dry_run_config_id() -> int:
+    with session_scope() as session:
+        config = session.execute(select(LoraConfig).where(LoraConfig.name == DRY_RUN_CONFIG)).scalar_one_or_none()
+    if config is None:
+        raise InvalidInput(f"dry runs train with the {DRY_RUN_CONFIG!r} preset, which is missing")
+    return config.id or 0
+
+
+# A dry run proves the chain, not the LoRA: fewer steps, no sample renders, one checkpoint.
+DRY_RUN_OVERRIDES = {"steps": 30, "sample_every": 0, "checkpoint_every": 30}
+
+
+def _start_training(pipeline: Pipeline) -> list[Job]:
+    from core.training.configs import get_config, params_of
+
+    request = LoraPipelineRequest.model_validate(pipeline.payload)
+    payload: dict[str, Any] = {"dataset_id": request.dataset_id, "config_id": request.config_id,
+                               "name": request.training_name}
+    if pipeline.dry_run:
+        payload["config_id"] = _dry_run_config_id()
+        preset = params_of(get_config(payload["config_id"])).model_dump(mode="json")
+        payload["params"] = {**preset, **DRY_RUN_OVERRIDES}
+    return [jobs.new_job("train", payload, pipeline_id=pipeline.id)]
+
+
+def _finish_training(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
+    [train] = stage_jobs
+    if train.status != JobStatus.SUCCEEDED:
+        return StageResult(error=_job_error(train))
+    with session_scope() as session:
+        lora = session.execute(select(LoraModel).where(LoraModel.job_id == train.id)
+                               .order_by(LoraModel.final.desc(), LoraModel.step.desc()).limit(1)).scalar_one_or_none()
+    if lora is None:
+        return StageResult(error=f"training job {train.id[:8]} saved no LoRA")
+    return StageResult(results={"loraId": lora.id, "loraName": lora.name, "loraStep": lora.step})
+
+
+# lora: generation ----------------------------------------------------------------------------------------------
+
+
+def _start_generation(pipeline: Pipeline) -> list[Job]:
+    request = LoraPipelineRequest.model_validate(pipeline.payload)
+    lora_id = pipeline.results["training"]["loraId"]
+    template = DRY_RUN_TEMPLATE if pipeline.dry_run else ""
+    return [jobs.new_job("generate", {"prompt": prompt, "count": 1, "template": template,
+                                      "loras": [{"lora_id": lora_id}]}, pipeline_id=pipeline.id)
+            for prompt in request.test_prompts]
+
+
+def _finish_generation(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
+    from core.generation.requests import job_images
+
+    images: list[int] = []
+    warnings = []
+    for index, job in enumerate(stage_jobs, start=1):
+        made = [a.id for a in job_images(job.id) if a.id is not None] if job.status == JobStatus.SUCCEEDED else []
+        if made:
+            images += made
+        else:
+            warnings.append(f"test prompt {index} ({job.payload.get('prompt', '')[:60]!r}) made no image: "
+                            f"{_job_error(job)}")
+    if not images:
+        return StageResult(warnings=warnings, error="no test prompt made an image")
+    return StageResult(results={"imageAssetIds": images}, warnings=warnings)
+
+
+# lora: video ------------------------------------------------------------------------------------------------------
+
+
+def _start_video(pipeline: Pipeline) -> list[Job]:
+    request = LoraPipelineRequest.model_validate(pipeline.payload)
+    video = request.video_config
+    script = video.script or ". ".join(request.test_prompts)
+    payload: dict[str, Any] = {"image_asset_ids": pipeline.results["generation"]["imageAssetIds"],
+                               "script": script[:5000], "aspect": video.aspect, "total_seconds": video.duration_sec,
+                               "name": request.training_name}
+    if video.voice:
+        payload["voice"] = video.voice
+    return [jobs.new_job("video", payload, pipeline_id=pipeline.id)]
+
+
+def _finish_video(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
+    [video] = stage_jobs
+    if video.status != JobStatus.SUCCEEDED:
+        return StageResult(error=_job_error(video))
+    return StageResult(results={"videoAssetId": video.result["video_asset_id"],
+                                "duration": video.result.get("duration"),
+                                "loudness": video.result.get("loudness")})
+
+
+def _wants_video(pipeline: Pipeline) -> bool:
+    return bool(pipeline.payload.get("generate_video"))
+
+
+# demo: captions and the draft post ----------------------------------------------------------------------------
+
+
+def _start_captions(pipeline: Pipeline) -> list[Job]:
+    request = DemoPipelineRequest.model_validate(pipeline.payload)
+    return [jobs.new_job("caption", {"dataset_id": request.dataset_id}, pipeline_id=pipeline.id)]
+
+
+def _finish_captions(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
+    [caption] = stage_jobs
+    if caption.status != JobStatus.SUCCEEDED:
+        return StageResult(error=_job_error(caption))
+    return StageResult(results={"captioned": (caption.result or {}).get("captioned")})
+
+
+def _finish_post(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
+    """Draft the post with the video. Safe to run twice (the sweep and a job's end may both get here):
+    the post id is claimed in the pipeline's results, and a loser removes its own post."""
+    from core.automation.demo import draft_demo_post
+    from core.publishing import posts
+
+    existing = get_pipeline(pipeline.id).results.get("post", {}).get("postId")
+    if existing is not None:
+        return StageResult(results={"postId": existing})
+    video_id = pipeline.results.get("video", {}).get("videoAssetId")
+    if video_id is None:
+        return StageResult(error="the video stage handed on no video to post")
+    try:
+        post = draft_demo_post(video_asset_id=int(video_id))
+    except StudioError as error:
+        return StageResult(error=f"the draft post was refused: {error}")
+    winner = _claim_result(pipeline.id, "post", "postId", post.id)
+    if winner != post.id:
+        posts.delete_post(post.id or 0)
+    return StageResult(results={"postId": winner})
+
+
+def _claim_result(pipeline_id: str, stage: str, name: str, value: Any) -> Any:
+    """Write ``results[stage][name] = value`` unless it is set; returns the value that stands.
+    Conditioned on ``updated_at`` so of two concurrent writers exactly one wins."""
+    for _attempt in range(5):
+        current = get_pipeline(pipeline_id)
+        stands = current.results.get(stage, {}).get(name)
+        if stands is not None:
+            return stands
+        results = {**current.results, stage: {**current.results.get(stage, {}), name: value}}
+        with session_scope() as session:
+            written = session.execute(update(Pipeline).where(
+                Pipeline.id == pipeline_id, Pipeline.updated_at == current.updated_at,
+            ).values(results=results, updated_at=utcnow())).rowcount
+        if written:
+            return value
+    raise Conflict(f"pipeline {pipeline_id} kept changing while its {stage} result was written")
+
+
+# content: planning -------------------------------------------------------------------------------------------------
+
+
+def _start_planning(pipeline: Pipeline) -> list[Job]:
+    request = ContentPipelineRequest.model_validate(pipeline.payload)
+    plan = {"theme": request.theme, "platforms": request.platforms, "start": request.start.isoformat(),
+            "end": request.end.isoformat(), "posts_per_week": request.posts_per_week,
+            "planner": "template" if pipeline.dry_run else request.planner}
+    if request.persona is not None:
+        plan["persona"] = request.persona.model_dump()
+    return [jobs.new_job("plan", plan, pipeline_id=pipeline.id)]
+
+
+def _finish_planning(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
+    [plan_job] = stage_jobs
+    if plan_job.status != JobStatus.SUCCEEDED:
+        return StageResult(error=_job_error(plan_job))
+    plan_id = plan_job.result["plan_id"]
+    with session_scope() as session:
+        post_ids = session.execute(select(Post.id).where(Post.plan_id == plan_id)
+                                   .order_by(Post.scheduled_at)).scalars().all()
+    return StageResult(results={"planId": plan_id, "postIds": list(post_ids)})
+
+
+# content: production -----------------------------------------------------------------------------------------------
+
+
+def _posts_of(pipeline: Pipeline) -> list[Post]:
+    ids = pipeline.results.get("planning", {}).get("postIds", [])
+    if not ids:
+        return []
+    with session_scope() as session:
+        return list(session.execute(select(Post).where(Post.id.in_(ids)).order_by(Post.scheduled_at)).scalars())
+
+
+def _start_production(pipeline: Pipeline) -> list[Job]:
+    # Production writes its own jobs (and chains videos itself); the stage follows the posts.
+    from core.publishing.production import start_production
+
+    request = ContentPipelineRequest.model_validate(pipeline.payload)
+    template = DRY_RUN_TEMPLATE if pipeline.dry_run else ""
+    for post in _posts_of(pipeline):
+        if post.production_status != "ready":
+            start_production(post, count=request.images_per_post, template=template, pipeline_id=pipeline.id)
+    return []
+
+
+def _producing(pipeline: Pipeline) -> bool:
+    return any(post.production_status == "producing" for post in _posts_of(pipeline))
+
+
+def _finish_production(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
+    made = [post for post in _posts_of(pipeline)]
+    ready = [post.id for post in made if post.production_status == "ready"]
+    warnings = [f"post {post.id} ({post.platform}) has no media: {post.error or 'production failed'}"
+                for post in made if post.production_status != "ready"]
+    if not ready:
+        return StageResult(warnings=warnings, error="no post got its media")
+    return StageResult(results={"readyPostIds": ready}, warnings=warnings)
+
+
+# content: scheduling ------------------------------------------------------------------------------------------------
+
+
+def _finish_scheduling(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
+    from core.publishing import posts
+
+    request = ContentPipelineRequest.model_validate(pipeline.payload)
+    done: list[int] = []
+    publish_jobs: list[str] = []
+    warnings = []
+    for post_id in pipeline.results.get("production", {}).get("readyPostIds", []):
+        try:
+            if request.publish_now:
+                publish_jobs.append(posts.publish_now(post_id).id)
+            else:
+                posts.schedule_post(post_id)
+            done.append(post_id)
+        except StudioError as error:
+            warnings.append(f"post {post_id} was not scheduled: {error}")
+    if not done:
+        return StageResult(warnings=warnings, error="no post could be scheduled")
+    return StageResult(results={"scheduledPostIds": done, "publishJobIds": publish_jobs}, warnings=warnings)
+
+
+# lora: aggregate ----------------------------------------------------------------------------------------------------
+
+
+def _finish_aggregate(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
+    return StageResult(results={"summary": summary(pipeline)})
+
+
+def _no_jobs(_pipeline: Pipeline) -> list[Job]:
+    return []
+
+
+STAGES: dict[str, list[Stage]] = {
+    "lora": [
+        Stage("training", _start_training, _finish_training, weight=6),
+        Stage("generation", _start_generation, _finish_generation, weight=2),
+        Stage("video", _start_video, _finish_video, applies=_wants_video, weight=2),
+        Stage("aggregate", _no_jobs, _finish_aggregate, weight=0.1),
+    ],
+    "content": [
+        Stage("planning", _start_planning, _finish_planning, weight=1),
+        Stage("production", _start_production, _finish_production, busy=_producing, weight=6,
+              resume=_start_production),
+        Stage("scheduling", _no_jobs, _finish_scheduling, weight=0.5),
+    ],
+    # Weights follow the stage times measured on 2 CPU cores (the 9:16 render dominates).
+    "demo": [
+        Stage("captions", _start_captions, _finish_captions, weight=1),
+        Stage("training", _start_training, _finish_training, weight=4),
+        Stage("generation", _start_generation, _finish_generation, weight=3),
+        Stage("video", _start_video, _finish_video, weight=8),
+        Stage("post", _no_jobs, _finish_post, weight=0.2),
+    ],
+}
+
+
+def _stages(pipeline: Pipeline) -> list[Stage]:
+    return [stage for stage in STAGES[pipeline.kind] if stage.applies(pipeline)]
+
+
+def _stage(pipeline: Pipeline, name: str) -> Stage:
+    return next(stage for stage in STAGES[pipeline.kind] if stage.name == name)
+
+
+def _next_stage(pipeline: Pipeline, name: str | None) -> Stage | None:
+    stages = _stages(pipeline)
+    if name is None:
+        return stages[0]
+    names = [stage.name for stage in stages]
+    index = names.index(name) + 1
+    return stages[index] if index < len(stages) else None
+
+
+# --- creating, reading --------------------------------------------------------------------------------------------
+
+
+def _request_hash(kind: str, body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps([kind, body], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _check_references(kind: str, request: _Request) -> None:
+    """What the schema cannot see: the dataset, config and (for dry runs) the tiny preset must exist."""
+    if isinstance(request, LoraPipelineRequest):
+        from core.datasets.datasets import get_dataset
+        from core.training.configs import get_config
+
+        try:
+            dataset = get_dataset(request.dataset_id)
+        except NotFound:
+            raise InvalidInput(f"datasetId: dataset {request.dataset_id} does not exist") from None
+        if dataset.image_count == 0:
+            raise InvalidInput(f"datasetId: dataset {dataset.name!r} has no images to train on")
+        if request.config_id is not None:
+            try:
+                get_config(request.config_id)
+            except NotFound:
+                raise InvalidInput(f"configId: config {request.config_id} does not exist") from None
+        if request.dry_run:
+            _dry_run_config_id()
+    elif isinstance(request, ContentPipelineRequest):
+        # The plan job's own checks (dates, platforms, an LLM when asked for), now rather than at its stage.
+        from core.jobs.kinds import PlanPayload
+        from core.publishing.planning import prepare_plan_payload
+
+        prepare_plan_payload(PlanPayload(theme=request.theme, platforms=request.platforms, start=request.start,
+                                         end=request.end, posts_per_week=request.posts_per_week,
+                                         persona=request.persona,
+                                         planner="template" if request.dry_run else request.planner))
+
+
+def create_pipeline(kind: str, body: dict[str, Any], *, idempotency_key: str | None = None) -> tuple[Pipeline, bool]:
+    """Validate and queue a pipeline; returns it and whether it is new. A repeated Idempotency-Key
+    returns the first pipeline (the same body) or is refused (a different body)."""
+    request = parse_request(kind, body)
+    request_hash = _request_hash(kind, request.model_dump(mode="json"))
+    key = (idempotency_key or "").strip() or None
+    if key is not None and len(key) > 200:
+        raise InvalidInput("Idempotency-Key: at most 200 characters")
+    if key is not None:
+        existing = _by_key(key)
+        if existing is not None:
+            return _same_request(existing, request_hash), False
+    _check_references(kind, request)
+    pipeline = Pipeline(kind=kind, payload=request.model_dump(mode="json"), priority=request.priority,
+                        dry_run=request.dry_run, notify_url=str(request.notify_url) if request.notify_url else None,
+                        idempotency_key=key, request_hash=request_hash)
+    try:
+        with session_scope() as session:
+            session.add(pipeline)
+    except IntegrityError:  # the same key, sent twice at once: the other request won
+        existing = _by_key(key or "")
+        if existing is None:
+            raise
+        return _same_request(existing, request_hash), False
+    notify(pipeline.id, "pipeline.queued")
+    start_waiting_pipelines()
+    return get_pipeline(pipeline.id), True
+
+
+def find_by_key(key: str | None) -> Pipeline | None:
+    """The pipeline an Idempotency-Key already started, if any."""
+    return _by_key(key.strip()) if key and key.strip() else None
+
+
+def _by_key(key: str) -> Pipeline | None:
+    with session_scope() as session:
+        return session.execute(select(Pipeline).where(Pipeline.idempotency_key == key)).scalar_one_or_none()
+
+
+def _same_request(existing: Pipeline, request_hash: str) -> Pipeline:
+    if existing.request_hash != request_hash:
+        raise Conflict("Idempotency-Key was already used for a different request")
+    return existing
+
+
+def get_pipeline(pipeline_id: str) -> Pipeline:
+    with session_scope() as session:
+        pipeline = session.get(Pipeline, pipeline_id)
+    if pipeline is None:
+        raise NotFound(f"pipeline {pipeline_id!r} does not exist")
+    return pipeline
+
+
+def list_pipelines(*, statuses: list[str] | None = None, kinds: list[str] | None = None, page: int = 1,
+                   page_size: int = 20) -> Page[Pipeline]:
+    page, page_size = clamp(page, page_size, max_page_size=100)
+    query = select(Pipeline)
+    if statuses:
+        query = query.where(Pipeline.status.in_(statuses))
+    if kinds:
+        query = query.where(Pipeline.kind.in_(kinds))
+    with session_scope() as session:
+        total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+        items = list(session.execute(query.order_by(Pipeline.created_at.desc(), Pipeline.id.desc())
+                                     .offset((page - 1) * page_size).limit(page_size)).scalars())
+    return Page(items, total, page, page_size)
+
+
+# --- running --------------------------------------------------------------------------------------------------------
+
+
+def _running_count_guard(session: Any) -> None:
+    """PostgreSQL: serialise starts, so two processes never both see a free slot (SQLite's writes are serial)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(731100)"))
+
+
+def start_waiting_pipelines() -> list[str]:
+    """Start queued pipelines while fewer than ``pipelines_max_running`` run (priority, then age)."""
+    limit = get_settings().pipelines_max_running
+    started: list[str] = []
+    while True:
+        with session_scope() as session:
+            _running_count_guard(session)
+            running = session.execute(select(func.count()).select_from(Pipeline)
+                                      .where(Pipeline.status == JobStatus.RUNNING)).scalar_one()
+            if running >= limit:
+                break
+            next_id = session.execute(select(Pipeline.id).where(Pipeline.status == JobStatus.QUEUED)
+                                      .order_by(Pipeline.priority.desc(), Pipeline.created_at)
+                                      .limit(1)).scalar_one_or_none()
+            if next_id is None:
+                break
+            session.execute(update(Pipeline).where(Pipeline.id == next_id, Pipeline.status == JobStatus.QUEUED)
+                            .values(status=JobStatus.RUNNING, started_at=utcnow(), updated_at=utcnow()))
+        started.append(next_id)
+        pipeline = get_pipeline(next_id)
+        notify(next_id, "pipeline.started")
+        if pipeline.stage is None:
+            _enter(next_id, _next_stage(pipeline, None), leaving=None)
+        else:
+            _resume(pipeline)
+    return started
+
+
+def _resume(pipeline: Pipeline) -> None:
+    """A retried pipeline continues its stage: the stage starts again if its jobs were never made,
+    else its failed or cancelled jobs run again (training from its checkpoint)."""
+    stage = _stage(pipeline, pipeline.stage or "")
+    if "jobIds" not in pipeline.results.get(stage.name, {}):
+        _enter(pipeline.id, stage, leaving=stage.name)
+        return
+    for job in _stage_jobs(pipeline, stage.name):
+        if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+            jobs.retry_job(job.id)
+    if stage.resume is not None:
+        stage.resume(pipeline)
+    advance_pipeline(pipeline.id)
+
+
+def _enter(pipeline_id: str, stage: Stage | None, *, leaving: str | None,
+           handed: StageResult | None = None) -> None:
+    """Move from ``leaving`` to ``stage`` (None: the end), merging what the finished stage handed on."""
+    pipeline = get_pipeline(pipeline_id)
+    results = dict(pipeline.results)
+    warnings = list(pipeline.warnings)
+    if handed is not None and leaving is not None:
+        results[leaving] = {**results.get(leaving, {}), **handed.results}
+        warnings += handed.warnings
+    if stage is None:
+        _finish(pipeline_id, leaving=leaving, status=JobStatus.SUCCEEDED, results=results, warnings=warnings)
+        return
+    pipeline.results, pipeline.warnings = results, warnings
+    try:
+        new_jobs = stage.start(pipeline)
+    except StudioError as error:
+        _finish(pipeline_id, leaving=leaving, status=JobStatus.FAILED, results=results, warnings=warnings,
+                error=str(error), error_stage=stage.name)
+        return
+    results[stage.name] = {**results.get(stage.name, {}), "jobIds": [job.id for job in new_jobs]}
+    with session_scope() as session:
+        moved = session.execute(update(Pipeline).where(*_still_at(pipeline_id, leaving)).values(
+            stage=stage.name, results=results, warnings=warnings, updated_at=utcnow(),
+            progress=_progress(pipeline, stage.name))).rowcount
+        if not moved:
+            return  # another process moved it on first (its jobs are the ones that count)
+        session.add_all(new_jobs)
+    for job in new_jobs:
+        jobs.enqueue_new(job)
+    notify(pipeline_id, "stage.started")
+    if not new_jobs:
+        advance_pipeline(pipeline_id)
+
+
+def _still_at(pipeline_id: str, stage: str | None) -> list[Any]:
+    at = Pipeline.stage.is_(None) if stage is None else Pipeline.stage == stage
+    return [Pipeline.id == pipeline_id, Pipeline.status == JobStatus.RUNNING, at]
+
+
+def _progress(pipeline: Pipeline, current: str, fraction: float = 0.0) -> float:
+    stages = _stages(pipeline)
+    total = sum(stage.weight for stage in stages) or 1.0
+    done = 0.0
+    for stage in stages:
+        if stage.name == current:
+            return round((done + stage.weight * fraction) / total, 4)
+        done += stage.weight
+    return 1.0
+
+
+def _finish(pipeline_id: str, *, leaving: str | None, status: JobStatus, results: dict[str, Any],
+            warnings: list[str], error: str | None = None, error_stage: str | None = None) -> None:
+    values: dict[str, Any] = {"status": status, "results": results, "warnings": warnings, "error": error,
+                              "error_stage": error_stage, "finished_at": utcnow(), "updated_at": utcnow()}
+    if status == JobStatus.SUCCEEDED:
+        values["progress"] = 1.0
+    with session_scope() as session:
+        moved = session.execute(update(Pipeline).where(*_still_at(pipeline_id, leaving)).values(**values)).rowcount
+    if moved:
+        notify(pipeline_id, f"pipeline.{status}")
+        start_waiting_pipelines()
+
+
+def _stage_jobs(pipeline: Pipeline, name: str) -> list[Job]:
+    ids = pipeline.results.get(name, {}).get("jobIds", [])
+    if not ids:
+        return []
+    with session_scope() as session:
+        found = {job.id: job for job in session.execute(select(Job).where(Job.id.in_(ids))).scalars()}
+    return [found[job_id] for job_id in ids if job_id in found]
+
+
+def advance_pipeline(pipeline_id: str) -> None:
+    """If the current stage's work is done, hand its results on to the next stage (or finish)."""
+    pipeline = get_pipeline(pipeline_id)
+    if pipeline.status != JobStatus.RUNNING or pipeline.stage is None:
+        return
+    stage = _stage(pipeline, pipeline.stage)
+    stage_jobs = _stage_jobs(pipeline, stage.name)
+    finished = [job for job in stage_jobs if job.status in TERMINAL_STATUSES]
+    if len(finished) < len(stage_jobs) or stage.busy(pipeline):
+        fraction = len(finished) / len(stage_jobs) if stage_jobs else 0.0
+        with session_scope() as session:
+            session.execute(update(Pipeline).where(*_still_at(pipeline_id, stage.name))
+                            .values(progress=_progress(pipeline, stage.name, fraction), updated_at=utcnow()))
+        return
+    outcome = stage.finish(pipeline, stage_jobs)
+    if outcome.error is not None:
+        results = {**pipeline.results, stage.name: {**pipeline.results.get(stage.name, {}), **outcome.results,
+                                                    "failedWarnings": outcome.warnings}}  # a retry drops them
+        _finish(pipeline_id, leaving=stage.name, status=JobStatus.FAILED, results=results,
+                warnings=[*pipeline.warnings, *outcome.warnings], error=outcome.error, error_stage=stage.name)
+        return
+    _enter(pipeline_id, _next_stage(pipeline, stage.name), leaving=stage.name, handed=outcome)
+
+
+def pipeline_job_finished(job_id: str, status: str) -> None:
+    """The job-finished listener: a pipeline's job ended, so its stage may be done."""
+    pipeline_id = jobs.get_job(job_id).pipeline_id
+    if pipeline_id is not None:
+        advance_pipeline(pipeline_id)
+
+
+def sweep_pipelines(*, limit: int = 200) -> None:
+    """The scheduler's safety net: advance running pipelines and start waiting ones."""
+    with session_scope() as session:
+        running = session.execute(select(Pipeline.id).where(Pipeline.status == JobStatus.RUNNING)
+                                  .order_by(Pipeline.updated_at).limit(limit)).scalars().all()
+    for pipeline_id in running:
+        try:
+            advance_pipeline(pipeline_id)
+        except Exception:  # one broken pipeline must not stall the others
+            _logger.warning("could not advance pipeline %s", pipeline_id, exc_info=True)
+    start_waiting_pipelines()
+
+
+# --- cancel and retry ---------------------------------------------------------------------------------------------
+
+
+def cancel_pipeline(pipeline_id: str) -> Pipeline:
+    pipeline = get_pipeline(pipeline_id)
+    if pipeline.status in TERMINAL_STATUSES:
+        raise Conflict(f"pipeline {pipeline_id} already {pipeline.status}; nothing to cancel")
+    with session_scope() as session:
+        active = session.execute(select(Job.id).where(Job.pipeline_id == pipeline_id, Job.status.in_(ACTIVE))
+                                 ).scalars().all()
+        session.execute(update(Pipeline).where(Pipeline.id == pipeline_id,
+                                               Pipeline.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+                        .values(status=JobStatus.CANCELLED, finished_at=utcnow(), updated_at=utcnow(),
+                                error_stage=pipeline.stage))
+    for job_id in active:
+        try:
+            jobs.cancel_job(job_id)
+        except Conflict:
+            pass  # it finished meanwhile
+    notify(pipeline_id, "pipeline.cancelled")
+    start_waiting_pipelines()
+    return get_pipeline(pipeline_id)
+
+
+def retry_pipeline(pipeline_id: str) -> Pipeline:
+    """Resume a failed or cancelled pipeline from the stage that stopped it; finished stages are not
+    repeated. It queues again and continues when a slot is free (see :func:`_resume`)."""
+    pipeline = get_pipeline(pipeline_id)
+    if pipeline.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise Conflict(f"only failed or cancelled pipelines can be retried; pipeline {pipeline_id} is "
+                       f"{pipeline.status}")
+    at = pipeline.error_stage or pipeline.stage
+    # The failed attempt's warnings go: the retried stage reports its own again when it finishes.
+    results, stale = dict(pipeline.results), []
+    if at is not None and at in results:
+        results[at] = {key: value for key, value in results[at].items() if key != "failedWarnings"}
+        stale = pipeline.results[at].get("failedWarnings", [])
+    warnings = [warning for warning in pipeline.warnings if warning not in stale]
+    with session_scope() as session:
+        session.execute(update(Pipeline).where(Pipeline.id == pipeline_id, Pipeline.status == pipeline.status)
+                        .values(status=JobStatus.QUEUED, error=None, error_stage=None, finished_at=None,
+                                updated_at=utcnow(), stage=at, results=results, warnings=warnings))
+    notify(pipeline_id, "pipeline.retried")
+    start_waiting_pipelines()
+    return get_pipeline(pipeline_id)
+
+
+# --- notifications ---------------------------------------------------------------------------------------------
+
+
+def summary(pipeline: Pipeline) -> dict[str, Any]:
+    """Everything an automation wants at the end: the LoRA version, asset links, warnings."""
+    from core.library.assets import download_url, get_asset
+
+    results = pipeline.results
+
+    def link(asset_id: int | None) -> dict[str, Any] | None:
+        if asset_id is None:
+            return None
+        try:
+            return {"assetId": asset_id, "url": download_url(get_asset(asset_id))}
+        except NotFound:
+            return {"assetId": asset_id, "url": None}
+
+    view: dict[str, Any] = {}
+    if pipeline.kind in ("lora", "demo"):
+        training = results.get("training", {})
+        view["lora"] = ({"id": training["loraId"], "name": training.get("loraName"), "step": training.get("loraStep")}
+                        if "loraId" in training else None)
+        view["images"] = [link(i) for i in results.get("generation", {}).get("imageAssetIds", [])]
+        view["video"] = link(results.get("video", {}).get("videoAssetId"))
+        if pipeline.kind == "demo":
+            view["postId"] = results.get("post", {}).get("postId")
+    else:
+        view["planId"] = results.get("planning", {}).get("planId")
+        view["postIds"] = results.get("scheduling", {}).get("scheduledPostIds", [])
+    return view
+
+
+def pipeline_view(pipeline: Pipeline) -> dict[str, Any]:
+    """The API's view: status, stage, progress percent, per-stage jobs and results, warnings, errors."""
+
+    def iso(moment: Any) -> str | None:
+        moment = jobs.aware(moment)
+        return moment.isoformat() if moment else None
+
+    stages = []
+    names = [stage.name for stage in _stages(pipeline)]
+    at = pipeline.error_stage or pipeline.stage
+    current = names.index(at) if at in names else -1
+    for index, stage in enumerate(_stages(pipeline)):
+        data = pipeline.results.get(stage.name) or {}
+        if pipeline.status == JobStatus.SUCCEEDED or index < current:
+            state = "done"
+        elif index == current:
+            state = {JobStatus.RUNNING: "running", JobStatus.QUEUED: "waiting"}.get(pipeline.status, pipeline.status)
+        else:
+            state = "waiting"
+        stages.append({"name": stage.name, "status": state, "jobIds": data.get("jobIds", []),
+                       "results": {k: v for k, v in data.items() if k != "jobIds"}})
+    return {
+        "id": pipeline.id, "kind": pipeline.kind, "status": pipeline.status, "stage": pipeline.stage,
+        "progressPercent": round(pipeline.progress * 100, 1), "priority": pipeline.priority,
+        "dryRun": pipeline.dry_run, "stages": stages, "result": summary(pipeline),
+        "warnings": pipeline.warnings, "error": pipeline.error, "errorStage": pipeline.error_stage,
+        "createdAt": iso(pipeline.created_at), "startedAt": iso(pipeline.started_at),
+        "finishedAt": iso(pipeline.finished_at),
+    }
+
+
+def notify(pipeline_id: str, event: str) -> None:
+    """Queue a signed notification of this change to the pipeline's notifyUrl (outbox + ``notify`` job)."""
+    with session_scope() as session:
+        pipeline = session.get(Pipeline, pipeline_id, with_for_update=True)
+        if pipeline is None or not pipeline.notify_url:
+            return
+        pipeline.events += 1
+        sequence = pipeline.events
+        body = {"event": event, "sequence": sequence, "pipeline": pipeline_view(pipeline), "sentAt": None}
+        note = PipelineNotification(pipeline_id=pipeline_id, sequence=sequence, event=event, url=pipeline.notify_url,
+                                    body=body)
+        session.add(note)
+        session.flush()
+        note_id = note.id
+    jobs.create_job("notify", {"notification_id": note_id})

@@ -1,0 +1,323 @@
+"""The Redis side of the job system: the Dramatiq broker, message tracking and worker presence.
+
+Jobs are enqueued by actor name with a plain ``dramatiq.Message``, so the UI process never
+imports the actors (nor torch). The broker is tuned for fast redelivery and pickup: see
+``Settings.broker_heartbeat_timeout_ms`` and ``Settings.worker_idle_poll_ms``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    CurrentMessage,
+    Middleware,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+)
+
+from core.config import Settings, get_settings
+
+_MESSAGE_INDEX = "job-message"  # key per job: "queue|redis message id" of its newest message
+# Dramatiq refuses delays over 7 days, so a message older than this is gone either way.
+_MESSAGE_INDEX_TTL_S = 8 * 24 * 3600
+_WORKER_PREFIX = "worker:"
+
+
+def redis_key(*parts: str, settings: Settings | None = None) -> str:
+    settings = settings or get_settings()
+    return ":".join((settings.redis_namespace, *parts))
+
+
+class JobMessageIndex(Middleware):
+    """Remembers each job's newest broker message, so the reconciler can tell lost jobs apart.
+
+    Dramatiq gives a message a new Redis id whenever it is re-enqueued (delays, retries), so
+    the id is recorded after every enqueue, in Redis itself: if Redis loses its data, the
+    index is lost with the messages, which is exactly when the jobs need re-enqueueing.
+    """
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self.client = client
+        self.prefix = f"{namespace}:{_MESSAGE_INDEX}:"
+
+    def after_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message, delay: int | None) -> None:
+        if not message.args:
+            return
+        value = f"{message.queue_name}|{message.options['redis_message_id']}"
+        self.client.set(self.prefix + str(message.args[0]), value, ex=_MESSAGE_INDEX_TTL_S)
+
+
+def _middleware(client: redis.Redis, namespace: str) -> list[Middleware]:
+    # No TimeLimit: training runs for hours; the reconciler enforces each kind's own limit.
+    # Retries only for failures outside a job's run context (e.g. the database was down
+    # when the job was claimed); the job lifecycle retries its own transient failures.
+    middleware = [
+        AgeLimit(),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        Retries(max_retries=5, min_backoff=1_000, max_backoff=60_000),
+        CurrentMessage(),
+        JobMessageIndex(client, namespace),
+    ]
+    # --- worker metrics (issue 10): Dramatiq's Prometheus middleware, off unless a port is set ---------
+    settings = get_settings()
+    if settings.worker_metrics_port > 0:
+        middleware.append(_worker_metrics_middleware(settings))
+    return middleware
+
+
+def _worker_metrics_middleware(settings: Settings) -> Middleware:
+    """Dramatiq's Prometheus middleware, serving the host's worker metrics from a thread of the worker.
+
+    Dramatiq's CLI would fork an exposition server; the studio runs its worker processes itself, so
+    the first worker process on a host to bind ``worker_metrics_port`` serves the multiprocess files
+    of all of them (the others retry the port every few seconds, taking over if that one dies). It does
+    nothing until ``process_boot``, which only worker processes emit: the app's broker is untouched.
+    """
+    import logging
+    from http.server import HTTPServer
+
+    import dramatiq.middleware.prometheus as dramatiq_prometheus
+
+    directory = settings.worker_metrics_dir or settings.data_dir / "worker-metrics"
+    directory.mkdir(parents=True, exist_ok=True)
+    dramatiq_prometheus.DB_PATH = str(directory)  # the module reads it at call time
+    address = (settings.worker_metrics_host, settings.worker_metrics_port)
+    logger = logging.getLogger("studio.workers.metrics")
+
+    class WorkerMetrics(dramatiq_prometheus.Prometheus):
+        booted = False
+
+        @property
+        def forks(self) -> list[Any]:
+            return []
+
+        def after_process_boot(self, broker: dramatiq.Broker) -> None:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+            import prometheus_client.values
+
+            # prometheus_client picks its value store at import: switch to files if it came in earlier.
+            prometheus_client.values.ValueClass = prometheus_client.values.get_value_class()
+            super().after_process_boot(broker)
+            self.booted = True
+            threading.Thread(target=self._serve, name="worker-metrics", daemon=True).start()
+
+        def _serve(self) -> None:
+            while True:
+                try:
+                    server = HTTPServer(address, dramatiq_prometheus._metrics_handler)
+                except OSError:
+                    time.sleep(5)  # another worker process of this host serves them
+                    continue
+                logger.info("worker metrics on http://%s:%d/metrics", *address)
+                server.serve_forever()
+
+        def __getattribute__(self, name: str) -> Any:
+            # Message hooks need the metrics made at process boot; before it (the app's broker) they are no-ops.
+            if name.startswith(("after_", "before_")) and name != "after_process_boot" \
+                    and not object.__getattribute__(self, "booted"):
+                return lambda *args, **kwargs: None
+            return object.__getattribute__(self, name)
+
+    return WorkerMetrics()
+
+
+def make_redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30, decode_responses=False
+    )
+
+
+def make_broker(settings: Settings | None = None) -> RedisBroker:
+    settings = settings or get_settings()
+    client = make_redis(settings.redis_url)
+    broker = RedisBroker(
+        client=client,
+        namespace=f"{settings.redis_namespace}:dramatiq",
+        heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
+        maintenance_chance=settings.broker_maintenance_chance,
+        middleware=[],
+    )
+    for middleware in _middleware(client, settings.redis_namespace):
+        broker.add_middleware(middleware)
+    return broker
+
+
+@lru_cache(maxsize=1)
+def get_broker() -> RedisBroker:
+    broker = make_broker()
+    dramatiq.set_broker(broker)
+    return broker
+
+
+@lru_cache(maxsize=1)
+def get_redis() -> redis.Redis:
+    return make_redis(get_settings().redis_url)
+
+
+def reset_clients() -> None:
+    """Forget cached clients (tests point the settings at other servers)."""
+    get_broker.cache_clear()
+    get_redis.cache_clear()
+
+
+def enqueue(job_id: str, *, kind: str, queue: str, delay_ms: int | None = None) -> dramatiq.Message:
+    message = dramatiq.Message(queue_name=queue, actor_name=kind, args=(job_id,), kwargs={}, options={})
+    return get_broker().enqueue(message, delay=delay_ms)
+
+
+def _queue_key(queue: str) -> str:
+    return f"{get_broker().namespace}:{queue}"
+
+
+def messages_present(job_ids: list[str]) -> dict[str, bool]:
+    """For each job, whether its newest message still sits in the broker (queued, delayed or in flight)."""
+    if not job_ids:
+        return {}
+    client = get_redis()
+    entries = client.mget([redis_key(_MESSAGE_INDEX, job_id) for job_id in job_ids])
+    pipe = client.pipeline(transaction=False)
+    checked: list[str] = []
+    for job_id, entry in zip(job_ids, entries, strict=True):
+        if entry is None:
+            continue
+        queue, message_id = entry.decode().split("|", 1)
+        pipe.hexists(f"{_queue_key(queue)}.msgs", message_id)
+        checked.append(job_id)
+    found = dict(zip(checked, pipe.execute(), strict=True)) if checked else {}
+    return {job_id: bool(found.get(job_id, False)) for job_id in job_ids}
+
+
+# LREM finds the id only while it waits in the queue's list (not while a worker holds it), so the
+# message is moved, never copied.
+_TO_FRONT = """
+if redis.call("lrem", KEYS[1], 1, ARGV[1]) > 0 then
+    redis.call("lpush", KEYS[1], ARGV[1])
+    return 1
+end
+return 0
+"""
+
+
+def move_to_front(job_ids: list[str]) -> list[str]:
+    """Put these jobs' waiting messages at the head of their queues; returns the jobs moved.
+
+    Dramatiq hands a dead worker's messages back at the tail of their queue, so under a backlog a
+    killed job would wait for every job queued after it. The fetch side pops from the head.
+    """
+    if not job_ids:
+        return []
+    client = get_redis()
+    script = client.register_script(_TO_FRONT)
+    moved: list[str] = []
+    for job_id, entry in zip(job_ids, client.mget([redis_key(_MESSAGE_INDEX, j) for j in job_ids]), strict=True):
+        if entry is None:
+            continue
+        queue, message_id = entry.decode().split("|", 1)
+        if script(keys=[_queue_key(queue)], args=[message_id]):
+            moved.append(job_id)
+    return moved
+
+
+# --- worker presence --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    threads: int
+    started_at: float
+    last_seen: float
+    # GPUs the worker can use, as workers.gpus.GpuInfo dicts (GPU workers only; empty on a CPU machine).
+    gpus: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def largest_gpu_gib(self) -> float | None:
+        return max((gpu["memory_mib"] / 1024 for gpu in self.gpus), default=None)
+
+
+class WorkerPresence:
+    """A worker process announces itself every few seconds under a key that expires."""
+
+    interval_s = 5.0
+    ttl_s = 15
+
+    def __init__(self, queues: list[str], threads: int, gpus: list[dict[str, Any]] | None = None) -> None:
+        self.info = WorkerInfo(
+            id=f"{socket.gethostname()}:{os.getpid()}",
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            queues=list(queues),
+            threads=threads,
+            started_at=time.time(),
+            last_seen=time.time(),
+            gpus=list(gpus or []),
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="worker-presence", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            get_redis().delete(redis_key(_WORKER_PREFIX + self.info.id))
+        except redis.RedisError:
+            pass
+
+    def _beat(self) -> None:
+        data: dict[str, Any] = {**self.info.__dict__, "last_seen": time.time()}
+        get_redis().set(redis_key(_WORKER_PREFIX + self.info.id), json.dumps(data), ex=self.ttl_s)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._beat()
+            except redis.RedisError:
+                pass  # Redis restarting: the next beat re-announces us
+            self._stop.wait(self.interval_s)
+
+
+_WORKER_FIELDS = frozenset(f.name for f in fields(WorkerInfo))  # tolerate announcements of other versions
+
+
+def list_workers() -> list[WorkerInfo]:
+    client = get_redis()
+    keys = sorted(client.scan_iter(match=redis_key(_WORKER_PREFIX + "*"), count=500))
+    if not keys:
+        return []
+    workers = []
+    for raw in client.mget(keys):
+        if raw:
+            known = {name: value for name, value in json.loads(raw).items() if name in _WORKER_FIELDS}
+            workers.append(WorkerInfo(**known))
+    return workers
+
+
+def gpu_worker_memory_gib() -> float | None:
+    """The largest GPU among online workers that consume the gpu queue; None when none has one."""
+    try:
+        workers = list_workers()
+    except redis.RedisError:
+        return None
+    sizes = [w.largest_gpu_gib for w in workers if "gpu" in w.queues and w.largest_gpu_gib is not None]
+    return max(sizes, default=None)

@@ -1,0 +1,101 @@
+"""Short videos: requests, their checks at creation, and where a render's files go.
+
+``prepare_video_payload`` runs when a ``video`` job is created: a generation job's images become
+their asset ids, every image must be in the library (not in the trash), the script must have a
+sentence, the voice must exist and the music must be an audio asset. A bad request therefore fails
+at once, with the reason, and no job or partial asset is ever written for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.config import get_settings
+from core.errors import InvalidInput, NotFound
+from core.infra.storage import job_key
+from core.jobs.kinds import VideoPayload, VoicePreviewPayload
+from core.jobs.lifecycle import create_job, list_jobs
+from core.library import assets
+from core.models import Asset, AssetKind, Job
+from core.pagination import Page
+from core.video.platform_specs import VIDEO_SPECS
+from core.video.voices import split_sentences, validate_voice
+
+VIDEO_KIND = "video"
+PREVIEW_KIND = "voice-preview"
+PREVIEW_TEXT = "Hi, this is how I sound. Let's make something great today!"
+
+
+def _library_asset(asset_id: int, kind: str, what: str) -> Asset:
+    try:
+        asset = assets.get_asset(asset_id)
+    except NotFound:
+        raise InvalidInput(f"{what} {asset_id} does not exist") from None
+    if asset.kind != kind:
+        raise InvalidInput(f"{what} {asset_id} is a {asset.kind}, not a {kind}")
+    if asset.deleted_at is not None:
+        raise InvalidInput(f"{what} {asset_id} is in the trash; restore it first")
+    return asset
+
+
+def _image_ids(payload: VideoPayload) -> list[int]:
+    ids = list(payload.image_asset_ids)
+    if payload.generation_job_id:
+        from core.generation.requests import job_images
+
+        made = [a.id for a in job_images(payload.generation_job_id) if a.id is not None]
+        if not made:
+            raise InvalidInput(f"generation job {payload.generation_job_id} has no images (yet)")
+        ids += [i for i in made if i not in ids]
+    if not ids:
+        raise InvalidInput("pick at least one image (image_asset_ids or generation_job_id)")
+    return ids
+
+
+def prepare_video_payload(payload: VideoPayload) -> tuple[VideoPayload, int | None]:
+    ids = _image_ids(payload)
+    images = [_library_asset(i, AssetKind.IMAGE, "image") for i in ids]
+    split_sentences(payload.script)  # raises InvalidInput for a script with nothing to say
+    voice = validate_voice(payload.voice or get_settings().tts_default_voice)
+    if payload.music_asset_id is not None:
+        _library_asset(payload.music_asset_id, AssetKind.AUDIO, "music")
+    unknown = [p for p in payload.platforms if p not in VIDEO_SPECS]
+    if unknown:
+        raise InvalidInput(f"unknown platform(s): {', '.join(unknown)} (known: {', '.join(VIDEO_SPECS)})")
+    character_id = next((a.character_id for a in images if a.character_id is not None), None)
+    resolved = payload.model_copy(update={"image_asset_ids": ids, "generation_job_id": None, "voice": voice.id})
+    return VideoPayload.model_validate(resolved.model_dump()), character_id
+
+
+def prepare_voice_preview(payload: VoicePreviewPayload) -> tuple[VoicePreviewPayload, int | None]:
+    voice = validate_voice(payload.voice)
+    return payload.model_copy(update={"voice": voice.id, "text": payload.text.strip() or PREVIEW_TEXT}), None
+
+
+def submit_video(**request: Any) -> Job:
+    """Queue a render; ``request`` holds VideoPayload's fields (validated with errors naming the field)."""
+    return create_job(VIDEO_KIND, request)
+
+
+def submit_voice_preview(*, voice: str, rate_wpm: int = 165, text: str = "") -> Job:
+    return create_job(PREVIEW_KIND, {"voice": voice, "rate_wpm": rate_wpm, "text": text})
+
+
+def preview_key(job_id: str) -> str:
+    return job_key(job_id, "preview.wav")
+
+
+def list_renders(*, page: int = 1, page_size: int = 20) -> Page[Job]:
+    return list_jobs(kinds=[VIDEO_KIND], page=page, page_size=page_size)
+
+
+def output_keys(job_id: str) -> dict[str, str]:
+    """Deterministic per job: a redelivered render overwrites instead of duplicating."""
+    return {name: job_key(job_id, f"video/{file}") for name, file in
+            (("video", "video.mp4"), ("subtitles", "subtitles.srt"), ("voice", "voice.wav"))}
+
+
+def read_preview(job_id: str) -> bytes:
+    from core.infra.storage import get_object_store
+
+    return get_object_store().get_bytes(preview_key(job_id))

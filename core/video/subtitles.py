@@ -1,0 +1,221 @@
+"""Subtitle cues for the voice-over, and SRT files. Pure Python: shared by the worker that renders a
+video, the video page (to show and edit cues) and the tests.
+
+Cues come from either source of timing:
+
+* ``cues_from_words`` — whisper word timestamps on the voice track (any words: a random test model
+  hears garbage, and real models sometimes put words past the end of the audio);
+* ``cues_from_sentences`` — the TTS engine's exact sentence spans, when no speech model is set.
+
+Either way a cue is one line of at most ``max_words_per_line`` words, cues never overlap and never
+run past the audio.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+from core.errors import InvalidInput
+from core.video.options import Cue, Word
+
+DEFAULT_MAX_GAP_S = 0.6
+"""A pause between two words longer than this starts a new cue."""
+DEFAULT_MIN_CUE_S = 0.4
+"""Cues shorter than this are held longer, when the next cue and the audio end leave room."""
+_TOLERANCE_S = 0.0015  # SRT keeps milliseconds; rounding may move a time by half of one
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*$")
+
+
+def _clean(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def cues_from_words(
+    words: Sequence[Word],
+    *,
+    max_words_per_line: int,
+    max_gap: float = DEFAULT_MAX_GAP_S,
+    min_duration: float = DEFAULT_MIN_CUE_S,
+    audio_end: float | None = None,
+) -> list[Cue]:
+    """Group timed words into cues of at most ``max_words_per_line`` words.
+
+    A new cue starts after ``max_words_per_line`` words, after a pause longer than ``max_gap`` and
+    after a word that ends a sentence. Cues are sorted, do not overlap, and end by ``audio_end``
+    (words at or after it are shown at the very end if there is room, else dropped: nobody hears
+    them). A cue shorter than ``min_duration`` is extended into the silence after it.
+    """
+    if max_words_per_line < 1:
+        raise InvalidInput("max words per line must be at least 1")
+    if audio_end is not None and audio_end <= 0:
+        return []
+    cleaned: list[Word] = []
+    for word in words:
+        text = _clean(word.text)
+        if not text:
+            continue
+        start = max(0.0, float(word.start))
+        end = max(start, float(word.end))
+        if audio_end is not None:
+            start, end = min(start, audio_end), min(end, audio_end)
+        cleaned.append(Word(text=text, start=start, end=end))
+    cleaned.sort(key=lambda w: (w.start, w.end))
+
+    groups: list[list[Word]] = []
+    for word in cleaned:
+        current = groups[-1] if groups else None
+        if (
+            current is None
+            or len(current) >= max_words_per_line
+            or word.start - current[-1].end > max_gap
+            or _SENTENCE_END.search(current[-1].text)
+        ):
+            groups.append([word])
+        else:
+            current.append(word)
+
+    limit = math.inf if audio_end is None else audio_end
+    cues: list[Cue] = []
+    for index, group in enumerate(groups):
+        text = " ".join(w.text for w in group)
+        previous_end = cues[-1].end if cues else 0.0
+        start = max(group[0].start, previous_end)
+        end = max(max(w.end for w in group), start)
+        if end - start < min_duration:
+            following = groups[index + 1][0].start if index + 1 < len(groups) else math.inf
+            end = max(end, min(start + min_duration, following))
+            if end - start < min_duration / 4:  # words stacked on one instant: give them time anyway
+                end = start + min_duration
+        end = min(end, limit)
+        if end - start <= 0:
+            # No time left before the audio ends: squeeze in just before the end if the previous cue
+            # leaves room, else join the previous cue when the line has room, else drop the words.
+            if limit - previous_end > 0:
+                start, end = max(previous_end, limit - min_duration), limit
+            elif cues and len(cues[-1].text.split()) + len(group) <= max_words_per_line:
+                cues[-1] = Cue(start=cues[-1].start, end=cues[-1].end, text=f"{cues[-1].text} {text}")
+                continue
+            else:
+                continue
+        cues.append(Cue(start=start, end=end, text=text))
+    return cues
+
+
+def _lines(words: list[str], max_words_per_line: int) -> list[list[str]]:
+    """Split words into the fewest lines of at most ``max_words_per_line``, as even as possible
+    (at 4 per line: 5 words → 3 + 2, not 4 + 1; 9 → 3 + 3 + 3, not 4 + 4 + 1)."""
+    count = math.ceil(len(words) / max_words_per_line)
+    size, extra = divmod(len(words), count)
+    lines, position = [], 0
+    for index in range(count):
+        take = size + (1 if index < extra else 0)
+        lines.append(words[position : position + take])
+        position += take
+    return lines
+
+
+def cues_from_sentences(
+    sentences: Sequence[str],
+    timings: Sequence[tuple[float, float]],
+    *,
+    max_words_per_line: int,
+) -> list[Cue]:
+    """Cues from the TTS sentence spans: each sentence's words in balanced lines of at most
+    ``max_words_per_line``, its span shared among them in proportion to their characters."""
+    if max_words_per_line < 1:
+        raise InvalidInput("max words per line must be at least 1")
+    if len(sentences) != len(timings):
+        raise InvalidInput(f"{len(sentences)} sentences but {len(timings)} timings")
+    cues: list[Cue] = []
+    previous_end = 0.0
+    for sentence, (raw_start, raw_end) in zip(sentences, timings, strict=True):
+        words = _clean(sentence).split()
+        start, end = max(float(raw_start), previous_end, 0.0), float(raw_end)
+        if not words or end <= start:
+            continue
+        lines = [" ".join(line) for line in _lines(words, max_words_per_line)]
+        weights = [len(line) + 1 for line in lines]  # +1: the space after it takes time too
+        total = sum(weights)
+        position, elapsed = start, 0
+        for index, (line, weight) in enumerate(zip(lines, weights, strict=True)):
+            elapsed += weight
+            line_end = end if index == len(lines) - 1 else start + (end - start) * elapsed / total
+            cues.append(Cue(start=position, end=line_end, text=line))
+            position = line_end
+        previous_end = end
+    return cues
+
+
+def format_timestamp(seconds: float) -> str:
+    """Seconds → SRT ``HH:MM:SS,mmm`` (3661.5 → ``01:01:01,500``)."""
+    if seconds < 0 or seconds != seconds:
+        raise InvalidInput(f"subtitle times must be 0 or more seconds, not {seconds!r}")
+    total_ms = round(seconds * 1000)
+    hours, rest = divmod(total_ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs, millis = divmod(rest, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d},{millis:03d}"
+
+
+def to_srt(cues: Sequence[Cue]) -> str:
+    """An SRT document: numbered from 1, ``start --> end``, the text, a blank line between cues."""
+    blocks = []
+    for number, cue in enumerate(cues, start=1):
+        # A blank line would end the cue early: keep line breaks, drop empty lines.
+        text = "\n".join(line.strip() for line in cue.text.splitlines() if line.strip())
+        if not text:
+            raise InvalidInput(f"subtitle {number} has no text")
+        blocks.append(f"{number}\n{format_timestamp(cue.start)} --> {format_timestamp(cue.end)}\n{text}\n")
+    return "\n".join(blocks)
+
+
+_TIME = r"(\d+):([0-5]?\d):([0-5]?\d)(?:[,.](\d{1,3}))?"
+_TIMING_LINE = re.compile(rf"^\s*{_TIME}\s*-->\s*{_TIME}(?:\s+.*)?$")
+
+
+def _seconds(hours: str, minutes: str, secs: str, millis: str | None) -> float:
+    fraction = int((millis or "0").ljust(3, "0")) / 1000
+    return int(hours) * 3600 + int(minutes) * 60 + int(secs) + fraction
+
+
+def parse_srt(text: str) -> list[Cue]:
+    """Cues from an SRT document (BOM, CRLF, ``.`` for ``,`` and missing numbers tolerated)."""
+    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    cues: list[Cue] = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        lines = block.split("\n")
+        if not any(line.strip() for line in lines):
+            continue
+        if lines and lines[0].strip().isdigit() and len(lines) > 1:
+            lines = lines[1:]
+        match = _TIMING_LINE.match(lines[0]) if lines else None
+        if match is None:
+            raise InvalidInput(f"not an SRT cue (expected 'HH:MM:SS,mmm --> HH:MM:SS,mmm'): {block[:80]!r}")
+        start, end = _seconds(*match.groups()[:4]), _seconds(*match.groups()[4:])
+        if end < start:
+            raise InvalidInput(f"SRT cue ends before it starts: {lines[0].strip()!r}")
+        cue_text = "\n".join(line.strip() for line in lines[1:] if line.strip())
+        cues.append(Cue(start=start, end=end, text=cue_text))
+    return cues
+
+
+def check_cues(cues: Sequence[Cue], duration: float) -> None:
+    """Raise ``InvalidInput`` listing every problem: empty text, a cue that does not end after it
+    starts, cues out of order or overlapping, a cue past ``duration``."""
+    problems: list[str] = []
+    previous_end = 0.0
+    for number, cue in enumerate(cues, start=1):
+        where = f"subtitle {number} ({cue.start:.3f}–{cue.end:.3f} s)"
+        if not cue.text.strip():
+            problems.append(f"{where} has no text")
+        if cue.end <= cue.start:
+            problems.append(f"{where} does not end after it starts")
+        if cue.start < previous_end - _TOLERANCE_S:
+            problems.append(f"{where} overlaps the one before")
+        if cue.end > duration + _TOLERANCE_S:
+            problems.append(f"{where} runs past the end of the audio ({duration:.3f} s)")
+        previous_end = max(previous_end, cue.end)
+    if problems:
+        raise InvalidInput("; ".join(problems))
