@@ -400,7 +400,7 @@ def _pending_post_media() -> list[tuple[int, str, list[int]]]:
 
 
 def _purge(assets: Sequence[Asset], loras: dict[int, LoraModel]) -> int:
-    from core import training  # core.training.runs imports this module
+    from core.training import runs as training  # core.training.runs imports this module
 
     for lora in loras.values():
         training._remove_lora(lora)  # weights, training state, its asset and the LoraModel row
