@@ -6,7 +6,7 @@ Run with ``streamlit run server.py`` (Streamlit finds the module-level ``app``).
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from api.app import api_routes
+from api.routes import api_routes
 from core.db import upgrade_schema
 from core.infra.logging_setup import configure_logging
 from core.infra.storage import prepare_storage
