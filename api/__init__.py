@@ -1,0 +1,1 @@
+"""The HTTP API embedded in the Streamlit server, for n8n and scripts (see api/README.md)."""

@@ -1,6 +1,6 @@
 """The pipeline routes n8n calls: start (lora, content), read, list, cancel, retry.
 
-On top of the API token (and the rate limit) every route gets in ``api.app``, starting a
+On top of the API token (and the rate limit) every route gets from ``api.framework``, starting a
 pipeline may carry an HMAC-SHA256 signature of its body (``core.infra.signing``): checked whenever it is
 sent, required when ``STUDIO_WEBHOOK_REQUIRE_SIGNATURE`` is on, refused outside the time window
 or when replayed. An ``Idempotency-Key`` header (n8n can send its execution id) makes a repeated
@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api.app import ApiError, Endpoint, api, parse_json_object, read_body
+from api.framework import ApiError, Endpoint, api, hex_id, parse_json_object, read_body
 from core.automation import pipelines
 from core.config import get_settings
 from core.infra.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
@@ -54,10 +54,7 @@ def _refuse_replay(signature: str, window_s: int) -> None:
 
 
 def _pipeline_id(request: Request) -> str:
-    pipeline_id = request.path_params["pipeline_id"]
-    if not (len(pipeline_id) == 32 and all(c in "0123456789abcdef" for c in pipeline_id)):
-        raise ApiError(404, f"pipeline {pipeline_id!r} does not exist")
-    return pipeline_id
+    return hex_id(request, "pipeline_id", what="pipeline")
 
 
 def _start(kind: str) -> Endpoint:
@@ -120,7 +117,7 @@ async def post_retry(request: Request) -> Response:
     return JSONResponse(await run_in_threadpool(pipelines.pipeline_view, pipeline))
 
 
-def pipeline_routes() -> list[Route]:
+def routes() -> list[Route]:
     return [
         *(Route(f"/api/pipelines/{kind}", _start(kind), methods=["POST"]) for kind in PIPELINE_KINDS),
         Route("/api/pipelines", list_pipelines, methods=["GET"]),

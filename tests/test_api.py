@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from api.app import api_routes
+from api.routes import api_routes
 from core.db import session_scope
 from core.models import Job
 from tests.conftest import TEST_API_TOKEN

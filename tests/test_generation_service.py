@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from api.app import api_routes
+from api.routes import api_routes
 from core.datasets.datasets import create_dataset, import_files
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput

@@ -24,7 +24,7 @@ AUTH = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
 
 @pytest.fixture
 def client(studio):
-    from api.app import api_routes
+    from api.routes import api_routes
 
     with TestClient(Starlette(routes=api_routes())) as test_client:
         yield test_client

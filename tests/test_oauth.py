@@ -16,7 +16,7 @@ from sqlalchemy import func, select, text, update
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from api.app import api_routes
+from api.routes import api_routes
 from core.config import reload_settings
 from core.db import session_scope
 from core.errors import InvalidInput

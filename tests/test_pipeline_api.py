@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from api.app import api_routes
+from api.routes import api_routes
 from core.automation import pipelines
 from core.config import reload_settings
 from core.db import session_scope

@@ -8,7 +8,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from api.app import api_routes
+from api.routes import api_routes
 from core.config import PROJECT_ROOT
 from core.errors import NotFound
 from core.generation.templates import (

@@ -266,7 +266,7 @@ def list_jobs(
     """List jobs, newest first."""
     result = jobs.list_jobs(statuses=status, kinds=kind, page=page, page_size=page_size)
     if as_json:
-        from api.app import job_to_dict
+        from api.jobs import job_to_dict
 
         typer.echo(json.dumps({"total": result.total, "items": [job_to_dict(j) for j in result.items]}))
         return

@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 import core.infra.storage
-from api.app import api_routes
+from api.routes import api_routes
 from core.config import reload_settings
 from core.infra.storage import get_object_store, reset_object_store
 from core.library import assets

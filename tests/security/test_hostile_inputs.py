@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from api.app import api_routes
+from api.routes import api_routes
 from core.infra.signing import sign
 from tests.conftest import ROOT, TEST_API_TOKEN
 from tests.security.conftest import AUTH, CONTENT_BODY, WEBHOOK_SECRET

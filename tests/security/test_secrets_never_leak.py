@@ -31,7 +31,7 @@ from sqlalchemy import inspect, select, text
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from api.app import api_routes
+from api.routes import api_routes
 from core.automation import pipelines
 from core.config import reload_settings
 from core.db import get_engine, session_scope

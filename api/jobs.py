@@ -1,0 +1,111 @@
+"""The job routes: start any registered job kind, read it, page through its logs, cancel, retry."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from api.framework import ApiError, api, hex_id, read_json_body
+from core.jobs import lifecycle as jobs
+from core.jobs import logs as joblogs
+from core.models import Job
+
+
+def _iso(moment: datetime | None) -> str | None:
+    aware = jobs.aware(moment)
+    return aware.isoformat() if aware else None
+
+
+def job_to_dict(job: Job) -> dict[str, Any]:
+    """A job as the API (and the CLI's ``--json``) shows it: camelCase keys, ISO 8601 times."""
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "queue": job.queue,
+        "status": job.status,
+        "stage": job.stage,
+        "progress": job.progress,
+        "progressMessage": job.progress_message,
+        "attempts": job.attempts,
+        "maxAttempts": job.max_attempts,
+        "payload": job.payload,
+        "result": job.result,
+        "error": job.error,
+        "errorStage": job.error_stage,
+        "cancelRequested": job.cancel_requested,
+        "parentId": job.parent_id,
+        "pipelineId": job.pipeline_id,
+        "createdAt": _iso(job.created_at),
+        "startedAt": _iso(job.started_at),
+        "finishedAt": _iso(job.finished_at),
+    }
+
+
+def _job_id(request: Request) -> str:
+    return hex_id(request, "job_id", what="job")
+
+
+@api()
+async def post_job(request: Request) -> Response:
+    body = await read_json_body(request)
+    kind = body.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise ApiError(422, "field 'kind' is required and must be a string")
+    payload = body.get("payload", {})
+    if not isinstance(payload, dict):
+        raise ApiError(422, "field 'payload' must be an object")
+    unknown = sorted(set(body) - {"kind", "payload"})
+    if unknown:
+        raise ApiError(422, f"unknown field(s): {', '.join(unknown)}")
+    job = await run_in_threadpool(jobs.create_job, kind, payload)
+    return JSONResponse(job_to_dict(job), status_code=201, headers={"Location": f"/api/jobs/{job.id}"})
+
+
+@api()
+async def get_job(request: Request) -> Response:
+    job = await run_in_threadpool(jobs.get_job, _job_id(request))
+    return JSONResponse(job_to_dict(job))
+
+
+@api()
+async def get_job_logs(request: Request) -> Response:
+    job_id = _job_id(request)
+    await run_in_threadpool(jobs.get_job, job_id)  # 404 for unknown jobs
+    try:
+        after = int(request.query_params.get("after", "0"))
+        limit = int(request.query_params.get("limit", "500"))
+    except ValueError:
+        raise ApiError(400, "'after' and 'limit' must be integers") from None
+    page = await run_in_threadpool(joblogs.read_logs, job_id, after=after, limit=limit)
+    lines = [
+        {"id": e.id, "level": e.level, "message": e.message, "at": _iso(e.created_at)}
+        for e in page.entries
+    ]
+    return JSONResponse({"lines": lines, "cursor": page.cursor})
+
+
+@api()
+async def post_cancel(request: Request) -> Response:
+    job = await run_in_threadpool(jobs.cancel_job, _job_id(request))
+    return JSONResponse(job_to_dict(job))
+
+
+@api()
+async def post_retry(request: Request) -> Response:
+    job = await run_in_threadpool(jobs.retry_job, _job_id(request))
+    return JSONResponse(job_to_dict(job))
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/api/jobs", post_job, methods=["POST"]),
+        Route("/api/jobs/{job_id}", get_job, methods=["GET"]),
+        Route("/api/jobs/{job_id}/logs", get_job_logs, methods=["GET"]),
+        Route("/api/jobs/{job_id}/cancel", post_cancel, methods=["POST"]),
+        Route("/api/jobs/{job_id}/retry", post_retry, methods=["POST"]),
+    ]
