@@ -28,7 +28,6 @@ from core.video.options import Cue, Word
 from core.video.platform_specs import SpecReport, check_video
 from core.video.subtitles import align_words, cues_from_sentences, to_srt
 from core.video.voices import split_sentences
-from workers.media.fonts import check_caption_text
 
 _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 
@@ -79,6 +78,7 @@ def _cues(ctx: JobContext, speech: Any, payload: VideoPayload) -> list[Cue]:
 
 
 def render(ctx: JobContext) -> dict[str, Any]:
+    from workers.media.fonts import check_caption_text
     from workers.media.render import RenderRequest, render_video
     from workers.ml.tts import synthesize_script
 
