@@ -217,7 +217,7 @@ def cues_from_sentences(
             continue
         lines = _lines(words, max_words_per_line)
         breaks = _line_breaks(lines, (start, end), heard_starts)
-        for line, line_start, line_end in zip(lines, breaks, breaks[1:], strict=True):
+        for line, (line_start, line_end) in zip(lines, itertools.pairwise(breaks), strict=True):
             cues.append(Cue(start=line_start, end=line_end, text=" ".join(line)))
         previous_end = end
     return cues
