@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -13,13 +14,16 @@ from typer.testing import CliRunner
 from core.automation import demo, pipelines
 from core.config import reload_settings
 from core.db import session_scope
+from core.infra.storage import get_object_store
 from core.jobs.lifecycle import aware
 from core.jobs.queue import WorkerPresence
 from core.library.assets import AssetSource, get_asset, store_image
-from core.models import AssetKind, DatasetImage, JobStatus, Pipeline, Post
+from core.models import Asset, AssetKind, DatasetImage, JobStatus, Pipeline, Post
 from core.publishing import posts
 from core.training import runs as training
+from core.video.subtitles import parse_srt
 from tests.apptest import open_page
+from tests.captions import assert_cues_follow_script, frame_at, read_caption, similarity
 from tests.factories import image_bytes
 from tests.test_generation_job import tiny_studio  # noqa: F401 (fixture)
 from workers.cli import app
@@ -67,7 +71,7 @@ def test_the_demo_names_the_queue_no_worker_serves(studio, presence):
     assert pipelines.list_pipelines().total == 0
 
 
-def test_the_demo_runs_every_stage_and_drafts_a_post_with_the_video(demo_studio, workers):
+def test_the_demo_runs_every_stage_and_drafts_a_post_with_the_video(demo_studio, workers, tmp_path):
     workers.worker("gpu,cpu,default", threads=3)
     result = CliRunner().invoke(app, ["demo"])
     assert result.exit_code == 0, result.output
@@ -96,6 +100,7 @@ def test_the_demo_runs_every_stage_and_drafts_a_post_with_the_video(demo_studio,
     assert video.kind == AssetKind.VIDEO and (video.width, video.height) == (1080, 1920)
     assert video.id == pipeline.results["video"]["videoAssetId"]
     assert pipelines.summary(pipeline)["postId"] == post.id
+    _check_captions(video, demo.demo_request(dataset_id)["videoConfig"]["script"], tmp_path)
 
     shown = demo.demo_stages(pipeline)
     assert [s.name for s in shown] == list(STAGES[1:])
@@ -110,6 +115,19 @@ def test_the_demo_runs_every_stage_and_drafts_a_post_with_the_video(demo_studio,
     assert {"videos", "calendar"} <= set(links)
     assert any(f"post {post.id} on TikTok" in m.value for m in at.markdown)
     assert any("Trigger word: `ohwx person` (the latest LoRA's" in c.value for c in at.caption)
+
+
+def _check_captions(video: Asset, script: str, tmp_path: Path) -> None:
+    """The demo video's captions are the script's words (its tiny whisper hears garbage and may only time
+    them), and the burned-in caption reads back (OCR) as the SRT's."""
+    store = get_object_store()
+    cues = parse_srt(store.get_bytes(get_asset(video.meta["subtitles_asset_id"]).key).decode())
+    assert_cues_follow_script(cues, script)
+    path = tmp_path / "demo.mp4"
+    path.write_bytes(store.get_bytes(video.key))
+    cue = max(cues, key=lambda c: c.end - c.start)
+    read = read_caption(frame_at(path, (cue.start + cue.end) / 2, tmp_path / "frame.png"), "eng")
+    assert similarity(cue.text, read) >= 0.7, (cue.text, read)
 
 
 def _pipeline_at_post_stage() -> Pipeline:

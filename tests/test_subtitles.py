@@ -7,6 +7,7 @@ import pytest
 from core.errors import InvalidInput
 from core.video.options import Cue, Word
 from core.video.subtitles import (
+    align_words,
     check_cues,
     cues_from_sentences,
     cues_from_words,
@@ -14,6 +15,7 @@ from core.video.subtitles import (
     parse_srt,
     to_srt,
 )
+from tests.captions import assert_cues_follow_script
 
 
 def words_every(texts: list[str], *, step: float = 0.3, length: float = 0.25, start: float = 0.0) -> list[Word]:
@@ -113,6 +115,57 @@ def test_sentence_cues_split_each_span_by_characters() -> None:
     assert cues[1].start == cues[0].end and cues[1].end == 2.0
     assert (cues[2].start, cues[2].end) == (2.3, 3.0)
     check_cues(cues, 3.0)
+
+
+SCRIPT = "Meet Zoë at #BeachDay, 9 a.m. sharp! Sunscreen comes first."
+SENTENCES = ["Meet Zoë at #BeachDay, 9 a.m. sharp!", "Sunscreen comes first."]
+TIMINGS = [(0.0, 3.0), (3.3, 4.5)]
+
+
+def test_sentence_cues_show_the_script_words_whatever_the_audio_model_heard() -> None:
+    # What a random whisper hears in our own TTS, and what a real one makes of names and hashtags.
+    garbage = words_every(["去去去去去去"] * 6, step=0.7)
+    misheard = words_every(["Meet", "Zoe", "at", "beach", "day", "nine", "am", "sharp", "Sun", "screen", "comes",
+                            "first"], step=0.35)
+
+    plain = cues_from_sentences(SENTENCES, TIMINGS, max_words_per_line=3)
+    for heard in (garbage, misheard):
+        cues = cues_from_sentences(SENTENCES, TIMINGS, max_words_per_line=3, heard=heard)
+
+        assert [c.text for c in cues] == [c.text for c in plain]
+        assert_cues_follow_script(cues, SCRIPT)
+        check_cues(cues, 4.5)
+    assert [c.text for c in plain] == ["Meet Zoë at", "#BeachDay, 9", "a.m. sharp!", "Sunscreen comes first."]
+    garbled = cues_from_sentences(SENTENCES, TIMINGS, max_words_per_line=3, heard=garbage)
+    assert garbled == plain, "nothing heard matches: the spans are shared by characters"
+
+
+def test_heard_words_move_the_line_breaks_to_where_they_were_spoken() -> None:
+    sentences = ["One two three four five."]
+    heard = [Word(text="one", start=0.05, end=0.3), Word(text="to", start=0.35, end=0.5),
+             Word(text="three", start=0.55, end=0.9), Word(text="Four,", start=1.5, end=1.7),
+             Word(text="five", start=1.75, end=1.95)]
+
+    cues = cues_from_sentences(sentences, [(0.0, 2.0)], max_words_per_line=3, heard=heard)
+
+    assert [(c.start, c.end, c.text) for c in cues] == [(0.0, 1.5, "One two three"), (1.5, 2.0, "four five.")]
+
+
+def test_a_heard_word_never_squeezes_a_line_to_nothing() -> None:
+    # whisper puts "four" at the very start: the break it implies would leave the first line no time.
+    heard = [Word(text="four", start=0.01, end=0.02)]
+
+    cues = cues_from_sentences(["One two three four five."], [(0.0, 2.0)], max_words_per_line=3, heard=heard)
+
+    assert cues == cues_from_sentences(["One two three four five."], [(0.0, 2.0)], max_words_per_line=3)
+
+
+def test_script_words_align_to_heard_words_ignoring_case_and_punctuation() -> None:
+    heard = words_every(["meet", "zoey", "at", "beach", "day,", "sharp"])
+
+    matched = align_words(["Meet", "Zoë", "at", "#BeachDay,", "sharp!"], heard)
+
+    assert {index: word.text for index, word in matched.items()} == {0: "meet", 2: "at", 4: "sharp"}
 
 
 def test_sentence_cues_need_one_timing_per_sentence() -> None:

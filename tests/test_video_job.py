@@ -18,6 +18,7 @@ from core.library.assets import AssetSource
 from core.models import Asset, AssetKind, Job
 from core.video import requests as videos
 from core.video.subtitles import parse_srt
+from tests.captions import assert_cues_follow_script, frame_at, read_caption, similarity
 from tests.conftest import wait_until
 from tests.factories import image_bytes
 
@@ -84,6 +85,11 @@ def test_a_vertical_video_is_rendered_on_target_with_subtitles_from_whisper(imag
     cues = parse_srt(get_object_store().get_bytes(assets.get_asset(result["subtitles_asset_id"]).key).decode())
     duration = float(_probe(video)["format"]["duration"])
     assert cues and all(0 <= c.start < c.end <= duration + 0.05 for c in cues)
+    # The tiny whisper hears garbage: it may only time the script's words, never replace them.
+    assert_cues_follow_script(cues, SCRIPT)
+    cue = max(cues, key=lambda c: c.end - c.start)
+    read = read_caption(frame_at(video, (cue.start + cue.end) / 2, tmp_path / "frame.png"), "eng")
+    assert similarity(cue.text, read) >= 0.7, ("the burned-in caption is the SRT's", cue.text, read)
     asset = assets.get_asset(result["video_asset_id"])
     assert (asset.kind, asset.width, asset.height) == (AssetKind.VIDEO, 1080, 1920)
     assert asset.meta["image_asset_ids"] == images and asset.meta["loudness"] == result["loudness"]
@@ -107,6 +113,7 @@ def test_a_square_video_takes_its_subtitles_from_the_tts_timings_without_a_speec
     assert (stream["width"], stream["height"]) == (1080, 1080)
     cues = parse_srt(get_object_store().get_bytes(assets.get_asset(done.result["subtitles_asset_id"]).key).decode())
     assert cues[0].text.split()[:3] == ["Three", "things", "I"] and all(len(c.text.split()) <= 3 for c in cues)
+    assert_cues_follow_script(cues, SCRIPT)
 
 
 def _videos() -> int:

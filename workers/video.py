@@ -1,12 +1,13 @@
 """The ``video`` and ``voice-preview`` jobs.
 
 A render runs in stages: fetch the images (and music) → voice-over (TTS, sentence by sentence) →
-subtitles (whisper word timestamps on the voice track, or the TTS sentence timings when no speech
-model is set) → render (workers/media: motion, transitions, subtitles, music ducked under the voice,
-two-pass loudness) → measure and check against the platforms' specs → store the video, the SRT and
-the voice track as assets. Everything is written to a scratch folder that is removed even on
-failure; the assets are recorded only at the very end, so a failed or cancelled render leaves no
-partial asset behind, and a redelivered one rewrites the same keys.
+subtitles (the script's own words, placed by the TTS sentence spans and, inside a sentence, by the
+words heard: the TTS engine's word timings, or whisper's word timestamps aligned to the script) →
+render (workers/media: motion, transitions, subtitles, music ducked under the voice, two-pass loudness)
+→ measure and check against the platforms' specs → store the video, the SRT and the voice track as
+assets. Everything is written to a scratch folder that is removed even on failure; the assets are
+recorded only at the very end, so a failed or cancelled render leaves no partial asset behind, and a
+redelivered one rewrites the same keys.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from core.library import assets
 from core.library.assets import AssetSource
 from core.models import AssetKind
 from core.video import requests as videos
-from core.video.options import Cue
+from core.video.options import Cue, Word
 from core.video.platform_specs import SpecReport, check_video
-from core.video.subtitles import cues_from_sentences, cues_from_words, to_srt
+from core.video.subtitles import align_words, cues_from_sentences, to_srt
 from core.video.voices import split_sentences
 
 _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
@@ -58,19 +59,26 @@ def _durations(payload: VideoPayload, count: int, voice_seconds: float) -> list[
 
 
 def _cues(ctx: JobContext, speech: Any, payload: VideoPayload) -> list[Cue]:
+    """The script's words as cues, their line breaks timed by what was heard in the voice-over: the TTS
+    engine's word timings when it gives them, else whisper's word timestamps when a speech model is set,
+    else the sentence spans shared by characters. Whisper's own text is never shown: it can only add
+    errors to words the studio wrote itself."""
     model = get_settings().whisper_model
-    words_per_line = payload.subtitles.max_words_per_line
-    if not model:
-        return cues_from_sentences(speech.sentences, speech.timings, max_words_per_line=words_per_line)
-    from workers.ml.transcribe import transcribe_words
+    heard: list[Word] = list(speech.words)
+    if not heard and model:
+        from workers.ml.transcribe import transcribe_words
 
-    ctx.stage("transcribe")
-    words = transcribe_words(speech.path, model)
-    ctx.log(f"whisper ({model}) timed {len(words)} word(s)")
-    return cues_from_words(words, max_words_per_line=words_per_line, audio_end=speech.duration)
+        ctx.stage("transcribe")
+        heard = transcribe_words(speech.path, model)
+        script_words = " ".join(speech.sentences).split()
+        ctx.log(f"whisper ({model}) timed {len(heard)} word(s); "
+                f"{len(align_words(script_words, heard))} of the script's {len(script_words)} matched")
+    return cues_from_sentences(speech.sentences, speech.timings, heard=heard,
+                               max_words_per_line=payload.subtitles.max_words_per_line)
 
 
 def render(ctx: JobContext) -> dict[str, Any]:
+    from workers.media.fonts import check_caption_text
     from workers.media.render import RenderRequest, render_video
     from workers.ml.tts import synthesize_script
 
@@ -80,6 +88,8 @@ def render(ctx: JobContext) -> dict[str, Any]:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
+        if payload.subtitles.enabled:  # a script no installed font can draw fails before any work is done
+            check_caption_text([payload.script])
         ctx.stage("fetch")
         images = [_fetch(asset_id, work, f"image-{i:03d}-asset-{asset_id}")
                   for i, asset_id in enumerate(payload.image_asset_ids)]

@@ -1,11 +1,17 @@
 """Subtitle cues for the voice-over, and SRT files. Pure Python: shared by the worker that renders a
 video, the video page (to show and edit cues) and the tests.
 
-Cues come from either source of timing:
+Two ways to make cues:
 
-* ``cues_from_words`` — whisper word timestamps on the voice track (any words: a random test model
-  hears garbage, and real models sometimes put words past the end of the audio);
-* ``cues_from_sentences`` — the TTS engine's exact sentence spans, when no speech model is set.
+* ``cues_from_sentences`` — for a voice-over the studio spoke from a script: the text is always the
+  script's own words (punctuation and casing kept), in order, each once. The TTS engine's exact sentence
+  spans place the sentences; inside a sentence the line breaks follow the words heard in the audio (the
+  TTS engine's word timings, or whisper's word timestamps aligned to the script by ``align_words``) and
+  fall back to sharing the span by characters where nothing matched. Transcribing our own TTS could only
+  add errors (names, brands, hashtags; a random test model hears garbage), so what whisper heard never
+  becomes text.
+* ``cues_from_words`` — whisper's own words, for audio without a script (any words: real models
+  sometimes put words past the end of the audio).
 
 Either way a cue is one line of at most ``max_words_per_line`` words, cues never overlap and never
 run past the audio.
@@ -13,6 +19,8 @@ run past the audio.
 
 from __future__ import annotations
 
+import difflib
+import itertools
 import math
 import re
 from collections.abc import Sequence
@@ -26,6 +34,9 @@ DEFAULT_MIN_CUE_S = 0.4
 """Cues shorter than this are held longer, when the next cue and the audio end leave room."""
 _TOLERANCE_S = 0.0015  # SRT keeps milliseconds; rounding may move a time by half of one
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*$")
+_WORD_CHARACTERS = re.compile(r"\w+")
+_MIN_LINE_SHARE = 0.25
+"""A heard word may move a line break, but never leave a line less than this share of its even time."""
 
 
 def _clean(text: str) -> str:
@@ -116,34 +127,98 @@ def _lines(words: list[str], max_words_per_line: int) -> list[list[str]]:
     return lines
 
 
+def _comparable(word: str) -> str:
+    """A word as whisper and the script can agree on it: letters and digits only, case folded."""
+    return "".join(_WORD_CHARACTERS.findall(word.casefold()))
+
+
+def align_words(script_words: Sequence[str], heard: Sequence[Word]) -> dict[int, Word]:
+    """The heard word that matches each script word, by index into ``script_words``.
+
+    The longest common runs of the two sequences (compared without punctuation or case) are matched, in
+    order; script words the audio model misheard, skipped or split are simply left out.
+    """
+    script = [_comparable(word) for word in script_words]
+    spoken = sorted((w for w in heard if _comparable(w.text)), key=lambda w: (w.start, w.end))
+    matcher = difflib.SequenceMatcher(None, script, [_comparable(w.text) for w in spoken], autojunk=False)
+    matched: dict[int, Word] = {}
+    for block in matcher.get_matching_blocks():
+        for offset in range(block.size):
+            matched[block.a + offset] = spoken[block.b + offset]
+    return matched
+
+
+def _interpolate(x: float, knots: list[tuple[float, float]]) -> float:
+    """Piecewise-linear y at ``x`` through ``knots`` (sorted by x, first and last bracketing x)."""
+    for (x0, y0), (x1, y1) in itertools.pairwise(knots):
+        if x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return knots[-1][1]
+
+
+def _line_breaks(
+    lines: list[list[str]], span: tuple[float, float], heard_starts: dict[int, float]
+) -> list[float]:
+    """Where each line of one sentence starts and the last one ends, inside ``span``.
+
+    Each word's start is placed on a line through the sentence's start, the words heard (``heard_starts``:
+    word index → start) and its end, the x axis being the characters spoken so far (a word and the space
+    after it); with nothing heard that is the span shared by characters. A break that would leave a line
+    under ``_MIN_LINE_SHARE`` of its even share is not trusted: that sentence is shared by characters.
+    """
+    start, end = span
+    weights = [len(word) + 1 for line in lines for word in line]  # +1: the space after it takes time too
+    total = sum(weights)
+    offsets = [sum(weights[:index]) for index in range(len(weights))]
+    knots = [(0.0, start)]
+    for index in sorted(heard_starts):
+        at = min(max(heard_starts[index], start), end)
+        if 0 < offsets[index] and at >= knots[-1][1]:
+            knots.append((float(offsets[index]), at))
+    knots.append((float(total), end))
+    firsts = list(itertools.accumulate((len(line) for line in lines[:-1]), initial=0))
+    breaks = [start, *(_interpolate(offsets[first], knots) for first in firsts[1:]), end]
+    shortest = _MIN_LINE_SHARE * (end - start) / len(lines)
+    if len(knots) > 2 and any(b - a < shortest for a, b in itertools.pairwise(breaks)):
+        return _line_breaks(lines, span, {})
+    return breaks
+
+
 def cues_from_sentences(
     sentences: Sequence[str],
     timings: Sequence[tuple[float, float]],
     *,
     max_words_per_line: int,
+    heard: Sequence[Word] = (),
 ) -> list[Cue]:
     """Cues from the TTS sentence spans: each sentence's words in balanced lines of at most
-    ``max_words_per_line``, its span shared among them in proportion to their characters."""
+    ``max_words_per_line``, the lines together filling its span exactly.
+
+    The text is the script's, always. ``heard`` (the TTS engine's word timings, or whisper's word
+    timestamps) only moves the breaks between a sentence's lines to where its words were heard; without
+    it, or where none of its words matched, the span is shared among the lines in proportion to their
+    characters."""
     if max_words_per_line < 1:
         raise InvalidInput("max words per line must be at least 1")
     if len(sentences) != len(timings):
         raise InvalidInput(f"{len(sentences)} sentences but {len(timings)} timings")
+    words_by_sentence = [_clean(sentence).split() for sentence in sentences]
+    script_words = [word for words in words_by_sentence for word in words]
+    matched = align_words(script_words, heard) if heard else {}
     cues: list[Cue] = []
     previous_end = 0.0
-    for sentence, (raw_start, raw_end) in zip(sentences, timings, strict=True):
-        words = _clean(sentence).split()
+    first_word = 0
+    for words, (raw_start, raw_end) in zip(words_by_sentence, timings, strict=True):
+        heard_starts = {index - first_word: word.start for index, word in matched.items()
+                        if first_word <= index < first_word + len(words)}
+        first_word += len(words)
         start, end = max(float(raw_start), previous_end, 0.0), float(raw_end)
         if not words or end <= start:
             continue
-        lines = [" ".join(line) for line in _lines(words, max_words_per_line)]
-        weights = [len(line) + 1 for line in lines]  # +1: the space after it takes time too
-        total = sum(weights)
-        position, elapsed = start, 0
-        for index, (line, weight) in enumerate(zip(lines, weights, strict=True)):
-            elapsed += weight
-            line_end = end if index == len(lines) - 1 else start + (end - start) * elapsed / total
-            cues.append(Cue(start=position, end=line_end, text=line))
-            position = line_end
+        lines = _lines(words, max_words_per_line)
+        breaks = _line_breaks(lines, (start, end), heard_starts)
+        for line, (line_start, line_end) in zip(lines, itertools.pairwise(breaks), strict=True):
+            cues.append(Cue(start=line_start, end=line_end, text=" ".join(line)))
         previous_end = end
     return cues
 

@@ -11,8 +11,9 @@ Steps, all in a temporary folder that is removed whatever happens:
    a peak limiter first (see loudness.py) so pass 2 stays linear and lands on the target.
 3. Video, one ffmpeg run: each image scaled once (crop to fill, or fitted over a blurred, darkened copy of
    itself), animated with ``zoompan`` from that one frame (Ken Burns, direction varied by image index) or
-   held still, joined by ``xfade`` crossfades or cuts, subtitles burnt in with libass in output pixels,
-   loudnorm pass 2 on the audio (or a silent track), x264 + AAC, ``+faststart``.
+   held still, joined by ``xfade`` crossfades or cuts, subtitles burnt in with libass in output pixels (each
+   caption in the font for its script; a caption with a character no installed font has is refused before
+   rendering, see fonts.py), loudnorm pass 2 on the audio (or a silent track), x264 + AAC, ``+faststart``.
 4. Measure the loudness of the finished file and probe it; move it to ``output``.
 
 Timing: image ``i`` owns the slot ``[S_i, S_i + durations[i])`` where ``S_i`` is the sum of the durations
@@ -35,9 +36,11 @@ from typing import Any
 import ffmpeg
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.errors import InvalidInput
 from core.video.options import ASPECTS, Aspect, Cue, Fit, LoudnessTarget, Motion, SubtitleStyle, Transition
-from core.video.subtitles import to_srt
+from core.video.subtitles import parse_srt, to_srt
 from workers.media.ffmpeg import MediaError, ProgressCallback, VideoProbe, probe, require_binaries, run_ffmpeg
+from workers.media.fonts import caption_font, check_caption_text
 from workers.media.loudness import (
     Loudness,
     LoudnessMode,
@@ -310,18 +313,38 @@ def check_audio_file(path: Path, *, label: str, timeout: float) -> float:
 
 
 def _subtitle_file(request: RenderRequest, tmp: Path) -> Path | None:
+    """The SRT libass burns in: the request's cues, refused when a character has no installed font, each
+    cue wrapped in the font that draws its script (``<font face>``, which ffmpeg's SRT reader passes to
+    libass); the text itself is exactly the cues'."""
     if request.subtitles is None or not request.subtitle_style.enabled:
         return None
-    target = tmp / "subtitles.srt"
     if isinstance(request.subtitles, list):
-        if not request.subtitles:
-            return None
-        target.write_text(to_srt(request.subtitles), "utf-8")  # cues already hold their line breaks
+        cues = request.subtitles
     else:
-        if not Path(request.subtitles).is_file():
-            raise MediaError(f"the subtitle file {Path(request.subtitles).name} does not exist")
-        shutil.copyfile(request.subtitles, target)
+        source = Path(request.subtitles)
+        if not source.is_file():
+            raise MediaError(f"the subtitle file {source.name} does not exist")
+        try:
+            cues = parse_srt(source.read_text("utf-8-sig"))
+        except (InvalidInput, UnicodeDecodeError) as exc:
+            raise MediaError(f"the subtitle file {source.name} is not a UTF-8 SRT file: {exc}") from exc
+    cues = [cue for cue in cues if cue.text.strip()]  # an empty cue shows nothing, and SRT cannot hold one
+    if not cues:
+        return None
+    check_caption_text(cue.text for cue in cues)
+    target = tmp / "subtitles.srt"
+    target.write_text(to_srt([_in_its_font(cue, request.subtitle_style.font) for cue in cues]), "utf-8")
     return target
+
+
+def _in_its_font(cue: Cue, preferred: str) -> Cue:
+    """The cue with each line wrapped in ``<font face>`` when a font other than the style's draws it."""
+    lines = []
+    for line in cue.text.splitlines():
+        font = caption_font(line, preferred)
+        face = font.replace('"', "")
+        lines.append(line if font == preferred else f'<font face="{face}">{line}</font>')
+    return Cue(start=cue.start, end=cue.end, text="\n".join(lines))
 
 
 def _ass_colour(hex_colour: str, alpha: int = 0) -> str:

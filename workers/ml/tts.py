@@ -3,7 +3,7 @@
 Both engines share one interface: ``synthesize(sentences, rate_wpm=...)`` speaks each sentence on its
 own, trims the silence the engine adds around it, and joins the sentences with a short pause into one
 48 kHz mono 16-bit WAV. Because every sentence is placed by this code, its ``(start, end)`` span in the
-track is known exactly, which is what subtitles follow when no speech model is set.
+track is known exactly, which is what places each sentence's subtitles.
 
 torch and transformers are imported only by the VITS engine, so an espeak preview costs a subprocess.
 """
@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from core.errors import InvalidInput, PermanentJobError
+from core.video.options import Word
 from core.video.voices import DEFAULT_RATE_WPM, parse_voice_id, split_sentences, validate_rate, validate_voice
 
 OUTPUT_SAMPLE_RATE = 48_000
@@ -43,13 +44,18 @@ _MIN_SENTENCE_S = 0.1
 
 @dataclass(frozen=True)
 class Speech:
-    """A voice-over track: one mono WAV and the span of every sentence in it (seconds)."""
+    """A voice-over track: one mono WAV and the span of every sentence in it (seconds).
+
+    ``words`` holds the engine's own word timings when it reports them; neither engine here does yet
+    (espeak-ng's command line has no word events, transformers' VITS keeps its durations inside), so
+    the video job asks whisper instead when a speech model is set."""
 
     path: Path
     sample_rate: int
     duration: float
     sentences: tuple[str, ...]
     timings: tuple[tuple[float, float], ...]
+    words: tuple[Word, ...] = ()
 
 
 class Synthesizer(Protocol):
