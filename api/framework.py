@@ -10,6 +10,7 @@ constant time. Handlers run blocking database and Redis calls in the thread pool
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,6 +29,8 @@ from core.jobs import queue
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 _HEX_ID_LENGTH = 32  # job and pipeline ids are uuid4().hex
+# ASCII digits only: int() would also take "1_000", " 7 " and other scripts' digits ("٣").
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 # --- errors ----------------------------------------------------------------------------------------------
@@ -161,6 +164,23 @@ async def read_body(request: Request) -> bytes:
         if len(body) > limit:
             raise ApiError(413, f"request body over the limit of {limit} bytes")
     return bytes(body)
+
+
+# --- query parameters ------------------------------------------------------------------------------------
+
+
+def query_int(request: Request, name: str, default: int) -> int:
+    """An integer query parameter, or a 422 naming it. Any size is accepted: the core functions clamp
+    pages and cursors to what the database can hold (``core.pagination``)."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        if _INTEGER.fullmatch(raw):
+            return int(raw)
+    except ValueError:  # more digits than Python converts (4300): no page or cursor is that long
+        pass
+    raise ApiError(422, f"{name}: must be an integer")
 
 
 # --- path parameters -------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api.framework import ApiError, api, hex_id, read_json_body
+from api.framework import ApiError, api, hex_id, query_int, read_json_body
 from core.jobs import lifecycle as jobs
 from core.jobs import logs as joblogs
 from core.models import Job
@@ -76,11 +76,7 @@ async def get_job(request: Request) -> Response:
 async def get_job_logs(request: Request) -> Response:
     job_id = _job_id(request)
     await run_in_threadpool(jobs.get_job, job_id)  # 404 for unknown jobs
-    try:
-        after = int(request.query_params.get("after", "0"))
-        limit = int(request.query_params.get("limit", "500"))
-    except ValueError:
-        raise ApiError(400, "'after' and 'limit' must be integers") from None
+    after, limit = query_int(request, "after", 0), query_int(request, "limit", 500)
     page = await run_in_threadpool(joblogs.read_logs, job_id, after=after, limit=limit)
     lines = [
         {"id": e.id, "level": e.level, "message": e.message, "at": _iso(e.created_at)}

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api.framework import ApiError, Endpoint, api, hex_id, parse_json_object, read_body
+from api.framework import ApiError, Endpoint, api, hex_id, parse_json_object, query_int, read_body
 from core.automation import pipelines
 from core.config import get_settings
 from core.infra.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
@@ -93,11 +93,7 @@ def _choices(request: Request, name: str, allowed: tuple[str, ...]) -> list[str]
 
 @api()
 async def list_pipelines(request: Request) -> Response:
-    try:
-        page = int(request.query_params.get("page", "1"))
-        page_size = int(request.query_params.get("pageSize", "20"))
-    except ValueError:
-        raise ApiError(422, "page and pageSize must be integers") from None
+    page, page_size = query_int(request, "page", 1), query_int(request, "pageSize", 20)
     found = await run_in_threadpool(
         pipelines.list_pipelines, statuses=_choices(request, "status", STATUSES),
         kinds=_choices(request, "kind", LISTED_KINDS), page=page, page_size=page_size)

@@ -115,6 +115,25 @@ def test_cancel_retry_and_logs_over_http(client):
     assert more["lines"] == [] and more["cursor"] == logs["cursor"]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize("after", [10**18 * 10, -(10**30), 2**63 - 1])
+def test_job_logs_after_a_cursor_of_any_size_answer_without_error(client, after):
+    job = client.post("/api/jobs", json={"kind": "sleep"}, headers=AUTH).json()
+    client.post(f"/api/jobs/{job['id']}/cancel", headers=AUTH)
+    response = client.get(f"/api/jobs/{job['id']}/logs?after={after}&limit={10**30}", headers=AUTH)
+    assert response.status_code == 200, response.text
+    lines = [line["message"] for line in response.json()["lines"]]
+    assert lines == (["cancel requested"] if after < 0 else [])
+
+
+@pytest.mark.parametrize("query", ["after=abc", "after=1.5", "limit=ten", "after=%EF%BC%91"])
+def test_job_logs_refuse_a_parameter_that_is_not_an_integer_with_422_naming_it(client, query):
+    job = client.post("/api/jobs", json={"kind": "sleep"}, headers=AUTH).json()
+    response = client.get(f"/api/jobs/{job['id']}/logs?{query}", headers=AUTH)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == f"{query.split('=')[0]}: must be an integer"
+
+
 def test_a_training_run_is_started_over_the_api_with_the_default_config(client):
     from core.datasets.datasets import create_dataset, import_files
     from core.training import configs as lora_configs

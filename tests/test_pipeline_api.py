@@ -26,6 +26,7 @@ from core.config import reload_settings
 from core.db import session_scope
 from core.infra.signing import sign
 from core.models import Job, JobStatus, LoraModel, Pipeline, PipelineNotification, utcnow
+from core.pagination import MAX_PAGE
 from tests.conftest import TEST_API_TOKEN
 from tests.factories import days_from_today, upcoming_week
 
@@ -669,7 +670,20 @@ def test_the_list_filters_by_status_and_kind_and_paginates(client, dataset, monk
     assert listed("status=queued,running")["total"] == 5 and listed("")["total"] == 5
 
 
-@pytest.mark.parametrize("query", ["status=paused", "kind=video", "page=x"])
+@BOTH_DATABASES
+@pytest.mark.parametrize("query", ["page=1000000000000000000", "page=-1000000000000000000&pageSize=-5",
+                                   f"page={10**40}&pageSize={10**40}"])
+def test_a_page_number_of_any_size_is_served_within_the_bounds(client, dataset, query):
+    _start(client, _lora(dataset.id))
+    response = client.get(f"/api/pipelines?{query}", headers=AUTH)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["total"] == 1 and 1 <= body["page"] <= MAX_PAGE and 1 <= body["pageSize"] <= 100
+    assert len(body["items"]) == (1 if body["page"] == 1 else 0)
+
+
+@pytest.mark.parametrize("query", ["status=paused", "kind=video", "page=x", "page=1.5", "pageSize=1_000",
+                                   "page=%D9%A3", "page=" + "9" * 5000])
 def test_an_unknown_list_filter_is_422(client, query):
     response = client.get(f"/api/pipelines?{query}", headers=AUTH)
     assert response.status_code == 422

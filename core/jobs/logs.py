@@ -32,6 +32,7 @@ from core.db import session_scope
 from core.infra.logging_setup import redact
 from core.jobs.queue import get_redis, redis_key
 from core.models import JobLog, utcnow
+from core.pagination import clamp_cursor
 
 LEVELS = ("debug", "info", "warning", "error")
 SEQ_SPACE = 10_000  # cursor = ms * SEQ_SPACE + seq
@@ -230,6 +231,7 @@ def _untrimmed(job_id: str) -> bool:
 def read_logs(job_id: str, *, after: int = 0, limit: int = 500, min_level: str = "debug") -> LogPage:
     """Lines with a cursor above ``after``, oldest first, at or above ``min_level``."""
     limit = max(1, min(limit, 5_000))
+    after = clamp_cursor(after)
     entries = _read(job_id, after, limit)
     threshold = LEVELS.index(min_level) if min_level in LEVELS else 0
     cursor = entries[-1].id if entries else after
