@@ -67,10 +67,10 @@ def api(*, authenticated: bool = True) -> Callable[[Endpoint], Endpoint]:
                 return await endpoint(request)
             except ApiError as error:
                 return error_response(error.status, error.message, error.headers)
+            except InvalidInput as error:  # before NotFound: a MissingReference (named in the body) is both
+                return error_response(422, str(error))
             except NotFound as error:
                 return error_response(404, str(error))
-            except InvalidInput as error:
-                return error_response(422, str(error))
             except Conflict as error:
                 return error_response(409, str(error))
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from pydantic import ValidationError
 
 
@@ -15,6 +18,27 @@ class NotFound(StudioError):
 
 class InvalidInput(StudioError, ValueError):
     """The caller's input was rejected; nothing was written."""
+
+
+class MissingReference(NotFound, InvalidInput):
+    """A thing the caller's input names (a dataset id in a payload…) does not exist.
+
+    It is bad input, so the API answers 422 naming the field, as for any other invalid field; a missing
+    thing named by the request's path is a plain NotFound (404). Still a NotFound for callers that only
+    ask whether the thing is there."""
+
+
+@contextmanager
+def referenced_by(field: str) -> Iterator[None]:
+    """Inside, a NotFound is about the thing the input's ``field`` names: it becomes a MissingReference whose
+    message starts with the field (``dataset_id: dataset 7 does not exist``). One already naming its field
+    passes through unchanged, so a wider net (``payload``) never renames a narrower one."""
+    try:
+        yield
+    except MissingReference:
+        raise
+    except NotFound as error:
+        raise MissingReference(f"{field}: {error}") from None
 
 
 class Conflict(StudioError):

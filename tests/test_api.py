@@ -134,6 +134,40 @@ def test_job_logs_refuse_a_parameter_that_is_not_an_integer_with_422_naming_it(c
     assert response.json()["error"] == f"{query.split('=')[0]}: must be an integer"
 
 
+@pytest.mark.parametrize(("kind", "payload", "named"), [
+    ("train", {"dataset_id": 999_999}, "dataset_id: dataset 999999 does not exist"),
+    ("train", {"dataset_id": 10**25}, "dataset_id: dataset 10000000000000000000000000 does not exist"),
+    ("caption", {"dataset_id": 999_999}, "dataset_id: dataset 999999 does not exist"),
+    ("publish", {"post_id": 999_999}, "post_id: post 999999 does not exist"),
+    ("plan", {"character_id": 999_999, "theme": "beach", "platforms": ["instagram"], "start": "2030-06-01",
+              "end": "2030-06-07", "planner": "template"}, "character_id: character 999999 does not exist"),
+])
+def test_a_job_naming_a_missing_thing_in_its_body_is_422_naming_the_field(client, kind, payload, named):
+    response = client.post("/api/jobs", json={"kind": kind, "payload": payload}, headers=AUTH)
+    assert response.status_code == 422, response.text
+    assert named in response.json()["error"]
+    assert _jobs() == 0
+
+
+def test_a_missing_dataset_gets_the_same_answer_from_the_jobs_and_the_pipeline_routes(client):
+    from core.datasets.datasets import create_dataset, import_files
+    from tests.factories import image_bytes
+
+    dataset = create_dataset(name="Ava")
+    import_files(dataset.id, [("a.png", image_bytes(seed=1))])
+    missing = dataset.id + 100
+    job = client.post("/api/jobs", json={"kind": "train", "payload": {"dataset_id": missing}}, headers=AUTH)
+    pipeline = client.post("/api/pipelines/lora", headers=AUTH, json={
+        "datasetId": missing, "trainingName": "Ava v1", "testPrompts": ["ava on a beach"]})
+    config = client.post("/api/jobs", json={"kind": "train", "payload": {"dataset_id": dataset.id,
+                                                                         "config_id": 999}}, headers=AUTH)
+    assert (job.status_code, pipeline.status_code, config.status_code) == (422, 422, 422)
+    assert f"dataset_id: dataset {missing} does not exist" in job.json()["error"]
+    assert f"datasetId: dataset {missing} does not exist" in pipeline.json()["error"]
+    assert "config_id: LoRA config 999 does not exist" in config.json()["error"]
+    assert _jobs() == 0
+
+
 def test_a_training_run_is_started_over_the_api_with_the_default_config(client):
     from core.datasets.datasets import create_dataset, import_files
     from core.training import configs as lora_configs

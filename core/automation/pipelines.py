@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from core.characters.persona import Persona
 from core.config import get_settings
 from core.db import session_scope
-from core.errors import Conflict, InvalidInput, NotFound, StudioError, describe_validation_error
+from core.errors import Conflict, InvalidInput, NotFound, StudioError, describe_validation_error, referenced_by
 from core.jobs import lifecycle as jobs
 from core.models import (
     TERMINAL_STATUSES,
@@ -470,17 +470,13 @@ def _check_references(kind: str, request: _Request) -> None:
         from core.datasets.datasets import get_dataset
         from core.training.configs import get_config
 
-        try:
+        with referenced_by("datasetId"):
             dataset = get_dataset(request.dataset_id)
-        except NotFound:
-            raise InvalidInput(f"datasetId: dataset {request.dataset_id} does not exist") from None
         if dataset.image_count == 0:
             raise InvalidInput(f"datasetId: dataset {dataset.name!r} has no images to train on")
         if request.config_id is not None:
-            try:
+            with referenced_by("configId"):
                 get_config(request.config_id)
-            except NotFound:
-                raise InvalidInput(f"configId: config {request.config_id} does not exist") from None
         if request.dry_run:
             _dry_run_config_id()
     elif isinstance(request, ContentPipelineRequest):

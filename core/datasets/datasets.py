@@ -29,7 +29,7 @@ from core.datasets.images import (
     read_archive,
 )
 from core.db import get_or_raise, session_scope
-from core.errors import Conflict, InvalidInput, NotFound, describe_validation_error
+from core.errors import Conflict, InvalidInput, NotFound, describe_validation_error, referenced_by
 from core.fields import printable
 from core.infra.storage import get_object_store
 from core.models import Dataset, DatasetImage, DatasetKind, utcnow
@@ -284,7 +284,8 @@ def import_files(
 
 def prepare_caption_payload(payload: CaptionPayload) -> tuple[CaptionPayload, int | None]:
     """Called by ``create_job``: a caption job for a dataset that does not exist is refused, not queued."""
-    return payload, get_dataset(payload.dataset_id).character_id
+    with referenced_by("dataset_id"):
+        return payload, get_dataset(payload.dataset_id).character_id
 
 
 def create_demo_dataset(

@@ -34,6 +34,7 @@ from core.errors import (
     describe_failure,
     describe_validation_error,
     is_transient,
+    referenced_by,
 )
 from core.infra.logging_setup import job_context
 from core.jobs import logs as joblogs
@@ -93,7 +94,9 @@ def new_job(
     """A validated, queued Job row, not yet saved: for callers that save it in their own transaction
     (with the row that points at it) and then call :func:`enqueue_new`."""
     spec = get_spec(kind)
-    validated, prepared_character = spec.prepare_payload(validate_payload(spec, payload))
+    # Whatever a kind's preparation looks up, it is named by the payload: missing, it is bad input (422).
+    with referenced_by("payload"):
+        validated, prepared_character = spec.prepare_payload(validate_payload(spec, payload))
     return Job(
         kind=spec.kind,
         queue=spec.queue,

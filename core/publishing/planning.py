@@ -26,7 +26,7 @@ from core.characters import characters
 from core.characters.persona import Persona
 from core.config import get_settings
 from core.db import session_scope
-from core.errors import InvalidInput
+from core.errors import InvalidInput, referenced_by
 from core.generation.requests import insert_trigger_words
 from core.jobs.kinds import PlanPayload
 from core.jobs.lifecycle import JobContext, create_job
@@ -70,8 +70,9 @@ def prepare_plan_payload(payload: PlanPayload) -> tuple[PlanPayload, int | None]
                            "use the template planner")
     character_id = payload.character_id
     if payload.persona is None:
-        character = (characters.get_character(character_id) if character_id is not None
-                     else characters.current_character())
+        with referenced_by("character_id"):
+            character = (characters.get_character(character_id) if character_id is not None
+                         else characters.current_character())
         character_id = character.id
         payload = payload.model_copy(update={"persona": characters.persona_of(character),
                                              "character_id": character_id})

@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 
 from core.config import get_settings
 from core.db import get_or_raise, session_scope
-from core.errors import Conflict, InvalidInput
+from core.errors import Conflict, InvalidInput, referenced_by
 from core.jobs.kinds import PublishPayload
 from core.jobs.lifecycle import aware, create_job, enqueue_new, get_job, new_job
 from core.library.assets import unique_asset_ids
@@ -35,7 +35,8 @@ PRIVACY_CHOICES = ("public", "unlisted", "private")
 
 
 def prepare_publish_payload(payload: PublishPayload) -> tuple[PublishPayload, int | None]:
-    post = get_post(payload.post_id)
+    with referenced_by("post_id"):
+        post = get_post(payload.post_id)
     return payload, post.character_id
 
 

@@ -41,7 +41,7 @@ def params_of(config: LoraConfig) -> LoraParams:
 
 
 def get_config(config_id: int) -> LoraConfig:
-    return get_or_raise(LoraConfig, config_id, "LoRA config")
+    return get_or_raise(LoraConfig, config_id, f"LoRA config {config_id}")
 
 
 def get_config_by_name(name: str) -> LoraConfig:

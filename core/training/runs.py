@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, insert, select, update
 from core.config import get_settings
 from core.datasets.datasets import get_dataset
 from core.db import get_or_raise, session_scope
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound, referenced_by
 from core.infra.storage import get_object_store, job_key
 from core.jobs.kinds import TrainPayload
 from core.jobs.lifecycle import create_job, get_job, list_jobs
@@ -66,10 +66,12 @@ def _default_run_name(dataset_name: str, config_name: str) -> str:
 
 def prepare_train_payload(payload: TrainPayload) -> tuple[TrainPayload, int | None]:
     """Called by ``create_job``: the dataset must have images; params default to the config's."""
-    dataset = get_dataset(payload.dataset_id)
+    with referenced_by("dataset_id"):
+        dataset = get_dataset(payload.dataset_id)
     if dataset.image_count == 0:
         raise InvalidInput(f"dataset {dataset.name!r} has no images to train on")
-    config = get_config(payload.config_id) if payload.config_id else get_default_config()
+    with referenced_by("config_id"):
+        config = get_config(payload.config_id) if payload.config_id else get_default_config()
     params = payload.params or params_of(config)
     name = payload.name.strip() or _default_run_name(dataset.name, config.name)
     prepared = payload.model_copy(update={"config_id": config.id, "params": params, "name": name})

@@ -333,9 +333,9 @@ CASES = [
          "unknown value(s) <script>"),
     Case("caption job for a non-existent dataset", "id", post("/api/jobs", {"kind": "caption",
                                                                            "payload": {"dataset_id": 999_999}}),
-         404, "dataset 999999 does not exist"),
+         422, "dataset_id: dataset 999999 does not exist"),
     Case("dataset id beyond any database integer", "id", post("/api/jobs", {"kind": "train", "payload": {
-        "dataset_id": 10**25}}), 404, "does not exist"),
+        "dataset_id": 10**25}}), 422, "dataset_id: dataset 10000000000000000000000000 does not exist"),
     Case("download with ../ in the key and a forged signature", "id",
          download("datasets/../../../../etc/passwd", forged=True), 400, "Bad Request", check=_no_file_content),
     # Behind the middleware, the route itself: a validly signed '..' key is refused by the store's key rules.
