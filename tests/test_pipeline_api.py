@@ -27,6 +27,7 @@ from core.db import session_scope
 from core.infra.signing import sign
 from core.models import Job, JobStatus, LoraModel, Pipeline, PipelineNotification, utcnow
 from core.pagination import MAX_PAGE
+from core.publishing.production import production_job_finished
 from tests.conftest import TEST_API_TOKEN
 from tests.factories import days_from_today, upcoming_week
 
@@ -644,6 +645,53 @@ def test_a_pipeline_without_a_notify_url_writes_no_notifications(client, dataset
     client.post(f"/api/pipelines/{pipeline_id}/cancel", headers=AUTH)
     assert _count(PipelineNotification) == 0
     assert _count(Job, Job.kind == "notify") == 0
+
+
+# --- the status document ---------------------------------------------------------------------------------------
+
+
+def _at_production(client: TestClient, **changes: Any) -> str:
+    """A content pipeline whose plan job ran (in this process): now at production, its jobs queued."""
+    from core.jobs import lifecycle as jobs
+    from core.publishing.planning import run_plan
+
+    pipeline_id = _start(client, _content(**changes), kind="content")["id"]
+    [plan] = _stage_jobs(pipeline_id, "planning")
+    jobs.execute_job(plan.id, run_plan)
+    pipelines.advance_pipeline(pipeline_id)
+    assert pipelines.get_pipeline(pipeline_id).stage == "production"
+    return pipeline_id
+
+
+@BOTH_DATABASES
+def test_every_stage_of_a_content_pipeline_lists_the_jobs_it_ran(client):
+    pipeline_id = _at_production(client, platforms=["instagram", "tiktok"], postsPerWeek=2)
+    made = [job.id for job in _pipeline_jobs(pipeline_id) if job.kind in ("generate", "video")]
+    assert made, "production made no job"
+    stages = {stage["name"]: stage for stage in _get(client, pipeline_id)["stages"]}
+    assert stages["production"]["jobIds"] == made
+    assert stages["planning"]["jobIds"] == [job.id for job in _pipeline_jobs(pipeline_id, "plan")]
+    listed = [job_id for stage in stages.values() for job_id in stage["jobIds"]]
+    assert sorted(listed) == sorted(job.id for job in _pipeline_jobs(pipeline_id)), "every job, once"
+    assert stages["production"]["results"] == {}, "only jobIds was added to the document"
+    for job_id in made:  # n8n can follow each of them
+        assert client.get(f"/api/jobs/{job_id}", headers=AUTH).json()["pipelineId"] == pipeline_id
+
+
+def test_a_production_retry_lists_the_failed_jobs_and_their_replacements(client):
+    pipeline_id = _at_production(client)
+    first = [job.id for job in _pipeline_jobs(pipeline_id, "generate")]
+    for job_id in first:
+        _end_job(job_id, JobStatus.FAILED, error="boom")
+        production_job_finished(job_id, "failed")
+    pipelines.advance_pipeline(pipeline_id)
+    assert pipelines.get_pipeline(pipeline_id).status == "failed"
+    client.post(f"/api/pipelines/{pipeline_id}/retry", headers=AUTH)
+    pipelines.start_waiting_pipelines()
+    again = [job.id for job in _pipeline_jobs(pipeline_id, "generate")]
+    assert len(again) > len(first)
+    production = next(s for s in _get(client, pipeline_id)["stages"] if s["name"] == "production")
+    assert production["jobIds"] == again
 
 
 # --- listing ----------------------------------------------------------------------------------------------------

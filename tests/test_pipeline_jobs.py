@@ -22,7 +22,7 @@ from core.config import reload_settings
 from core.datasets.datasets import create_demo_dataset
 from core.db import session_scope
 from core.jobs import lifecycle as jobs
-from core.models import PipelineNotification, Post
+from core.models import Job, PipelineNotification, Post
 from tests.conftest import wait_until
 from tests.factories import days_from_today, upcoming_week
 from tests.fakes.server import FakeServer, Fault, Handler
@@ -138,3 +138,10 @@ def test_a_content_pipeline_plans_produces_and_schedules(tiny_studio, receiver, 
     assert {p.status for p in made} == {"scheduled"} and all(p.asset_ids for p in made)
     tiktok = next(p for p in made if p.platform == "tiktok")
     assert tiktok.video_job_id is not None  # a video platform got a video
+    # Every stage lists the jobs it ran, production's generations and chained videos included (n8n follows them).
+    listed = {stage["name"]: stage["jobIds"] for stage in pipelines.pipeline_view(finished)["stages"]}
+    assert {job_id for p in made for job_id in (p.generate_job_id, p.video_job_id) if job_id} <= set(
+        listed["production"])
+    with session_scope() as session:
+        ran = session.execute(select(Job.id).where(Job.pipeline_id == pipeline.id)).scalars().all()
+    assert sorted(job_id for ids in listed.values() for job_id in ids) == sorted(ran)

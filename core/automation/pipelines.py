@@ -51,6 +51,7 @@ _logger = logging.getLogger("studio.pipelines")
 DRY_RUN_CONFIG = "Tiny (offline demo)"  # the seeded preset dry runs train with
 DRY_RUN_TEMPLATE = "tiny-lora"
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+PRODUCTION_JOB_KINDS = ("generate", "video")  # what production makes for a post (core.publishing.production)
 
 
 # --- requests -----------------------------------------------------------------------------------------------
@@ -162,6 +163,9 @@ class Stage:
     weight: float = 1.0  # share of the progress bar
     # On retry: what to run again besides the stage's failed jobs (production restarts failed posts).
     resume: Callable[[Pipeline], Any] | None = None
+    # Ids of the jobs the stage's own code made besides those ``start`` returned (production's generations
+    # and videos, scheduling's publish jobs), so the status document lists every job a stage ran.
+    made: Callable[[Pipeline], list[str]] = lambda _pipeline: []
 
 
 def _job_error(job: Job) -> str:
@@ -367,6 +371,15 @@ def _start_production(pipeline: Pipeline) -> list[Job]:
     return []
 
 
+def _production_job_ids(pipeline: Pipeline) -> list[str]:
+    """Every generation and video production made for the pipeline's posts, oldest first: a retry's new
+    jobs and the failed ones they replace alike (no other content stage makes these kinds)."""
+    with session_scope() as session:
+        return list(session.execute(select(Job.id).where(Job.pipeline_id == pipeline.id,
+                                                         Job.kind.in_(PRODUCTION_JOB_KINDS))
+                                    .order_by(Job.created_at, Job.id)).scalars())
+
+
 def _producing(pipeline: Pipeline) -> bool:
     return any(post.production_status == "producing" for post in _posts_of(pipeline))
 
@@ -405,6 +418,11 @@ def _finish_scheduling(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult
     return StageResult(results={"scheduledPostIds": done, "publishJobIds": publish_jobs}, warnings=warnings)
 
 
+def _publish_job_ids(pipeline: Pipeline) -> list[str]:
+    ids: list[str] = pipeline.results.get("scheduling", {}).get("publishJobIds", [])
+    return ids
+
+
 # lora: aggregate ----------------------------------------------------------------------------------------------------
 
 
@@ -426,8 +444,8 @@ STAGES: dict[str, list[Stage]] = {
     "content": [
         Stage("planning", _start_planning, _finish_planning, weight=1),
         Stage("production", _start_production, _finish_production, busy=_producing, weight=6,
-              resume=_start_production),
-        Stage("scheduling", _no_jobs, _finish_scheduling, weight=0.5),
+              resume=_start_production, made=_production_job_ids),
+        Stage("scheduling", _no_jobs, _finish_scheduling, weight=0.5, made=_publish_job_ids),
     ],
     # Weights follow the stage times measured on 2 CPU cores (the 9:16 render dominates).
     "demo": [
@@ -824,7 +842,9 @@ def pipeline_view(pipeline: Pipeline) -> dict[str, Any]:
             state = {JobStatus.RUNNING: "running", JobStatus.QUEUED: "waiting"}.get(pipeline.status, pipeline.status)
         else:
             state = "waiting"
-        stages.append({"name": stage.name, "status": state, "jobIds": data.get("jobIds", []),
+        started = data.get("jobIds", [])
+        job_ids = [*started, *(job_id for job_id in stage.made(pipeline) if job_id not in started)]
+        stages.append({"name": stage.name, "status": state, "jobIds": job_ids,
                        "results": {k: v for k, v in data.items() if k != "jobIds"}})
     return {
         "id": pipeline.id, "kind": pipeline.kind, "status": pipeline.status, "stage": pipeline.stage,
