@@ -26,6 +26,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, 
 from pydantic.alias_generators import to_camel
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from core.characters.persona import Persona
 from core.config import get_settings
@@ -375,9 +376,9 @@ def _production_job_ids(pipeline: Pipeline) -> list[str]:
     """Every generation and video production made for the pipeline's posts, oldest first: a retry's new
     jobs and the failed ones they replace alike (no other content stage makes these kinds)."""
     with session_scope() as session:
-        return list(session.execute(select(Job.id).where(Job.pipeline_id == pipeline.id,
-                                                         Job.kind.in_(PRODUCTION_JOB_KINDS))
-                                    .order_by(Job.created_at, Job.id)).scalars())
+        return list(session.execute(select(col(Job.id)).where(col(Job.pipeline_id) == pipeline.id,
+                                                              col(Job.kind).in_(PRODUCTION_JOB_KINDS))
+                                    .order_by(col(Job.created_at), col(Job.id))).scalars())
 
 
 def _producing(pipeline: Pipeline) -> bool:
