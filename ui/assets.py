@@ -21,6 +21,8 @@ from core.library import assets, collections
 from core.library.assets import LIBRARY_KINDS, SORTS, AssetFilter
 from core.models import Asset
 from core.pagination import Page
+from ui import feedback, page_paths
+from ui.feedback import escape_markdown
 from ui.widgets import hand_to_video_page
 
 VIEWS = {"library": "Library", "trash": "Trash", "collections": "Collections"}
@@ -29,7 +31,6 @@ DETAIL = "assets.detail"  # the asset whose detail is open (no widget owns this 
 PAGE = "assets.page"
 _FLASH = "assets.flash"
 _PICK = "assets.pick."
-_MARKDOWN_CHARACTERS = frozenset("\\`*_{}[]()#+-.!|<>~$:=")
 COLUMNS = 6
 KIND_NAMES = {"image": "Image", "sample": "Training sample", "lora": "LoRA file", "video": "Video", "audio": "Audio",
               "caption": "Caption"}
@@ -41,19 +42,8 @@ PREVIEW_MAX_BYTES = 20 * 1024 * 1024  # the detail shows the file itself up to t
 # --- messages and navigation --------------------------------------------------------------------------
 
 
-def flash(kind: str, message: str) -> None:
-    st.session_state[_FLASH] = (kind, message)
-
-
-def escape_markdown(text: str) -> str:
-    """User text (names, prompts) inside a message box: shown as typed, never as Markdown."""
-    return "".join(f"\\{c}" if c in _MARKDOWN_CHARACTERS else c for c in text)
-
-
 def show_flash() -> None:
-    if flashed := st.session_state.pop(_FLASH, None):
-        kind, message = flashed
-        (st.success if kind == "success" else st.error)(escape_markdown(message))
+    feedback.show_flash(_FLASH)
 
 
 def _reset_page() -> None:
@@ -79,12 +69,8 @@ def apply_navigation() -> None:
 
 
 def _run(action: Callable[[], str]) -> None:
-    """A button callback: run the action, remember its message (or the error's), clear the selection."""
-    try:
-        flash("success", action())
-        _clear_selection()
-    except StudioError as error:
-        flash("error", str(error))
+    """A button callback: run the action, flash its message (or the error's), then clear the selection."""
+    feedback.run_action(_FLASH, action, then=_clear_selection)
 
 
 def _plural(count: int, what: str) -> str:
@@ -353,7 +339,7 @@ def _lineage(lineage: assets.Lineage) -> None:
         st.text(f"Job: {job.kind} {job.id[:8]} ({job.status})")
         if st.button("Open on the Jobs page", key="assets.open_job", icon=":material/work_history:"):
             st.session_state["jobs.selected"] = job.id
-            st.switch_page("pages/jobs.py")
+            st.switch_page(page_paths.JOBS)
     elif lineage.job_id:
         st.text(f"Job: {lineage.job_id[:8]} (deleted)")
     if lineage.init_asset_id is not None:
