@@ -426,3 +426,47 @@ def collections_section() -> None:
         st.text_input("Description", value=collection.description, max_chars=2000,
                       key=f"assets.col.description.{chosen}")
         st.button("Save", key="assets.col.rename", on_click=_run, args=(lambda: _rename(chosen),))
+
+
+# --- the library and trash views ------------------------------------------------------------------------
+
+
+def _empty_note(trash: bool, filters: AssetFilter) -> str:
+    if trash:
+        return "The trash is empty. Assets moved to the trash from the Library wait here until restored or purged."
+    if filters == assets.AssetFilter():
+        return ("No assets yet. Generate images on the Generate page or train a LoRA on the Training page: "
+                "images, training samples and LoRA files land here.")
+    return "No assets match these filters. Clear a filter (set it back to 'any') to see more."
+
+
+def library_view(*, trash: bool) -> None:
+    """The filters, the open asset's detail, the actions on the ticked assets, the grid and its pager."""
+    chosen = filter_bar(trash=trash)
+    if chosen is None:
+        return
+    filters, sort, page_size = chosen
+
+    if (detail_id := st.session_state.get(DETAIL)) is not None:
+        asset_detail(detail_id)
+
+    page = assets.list_assets(filters, sort=sort, page=st.session_state.get(PAGE, 1), page_size=page_size)
+    if (number := clamp_page(page.pages)) != page.page:
+        page = assets.list_assets(filters, sort=sort, page=number, page_size=page_size)
+
+    if not page.items:
+        st.info(_empty_note(trash, filters))
+        return
+
+    if trash:
+        st.caption("In the trash: restore brings an asset back; purge removes its files from storage for good.")
+    # The actions go above the grid; the selection they act on is the ticked boxes of this page.
+    selected = selected_on(page)
+    with st.container(border=True):
+        if trash:
+            trash_actions(selected, page.total)
+        else:
+            library_actions(selected, filters)
+        select_all(page)
+    asset_grid(page)
+    pager(page, "asset")

@@ -8,6 +8,7 @@ import streamlit as st
 
 from core.models import Job, JobStatus
 from core.pagination import Page
+from ui import page_paths
 
 STATUS_COLOURS = {
     "queued": "gray",
@@ -35,7 +36,7 @@ VIDEO_HANDOFF_KEY = "videos.source_asset_ids"
 
 def hand_to_video_page(asset_ids: list[int]) -> None:
     st.session_state[VIDEO_HANDOFF_KEY] = list(asset_ids)
-    st.switch_page("pages/videos.py")
+    st.switch_page(page_paths.VIDEOS)
 
 
 def live_job_list(list_page: Callable[[int], Page[Job]], render_job: Callable[[Job], None], *, page_key: str,

@@ -20,7 +20,7 @@ from core.training import views as training_views
 from core.training.configs import get_config, list_configs, params_of
 from core.training.params import LoraParams, parse_params
 from ui import page_paths
-from ui.datasets import dataset_picker
+from ui.datasets.picker import dataset_picker
 from ui.feedback import flash
 from ui.training.choices import CONFIG, DATASET, chosen_config, config_label, pick, runs_offline
 from ui.training.navigation import FLASH, GOTO, RUN

@@ -1,15 +1,17 @@
-"""Widgets shared by the dataset and caption pages: the dataset list and picker, gallery, reports."""
+"""The dataset picker the Datasets, Captions and Training pages share: filters, a paginated table of
+datasets, and the dataset to open (kept across pages)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from core.datasets import datasets
-from core.datasets.datasets import DatasetStatus, ImportReport
+from core.datasets.datasets import DatasetStatus
 from core.errors import StudioError
 from core.jobs import lifecycle as jobs
 from core.models import Dataset, DatasetKind
-from ui.widgets import status_badge
+
+SELECTED = "datasets.selected"  # the open dataset's id, shared by the pages that pick one
 
 SORTS = {"created": "Created", "updated": "Updated", "name": "Name", "images": "Image count"}
 
@@ -17,7 +19,7 @@ SORTS = {"created": "Created", "updated": "Updated", "name": "Name", "images": "
 def dataset_picker(prefix: str) -> Dataset | None:
     """Filters, a paginated table of datasets and a picker; returns the chosen dataset."""
     # Once a dataset is open, the list folds away so the work on it gets the screen.
-    with st.expander("Find a dataset", expanded="datasets.selected" not in st.session_state):
+    with st.expander("Find a dataset", expanded=SELECTED not in st.session_state):
         columns = st.columns([3, 2, 2, 2, 1, 1])
         search = columns[0].text_input("Search", key=f"{prefix}.search", placeholder="name or trigger word")
         status = columns[1].selectbox("Status", ["any", *DatasetStatus.ALL], key=f"{prefix}.status")
@@ -41,7 +43,7 @@ def dataset_picker(prefix: str) -> Dataset | None:
         st.number_input(f"Page (of {page.pages}) · {page.total} dataset(s)", 1, page.pages,
                         key=f"{prefix}.list_page")
     by_id = {d.id: d for d in page.items}
-    wanted = st.session_state.get("datasets.selected") or st.session_state.get(f"{prefix}.dataset_id")
+    wanted = st.session_state.get(SELECTED) or st.session_state.get(f"{prefix}.dataset_id")
     if wanted not in by_id and wanted is not None:
         try:
             by_id = {wanted: datasets.get_dataset(wanted), **by_id}  # keep a dataset chosen on another page
@@ -52,48 +54,5 @@ def dataset_picker(prefix: str) -> Dataset | None:
     ids = list(by_id)
     chosen = st.selectbox("Open dataset", ids, index=ids.index(wanted) if wanted in ids else 0,
                           format_func=lambda i: by_id[i].name, key=f"{prefix}.open")
-    st.session_state["datasets.selected"] = chosen
+    st.session_state[SELECTED] = chosen
     return by_id[chosen]
-
-
-def render_gallery(dataset: Dataset, *, per_page: int = 24) -> None:
-    """Thumbnails with captions (as plain text) and per-image selection for deletion."""
-    page_number = st.session_state.get("datasets.gallery_page", 1)
-    page = datasets.list_images(dataset.id, page=page_number, page_size=per_page)
-    if not page.items:
-        st.info("No images yet: upload some in the Upload tab.")
-        return
-    selected: list[int] = []
-    grid = st.columns(6)
-    for index, image in enumerate(page.items):
-        with grid[index % 6]:
-            st.image(datasets.read_thumbnail(image), width="stretch")
-            st.text(image.caption or "(no caption)")  # st.text: captions are never rendered as markup
-            status_badge("reviewed" if image.reviewed else ("captioned" if image.caption else "uncaptioned"))
-            if st.checkbox(f"Select {image.filename}", key=f"datasets.pick.{image.id}", label_visibility="collapsed"):
-                selected.append(image.id)
-    st.number_input(f"Page (of {page.pages}) · {page.total} image(s)", 1, page.pages, key="datasets.gallery_page")
-    if st.button(f"Delete {len(selected)} selected image(s)", key="datasets.delete_images", disabled=not selected):
-        datasets.delete_images(dataset.id, selected)
-        st.rerun()
-
-
-def render_import_report(report: ImportReport) -> None:
-    if report.added:
-        st.success(f"Imported {len(report.added)} image(s).")
-    for message in report.duplicates:
-        st.info(message)
-    for message in report.errors:
-        st.error(message)
-
-
-@st.fragment(run_every=2)
-def show_job_progress(job_id: str) -> None:
-    job = jobs.get_job(job_id)
-    left, right = st.columns([1, 5])
-    with left:
-        status_badge(job.status)
-    right.progress(job.progress, text=job.progress_message or job.stage or job.status)
-    if job.error:
-        st.error(f"{job.error_stage}: {job.error}")
-    st.page_link("pages/jobs.py", label=f"Job {job.id[:8]} on the Jobs page", icon=":material/work_history:")
