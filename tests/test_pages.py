@@ -116,7 +116,7 @@ def test_the_ui_process_never_imports_torch(studio):
     script = (
         "import sys\n"
         "from streamlit.testing.v1 import AppTest\n"
-        "from core import datasets\n"
+        "from core.datasets import datasets\n"
         "datasets.create_demo_dataset()\n"
         "at = AppTest.from_file('app.py', default_timeout=60).run()\n"
         f"for page in {PAGES!r}:\n"

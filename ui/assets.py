@@ -106,7 +106,8 @@ def filter_bar(*, trash: bool) -> tuple[AssetFilter, str, int] | None:
                             format_func=lambda k: "all kinds" if k is None else LIBRARY_KINDS[k])
     text = top[1].text_input("Prompt contains", key="assets.f.text", max_chars=200, on_change=_reset_page)
     dates = top[2].date_input("Created between", value=[], key="assets.f.dates", on_change=_reset_page)
-    sort = top[3].selectbox("Sort", list(SORTS), format_func=SORTS.get, key="assets.f.sort", on_change=_reset_page)
+    sort = top[3].selectbox("Sort", list(SORTS), format_func=SORTS.__getitem__, key="assets.f.sort",
+                            on_change=_reset_page)
     size = top[4].selectbox("Per page", [24, 48, 96], key="assets.f.per_page", on_change=_reset_page)
     more = st.columns([3, 3, 3, 3])
     dataset_id = _choice(more[0], "Dataset", options.datasets, "assets.f.dataset")
@@ -241,7 +242,7 @@ def library_actions(selected: list[Asset], filters: AssetFilter) -> None:
     row[0].button(f"Move {count} to trash", key="assets.trash", disabled=not ids, icon=":material/delete:",
                   on_click=_run, args=(lambda: _trash(ids),))
     names = {c.id: c.name for c in collections.list_collections(page_size=100).items}
-    row[1].selectbox("Add to collection", list(names), format_func=names.get, key="assets.add_target",
+    row[1].selectbox("Add to collection", list(names), format_func=names.__getitem__, key="assets.add_target",
                      index=None, placeholder="create one in Collections" if not names else "choose a collection")
     row[2].button("Add", key="assets.add", disabled=not ids or not names, icon=":material/playlist_add:",
                   on_click=_run, args=(lambda: _add(ids),))

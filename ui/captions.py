@@ -8,11 +8,13 @@ import streamlit as st
 
 from core.datasets import captions, datasets
 from core.datasets.captions import BULK_OPERATIONS
+from core.datasets.datasets import ImageFilter
 from core.datasets.tokens import TOKEN_LIMIT, count_tokens
 from core.errors import StudioError
 from core.models import Dataset, DatasetImage
 from core.pagination import Page
 from ui.datasets.gallery import render_import_report
+from ui.widgets import stored_id
 
 _DRAFTS = "captions.drafts"  # image id -> edited caption not saved yet
 
@@ -47,7 +49,7 @@ def caption_editor(image: DatasetImage, trigger_word: str) -> bool:
     picture, editor = st.columns([1, 3])
     picture.image(datasets.read_thumbnail(image), width="stretch")
     with editor:
-        text = drafts().get(image.id, image.caption)
+        text = drafts().get(stored_id(image), image.caption)
         key = f"captions.text.{image.id}"
         st.session_state[key] = text
         st.text_area(image.filename, key=key, height=80, on_change=_remember, args=(image.id, image.caption))
@@ -67,7 +69,7 @@ def caption_editor(image: DatasetImage, trigger_word: str) -> bool:
 
 
 def render_bulk_edit(dataset: Dataset, selected: list[int]) -> None:
-    operation = st.selectbox("Operation", list(BULK_OPERATIONS), format_func=BULK_OPERATIONS.get, key="bulk.op")
+    operation = st.selectbox("Operation", list(BULK_OPERATIONS), format_func=BULK_OPERATIONS.__getitem__, key="bulk.op")
     find = replace = text = ""
     case_sensitive = True
     if operation in ("replace", "regex"):
@@ -86,7 +88,7 @@ def render_bulk_edit(dataset: Dataset, selected: list[int]) -> None:
         st.info(str(error))
         return
     try:
-        preview = captions.preview_bulk_edit(dataset.id, edit, image_ids)
+        preview = captions.preview_bulk_edit(stored_id(dataset), edit, image_ids)
     except StudioError as error:  # a regular expression too slow to run, or a bad replacement
         st.error(str(error))
         return
@@ -95,7 +97,7 @@ def render_bulk_edit(dataset: Dataset, selected: list[int]) -> None:
         st.dataframe([{"before": b, "after": a} for b, a in preview.examples], hide_index=True)
     if st.button(f"Apply to {preview.changed} caption(s)", key="bulk.apply", disabled=not preview.changed):
         try:
-            changed = captions.apply_bulk_edit(dataset.id, edit, image_ids)
+            changed = captions.apply_bulk_edit(stored_id(dataset), edit, image_ids)
         except StudioError as error:
             st.error(str(error))
             return
@@ -108,7 +110,8 @@ def render_bulk_edit(dataset: Dataset, selected: list[int]) -> None:
 
 # --- the page's sections ---------------------------------------------------------------------------------
 
-FILTERS = {"all": "All", "unreviewed": "Unreviewed", "missing": "Missing caption", "long": "Long"}
+FILTERS: dict[ImageFilter, str] = {"all": "All", "unreviewed": "Unreviewed", "missing": "Missing caption",
+                                   "long": "Long"}
 
 
 def image_page(dataset_id: int) -> Page[DatasetImage]:

@@ -13,6 +13,7 @@ from core.jobs.lifecycle import aware
 from core.library import assets
 from core.models import Asset, JobStatus, LoraModel, Pipeline, Platform
 from core.reports.overview import Overview, VideoGlance
+from core.training.runs import get_lora
 from ui import page_paths
 from ui.widgets import status_badge
 
@@ -97,8 +98,6 @@ def _demo_view(pipeline: Pipeline) -> None:
 
 
 def _demo_results(pipeline: Pipeline) -> None:
-    from core.training.runs import get_lora
-
     results = pipeline.results
     images = results.get("generation", {}).get("imageAssetIds", [])
     try:

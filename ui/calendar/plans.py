@@ -20,7 +20,7 @@ from core.publishing import planning, posts
 from ui.calendar.clock import local, studio_zone, when_text
 from ui.calendar.state import PLANS_FLASH
 from ui.feedback import Refused, escape_markdown, run_action, show_flash
-from ui.widgets import live_job_list, status_badge
+from ui.widgets import live_job_list, status_badge, stored_id
 
 
 def _lines(text: str) -> list[str]:
@@ -90,7 +90,7 @@ def plan_form(tz: ZoneInfo) -> None:
         right.date_input("Dates", value=(today + timedelta(days=1), today + timedelta(days=14)),
                          key="calendar.plan.dates")
         left.number_input("Posts per week, per platform", 1, 28, 3, key="calendar.plan.per_week")
-        right.radio("Planner", list(PLANNERS), format_func=PLANNERS.get, key="calendar.plan.planner")
+        right.radio("Planner", list(PLANNERS), format_func=PLANNERS.__getitem__, key="calendar.plan.planner")
         st.caption(planner_note())
         submitted = st.form_submit_button("Generate plan", type="primary", key="calendar.plan.submit",
                                           icon=":material/auto_awesome:")
@@ -156,10 +156,10 @@ def plans_list(tz: ZoneInfo) -> None:
     st.dataframe(plan_rows(page.items, tz), hide_index=True, width="stretch")
     if page.pages > 1:
         st.number_input(f"Page (of {page.pages})", 1, page.pages, key="calendar.plans.page")
-    names = {plan.id: plan.name for plan in page.items}
+    names = {stored_id(plan): plan.name for plan in page.items}
     if st.session_state.get("calendar.plans.open") not in names:
         st.session_state["calendar.plans.open"] = next(iter(names))
-    plan_id = st.selectbox("Show the posts of", list(names), format_func=names.get, key="calendar.plans.open")
+    plan_id = st.selectbox("Show the posts of", list(names), format_func=names.__getitem__, key="calendar.plans.open")
     plan_detail(int(plan_id), tz)
 
 

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.datasets import datasets
 from core.datasets.datasets import ImportReport
-from ui.widgets import status_badge
+from ui.widgets import status_badge, stored_id
 
 
 def render_gallery(dataset_id: int, *, per_page: int = 24) -> None:
@@ -24,7 +24,7 @@ def render_gallery(dataset_id: int, *, per_page: int = 24) -> None:
             st.text(image.caption or "(no caption)")  # st.text: captions are never rendered as markup
             status_badge("reviewed" if image.reviewed else ("captioned" if image.caption else "uncaptioned"))
             if st.checkbox(f"Select {image.filename}", key=f"datasets.pick.{image.id}", label_visibility="collapsed"):
-                selected.append(image.id)
+                selected.append(stored_id(image))
     st.number_input(f"Page (of {page.pages}) · {page.total} image(s)", 1, page.pages, key="datasets.gallery_page")
     if st.button(f"Delete {len(selected)} selected image(s)", key="datasets.delete_images", disabled=not selected):
         datasets.delete_images(dataset_id, selected)

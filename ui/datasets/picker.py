@@ -6,14 +6,14 @@ from __future__ import annotations
 import streamlit as st
 
 from core.datasets import datasets
-from core.datasets.datasets import DatasetStatus
+from core.datasets.datasets import DatasetStatus, SortField
 from core.errors import StudioError
 from core.jobs import lifecycle as jobs
 from core.models import Dataset, DatasetKind
 
 SELECTED = "datasets.selected"  # the open dataset's id, shared by the pages that pick one
 
-SORTS = {"created": "Created", "updated": "Updated", "name": "Name", "images": "Image count"}
+SORTS: dict[SortField, str] = {"created": "Created", "updated": "Updated", "name": "Name", "images": "Image count"}
 
 
 def dataset_picker(prefix: str) -> Dataset | None:
@@ -24,7 +24,7 @@ def dataset_picker(prefix: str) -> Dataset | None:
         search = columns[0].text_input("Search", key=f"{prefix}.search", placeholder="name or trigger word")
         status = columns[1].selectbox("Status", ["any", *DatasetStatus.ALL], key=f"{prefix}.status")
         kind = columns[2].selectbox("Kind", ["any", *[k.value for k in DatasetKind]], key=f"{prefix}.kind")
-        sort = columns[3].selectbox("Sort by", list(SORTS), format_func=SORTS.get, key=f"{prefix}.sort")
+        sort = columns[3].selectbox("Sort by", list(SORTS), format_func=SORTS.__getitem__, key=f"{prefix}.sort")
         descending = columns[4].toggle("Desc.", value=True, key=f"{prefix}.desc")
         page_size = columns[5].selectbox("Per page", [10, 25, 50, 100], index=1, key=f"{prefix}.page_size")
         page = datasets.list_datasets(

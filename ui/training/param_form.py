@@ -65,12 +65,13 @@ def _field(spec: FieldSpec, key: str, values: dict[str, Any]) -> Any:
     if spec.kind == "int":
         return st.number_input(label, min_value=int(spec.minimum or 0), max_value=int(spec.maximum or 2**31),
                                step=int(spec.step or 1), key=key, help=spec.help, disabled=disabled)
-    if spec.kind in ("float", "optional_float"):
-        optional = spec.kind == "optional_float"
-        return st.number_input(label, min_value=spec.minimum, max_value=spec.maximum, step=spec.step,
+    if spec.kind == "optional_float":  # empty turns the setting off
+        return st.number_input(label, min_value=spec.minimum, max_value=spec.maximum, value=None, step=spec.step,
                                format=spec.number_format, key=key, disabled=disabled,
-                               help=spec.help + (" Leave empty to turn it off." if optional else ""),
-                               **({"value": None} if optional else {}))
+                               help=spec.help + " Leave empty to turn it off.")
+    if spec.kind == "float":
+        return st.number_input(label, min_value=spec.minimum, max_value=spec.maximum, step=spec.step,
+                               format=spec.number_format, key=key, disabled=disabled, help=spec.help)
     if spec.kind == "lines":
         text = st.text_area(label, key=key, help=f"{spec.help} One per line, at most {spec.max_length}.",
                             disabled=disabled, height=90)

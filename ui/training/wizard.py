@@ -25,6 +25,7 @@ from ui.feedback import flash
 from ui.training.choices import CONFIG, DATASET, chosen_config, config_label, pick, runs_offline
 from ui.training.navigation import FLASH, GOTO, RUN
 from ui.training.param_form import field_label, forget_form, param_form
+from ui.widgets import stored_id
 
 _ANNOUNCED = "training.wizard.announced"  # the preselected dataset already confirmed
 _STEP = "training.wizard.step"
@@ -82,7 +83,7 @@ def _dataset_step() -> None:
     config = chosen_config()
     resolution = int(st.session_state.get(_VALUES, {}).get("resolution")
                      or (params_of(config).resolution if config else 512))
-    readiness = training_views.dataset_readiness(dataset.id, resolution=resolution)
+    readiness = training_views.dataset_readiness(stored_id(dataset), resolution=resolution)
     counts = st.columns(3)
     counts[0].metric("Images", readiness.image_count)
     counts[1].metric("Captioned", readiness.captioned)
@@ -197,7 +198,7 @@ def _review_step() -> None:
     name = st.text_input("Run name", key="training.wizard.name", max_chars=200,
                          placeholder=f"{dataset.name} · {config.name} · <date> (when left empty)")
     if _nav(4, next_label="Submit"):
-        _submit(dataset.id, config, params, name)
+        _submit(stored_id(dataset), config, params, name)
 
 
 def _submit(dataset_id: int, config: LoraConfig, params: LoraParams, name: str) -> None:
