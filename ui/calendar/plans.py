@@ -22,6 +22,8 @@ from ui.calendar.state import PLANS_FLASH
 from ui.feedback import Refused, escape_markdown, run_action, show_flash
 from ui.widgets import live_job_list, status_badge, stored_id
 
+# --- persona ---------------------------------------------------------------------------------------------
+
 
 def _lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]

@@ -9,7 +9,7 @@ SECTIONS = {"new": "New run", "runs": "Runs", "configs": "Configs"}
 SECTION = "training.section"
 GOTO = "training.goto"  # a section to open on the next run, before the selector exists
 RUN = "training.run"  # the run shown in the run view (mirrored to the ?run= query parameter)
-FLASH = "training.flash"  # (kind, message) shown once after an action that reruns the page
+FLASH = "training.flash"  # a message shown once after an action that reruns the page (ui.feedback)
 LIVE_FLASH = "training.run.flash"  # the same, for the live run view (shown as a toast)
 _LINKED = "training.linked_run"  # the run id this session last put in the URL
 
