@@ -47,7 +47,7 @@ def free_port() -> int:
 def use_database(url: str) -> None:
     from core.config import reload_settings
     from core.db import dispose_engines, upgrade_schema
-    from core.jobs.queue import reset_clients
+    from core.infra.redis import reset_clients
 
     os.environ["DATABASE_URL"] = url
     reload_settings()

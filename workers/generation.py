@@ -20,9 +20,8 @@ from typing import Any
 
 from core.config import get_settings
 from core.errors import PermanentJobError
-from core.generation.requests import job_images, lora_uses, save_generated_image, saved_indexes
+from core.generation.requests import GeneratePayload, job_images, lora_uses, save_generated_image, saved_indexes
 from core.infra.storage import get_object_store
-from core.jobs.kinds import GeneratePayload
 from core.jobs.lifecycle import JobContext, get_job
 from core.models import LoraModel
 from core.training.runs import get_lora, resolve_base_model

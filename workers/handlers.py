@@ -45,8 +45,7 @@ def caption(ctx: JobContext) -> dict[str, Any]:
 
     from core.config import get_settings
     from core.datasets.captions import compose_caption, write_auto_captions
-    from core.datasets.datasets import all_images, get_dataset, read_image
-    from core.jobs.kinds import CaptionPayload
+    from core.datasets.datasets import CaptionPayload, all_images, get_dataset, read_image
     from workers.gpu_slots import assigned_device
     from workers.ml.captioning import CaptionOptions, load_captioner
 

@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 from sqlalchemy import update
 
+from core.automation.pipelines import NotifyPayload
 from core.config import get_settings
 from core.db import get_or_raise, session_scope
 from core.errors import PermanentJobError, TransientError
 from core.infra.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from core.jobs.kinds import NotifyPayload
 from core.jobs.lifecycle import JobContext
 from core.models import PipelineNotification, utcnow
 

@@ -26,12 +26,12 @@ from core.config import get_settings
 from core.db import session_scope
 from core.errors import InvalidInput, PermanentJobError
 from core.infra.storage import get_object_store, validate_key
-from core.jobs.kinds import PublishPayload
 from core.jobs.lifecycle import JobContext
 from core.library.assets import download_url
 from core.models import AssetKind, Platform, Post, PostStatus, PublishRecord, utcnow
 from core.publishing import posts, social_accounts
 from core.publishing.checks import compose_text
+from core.publishing.posts import PublishPayload
 from workers.social import client_class
 from workers.social.base import Credentials, MediaFile, PlatformClient, Published, PublishRequest, TokenExpired
 

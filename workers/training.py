@@ -21,12 +21,12 @@ from core.datasets.captions import compose_caption
 from core.datasets.datasets import all_images, get_dataset
 from core.errors import JobInterrupted, PermanentJobError
 from core.infra.storage import get_object_store
-from core.jobs.kinds import TrainPayload
 from core.jobs.lifecycle import JobContext, get_job, shutting_down
 from core.models import Dataset, Job
 from core.training import runs as training
 from core.training.configs import get_config, params_of
 from core.training.params import LoraParams
+from core.training.runs import TrainPayload
 from core.training.views import format_duration
 from workers.gpu_slots import assigned_device
 

@@ -17,7 +17,6 @@ from typing import Any
 
 from core.config import get_settings
 from core.infra.storage import get_object_store
-from core.jobs.kinds import VideoPayload, VoicePreviewPayload
 from core.jobs.lifecycle import JobContext, get_job
 from core.library import assets
 from core.library.assets import AssetSource
@@ -25,6 +24,7 @@ from core.models import AssetKind
 from core.video import requests as videos
 from core.video.options import Cue
 from core.video.platform_specs import SpecReport, check_video
+from core.video.requests import VideoPayload, VoicePreviewPayload
 from core.video.subtitles import cues_from_sentences, cues_from_words, to_srt
 from core.video.voices import split_sentences
 

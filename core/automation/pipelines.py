@@ -32,6 +32,7 @@ from core.config import get_settings
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput, NotFound, StudioError, describe_validation_error
 from core.jobs import lifecycle as jobs
+from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.models import (
     TERMINAL_STATUSES,
     Job,
@@ -54,6 +55,12 @@ ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 # --- requests -----------------------------------------------------------------------------------------------
+
+
+class NotifyPayload(Payload):
+    """Deliver one pipeline notification (the outbox row) to its URL, signed."""
+
+    notification_id: int = Field(ge=1)
 
 
 class _Request(BaseModel):
@@ -485,8 +492,7 @@ def _check_references(kind: str, request: _Request) -> None:
             _dry_run_config_id()
     elif isinstance(request, ContentPipelineRequest):
         # The plan job's own checks (dates, platforms, an LLM when asked for), now rather than at its stage.
-        from core.jobs.kinds import PlanPayload
-        from core.publishing.planning import prepare_plan_payload
+        from core.publishing.planning import PlanPayload, prepare_plan_payload
 
         prepare_plan_payload(PlanPayload(theme=request.theme, platforms=request.platforms, start=request.start,
                                          end=request.end, posts_per_week=request.posts_per_week,
@@ -855,3 +861,11 @@ def notify(pipeline_id: str, event: str) -> None:
         session.flush()
         note_id = note.id
     jobs.create_job("notify", {"notification_id": note_id})
+
+
+# --- the job kinds of this domain (core.catalogue loads them all) ---
+
+register(JobSpec(
+    "notify", Queue.DEFAULT, NotifyPayload, "Delivers a signed pipeline notification (retried with backoff).",
+    max_attempts=6, time_limit_s=300,
+))

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import delete, func, or_, select, update
@@ -32,11 +32,9 @@ from core.db import get_or_raise, session_scope
 from core.errors import Conflict, InvalidInput, NotFound, describe_validation_error
 from core.fields import printable
 from core.infra.storage import get_object_store
+from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.models import Dataset, DatasetImage, DatasetKind, utcnow
 from core.pagination import Page, clamp
-
-if TYPE_CHECKING:
-    from core.jobs.kinds import CaptionPayload
 
 SortField = Literal["created", "updated", "name", "images"]
 _SORT_COLUMNS = {
@@ -46,6 +44,20 @@ _SORT_COLUMNS = {
     "images": Dataset.image_count,
 }
 MAX_PAGE_SIZE = 100
+
+
+class CaptionPayload(Payload):
+    """Auto-caption a dataset's images with the caption model (BLIP)."""
+
+    dataset_id: int = Field(ge=1)
+    only_uncaptioned: bool = True
+    prompt: str = Field(default="", max_length=200, description='conditional prefix, e.g. "a photo of"')
+    prepend_trigger: bool = True
+    prefix: str = Field(default="", max_length=200)
+    suffix: str = Field(default="", max_length=200)
+    max_length: int = Field(default=40, ge=5, le=200)
+    batch_size: int = Field(default=8, ge=1, le=64)
+    model: str | None = Field(default=None, max_length=500, description="hub id or local path; default: settings")
 
 
 class DatasetFields(BaseModel):
@@ -386,3 +398,9 @@ def export_training_zip(dataset_id: int) -> bytes:
         used.add(stem.casefold())
         items.append((f"{stem}{PurePosixPath(image.key).suffix}", read_image(image), image.caption))
     return make_training_zip(items)
+
+
+# --- the job kinds of this domain (core.catalogue loads them all) ---
+
+register(JobSpec("caption", Queue.GPU, CaptionPayload, "Auto-captions a dataset's images (BLIP).", time_limit_s=7200,
+                 prepare=prepare_caption_payload))

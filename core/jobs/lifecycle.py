@@ -16,10 +16,10 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import redis
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import bindparam, func, or_, select, update
 
 from core.config import get_settings
@@ -33,19 +33,20 @@ from core.errors import (
     NotFound,
     describe_failure,
     describe_validation_error,
-    is_transient,
 )
 from core.infra.logging_setup import job_context
 from core.jobs import logs as joblogs
-from core.jobs import queue
-from core.jobs.kinds import JobSpec, get_spec
+from core.jobs import queue, retry
+from core.jobs.kinds import JobSpec, Payload, get_spec
 from core.models import TERMINAL_STATUSES, Job, JobStatus, utcnow
 from core.pagination import Page, clamp
 
 _logger = logging.getLogger("studio.jobs")
 _WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
-Handler = Callable[["JobContext"], dict[str, Any] | None]
+P = TypeVar("P", bound=Payload)
+# A handler declares the payload it reads: ``def train(ctx: JobContext[TrainPayload])``.
+Handler = Callable[["JobContext[Any]"], dict[str, Any] | None]
 
 
 def aware(moment: datetime | None) -> datetime | None:
@@ -55,7 +56,7 @@ def aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
-def validate_payload(spec: JobSpec, payload: dict[str, Any] | None) -> BaseModel:
+def validate_payload(spec: JobSpec[P], payload: dict[str, Any] | None) -> P:
     try:
         return spec.payload_model.model_validate(payload or {})
     except ValidationError as error:
@@ -224,8 +225,7 @@ def retry_job(job_id: str) -> Job:
         job.error_stage = None
         job.finished_at = None
         job.enqueued_at = None
-        # Attempts never go back: the attempt number fences stale workers' writes.
-        job.max_attempts = job.attempts + spec.max_attempts
+        job.max_attempts = retry.max_attempts_for_manual_retry(job.attempts, spec.max_attempts)
         job.updated_at = utcnow()
     joblogs.append_log(job_id, "retry requested", level="info", durable=True)
     _enqueue(job)
@@ -268,10 +268,10 @@ _CLAIM = (
 )
 
 
-class JobContext:
+class JobContext(Generic[P]):
     """What a handler sees of its job: payload, progress, logs, stage, checkpoint, cancellation."""
 
-    def __init__(self, job: Job, payload: BaseModel, attempt: int) -> None:
+    def __init__(self, job: Job, payload: P, attempt: int) -> None:
         self.job_id = job.id
         self.kind = job.kind
         self.payload = payload
@@ -338,18 +338,18 @@ class _Heartbeats:
     """One thread per worker process keeps the leases of all its running attempts fresh."""
 
     def __init__(self) -> None:
-        self._active: dict[str, JobContext] = {}
+        self._active: dict[str, JobContext[Any]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def add(self, ctx: JobContext) -> None:
+    def add(self, ctx: JobContext[Any]) -> None:
         with self._lock:
             self._active[ctx.job_id] = ctx
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="job-heartbeats", daemon=True)
                 self._thread.start()
 
-    def remove(self, ctx: JobContext) -> None:
+    def remove(self, ctx: JobContext[Any]) -> None:
         with self._lock:
             if self._active.get(ctx.job_id) is ctx:
                 del self._active[ctx.job_id]
@@ -415,13 +415,12 @@ def _claim(job_id: str) -> tuple[Job, int] | None:
     return None
 
 
-def _finish(ctx: JobContext, status: JobStatus, **values: Any) -> None:
+def _finish(ctx: JobContext[Any], status: JobStatus, **values: Any) -> None:
     ctx._write(status=status, finished_at=utcnow(), **values)
 
 
-def _retry_later(ctx: JobContext, job: Job, error: BaseException) -> None:
-    settings = get_settings()
-    delay_s = min(settings.job_retry_backoff_s * 2 ** (ctx.attempt - 1), settings.job_retry_backoff_max_s)
+def _retry_later(ctx: JobContext[Any], job: Job, error: BaseException) -> None:
+    delay_s = retry.backoff_s(ctx.attempt, get_settings())
     message = f"{type(error).__name__}: {error}"
     ctx._write(status=JobStatus.QUEUED, error=message, error_stage=ctx.current_stage, enqueued_at=utcnow())
     if ctx.lease_lost:
@@ -431,9 +430,9 @@ def _retry_later(ctx: JobContext, job: Job, error: BaseException) -> None:
     queue.enqueue(job.id, kind=job.kind, queue=job.queue, delay_ms=int(delay_s * 1000))
 
 
-def _hand_back(ctx: JobContext, job: Job) -> None:
-    # The interrupted attempt does not count against the job's retry budget.
-    ctx._write(status=JobStatus.QUEUED, max_attempts=job.max_attempts + 1, enqueued_at=utcnow())
+def _hand_back(ctx: JobContext[Any], job: Job) -> None:
+    ctx._write(status=JobStatus.QUEUED, max_attempts=retry.max_attempts_after_hand_back(job.max_attempts),
+               enqueued_at=utcnow())
     if ctx.lease_lost:
         return
     ctx.log("worker shutting down: job handed back to the queue", level="warning")
@@ -502,7 +501,7 @@ def _run_claimed(job: Job, attempt: int, handler: Handler) -> None:
     except JobInterrupted:
         _hand_back(ctx, job)
     except Exception as error:  # noqa: BLE001 (every failure is recorded on the job)
-        if is_transient(error) and attempt < job.max_attempts:
+        if retry.retries_in_job(error, attempt, job.max_attempts):
             _retry_later(ctx, job, error)
         else:
             ctx.log("".join(traceback.format_exception(error)).rstrip(), level="error")

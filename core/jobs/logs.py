@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from core.config import get_settings
 from core.db import session_scope
 from core.infra.logging_setup import redact
-from core.jobs.queue import get_redis, redis_key
+from core.infra.redis import get_redis, redis_key
 from core.models import JobLog, utcnow
 
 LEVELS = ("debug", "info", "warning", "error")

@@ -16,7 +16,7 @@ import random
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, create_model, model_validator
@@ -28,7 +28,7 @@ from core.config import get_settings
 from core.db import session_scope
 from core.errors import InvalidInput
 from core.generation.requests import insert_trigger_words
-from core.jobs.kinds import PlanPayload
+from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.jobs.lifecycle import JobContext, create_job
 from core.models import ContentPlan, Job, Platform, Post, PostStatus
 from core.pagination import Page, clamp
@@ -36,6 +36,20 @@ from core.publishing.checks import RULES, normalize_hashtags
 
 MAX_PLAN_DAYS = 92
 BEST_HOURS = {Platform.INSTAGRAM: 11, Platform.FACEBOOK: 13, Platform.YOUTUBE: 17, Platform.TIKTOK: 19}
+
+
+class PlanPayload(Payload):
+    """Plan posts for a date range. With no persona, the character's stored persona is used."""
+
+    character_id: int | None = Field(default=None, ge=1)
+    persona: Persona | None = None
+    theme: str = Field(min_length=1, max_length=500)
+    platforms: list[Literal["instagram", "facebook", "youtube", "tiktok"]] = Field(min_length=1, max_length=4)
+    start: date
+    end: date
+    posts_per_week: int = Field(default=3, ge=1, le=28)
+    name: str = Field(default="", max_length=200)
+    planner: Literal["auto", "llm", "template"] = "auto"  # auto: the LLM when one is configured
 
 
 @dataclass(frozen=True)
@@ -314,3 +328,11 @@ def plan_posts(plan_id: int) -> list[Post]:
 
 def plan_date_range(plan: ContentPlan) -> tuple[date, date]:
     return date.fromisoformat(plan.request["start"]), date.fromisoformat(plan.request["end"])
+
+
+# --- the job kinds of this domain (core.catalogue loads them all) ---
+
+register(JobSpec(
+    "plan", Queue.DEFAULT, PlanPayload, "Plans posts from a persona and a theme (an LLM, or the offline planner).",
+    max_attempts=3, time_limit_s=900, prepare=prepare_plan_payload,
+))

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core import db
+from core.infra.redis import get_redis
 from core.jobs import queue
 
 
@@ -34,7 +35,7 @@ def _database() -> str:
 
 
 def _redis() -> str:
-    queue.get_redis().ping()
+    get_redis().ping()
     return "ok"
 
 
