@@ -18,11 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from core.config import get_settings
 from core.errors import PermanentJobError
 from core.generation.requests import GeneratePayload, job_images, lora_uses, save_generated_image, saved_indexes
 from core.infra.storage import get_object_store
 from core.jobs.lifecycle import JobContext, get_job
+from core.library.assets import get_asset, read_asset
 from core.models import LoraModel
 from core.training.runs import get_lora, resolve_base_model
 from workers.gpu_slots import assigned_device
@@ -52,10 +55,6 @@ def lora_cache_path(lora: LoraModel, cache_dir: Path) -> Path:
 
 
 def _init_image(asset_id: int) -> Any:
-    from PIL import Image
-
-    from core.library.assets import get_asset, read_asset
-
     with Image.open(io.BytesIO(read_asset(get_asset(asset_id)))) as opened:
         return opened.convert("RGB")
 

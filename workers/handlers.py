@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import time
 from typing import Any
 
+from PIL import Image
+
+from core.config import get_settings
+from core.datasets.captions import compose_caption, write_auto_captions
+from core.datasets.datasets import CaptionPayload, all_images, get_dataset, read_image
 from core.errors import PermanentJobError, TransientError
 from core.jobs.kinds import NoopPayload, SleepPayload
 from core.jobs.lifecycle import JobContext
+from workers.gpu_slots import assigned_device
+from workers.ml.captioning import CaptionOptions, load_captioner
 
 
 def noop(ctx: JobContext) -> dict[str, Any]:
@@ -39,15 +47,6 @@ def sleep(ctx: JobContext) -> dict[str, Any]:
 
 def caption(ctx: JobContext) -> dict[str, Any]:
     """Captions a dataset's images in batches; each batch is saved, so a cancel or crash keeps what is done."""
-    import io
-
-    from PIL import Image
-
-    from core.config import get_settings
-    from core.datasets.captions import compose_caption, write_auto_captions
-    from core.datasets.datasets import CaptionPayload, all_images, get_dataset, read_image
-    from workers.gpu_slots import assigned_device
-    from workers.ml.captioning import CaptionOptions, load_captioner
 
     payload: CaptionPayload = ctx.payload  # type: ignore[assignment]
     settings = get_settings()

@@ -19,6 +19,8 @@ from urllib.parse import urlparse
 import redis
 
 from core.config import PROJECT_ROOT, Settings, get_settings, reload_settings
+from core.db import upgrade_schema
+from workers.ml.tiny_models import ensure_tiny_models
 from workers.process import StopRequest
 
 _logger = logging.getLogger("studio.launcher")
@@ -62,7 +64,6 @@ def use_demo_models() -> dict[str, str]:
     No weights can be downloaded on an offline machine, so the embedded studio runs the real
     loading code on tiny randomly initialised models; set STUDIO_CAPTION_MODEL & co. for real ones.
     """
-    from workers.ml.tiny_models import ensure_tiny_models
 
     settings = get_settings()
     # Always built: the "Tiny (offline demo)" training preset names tiny-sd15 in the models folder.
@@ -79,8 +80,6 @@ def use_demo_models() -> dict[str, str]:
 
 
 def up(host: str, port: int, *, demo_models: bool = True) -> int:
-    from core.db import upgrade_schema
-
     if demo_models:
         for name, path in use_demo_models().items():
             _logger.info("demo model: %s=%s", name, path)

@@ -27,13 +27,14 @@ from core.video.platform_specs import SpecReport, check_video
 from core.video.requests import VideoPayload, VoicePreviewPayload
 from core.video.subtitles import cues_from_sentences, cues_from_words, to_srt
 from core.video.voices import split_sentences
+from workers.media.render import RenderRequest, render_video
+from workers.ml.transcribe import transcribe_words
+from workers.ml.tts import preview, synthesize_script
 
 _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 
 
 def voice_preview(ctx: JobContext) -> dict[str, Any]:
-    from workers.ml.tts import preview
-
     payload: VoicePreviewPayload = ctx.payload  # type: ignore[assignment]
     wav = preview(payload.voice, payload.rate_wpm, payload.text)
     info = get_object_store().put_bytes(videos.preview_key(ctx.job_id), wav, "audio/wav")
@@ -62,7 +63,6 @@ def _cues(ctx: JobContext, speech: Any, payload: VideoPayload) -> list[Cue]:
     words_per_line = payload.subtitles.max_words_per_line
     if not model:
         return cues_from_sentences(speech.sentences, speech.timings, max_words_per_line=words_per_line)
-    from workers.ml.transcribe import transcribe_words
 
     ctx.stage("transcribe")
     words = transcribe_words(speech.path, model)
@@ -71,9 +71,6 @@ def _cues(ctx: JobContext, speech: Any, payload: VideoPayload) -> list[Cue]:
 
 
 def render(ctx: JobContext) -> dict[str, Any]:
-    from workers.media.render import RenderRequest, render_video
-    from workers.ml.tts import synthesize_script
-
     payload: VideoPayload = ctx.payload  # type: ignore[assignment]
     job = get_job(ctx.job_id)
     work = get_settings().data_dir / "work" / "video" / ctx.job_id

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import ffmpeg
+from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.video.options import ASPECTS, Aspect, Cue, Fit, LoudnessTarget, Motion, SubtitleStyle, Transition
@@ -260,7 +261,6 @@ def prepare_images(paths: list[Path], tmp: Path) -> list[Path]:
     """Decode every image with PIL (a corrupt or missing file is named in a MediaError) and give ffmpeg a
     safe name for each (no ``%`` patterns, no odd characters): a link to a plain JPEG/PNG, else a PNG copy —
     rotated as its EXIF says (ffmpeg 5.1 ignores EXIF orientation), transparency flattened onto black."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
 
     prepared = []
     for index, path in enumerate(paths):

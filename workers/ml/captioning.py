@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import InvalidInput, PermanentJobError
+from workers.ml.locks import MODEL_CONSTRUCTION_LOCK
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -44,8 +45,6 @@ class Captioner:
     def __init__(self, model: str, device: str | None = None) -> None:
         import torch
         from transformers import AutoConfig, AutoProcessor, BlipForConditionalGeneration
-
-        from workers.ml.preload import MODEL_CONSTRUCTION_LOCK
 
         self.model_name = model
         self.device = device or default_device()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 # Bumped whenever a builder changes, so an older build on disk is replaced instead of reused.
@@ -328,8 +329,6 @@ def build_tiny_whisper(path: Path, *, seed: int = 0) -> Path:
     path = Path(path)
     if _is_complete(path, "whisper", seed):
         return path / TINY_WHISPER_FILE
-
-    from dataclasses import asdict
 
     import torch
     from whisper.model import ModelDimensions, Whisper

@@ -25,6 +25,7 @@ import numpy as np
 
 from core.errors import InvalidInput, PermanentJobError
 from core.video.voices import DEFAULT_RATE_WPM, parse_voice_id, split_sentences, validate_rate, validate_voice
+from workers.ml.locks import MODEL_CONSTRUCTION_LOCK
 
 OUTPUT_SAMPLE_RATE = 48_000
 DEFAULT_PAUSE_S = 0.3
@@ -264,8 +265,6 @@ class VitsSynthesizer:
     def __init__(self, model: str, device: str | None = None, *, seed: int = 0) -> None:
         import torch
         from transformers import AutoConfig, AutoTokenizer, VitsModel
-
-        from workers.ml.preload import MODEL_CONSTRUCTION_LOCK
 
         self.model_name = model
         self.voice_id = f"vits:{model}"

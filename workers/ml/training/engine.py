@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from core.training.params import WEIGHTS_FILE
-from workers.ml.preload import MODEL_CONSTRUCTION_LOCK
+from workers.ml.locks import MODEL_CONSTRUCTION_LOCK
 from workers.ml.training.api import (
     SampleImage,
     TrainerConfig,
@@ -141,7 +141,7 @@ class LoraTrainer:
         if self._on_cuda:
             # TF32 matmuls (cuDNN convolutions use it by default): faster fp32 parts on Ampere+, ample precision.
             torch.set_float32_matmul_precision("high")
-        with MODEL_CONSTRUCTION_LOCK:  # see workers/ml/preload.py: module building is process-global state
+        with MODEL_CONSTRUCTION_LOCK:  # see workers/ml/locks.py: module building is process-global state
             components = load_components(self.config.base_model, self.params.family, device=self.device,
                                          weight_dtype=self.weight_dtype)
             add_lora(components, self.params)
