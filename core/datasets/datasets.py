@@ -19,6 +19,8 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.config import get_settings
+from core.datasets.caption_text import clean_caption
+from core.datasets.demo_data import generate_demo_images
 from core.datasets.images import (
     ImageRejected,
     ImportLimits,
@@ -28,6 +30,7 @@ from core.datasets.images import (
     prepare_image,
     read_archive,
 )
+from core.datasets.tokens import TOKEN_LIMIT, count_tokens_many
 from core.db import get_or_raise, session_scope
 from core.errors import Conflict, InvalidInput, NotFound, describe_validation_error
 from core.fields import printable
@@ -264,8 +267,6 @@ def import_files(
     dataset_id: int, files: Sequence[tuple[str, bytes]], *, limits: ImportLimits | None = None
 ) -> ImportReport:
     """Imports images and zips (a training-folder zip brings its ``.txt`` captions along)."""
-    from core.datasets.captions import clean_caption  # core.datasets.captions imports this module
-
     get_dataset(dataset_id)
     limits = limits or import_limits()
     report = ImportReport()
@@ -303,8 +304,6 @@ def create_demo_dataset(
     *, name: str = "Demo character", trigger_word: str = "ohwx person"
 ) -> tuple[Dataset, ImportReport]:
     """A 15-image dataset drawn procedurally, so demos and tests work on a fresh machine offline."""
-    from core.datasets.demo_data import generate_demo_images
-
     dataset = create_dataset(name=name, trigger_word=trigger_word, description="Procedurally drawn demo images.")
     return dataset, import_files(dataset.id, generate_demo_images())
 
@@ -316,8 +315,6 @@ ImageFilter = Literal["all", "unreviewed", "missing", "long"]
 
 def _long_caption_ids(dataset_id: int) -> list[int]:
     """Images whose caption is over the CLIP token limit (counted with the training tokenizer)."""
-    from core.datasets.tokens import TOKEN_LIMIT, count_tokens_many
-
     with session_scope() as session:
         rows = session.execute(
             select(DatasetImage.id, DatasetImage.caption).where(DatasetImage.dataset_id == dataset_id)

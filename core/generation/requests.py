@@ -24,6 +24,7 @@ from PIL import Image, PngImagePlugin
 from pydantic import Field, field_validator
 from sqlalchemy import select
 
+from core.config import get_settings
 from core.db import session_scope
 from core.errors import InvalidInput, NotFound
 from core.generation.templates import (
@@ -39,6 +40,7 @@ from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.jobs.lifecycle import create_job, list_jobs
 from core.library import assets
 from core.library.assets import AssetSource
+from core.library.collections import add_to_collection, get_collection
 from core.models import Asset, AssetKind, Job, LoraModel
 from core.pagination import Page
 from core.training.runs import get_lora, promoted_lora
@@ -169,8 +171,6 @@ def prepare_generate_payload(payload: GeneratePayload) -> tuple[GeneratePayload,
             raise InvalidInput(f"img2img with strength {payload.img2img_strength:g} over {settings.steps} steps "
                                "runs no denoising step at all; raise the strength or the steps")
     if payload.collection_id is not None:
-        from core.library.collections import get_collection
-
         try:
             get_collection(payload.collection_id)
         except NotFound as error:
@@ -199,8 +199,6 @@ def prepare_generate_payload(payload: GeneratePayload) -> tuple[GeneratePayload,
 
 
 def _default_batch_size() -> int:
-    from core.config import get_settings
-
     return get_settings().generation_batch_size
 
 
@@ -312,8 +310,6 @@ def save_generated_image(
         prompt=payload.prompt, meta=meta, loras=[(u.id, u.strength) for u in loras],
     )
     if payload.collection_id is not None:
-        from core.library.collections import add_to_collection
-
         try:
             add_to_collection(payload.collection_id, [asset.id])
         except NotFound:

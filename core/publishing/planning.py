@@ -33,6 +33,7 @@ from core.jobs.lifecycle import JobContext, create_job
 from core.models import ContentPlan, Job, Platform, Post, PostStatus
 from core.pagination import Page, clamp
 from core.publishing.checks import RULES, normalize_hashtags
+from core.publishing.llm import LlmClient, LlmOutputInvalid, record_calls
 
 MAX_PLAN_DAYS = 92
 BEST_HOURS = {Platform.INSTAGRAM: 11, Platform.FACEBOOK: 13, Platform.YOUTUBE: 17, Platform.TIKTOK: 19}
@@ -253,8 +254,6 @@ def run_plan(ctx: JobContext) -> dict[str, Any]:
     use_llm = payload.planner == "llm" or (payload.planner == "auto" and _llm_configured())
     calls: list[Any] = []
     if use_llm:
-        from core.publishing.llm import LlmClient, LlmOutputInvalid, record_calls
-
         ctx.stage("writing (LLM)")
         client = LlmClient.from_settings(get_settings())
         if client is None:
@@ -277,8 +276,6 @@ def run_plan(ctx: JobContext) -> dict[str, Any]:
 
 
 def _save_plan(job_id: str, payload: PlanPayload, posts: list[PlannedPost], planner: str, calls: list[Any]) -> int:
-    from core.publishing.llm import record_calls
-
     name = payload.name or f"{payload.theme[:60]} · {payload.start:%d %b}–{payload.end:%d %b}"
     with session_scope() as session:
         plan = ContentPlan(

@@ -21,8 +21,8 @@ from core.db import get_or_raise, session_scope
 from core.errors import Conflict, InvalidInput
 from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.jobs.lifecycle import aware, create_job, enqueue_new, get_job, new_job
-from core.library.assets import unique_asset_ids
-from core.models import Asset, Job, JobStatus, Platform, Post, PostStatus, utcnow
+from core.library.ids import unique_asset_ids
+from core.models import Asset, Job, JobStatus, Platform, Post, PostStatus, PublishRecord, utcnow
 from core.publishing import social_accounts
 from core.publishing.checks import PostPreview, normalize_hashtags, preview_post
 
@@ -243,7 +243,6 @@ def delete_post(post_id: int) -> None:
             raise InvalidInput(f"post {post_id} does not exist")
         if post.status == PostStatus.PUBLISHING:
             raise Conflict(f"post {post_id} is being published; delete it when that finishes")
-        from core.models import PublishRecord
 
         for record in session.execute(select(PublishRecord).where(PublishRecord.post_id == post_id)).scalars():
             session.delete(record)

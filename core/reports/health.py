@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from core import db
 from core.infra.redis import get_redis
+from core.infra.storage import get_object_store
 from core.jobs import queue
 
 
@@ -40,8 +41,6 @@ def _redis() -> str:
 
 
 def _storage() -> str:
-    from core.infra.storage import get_object_store
-
     store = get_object_store()
     store.ping()
     return type(store).__name__

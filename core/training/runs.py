@@ -439,6 +439,9 @@ def estimate_run(params: LoraParams, *, image_count: int, gpu_memory_gib: float 
     )
 
 
+assets.remove_loras_with(_remove_lora)  # purging a LoRA file from the library removes its version
+
+
 # --- the job kinds of this domain (core.catalogue loads them all) ---
 
 register(JobSpec(

@@ -14,7 +14,8 @@ from pydantic import Field
 
 from core.config import get_settings
 from core.errors import InvalidInput, NotFound
-from core.infra.storage import job_key
+from core.generation.requests import job_images
+from core.infra.storage import get_object_store, job_key
 from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.jobs.lifecycle import create_job, list_jobs
 from core.library import assets
@@ -78,8 +79,6 @@ def _library_asset(asset_id: int, kind: str, what: str) -> Asset:
 def _image_ids(payload: VideoPayload) -> list[int]:
     ids = list(payload.image_asset_ids)
     if payload.generation_job_id:
-        from core.generation.requests import job_images
-
         made = [a.id for a in job_images(payload.generation_job_id) if a.id is not None]
         if not made:
             raise InvalidInput(f"generation job {payload.generation_job_id} has no images (yet)")
@@ -133,8 +132,6 @@ def output_keys(job_id: str) -> dict[str, str]:
 
 
 def read_preview(job_id: str) -> bytes:
-    from core.infra.storage import get_object_store
-
     return get_object_store().get_bytes(preview_key(job_id))
 
 
