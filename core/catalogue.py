@@ -1,9 +1,11 @@
 """The full catalogue of job kinds: importing this module registers every kind of every domain.
 
-Each domain registers its own kinds, with its payload models and prepare functions, in the module that
-prepares them; nothing imports this module but the programs' entry points (the app, the HTTP server,
-the workers and their CLI) and the tests, so no domain depends on another to register, and no cycle can
-form. ``all_specs`` and ``get_spec`` are re-exported for those callers.
+Each domain registers its own kinds, with their payload models and prepare functions, in the module
+that prepares them. Nothing imports this module but the programs' entry points (the app, the HTTP
+server, the workers and their CLI) and the tests, so no domain depends on another to register and no
+cycle can form. Importing every domain also completes the hooks a lower domain takes from a higher one
+(the library purges LoRA versions with the remover ``core.training.runs`` hands it).
+``all_specs`` and ``get_spec`` are re-exported for those callers.
 """
 
 from __future__ import annotations

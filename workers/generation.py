@@ -64,11 +64,11 @@ def _range(indexes: list[int]) -> str:
     return f"image {first}" if first == last else f"images {first}–{last}"
 
 
-def generate(ctx: JobContext) -> dict[str, Any]:
+def generate(ctx: JobContext[GeneratePayload]) -> dict[str, Any]:
     from workers.ml.generation import LoraAdapter, RenderSettings, StepEvent, dtype_name, pipeline_cache
 
     started = time.perf_counter()
-    payload: GeneratePayload = ctx.payload  # type: ignore[assignment]
+    payload = ctx.payload
     if payload.seed is None or payload.family is None or payload.base_model is None:
         raise PermanentJobError("the generation payload was not resolved at creation (seed, family, base model)")
     job = get_job(ctx.job_id)

@@ -18,14 +18,14 @@ from workers.gpu_slots import assigned_device
 from workers.ml.captioning import CaptionOptions, load_captioner
 
 
-def noop(ctx: JobContext) -> dict[str, Any]:
-    payload: NoopPayload = ctx.payload  # type: ignore[assignment]
+def noop(ctx: JobContext[NoopPayload]) -> dict[str, Any]:
+    payload = ctx.payload
     return {"note": payload.note}
 
 
-def sleep(ctx: JobContext) -> dict[str, Any]:
+def sleep(ctx: JobContext[SleepPayload]) -> dict[str, Any]:
     """Sleeps in steps, checkpointing each one, so a redelivered attempt resumes where it stopped."""
-    payload: SleepPayload = ctx.payload  # type: ignore[assignment]
+    payload = ctx.payload
     if ctx.attempt <= payload.transient_failures:
         raise TransientError(f"simulated transient failure on attempt {ctx.attempt}")
     start = int((ctx.checkpoint or {}).get("step", 0))
@@ -45,10 +45,10 @@ def sleep(ctx: JobContext) -> dict[str, Any]:
     return {"steps": payload.steps, "resumed_from": start, "attempt": ctx.attempt}
 
 
-def caption(ctx: JobContext) -> dict[str, Any]:
+def caption(ctx: JobContext[CaptionPayload]) -> dict[str, Any]:
     """Captions a dataset's images in batches; each batch is saved, so a cancel or crash keeps what is done."""
 
-    payload: CaptionPayload = ctx.payload  # type: ignore[assignment]
+    payload = ctx.payload
     settings = get_settings()
     dataset = get_dataset(payload.dataset_id)
     images = [i for i in all_images(dataset.id) if not (payload.only_uncaptioned and i.caption.strip())]

@@ -24,8 +24,8 @@ def _record(notification_id: int, **values: Any) -> None:
                         .values(**values))
 
 
-def deliver(ctx: JobContext) -> dict[str, Any]:
-    payload: NotifyPayload = ctx.payload  # type: ignore[assignment]
+def deliver(ctx: JobContext[NotifyPayload]) -> dict[str, Any]:
+    payload = ctx.payload
     note = get_or_raise(PipelineNotification, payload.notification_id, f"notification {payload.notification_id}")
     if note.status == "delivered":
         return {"delivered": True, "already": True}

@@ -183,8 +183,8 @@ def _with_one_refresh(run: Callable[[bool], Published], account_id: int) -> Publ
         raise PermanentJobError("the platform refused the token even after a refresh; reconnect the account") from None
 
 
-def publish(ctx: JobContext) -> dict[str, Any]:
-    payload: PublishPayload = ctx.payload  # type: ignore[assignment]
+def publish(ctx: JobContext[PublishPayload]) -> dict[str, Any]:
+    payload = ctx.payload
     post = posts.get_post(payload.post_id)
     claimed = post.publish_job_id == ctx.job_id
     if claimed and post.status == PostStatus.PUBLISHED:

@@ -152,10 +152,10 @@ def _resume_point(ctx: JobContext, work_dir: Path) -> Path | None:
     return training.download_training_state(ctx.job_id, step, work_dir / "resume" / f"step-{step:06d}")
 
 
-def train(ctx: JobContext) -> dict[str, Any]:
+def train(ctx: JobContext[TrainPayload]) -> dict[str, Any]:
     from workers.ml.training import LoraTrainer, TrainerConfig, TrainingPaused
 
-    payload: TrainPayload = ctx.payload  # type: ignore[assignment]
+    payload = ctx.payload
     params = _params(payload)
     job = get_job(ctx.job_id)
     settings = get_settings()

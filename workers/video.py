@@ -34,8 +34,8 @@ from workers.ml.tts import preview, synthesize_script
 _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 
 
-def voice_preview(ctx: JobContext) -> dict[str, Any]:
-    payload: VoicePreviewPayload = ctx.payload  # type: ignore[assignment]
+def voice_preview(ctx: JobContext[VoicePreviewPayload]) -> dict[str, Any]:
+    payload = ctx.payload
     wav = preview(payload.voice, payload.rate_wpm, payload.text)
     info = get_object_store().put_bytes(videos.preview_key(ctx.job_id), wav, "audio/wav")
     return {"key": info.key, "bytes": info.size}
@@ -70,8 +70,8 @@ def _cues(ctx: JobContext, speech: Any, payload: VideoPayload) -> list[Cue]:
     return cues_from_words(words, max_words_per_line=words_per_line, audio_end=speech.duration)
 
 
-def render(ctx: JobContext) -> dict[str, Any]:
-    payload: VideoPayload = ctx.payload  # type: ignore[assignment]
+def render(ctx: JobContext[VideoPayload]) -> dict[str, Any]:
+    payload = ctx.payload
     job = get_job(ctx.job_id)
     work = get_settings().data_dir / "work" / "video" / ctx.job_id
     shutil.rmtree(work, ignore_errors=True)

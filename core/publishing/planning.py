@@ -241,9 +241,9 @@ def _existing_plan(job_id: str) -> ContentPlan | None:
         return session.execute(select(ContentPlan).where(ContentPlan.job_id == job_id)).scalar_one_or_none()
 
 
-def run_plan(ctx: JobContext) -> dict[str, Any]:
+def run_plan(ctx: JobContext[PlanPayload]) -> dict[str, Any]:
     """The plan job: slots → words (LLM or template) → plan and draft posts, in one transaction."""
-    payload: PlanPayload = ctx.payload  # type: ignore[assignment]
+    payload = ctx.payload
     existing = _existing_plan(ctx.job_id)
     if existing is not None:  # a redelivered job: the plan was already written
         return {"plan_id": existing.id, "reused": True}
