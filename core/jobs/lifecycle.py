@@ -16,11 +16,13 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import redis
 from pydantic import ValidationError
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
+from sqlalchemy.engine import CursorResult, Result
+from sqlmodel import col
 
 from core.config import get_settings
 from core.db import get_or_raise, session_scope
@@ -79,7 +81,7 @@ def _enqueue(job: Job, *, delay_ms: int | None = None, touch: bool = True) -> bo
         return False
     if touch:
         with session_scope() as session:
-            session.execute(update(Job).where(Job.id == job.id).values(enqueued_at=utcnow()))
+            session.execute(update(Job).where(col(Job.id) == job.id).values(enqueued_at=utcnow()))
     return True
 
 
@@ -139,7 +141,7 @@ def resolve_job_id(prefix: str) -> str:
     if not prefix or not all(c in "0123456789abcdef" for c in prefix):
         raise InvalidInput(f"{prefix!r} is not a job id")
     with session_scope() as session:
-        ids = session.execute(select(Job.id).where(Job.id.startswith(prefix)).limit(2)).scalars().all()
+        ids = session.execute(select(col(Job.id)).where(col(Job.id).startswith(prefix)).limit(2)).scalars().all()
     if not ids:
         raise NotFound(f"no job id starts with {prefix!r}")
     if len(ids) > 1:
@@ -158,22 +160,22 @@ def list_jobs(
 ) -> Page[Job]:
     """Newest first, filtered and paginated (page size at most 200)."""
     page, page_size = clamp(page, page_size, max_page_size=200)
-    conditions = []
+    conditions: list[ColumnElement[bool]] = []
     if statuses:
-        conditions.append(Job.status.in_(statuses))
+        conditions.append(col(Job.status).in_(statuses))
     if kinds:
-        conditions.append(Job.kind.in_(kinds))
+        conditions.append(col(Job.kind).in_(kinds))
     if id_prefix:
-        conditions.append(Job.id.startswith(id_prefix.strip().lower()))
+        conditions.append(col(Job.id).startswith(id_prefix.strip().lower()))
     if pipeline_id:
-        conditions.append(Job.pipeline_id == pipeline_id)
+        conditions.append(col(Job.pipeline_id) == pipeline_id)
     with session_scope() as session:
         total = session.execute(select(func.count()).select_from(Job).where(*conditions)).scalar_one()
         items = (
             session.execute(
                 select(Job)
                 .where(*conditions)
-                .order_by(Job.created_at.desc(), Job.id.desc())
+                .order_by(col(Job.created_at).desc(), col(Job.id).desc())
                 .offset((page - 1) * page_size)
                 .limit(page_size)
             )
@@ -185,7 +187,7 @@ def list_jobs(
 
 def count_by_status() -> dict[str, int]:
     with session_scope() as session:
-        rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+        rows = session.execute(select(col(Job.status), func.count()).group_by(col(Job.status))).all()
     return {status: int(count) for status, count in rows}
 
 
@@ -235,7 +237,7 @@ def retry_job(job_id: str) -> Job:
 # --- running a job (worker side) ----------------------------------------------------------------------
 
 
-_JOBS = Job.__table__
+_JOBS = Job.__table__  # type: ignore[attr-defined]  # set by SQLModel at class creation; not in its stubs
 # Built once: constructing SQLAlchemy statements per call costs more than running them here.
 _FENCED_UPDATE = (
     update(_JOBS)
@@ -534,6 +536,11 @@ class ReconcileReport:
         return len(self.requeued) + len(self.orphaned) + len(self.timed_out)
 
 
+def _rows_matched(result: Result[Any]) -> int:
+    # An UPDATE's result is a CursorResult (it carries the count); Session.execute is typed as a plain Result.
+    return int(cast("CursorResult[Any]", result).rowcount or 0)
+
+
 def _jobs_in(status: JobStatus, older_than: datetime, column: Any, batch: int = 500) -> list[list[Job]]:
     """Batches of jobs in a status whose ``column`` is before a moment (keyset-paginated)."""
     batches: list[list[Job]] = []
@@ -543,8 +550,8 @@ def _jobs_in(status: JobStatus, older_than: datetime, column: Any, batch: int = 
             rows = list(
                 session.execute(
                     select(Job)
-                    .where(Job.status == status, or_(column.is_(None), column < older_than), Job.id > last_id)
-                    .order_by(Job.id)
+                    .where(col(Job.status) == status, or_(column.is_(None), column < older_than), col(Job.id) > last_id)
+                    .order_by(col(Job.id))
                     .limit(batch)
                 ).scalars()
             )
@@ -579,27 +586,30 @@ def reconcile() -> ReconcileReport:
             if present[job.id]:
                 continue
             with session_scope() as session:
-                moved = session.execute(
+                moved = _rows_matched(session.execute(
                     update(Job)
-                    .where(Job.id == job.id, Job.attempts == job.attempts, Job.status == JobStatus.RUNNING)
+                    .where(col(Job.id) == job.id, col(Job.attempts) == job.attempts,
+                           col(Job.status) == JobStatus.RUNNING)
                     .values(status=JobStatus.QUEUED, updated_at=utcnow())
-                ).rowcount
+                ))
             if moved and _enqueue(job):
                 report.orphaned.append(job.id)
 
     with session_scope() as session:
         limited = session.execute(
-            select(Job.id, Job.started_at, Job.time_limit_s, Job.attempts).where(
-                Job.status == JobStatus.RUNNING, Job.time_limit_s.is_not(None)
+            select(col(Job.id), col(Job.started_at), col(Job.time_limit_s), col(Job.attempts)).where(
+                col(Job.status) == JobStatus.RUNNING, col(Job.time_limit_s).is_not(None)
             )
         ).all()
     for job_id, started_at, limit_s, attempts in limited:
-        if aware(started_at) + timedelta(seconds=limit_s) >= now:
+        started = aware(started_at)
+        assert started is not None and limit_s is not None  # a claim sets started_at; the query wants a limit
+        if started + timedelta(seconds=limit_s) >= now:
             continue
         with session_scope() as session:
             session.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.attempts == attempts, Job.status == JobStatus.RUNNING)
+                .where(col(Job.id) == job_id, col(Job.attempts) == attempts, col(Job.status) == JobStatus.RUNNING)
                 .values(status=JobStatus.FAILED, cancel_requested=True, finished_at=utcnow(),
                         error=f"exceeded its time limit of {limit_s} s", error_stage="time limit")
             )

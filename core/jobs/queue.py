@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
 import redis
@@ -99,8 +99,10 @@ def get_broker() -> RedisBroker:
 forget_with_clients(get_broker.cache_clear)
 
 
-def enqueue(job_id: str, *, kind: str, queue: str, delay_ms: int | None = None) -> dramatiq.Message:
-    message = dramatiq.Message(queue_name=queue, actor_name=kind, args=(job_id,), kwargs={}, options={})
+def enqueue(job_id: str, *, kind: str, queue: str, delay_ms: int | None = None) -> dramatiq.Message[Any]:
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=queue, actor_name=kind, args=(job_id,), kwargs={}, options={}
+    )
     return get_broker().enqueue(message, delay=delay_ms)
 
 
@@ -108,12 +110,17 @@ def _queue_key(queue: str) -> str:
     return f"{get_broker().namespace}:{queue}"
 
 
+def _index_entries(reply: Any) -> list[bytes | None]:
+    # The client does not decode responses (make_redis), so MGET answers bytes or None; its stubs allow str too.
+    return cast("list[bytes | None]", reply)
+
+
 def messages_present(job_ids: list[str]) -> dict[str, bool]:
     """For each job, whether its newest message still sits in the broker (queued, delayed or in flight)."""
     if not job_ids:
         return {}
     client = get_redis()
-    entries = client.mget([redis_key(_MESSAGE_INDEX, job_id) for job_id in job_ids])
+    entries = _index_entries(client.mget([redis_key(_MESSAGE_INDEX, job_id) for job_id in job_ids]))
     pipe = client.pipeline(transaction=False)
     checked: list[str] = []
     for job_id, entry in zip(job_ids, entries, strict=True):
@@ -148,7 +155,8 @@ def move_to_front(job_ids: list[str]) -> list[str]:
     client = get_redis()
     script = client.register_script(_TO_FRONT)
     moved: list[str] = []
-    for job_id, entry in zip(job_ids, client.mget([redis_key(_MESSAGE_INDEX, j) for j in job_ids]), strict=True):
+    entries = _index_entries(client.mget([redis_key(_MESSAGE_INDEX, j) for j in job_ids]))
+    for job_id, entry in zip(job_ids, entries, strict=True):
         if entry is None:
             continue
         queue, message_id = entry.decode().split("|", 1)
