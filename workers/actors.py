@@ -50,7 +50,7 @@ def _make_actor(kind: str, handler: Handler, broker: dramatiq.Broker) -> dramati
             execute_job(job_id, handler)
 
     run.__name__ = kind.replace("-", "_")
-    return dramatiq.actor(run, actor_name=kind, queue_name=spec.queue, broker=broker)
+    return dramatiq.actor(actor_name=kind, queue_name=spec.queue, broker=broker)(run)
 
 
 def declare_actors(broker: dramatiq.Broker) -> dict[str, dramatiq.Actor]:

@@ -51,7 +51,7 @@ def caption(ctx: JobContext[CaptionPayload]) -> dict[str, Any]:
     payload = ctx.payload
     settings = get_settings()
     dataset = get_dataset(payload.dataset_id)
-    images = [i for i in all_images(dataset.id) if not (payload.only_uncaptioned and i.caption.strip())]
+    images = [i for i in all_images(payload.dataset_id) if not (payload.only_uncaptioned and i.caption.strip())]
     if not images:
         ctx.log("nothing to caption: every image already has a caption")
         return {"captioned": 0}
@@ -66,9 +66,10 @@ def caption(ctx: JobContext[CaptionPayload]) -> dict[str, Any]:
         batch = images[start:start + payload.batch_size]
         pictures = [Image.open(io.BytesIO(read_image(image))).convert("RGB") for image in batch]
         raw = captioner.caption(pictures, options)
-        write_auto_captions(dataset.id, {
-            image.id: compose_caption(text, trigger_word=dataset.trigger_word, prepend_trigger=payload.prepend_trigger,
-                                      prefix=payload.prefix, suffix=payload.suffix)
+        write_auto_captions(payload.dataset_id, {
+            image.id or 0: compose_caption(text, trigger_word=dataset.trigger_word,
+                                           prepend_trigger=payload.prepend_trigger, prefix=payload.prefix,
+                                           suffix=payload.suffix)
             for image, text in zip(batch, raw, strict=True)
         })
         done += len(batch)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlparse
 
 import redis
@@ -106,7 +107,8 @@ def up(host: str, port: int, *, demo_models: bool = True) -> int:
         exited = [p for p in started if p.poll() is not None]
         if exited:
             code = exited[0].returncode or 1
-            _logger.error("%s exited with %s; stopping the studio", exited[0].args[:3], exited[0].returncode)
+            _logger.error("%s exited with %s; stopping the studio", cast("list[str]", exited[0].args)[:3],
+                          exited[0].returncode)
             break
     for process in reversed(started):  # server first, Redis last: workers hand messages back first
         if process.poll() is None:

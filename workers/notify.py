@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import update
+from sqlmodel import col
 
 from core.automation.pipelines import NotifyPayload
 from core.config import get_settings
@@ -20,7 +21,7 @@ from core.models import PipelineNotification, utcnow
 
 def _record(notification_id: int, **values: Any) -> None:
     with session_scope() as session:
-        session.execute(update(PipelineNotification).where(PipelineNotification.id == notification_id)
+        session.execute(update(PipelineNotification).where(col(PipelineNotification.id) == notification_id)
                         .values(**values))
 
 

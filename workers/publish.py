@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 from PIL import Image
 from sqlalchemy import select, update
+from sqlmodel import col
 
 from core.config import get_settings
 from core.db import session_scope
@@ -92,7 +93,7 @@ def _request(post: Post, folder: Path) -> PublishRequest:
 def _record(post: Post, account_id: int | None) -> PublishRecord:
     with session_scope() as session:
         record = session.execute(select(PublishRecord).where(
-            PublishRecord.post_id == post.id, PublishRecord.platform == post.platform)).scalar_one_or_none()
+            col(PublishRecord.post_id) == post.id, col(PublishRecord.platform) == post.platform)).scalar_one_or_none()
         if record is None:
             record = PublishRecord(post_id=post.id or 0, platform=post.platform, account_id=account_id)
             session.add(record)
@@ -102,7 +103,7 @@ def _record(post: Post, account_id: int | None) -> PublishRecord:
 
 def _save_record(record_id: int, **values: Any) -> None:
     with session_scope() as session:
-        session.execute(update(PublishRecord).where(PublishRecord.id == record_id)
+        session.execute(update(PublishRecord).where(col(PublishRecord.id) == record_id)
                         .values(updated_at=utcnow(), **values))
 
 
@@ -111,10 +112,10 @@ def _mark_published(post: Post, ctx: JobContext, published: Published, *, record
     """The record and the post say 'published' together (only for the job that claimed the post)."""
     with session_scope() as session:
         if record_id is not None:
-            session.execute(update(PublishRecord).where(PublishRecord.id == record_id).values(
+            session.execute(update(PublishRecord).where(col(PublishRecord.id) == record_id).values(
                 phase=PUBLISHED, external_id=published.external_id, permalink=published.permalink,
                 updated_at=utcnow()))
-        session.execute(update(Post).where(Post.id == post.id, Post.publish_job_id == ctx.job_id).values(
+        session.execute(update(Post).where(col(Post.id) == post.id, col(Post.publish_job_id) == ctx.job_id).values(
             status=PostStatus.PUBLISHED, external_id=published.external_id, permalink=published.permalink,
             published_at=utcnow(), dry_run=dry_run, error=None, updated_at=utcnow()))
 

@@ -46,7 +46,7 @@ def materialise_dataset(dataset: Dataset, cache_dir: Path) -> list[Any]:
     cache_dir.mkdir(parents=True, exist_ok=True)
     store = get_object_store()
     examples = []
-    for image in all_images(dataset.id):
+    for image in all_images(dataset.id or 0):
         path = cache_dir / f"{image.sha256}{_EXTENSIONS.get(image.content_type, '.img')}"
         if not path.exists():
             # A private temporary name, then an atomic rename: runs in other threads or processes may

@@ -474,7 +474,7 @@ def _crossfaded(clips: list[tuple[Any, int]], fade_frames: int, fps: int) -> Any
     clip's first ones. Only those short pieces go through ``xfade``; the rest is joined with ``concat``.
     ffmpeg 5.1's xfade has no 4:2:0 formats, so in a plain xfade chain every frame of the video is converted
     to 4:4:4 and back (~4 ms a frame at 1080×1920, and chroma softened twice); here only the fades are."""
-    pieces = []
+    pieces: list[Any] = []
     for index, (clip, frames) in enumerate(clips):
         head = fade_frames if index > 0 else 0
         tail = fade_frames if index < len(clips) - 1 else 0

@@ -69,7 +69,8 @@ class Captioner:
         except (OSError, ValueError) as exc:
             # Not found, not a model folder, or a hub id while offline: retrying will not help.
             raise PermanentJobError(f"could not load caption model {model!r}: {exc}") from exc
-        self.model.to(self.device).eval()
+        # transformers wraps Module.to, and its stub misreads the bound call (the model as its first argument).
+        self.model.to(self.device).eval()  # type: ignore[arg-type]
 
     def caption(self, images: Sequence[Image.Image], options: CaptionOptions) -> list[str]:
         """Caption ``images`` in one ``generate`` call; greedy unless ``options.num_beams`` > 1."""

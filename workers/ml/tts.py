@@ -283,7 +283,8 @@ class VitsSynthesizer:
                 self.model: Any = VitsModel.from_pretrained(source)
         except (OSError, ValueError) as exc:
             raise PermanentJobError(f"could not load VITS model {model!r}: {exc}") from exc
-        self.model.to(self.device).eval()
+        # transformers wraps Module.to, and its stub misreads the bound call (the model as its first argument).
+        self.model.to(self.device).eval()  # type: ignore[arg-type]
         self.sample_rate = int(self.model.config.sampling_rate)
         self._torch = torch
 

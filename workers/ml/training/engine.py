@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -429,8 +429,9 @@ class LoraTrainer:
                 hidden, pooled = encode_tokens(components, ids)
         else:
             hidden = torch.stack([self.text_embeddings[c][0] for c in captions]).to(self.device)
-            pooled = torch.stack([self.text_embeddings[c][1] for c in captions]).to(self.device) \
-                if components.is_sdxl else None
+            # SDXL's cached embeddings always carry the pooled one (only SD 1.x's are None).
+            pooled = torch.stack(cast("list[torch.Tensor]", [self.text_embeddings[c][1] for c in captions])) \
+                .to(self.device) if components.is_sdxl else None
         if not components.is_sdxl:
             return hidden, None
         # SDXL's micro-conditioning, as its pipeline builds it: (original h, w, crop top, left, target h, w).
