@@ -21,6 +21,6 @@ from core.video import requests as video  # video, voice-preview
 
 DOMAINS = (kinds, datasets, runs, generation, video, posts, planning, pipelines)
 
-kinds.catalogue_loaded()
+kinds.mark_catalogue_loaded()
 
 __all__ = ["DOMAINS", "JobSpec", "all_specs", "get_spec"]

@@ -80,7 +80,7 @@ def register(spec: JobSpec[P]) -> JobSpec[P]:
     return spec
 
 
-def catalogue_loaded() -> None:
+def mark_catalogue_loaded() -> None:
     """Called by ``core.catalogue`` once every domain has registered its kinds."""
     global _catalogue_loaded
     _catalogue_loaded = True
