@@ -27,11 +27,16 @@ from pydantic.alias_generators import to_camel
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+from core.automation.demo_content import draft_demo_post
 from core.characters.persona import Persona
 from core.config import get_settings
+from core.datasets.datasets import get_dataset
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput, NotFound, StudioError, describe_validation_error
+from core.generation.requests import job_images
 from core.jobs import lifecycle as jobs
+from core.jobs.kinds import JobSpec, Payload, Queue, register
+from core.library.assets import download_url, get_asset
 from core.models import (
     TERMINAL_STATUSES,
     Job,
@@ -44,6 +49,10 @@ from core.models import (
     utcnow,
 )
 from core.pagination import Page, clamp
+from core.publishing import posts
+from core.publishing.planning import PlanPayload, prepare_plan_payload
+from core.publishing.production import start_production
+from core.training.configs import get_config, params_of
 from core.video.options import Aspect
 
 _logger = logging.getLogger("studio.pipelines")
@@ -54,6 +63,12 @@ ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 # --- requests -----------------------------------------------------------------------------------------------
+
+
+class NotifyPayload(Payload):
+    """Deliver one pipeline notification (the outbox row) to its URL, signed."""
+
+    notification_id: int = Field(ge=1)
 
 
 class _Request(BaseModel):
@@ -184,8 +199,6 @@ DRY_RUN_OVERRIDES = {"steps": 30, "sample_every": 0, "checkpoint_every": 30}
 
 
 def _start_training(pipeline: Pipeline) -> list[Job]:
-    from core.training.configs import get_config, params_of
-
     request = LoraPipelineRequest.model_validate(pipeline.payload)
     payload: dict[str, Any] = {"dataset_id": request.dataset_id, "config_id": request.config_id,
                                "name": request.training_name}
@@ -221,8 +234,6 @@ def _start_generation(pipeline: Pipeline) -> list[Job]:
 
 
 def _finish_generation(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
-    from core.generation.requests import job_images
-
     images: list[int] = []
     warnings = []
     for index, job in enumerate(stage_jobs, start=1):
@@ -283,8 +294,6 @@ def _finish_captions(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
 def _finish_post(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
     """Draft the post with the video. Safe to run twice (the sweep and a job's end may both get here):
     the post id is claimed in the pipeline's results, and a loser removes its own post."""
-    from core.automation.demo import draft_demo_post
-    from core.publishing import posts
 
     existing = get_pipeline(pipeline.id).results.get("post", {}).get("postId")
     if existing is not None:
@@ -357,8 +366,6 @@ def _posts_of(pipeline: Pipeline) -> list[Post]:
 
 def _start_production(pipeline: Pipeline) -> list[Job]:
     # Production writes its own jobs (and chains videos itself); the stage follows the posts.
-    from core.publishing.production import start_production
-
     request = ContentPipelineRequest.model_validate(pipeline.payload)
     template = DRY_RUN_TEMPLATE if pipeline.dry_run else ""
     for post in _posts_of(pipeline):
@@ -385,8 +392,6 @@ def _finish_production(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult
 
 
 def _finish_scheduling(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
-    from core.publishing import posts
-
     request = ContentPipelineRequest.model_validate(pipeline.payload)
     done: list[int] = []
     publish_jobs: list[str] = []
@@ -467,9 +472,6 @@ def _request_hash(kind: str, body: dict[str, Any]) -> str:
 def _check_references(kind: str, request: _Request) -> None:
     """What the schema cannot see: the dataset, config and (for dry runs) the tiny preset must exist."""
     if isinstance(request, LoraPipelineRequest):
-        from core.datasets.datasets import get_dataset
-        from core.training.configs import get_config
-
         try:
             dataset = get_dataset(request.dataset_id)
         except NotFound:
@@ -485,8 +487,6 @@ def _check_references(kind: str, request: _Request) -> None:
             _dry_run_config_id()
     elif isinstance(request, ContentPipelineRequest):
         # The plan job's own checks (dates, platforms, an LLM when asked for), now rather than at its stage.
-        from core.jobs.kinds import PlanPayload
-        from core.publishing.planning import prepare_plan_payload
 
         prepare_plan_payload(PlanPayload(theme=request.theme, platforms=request.platforms, start=request.start,
                                          end=request.end, posts_per_week=request.posts_per_week,
@@ -782,7 +782,6 @@ def retry_pipeline(pipeline_id: str) -> Pipeline:
 
 def summary(pipeline: Pipeline) -> dict[str, Any]:
     """Everything an automation wants at the end: the LoRA version, asset links, warnings."""
-    from core.library.assets import download_url, get_asset
 
     results = pipeline.results
 
@@ -855,3 +854,11 @@ def notify(pipeline_id: str, event: str) -> None:
         session.flush()
         note_id = note.id
     jobs.create_job("notify", {"notification_id": note_id})
+
+
+# --- the job kinds of this domain (core.catalogue loads them all) ---
+
+register(JobSpec(
+    "notify", Queue.DEFAULT, NotifyPayload, "Delivers a signed pipeline notification (retried with backoff).",
+    max_attempts=6, time_limit_s=300,
+))

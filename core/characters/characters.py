@@ -12,6 +12,7 @@ from core.characters.persona import Persona
 from core.db import get_or_raise, session_scope
 from core.errors import InvalidInput
 from core.models import Character
+from core.training.runs import promoted_lora
 
 DEFAULT_NAME = "Mia Rivers"
 DEFAULT_PERSONA = Persona(
@@ -58,7 +59,6 @@ def save_persona(character_id: int, persona: Persona, *, trigger_word: str | Non
 
 def trigger_word_of(character_id: int | None) -> str:
     """The word that calls up the character in a prompt: its promoted LoRA's, else the character's own."""
-    from core.training.runs import promoted_lora
 
     lora = promoted_lora(character_id) or (promoted_lora(None) if character_id is not None else None)
     if lora is not None and lora.trigger_word:

@@ -16,12 +16,11 @@ import regex
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import select, update
 
+from core.datasets.caption_text import clean_caption
 from core.datasets.datasets import get_dataset, refresh_dataset_state
 from core.db import id_in_range, session_scope
 from core.errors import InvalidInput, NotFound, describe_validation_error
 from core.models import DatasetImage
-
-MAX_CAPTION_CHARS = 2000
 
 BulkOperation = Literal["replace", "regex", "prefix", "suffix", "trigger", "lower", "strip"]
 BULK_OPERATIONS: dict[str, str] = {
@@ -33,16 +32,6 @@ BULK_OPERATIONS: dict[str, str] = {
     "lower": "Lower-case",
     "strip": "Strip and collapse whitespace",
 }
-
-
-# C0/C1 control characters and lone surrogates: PostgreSQL refuses NUL in text, and a surrogate has no UTF-8.
-_UNSTORABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def clean_caption(text: str) -> str:
-    """Captions are single-line plain text: control characters become spaces, newlines and runs of spaces
-    collapse to one space. Markup such as ``<b>`` is kept verbatim: pages show captions as text, never HTML."""
-    return " ".join(_UNSTORABLE.sub(" ", text).split())[:MAX_CAPTION_CHARS]
 
 
 def compose_caption(raw: str, *, trigger_word: str = "", prepend_trigger: bool = True, prefix: str = "",
@@ -103,7 +92,6 @@ class BulkEdit(BaseModel):
             case "strip":
                 result = caption
         return clean_caption(result)
-
 
     def _regex_sub(self, caption: str, deadline: float | None) -> str:
         # The `regex` module, not `re`: it can stop a search. A pattern such as (a|aa)+$ backtracks

@@ -12,13 +12,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.config import get_settings
+from core.datasets.caption_text import clean_caption
+from core.datasets.demo_data import generate_demo_images
 from core.datasets.images import (
     ImageRejected,
     ImportLimits,
@@ -28,15 +30,14 @@ from core.datasets.images import (
     prepare_image,
     read_archive,
 )
+from core.datasets.tokens import TOKEN_LIMIT, count_tokens_many
 from core.db import get_or_raise, session_scope
 from core.errors import Conflict, InvalidInput, NotFound, describe_validation_error
 from core.fields import printable
 from core.infra.storage import get_object_store
+from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.models import Dataset, DatasetImage, DatasetKind, utcnow
 from core.pagination import Page, clamp
-
-if TYPE_CHECKING:
-    from core.jobs.kinds import CaptionPayload
 
 SortField = Literal["created", "updated", "name", "images"]
 _SORT_COLUMNS = {
@@ -46,6 +47,20 @@ _SORT_COLUMNS = {
     "images": Dataset.image_count,
 }
 MAX_PAGE_SIZE = 100
+
+
+class CaptionPayload(Payload):
+    """Auto-caption a dataset's images with the caption model (BLIP)."""
+
+    dataset_id: int = Field(ge=1)
+    only_uncaptioned: bool = True
+    prompt: str = Field(default="", max_length=200, description='conditional prefix, e.g. "a photo of"')
+    prepend_trigger: bool = True
+    prefix: str = Field(default="", max_length=200)
+    suffix: str = Field(default="", max_length=200)
+    max_length: int = Field(default=40, ge=5, le=200)
+    batch_size: int = Field(default=8, ge=1, le=64)
+    model: str | None = Field(default=None, max_length=500, description="hub id or local path; default: settings")
 
 
 class DatasetFields(BaseModel):
@@ -252,8 +267,6 @@ def import_files(
     dataset_id: int, files: Sequence[tuple[str, bytes]], *, limits: ImportLimits | None = None
 ) -> ImportReport:
     """Imports images and zips (a training-folder zip brings its ``.txt`` captions along)."""
-    from core.datasets.captions import clean_caption  # core.datasets.captions imports this module
-
     get_dataset(dataset_id)
     limits = limits or import_limits()
     report = ImportReport()
@@ -291,8 +304,6 @@ def create_demo_dataset(
     *, name: str = "Demo character", trigger_word: str = "ohwx person"
 ) -> tuple[Dataset, ImportReport]:
     """A 15-image dataset drawn procedurally, so demos and tests work on a fresh machine offline."""
-    from core.datasets.demo_data import generate_demo_images
-
     dataset = create_dataset(name=name, trigger_word=trigger_word, description="Procedurally drawn demo images.")
     return dataset, import_files(dataset.id, generate_demo_images())
 
@@ -304,8 +315,6 @@ ImageFilter = Literal["all", "unreviewed", "missing", "long"]
 
 def _long_caption_ids(dataset_id: int) -> list[int]:
     """Images whose caption is over the CLIP token limit (counted with the training tokenizer)."""
-    from core.datasets.tokens import TOKEN_LIMIT, count_tokens_many
-
     with session_scope() as session:
         rows = session.execute(
             select(DatasetImage.id, DatasetImage.caption).where(DatasetImage.dataset_id == dataset_id)
@@ -386,3 +395,9 @@ def export_training_zip(dataset_id: int) -> bytes:
         used.add(stem.casefold())
         items.append((f"{stem}{PurePosixPath(image.key).suffix}", read_image(image), image.caption))
     return make_training_zip(items)
+
+
+# --- the job kinds of this domain (core.catalogue loads them all) ---
+
+register(JobSpec("caption", Queue.GPU, CaptionPayload, "Auto-captions a dataset's images (BLIP).", time_limit_s=7200,
+                 prepare=prepare_caption_payload))

@@ -9,7 +9,7 @@ removes the objects from storage and the row for good.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
@@ -22,6 +22,8 @@ from core.datasets.images import make_thumbnail
 from core.db import get_or_raise, session_scope
 from core.errors import Conflict, InvalidInput, describe_validation_error
 from core.infra.storage import get_object_store
+from core.library.collections import collections_of
+from core.library.ids import describe_ids, unique_asset_ids
 from core.models import (
     Asset,
     AssetKind,
@@ -143,7 +145,6 @@ def remove_assets(asset_ids: Sequence[int]) -> int:
 # --- the library: filters, listing, options ----------------------------------------------------------
 
 MAX_PAGE_SIZE = 100
-MAX_IDS_PER_CALL = 1_000
 LibraryKind = Literal["image", "sample", "lora", "video", "audio"]
 AssetSort = Literal["newest", "oldest", "largest"]
 # The library's kinds, as users think of them (training samples are images, but a kind of their own).
@@ -303,18 +304,6 @@ def download_url(asset: Asset, *, expires: timedelta | None = None) -> str:
 # --- trash, restore, purge ----------------------------------------------------------------------------
 
 
-def unique_asset_ids(asset_ids: Sequence[int]) -> list[int]:
-    ids = list(dict.fromkeys(int(i) for i in asset_ids))
-    if len(ids) > MAX_IDS_PER_CALL:
-        raise InvalidInput(f"at most {MAX_IDS_PER_CALL} assets at a time")
-    return ids
-
-
-def describe_ids(ids: Sequence[int]) -> str:
-    shown = ", ".join(str(i) for i in sorted(ids)[:10])
-    return shown + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
-
-
 def trash_assets(asset_ids: Sequence[int]) -> int:
     """Move assets to the trash (reversible); returns how many were not there yet."""
     ids = unique_asset_ids(asset_ids)
@@ -399,11 +388,25 @@ def _pending_post_media() -> list[tuple[int, str, list[int]]]:
     return [(post_id, status, list(media or [])) for post_id, status, media in rows]
 
 
-def _purge(assets: Sequence[Asset], loras: dict[int, LoraModel]) -> int:
-    from core.training import runs as training  # core.training.runs imports this module
+# Removing a LoRA version (its weights, training state, file asset and row) is the training domain's
+# business, and training imports the library: core.training.runs hands its remover in here.
+_lora_remover: Callable[[LoraModel], None] | None = None
 
+
+def remove_loras_with(remover: Callable[[LoraModel], None]) -> None:
+    global _lora_remover
+    _lora_remover = remover
+
+
+def _remove_lora(lora: LoraModel) -> None:
+    if _lora_remover is None:
+        raise RuntimeError("no LoRA remover: the program's entry point must import core.catalogue")
+    _lora_remover(lora)
+
+
+def _purge(assets: Sequence[Asset], loras: dict[int, LoraModel]) -> int:
     for lora in loras.values():
-        training._remove_lora(lora)  # weights, training state, its asset and the LoraModel row
+        _remove_lora(lora)  # weights, training state, its asset and the LoraModel row
     remove_assets([a.id for a in assets if a.id is not None])  # the rest (and any LoRA file left over)
     return len(assets)
 
@@ -489,8 +492,6 @@ _SETTINGS = ("steps", "cfg", "scheduler", "width", "height", "template", "base_m
 
 def lineage(asset: Asset) -> Lineage:
     """The asset's lineage, read in a handful of indexed lookups; what was deleted since is named so."""
-    from core.library.collections import collections_of
-
     meta = asset.meta or {}
     meta_loras = {int(item["id"]): item for item in meta.get("loras", []) if isinstance(item, dict) and "id" in item}
     init_id = meta.get("init_asset_id")

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput, NotFound, describe_validation_error
 from core.fields import NamedFields
-from core.library.assets import describe_ids, unique_asset_ids
+from core.library.ids import describe_ids, unique_asset_ids
 from core.models import Asset, Collection, CollectionItem, utcnow
 from core.pagination import Page, clamp
 

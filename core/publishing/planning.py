@@ -16,7 +16,7 @@ import random
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, create_model, model_validator
@@ -28,14 +28,29 @@ from core.config import get_settings
 from core.db import session_scope
 from core.errors import InvalidInput
 from core.generation.requests import insert_trigger_words
-from core.jobs.kinds import PlanPayload
+from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.jobs.lifecycle import JobContext, create_job
 from core.models import ContentPlan, Job, Platform, Post, PostStatus
 from core.pagination import Page, clamp
 from core.publishing.checks import RULES, normalize_hashtags
+from core.publishing.llm import LlmClient, LlmOutputInvalid, record_calls
 
 MAX_PLAN_DAYS = 92
 BEST_HOURS = {Platform.INSTAGRAM: 11, Platform.FACEBOOK: 13, Platform.YOUTUBE: 17, Platform.TIKTOK: 19}
+
+
+class PlanPayload(Payload):
+    """Plan posts for a date range. With no persona, the character's stored persona is used."""
+
+    character_id: int | None = Field(default=None, ge=1)
+    persona: Persona | None = None
+    theme: str = Field(min_length=1, max_length=500)
+    platforms: list[Literal["instagram", "facebook", "youtube", "tiktok"]] = Field(min_length=1, max_length=4)
+    start: date
+    end: date
+    posts_per_week: int = Field(default=3, ge=1, le=28)
+    name: str = Field(default="", max_length=200)
+    planner: Literal["auto", "llm", "template"] = "auto"  # auto: the LLM when one is configured
 
 
 @dataclass(frozen=True)
@@ -226,9 +241,9 @@ def _existing_plan(job_id: str) -> ContentPlan | None:
         return session.execute(select(ContentPlan).where(ContentPlan.job_id == job_id)).scalar_one_or_none()
 
 
-def run_plan(ctx: JobContext) -> dict[str, Any]:
+def run_plan(ctx: JobContext[PlanPayload]) -> dict[str, Any]:
     """The plan job: slots → words (LLM or template) → plan and draft posts, in one transaction."""
-    payload: PlanPayload = ctx.payload  # type: ignore[assignment]
+    payload = ctx.payload
     existing = _existing_plan(ctx.job_id)
     if existing is not None:  # a redelivered job: the plan was already written
         return {"plan_id": existing.id, "reused": True}
@@ -239,8 +254,6 @@ def run_plan(ctx: JobContext) -> dict[str, Any]:
     use_llm = payload.planner == "llm" or (payload.planner == "auto" and _llm_configured())
     calls: list[Any] = []
     if use_llm:
-        from core.publishing.llm import LlmClient, LlmOutputInvalid, record_calls
-
         ctx.stage("writing (LLM)")
         client = LlmClient.from_settings(get_settings())
         if client is None:
@@ -263,8 +276,6 @@ def run_plan(ctx: JobContext) -> dict[str, Any]:
 
 
 def _save_plan(job_id: str, payload: PlanPayload, posts: list[PlannedPost], planner: str, calls: list[Any]) -> int:
-    from core.publishing.llm import record_calls
-
     name = payload.name or f"{payload.theme[:60]} · {payload.start:%d %b}–{payload.end:%d %b}"
     with session_scope() as session:
         plan = ContentPlan(
@@ -314,3 +325,11 @@ def plan_posts(plan_id: int) -> list[Post]:
 
 def plan_date_range(plan: ContentPlan) -> tuple[date, date]:
     return date.fromisoformat(plan.request["start"]), date.fromisoformat(plan.request["end"])
+
+
+# --- the job kinds of this domain (core.catalogue loads them all) ---
+
+register(JobSpec(
+    "plan", Queue.DEFAULT, PlanPayload, "Plans posts from a persona and a theme (an LLM, or the offline planner).",
+    max_attempts=3, time_limit_s=900, prepare=prepare_plan_payload,
+))

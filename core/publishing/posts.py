@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import Field
 from sqlalchemy import func, select, update
 
 from core.config import get_settings
 from core.db import get_or_raise, session_scope
 from core.errors import Conflict, InvalidInput
-from core.jobs.kinds import PublishPayload
+from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.jobs.lifecycle import aware, create_job, enqueue_new, get_job, new_job
-from core.library.assets import unique_asset_ids
-from core.models import Asset, Job, JobStatus, Platform, Post, PostStatus, utcnow
+from core.library.ids import unique_asset_ids
+from core.models import Asset, Job, JobStatus, Platform, Post, PostStatus, PublishRecord, utcnow
 from core.publishing import social_accounts
 from core.publishing.checks import PostPreview, normalize_hashtags, preview_post
 
@@ -32,6 +32,13 @@ LOCKED = frozenset({PostStatus.PUBLISHING, PostStatus.PUBLISHED})
 EDITABLE_FIELDS = frozenset({"platform", "scheduled_at", "title", "caption", "hashtags", "image_prompt",
                              "asset_ids", "account_id", "ai_generated", "options"})
 PRIVACY_CHOICES = ("public", "unlisted", "private")
+
+
+class PublishPayload(Payload):
+    """Publish one post to its platform (or, as a dry run, record what would be sent)."""
+
+    post_id: int = Field(ge=1)
+    dry_run: bool = False
 
 
 def prepare_publish_payload(payload: PublishPayload) -> tuple[PublishPayload, int | None]:
@@ -236,7 +243,6 @@ def delete_post(post_id: int) -> None:
             raise InvalidInput(f"post {post_id} does not exist")
         if post.status == PostStatus.PUBLISHING:
             raise Conflict(f"post {post_id} is being published; delete it when that finishes")
-        from core.models import PublishRecord
 
         for record in session.execute(select(PublishRecord).where(PublishRecord.post_id == post_id)).scalars():
             session.delete(record)
@@ -326,20 +332,9 @@ def sweep_publishing(*, older_than: timedelta = timedelta(seconds=30)) -> int:
     return fixed
 
 
-@dataclass(frozen=True)
-class SchedulerReport:
-    claimed: list[str]
-    failed_swept: int
-    tokens_refreshed: int = 0
+# --- the job kinds of this domain (core.catalogue loads them all) ---
 
-
-def scheduler_tick() -> SchedulerReport:
-    """Run by the worker supervisor every ``scheduler_interval_s``: refresh expiring tokens, advance
-    content production and pipelines, publish due posts, and fail posts whose publish job died silently."""
-    from core.automation import pipelines
-    from core.publishing import production
-
-    refreshed = social_accounts.refresh_expiring()
-    production.sweep_production()
-    pipelines.sweep_pipelines()
-    return SchedulerReport(claimed=publish_due_posts(), failed_swept=sweep_publishing(), tokens_refreshed=refreshed)
+register(JobSpec(
+    "publish", Queue.CPU, PublishPayload, "Publishes a post to Instagram, Facebook, YouTube or TikTok (never twice).",
+    max_attempts=5, time_limit_s=3600, prepare=prepare_publish_payload,
+))

@@ -19,8 +19,7 @@ from sqlalchemy import or_, select, update
 from core.characters import characters
 from core.db import session_scope
 from core.errors import InvalidInput
-from core.generation.requests import insert_trigger_words, job_images
-from core.jobs.kinds import LoraChoice
+from core.generation.requests import LoraChoice, insert_trigger_words, job_images
 from core.jobs.lifecycle import enqueue_new, get_job, new_job
 from core.models import TERMINAL_STATUSES, Job, JobStatus, Platform, Post, utcnow
 from core.publishing import posts

@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from core.config import get_settings
 from core.db import get_or_raise, session_scope
 from core.errors import InvalidInput
-from core.infra.crypto import decrypt_token, encrypt_token
+from core.infra.crypto import decrypt_token, encrypt_token, get_cipher
 from core.jobs.lifecycle import aware
 from core.models import Platform, Post, PostStatus, SocialAccount, utcnow
 from core.publishing import oauth
@@ -211,7 +211,6 @@ def credentials(account_id: int, *, force_refresh: bool = False) -> AccountCrede
 
 def reencrypt_tokens(*, batch: int = 200) -> int:
     """After a key rotation: re-encrypt every stored token with the first configured key."""
-    from core.infra.crypto import get_cipher
 
     cipher = get_cipher()
     done = 0

@@ -33,6 +33,7 @@ from sqlalchemy import func, select
 from core.config import get_settings
 from core.db import session_scope
 from core.errors import StudioError
+from core.infra.redis import get_redis, redis_key
 from core.jobs import queue as core_queue
 from core.jobs.kinds import Queue
 from core.jobs.lifecycle import aware
@@ -83,7 +84,7 @@ def queue_stats() -> list[QueueStat]:
     names = _queue_names()
     try:
         namespace = core_queue.get_broker().namespace
-        pipe = core_queue.get_redis().pipeline(transaction=False)
+        pipe = get_redis().pipeline(transaction=False)
         for name in names:
             base = f"{namespace}:{name}"
             pipe.llen(base)
@@ -175,10 +176,10 @@ def worker_stats(*, lost_horizon_s: float = LOST_HORIZON_S) -> list[WorkerStat]:
     saw in a Redis hash; a remembered worker without a fresh announcement is shown as lost.
     """
     now = time.time()
-    seen_key = core_queue.redis_key(_SEEN_KEY)
+    seen_key = redis_key(_SEEN_KEY)
     try:
         present = core_queue.list_workers()
-        client = core_queue.get_redis()
+        client = get_redis()
         if present:
             client.hset(seen_key, mapping={w.id: json.dumps(w.__dict__) for w in present})
         remembered = {k.decode(): json.loads(v) for k, v in client.hgetall(seen_key).items()}
@@ -206,7 +207,7 @@ def worker_stats(*, lost_horizon_s: float = LOST_HORIZON_S) -> list[WorkerStat]:
         ))
     if forget:
         try:
-            core_queue.get_redis().hdel(seen_key, *forget)
+            get_redis().hdel(seen_key, *forget)
         except (redis.RedisError, OSError):
             pass  # forgotten on a later read
     stats.sort(key=lambda w: (w.state != "alive", w.host, w.pid))

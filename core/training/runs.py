@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
 from sqlalchemy import delete, func, insert, select, update
 
 from core.config import get_settings
@@ -22,7 +23,7 @@ from core.datasets.datasets import get_dataset
 from core.db import get_or_raise, session_scope
 from core.errors import InvalidInput, NotFound
 from core.infra.storage import get_object_store, job_key
-from core.jobs.kinds import TrainPayload
+from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.jobs.lifecycle import create_job, get_job, list_jobs
 from core.library import assets
 from core.library.assets import AssetSource
@@ -43,6 +44,16 @@ MAX_SAMPLE_ROWS = 2_000
 
 
 # --- models ---------------------------------------------------------------------------------------
+
+
+class TrainPayload(Payload):
+    """Train a LoRA on a dataset. ``params`` is the snapshot the run uses; when omitted it is
+    taken from the config (or the default config) at submission."""
+
+    dataset_id: int = Field(ge=1)
+    config_id: int | None = Field(default=None, ge=1)
+    params: LoraParams | None = None
+    name: str = Field(default="", max_length=200)
 
 
 def resolve_base_model(name: str) -> str:
@@ -427,3 +438,13 @@ def estimate_run(params: LoraParams, *, image_count: int, gpu_memory_gib: float 
         seconds=steps / speed if speed else None,
     )
 
+
+assets.remove_loras_with(_remove_lora)  # purging a LoRA file from the library removes its version
+
+
+# --- the job kinds of this domain (core.catalogue loads them all) ---
+
+register(JobSpec(
+    "train", Queue.GPU, TrainPayload, "Trains a LoRA on a dataset (checkpoints, samples, resume).",
+    max_attempts=3, time_limit_s=None, prepare=prepare_train_payload,
+))

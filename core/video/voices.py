@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from core.config import get_settings
 from core.errors import InvalidInput
 
 Engine = Literal["espeak", "vits"]
@@ -146,8 +147,6 @@ def clear_voice_cache() -> None:
 
 
 def _default_vits_model() -> str:
-    from core.config import get_settings
-
     return get_settings().tts_vits_model
 
 
