@@ -139,7 +139,7 @@ def demo_stages(pipeline: Pipeline) -> list[DemoStage]:
         stage_jobs = [by_id[i] for i in stage["jobIds"] if i in by_id]
         seconds = longest = None
         if stage["status"] == "done":
-            ends = [jobs.aware(j.finished_at) for j in stage_jobs if j.finished_at is not None]
+            ends = [finished for j in stage_jobs if (finished := jobs.aware(j.finished_at)) is not None]
             end = max(ends) if ends and len(ends) == len(stage_jobs) else pipeline.finished_at
             if end is None:  # a stage without jobs that is done before the pipeline ends (none today)
                 end = boundary

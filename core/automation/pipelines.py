@@ -26,12 +26,13 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, 
 from pydantic.alias_generators import to_camel
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from core.automation.demo_content import draft_demo_post
 from core.characters.persona import Persona
 from core.config import get_settings
 from core.datasets.datasets import get_dataset
-from core.db import session_scope
+from core.db import affected_rows, session_scope
 from core.errors import Conflict, InvalidInput, NotFound, StudioError, describe_validation_error
 from core.generation.requests import job_images
 from core.jobs import lifecycle as jobs
@@ -188,7 +189,7 @@ def _job_error(job: Job) -> str:
 
 def _dry_run_config_id() -> int:
     with session_scope() as session:
-        config = session.execute(select(LoraConfig).where(LoraConfig.name == DRY_RUN_CONFIG)).scalar_one_or_none()
+        config = session.execute(select(LoraConfig).where(col(LoraConfig.name) == DRY_RUN_CONFIG)).scalar_one_or_none()
     if config is None:
         raise InvalidInput(f"dry runs train with the {DRY_RUN_CONFIG!r} preset, which is missing")
     return config.id or 0
@@ -214,8 +215,9 @@ def _finish_training(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
     if train.status != JobStatus.SUCCEEDED:
         return StageResult(error=_job_error(train))
     with session_scope() as session:
-        lora = session.execute(select(LoraModel).where(LoraModel.job_id == train.id)
-                               .order_by(LoraModel.final.desc(), LoraModel.step.desc()).limit(1)).scalar_one_or_none()
+        lora = session.execute(select(LoraModel).where(col(LoraModel.job_id) == train.id)
+                               .order_by(col(LoraModel.final).desc(), col(LoraModel.step).desc()).limit(1)
+                               ).scalar_one_or_none()
     if lora is None:
         return StageResult(error=f"training job {train.id[:8]} saved no LoRA")
     return StageResult(results={"loraId": lora.id, "loraName": lora.name, "loraStep": lora.step})
@@ -267,6 +269,7 @@ def _finish_video(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
     [video] = stage_jobs
     if video.status != JobStatus.SUCCEEDED:
         return StageResult(error=_job_error(video))
+    assert video.result is not None  # a succeeded job recorded its result
     return StageResult(results={"videoAssetId": video.result["video_asset_id"],
                                 "duration": video.result.get("duration"),
                                 "loudness": video.result.get("loudness")})
@@ -321,9 +324,9 @@ def _claim_result(pipeline_id: str, stage: str, name: str, value: Any) -> Any:
             return stands
         results = {**current.results, stage: {**current.results.get(stage, {}), name: value}}
         with session_scope() as session:
-            written = session.execute(update(Pipeline).where(
-                Pipeline.id == pipeline_id, Pipeline.updated_at == current.updated_at,
-            ).values(results=results, updated_at=utcnow())).rowcount
+            written = affected_rows(session.execute(update(Pipeline).where(
+                col(Pipeline.id) == pipeline_id, col(Pipeline.updated_at) == current.updated_at,
+            ).values(results=results, updated_at=utcnow())))
         if written:
             return value
     raise Conflict(f"pipeline {pipeline_id} kept changing while its {stage} result was written")
@@ -346,10 +349,11 @@ def _finish_planning(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
     [plan_job] = stage_jobs
     if plan_job.status != JobStatus.SUCCEEDED:
         return StageResult(error=_job_error(plan_job))
+    assert plan_job.result is not None  # a succeeded job recorded its result
     plan_id = plan_job.result["plan_id"]
     with session_scope() as session:
-        post_ids = session.execute(select(Post.id).where(Post.plan_id == plan_id)
-                                   .order_by(Post.scheduled_at)).scalars().all()
+        post_ids = session.execute(select(col(Post.id)).where(col(Post.plan_id) == plan_id)
+                                   .order_by(col(Post.scheduled_at))).scalars().all()
     return StageResult(results={"planId": plan_id, "postIds": list(post_ids)})
 
 
@@ -361,7 +365,8 @@ def _posts_of(pipeline: Pipeline) -> list[Post]:
     if not ids:
         return []
     with session_scope() as session:
-        return list(session.execute(select(Post).where(Post.id.in_(ids)).order_by(Post.scheduled_at)).scalars())
+        return list(session.execute(
+            select(Post).where(col(Post.id).in_(ids)).order_by(col(Post.scheduled_at))).scalars())
 
 
 def _start_production(pipeline: Pipeline) -> list[Job]:
@@ -530,7 +535,7 @@ def find_by_key(key: str | None) -> Pipeline | None:
 
 def _by_key(key: str) -> Pipeline | None:
     with session_scope() as session:
-        return session.execute(select(Pipeline).where(Pipeline.idempotency_key == key)).scalar_one_or_none()
+        return session.execute(select(Pipeline).where(col(Pipeline.idempotency_key) == key)).scalar_one_or_none()
 
 
 def _same_request(existing: Pipeline, request_hash: str) -> Pipeline:
@@ -552,12 +557,12 @@ def list_pipelines(*, statuses: list[str] | None = None, kinds: list[str] | None
     page, page_size = clamp(page, page_size, max_page_size=100)
     query = select(Pipeline)
     if statuses:
-        query = query.where(Pipeline.status.in_(statuses))
+        query = query.where(col(Pipeline.status).in_(statuses))
     if kinds:
-        query = query.where(Pipeline.kind.in_(kinds))
+        query = query.where(col(Pipeline.kind).in_(kinds))
     with session_scope() as session:
         total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-        items = list(session.execute(query.order_by(Pipeline.created_at.desc(), Pipeline.id.desc())
+        items = list(session.execute(query.order_by(col(Pipeline.created_at).desc(), col(Pipeline.id).desc())
                                      .offset((page - 1) * page_size).limit(page_size)).scalars())
     return Page(items, total, page, page_size)
 
@@ -579,15 +584,16 @@ def start_waiting_pipelines() -> list[str]:
         with session_scope() as session:
             _running_count_guard(session)
             running = session.execute(select(func.count()).select_from(Pipeline)
-                                      .where(Pipeline.status == JobStatus.RUNNING)).scalar_one()
+                                      .where(col(Pipeline.status) == JobStatus.RUNNING)).scalar_one()
             if running >= limit:
                 break
-            next_id = session.execute(select(Pipeline.id).where(Pipeline.status == JobStatus.QUEUED)
-                                      .order_by(Pipeline.priority.desc(), Pipeline.created_at)
+            next_id = session.execute(select(col(Pipeline.id)).where(col(Pipeline.status) == JobStatus.QUEUED)
+                                      .order_by(col(Pipeline.priority).desc(), col(Pipeline.created_at))
                                       .limit(1)).scalar_one_or_none()
             if next_id is None:
                 break
-            session.execute(update(Pipeline).where(Pipeline.id == next_id, Pipeline.status == JobStatus.QUEUED)
+            session.execute(update(Pipeline)
+                            .where(col(Pipeline.id) == next_id, col(Pipeline.status) == JobStatus.QUEUED)
                             .values(status=JobStatus.RUNNING, started_at=utcnow(), updated_at=utcnow()))
         started.append(next_id)
         pipeline = get_pipeline(next_id)
@@ -635,9 +641,9 @@ def _enter(pipeline_id: str, stage: Stage | None, *, leaving: str | None,
         return
     results[stage.name] = {**results.get(stage.name, {}), "jobIds": [job.id for job in new_jobs]}
     with session_scope() as session:
-        moved = session.execute(update(Pipeline).where(*_still_at(pipeline_id, leaving)).values(
+        moved = affected_rows(session.execute(update(Pipeline).where(*_still_at(pipeline_id, leaving)).values(
             stage=stage.name, results=results, warnings=warnings, updated_at=utcnow(),
-            progress=_progress(pipeline, stage.name))).rowcount
+            progress=_progress(pipeline, stage.name))))
         if not moved:
             return  # another process moved it on first (its jobs are the ones that count)
         session.add_all(new_jobs)
@@ -649,7 +655,7 @@ def _enter(pipeline_id: str, stage: Stage | None, *, leaving: str | None,
 
 
 def _still_at(pipeline_id: str, stage: str | None) -> list[Any]:
-    at = Pipeline.stage.is_(None) if stage is None else Pipeline.stage == stage
+    at = col(Pipeline.stage).is_(None) if stage is None else col(Pipeline.stage) == stage
     return [Pipeline.id == pipeline_id, Pipeline.status == JobStatus.RUNNING, at]
 
 
@@ -671,7 +677,8 @@ def _finish(pipeline_id: str, *, leaving: str | None, status: JobStatus, results
     if status == JobStatus.SUCCEEDED:
         values["progress"] = 1.0
     with session_scope() as session:
-        moved = session.execute(update(Pipeline).where(*_still_at(pipeline_id, leaving)).values(**values)).rowcount
+        moved = affected_rows(session.execute(
+            update(Pipeline).where(*_still_at(pipeline_id, leaving)).values(**values)))
     if moved:
         notify(pipeline_id, f"pipeline.{status}")
         start_waiting_pipelines()
@@ -682,7 +689,7 @@ def _stage_jobs(pipeline: Pipeline, name: str) -> list[Job]:
     if not ids:
         return []
     with session_scope() as session:
-        found = {job.id: job for job in session.execute(select(Job).where(Job.id.in_(ids))).scalars()}
+        found = {job.id: job for job in session.execute(select(Job).where(col(Job.id).in_(ids))).scalars()}
     return [found[job_id] for job_id in ids if job_id in found]
 
 
@@ -720,8 +727,8 @@ def pipeline_job_finished(job_id: str, status: str) -> None:
 def sweep_pipelines(*, limit: int = 200) -> None:
     """The scheduler's safety net: advance running pipelines and start waiting ones."""
     with session_scope() as session:
-        running = session.execute(select(Pipeline.id).where(Pipeline.status == JobStatus.RUNNING)
-                                  .order_by(Pipeline.updated_at).limit(limit)).scalars().all()
+        running = session.execute(select(col(Pipeline.id)).where(col(Pipeline.status) == JobStatus.RUNNING)
+                                  .order_by(col(Pipeline.updated_at)).limit(limit)).scalars().all()
     for pipeline_id in running:
         try:
             advance_pipeline(pipeline_id)
@@ -738,10 +745,11 @@ def cancel_pipeline(pipeline_id: str) -> Pipeline:
     if pipeline.status in TERMINAL_STATUSES:
         raise Conflict(f"pipeline {pipeline_id} already {pipeline.status}; nothing to cancel")
     with session_scope() as session:
-        active = session.execute(select(Job.id).where(Job.pipeline_id == pipeline_id, Job.status.in_(ACTIVE))
+        active = session.execute(select(col(Job.id))
+                                 .where(col(Job.pipeline_id) == pipeline_id, col(Job.status).in_(ACTIVE))
                                  ).scalars().all()
-        session.execute(update(Pipeline).where(Pipeline.id == pipeline_id,
-                                               Pipeline.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+        session.execute(update(Pipeline).where(col(Pipeline.id) == pipeline_id,
+                                               col(Pipeline.status).in_([JobStatus.QUEUED, JobStatus.RUNNING]))
                         .values(status=JobStatus.CANCELLED, finished_at=utcnow(), updated_at=utcnow(),
                                 error_stage=pipeline.stage))
     for job_id in active:
@@ -769,7 +777,7 @@ def retry_pipeline(pipeline_id: str) -> Pipeline:
         stale = pipeline.results[at].get("failedWarnings", [])
     warnings = [warning for warning in pipeline.warnings if warning not in stale]
     with session_scope() as session:
-        session.execute(update(Pipeline).where(Pipeline.id == pipeline_id, Pipeline.status == pipeline.status)
+        session.execute(update(Pipeline).where(col(Pipeline.id) == pipeline_id, col(Pipeline.status) == pipeline.status)
                         .values(status=JobStatus.QUEUED, error=None, error_stage=None, finished_at=None,
                                 updated_at=utcnow(), stage=at, results=results, warnings=warnings))
     notify(pipeline_id, "pipeline.retried")
@@ -824,7 +832,8 @@ def pipeline_view(pipeline: Pipeline) -> dict[str, Any]:
         if pipeline.status == JobStatus.SUCCEEDED or index < current:
             state = "done"
         elif index == current:
-            state = {JobStatus.RUNNING: "running", JobStatus.QUEUED: "waiting"}.get(pipeline.status, pipeline.status)
+            state = {JobStatus.RUNNING.value: "running", JobStatus.QUEUED.value: "waiting"}.get(
+                pipeline.status, pipeline.status)
         else:
             state = "waiting"
         stages.append({"name": stage.name, "status": state, "jobIds": data.get("jobIds", []),

@@ -7,6 +7,7 @@ the first one, created on first use from the demo defaults.
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from core.characters.persona import Persona
 from core.db import get_or_raise, session_scope
@@ -26,7 +27,7 @@ DEFAULT_PERSONA = Persona(
 def current_character() -> Character:
     """The character the studio works for (the first one; made from the defaults when there is none)."""
     with session_scope() as session:
-        character = session.execute(select(Character).order_by(Character.id).limit(1)).scalar_one_or_none()
+        character = session.execute(select(Character).order_by(col(Character.id)).limit(1)).scalar_one_or_none()
         if character is None:
             character = Character(name=DEFAULT_NAME, persona=DEFAULT_PERSONA.model_dump())
             session.add(character)

@@ -15,10 +15,11 @@ from typing import Literal
 import regex
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import select, update
+from sqlmodel import col
 
 from core.datasets.caption_text import clean_caption
 from core.datasets.datasets import get_dataset, refresh_dataset_state
-from core.db import id_in_range, session_scope
+from core.db import affected_rows, id_in_range, session_scope
 from core.errors import InvalidInput, NotFound, describe_validation_error
 from core.models import DatasetImage
 
@@ -125,12 +126,12 @@ class BulkPreview:
 
 
 def _targets(dataset_id: int, image_ids: Sequence[int] | None) -> list[tuple[int, str]]:
-    conditions = [DatasetImage.dataset_id == dataset_id]
+    conditions = [col(DatasetImage.dataset_id) == dataset_id]
     if image_ids is not None:
-        conditions.append(DatasetImage.id.in_(list(image_ids)))
+        conditions.append(col(DatasetImage.id).in_(list(image_ids)))
     with session_scope() as session:
-        return [(r.id, r.caption) for r in session.execute(select(DatasetImage.id, DatasetImage.caption)
-                                                           .where(*conditions).order_by(DatasetImage.id))]
+        return [(r.id, r.caption) for r in session.execute(select(col(DatasetImage.id), col(DatasetImage.caption))
+                                                           .where(*conditions).order_by(col(DatasetImage.id)))]
 
 
 def preview_bulk_edit(dataset_id: int, edit: BulkEdit, image_ids: Sequence[int] | None = None) -> BulkPreview:
@@ -153,7 +154,7 @@ def apply_bulk_edit(dataset_id: int, edit: BulkEdit, image_ids: Sequence[int] | 
             after = edit.apply(before, deadline=deadline)
             if after != before:
                 session.execute(
-                    update(DatasetImage).where(DatasetImage.id == image_id)
+                    update(DatasetImage).where(col(DatasetImage.id) == image_id)
                     .values(caption=after, caption_source="bulk")
                 )
                 changed += 1
@@ -178,11 +179,11 @@ def save_caption(image_id: int, caption: str, *, reviewed: bool | None = None) -
 
 def set_reviewed(dataset_id: int, image_ids: Sequence[int], reviewed: bool = True) -> int:
     with session_scope() as session:
-        count = session.execute(
+        count = affected_rows(session.execute(
             update(DatasetImage)
-            .where(DatasetImage.dataset_id == dataset_id, DatasetImage.id.in_(list(image_ids)))
+            .where(col(DatasetImage.dataset_id) == dataset_id, col(DatasetImage.id).in_(list(image_ids)))
             .values(reviewed=reviewed)
-        ).rowcount
+        ))
     refresh_dataset_state(dataset_id)
     return count
 
@@ -192,7 +193,7 @@ def write_auto_captions(dataset_id: int, captions: dict[int, str]) -> None:
     with session_scope() as session:
         for image_id, caption in captions.items():
             session.execute(
-                update(DatasetImage).where(DatasetImage.id == image_id)
+                update(DatasetImage).where(col(DatasetImage.id) == image_id)
                 .values(caption=clean_caption(caption), caption_source="auto", reviewed=False)
             )
     refresh_dataset_state(dataset_id)

@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from core.config import get_settings
 from core.datasets.caption_text import clean_caption
@@ -41,10 +42,10 @@ from core.pagination import Page, clamp
 
 SortField = Literal["created", "updated", "name", "images"]
 _SORT_COLUMNS = {
-    "created": Dataset.created_at,
-    "updated": Dataset.updated_at,
-    "name": Dataset.name,
-    "images": Dataset.image_count,
+    "created": col(Dataset.created_at),
+    "updated": col(Dataset.updated_at),
+    "name": col(Dataset.name),
+    "images": col(Dataset.image_count),
 }
 MAX_PAGE_SIZE = 100
 
@@ -114,14 +115,15 @@ def list_datasets(
     page, page_size = clamp(page, page_size, max_page_size=MAX_PAGE_SIZE)
     conditions = []
     if status:
-        conditions.append(Dataset.status == status)
+        conditions.append(col(Dataset.status) == status)
     if kind:
-        conditions.append(Dataset.kind == kind)
+        conditions.append(col(Dataset.kind) == kind)
     if search and search.strip():
         pattern = f"%{search.strip().lower()}%"
-        conditions.append(or_(func.lower(Dataset.name).like(pattern), func.lower(Dataset.trigger_word).like(pattern)))
+        conditions.append(or_(func.lower(col(Dataset.name)).like(pattern),
+                              func.lower(col(Dataset.trigger_word)).like(pattern)))
     column = _SORT_COLUMNS[sort]
-    order = (column.desc(), Dataset.id.desc()) if descending else (column.asc(), Dataset.id.asc())
+    order = (column.desc(), col(Dataset.id).desc()) if descending else (column.asc(), col(Dataset.id).asc())
     with session_scope() as session:
         total = session.execute(select(func.count()).select_from(Dataset).where(*conditions)).scalar_one()
         items = session.execute(
@@ -149,8 +151,8 @@ def delete_dataset(dataset_id: int) -> int:
     """Deletes the dataset, its image rows and every object under its prefix; returns objects removed."""
     get_dataset(dataset_id)
     with session_scope() as session:
-        session.execute(delete(DatasetImage).where(DatasetImage.dataset_id == dataset_id))
-        session.execute(delete(Dataset).where(Dataset.id == dataset_id))
+        session.execute(delete(DatasetImage).where(col(DatasetImage.dataset_id) == dataset_id))
+        session.execute(delete(Dataset).where(col(Dataset.id) == dataset_id))
     return get_object_store().delete_prefix(f"datasets/{dataset_id}/")
 
 
@@ -167,13 +169,13 @@ class DatasetStatus:
 
 def refresh_dataset_state(dataset_id: int) -> None:
     """Recomputes the stored image count and status (kept on the row so lists filter and sort cheaply)."""
-    images = DatasetImage.dataset_id == dataset_id
+    images = col(DatasetImage.dataset_id) == dataset_id
     with session_scope() as session:
         total, missing, unreviewed = session.execute(
             select(
                 func.count(),
                 func.count().filter(func.length(func.trim(DatasetImage.caption)) == 0),
-                func.count().filter(DatasetImage.reviewed.is_(False)),
+                func.count().filter(col(DatasetImage.reviewed).is_(False)),
             ).where(images)
         ).one()
         if not total:
@@ -185,7 +187,7 @@ def refresh_dataset_state(dataset_id: int) -> None:
         else:
             status = DatasetStatus.READY
         session.execute(
-            update(Dataset).where(Dataset.id == dataset_id)
+            update(Dataset).where(col(Dataset.id) == dataset_id)
             .values(image_count=total, status=status, updated_at=utcnow())
         )
 
@@ -224,7 +226,8 @@ def _store_one(dataset_id: int, filename: str, prepared: PreparedImage, caption:
     """Stores one prepared image; False when the dataset already has it (same original bytes)."""
     with session_scope() as session:
         exists = session.execute(
-            select(DatasetImage.id).where(DatasetImage.dataset_id == dataset_id, DatasetImage.sha256 == prepared.sha256)
+            select(col(DatasetImage.id))
+            .where(col(DatasetImage.dataset_id) == dataset_id, col(DatasetImage.sha256) == prepared.sha256)
         ).first()
     if exists:
         return False
@@ -305,6 +308,7 @@ def create_demo_dataset(
 ) -> tuple[Dataset, ImportReport]:
     """A 15-image dataset drawn procedurally, so demos and tests work on a fresh machine offline."""
     dataset = create_dataset(name=name, trigger_word=trigger_word, description="Procedurally drawn demo images.")
+    assert dataset.id is not None  # a created dataset is stored
     return dataset, import_files(dataset.id, generate_demo_images())
 
 
@@ -317,7 +321,7 @@ def _long_caption_ids(dataset_id: int) -> list[int]:
     """Images whose caption is over the CLIP token limit (counted with the training tokenizer)."""
     with session_scope() as session:
         rows = session.execute(
-            select(DatasetImage.id, DatasetImage.caption).where(DatasetImage.dataset_id == dataset_id)
+            select(col(DatasetImage.id), col(DatasetImage.caption)).where(col(DatasetImage.dataset_id) == dataset_id)
         ).all()
     counts = count_tokens_many([caption for _, caption in rows], tokenizer=get_settings().clip_tokenizer or None)
     return [image_id for (image_id, _), count in zip(rows, counts, strict=True) if count > TOKEN_LIMIT]
@@ -327,17 +331,17 @@ def list_images(
     dataset_id: int, *, which: ImageFilter = "all", page: int = 1, page_size: int = 24
 ) -> Page[DatasetImage]:
     page, page_size = clamp(page, page_size, max_page_size=MAX_PAGE_SIZE)
-    conditions = [DatasetImage.dataset_id == dataset_id]
+    conditions = [col(DatasetImage.dataset_id) == dataset_id]
     if which == "unreviewed":
-        conditions.append(DatasetImage.reviewed.is_(False))
+        conditions.append(col(DatasetImage.reviewed).is_(False))
     elif which == "missing":
-        conditions.append(func.length(func.trim(DatasetImage.caption)) == 0)
+        conditions.append(func.length(func.trim(col(DatasetImage.caption))) == 0)
     elif which == "long":
-        conditions.append(DatasetImage.id.in_(_long_caption_ids(dataset_id)))
+        conditions.append(col(DatasetImage.id).in_(_long_caption_ids(dataset_id)))
     with session_scope() as session:
         total = session.execute(select(func.count()).select_from(DatasetImage).where(*conditions)).scalar_one()
         items = session.execute(
-            select(DatasetImage).where(*conditions).order_by(DatasetImage.id)
+            select(DatasetImage).where(*conditions).order_by(col(DatasetImage.id))
             .offset((page - 1) * page_size).limit(page_size)
         ).scalars().all()
     return Page(list(items), int(total), page, page_size)
@@ -348,7 +352,7 @@ def all_images(dataset_id: int) -> list[DatasetImage]:
     with session_scope() as session:
         return list(
             session.execute(
-                select(DatasetImage).where(DatasetImage.dataset_id == dataset_id).order_by(DatasetImage.id)
+                select(DatasetImage).where(col(DatasetImage.dataset_id) == dataset_id).order_by(col(DatasetImage.id))
             ).scalars()
         )
 
@@ -356,10 +360,10 @@ def all_images(dataset_id: int) -> list[DatasetImage]:
 def delete_images(dataset_id: int, image_ids: Sequence[int]) -> int:
     with session_scope() as session:
         rows = session.execute(
-            select(DatasetImage).where(DatasetImage.dataset_id == dataset_id, DatasetImage.id.in_(image_ids))
+            select(DatasetImage).where(col(DatasetImage.dataset_id) == dataset_id, col(DatasetImage.id).in_(image_ids))
         ).scalars().all()
         keys = [k for row in rows for k in (row.key, row.thumbnail_key) if k]
-        session.execute(delete(DatasetImage).where(DatasetImage.id.in_([row.id for row in rows])))
+        session.execute(delete(DatasetImage).where(col(DatasetImage.id).in_([row.id for row in rows])))
     store = get_object_store()
     for key in keys:
         store.delete(key)

@@ -23,6 +23,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 from pydantic import Field, field_validator
 from sqlalchemy import select
+from sqlmodel import col
 
 from core.config import get_settings
 from core.db import session_scope
@@ -232,6 +233,7 @@ def lora_uses(payload: GeneratePayload) -> list[LoraUse]:
     uses = []
     for choice in payload.loras or []:
         lora = get_lora(choice.lora_id)
+        assert lora.id is not None  # a stored row
         uses.append(LoraUse(id=lora.id, name=lora.name, strength=float(choice.strength or 0.0),
                             trigger_word=lora.trigger_word, dataset_id=lora.dataset_id, job_id=lora.job_id,
                             step=lora.step))
@@ -309,6 +311,7 @@ def save_generated_image(
         character_id=job.character_id, dataset_id=next((u.dataset_id for u in loras if u.dataset_id), None),
         prompt=payload.prompt, meta=meta, loras=[(u.id, u.strength) for u in loras],
     )
+    assert asset.id is not None  # a stored row
     if payload.collection_id is not None:
         try:
             add_to_collection(payload.collection_id, [asset.id])
@@ -321,7 +324,7 @@ def saved_indexes(job_id: str) -> set[int]:
     """Which images of a job are already stored (a redelivered job skips them)."""
     with session_scope() as session:
         metas = session.execute(
-            select(Asset.meta).where(Asset.job_id == job_id, Asset.source == AssetSource.GENERATED)
+            select(col(Asset.meta)).where(col(Asset.job_id) == job_id, col(Asset.source) == AssetSource.GENERATED)
         ).scalars()
         return {int(meta["index"]) for meta in metas}
 
@@ -330,16 +333,17 @@ def job_images(job_id: str) -> list[Asset]:
     """A generation job's images, in order (those finished so far while it runs)."""
     with session_scope() as session:
         rows = list(session.execute(
-            select(Asset).where(Asset.job_id == job_id, Asset.source == AssetSource.GENERATED,
-                                Asset.deleted_at.is_(None))
+            select(Asset).where(col(Asset.job_id) == job_id, col(Asset.source) == AssetSource.GENERATED,
+                                col(Asset.deleted_at).is_(None))
         ).scalars())
     return sorted(rows, key=lambda a: int(a.meta.get("index", 0)))
 
 
 def reuse_request(meta: dict[str, Any]) -> dict[str, Any]:
     """The request that makes this image again (its own seed, count 1): "reuse these settings"."""
-    request = {name: meta[name] for name in ("prompt", "negative_prompt", "seed", "steps", "cfg", "scheduler",
-                                              "width", "height", "template") if name in meta}
+    request: dict[str, Any] = {
+        name: meta[name] for name in ("prompt", "negative_prompt", "seed", "steps", "cfg", "scheduler",
+                                      "width", "height", "template") if name in meta}
     request["loras"] = [{"lora_id": lora["id"], "strength": lora["strength"]} for lora in meta.get("loras", [])]
     request["insert_trigger"] = False  # the stored prompt already has what was inserted
     if "init_asset_id" in meta:

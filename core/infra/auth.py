@@ -105,7 +105,8 @@ def lockout_remaining_s(client: str | None, *, settings: Settings | None = None)
     """Seconds until ``client`` may try again; 0 when it is not locked out (or Redis is unreachable)."""
     settings = settings or get_settings()
     key = _failures_key(client)
-    count, ttl = _on_limiter(lambda r: (r.get(key), r.ttl(key)), fallback=(None, 0), unavailable="not enforcing it")
+    not_counted: tuple[bytes | str | None, int] = (None, 0)
+    count, ttl = _on_limiter(lambda r: (r.get(key), r.ttl(key)), fallback=not_counted, unavailable="not enforcing it")
     if count is None or int(count) < settings.login_max_failures:
         return 0
     return max(1, int(ttl))
@@ -116,7 +117,9 @@ def _record_failure(client: str | None, settings: Settings) -> int:
     key = _failures_key(client)
 
     def count_failure(connection: redis.Redis) -> int:
-        count, _ = connection.pipeline().incr(key).expire(key, settings.login_lockout_minutes * 60).execute()
+        # redis types pipeline commands as returning their reply; in a pipeline they return the pipeline
+        count, _ = connection.pipeline().incr(key).expire(  # type: ignore[attr-defined]
+            key, settings.login_lockout_minutes * 60).execute()
         return int(count)
 
     return _on_limiter(count_failure, fallback=0, unavailable="failure not counted")

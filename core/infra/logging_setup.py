@@ -104,7 +104,7 @@ def _secret_values() -> list[str]:
         return []
     values: set[str] = set()
     for name in SECRET_SETTINGS:
-        secret = getattr(settings, name, None)
+        secret: Any = getattr(settings, name, None)  # a SecretStr, or a plain value
         raw = secret.get_secret_value() if hasattr(secret, "get_secret_value") else secret
         if not isinstance(raw, str):
             continue

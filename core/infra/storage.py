@@ -15,6 +15,7 @@ that S3 would store but the local backend could not (or that could climb out of 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import hmac
@@ -245,7 +246,7 @@ class ObjectStore(ABC):
         return self._list(prefix, start_after, limit)
 
     @abstractmethod
-    def _list(self, prefix: str, start_after: str | None, limit: int) -> list[ObjectInfo]:
+    def _list(self, prefix: str, start_after: str | None, limit: int) -> builtins.list[ObjectInfo]:
         """The backend's listing; arguments already validated."""
 
     @abstractmethod
@@ -326,7 +327,7 @@ class LocalObjectStore(ObjectStore):
             last_modified=datetime.fromtimestamp(st.st_mtime, tz=UTC),
         )
 
-    def _write(self, key: str, fill: Callable[[BinaryIO], None]) -> ObjectInfo:
+    def _write(self, key: str, fill: Callable[[BinaryIO], object]) -> ObjectInfo:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, create_model, model_validator
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from core.characters import characters
 from core.characters.persona import Persona
@@ -122,11 +123,11 @@ def plan_slots(payload: PlanPayload, *, zone: str | None = None) -> list[Slot]:
     # Two posts at the same minute would collide on the calendar; push the later one by an hour.
     taken: set[datetime] = set()
     result = []
-    for index, (local, platform) in enumerate(slots):
+    for index, (local, slot_platform) in enumerate(slots):
         while local in taken:
             local += timedelta(hours=1)
         taken.add(local)
-        result.append(Slot(index, platform, local.astimezone(ZoneInfo("UTC"))))
+        result.append(Slot(index, slot_platform, local.astimezone(ZoneInfo("UTC"))))
     return result
 
 
@@ -195,7 +196,8 @@ def plan_schema(slot_count: int) -> type[BaseModel]:
     return create_model(
         "ContentPlanAnswer",
         posts=(list[LlmPost], Field(min_length=slot_count, max_length=slot_count)),
-        __validators__={"every_slot_once": model_validator(mode="after")(every_slot_once)},
+        # pydantic's documented way to pass a validator, though its annotation asks for a plain callable
+        __validators__={"every_slot_once": model_validator(mode="after")(every_slot_once)},  # type: ignore[dict-item]
     )
 
 
@@ -238,7 +240,7 @@ def llm_posts(answer: Any, slots: list[Slot], trigger: str) -> list[PlannedPost]
 
 def _existing_plan(job_id: str) -> ContentPlan | None:
     with session_scope() as session:
-        return session.execute(select(ContentPlan).where(ContentPlan.job_id == job_id)).scalar_one_or_none()
+        return session.execute(select(ContentPlan).where(col(ContentPlan.job_id) == job_id)).scalar_one_or_none()
 
 
 def run_plan(ctx: JobContext[PlanPayload]) -> dict[str, Any]:
@@ -300,7 +302,7 @@ def list_plans(*, page: int = 1, page_size: int = 20) -> Page[ContentPlan]:
     page, page_size = clamp(page, page_size, max_page_size=100)
     with session_scope() as session:
         total = session.execute(select(func.count()).select_from(ContentPlan)).scalar_one()
-        items = list(session.execute(select(ContentPlan).order_by(ContentPlan.created_at.desc())
+        items = list(session.execute(select(ContentPlan).order_by(col(ContentPlan.created_at).desc())
                                      .offset((page - 1) * page_size).limit(page_size)).scalars())
     return Page(items, total, page, page_size)
 
@@ -310,8 +312,8 @@ def plan_post_counts(plan_ids: list[int]) -> dict[int, int]:
     if not plan_ids:
         return {}
     with session_scope() as session:
-        rows = session.execute(select(Post.plan_id, func.count()).where(Post.plan_id.in_(plan_ids))
-                               .group_by(Post.plan_id)).all()
+        rows = session.execute(select(col(Post.plan_id), func.count()).where(col(Post.plan_id).in_(plan_ids))
+                               .group_by(col(Post.plan_id))).all()
     counts = {plan_id: 0 for plan_id in plan_ids}
     counts.update({int(plan_id): int(count) for plan_id, count in rows})
     return counts
@@ -319,8 +321,8 @@ def plan_post_counts(plan_ids: list[int]) -> dict[int, int]:
 
 def plan_posts(plan_id: int) -> list[Post]:
     with session_scope() as session:
-        return list(session.execute(select(Post).where(Post.plan_id == plan_id)
-                                    .order_by(Post.scheduled_at).limit(1000)).scalars())
+        return list(session.execute(select(Post).where(col(Post.plan_id) == plan_id)
+                                    .order_by(col(Post.scheduled_at)).limit(1000)).scalars())
 
 
 def plan_date_range(plan: ContentPlan) -> tuple[date, date]:

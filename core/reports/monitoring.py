@@ -29,6 +29,7 @@ from typing import Any
 import psutil
 import redis
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from core.config import get_settings
 from core.db import session_scope
@@ -67,9 +68,9 @@ class QueueStat:
 def _oldest_queued_statement(queue_name: str) -> Any:
     # Served by ix_job_status_queue_created: one index seek per queue.
     return (
-        select(Job.id, Job.created_at)
-        .where(Job.status == JobStatus.QUEUED.value, Job.queue == queue_name)
-        .order_by(Job.created_at)
+        select(col(Job.id), col(Job.created_at))
+        .where(col(Job.status) == JobStatus.QUEUED.value, col(Job.queue) == queue_name)
+        .order_by(col(Job.created_at))
         .limit(1)
     )
 
@@ -157,9 +158,9 @@ def _process_gone(host: str, pid: int) -> bool:
 def _running_jobs() -> dict[str, list[RunningJob]]:
     # Served by ix_job_status_heartbeat; running jobs are bounded by the workers' threads.
     statement = (
-        select(Job.id, Job.kind, Job.progress, Job.started_at, Job.worker)
-        .where(Job.status == JobStatus.RUNNING.value)
-        .order_by(Job.heartbeat_at)
+        select(col(Job.id), col(Job.kind), col(Job.progress), col(Job.started_at), col(Job.worker))
+        .where(col(Job.status) == JobStatus.RUNNING.value)
+        .order_by(col(Job.heartbeat_at))
         .limit(500)
     )
     by_worker: dict[str, list[RunningJob]] = {}
@@ -182,7 +183,8 @@ def worker_stats(*, lost_horizon_s: float = LOST_HORIZON_S) -> list[WorkerStat]:
         client = get_redis()
         if present:
             client.hset(seen_key, mapping={w.id: json.dumps(w.__dict__) for w in present})
-        remembered = {k.decode(): json.loads(v) for k, v in client.hgetall(seen_key).items()}
+        # redis types replies as bytes | str whatever the client; this one (no decode_responses) gives bytes
+        remembered = {k.decode(): json.loads(v) for k, v in client.hgetall(seen_key).items()}  # type: ignore[union-attr]
     except (redis.RedisError, OSError) as error:
         raise ServiceDown(f"Redis is unreachable: {type(error).__name__}: {error}") from error
 
@@ -250,8 +252,8 @@ def _counts_statement(since: datetime) -> Any:
     # Served by ix_job_status_finished: one range scan per terminal status.
     terminal = [JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value]
     return (
-        select(Job.kind, Job.status, func.count())
-        .where(Job.status.in_(terminal), Job.finished_at >= since)
+        select(col(Job.kind), col(Job.status), func.count())
+        .where(col(Job.status).in_(terminal), col(Job.finished_at) >= since)
         .group_by(Job.kind, Job.status)
     )
 
@@ -259,9 +261,9 @@ def _counts_statement(since: datetime) -> Any:
 def _durations_statement(kind: str, since: datetime, limit: int = DURATION_SAMPLE) -> Any:
     # Served by ix_job_kind_status_finished: the latest `limit` succeeded jobs of the kind, newest first.
     return (
-        select(Job.started_at, Job.finished_at)
-        .where(Job.kind == kind, Job.status == JobStatus.SUCCEEDED.value, Job.finished_at >= since)
-        .order_by(Job.finished_at.desc())
+        select(col(Job.started_at), col(Job.finished_at))
+        .where(col(Job.kind) == kind, col(Job.status) == JobStatus.SUCCEEDED.value, col(Job.finished_at) >= since)
+        .order_by(col(Job.finished_at).desc())
         .limit(limit)
     )
 
@@ -311,9 +313,9 @@ class Failure:
 def _failures_statement(limit: int) -> Any:
     # Served by ix_job_status_finished, read backwards.
     return (
-        select(Job.id, Job.kind, Job.status, Job.error_stage, Job.error, Job.finished_at)
-        .where(Job.status == JobStatus.FAILED.value)
-        .order_by(Job.finished_at.desc())
+        select(col(Job.id), col(Job.kind), col(Job.status), col(Job.error_stage), col(Job.error), col(Job.finished_at))
+        .where(col(Job.status) == JobStatus.FAILED.value)
+        .order_by(col(Job.finished_at).desc())
         .limit(limit)
     )
 
@@ -402,7 +404,7 @@ class Hardware:
 def read_nvml_gpus() -> list[GpuStat]:
     """Every visible NVIDIA GPU through NVML (package ``nvidia-ml-py``); raises GpuUnavailable without one."""
     try:
-        import pynvml  # type: ignore[import-not-found,import-untyped]
+        import pynvml  # optional (nvidia-ml-py): only machines with an NVIDIA driver need it
     except ImportError:
         raise GpuUnavailable("NVML is not installed (pip install nvidia-ml-py)") from None
     try:

@@ -190,7 +190,7 @@ def parse_voice_id(voice_id: str) -> tuple[Engine, str]:
     engine = engine.strip().lower()
     if engine not in ENGINES:
         raise InvalidInput(f"unknown voice engine {engine!r} in {voice_id!r}; use 'espeak:<voice>' or 'vits:<model>'")
-    return engine, name.strip()  # type: ignore[return-value]
+    return engine, name.strip()
 
 
 def validate_voice(voice_id: str) -> Voice:
