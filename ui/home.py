@@ -205,7 +205,7 @@ def _next_posts(view: Overview) -> None:
         st.info("Nothing scheduled. Drafts wait on the Calendar: plan posts or produce content for a slot there.")
     zone = ZoneInfo(get_settings().timezone)
     for post in view.upcoming:
-        when = aware(post.scheduled_at).astimezone(zone)  # type: ignore[union-attr]
+        when = aware(post.scheduled_at).astimezone(zone)
         st.write(f"{when:%a %d %b %H:%M} · {Platform(post.platform).label} · {post.caption[:60]}")
     st.page_link(page_paths.CALENDAR, label="Calendar", icon=":material/calendar_month:")
 

@@ -283,7 +283,7 @@ def job_stats(window: str = "24h", *, now: datetime | None = None) -> JobStats:
             values = []
             for started, finished in session.execute(_durations_statement(kind, since)).all():
                 if started is not None and finished is not None:
-                    values.append(max((aware(finished) - aware(started)).total_seconds(), 0.0))  # type: ignore[operator]
+                    values.append(max((aware(finished) - aware(started)).total_seconds(), 0.0))
             durations[kind] = sorted(values)
     kinds = []
     for kind in sorted(counts):
