@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+import core.catalogue  # noqa: F401  (registers every job kind the pages create and list)
 from ui.auth import is_authenticated, login_pages, watch_session
 from ui.sidebar import render_health
 

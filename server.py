@@ -6,6 +6,7 @@ Run with ``streamlit run server.py`` (Streamlit finds the module-level ``app``).
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
+import core.catalogue  # noqa: F401  (registers every job kind the API creates and lists)
 from api.routes import api_routes
 from core.db import upgrade_schema
 from core.infra.logging_setup import configure_logging

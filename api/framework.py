@@ -24,7 +24,7 @@ from core.config import get_settings
 from core.errors import Conflict, InvalidInput, NotFound
 from core.infra import strict_json
 from core.infra.auth import secrets_match
-from core.jobs import queue
+from core.infra.redis import get_redis, redis_key
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -119,9 +119,9 @@ def check_rate(request: Request) -> None:
     limit = settings.api_reads_per_minute if kind == "read" else settings.api_writes_per_minute
     now = time.time()
     window = int(now // 60)
-    key = queue.redis_key("ratelimit", kind, _client_key(request), str(window))
+    key = redis_key("ratelimit", kind, _client_key(request), str(window))
     try:
-        client = queue.get_redis()
+        client = get_redis()
         count = client.incr(key)
         if count == 1:
             client.expire(key, 90)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -13,37 +10,7 @@ from starlette.routing import Route
 from api.framework import ApiError, api, hex_id, query_int, read_json_body
 from core.jobs import lifecycle as jobs
 from core.jobs import logs as joblogs
-from core.models import Job
-
-
-def _iso(moment: datetime | None) -> str | None:
-    aware = jobs.aware(moment)
-    return aware.isoformat() if aware else None
-
-
-def job_to_dict(job: Job) -> dict[str, Any]:
-    """A job as the API (and the CLI's ``--json``) shows it: camelCase keys, ISO 8601 times."""
-    return {
-        "id": job.id,
-        "kind": job.kind,
-        "queue": job.queue,
-        "status": job.status,
-        "stage": job.stage,
-        "progress": job.progress,
-        "progressMessage": job.progress_message,
-        "attempts": job.attempts,
-        "maxAttempts": job.max_attempts,
-        "payload": job.payload,
-        "result": job.result,
-        "error": job.error,
-        "errorStage": job.error_stage,
-        "cancelRequested": job.cancel_requested,
-        "parentId": job.parent_id,
-        "pipelineId": job.pipeline_id,
-        "createdAt": _iso(job.created_at),
-        "startedAt": _iso(job.started_at),
-        "finishedAt": _iso(job.finished_at),
-    }
+from core.jobs.serialize import iso_time, job_to_dict
 
 
 def _job_id(request: Request) -> str:
@@ -79,7 +46,7 @@ async def get_job_logs(request: Request) -> Response:
     after, limit = query_int(request, "after", 0), query_int(request, "limit", 500)
     page = await run_in_threadpool(joblogs.read_logs, job_id, after=after, limit=limit)
     lines = [
-        {"id": e.id, "level": e.level, "message": e.message, "at": _iso(e.created_at)}
+        {"id": e.id, "level": e.level, "message": e.message, "at": iso_time(e.created_at)}
         for e in page.entries
     ]
     return JSONResponse({"lines": lines, "cursor": page.cursor})

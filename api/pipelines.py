@@ -18,8 +18,8 @@ from starlette.routing import Route
 from api.framework import ApiError, Endpoint, api, hex_id, parse_json_object, query_int, read_body
 from core.automation import pipelines
 from core.config import get_settings
+from core.infra.redis import get_redis, redis_key
 from core.infra.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
-from core.jobs import queue
 
 PIPELINE_KINDS = ("lora", "content")  # what n8n may start; the demo starts from the Home page and CLI
 LISTED_KINDS = (*PIPELINE_KINDS, "demo")
@@ -44,9 +44,9 @@ def _check_signature(request: Request, body: bytes) -> str | None:
 
 def _refuse_replay(signature: str, window_s: int) -> None:
     """Each signature is accepted once while its timestamp is valid; without Redis we cannot tell, so refuse."""
-    key = queue.redis_key("webhook-signature", signature.removeprefix("sha256="))
+    key = redis_key("webhook-signature", signature.removeprefix("sha256="))
     try:
-        first = queue.get_redis().set(key, "1", nx=True, ex=2 * window_s)
+        first = get_redis().set(key, "1", nx=True, ex=2 * window_s)
     except (redis.RedisError, OSError):
         raise ApiError(503, "cannot check for replays right now (Redis unreachable); try again") from None
     if not first:

@@ -121,6 +121,7 @@ def _wait_for(job_id: str, timeout: float) -> Any:
 
 def actor_job(args: argparse.Namespace, count: int, batch: int) -> tuple[float, float]:
     """(create→succeeded seconds, the worker's own render-loop seconds) of one ``generate`` job."""
+    import core.catalogue  # noqa: F401  (registers every job kind, as the programs' entry points do)
     from core.generation.requests import submit_generation
     from core.jobs import lifecycle as jobs
 

@@ -47,7 +47,7 @@ def free_port() -> int:
 def use_database(url: str) -> None:
     from core.config import reload_settings
     from core.db import dispose_engines, upgrade_schema
-    from core.jobs.queue import reset_clients
+    from core.infra.redis import reset_clients
 
     os.environ["DATABASE_URL"] = url
     reload_settings()
@@ -60,8 +60,8 @@ def fill(jobs: int, logs: int, assets: int = 0, seed: int = 7) -> None:
     """Jobs over the last 7 days with realistic durations, their log lines and assets, in bulk inserts."""
     from sqlalchemy import insert
 
+    from core.catalogue import all_specs
     from core.db import session_scope
-    from core.jobs.kinds import all_specs
     from core.models import Asset, Job, JobLog, new_id, utcnow
 
     rng = random.Random(seed)

@@ -37,7 +37,8 @@ def _serve_bare(threads: int) -> None:
     import dramatiq
 
     from core.config import get_settings
-    from core.jobs.queue import get_broker, get_redis, redis_key
+    from core.infra.redis import get_redis, redis_key
+    from core.jobs.queue import get_broker
 
     broker = get_broker()
     client = get_redis()
@@ -83,7 +84,8 @@ def _wait(predicate, timeout: float = 300) -> None:
 def bench_bare(samples: int, jobs: int, threads: int) -> dict[str, float]:
     import dramatiq
 
-    from core.jobs.queue import get_broker, get_redis, redis_key
+    from core.infra.redis import get_redis, redis_key
+    from core.jobs.queue import get_broker
 
     client, broker = get_redis(), get_broker()
     done_key, latency_key = redis_key("bench", "done"), redis_key("bench", "latency")
@@ -117,6 +119,7 @@ def bench_bare(samples: int, jobs: int, threads: int) -> dict[str, float]:
 def bench_lifecycle(samples: int, jobs: int, threads: int) -> dict[str, float]:
     from sqlalchemy import func, select
 
+    import core.catalogue  # noqa: F401  (registers every job kind, as the programs' entry points do)
     from core.db import session_scope
     from core.jobs import lifecycle
     from core.models import Job, JobStatus

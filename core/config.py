@@ -10,9 +10,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.infra.fernet_keys import parse_keys
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = PROJECT_ROOT / "var"
@@ -190,8 +193,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_timezone(self) -> Settings:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -202,8 +203,6 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_token_encryption_key(self) -> Settings:
         if self.token_encryption_key.get_secret_value():
-            from core.infra.crypto import parse_keys  # cryptography only; imported here to avoid a cycle
-
             try:
                 parse_keys(self.token_encryption_key.get_secret_value())
             except ValueError as error:

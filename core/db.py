@@ -11,12 +11,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine, Result
 from sqlmodel import Session, create_engine
 
 from core.config import get_settings
@@ -77,6 +77,15 @@ def session_scope() -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def affected_rows(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE matched.
+
+    ``Session.execute`` is typed as returning a plain ``Result``; for those statements it is a
+    ``CursorResult``, the one that carries the count.
+    """
+    return int(cast("CursorResult[Any]", result).rowcount or 0)
 
 
 # Integer primary keys are 32-bit on PostgreSQL; a bigger id cannot exist (and would make the query fail).

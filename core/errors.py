@@ -75,17 +75,6 @@ def describe_validation_error(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Transient failures are retried with backoff; everything else fails the job at once."""
-    if isinstance(exc, TransientError | ConnectionError | TimeoutError):
-        return True
-    # Network errors of the libraries we use, without importing them eagerly.
-    module = type(exc).__module__
-    return module.startswith(("httpx", "urllib3")) and "Error" in type(exc).__name__ and not isinstance(
-        exc, ValueError
-    )
-
-
 def describe_failure(error: BaseException) -> str:
     """A job's error line: the exception, plus what to do where the fix is not obvious from it."""
     text = f"{type(error).__name__}: {error}"

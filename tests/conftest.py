@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import core.catalogue  # noqa: F401  (registers every job kind, as each program's entry point does)
 from tests.services import create_database, run_postgres, run_redis, stop_process_groups
 
 pytest_plugins = ["tests.clock"]
@@ -53,8 +54,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def _reset_caches() -> None:
     from core.config import reload_settings
     from core.db import dispose_engines
+    from core.infra.redis import reset_clients
     from core.infra.storage import reset_object_store
-    from core.jobs.queue import reset_clients
 
     reload_settings()
     dispose_engines()

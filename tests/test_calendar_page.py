@@ -22,7 +22,9 @@ from core.publishing import planning, posts, social_accounts
 from tests.apptest import click, open_page, rerun
 from tests.conftest import wait_until
 from tests.factories import days_from_today, image_bytes
-from ui.calendar import HANDLED, MOUNT, calendar_events, calendar_key, editor_key, handle_calendar_value
+from ui.calendar.board import calendar_events, handle_calendar_value
+from ui.calendar.post_form import editor_key
+from ui.calendar.state import HANDLED, MOUNT, calendar_key
 
 pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): calendar dates
 

@@ -21,8 +21,8 @@ from core.infra.crypto import (
     cipher_for,
     decrypt_token,
     encrypt_token,
-    parse_keys,
 )
+from core.infra.fernet_keys import parse_keys
 
 pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): key rotation times
 

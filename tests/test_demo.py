@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from core.automation import demo, pipelines
+from core.automation import demo, demo_content, pipelines
 from core.config import reload_settings
 from core.db import session_scope
 from core.infra.storage import get_object_store
@@ -94,7 +94,7 @@ def test_the_demo_runs_every_stage_and_drafts_a_post_with_the_video(demo_studio,
     assert len(made) == 4 and all(a.kind == AssetKind.IMAGE for a in made)
 
     [post] = posts.posts_between(datetime.now(UTC), datetime.now(UTC) + timedelta(days=3))
-    assert (post.status, post.platform, post.caption) == ("draft", "tiktok", demo.DEMO_CAPTION)
+    assert (post.status, post.platform, post.caption) == ("draft", "tiktok", demo_content.DEMO_CAPTION)
     assert aware(post.scheduled_at).hour == 19  # type: ignore[union-attr]
     [video] = posts.post_assets(post)
     assert video.kind == AssetKind.VIDEO and (video.width, video.height) == (1080, 1920)

@@ -9,9 +9,9 @@ from PIL import Image
 from core.datasets.datasets import create_dataset, import_files
 from core.generation import prompt_library
 from core.generation import requests as generation
+from core.generation.requests import GeneratePayload
 from core.generation.templates import get_template
 from core.jobs import lifecycle as jobs
-from core.jobs.kinds import GeneratePayload
 from core.library.collections import create_collection, list_collections
 from core.training import runs as training
 from tests.apptest import ROOT, open_page, rerun

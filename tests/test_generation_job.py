@@ -23,9 +23,9 @@ from sqlalchemy import select
 from core.datasets.datasets import create_dataset
 from core.db import session_scope
 from core.generation import requests as generation
+from core.generation.requests import GeneratePayload
 from core.jobs import lifecycle as jobs
 from core.jobs import logs as joblogs
-from core.jobs.kinds import GeneratePayload
 from core.library import assets
 from core.models import AssetLora, Job, JobStatus, LoraModel
 from core.training import runs as training

@@ -17,9 +17,9 @@ from core.db import session_scope
 from core.errors import Conflict, InvalidInput
 from core.generation import prompt_library
 from core.generation import requests as generation
+from core.generation.requests import GeneratePayload
 from core.generation.templates import get_template
 from core.jobs import lifecycle as jobs
-from core.jobs.kinds import GeneratePayload
 from core.library import assets
 from core.library.assets import AssetSource
 from core.models import Character, Job

@@ -12,9 +12,9 @@ from sqlalchemy import func, select
 
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput, JobLeaseLost
+from core.infra.redis import get_redis
 from core.jobs import lifecycle as jobs
 from core.jobs import logs as joblogs
-from core.jobs.queue import get_redis
 from core.models import Job, JobLog, JobStatus
 from tests.conftest import wait_until
 

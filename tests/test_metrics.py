@@ -154,9 +154,11 @@ def test_workers_serve_dramatiq_metrics_on_their_own_port_when_enabled(studio, w
 
 def test_the_app_broker_leaves_dramatiq_metrics_alone_even_when_enabled(studio, monkeypatch):
     from core.jobs.queue import make_broker
+    from workers.metrics import install_worker_metrics
 
     monkeypatch.setenv("STUDIO_WORKER_METRICS_PORT", str(_free_port()))
     broker = make_broker(reload_settings())
+    install_worker_metrics(broker, reload_settings())
     assert any(type(m).__name__ == "WorkerMetrics" for m in broker.middleware)
     broker.enqueue(dramatiq.Message(queue_name="default", actor_name="noop", args=("x",), kwargs={},
                                     options={"retries": 1}))  # no process_boot here: the hooks are no-ops

@@ -13,6 +13,7 @@ from sqlalchemy import update
 
 from core.config import reload_settings
 from core.db import get_engine, session_scope
+from core.infra.redis import get_redis, redis_key, reset_clients
 from core.jobs import lifecycle as jobs
 from core.jobs import queue
 from core.models import Job, JobStatus, utcnow
@@ -92,7 +93,7 @@ def test_a_running_worker_is_alive_with_its_job_and_shows_as_lost_within_seconds
 
 
 def test_a_lost_worker_is_forgotten_after_the_horizon(studio):
-    queue.get_redis().hset(queue.redis_key("monitor:workers-seen"), "gone:1", (
+    get_redis().hset(redis_key("monitor:workers-seen"), "gone:1", (
         '{"id": "gone:1", "host": "gone", "pid": 1, "queues": ["gpu"], "threads": 1, '
         f'"started_at": {time.time() - 100}, "last_seen": {time.time() - 60}}}'))
     assert [w.state for w in monitoring.worker_stats()] == ["lost"]
@@ -153,7 +154,7 @@ def _closed_port() -> int:
 def test_health_reports_a_stopped_redis_as_down_within_seconds(studio, monkeypatch):
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{_closed_port()}/0")
     reload_settings()
-    queue.reset_clients()
+    reset_clients()
     started = time.monotonic()
     report = monitoring.health()
     assert time.monotonic() - started < 5

@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 from core.config import reload_settings
 from core.infra.auth import hash_password
 from core.jobs import lifecycle as jobs
+from ui import page_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py"))
@@ -24,6 +25,10 @@ def test_every_page_file_is_registered_in_the_navigation():
     assert PAGES, "no pages found"
     for page in PAGES:
         assert f'"{page}"' in app_source, f"{page} is not registered in app.py"
+
+
+def test_every_page_path_the_ui_links_to_is_a_registered_page():
+    assert sorted(page_paths.ALL) == PAGES, "ui/page_paths.py names every page file, and only those"
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -111,7 +116,7 @@ def test_the_ui_process_never_imports_torch(studio):
     script = (
         "import sys\n"
         "from streamlit.testing.v1 import AppTest\n"
-        "from core import datasets\n"
+        "from core.datasets import datasets\n"
         "datasets.create_demo_dataset()\n"
         "at = AppTest.from_file('app.py', default_timeout=60).run()\n"
         f"for page in {PAGES!r}:\n"

@@ -17,10 +17,10 @@ from core.characters.persona import Persona
 from core.config import reload_settings
 from core.db import session_scope
 from core.errors import InvalidInput
-from core.jobs.kinds import PlanPayload
 from core.jobs.lifecycle import create_job, get_job
 from core.models import ContentPlan, LlmCall, Post
 from core.publishing import planning
+from core.publishing.planning import PlanPayload
 from tests.conftest import wait_until
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.server import Fault

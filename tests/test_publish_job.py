@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from core.automation import scheduler
 from core.config import reload_settings
 from core.db import session_scope
 from core.infra.storage import get_object_store
@@ -273,7 +274,7 @@ def test_the_scheduler_refreshes_tokens_about_to_expire(platforms):
     with session_scope() as session:
         session.execute(update(SocialAccount).where(SocialAccount.id == platforms.accounts["tiktok"])
                         .values(expires_at=soon))
-    report = posts.scheduler_tick()
+    report = scheduler.scheduler_tick()
     assert report.tokens_refreshed == 1
     assert len(platforms.tiktok.calls_to("token")) == 1 and platforms.google.calls_to("token") == []
     refreshed = social_accounts.get_account(platforms.accounts["tiktok"])

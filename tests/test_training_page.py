@@ -22,7 +22,7 @@ from core.training import views as training_views
 from core.training.configs import get_config_by_name, get_default_config, list_configs
 from core.training.params import LoraParams, available_optimizers
 from tests.factories import image_bytes
-from ui.training import GROUPS
+from ui.training.param_form import GROUPS
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,8 +17,9 @@ from core.errors import StudioError
 from core.jobs.lifecycle import aware
 from core.models import Platform
 from core.publishing import oauth, social_accounts
-from ui.assets import escape_markdown
-from ui.calendar import studio_zone
+from ui import feedback
+from ui.calendar.clock import studio_zone
+from ui.feedback import escape_markdown
 
 _FLASH = "accounts.flash"
 _CONFIRM = "accounts.confirm"  # the account whose Disconnect asks for confirmation
@@ -31,21 +32,13 @@ def _mk(name: str) -> str:
     return f"accounts.manual.{name}"
 
 
-def flash(kind: str, message: str) -> None:
-    st.session_state[_FLASH] = (kind, message)
-
-
 def show_flash() -> None:
-    if flashed := st.session_state.pop(_FLASH, None):
-        kind, message = flashed
-        (st.success if kind == "success" else st.error)(escape_markdown(message))
+    feedback.show_flash(_FLASH)
 
 
 def _run(action: Callable[[], str]) -> None:
-    try:
-        flash("success", action())
-    except (StudioError, httpx.HTTPError) as error:
-        flash("error", str(error))
+    """A button callback; a provider's HTTP failure is an outcome to show, like a refusal."""
+    feedback.run_action(_FLASH, action, errors=(StudioError, httpx.HTTPError))
 
 
 def oauth_result() -> None:
@@ -185,11 +178,11 @@ def _connect_manually() -> None:
             access_token=state[_mk("access_token")], refresh_token=state[_mk("refresh_token")],
             expires_in_s=expires or None, page_id=state[_mk("page_id")])
     except StudioError as error:
-        flash("error", str(error))
+        feedback.flash(_FLASH, "error", str(error))
         return
     for name in TEXT_FIELDS:  # the tokens above all: they must not linger in the session
         state[_mk(name)] = ""
-    flash("success", f"Connected {account.label} (entered by hand).")
+    feedback.flash(_FLASH, "success", f"Connected {account.label} (entered by hand).")
 
 
 def manual_form() -> None:

@@ -21,6 +21,8 @@ from core.library import assets, collections
 from core.library.assets import LIBRARY_KINDS, SORTS, AssetFilter
 from core.models import Asset
 from core.pagination import Page
+from ui import feedback, page_paths
+from ui.feedback import escape_markdown
 from ui.widgets import hand_to_video_page
 
 VIEWS = {"library": "Library", "trash": "Trash", "collections": "Collections"}
@@ -29,7 +31,6 @@ DETAIL = "assets.detail"  # the asset whose detail is open (no widget owns this 
 PAGE = "assets.page"
 _FLASH = "assets.flash"
 _PICK = "assets.pick."
-_MARKDOWN_CHARACTERS = frozenset("\\`*_{}[]()#+-.!|<>~$:=")
 COLUMNS = 6
 KIND_NAMES = {"image": "Image", "sample": "Training sample", "lora": "LoRA file", "video": "Video", "audio": "Audio",
               "caption": "Caption"}
@@ -41,19 +42,8 @@ PREVIEW_MAX_BYTES = 20 * 1024 * 1024  # the detail shows the file itself up to t
 # --- messages and navigation --------------------------------------------------------------------------
 
 
-def flash(kind: str, message: str) -> None:
-    st.session_state[_FLASH] = (kind, message)
-
-
-def escape_markdown(text: str) -> str:
-    """User text (names, prompts) inside a message box: shown as typed, never as Markdown."""
-    return "".join(f"\\{c}" if c in _MARKDOWN_CHARACTERS else c for c in text)
-
-
 def show_flash() -> None:
-    if flashed := st.session_state.pop(_FLASH, None):
-        kind, message = flashed
-        (st.success if kind == "success" else st.error)(escape_markdown(message))
+    feedback.show_flash(_FLASH)
 
 
 def _reset_page() -> None:
@@ -79,12 +69,8 @@ def apply_navigation() -> None:
 
 
 def _run(action: Callable[[], str]) -> None:
-    """A button callback: run the action, remember its message (or the error's), clear the selection."""
-    try:
-        flash("success", action())
-        _clear_selection()
-    except StudioError as error:
-        flash("error", str(error))
+    """A button callback: run the action, flash its message (or the error's), then clear the selection."""
+    feedback.run_action(_FLASH, action, then=_clear_selection)
 
 
 def _plural(count: int, what: str) -> str:
@@ -120,7 +106,8 @@ def filter_bar(*, trash: bool) -> tuple[AssetFilter, str, int] | None:
                             format_func=lambda k: "all kinds" if k is None else LIBRARY_KINDS[k])
     text = top[1].text_input("Prompt contains", key="assets.f.text", max_chars=200, on_change=_reset_page)
     dates = top[2].date_input("Created between", value=[], key="assets.f.dates", on_change=_reset_page)
-    sort = top[3].selectbox("Sort", list(SORTS), format_func=SORTS.get, key="assets.f.sort", on_change=_reset_page)
+    sort = top[3].selectbox("Sort", list(SORTS), format_func=SORTS.__getitem__, key="assets.f.sort",
+                            on_change=_reset_page)
     size = top[4].selectbox("Per page", [24, 48, 96], key="assets.f.per_page", on_change=_reset_page)
     more = st.columns([3, 3, 3, 3])
     dataset_id = _choice(more[0], "Dataset", options.datasets, "assets.f.dataset")
@@ -255,7 +242,7 @@ def library_actions(selected: list[Asset], filters: AssetFilter) -> None:
     row[0].button(f"Move {count} to trash", key="assets.trash", disabled=not ids, icon=":material/delete:",
                   on_click=_run, args=(lambda: _trash(ids),))
     names = {c.id: c.name for c in collections.list_collections(page_size=100).items}
-    row[1].selectbox("Add to collection", list(names), format_func=names.get, key="assets.add_target",
+    row[1].selectbox("Add to collection", list(names), format_func=names.__getitem__, key="assets.add_target",
                      index=None, placeholder="create one in Collections" if not names else "choose a collection")
     row[2].button("Add", key="assets.add", disabled=not ids or not names, icon=":material/playlist_add:",
                   on_click=_run, args=(lambda: _add(ids),))
@@ -353,7 +340,7 @@ def _lineage(lineage: assets.Lineage) -> None:
         st.text(f"Job: {job.kind} {job.id[:8]} ({job.status})")
         if st.button("Open on the Jobs page", key="assets.open_job", icon=":material/work_history:"):
             st.session_state["jobs.selected"] = job.id
-            st.switch_page("pages/jobs.py")
+            st.switch_page(page_paths.JOBS)
     elif lineage.job_id:
         st.text(f"Job: {lineage.job_id[:8]} (deleted)")
     if lineage.init_asset_id is not None:
@@ -440,3 +427,47 @@ def collections_section() -> None:
         st.text_input("Description", value=collection.description, max_chars=2000,
                       key=f"assets.col.description.{chosen}")
         st.button("Save", key="assets.col.rename", on_click=_run, args=(lambda: _rename(chosen),))
+
+
+# --- the library and trash views ------------------------------------------------------------------------
+
+
+def _empty_note(trash: bool, filters: AssetFilter) -> str:
+    if trash:
+        return "The trash is empty. Assets moved to the trash from the Library wait here until restored or purged."
+    if filters == assets.AssetFilter():
+        return ("No assets yet. Generate images on the Generate page or train a LoRA on the Training page: "
+                "images, training samples and LoRA files land here.")
+    return "No assets match these filters. Clear a filter (set it back to 'any') to see more."
+
+
+def library_view(*, trash: bool) -> None:
+    """The filters, the open asset's detail, the actions on the ticked assets, the grid and its pager."""
+    chosen = filter_bar(trash=trash)
+    if chosen is None:
+        return
+    filters, sort, page_size = chosen
+
+    if (detail_id := st.session_state.get(DETAIL)) is not None:
+        asset_detail(detail_id)
+
+    page = assets.list_assets(filters, sort=sort, page=st.session_state.get(PAGE, 1), page_size=page_size)
+    if (number := clamp_page(page.pages)) != page.page:
+        page = assets.list_assets(filters, sort=sort, page=number, page_size=page_size)
+
+    if not page.items:
+        st.info(_empty_note(trash, filters))
+        return
+
+    if trash:
+        st.caption("In the trash: restore brings an asset back; purge removes its files from storage for good.")
+    # The actions go above the grid; the selection they act on is the ticked boxes of this page.
+    selected = selected_on(page)
+    with st.container(border=True):
+        if trash:
+            trash_actions(selected, page.total)
+        else:
+            library_actions(selected, filters)
+        select_all(page)
+    asset_grid(page)
+    pager(page, "asset")

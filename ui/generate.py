@@ -21,10 +21,11 @@ from core.generation import requests as generation
 from core.generation.templates import SCHEDULERS, GenerationTemplate, load_templates
 from core.jobs.lifecycle import cancel_job
 from core.library import assets
+from core.library.collections import add_to_collection, list_collections
 from core.models import Asset, Job, JobStatus, LoraModel
 from core.training import runs as training
 from ui.loaded_form import LoadedForm
-from ui.widgets import hand_to_video_page, live_job_list, status_badge
+from ui.widgets import hand_to_video_page, live_job_list, status_badge, stored_id
 
 TEMPLATE = "generate.template"
 INIT_ASSET = "generate.init_asset"  # img2img start image (asset id), set from a result card
@@ -145,7 +146,7 @@ def _settings(template: GenerationTemplate) -> dict[str, Any]:
     with st.expander(f"Settings · {SCHEDULERS[now['scheduler']]}, {now['steps']} steps, "
                      f"{now['width']}×{now['height']}"):
         left, right = st.columns(2)
-        scheduler = left.selectbox("Scheduler", list(SCHEDULERS), format_func=SCHEDULERS.get,
+        scheduler = left.selectbox("Scheduler", list(SCHEDULERS), format_func=SCHEDULERS.__getitem__,
                                    index=list(SCHEDULERS).index(now["scheduler"]), key=FORM.key("scheduler"))
         steps = right.number_input("Steps", 1, 150, value=now["steps"], key=FORM.key("steps"))
         cfg = left.number_input("CFG scale", 0.0, 30.0, value=float(now["cfg"]), step=0.5, key=FORM.key("cfg"))
@@ -172,7 +173,7 @@ def _img2img() -> dict[str, Any]:
         return {}
     with st.container(border=True):
         left, right = st.columns([1, 3])
-        left.image(_thumbnail(asset.thumbnail_key or asset.key, asset.id))
+        left.image(_thumbnail(asset.thumbnail_key or asset.key, stored_id(asset)))
         strength = right.slider("img2img strength", 0.05, 1.0, value=FORM.value("img2img_strength", 0.6), step=0.05,
                                 key=FORM.key("img2img_strength"),
                                 help="how far the result may move away from the start image")
@@ -254,24 +255,22 @@ def _card_actions(asset: Asset) -> None:
 
 
 def _add_to_collection(asset: Asset) -> None:
-    from core.library.collections import add_to_collection, list_collections
-
     collections = {c.id: c.name for c in list_collections(page_size=100).items}
     if not collections:
         st.caption("No collections yet: create one on the Assets page.")
         return
     left, right = st.columns([3, 2], vertical_alignment="bottom")
-    chosen = left.selectbox("Collection", list(collections), format_func=collections.get,
+    chosen = left.selectbox("Collection", list(collections), format_func=collections.__getitem__,
                             key=f"generate.collection.{asset.id}")
     if right.button("Add", key=f"generate.collect.{asset.id}"):
-        add_to_collection(chosen, [asset.id])
+        add_to_collection(chosen, [stored_id(asset)])
         st.toast(f"Added to {collections[chosen]}")
 
 
 def _image_card(asset: Asset) -> None:
     meta = asset.meta
     with st.container(border=True):
-        st.image(_thumbnail(asset.thumbnail_key or asset.key, asset.id), width="stretch")
+        st.image(_thumbnail(asset.thumbnail_key or asset.key, stored_id(asset)), width="stretch")
         st.caption(f"seed {meta.get('seed')} · {meta.get('steps')} steps · CFG {meta.get('cfg')} · "
                    f"{SCHEDULERS.get(meta.get('scheduler', ''), '')}")
         st.checkbox("Select", key=f"generate.select.{asset.id}")
@@ -299,7 +298,8 @@ def _job_block(job: Job) -> None:
 
 def _selected_ids() -> list[int]:
     prefix = "generate.select."
-    return [int(k[len(prefix):]) for k, v in st.session_state.items() if k.startswith(prefix) and v]
+    return [int(k[len(prefix):]) for k, v in st.session_state.items()
+            if isinstance(k, str) and k.startswith(prefix) and v]
 
 
 def _video_button() -> None:

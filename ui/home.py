@@ -13,6 +13,8 @@ from core.jobs.lifecycle import aware
 from core.library import assets
 from core.models import Asset, JobStatus, LoraModel, Pipeline, Platform
 from core.reports.overview import Overview, VideoGlance
+from core.training.runs import get_lora
+from ui import page_paths
 from ui.widgets import status_badge
 
 DEMO = "home.demo.pipeline"  # the demo this session started
@@ -89,30 +91,28 @@ def _demo_view(pipeline: Pipeline) -> None:
             st.markdown(line + (f" · {stage.what}" if stage.what else ""))
         if pipeline.error:
             st.error(f"{pipeline.error_stage}: {pipeline.error}")
-            st.page_link("pages/automation.py", label="Retry it from the failed stage on Automation",
+            st.page_link(page_paths.AUTOMATION, label="Retry it from the failed stage on Automation",
                          icon=":material/account_tree:")
         if pipeline.status == JobStatus.SUCCEEDED:
             _demo_results(pipeline)
 
 
 def _demo_results(pipeline: Pipeline) -> None:
-    from core.training.runs import get_lora
-
     results = pipeline.results
     images = results.get("generation", {}).get("imageAssetIds", [])
     try:
         lora = get_lora(results["training"]["loraId"])
-        st.page_link("pages/training.py", label=f"The LoRA “{lora.name}” on Training", icon=":material/model_training:",
+        st.page_link(page_paths.TRAINING, label=f"The LoRA “{lora.name}” on Training", icon=":material/model_training:",
                      query_params={"run": lora.job_id})
     except (KeyError, NotFound):
         st.caption("Its LoRA was deleted since.")
     if images:
-        st.page_link("pages/assets.py", label=f"The {len(images)} images on Assets", icon=":material/perm_media:",
+        st.page_link(page_paths.ASSETS, label=f"The {len(images)} images on Assets", icon=":material/perm_media:",
                      query_params={"asset": str(images[0])})
-    st.page_link("pages/generate.py", label="Generate more with the LoRA", icon=":material/image:")
-    st.page_link("pages/videos.py", label="The video on Videos", icon=":material/movie:")
+    st.page_link(page_paths.GENERATE, label="Generate more with the LoRA", icon=":material/image:")
+    st.page_link(page_paths.VIDEOS, label="The video on Videos", icon=":material/movie:")
     post_id = results.get("post", {}).get("postId")
-    st.page_link("pages/calendar.py", label=f"The draft post on the Calendar (post {post_id})",
+    st.page_link(page_paths.CALENDAR, label=f"The draft post on the Calendar (post {post_id})",
                  icon=":material/calendar_month:")
 
 
@@ -173,7 +173,7 @@ def glance(view: Overview) -> None:
             st.info("No dataset yet. Run the demo above, or create one on Datasets.")
         for item in view.datasets:
             st.markdown(f"{item.dataset.name} · {item.images} images, {item.captioned} captioned")
-        st.page_link("pages/datasets.py", label="Datasets", icon=":material/photo_library:")
+        st.page_link(page_paths.DATASETS, label="Datasets", icon=":material/photo_library:")
     with right:
         st.markdown(f"**LoRA versions** ({view.lora_total})")
         if not view.loras:
@@ -184,13 +184,13 @@ def glance(view: Overview) -> None:
             st.markdown(_lora_line(view.promoted, view.promoted))
         if view.loras and view.promoted is None:
             st.caption("None promoted: promote one on Training to make it generation's default.")
-        st.page_link("pages/training.py", label="Training", icon=":material/model_training:")
+        st.page_link(page_paths.TRAINING, label="Training", icon=":material/model_training:")
 
     _strip(f"**Recent images** ({view.image_total})", [(image, image.prompt[:60]) for image in view.images],
-           empty="No images yet. Make some on Generate.", page="pages/assets.py", label="Assets",
+           empty="No images yet. Make some on Generate.", page=page_paths.ASSETS, label="Assets",
            icon=":material/perm_media:")
     _strip(f"**Recent videos** ({view.video_total})", [(item.poster, _video_caption(item)) for item in view.videos],
-           empty="No videos yet. Make one on Videos.", page="pages/videos.py", label="Videos", icon=":material/movie:")
+           empty="No videos yet. Make one on Videos.", page=page_paths.VIDEOS, label="Videos", icon=":material/movie:")
 
     left, right = st.columns(2)
     with left:
@@ -205,9 +205,9 @@ def _next_posts(view: Overview) -> None:
         st.info("Nothing scheduled. Drafts wait on the Calendar: plan posts or produce content for a slot there.")
     zone = ZoneInfo(get_settings().timezone)
     for post in view.upcoming:
-        when = aware(post.scheduled_at).astimezone(zone)  # type: ignore[union-attr]
+        when = aware(post.scheduled_at).astimezone(zone)
         st.write(f"{when:%a %d %b %H:%M} · {Platform(post.platform).label} · {post.caption[:60]}")
-    st.page_link("pages/calendar.py", label="Calendar", icon=":material/calendar_month:")
+    st.page_link(page_paths.CALENDAR, label="Calendar", icon=":material/calendar_month:")
 
 
 def _work(view: Overview) -> None:
@@ -221,6 +221,6 @@ def _work(view: Overview) -> None:
         st.progress(pipeline.progress, text=label)
     left, right = st.columns(2)
     with left:
-        st.page_link("pages/jobs.py", label="Jobs", icon=":material/work_history:")
+        st.page_link(page_paths.JOBS, label="Jobs", icon=":material/work_history:")
     with right:
-        st.page_link("pages/automation.py", label="Automation", icon=":material/account_tree:")
+        st.page_link(page_paths.AUTOMATION, label="Automation", icon=":material/account_tree:")

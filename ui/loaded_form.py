@@ -15,6 +15,8 @@ from typing import Any
 
 import streamlit as st
 
+from ui.session import ReadOnlySessionState
+
 
 class LoadedForm:
     """The fields under ``prefix``; their load counts and last loaded values live in session state."""
@@ -23,10 +25,10 @@ class LoadedForm:
         self.prefix = prefix
         self._loads = f"{prefix}.loaded"  # field name -> (times loaded, value last loaded)
 
-    def key(self, name: str, state: Mapping[str, Any] | None = None) -> str:
+    def key(self, name: str, state: ReadOnlySessionState | None = None) -> str:
         """The field's widget key now. ``state``: the session state to read (a test's AppTest), else this one."""
-        state = st.session_state if state is None else state
-        loaded = state[self._loads] if self._loads in state else {}
+        read: ReadOnlySessionState = st.session_state if state is None else state
+        loaded = read[self._loads] if self._loads in read else {}
         return f"{self.prefix}.{name}.v{loaded[name][0] if name in loaded else 0}"
 
     def value(self, name: str, default: Any = None) -> Any:

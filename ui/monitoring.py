@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -11,6 +9,7 @@ from core.errors import StudioError
 from core.jobs import lifecycle as jobs
 from core.models import JobStatus
 from core.reports import monitoring
+from ui.feedback import job_action, show_flash
 
 REFRESH_S = 5
 _ACTION_ERROR = "monitoring.action_error"
@@ -32,16 +31,8 @@ def _gib(value: float) -> str:
     return f"{value / 2**30:.1f} GiB"
 
 
-def _act(action: Callable[[str], object], job_id: str) -> None:
-    try:
-        action(job_id)
-    except StudioError as error:
-        st.session_state[_ACTION_ERROR] = str(error)
-
-
 def _show_action_error() -> None:
-    if message := st.session_state.pop(_ACTION_ERROR, None):
-        st.error(message)
+    show_flash(_ACTION_ERROR, escape=False)
 
 
 def queues_section() -> None:
@@ -83,7 +74,8 @@ def workers_section() -> None:
             left, middle, right = st.columns([3, 3, 1])
             left.write(f"`{job.id[:8]}` {job.kind} on {worker.host}:{worker.pid}")
             middle.progress(min(max(job.progress, 0.0), 1.0))
-            right.button("Cancel", key=f"monitoring.cancel.{job.id}", on_click=_act, args=(jobs.cancel_job, job.id))
+            right.button("Cancel", key=f"monitoring.cancel.{job.id}", on_click=job_action,
+                         args=(_ACTION_ERROR, jobs.cancel_job, job.id))
     _show_action_error()
 
 
@@ -135,8 +127,8 @@ def failures_section() -> None:
         left.markdown(f"`{failure.id[:8]}` **{failure.kind}** at stage *{failure.stage or 'run'}* · {when}")
         left.caption(failure.error or "(no error message)")
         if failure.status in (JobStatus.FAILED, JobStatus.CANCELLED):  # retried ones leave this list
-            right.button("Retry", key=f"monitoring.retry.{failure.id}", on_click=_act,
-                         args=(jobs.retry_job, failure.id))
+            right.button("Retry", key=f"monitoring.retry.{failure.id}", on_click=job_action,
+                         args=(_ACTION_ERROR, jobs.retry_job, failure.id))
     _show_action_error()
 
 

@@ -16,7 +16,7 @@ from core.models import Job, JobStatus
 from core.video import requests as videos
 from core.video.options import ASPECT_LABELS, LoudnessTarget, SubtitleStyle
 from core.video.voices import list_voices
-from ui.widgets import VIDEO_HANDOFF_KEY, live_job_list, status_badge
+from ui.widgets import VIDEO_HANDOFF_KEY, live_job_list, status_badge, stored_id
 
 IMAGES = "videos.images"
 SCRIPT = "videos.script"
@@ -29,6 +29,7 @@ MOTIONS = {"ken_burns": "Ken Burns (zoom and pan)", "none": "Still"}
 FITS = {"crop": "Crop to fill", "blur": "Fit on a blurred background"}
 TRANSITIONS = {"crossfade": "Crossfade", "cut": "Cut"}
 POSITIONS = {"bottom": "Bottom", "middle": "Middle", "top": "Top"}
+TIMINGS = {"voice": "As long as the voice", "per_image": "Seconds per image", "total": "Total seconds"}
 
 
 def _key(name: str) -> str:
@@ -46,7 +47,7 @@ def _image_picker() -> list[int]:
     if handed and handed != st.session_state.get(_HANDED):  # a new hand-over replaces the picked images
         st.session_state[IMAGES], st.session_state[_HANDED] = list(handed), list(handed)
     recent = assets.list_assets(assets.make_filter(kind="image"), page_size=60).items
-    options = {a.id: a for a in recent}
+    options = {stored_id(a): a for a in recent}
     for asset_id in st.session_state.get(IMAGES, []):
         if asset_id not in options:
             try:
@@ -97,14 +98,12 @@ def _preview(voice: str, rate: int) -> None:
 
 def _look() -> dict[str, Any]:
     left, middle, right = st.columns(3)
-    aspect = left.selectbox("Aspect", list(ASPECT_LABELS), format_func=ASPECT_LABELS.get, key=_key("aspect"))
-    fit = middle.selectbox("Fit", list(FITS), format_func=FITS.get, key=_key("fit"))
-    motion = right.selectbox("Motion", list(MOTIONS), format_func=MOTIONS.get, key=_key("motion"))
-    transition = left.selectbox("Transition", list(TRANSITIONS), format_func=TRANSITIONS.get,
+    aspect = left.selectbox("Aspect", list(ASPECT_LABELS), format_func=ASPECT_LABELS.__getitem__, key=_key("aspect"))
+    fit = middle.selectbox("Fit", list(FITS), format_func=FITS.__getitem__, key=_key("fit"))
+    motion = right.selectbox("Motion", list(MOTIONS), format_func=MOTIONS.__getitem__, key=_key("motion"))
+    transition = left.selectbox("Transition", list(TRANSITIONS), format_func=TRANSITIONS.__getitem__,
                                 key=_key("transition"))
-    timing = middle.selectbox("Length", ["voice", "per_image", "total"], key=_key("timing"),
-                              format_func={"voice": "As long as the voice", "per_image": "Seconds per image",
-                                           "total": "Total seconds"}.get)
+    timing = middle.selectbox("Length", list(TIMINGS), key=_key("timing"), format_func=TIMINGS.__getitem__)
     request: dict[str, Any] = {"aspect": aspect, "fit": fit, "motion": motion, "transition": transition}
     if timing == "per_image":
         request["seconds_per_image"] = right.number_input("Seconds per image", 0.5, 30.0, 3.0, step=0.5,
@@ -122,7 +121,7 @@ def _subtitle_style() -> dict[str, Any]:
         left, middle, right = st.columns(3)
         size = left.slider("Size (px)", 12, 200, default.size, key=_key("sub_size"))
         words = middle.slider("Max words per line", 1, 12, default.max_words_per_line, key=_key("sub_words"))
-        position = right.selectbox("Position", list(POSITIONS), format_func=POSITIONS.get, key=_key("sub_pos"))
+        position = right.selectbox("Position", list(POSITIONS), format_func=POSITIONS.__getitem__, key=_key("sub_pos"))
         colour = left.color_picker("Colour", default.colour, key=_key("sub_colour"))
         outline_colour = middle.color_picker("Outline", default.outline_colour, key=_key("sub_outline_colour"))
         outline = right.slider("Outline width", 0, 20, default.outline, key=_key("sub_outline"))
@@ -157,7 +156,7 @@ def request_form() -> None:
     sound = _sound()
     platforms = st.multiselect("Check against", list(PLATFORMS), default=["instagram_reels", "youtube_shorts",
                                                                           "tiktok"],
-                               format_func=PLATFORMS.get, key=_key("platforms"))
+                               format_func=PLATFORMS.__getitem__, key=_key("platforms"))
     if st.button("Render video", type="primary", icon=":material/movie:", key=_key("submit"), width="stretch"):
         try:
             job = videos.submit_video(image_asset_ids=images, script=st.session_state.get(SCRIPT, ""), voice=voice,

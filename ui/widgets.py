@@ -3,19 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal, Protocol
 
 import streamlit as st
 
+from core.jobs import logs as joblogs
+from core.jobs.lifecycle import aware
 from core.models import Job, JobStatus
 from core.pagination import Page
+from ui import page_paths
 
-STATUS_COLOURS = {
+# The colours st.badge accepts.
+BadgeColour = Literal["red", "orange", "yellow", "blue", "green", "violet", "gray", "grey", "primary"]
+
+STATUS_COLOURS: dict[str, BadgeColour] = {
     "queued": "gray",
     "running": "blue",
     "succeeded": "green",
     "failed": "red",
     "cancelled": "orange",
 }
+
+
+class _Stored(Protocol):
+    id: int | None
+
+
+def stored_id(row: _Stored) -> int:
+    """The id of a row read from the database: SQLModel types it ``int | None`` for rows not saved yet."""
+    if row.id is None:
+        raise ValueError(f"{type(row).__name__} has no id: it was never saved")
+    return row.id
 
 
 def status_badge(status: str) -> None:
@@ -35,7 +53,7 @@ VIDEO_HANDOFF_KEY = "videos.source_asset_ids"
 
 def hand_to_video_page(asset_ids: list[int]) -> None:
     st.session_state[VIDEO_HANDOFF_KEY] = list(asset_ids)
-    st.switch_page("pages/videos.py")
+    st.switch_page(page_paths.VIDEOS)
 
 
 def live_job_list(list_page: Callable[[int], Page[Job]], render_job: Callable[[Job], None], *, page_key: str,
@@ -61,9 +79,6 @@ def live_job_list(list_page: Callable[[int], Page[Job]], render_job: Callable[[J
 def live_log(job_id: str, *, key: str, tail: int = 300) -> None:
     """A job's log with a level filter and a download, reading only the lines after its cursor on each
     rerun (the one log viewer of the Jobs page and the run views)."""
-    from core.jobs import logs as joblogs
-    from core.jobs.lifecycle import aware
-
     level = st.segmented_control("Log level", joblogs.LEVELS, default="info", key=f"{key}.level")
     cache = st.session_state.setdefault(f"{key}.log", {"job": None, "cursor": 0, "lines": []})
     if cache["job"] != job_id:

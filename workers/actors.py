@@ -1,18 +1,19 @@
-"""Thin actors: one per job kind, each takes a job id and runs its handler under the lifecycle."""
+"""Thin actors: one per job kind, each takes a job id and runs its handler under the lifecycle.
+
+Nothing happens on import: a worker process calls ``declare_actors`` with its broker, which also
+hooks up the follow-up work that starts when a job finishes.
+"""
 
 from __future__ import annotations
 
 import dramatiq
-import redis
-from sqlalchemy.exc import OperationalError
 
 from core.automation import pipelines
-from core.errors import is_transient
-from core.jobs.kinds import Queue, get_spec
+from core.catalogue import get_spec
+from core.jobs.kinds import Queue
 from core.jobs.lifecycle import Handler, execute_job, on_job_finished
 from core.publishing import planning, posts, production
 from workers import generation, handlers, notify, publish, training, video
-from workers.broker import broker
 from workers.gpu_slots import gpu_slots
 
 HANDLERS: dict[str, Handler] = {
@@ -28,20 +29,17 @@ HANDLERS: dict[str, Handler] = {
     "notify": notify.deliver,
 }
 
-# Follow-up work starts when a job finishes, in the worker that ran it (nothing polls).
-# Order matters: production moves a post on before its pipeline looks at it.
-on_job_finished(production.production_job_finished)
-on_job_finished(posts.publish_job_finished)
-on_job_finished(pipelines.pipeline_job_finished)
+
+def _install_follow_ups() -> None:
+    # Follow-up work starts when a job finishes, in the worker that ran it (nothing polls).
+    # Order matters: production moves a post on before its pipeline looks at it.
+    on_job_finished(production.production_job_finished)
+    on_job_finished(posts.publish_job_finished)
+    on_job_finished(pipelines.pipeline_job_finished)
 
 
-def _retry_outside_the_job(retries: int, error: BaseException) -> bool:
-    """Retries for what failed before a job could record it itself (database or Redis down)."""
-    infrastructure = is_transient(error) or isinstance(error, OperationalError | redis.RedisError)
-    return retries < 10 and infrastructure
-
-
-def _make_actor(kind: str, handler: Handler) -> dramatiq.Actor:
+def _make_actor(kind: str, handler: Handler, broker: dramatiq.Broker) -> dramatiq.Actor:
+    # Redelivery of what fails outside the job follows core.jobs.retry, set once on the broker's Retries.
     spec = get_spec(kind)
 
     def run(job_id: str) -> None:
@@ -52,9 +50,10 @@ def _make_actor(kind: str, handler: Handler) -> dramatiq.Actor:
             execute_job(job_id, handler)
 
     run.__name__ = kind.replace("-", "_")
-    return dramatiq.actor(
-        run, actor_name=kind, queue_name=spec.queue, broker=broker, retry_when=_retry_outside_the_job
-    )
+    return dramatiq.actor(actor_name=kind, queue_name=spec.queue, broker=broker)(run)
 
 
-ACTORS: dict[str, dramatiq.Actor] = {kind: _make_actor(kind, handler) for kind, handler in HANDLERS.items()}
+def declare_actors(broker: dramatiq.Broker) -> dict[str, dramatiq.Actor]:
+    """Declare every kind's actor (and so its queue) on ``broker``; returns them by kind."""
+    _install_follow_ups()
+    return {kind: _make_actor(kind, handler, broker) for kind, handler in HANDLERS.items()}

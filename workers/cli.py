@@ -14,13 +14,37 @@ import json
 import logging
 import sys
 import time
+from datetime import timedelta
+from pathlib import Path
 from typing import Annotated
 
 import typer
+from cryptography.fernet import Fernet
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from core.automation.demo import run_demo
+from core.automation.scheduler import scheduler_tick
+from core.catalogue import all_specs
+from core.config import get_settings
+from core.db import upgrade_schema
 from core.errors import InvalidInput, StudioError
+from core.generation.requests import submit_generation
 from core.infra import strict_json
+from core.infra.auth import hash_password
+from core.infra.logging_setup import configure_logging
+from core.infra.storage import prepare_storage
 from core.jobs import lifecycle as jobs
+from core.jobs import logs as joblogs
+from core.jobs.serialize import job_to_dict
+from core.models import utcnow
+from core.publishing.planning import submit_plan
+from core.publishing.posts import posts_between
+from core.publishing.social_accounts import reencrypt_tokens
+from core.training import configs as lora_configs
+from core.training import runs as training
+from workers.launcher import up as launch
+from workers.ml.tiny_models import ensure_tiny_models
+from workers.process import Supervisor, default_groups, run_worker
 
 app = typer.Typer(
     help="InfluencerAI Studio workers: run the background workers and manage jobs from the shell.",
@@ -32,7 +56,6 @@ app = typer.Typer(
 
 def _setup_logging(verbose: bool = False) -> None:
     # Text or JSON lines per STUDIO_LOG_FORMAT, job context on each line, secrets masked (core/infra/logging_setup.py).
-    from core.infra.logging_setup import configure_logging
 
     configure_logging("DEBUG" if verbose else None, stream=sys.stderr)
 
@@ -50,7 +73,6 @@ def _missing_schema(error: Exception) -> bool:
 
 def run_cli() -> None:
     """``python -m workers``: the commands, with a plain answer for a database nobody migrated yet."""
-    from sqlalchemy.exc import OperationalError, ProgrammingError
 
     try:
         app(prog_name="python -m workers")
@@ -85,9 +107,6 @@ def run(
     A worker process that dies is restarted; Ctrl-C or SIGTERM stops them gracefully and hands
     unfinished messages back to the queue.
     """
-    from core.db import upgrade_schema
-    from core.infra.storage import prepare_storage
-    from workers.process import Supervisor, default_groups
 
     upgrade_schema()
     prepare_storage()
@@ -106,7 +125,6 @@ def up(
                                                    "hub default (offline demo).")] = True,
 ) -> None:
     """Run the whole studio here: a local Redis if none is reachable, the workers and the web app."""
-    from workers.launcher import up as launch
 
     raise typer.Exit(launch(host, port, demo_models=demo_models))
 
@@ -116,10 +134,6 @@ def build_tiny_models(
     folder: Annotated[str, typer.Option(help="Where to build them; default: <data dir>/models.")] = "",
 ) -> None:
     """Build the tiny, randomly initialised models the offline demo and the tests use (no download)."""
-    from pathlib import Path
-
-    from core.config import get_settings
-    from workers.ml.tiny_models import ensure_tiny_models
 
     for name, path in ensure_tiny_models(Path(folder) if folder else get_settings().models_dir).items():
         typer.echo(f"{name}: {path}")
@@ -132,7 +146,6 @@ def worker(
     prefetch: Annotated[int, typer.Option(min=0, help="Messages fetched ahead; 0 = twice the threads.")] = 0,
 ) -> None:
     """One unsupervised worker process (the supervisor starts these)."""
-    from workers.process import run_worker
 
     run_worker([q for q in queues.split(",") if q], threads, prefetch)
 
@@ -165,8 +178,6 @@ def train(
     name: Annotated[str, typer.Option(help="Run name.")] = "",
 ) -> None:
     """Queue a LoRA training run; prints the job id (follow it with `show ID --follow`)."""
-    from core.training import configs as lora_configs
-    from core.training import runs as training
 
     try:
         chosen = lora_configs.get_config_by_name(config) if config else lora_configs.get_default_config()
@@ -213,7 +224,6 @@ def generate(
     strength: Annotated[float, typer.Option(help="img2img: how far to move from the start image.")] = 0.6,
 ) -> None:
     """Queue an image generation job; prints the job id (follow it with `show ID --follow`)."""
-    from core.generation.requests import submit_generation
 
     request: dict[str, object] = {"prompt": prompt, "template": template, "count": count}
     for name, value in (("seed", seed), ("negative_prompt", negative), ("steps", steps),
@@ -236,7 +246,6 @@ def generate(
 @app.command()
 def configs() -> None:
     """List the LoRA training configs (* marks the default)."""
-    from core.training import configs as lora_configs
 
     for config in lora_configs.list_configs(page_size=100).items:
         params = lora_configs.params_of(config)
@@ -249,7 +258,6 @@ def configs() -> None:
 @app.command()
 def kinds() -> None:
     """List the job kinds, their queues and what they do."""
-    from core.jobs.kinds import all_specs
 
     for spec in all_specs():
         typer.echo(f"{spec.kind:<16} {spec.queue:<8} {spec.description}")
@@ -266,8 +274,6 @@ def list_jobs(
     """List jobs, newest first."""
     result = jobs.list_jobs(statuses=status, kinds=kind, page=page, page_size=page_size)
     if as_json:
-        from api.jobs import job_to_dict
-
         typer.echo(json.dumps({"total": result.total, "items": [job_to_dict(j) for j in result.items]}))
         return
     typer.echo(f"{'ID':<10}{'KIND':<14}{'STATUS':<11}{'PROGRESS':>9}  {'CREATED':<20} STAGE / ERROR")
@@ -293,7 +299,6 @@ def show(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Tail the log until the job ends.")] = False,
 ) -> None:
     """Show a job's state and its log; with --follow, stream new log lines live."""
-    from core.jobs import logs as joblogs
 
     full_id = _resolve(job_id)
     job = jobs.get_job(full_id)
@@ -346,8 +351,6 @@ def reconcile() -> None:
 @app.command()
 def migrate() -> None:
     """Upgrade the database schema to the newest migration."""
-    from core.db import upgrade_schema
-    from core.infra.storage import prepare_storage
 
     upgrade_schema()
     typer.echo("schema up to date")
@@ -358,7 +361,6 @@ def migrate() -> None:
 @app.command(name="hash-password")
 def hash_password_command() -> None:
     """Make a login password hash for STUDIO_UI_PASSWORD_HASH (reads the password from stdin or a prompt)."""
-    from core.infra.auth import hash_password
 
     password = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else typer.prompt(
         "Password", hide_input=True, confirmation_prompt=True
@@ -372,7 +374,6 @@ def hash_password_command() -> None:
 @app.command(name="new-encryption-key")
 def new_encryption_key() -> None:
     """Print a new Fernet key for STUDIO_TOKEN_ENCRYPTION_KEY (social account tokens are encrypted with it)."""
-    from cryptography.fernet import Fernet
 
     typer.echo(Fernet.generate_key().decode())
 
@@ -380,7 +381,6 @@ def new_encryption_key() -> None:
 @app.command(name="rotate-tokens")
 def rotate_tokens() -> None:
     """Re-encrypt every stored social token with the first key of STUDIO_TOKEN_ENCRYPTION_KEY (after a rotation)."""
-    from core.publishing.social_accounts import reencrypt_tokens
 
     try:
         typer.echo(f"re-encrypted the tokens of {reencrypt_tokens()} account(s)")
@@ -398,7 +398,6 @@ def plan(
     planner: Annotated[str, typer.Option(help="auto (the LLM when configured), llm or template.")] = "auto",
 ) -> None:
     """Queue a content plan from the character's persona; prints the job id. The posts arrive as drafts."""
-    from core.publishing.planning import submit_plan
 
     try:
         job = submit_plan(theme=theme, platforms=platform, start=start, end=end, posts_per_week=per_week,
@@ -413,10 +412,6 @@ def list_posts(
     days: Annotated[int, typer.Option(min=1, max=366, help="How many days ahead (and 1 back).")] = 14,
 ) -> None:
     """The posts on the calendar around today: time, platform, status, caption."""
-    from datetime import timedelta
-
-    from core.models import utcnow
-    from core.publishing.posts import posts_between
 
     now = utcnow()
     for post in posts_between(now - timedelta(days=1), now + timedelta(days=days)):
@@ -428,7 +423,6 @@ def list_posts(
 @app.command(name="publish-due")
 def publish_due() -> None:
     """Hand every post whose time has come to the workers (the supervisor does this on a timer)."""
-    from core.publishing.posts import scheduler_tick
 
     report = scheduler_tick()
     typer.echo(f"handed {len(report.claimed)} post(s) to the workers; failed {report.failed_swept} stuck post(s)")
@@ -439,7 +433,6 @@ def demo() -> None:
     """Run the whole pipeline on the demo data through the running studio (./scripts/run): dataset →
     captions → tiny LoRA → 4 images → 9:16 video → draft post (the `demo` pipeline, as the Home page's
     button starts it); prints each stage with its time."""
-    from core.automation.demo import run_demo
 
     def show(name: str, seconds: float, what: str) -> None:
         typer.echo(f"{name:<24} {seconds:6.1f} s  {what}")

@@ -18,12 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from core.config import get_settings
 from core.errors import PermanentJobError
-from core.generation.requests import job_images, lora_uses, save_generated_image, saved_indexes
+from core.generation.requests import GeneratePayload, job_images, lora_uses, save_generated_image, saved_indexes
 from core.infra.storage import get_object_store
-from core.jobs.kinds import GeneratePayload
 from core.jobs.lifecycle import JobContext, get_job
+from core.library.assets import get_asset, read_asset
 from core.models import LoraModel
 from core.training.runs import get_lora, resolve_base_model
 from workers.gpu_slots import assigned_device
@@ -53,10 +55,6 @@ def lora_cache_path(lora: LoraModel, cache_dir: Path) -> Path:
 
 
 def _init_image(asset_id: int) -> Any:
-    from PIL import Image
-
-    from core.library.assets import get_asset, read_asset
-
     with Image.open(io.BytesIO(read_asset(get_asset(asset_id)))) as opened:
         return opened.convert("RGB")
 
@@ -66,11 +64,11 @@ def _range(indexes: list[int]) -> str:
     return f"image {first}" if first == last else f"images {first}–{last}"
 
 
-def generate(ctx: JobContext) -> dict[str, Any]:
+def generate(ctx: JobContext[GeneratePayload]) -> dict[str, Any]:
     from workers.ml.generation import LoraAdapter, RenderSettings, StepEvent, dtype_name, pipeline_cache
 
     started = time.perf_counter()
-    payload: GeneratePayload = ctx.payload  # type: ignore[assignment]
+    payload = ctx.payload
     if payload.seed is None or payload.family is None or payload.base_model is None:
         raise PermanentJobError("the generation payload was not resolved at creation (seed, family, base model)")
     job = get_job(ctx.job_id)

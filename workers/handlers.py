@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import io
 import time
 from typing import Any
 
+from PIL import Image
+
+from core.config import get_settings
+from core.datasets.captions import compose_caption, write_auto_captions
+from core.datasets.datasets import CaptionPayload, all_images, get_dataset, read_image
 from core.errors import PermanentJobError, TransientError
 from core.jobs.kinds import NoopPayload, SleepPayload
 from core.jobs.lifecycle import JobContext
+from workers.gpu_slots import assigned_device
+from workers.ml.captioning import CaptionOptions, load_captioner
 
 
-def noop(ctx: JobContext) -> dict[str, Any]:
-    payload: NoopPayload = ctx.payload  # type: ignore[assignment]
+def noop(ctx: JobContext[NoopPayload]) -> dict[str, Any]:
+    payload = ctx.payload
     return {"note": payload.note}
 
 
-def sleep(ctx: JobContext) -> dict[str, Any]:
+def sleep(ctx: JobContext[SleepPayload]) -> dict[str, Any]:
     """Sleeps in steps, checkpointing each one, so a redelivered attempt resumes where it stopped."""
-    payload: SleepPayload = ctx.payload  # type: ignore[assignment]
+    payload = ctx.payload
     if ctx.attempt <= payload.transient_failures:
         raise TransientError(f"simulated transient failure on attempt {ctx.attempt}")
     start = int((ctx.checkpoint or {}).get("step", 0))
@@ -37,23 +45,13 @@ def sleep(ctx: JobContext) -> dict[str, Any]:
     return {"steps": payload.steps, "resumed_from": start, "attempt": ctx.attempt}
 
 
-def caption(ctx: JobContext) -> dict[str, Any]:
+def caption(ctx: JobContext[CaptionPayload]) -> dict[str, Any]:
     """Captions a dataset's images in batches; each batch is saved, so a cancel or crash keeps what is done."""
-    import io
 
-    from PIL import Image
-
-    from core.config import get_settings
-    from core.datasets.captions import compose_caption, write_auto_captions
-    from core.datasets.datasets import all_images, get_dataset, read_image
-    from core.jobs.kinds import CaptionPayload
-    from workers.gpu_slots import assigned_device
-    from workers.ml.captioning import CaptionOptions, load_captioner
-
-    payload: CaptionPayload = ctx.payload  # type: ignore[assignment]
+    payload = ctx.payload
     settings = get_settings()
     dataset = get_dataset(payload.dataset_id)
-    images = [i for i in all_images(dataset.id) if not (payload.only_uncaptioned and i.caption.strip())]
+    images = [i for i in all_images(payload.dataset_id) if not (payload.only_uncaptioned and i.caption.strip())]
     if not images:
         ctx.log("nothing to caption: every image already has a caption")
         return {"captioned": 0}
@@ -68,9 +66,10 @@ def caption(ctx: JobContext) -> dict[str, Any]:
         batch = images[start:start + payload.batch_size]
         pictures = [Image.open(io.BytesIO(read_image(image))).convert("RGB") for image in batch]
         raw = captioner.caption(pictures, options)
-        write_auto_captions(dataset.id, {
-            image.id: compose_caption(text, trigger_word=dataset.trigger_word, prepend_trigger=payload.prepend_trigger,
-                                      prefix=payload.prefix, suffix=payload.suffix)
+        write_auto_captions(payload.dataset_id, {
+            image.id or 0: compose_caption(text, trigger_word=dataset.trigger_word,
+                                           prepend_trigger=payload.prepend_trigger, prefix=payload.prefix,
+                                           suffix=payload.suffix)
             for image, text in zip(batch, raw, strict=True)
         })
         done += len(batch)

@@ -14,11 +14,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlparse
 
 import redis
 
 from core.config import PROJECT_ROOT, Settings, get_settings, reload_settings
+from core.db import upgrade_schema
+from workers.ml.tiny_models import ensure_tiny_models
 from workers.process import StopRequest
 
 _logger = logging.getLogger("studio.launcher")
@@ -62,7 +65,6 @@ def use_demo_models() -> dict[str, str]:
     No weights can be downloaded on an offline machine, so the embedded studio runs the real
     loading code on tiny randomly initialised models; set STUDIO_CAPTION_MODEL & co. for real ones.
     """
-    from workers.ml.tiny_models import ensure_tiny_models
 
     settings = get_settings()
     # Always built: the "Tiny (offline demo)" training preset names tiny-sd15 in the models folder.
@@ -79,8 +81,6 @@ def use_demo_models() -> dict[str, str]:
 
 
 def up(host: str, port: int, *, demo_models: bool = True) -> int:
-    from core.db import upgrade_schema
-
     if demo_models:
         for name, path in use_demo_models().items():
             _logger.info("demo model: %s=%s", name, path)
@@ -107,7 +107,8 @@ def up(host: str, port: int, *, demo_models: bool = True) -> int:
         exited = [p for p in started if p.poll() is not None]
         if exited:
             code = exited[0].returncode or 1
-            _logger.error("%s exited with %s; stopping the studio", exited[0].args[:3], exited[0].returncode)
+            _logger.error("%s exited with %s; stopping the studio", cast("list[str]", exited[0].args)[:3],
+                          exited[0].returncode)
             break
     for process in reversed(started):  # server first, Redis last: workers hand messages back first
         if process.poll() is None:

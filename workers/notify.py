@@ -8,24 +8,25 @@ from typing import Any
 
 import httpx
 from sqlalchemy import update
+from sqlmodel import col
 
+from core.automation.pipelines import NotifyPayload
 from core.config import get_settings
 from core.db import get_or_raise, session_scope
 from core.errors import PermanentJobError, TransientError
 from core.infra.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from core.jobs.kinds import NotifyPayload
 from core.jobs.lifecycle import JobContext
 from core.models import PipelineNotification, utcnow
 
 
 def _record(notification_id: int, **values: Any) -> None:
     with session_scope() as session:
-        session.execute(update(PipelineNotification).where(PipelineNotification.id == notification_id)
+        session.execute(update(PipelineNotification).where(col(PipelineNotification.id) == notification_id)
                         .values(**values))
 
 
-def deliver(ctx: JobContext) -> dict[str, Any]:
-    payload: NotifyPayload = ctx.payload  # type: ignore[assignment]
+def deliver(ctx: JobContext[NotifyPayload]) -> dict[str, Any]:
+    payload = ctx.payload
     note = get_or_raise(PipelineNotification, payload.notification_id, f"notification {payload.notification_id}")
     if note.status == "delivered":
         return {"delivered": True, "already": True}

@@ -14,9 +14,18 @@ import sys
 import time
 from dataclasses import dataclass
 
+import dramatiq
+
+from core.automation.scheduler import scheduler_tick
 from core.config import get_settings
 from core.jobs.kinds import Queue
+from core.jobs.lifecycle import reconcile, request_shutdown
+from core.jobs.queue import WorkerPresence, get_broker
+from workers.actors import declare_actors
+from workers.gpu_slots import slot_count
 from workers.gpus import detect_gpus
+from workers.metrics import install_worker_metrics
+from workers.ml.preload import preload_ml_libraries
 
 _logger = logging.getLogger("studio.workers")
 
@@ -46,8 +55,6 @@ def default_groups(queues: list[str] | None = None) -> list[WorkerGroup]:
         raise ValueError(f"unknown queue(s) {', '.join(unknown)}; known: {', '.join(Queue.ALL)}")
     groups = []
     if Queue.GPU in queues:
-        from workers.gpu_slots import slot_count
-
         # One thread per GPU slot, and no message fetched beyond them: the rest stay queued in Redis.
         slots = slot_count()
         groups.append(WorkerGroup("gpu", (Queue.GPU,), slots, slots))
@@ -92,14 +99,10 @@ class StopRequest:
 
 def run_worker(queues: list[str], threads: int, prefetch: int) -> None:
     """Consume until SIGTERM/SIGINT, then stop gracefully."""
-    import dramatiq
-
-    import workers.actors  # noqa: F401  (declares the actors and their queues)
-    from core.jobs.lifecycle import request_shutdown
-    from core.jobs.queue import WorkerPresence, get_broker
-
     settings = get_settings()
     broker = get_broker()
+    install_worker_metrics(broker, settings)
+    declare_actors(broker)
     broker.emit_after("process_boot")
     worker = dramatiq.Worker(
         broker, queues=set(queues), worker_threads=threads, worker_timeout=settings.worker_idle_poll_ms
@@ -107,8 +110,6 @@ def run_worker(queues: list[str], threads: int, prefetch: int) -> None:
     if prefetch:
         worker.queue_prefetch = prefetch
     if Queue.GPU in queues:
-        from workers.ml.preload import preload_ml_libraries
-
         preload_ml_libraries()  # before any worker thread: lazy imports are not thread-safe
     gpus = [gpu.as_dict() for gpu in detect_gpus()] if Queue.GPU in queues else []
     presence = WorkerPresence(queues, threads, gpus)
@@ -144,8 +145,6 @@ class Supervisor:
         _logger.info("started worker group %s (pid %d)", group.name, self.processes[group.name].pid)
 
     def _reconcile(self) -> None:
-        from core.jobs.lifecycle import reconcile
-
         try:
             report = reconcile()
         except Exception:
@@ -159,8 +158,6 @@ class Supervisor:
 
     def _schedule(self) -> None:
         """Hand due posts to the workers and advance content production (safe with several supervisors)."""
-        from core.publishing.posts import scheduler_tick
-
         try:
             report = scheduler_tick()
         except Exception:

@@ -21,17 +21,18 @@ from typing import Any
 import httpx
 from PIL import Image
 from sqlalchemy import select, update
+from sqlmodel import col
 
 from core.config import get_settings
 from core.db import session_scope
 from core.errors import InvalidInput, PermanentJobError
 from core.infra.storage import get_object_store, validate_key
-from core.jobs.kinds import PublishPayload
 from core.jobs.lifecycle import JobContext
 from core.library.assets import download_url
 from core.models import AssetKind, Platform, Post, PostStatus, PublishRecord, utcnow
 from core.publishing import posts, social_accounts
 from core.publishing.checks import compose_text
+from core.publishing.posts import PublishPayload
 from workers.social import client_class
 from workers.social.base import Credentials, MediaFile, PlatformClient, Published, PublishRequest, TokenExpired
 
@@ -92,7 +93,7 @@ def _request(post: Post, folder: Path) -> PublishRequest:
 def _record(post: Post, account_id: int | None) -> PublishRecord:
     with session_scope() as session:
         record = session.execute(select(PublishRecord).where(
-            PublishRecord.post_id == post.id, PublishRecord.platform == post.platform)).scalar_one_or_none()
+            col(PublishRecord.post_id) == post.id, col(PublishRecord.platform) == post.platform)).scalar_one_or_none()
         if record is None:
             record = PublishRecord(post_id=post.id or 0, platform=post.platform, account_id=account_id)
             session.add(record)
@@ -102,7 +103,7 @@ def _record(post: Post, account_id: int | None) -> PublishRecord:
 
 def _save_record(record_id: int, **values: Any) -> None:
     with session_scope() as session:
-        session.execute(update(PublishRecord).where(PublishRecord.id == record_id)
+        session.execute(update(PublishRecord).where(col(PublishRecord.id) == record_id)
                         .values(updated_at=utcnow(), **values))
 
 
@@ -111,10 +112,10 @@ def _mark_published(post: Post, ctx: JobContext, published: Published, *, record
     """The record and the post say 'published' together (only for the job that claimed the post)."""
     with session_scope() as session:
         if record_id is not None:
-            session.execute(update(PublishRecord).where(PublishRecord.id == record_id).values(
+            session.execute(update(PublishRecord).where(col(PublishRecord.id) == record_id).values(
                 phase=PUBLISHED, external_id=published.external_id, permalink=published.permalink,
                 updated_at=utcnow()))
-        session.execute(update(Post).where(Post.id == post.id, Post.publish_job_id == ctx.job_id).values(
+        session.execute(update(Post).where(col(Post.id) == post.id, col(Post.publish_job_id) == ctx.job_id).values(
             status=PostStatus.PUBLISHED, external_id=published.external_id, permalink=published.permalink,
             published_at=utcnow(), dry_run=dry_run, error=None, updated_at=utcnow()))
 
@@ -183,8 +184,8 @@ def _with_one_refresh(run: Callable[[bool], Published], account_id: int) -> Publ
         raise PermanentJobError("the platform refused the token even after a refresh; reconnect the account") from None
 
 
-def publish(ctx: JobContext) -> dict[str, Any]:
-    payload: PublishPayload = ctx.payload  # type: ignore[assignment]
+def publish(ctx: JobContext[PublishPayload]) -> dict[str, Any]:
+    payload = ctx.payload
     post = posts.get_post(payload.post_id)
     claimed = post.publish_job_id == ctx.job_id
     if claimed and post.status == PostStatus.PUBLISHED:

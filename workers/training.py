@@ -21,12 +21,12 @@ from core.datasets.captions import compose_caption
 from core.datasets.datasets import all_images, get_dataset
 from core.errors import JobInterrupted, PermanentJobError
 from core.infra.storage import get_object_store
-from core.jobs.kinds import TrainPayload
 from core.jobs.lifecycle import JobContext, get_job, shutting_down
 from core.models import Dataset, Job
 from core.training import runs as training
 from core.training.configs import get_config, params_of
 from core.training.params import LoraParams
+from core.training.runs import TrainPayload
 from core.training.views import format_duration
 from workers.gpu_slots import assigned_device
 
@@ -46,7 +46,7 @@ def materialise_dataset(dataset: Dataset, cache_dir: Path) -> list[Any]:
     cache_dir.mkdir(parents=True, exist_ok=True)
     store = get_object_store()
     examples = []
-    for image in all_images(dataset.id):
+    for image in all_images(dataset.id or 0):
         path = cache_dir / f"{image.sha256}{_EXTENSIONS.get(image.content_type, '.img')}"
         if not path.exists():
             # A private temporary name, then an atomic rename: runs in other threads or processes may
@@ -152,10 +152,10 @@ def _resume_point(ctx: JobContext, work_dir: Path) -> Path | None:
     return training.download_training_state(ctx.job_id, step, work_dir / "resume" / f"step-{step:06d}")
 
 
-def train(ctx: JobContext) -> dict[str, Any]:
+def train(ctx: JobContext[TrainPayload]) -> dict[str, Any]:
     from workers.ml.training import LoraTrainer, TrainerConfig, TrainingPaused
 
-    payload: TrainPayload = ctx.payload  # type: ignore[assignment]
+    payload = ctx.payload
     params = _params(payload)
     job = get_job(ctx.job_id)
     settings = get_settings()

@@ -18,7 +18,6 @@ from typing import Any
 
 from core.config import get_settings
 from core.infra.storage import get_object_store
-from core.jobs.kinds import VideoPayload, VoicePreviewPayload
 from core.jobs.lifecycle import JobContext, get_job
 from core.library import assets
 from core.library.assets import AssetSource
@@ -26,16 +25,19 @@ from core.models import AssetKind
 from core.video import requests as videos
 from core.video.options import Cue, Word
 from core.video.platform_specs import SpecReport, check_video
+from core.video.requests import VideoPayload, VoicePreviewPayload
 from core.video.subtitles import align_words, cues_from_sentences, to_srt
 from core.video.voices import split_sentences
+from workers.media.fonts import check_caption_text
+from workers.media.render import RenderRequest, render_video
+from workers.ml.transcribe import transcribe_words
+from workers.ml.tts import preview, synthesize_script
 
 _EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 
 
-def voice_preview(ctx: JobContext) -> dict[str, Any]:
-    from workers.ml.tts import preview
-
-    payload: VoicePreviewPayload = ctx.payload  # type: ignore[assignment]
+def voice_preview(ctx: JobContext[VoicePreviewPayload]) -> dict[str, Any]:
+    payload = ctx.payload
     wav = preview(payload.voice, payload.rate_wpm, payload.text)
     info = get_object_store().put_bytes(videos.preview_key(ctx.job_id), wav, "audio/wav")
     return {"key": info.key, "bytes": info.size}
@@ -66,8 +68,6 @@ def _cues(ctx: JobContext, speech: Any, payload: VideoPayload) -> list[Cue]:
     model = get_settings().whisper_model
     heard: list[Word] = list(speech.words)
     if not heard and model:
-        from workers.ml.transcribe import transcribe_words
-
         ctx.stage("transcribe")
         heard = transcribe_words(speech.path, model)
         script_words = " ".join(speech.sentences).split()
@@ -77,12 +77,8 @@ def _cues(ctx: JobContext, speech: Any, payload: VideoPayload) -> list[Cue]:
                                max_words_per_line=payload.subtitles.max_words_per_line)
 
 
-def render(ctx: JobContext) -> dict[str, Any]:
-    from workers.media.fonts import check_caption_text
-    from workers.media.render import RenderRequest, render_video
-    from workers.ml.tts import synthesize_script
-
-    payload: VideoPayload = ctx.payload  # type: ignore[assignment]
+def render(ctx: JobContext[VideoPayload]) -> dict[str, Any]:
+    payload = ctx.payload
     job = get_job(ctx.job_id)
     work = get_settings().data_dir / "work" / "video" / ctx.job_id
     shutil.rmtree(work, ignore_errors=True)

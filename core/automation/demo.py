@@ -2,7 +2,7 @@
 
 demo dataset (15 drawn images, here) → the ``demo`` pipeline (``core.automation.pipelines``): captions → a tiny
 LoRA → 4 images with it → a 9:16 video with voice-over and subtitles → a draft post on the calendar.
-This module is the one place that says what the demo holds; :func:`start_demo` starts it (the Home
+``core.automation.demo_content`` says what the demo holds; here :func:`start_demo` starts it (the Home
 page's button, which then watches the pipeline) and :func:`run_demo` (the CLI) also waits for it and
 reports each stage with its time. The work is done by the running workers (``./scripts/run``).
 """
@@ -12,25 +12,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
 from core.automation import pipelines
+from core.automation.demo_content import DEMO_JOB_KINDS, demo_request
 from core.datasets.datasets import create_demo_dataset, get_dataset
 from core.errors import NotFound, StudioError
 from core.jobs import lifecycle as jobs
 from core.jobs import queue
 from core.jobs.kinds import get_spec
-from core.models import TERMINAL_STATUSES, JobStatus, Pipeline, Platform, Post
+from core.models import TERMINAL_STATUSES, JobStatus, Pipeline, Platform
 from core.publishing import posts
 
-DEMO_PROMPTS = ["smiling on a sunny beach", "hiking a forest trail", "stretching after a run", "city rooftop at dusk"]
-DEMO_CAPTION = "Four places I trained this week. Which one would you pick? #fitness #outdoors"
-DEMO_PLATFORM = "tiktok"
-DEMO_VIDEO_SECONDS = 8
-DEMO_JOB_KINDS = ("caption", "train", "generate", "video")
 WORKER_WAIT_S = 15.0
 POLL_S = 0.2
 
@@ -61,28 +57,6 @@ class DemoStage:
     what: str  # what came out, once done
     longest_job_s: float | None = None  # the longest of its jobs' run times (without queue waits)
     job_count: int = 0
-
-
-# --- what the demo is --------------------------------------------------------------------------------------
-
-
-def demo_request(dataset_id: int) -> dict[str, Any]:
-    """The ``demo`` pipeline's body for a dataset (camelCase, as pipelines take it)."""
-    return {"datasetId": dataset_id, "trainingName": "demo", "testPrompts": DEMO_PROMPTS,
-            "videoConfig": {"durationSec": DEMO_VIDEO_SECONDS, "aspect": "9:16",
-                            "script": DEMO_CAPTION.split("#")[0].strip()}}
-
-
-def demo_post_time(now: datetime | None = None) -> datetime:
-    """Tomorrow at 19:00 UTC: a believable slot, always in the future."""
-    now = now or datetime.now(UTC)
-    return (now + timedelta(days=1)).replace(hour=19, minute=0, second=0, microsecond=0)
-
-
-def draft_demo_post(*, video_asset_id: int) -> Post:
-    """The demo's last stage (called by the pipeline's ``post`` stage): a draft TikTok post with the video."""
-    return posts.create_post(platform=DEMO_PLATFORM, scheduled_at=demo_post_time(), caption=DEMO_CAPTION,
-                             asset_ids=[video_asset_id])
 
 
 # --- starting ------------------------------------------------------------------------------------------------
@@ -165,7 +139,7 @@ def demo_stages(pipeline: Pipeline) -> list[DemoStage]:
         stage_jobs = [by_id[i] for i in stage["jobIds"] if i in by_id]
         seconds = longest = None
         if stage["status"] == "done":
-            ends = [jobs.aware(j.finished_at) for j in stage_jobs if j.finished_at is not None]
+            ends = [finished for j in stage_jobs if (finished := jobs.aware(j.finished_at)) is not None]
             end = max(ends) if ends and len(ends) == len(stage_jobs) else pipeline.finished_at
             if end is None:  # a stage without jobs that is done before the pipeline ends (none today)
                 end = boundary

@@ -28,11 +28,16 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
+from core.automation.demo_content import draft_demo_post
 from core.characters.persona import Persona
 from core.config import get_settings
-from core.db import session_scope
+from core.datasets.datasets import get_dataset
+from core.db import affected_rows, session_scope
 from core.errors import Conflict, InvalidInput, NotFound, StudioError, describe_validation_error, referenced_by
+from core.generation.requests import job_images
 from core.jobs import lifecycle as jobs
+from core.jobs.kinds import JobSpec, Payload, Queue, register
+from core.library.assets import download_url, get_asset
 from core.models import (
     TERMINAL_STATUSES,
     Job,
@@ -45,6 +50,10 @@ from core.models import (
     utcnow,
 )
 from core.pagination import Page, clamp
+from core.publishing import posts
+from core.publishing.planning import PlanPayload, prepare_plan_payload
+from core.publishing.production import start_production
+from core.training.configs import get_config, params_of
 from core.video.options import Aspect
 
 _logger = logging.getLogger("studio.pipelines")
@@ -56,6 +65,12 @@ PRODUCTION_JOB_KINDS = ("generate", "video")  # what production makes for a post
 
 
 # --- requests -----------------------------------------------------------------------------------------------
+
+
+class NotifyPayload(Payload):
+    """Deliver one pipeline notification (the outbox row) to its URL, signed."""
+
+    notification_id: int = Field(ge=1)
 
 
 class _Request(BaseModel):
@@ -178,7 +193,7 @@ def _job_error(job: Job) -> str:
 
 def _dry_run_config_id() -> int:
     with session_scope() as session:
-        config = session.execute(select(LoraConfig).where(LoraConfig.name == DRY_RUN_CONFIG)).scalar_one_or_none()
+        config = session.execute(select(LoraConfig).where(col(LoraConfig.name) == DRY_RUN_CONFIG)).scalar_one_or_none()
     if config is None:
         raise InvalidInput(f"dry runs train with the {DRY_RUN_CONFIG!r} preset, which is missing")
     return config.id or 0
@@ -189,8 +204,6 @@ DRY_RUN_OVERRIDES = {"steps": 30, "sample_every": 0, "checkpoint_every": 30}
 
 
 def _start_training(pipeline: Pipeline) -> list[Job]:
-    from core.training.configs import get_config, params_of
-
     request = LoraPipelineRequest.model_validate(pipeline.payload)
     payload: dict[str, Any] = {"dataset_id": request.dataset_id, "config_id": request.config_id,
                                "name": request.training_name}
@@ -206,8 +219,9 @@ def _finish_training(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
     if train.status != JobStatus.SUCCEEDED:
         return StageResult(error=_job_error(train))
     with session_scope() as session:
-        lora = session.execute(select(LoraModel).where(LoraModel.job_id == train.id)
-                               .order_by(LoraModel.final.desc(), LoraModel.step.desc()).limit(1)).scalar_one_or_none()
+        lora = session.execute(select(LoraModel).where(col(LoraModel.job_id) == train.id)
+                               .order_by(col(LoraModel.final).desc(), col(LoraModel.step).desc()).limit(1)
+                               ).scalar_one_or_none()
     if lora is None:
         return StageResult(error=f"training job {train.id[:8]} saved no LoRA")
     return StageResult(results={"loraId": lora.id, "loraName": lora.name, "loraStep": lora.step})
@@ -226,8 +240,6 @@ def _start_generation(pipeline: Pipeline) -> list[Job]:
 
 
 def _finish_generation(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
-    from core.generation.requests import job_images
-
     images: list[int] = []
     warnings = []
     for index, job in enumerate(stage_jobs, start=1):
@@ -261,6 +273,7 @@ def _finish_video(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
     [video] = stage_jobs
     if video.status != JobStatus.SUCCEEDED:
         return StageResult(error=_job_error(video))
+    assert video.result is not None  # a succeeded job recorded its result
     return StageResult(results={"videoAssetId": video.result["video_asset_id"],
                                 "duration": video.result.get("duration"),
                                 "loudness": video.result.get("loudness")})
@@ -288,8 +301,6 @@ def _finish_captions(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
 def _finish_post(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
     """Draft the post with the video. Safe to run twice (the sweep and a job's end may both get here):
     the post id is claimed in the pipeline's results, and a loser removes its own post."""
-    from core.automation.demo import draft_demo_post
-    from core.publishing import posts
 
     existing = get_pipeline(pipeline.id).results.get("post", {}).get("postId")
     if existing is not None:
@@ -317,9 +328,9 @@ def _claim_result(pipeline_id: str, stage: str, name: str, value: Any) -> Any:
             return stands
         results = {**current.results, stage: {**current.results.get(stage, {}), name: value}}
         with session_scope() as session:
-            written = session.execute(update(Pipeline).where(
-                Pipeline.id == pipeline_id, Pipeline.updated_at == current.updated_at,
-            ).values(results=results, updated_at=utcnow())).rowcount
+            written = affected_rows(session.execute(update(Pipeline).where(
+                col(Pipeline.id) == pipeline_id, col(Pipeline.updated_at) == current.updated_at,
+            ).values(results=results, updated_at=utcnow())))
         if written:
             return value
     raise Conflict(f"pipeline {pipeline_id} kept changing while its {stage} result was written")
@@ -342,10 +353,11 @@ def _finish_planning(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
     [plan_job] = stage_jobs
     if plan_job.status != JobStatus.SUCCEEDED:
         return StageResult(error=_job_error(plan_job))
+    assert plan_job.result is not None  # a succeeded job recorded its result
     plan_id = plan_job.result["plan_id"]
     with session_scope() as session:
-        post_ids = session.execute(select(Post.id).where(Post.plan_id == plan_id)
-                                   .order_by(Post.scheduled_at)).scalars().all()
+        post_ids = session.execute(select(col(Post.id)).where(col(Post.plan_id) == plan_id)
+                                   .order_by(col(Post.scheduled_at))).scalars().all()
     return StageResult(results={"planId": plan_id, "postIds": list(post_ids)})
 
 
@@ -357,13 +369,12 @@ def _posts_of(pipeline: Pipeline) -> list[Post]:
     if not ids:
         return []
     with session_scope() as session:
-        return list(session.execute(select(Post).where(Post.id.in_(ids)).order_by(Post.scheduled_at)).scalars())
+        return list(session.execute(
+            select(Post).where(col(Post.id).in_(ids)).order_by(col(Post.scheduled_at))).scalars())
 
 
 def _start_production(pipeline: Pipeline) -> list[Job]:
     # Production writes its own jobs (and chains videos itself); the stage follows the posts.
-    from core.publishing.production import start_production
-
     request = ContentPipelineRequest.model_validate(pipeline.payload)
     template = DRY_RUN_TEMPLATE if pipeline.dry_run else ""
     for post in _posts_of(pipeline):
@@ -399,8 +410,6 @@ def _finish_production(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult
 
 
 def _finish_scheduling(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
-    from core.publishing import posts
-
     request = ContentPipelineRequest.model_validate(pipeline.payload)
     done: list[int] = []
     publish_jobs: list[str] = []
@@ -486,9 +495,6 @@ def _request_hash(kind: str, body: dict[str, Any]) -> str:
 def _check_references(kind: str, request: _Request) -> None:
     """What the schema cannot see: the dataset, config and (for dry runs) the tiny preset must exist."""
     if isinstance(request, LoraPipelineRequest):
-        from core.datasets.datasets import get_dataset
-        from core.training.configs import get_config
-
         with referenced_by("datasetId"):
             dataset = get_dataset(request.dataset_id)
         if dataset.image_count == 0:
@@ -500,8 +506,6 @@ def _check_references(kind: str, request: _Request) -> None:
             _dry_run_config_id()
     elif isinstance(request, ContentPipelineRequest):
         # The plan job's own checks (dates, platforms, an LLM when asked for), now rather than at its stage.
-        from core.jobs.kinds import PlanPayload
-        from core.publishing.planning import prepare_plan_payload
 
         prepare_plan_payload(PlanPayload(theme=request.theme, platforms=request.platforms, start=request.start,
                                          end=request.end, posts_per_week=request.posts_per_week,
@@ -545,7 +549,7 @@ def find_by_key(key: str | None) -> Pipeline | None:
 
 def _by_key(key: str) -> Pipeline | None:
     with session_scope() as session:
-        return session.execute(select(Pipeline).where(Pipeline.idempotency_key == key)).scalar_one_or_none()
+        return session.execute(select(Pipeline).where(col(Pipeline.idempotency_key) == key)).scalar_one_or_none()
 
 
 def _same_request(existing: Pipeline, request_hash: str) -> Pipeline:
@@ -567,12 +571,12 @@ def list_pipelines(*, statuses: list[str] | None = None, kinds: list[str] | None
     page, page_size = clamp(page, page_size, max_page_size=100)
     query = select(Pipeline)
     if statuses:
-        query = query.where(Pipeline.status.in_(statuses))
+        query = query.where(col(Pipeline.status).in_(statuses))
     if kinds:
-        query = query.where(Pipeline.kind.in_(kinds))
+        query = query.where(col(Pipeline.kind).in_(kinds))
     with session_scope() as session:
         total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-        items = list(session.execute(query.order_by(Pipeline.created_at.desc(), Pipeline.id.desc())
+        items = list(session.execute(query.order_by(col(Pipeline.created_at).desc(), col(Pipeline.id).desc())
                                      .offset((page - 1) * page_size).limit(page_size)).scalars())
     return Page(items, total, page, page_size)
 
@@ -594,15 +598,16 @@ def start_waiting_pipelines() -> list[str]:
         with session_scope() as session:
             _running_count_guard(session)
             running = session.execute(select(func.count()).select_from(Pipeline)
-                                      .where(Pipeline.status == JobStatus.RUNNING)).scalar_one()
+                                      .where(col(Pipeline.status) == JobStatus.RUNNING)).scalar_one()
             if running >= limit:
                 break
-            next_id = session.execute(select(Pipeline.id).where(Pipeline.status == JobStatus.QUEUED)
-                                      .order_by(Pipeline.priority.desc(), Pipeline.created_at)
+            next_id = session.execute(select(col(Pipeline.id)).where(col(Pipeline.status) == JobStatus.QUEUED)
+                                      .order_by(col(Pipeline.priority).desc(), col(Pipeline.created_at))
                                       .limit(1)).scalar_one_or_none()
             if next_id is None:
                 break
-            session.execute(update(Pipeline).where(Pipeline.id == next_id, Pipeline.status == JobStatus.QUEUED)
+            session.execute(update(Pipeline)
+                            .where(col(Pipeline.id) == next_id, col(Pipeline.status) == JobStatus.QUEUED)
                             .values(status=JobStatus.RUNNING, started_at=utcnow(), updated_at=utcnow()))
         started.append(next_id)
         pipeline = get_pipeline(next_id)
@@ -650,9 +655,9 @@ def _enter(pipeline_id: str, stage: Stage | None, *, leaving: str | None,
         return
     results[stage.name] = {**results.get(stage.name, {}), "jobIds": [job.id for job in new_jobs]}
     with session_scope() as session:
-        moved = session.execute(update(Pipeline).where(*_still_at(pipeline_id, leaving)).values(
+        moved = affected_rows(session.execute(update(Pipeline).where(*_still_at(pipeline_id, leaving)).values(
             stage=stage.name, results=results, warnings=warnings, updated_at=utcnow(),
-            progress=_progress(pipeline, stage.name))).rowcount
+            progress=_progress(pipeline, stage.name))))
         if not moved:
             return  # another process moved it on first (its jobs are the ones that count)
         session.add_all(new_jobs)
@@ -664,7 +669,7 @@ def _enter(pipeline_id: str, stage: Stage | None, *, leaving: str | None,
 
 
 def _still_at(pipeline_id: str, stage: str | None) -> list[Any]:
-    at = Pipeline.stage.is_(None) if stage is None else Pipeline.stage == stage
+    at = col(Pipeline.stage).is_(None) if stage is None else col(Pipeline.stage) == stage
     return [Pipeline.id == pipeline_id, Pipeline.status == JobStatus.RUNNING, at]
 
 
@@ -686,7 +691,8 @@ def _finish(pipeline_id: str, *, leaving: str | None, status: JobStatus, results
     if status == JobStatus.SUCCEEDED:
         values["progress"] = 1.0
     with session_scope() as session:
-        moved = session.execute(update(Pipeline).where(*_still_at(pipeline_id, leaving)).values(**values)).rowcount
+        moved = affected_rows(session.execute(
+            update(Pipeline).where(*_still_at(pipeline_id, leaving)).values(**values)))
     if moved:
         notify(pipeline_id, f"pipeline.{status}")
         start_waiting_pipelines()
@@ -697,7 +703,7 @@ def _stage_jobs(pipeline: Pipeline, name: str) -> list[Job]:
     if not ids:
         return []
     with session_scope() as session:
-        found = {job.id: job for job in session.execute(select(Job).where(Job.id.in_(ids))).scalars()}
+        found = {job.id: job for job in session.execute(select(Job).where(col(Job.id).in_(ids))).scalars()}
     return [found[job_id] for job_id in ids if job_id in found]
 
 
@@ -735,8 +741,8 @@ def pipeline_job_finished(job_id: str, status: str) -> None:
 def sweep_pipelines(*, limit: int = 200) -> None:
     """The scheduler's safety net: advance running pipelines and start waiting ones."""
     with session_scope() as session:
-        running = session.execute(select(Pipeline.id).where(Pipeline.status == JobStatus.RUNNING)
-                                  .order_by(Pipeline.updated_at).limit(limit)).scalars().all()
+        running = session.execute(select(col(Pipeline.id)).where(col(Pipeline.status) == JobStatus.RUNNING)
+                                  .order_by(col(Pipeline.updated_at)).limit(limit)).scalars().all()
     for pipeline_id in running:
         try:
             advance_pipeline(pipeline_id)
@@ -753,10 +759,11 @@ def cancel_pipeline(pipeline_id: str) -> Pipeline:
     if pipeline.status in TERMINAL_STATUSES:
         raise Conflict(f"pipeline {pipeline_id} already {pipeline.status}; nothing to cancel")
     with session_scope() as session:
-        active = session.execute(select(Job.id).where(Job.pipeline_id == pipeline_id, Job.status.in_(ACTIVE))
+        active = session.execute(select(col(Job.id))
+                                 .where(col(Job.pipeline_id) == pipeline_id, col(Job.status).in_(ACTIVE))
                                  ).scalars().all()
-        session.execute(update(Pipeline).where(Pipeline.id == pipeline_id,
-                                               Pipeline.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+        session.execute(update(Pipeline).where(col(Pipeline.id) == pipeline_id,
+                                               col(Pipeline.status).in_([JobStatus.QUEUED, JobStatus.RUNNING]))
                         .values(status=JobStatus.CANCELLED, finished_at=utcnow(), updated_at=utcnow(),
                                 error_stage=pipeline.stage))
     for job_id in active:
@@ -784,7 +791,7 @@ def retry_pipeline(pipeline_id: str) -> Pipeline:
         stale = pipeline.results[at].get("failedWarnings", [])
     warnings = [warning for warning in pipeline.warnings if warning not in stale]
     with session_scope() as session:
-        session.execute(update(Pipeline).where(Pipeline.id == pipeline_id, Pipeline.status == pipeline.status)
+        session.execute(update(Pipeline).where(col(Pipeline.id) == pipeline_id, col(Pipeline.status) == pipeline.status)
                         .values(status=JobStatus.QUEUED, error=None, error_stage=None, finished_at=None,
                                 updated_at=utcnow(), stage=at, results=results, warnings=warnings))
     notify(pipeline_id, "pipeline.retried")
@@ -797,7 +804,6 @@ def retry_pipeline(pipeline_id: str) -> Pipeline:
 
 def summary(pipeline: Pipeline) -> dict[str, Any]:
     """Everything an automation wants at the end: the LoRA version, asset links, warnings."""
-    from core.library.assets import download_url, get_asset
 
     results = pipeline.results
 
@@ -840,7 +846,8 @@ def pipeline_view(pipeline: Pipeline) -> dict[str, Any]:
         if pipeline.status == JobStatus.SUCCEEDED or index < current:
             state = "done"
         elif index == current:
-            state = {JobStatus.RUNNING: "running", JobStatus.QUEUED: "waiting"}.get(pipeline.status, pipeline.status)
+            state = {JobStatus.RUNNING.value: "running", JobStatus.QUEUED.value: "waiting"}.get(
+                pipeline.status, pipeline.status)
         else:
             state = "waiting"
         started = data.get("jobIds", [])
@@ -872,3 +879,11 @@ def notify(pipeline_id: str, event: str) -> None:
         session.flush()
         note_id = note.id
     jobs.create_job("notify", {"notification_id": note_id})
+
+
+# --- the job kinds of this domain (core.catalogue loads them all) ---
+
+register(JobSpec(
+    "notify", Queue.DEFAULT, NotifyPayload, "Delivers a signed pipeline notification (retried with backoff).",
+    max_attempts=6, time_limit_s=300,
+))

@@ -7,11 +7,13 @@ the first one, created on first use from the demo defaults.
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from core.characters.persona import Persona
 from core.db import get_or_raise, session_scope
 from core.errors import InvalidInput
 from core.models import Character
+from core.training.runs import promoted_lora
 
 DEFAULT_NAME = "Mia Rivers"
 DEFAULT_PERSONA = Persona(
@@ -25,7 +27,7 @@ DEFAULT_PERSONA = Persona(
 def current_character() -> Character:
     """The character the studio works for (the first one; made from the defaults when there is none)."""
     with session_scope() as session:
-        character = session.execute(select(Character).order_by(Character.id).limit(1)).scalar_one_or_none()
+        character = session.execute(select(Character).order_by(col(Character.id)).limit(1)).scalar_one_or_none()
         if character is None:
             character = Character(name=DEFAULT_NAME, persona=DEFAULT_PERSONA.model_dump())
             session.add(character)
@@ -58,7 +60,6 @@ def save_persona(character_id: int, persona: Persona, *, trigger_word: str | Non
 
 def trigger_word_of(character_id: int | None) -> str:
     """The word that calls up the character in a prompt: its promoted LoRA's, else the character's own."""
-    from core.training.runs import promoted_lora
 
     lora = promoted_lora(character_id) or (promoted_lora(None) if character_id is not None else None)
     if lora is not None and lora.trigger_word:

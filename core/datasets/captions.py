@@ -15,13 +15,13 @@ from typing import Literal
 import regex
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import select, update
+from sqlmodel import col
 
+from core.datasets.caption_text import clean_caption
 from core.datasets.datasets import get_dataset, refresh_dataset_state
-from core.db import id_in_range, session_scope
+from core.db import affected_rows, id_in_range, session_scope
 from core.errors import InvalidInput, NotFound, describe_validation_error
 from core.models import DatasetImage
-
-MAX_CAPTION_CHARS = 2000
 
 BulkOperation = Literal["replace", "regex", "prefix", "suffix", "trigger", "lower", "strip"]
 BULK_OPERATIONS: dict[str, str] = {
@@ -33,16 +33,6 @@ BULK_OPERATIONS: dict[str, str] = {
     "lower": "Lower-case",
     "strip": "Strip and collapse whitespace",
 }
-
-
-# C0/C1 control characters and lone surrogates: PostgreSQL refuses NUL in text, and a surrogate has no UTF-8.
-_UNSTORABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def clean_caption(text: str) -> str:
-    """Captions are single-line plain text: control characters become spaces, newlines and runs of spaces
-    collapse to one space. Markup such as ``<b>`` is kept verbatim: pages show captions as text, never HTML."""
-    return " ".join(_UNSTORABLE.sub(" ", text).split())[:MAX_CAPTION_CHARS]
 
 
 def compose_caption(raw: str, *, trigger_word: str = "", prepend_trigger: bool = True, prefix: str = "",
@@ -104,7 +94,6 @@ class BulkEdit(BaseModel):
                 result = caption
         return clean_caption(result)
 
-
     def _regex_sub(self, caption: str, deadline: float | None) -> str:
         # The `regex` module, not `re`: it can stop a search. A pattern such as (a|aa)+$ backtracks
         # exponentially, and `re` would hold the page (and, on apply, a database transaction) forever.
@@ -137,12 +126,12 @@ class BulkPreview:
 
 
 def _targets(dataset_id: int, image_ids: Sequence[int] | None) -> list[tuple[int, str]]:
-    conditions = [DatasetImage.dataset_id == dataset_id]
+    conditions = [col(DatasetImage.dataset_id) == dataset_id]
     if image_ids is not None:
-        conditions.append(DatasetImage.id.in_(list(image_ids)))
+        conditions.append(col(DatasetImage.id).in_(list(image_ids)))
     with session_scope() as session:
-        return [(r.id, r.caption) for r in session.execute(select(DatasetImage.id, DatasetImage.caption)
-                                                           .where(*conditions).order_by(DatasetImage.id))]
+        return [(r.id, r.caption) for r in session.execute(select(col(DatasetImage.id), col(DatasetImage.caption))
+                                                           .where(*conditions).order_by(col(DatasetImage.id)))]
 
 
 def preview_bulk_edit(dataset_id: int, edit: BulkEdit, image_ids: Sequence[int] | None = None) -> BulkPreview:
@@ -165,7 +154,7 @@ def apply_bulk_edit(dataset_id: int, edit: BulkEdit, image_ids: Sequence[int] | 
             after = edit.apply(before, deadline=deadline)
             if after != before:
                 session.execute(
-                    update(DatasetImage).where(DatasetImage.id == image_id)
+                    update(DatasetImage).where(col(DatasetImage.id) == image_id)
                     .values(caption=after, caption_source="bulk")
                 )
                 changed += 1
@@ -190,11 +179,11 @@ def save_caption(image_id: int, caption: str, *, reviewed: bool | None = None) -
 
 def set_reviewed(dataset_id: int, image_ids: Sequence[int], reviewed: bool = True) -> int:
     with session_scope() as session:
-        count = session.execute(
+        count = affected_rows(session.execute(
             update(DatasetImage)
-            .where(DatasetImage.dataset_id == dataset_id, DatasetImage.id.in_(list(image_ids)))
+            .where(col(DatasetImage.dataset_id) == dataset_id, col(DatasetImage.id).in_(list(image_ids)))
             .values(reviewed=reviewed)
-        ).rowcount
+        ))
     refresh_dataset_state(dataset_id)
     return count
 
@@ -204,7 +193,7 @@ def write_auto_captions(dataset_id: int, captions: dict[int, str]) -> None:
     with session_scope() as session:
         for image_id, caption in captions.items():
             session.execute(
-                update(DatasetImage).where(DatasetImage.id == image_id)
+                update(DatasetImage).where(col(DatasetImage.id) == image_id)
                 .values(caption=clean_caption(caption), caption_source="auto", reviewed=False)
             )
     refresh_dataset_state(dataset_id)

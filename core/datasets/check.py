@@ -45,7 +45,8 @@ def _near_duplicate_pairs(images: list[DatasetImage]) -> list[tuple[DatasetImage
     """All pairs within NEAR_DUPLICATE_BITS, compared at once with numpy (a thousand images is a million pairs)."""
     if len(images) < 2:
         return []
-    hashes = np.array([int(image.phash, 16) for image in images], dtype=np.uint64)
+    # Callers pass hashed images only; a missing hash would fail here (as int() of None did).
+    hashes = np.array([int(image.phash or "", 16) for image in images], dtype=np.uint64)
     distances = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
     first, second = np.nonzero(np.triu(distances <= NEAR_DUPLICATE_BITS, k=1))
     return [(images[i], images[j], int(distances[i, j])) for i, j in zip(first, second, strict=True)]
@@ -54,7 +55,7 @@ def _near_duplicate_pairs(images: list[DatasetImage]) -> list[tuple[DatasetImage
 def check_dataset(dataset_id: int, *, resolution: int = 512) -> CheckReport:
     get_dataset(dataset_id)
     images = all_images(dataset_id)
-    findings = {image.id: ImageFindings(image.id, image.filename) for image in images}
+    findings = {image.id: ImageFindings(image.id or 0, image.filename) for image in images}  # stored rows: ids set
     summary = {"near_duplicates": 0, "too_small": 0, "blurry": 0, "odd_aspect": 0, "missing_caption": 0}
 
     for a, b, distance in _near_duplicate_pairs([i for i in images if i.phash]):

@@ -12,13 +12,16 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from core.config import get_settings
+from core.datasets.caption_text import clean_caption
+from core.datasets.demo_data import generate_demo_images
 from core.datasets.images import (
     ImageRejected,
     ImportLimits,
@@ -28,24 +31,37 @@ from core.datasets.images import (
     prepare_image,
     read_archive,
 )
+from core.datasets.tokens import TOKEN_LIMIT, count_tokens_many
 from core.db import get_or_raise, session_scope
 from core.errors import Conflict, InvalidInput, NotFound, describe_validation_error, referenced_by
 from core.fields import printable
 from core.infra.storage import get_object_store
+from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.models import Dataset, DatasetImage, DatasetKind, utcnow
 from core.pagination import Page, clamp
 
-if TYPE_CHECKING:
-    from core.jobs.kinds import CaptionPayload
-
 SortField = Literal["created", "updated", "name", "images"]
 _SORT_COLUMNS = {
-    "created": Dataset.created_at,
-    "updated": Dataset.updated_at,
-    "name": Dataset.name,
-    "images": Dataset.image_count,
+    "created": col(Dataset.created_at),
+    "updated": col(Dataset.updated_at),
+    "name": col(Dataset.name),
+    "images": col(Dataset.image_count),
 }
 MAX_PAGE_SIZE = 100
+
+
+class CaptionPayload(Payload):
+    """Auto-caption a dataset's images with the caption model (BLIP)."""
+
+    dataset_id: int = Field(ge=1)
+    only_uncaptioned: bool = True
+    prompt: str = Field(default="", max_length=200, description='conditional prefix, e.g. "a photo of"')
+    prepend_trigger: bool = True
+    prefix: str = Field(default="", max_length=200)
+    suffix: str = Field(default="", max_length=200)
+    max_length: int = Field(default=40, ge=5, le=200)
+    batch_size: int = Field(default=8, ge=1, le=64)
+    model: str | None = Field(default=None, max_length=500, description="hub id or local path; default: settings")
 
 
 class DatasetFields(BaseModel):
@@ -99,14 +115,15 @@ def list_datasets(
     page, page_size = clamp(page, page_size, max_page_size=MAX_PAGE_SIZE)
     conditions = []
     if status:
-        conditions.append(Dataset.status == status)
+        conditions.append(col(Dataset.status) == status)
     if kind:
-        conditions.append(Dataset.kind == kind)
+        conditions.append(col(Dataset.kind) == kind)
     if search and search.strip():
         pattern = f"%{search.strip().lower()}%"
-        conditions.append(or_(func.lower(Dataset.name).like(pattern), func.lower(Dataset.trigger_word).like(pattern)))
+        conditions.append(or_(func.lower(col(Dataset.name)).like(pattern),
+                              func.lower(col(Dataset.trigger_word)).like(pattern)))
     column = _SORT_COLUMNS[sort]
-    order = (column.desc(), Dataset.id.desc()) if descending else (column.asc(), Dataset.id.asc())
+    order = (column.desc(), col(Dataset.id).desc()) if descending else (column.asc(), col(Dataset.id).asc())
     with session_scope() as session:
         total = session.execute(select(func.count()).select_from(Dataset).where(*conditions)).scalar_one()
         items = session.execute(
@@ -134,8 +151,8 @@ def delete_dataset(dataset_id: int) -> int:
     """Deletes the dataset, its image rows and every object under its prefix; returns objects removed."""
     get_dataset(dataset_id)
     with session_scope() as session:
-        session.execute(delete(DatasetImage).where(DatasetImage.dataset_id == dataset_id))
-        session.execute(delete(Dataset).where(Dataset.id == dataset_id))
+        session.execute(delete(DatasetImage).where(col(DatasetImage.dataset_id) == dataset_id))
+        session.execute(delete(Dataset).where(col(Dataset.id) == dataset_id))
     return get_object_store().delete_prefix(f"datasets/{dataset_id}/")
 
 
@@ -152,13 +169,13 @@ class DatasetStatus:
 
 def refresh_dataset_state(dataset_id: int) -> None:
     """Recomputes the stored image count and status (kept on the row so lists filter and sort cheaply)."""
-    images = DatasetImage.dataset_id == dataset_id
+    images = col(DatasetImage.dataset_id) == dataset_id
     with session_scope() as session:
         total, missing, unreviewed = session.execute(
             select(
                 func.count(),
                 func.count().filter(func.length(func.trim(DatasetImage.caption)) == 0),
-                func.count().filter(DatasetImage.reviewed.is_(False)),
+                func.count().filter(col(DatasetImage.reviewed).is_(False)),
             ).where(images)
         ).one()
         if not total:
@@ -170,7 +187,7 @@ def refresh_dataset_state(dataset_id: int) -> None:
         else:
             status = DatasetStatus.READY
         session.execute(
-            update(Dataset).where(Dataset.id == dataset_id)
+            update(Dataset).where(col(Dataset.id) == dataset_id)
             .values(image_count=total, status=status, updated_at=utcnow())
         )
 
@@ -209,7 +226,8 @@ def _store_one(dataset_id: int, filename: str, prepared: PreparedImage, caption:
     """Stores one prepared image; False when the dataset already has it (same original bytes)."""
     with session_scope() as session:
         exists = session.execute(
-            select(DatasetImage.id).where(DatasetImage.dataset_id == dataset_id, DatasetImage.sha256 == prepared.sha256)
+            select(col(DatasetImage.id))
+            .where(col(DatasetImage.dataset_id) == dataset_id, col(DatasetImage.sha256) == prepared.sha256)
         ).first()
     if exists:
         return False
@@ -252,8 +270,6 @@ def import_files(
     dataset_id: int, files: Sequence[tuple[str, bytes]], *, limits: ImportLimits | None = None
 ) -> ImportReport:
     """Imports images and zips (a training-folder zip brings its ``.txt`` captions along)."""
-    from core.datasets.captions import clean_caption  # core.datasets.captions imports this module
-
     get_dataset(dataset_id)
     limits = limits or import_limits()
     report = ImportReport()
@@ -292,9 +308,8 @@ def create_demo_dataset(
     *, name: str = "Demo character", trigger_word: str = "ohwx person"
 ) -> tuple[Dataset, ImportReport]:
     """A 15-image dataset drawn procedurally, so demos and tests work on a fresh machine offline."""
-    from core.datasets.demo_data import generate_demo_images
-
     dataset = create_dataset(name=name, trigger_word=trigger_word, description="Procedurally drawn demo images.")
+    assert dataset.id is not None  # a created dataset is stored
     return dataset, import_files(dataset.id, generate_demo_images())
 
 
@@ -305,11 +320,9 @@ ImageFilter = Literal["all", "unreviewed", "missing", "long"]
 
 def _long_caption_ids(dataset_id: int) -> list[int]:
     """Images whose caption is over the CLIP token limit (counted with the training tokenizer)."""
-    from core.datasets.tokens import TOKEN_LIMIT, count_tokens_many
-
     with session_scope() as session:
         rows = session.execute(
-            select(DatasetImage.id, DatasetImage.caption).where(DatasetImage.dataset_id == dataset_id)
+            select(col(DatasetImage.id), col(DatasetImage.caption)).where(col(DatasetImage.dataset_id) == dataset_id)
         ).all()
     counts = count_tokens_many([caption for _, caption in rows], tokenizer=get_settings().clip_tokenizer or None)
     return [image_id for (image_id, _), count in zip(rows, counts, strict=True) if count > TOKEN_LIMIT]
@@ -319,17 +332,17 @@ def list_images(
     dataset_id: int, *, which: ImageFilter = "all", page: int = 1, page_size: int = 24
 ) -> Page[DatasetImage]:
     page, page_size = clamp(page, page_size, max_page_size=MAX_PAGE_SIZE)
-    conditions = [DatasetImage.dataset_id == dataset_id]
+    conditions = [col(DatasetImage.dataset_id) == dataset_id]
     if which == "unreviewed":
-        conditions.append(DatasetImage.reviewed.is_(False))
+        conditions.append(col(DatasetImage.reviewed).is_(False))
     elif which == "missing":
-        conditions.append(func.length(func.trim(DatasetImage.caption)) == 0)
+        conditions.append(func.length(func.trim(col(DatasetImage.caption))) == 0)
     elif which == "long":
-        conditions.append(DatasetImage.id.in_(_long_caption_ids(dataset_id)))
+        conditions.append(col(DatasetImage.id).in_(_long_caption_ids(dataset_id)))
     with session_scope() as session:
         total = session.execute(select(func.count()).select_from(DatasetImage).where(*conditions)).scalar_one()
         items = session.execute(
-            select(DatasetImage).where(*conditions).order_by(DatasetImage.id)
+            select(DatasetImage).where(*conditions).order_by(col(DatasetImage.id))
             .offset((page - 1) * page_size).limit(page_size)
         ).scalars().all()
     return Page(list(items), int(total), page, page_size)
@@ -340,7 +353,7 @@ def all_images(dataset_id: int) -> list[DatasetImage]:
     with session_scope() as session:
         return list(
             session.execute(
-                select(DatasetImage).where(DatasetImage.dataset_id == dataset_id).order_by(DatasetImage.id)
+                select(DatasetImage).where(col(DatasetImage.dataset_id) == dataset_id).order_by(col(DatasetImage.id))
             ).scalars()
         )
 
@@ -348,10 +361,10 @@ def all_images(dataset_id: int) -> list[DatasetImage]:
 def delete_images(dataset_id: int, image_ids: Sequence[int]) -> int:
     with session_scope() as session:
         rows = session.execute(
-            select(DatasetImage).where(DatasetImage.dataset_id == dataset_id, DatasetImage.id.in_(image_ids))
+            select(DatasetImage).where(col(DatasetImage.dataset_id) == dataset_id, col(DatasetImage.id).in_(image_ids))
         ).scalars().all()
         keys = [k for row in rows for k in (row.key, row.thumbnail_key) if k]
-        session.execute(delete(DatasetImage).where(DatasetImage.id.in_([row.id for row in rows])))
+        session.execute(delete(DatasetImage).where(col(DatasetImage.id).in_([row.id for row in rows])))
     store = get_object_store()
     for key in keys:
         store.delete(key)
@@ -387,3 +400,9 @@ def export_training_zip(dataset_id: int) -> bytes:
         used.add(stem.casefold())
         items.append((f"{stem}{PurePosixPath(image.key).suffix}", read_image(image), image.caption))
     return make_training_zip(items)
+
+
+# --- the job kinds of this domain (core.catalogue loads them all) ---
+
+register(JobSpec("caption", Queue.GPU, CaptionPayload, "Auto-captions a dataset's images (BLIP).", time_limit_s=7200,
+                 prepare=prepare_caption_payload))

@@ -90,7 +90,8 @@ def _load_tokenizer(source: str | None) -> CLIPTokenizer:
 
     if source is None:
         vocab, merges = clip_vocab_and_merges()
-        return CLIPTokenizer(vocab=vocab, merges=merges)
+        # transformers annotates merges as list[str]; the tokenizers BPE it builds takes (left, right) pairs
+        return CLIPTokenizer(vocab=vocab, merges=merges)  # type: ignore[arg-type]
     folder = Path(source).expanduser()
     try:
         if folder.is_dir():

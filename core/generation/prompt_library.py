@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from core.db import get_or_raise, session_scope
 from core.errors import Conflict, InvalidInput
@@ -46,7 +47,7 @@ def delete_snippet(snippet_id: int) -> None:
 
 def list_snippets(*, negative: bool | None = None, page: int = 1, page_size: int = 100) -> Page[PromptSnippet]:
     page, page_size = clamp(page, page_size, max_page_size=200)
-    conditions = [] if negative is None else [PromptSnippet.negative.is_(negative)]
+    conditions = [] if negative is None else [col(PromptSnippet.negative).is_(negative)]
     with session_scope() as session:
         total = session.execute(select(func.count()).select_from(PromptSnippet).where(*conditions)).scalar_one()
         items = list(session.execute(

@@ -21,8 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image, PngImagePlugin
+from pydantic import Field, field_validator
 from sqlalchemy import select
+from sqlmodel import col
 
+from core.config import get_settings
 from core.db import session_scope
 from core.errors import InvalidInput, NotFound
 from core.generation.templates import (
@@ -34,10 +37,11 @@ from core.generation.templates import (
     list_templates,
 )
 from core.infra.storage import job_key
-from core.jobs.kinds import GeneratePayload, LoraChoice
+from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.jobs.lifecycle import create_job, list_jobs
 from core.library import assets
 from core.library.assets import AssetSource
+from core.library.collections import add_to_collection, get_collection
 from core.models import Asset, AssetKind, Job, LoraModel
 from core.pagination import Page
 from core.training.runs import get_lora, promoted_lora
@@ -48,6 +52,48 @@ PARAMETERS_CHUNK = "parameters"
 
 
 # --- resolving a request -----------------------------------------------------------------------------
+
+
+class LoraChoice(Payload):
+    """One LoRA version to apply, and how strongly (None: the template's default strength)."""
+
+    lora_id: int = Field(ge=1)
+    strength: float | None = Field(default=None, ge=-2.0, le=2.0)
+
+
+class GeneratePayload(Payload):
+    """Generate images from a template, with LoRAs. Fields left empty come from the template; the
+    job's stored payload has every value filled in (seed included), so it records exactly what ran."""
+
+    template: str = Field(default="", max_length=80, description="template name; empty: the LoRA family's default")
+    prompt: str = Field(min_length=1, max_length=2000)
+    negative_prompt: str | None = Field(default=None, max_length=2000)
+    # None: the character's promoted LoRA (if any); []: no LoRA at all.
+    loras: list[LoraChoice] | None = Field(default=None, max_length=8)
+    character_id: int | None = Field(default=None, ge=1)
+    insert_trigger: bool = Field(default=True, description="add each LoRA's trigger word when the prompt lacks it")
+    scheduler: str | None = None
+    steps: int | None = Field(default=None, ge=1, le=150)
+    cfg: float | None = Field(default=None, ge=0.0, le=30.0)
+    width: int | None = Field(default=None, ge=64, le=2048)
+    height: int | None = Field(default=None, ge=64, le=2048)
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="image i uses seed + i; empty: random")
+    count: int = Field(default=1, ge=1, le=64)
+    batch_size: int | None = Field(default=None, ge=1, le=64)
+    init_asset_id: int | None = Field(default=None, ge=1, description="img2img: start from this image asset")
+    img2img_strength: float = Field(default=0.6, gt=0.0, le=1.0, description="how far img2img moves from the start")
+    collection_id: int | None = Field(default=None, ge=1, description="add the images to this collection")
+    # Filled in when the job is created (core.generation.requests.prepare_generate_payload).
+    base_model: str | None = Field(default=None, max_length=500)
+    family: str | None = Field(default=None, max_length=16)
+
+    @field_validator("prompt", "negative_prompt")
+    @classmethod
+    def _no_control_characters(cls, text: str | None) -> str | None:
+        # Refused now, not after the GPU work: a NUL breaks PostgreSQL's text column of the image's Asset row.
+        if text is not None and any((ord(c) < 0x20 and c not in "\t\n\r") or ord(c) == 0x7F for c in text):
+            raise ValueError("must not contain control characters")
+        return text
 
 
 def insert_trigger_words(prompt: str, triggers: Sequence[str]) -> str:
@@ -126,8 +172,6 @@ def prepare_generate_payload(payload: GeneratePayload) -> tuple[GeneratePayload,
             raise InvalidInput(f"img2img with strength {payload.img2img_strength:g} over {settings.steps} steps "
                                "runs no denoising step at all; raise the strength or the steps")
     if payload.collection_id is not None:
-        from core.library.collections import get_collection
-
         try:
             get_collection(payload.collection_id)
         except NotFound as error:
@@ -156,8 +200,6 @@ def prepare_generate_payload(payload: GeneratePayload) -> tuple[GeneratePayload,
 
 
 def _default_batch_size() -> int:
-    from core.config import get_settings
-
     return get_settings().generation_batch_size
 
 
@@ -191,6 +233,7 @@ def lora_uses(payload: GeneratePayload) -> list[LoraUse]:
     uses = []
     for choice in payload.loras or []:
         lora = get_lora(choice.lora_id)
+        assert lora.id is not None  # a stored row
         uses.append(LoraUse(id=lora.id, name=lora.name, strength=float(choice.strength or 0.0),
                             trigger_word=lora.trigger_word, dataset_id=lora.dataset_id, job_id=lora.job_id,
                             step=lora.step))
@@ -268,9 +311,8 @@ def save_generated_image(
         character_id=job.character_id, dataset_id=next((u.dataset_id for u in loras if u.dataset_id), None),
         prompt=payload.prompt, meta=meta, loras=[(u.id, u.strength) for u in loras],
     )
+    assert asset.id is not None  # a stored row
     if payload.collection_id is not None:
-        from core.library.collections import add_to_collection
-
         try:
             add_to_collection(payload.collection_id, [asset.id])
         except NotFound:
@@ -282,7 +324,7 @@ def saved_indexes(job_id: str) -> set[int]:
     """Which images of a job are already stored (a redelivered job skips them)."""
     with session_scope() as session:
         metas = session.execute(
-            select(Asset.meta).where(Asset.job_id == job_id, Asset.source == AssetSource.GENERATED)
+            select(col(Asset.meta)).where(col(Asset.job_id) == job_id, col(Asset.source) == AssetSource.GENERATED)
         ).scalars()
         return {int(meta["index"]) for meta in metas}
 
@@ -291,19 +333,28 @@ def job_images(job_id: str) -> list[Asset]:
     """A generation job's images, in order (those finished so far while it runs)."""
     with session_scope() as session:
         rows = list(session.execute(
-            select(Asset).where(Asset.job_id == job_id, Asset.source == AssetSource.GENERATED,
-                                Asset.deleted_at.is_(None))
+            select(Asset).where(col(Asset.job_id) == job_id, col(Asset.source) == AssetSource.GENERATED,
+                                col(Asset.deleted_at).is_(None))
         ).scalars())
     return sorted(rows, key=lambda a: int(a.meta.get("index", 0)))
 
 
 def reuse_request(meta: dict[str, Any]) -> dict[str, Any]:
     """The request that makes this image again (its own seed, count 1): "reuse these settings"."""
-    request = {name: meta[name] for name in ("prompt", "negative_prompt", "seed", "steps", "cfg", "scheduler",
-                                              "width", "height", "template") if name in meta}
+    request: dict[str, Any] = {
+        name: meta[name] for name in ("prompt", "negative_prompt", "seed", "steps", "cfg", "scheduler",
+                                      "width", "height", "template") if name in meta}
     request["loras"] = [{"lora_id": lora["id"], "strength": lora["strength"]} for lora in meta.get("loras", [])]
     request["insert_trigger"] = False  # the stored prompt already has what was inserted
     if "init_asset_id" in meta:
         request["init_asset_id"] = meta["init_asset_id"]
         request["img2img_strength"] = meta["img2img_strength"]
     return request
+
+
+# --- the job kinds of this domain (core.catalogue loads them all) ---
+
+register(JobSpec(
+    "generate", Queue.GPU, GeneratePayload, "Generates images from a template with LoRAs (txt2img or img2img).",
+    max_attempts=3, time_limit_s=3600, prepare=prepare_generate_payload,
+))

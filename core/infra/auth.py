@@ -17,16 +17,15 @@ import math
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
+import redis
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from core.config import Settings, get_settings
 from core.errors import StudioError
-
-if TYPE_CHECKING:
-    from redis import Redis
+from core.infra.redis import get_redis, redis_key
 
 _T = TypeVar("_T")
 
@@ -88,19 +87,13 @@ class LoginLocked(LoginRefused):
 
 
 def _failures_key(client: str | None) -> str:
-    from core.jobs.queue import redis_key  # Redis and Dramatiq only for the UI's login, not the hash CLI
-
     return redis_key("login-failures", client or SHARED_CLIENT)
 
 
-def _on_limiter(operation: Callable[[Redis], _T], *, fallback: _T, unavailable: str) -> _T:
+def _on_limiter(operation: Callable[[redis.Redis], _T], *, fallback: _T, unavailable: str) -> _T:
     """Runs ``operation`` on the limiter's Redis; while Redis is unreachable, logs why and returns
     ``fallback``. Failing open keeps the owner able to log in while Redis is down; the scrypt check and
     the UI's delay still slow guessing, and the Monitoring page shows Redis as down."""
-    import redis
-
-    from core.jobs.queue import get_redis
-
     try:
         return operation(get_redis())
     except (redis.RedisError, OSError) as error:
@@ -112,7 +105,8 @@ def lockout_remaining_s(client: str | None, *, settings: Settings | None = None)
     """Seconds until ``client`` may try again; 0 when it is not locked out (or Redis is unreachable)."""
     settings = settings or get_settings()
     key = _failures_key(client)
-    count, ttl = _on_limiter(lambda r: (r.get(key), r.ttl(key)), fallback=(None, 0), unavailable="not enforcing it")
+    not_counted: tuple[bytes | str | None, int] = (None, 0)
+    count, ttl = _on_limiter(lambda r: (r.get(key), r.ttl(key)), fallback=not_counted, unavailable="not enforcing it")
     if count is None or int(count) < settings.login_max_failures:
         return 0
     return max(1, int(ttl))
@@ -122,8 +116,10 @@ def _record_failure(client: str | None, settings: Settings) -> int:
     """Counts a failure; the window restarts with each one, so failures spread thinly still add up."""
     key = _failures_key(client)
 
-    def count_failure(connection: Redis) -> int:
-        count, _ = connection.pipeline().incr(key).expire(key, settings.login_lockout_minutes * 60).execute()
+    def count_failure(connection: redis.Redis) -> int:
+        # redis types pipeline commands as returning their reply; in a pipeline they return the pipeline
+        count, _ = connection.pipeline().incr(key).expire(  # type: ignore[attr-defined]
+            key, settings.login_lockout_minutes * 60).execute()
         return int(count)
 
     return _on_limiter(count_failure, fallback=0, unavailable="failure not counted")

@@ -17,29 +17,13 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from core.config import Settings, get_settings
 from core.errors import StudioError
+from core.infra.fernet_keys import parse_keys
 
 DEV_KEY_FILE = "token-encryption.key"
 
 
 class CipherError(StudioError):
     """A stored token cannot be decrypted: the key changed, or the value was tampered with."""
-
-
-def parse_keys(value: str) -> list[Fernet]:
-    """The Fernet keys in a comma-separated setting; a malformed key raises ValueError naming its position."""
-    keys = [part.strip() for part in value.split(",") if part.strip()]
-    if not keys:
-        raise ValueError("no key given")
-    fernets = []
-    for position, key in enumerate(keys, start=1):
-        try:
-            fernets.append(Fernet(key.encode()))
-        except ValueError:
-            raise ValueError(
-                f"key {position} is not a Fernet key (32 url-safe base64-encoded bytes; make one with "
-                "`python -m workers new-encryption-key`)"
-            ) from None
-    return fernets
 
 
 def _development_key(data_dir: Path) -> str:

@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import IO, Any, Literal, Protocol
 
+from core.config import get_settings
+
 MASK = "***"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -97,14 +99,12 @@ class ContextFilter(logging.Filter):
 
 def _secret_values() -> list[str]:
     try:
-        from core.config import get_settings
-
         settings = get_settings()
     except Exception:  # noqa: BLE001 (invalid settings must not stop logging; the patterns still apply)
         return []
     values: set[str] = set()
     for name in SECRET_SETTINGS:
-        secret = getattr(settings, name, None)
+        secret: Any = getattr(settings, name, None)  # a SecretStr, or a plain value
         raw = secret.get_secret_value() if hasattr(secret, "get_secret_value") else secret
         if not isinstance(raw, str):
             continue
@@ -125,8 +125,6 @@ class Redactor:
 
     def _values_pattern(self) -> re.Pattern[str] | None:
         try:
-            from core.config import get_settings
-
             current: object = get_settings()
         except Exception:  # noqa: BLE001
             current = None
@@ -235,8 +233,6 @@ def configure_logging(level: str | int | None = None, fmt: LogFormat | None = No
     """Install (or replace) the studio's handler on the root logger; defaults come from the settings
     (``STUDIO_LOG_LEVEL``, ``STUDIO_LOG_FORMAT``). Safe to call again: the previous handler goes."""
     if level is None or fmt is None:
-        from core.config import get_settings
-
         settings = get_settings()
         level = level if level is not None else settings.log_level
         fmt = fmt if fmt is not None else settings.log_format

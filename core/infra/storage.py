@@ -15,9 +15,11 @@ that S3 would store but the local backend could not (or that could climb out of 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import hmac
+import io
 import logging
 import mimetypes
 import os
@@ -33,12 +35,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import quote
 
+from core.config import Settings, get_settings
 from core.errors import InvalidInput, NotFound, StudioError, TransientError
 
 if TYPE_CHECKING:
     from minio import Minio
-
-    from core.config import Settings
 
 MAX_KEY_LENGTH = 512
 DEFAULT_CHUNK_SIZE = 65_536
@@ -245,7 +246,7 @@ class ObjectStore(ABC):
         return self._list(prefix, start_after, limit)
 
     @abstractmethod
-    def _list(self, prefix: str, start_after: str | None, limit: int) -> list[ObjectInfo]:
+    def _list(self, prefix: str, start_after: str | None, limit: int) -> builtins.list[ObjectInfo]:
         """The backend's listing; arguments already validated."""
 
     @abstractmethod
@@ -326,7 +327,7 @@ class LocalObjectStore(ObjectStore):
             last_modified=datetime.fromtimestamp(st.st_mtime, tz=UTC),
         )
 
-    def _write(self, key: str, fill: Callable[[BinaryIO], None]) -> ObjectInfo:
+    def _write(self, key: str, fill: Callable[[BinaryIO], object]) -> ObjectInfo:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -550,8 +551,6 @@ class S3ObjectStore(ObjectStore):
                 self.client.make_bucket(self.bucket)
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> ObjectInfo:
-        import io
-
         validate_key(key)
         with self._errors("put", key):
             self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
@@ -664,8 +663,6 @@ class S3ObjectStore(ObjectStore):
 def make_object_store(settings: Settings | None = None) -> ObjectStore:
     """Build the backend the settings name (``STUDIO_STORAGE_BACKEND``)."""
     if settings is None:
-        from core.config import get_settings
-
         settings = get_settings()
     if settings.storage_backend == "s3":
         return S3ObjectStore(

@@ -16,11 +16,13 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar, cast, overload
 
 import redis
-from pydantic import BaseModel, ValidationError
-from sqlalchemy import bindparam, func, or_, select, update
+from pydantic import ValidationError
+from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
+from sqlalchemy.engine import CursorResult, Result
+from sqlmodel import col
 
 from core.config import get_settings
 from core.db import get_or_raise, session_scope
@@ -33,22 +35,29 @@ from core.errors import (
     NotFound,
     describe_failure,
     describe_validation_error,
-    is_transient,
     referenced_by,
 )
 from core.infra.logging_setup import job_context
 from core.jobs import logs as joblogs
-from core.jobs import queue
-from core.jobs.kinds import JobSpec, get_spec
+from core.jobs import queue, retry
+from core.jobs.kinds import JobSpec, Payload, get_spec
 from core.models import TERMINAL_STATUSES, Job, JobStatus, utcnow
 from core.pagination import Page, clamp
 
 _logger = logging.getLogger("studio.jobs")
 _WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
-Handler = Callable[["JobContext"], dict[str, Any] | None]
+P = TypeVar("P", bound=Payload)
+# A handler declares the payload it reads: ``def train(ctx: JobContext[TrainPayload])``.
+Handler = Callable[["JobContext[Any]"], dict[str, Any] | None]
 
 
+@overload
+def aware(moment: datetime) -> datetime: ...
+@overload
+def aware(moment: None) -> None: ...
+@overload
+def aware(moment: datetime | None) -> datetime | None: ...
 def aware(moment: datetime | None) -> datetime | None:
     """SQLite hands datetimes back without a zone; every stored time is UTC."""
     if moment is None or moment.tzinfo is not None:
@@ -56,7 +65,7 @@ def aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
-def validate_payload(spec: JobSpec, payload: dict[str, Any] | None) -> BaseModel:
+def validate_payload(spec: JobSpec[P], payload: dict[str, Any] | None) -> P:
     try:
         return spec.payload_model.model_validate(payload or {})
     except ValidationError as error:
@@ -79,7 +88,7 @@ def _enqueue(job: Job, *, delay_ms: int | None = None, touch: bool = True) -> bo
         return False
     if touch:
         with session_scope() as session:
-            session.execute(update(Job).where(Job.id == job.id).values(enqueued_at=utcnow()))
+            session.execute(update(Job).where(col(Job.id) == job.id).values(enqueued_at=utcnow()))
     return True
 
 
@@ -141,7 +150,7 @@ def resolve_job_id(prefix: str) -> str:
     if not prefix or not all(c in "0123456789abcdef" for c in prefix):
         raise InvalidInput(f"{prefix!r} is not a job id")
     with session_scope() as session:
-        ids = session.execute(select(Job.id).where(Job.id.startswith(prefix)).limit(2)).scalars().all()
+        ids = session.execute(select(col(Job.id)).where(col(Job.id).startswith(prefix)).limit(2)).scalars().all()
     if not ids:
         raise NotFound(f"no job id starts with {prefix!r}")
     if len(ids) > 1:
@@ -160,22 +169,22 @@ def list_jobs(
 ) -> Page[Job]:
     """Newest first, filtered and paginated (page size at most 200)."""
     page, page_size = clamp(page, page_size, max_page_size=200)
-    conditions = []
+    conditions: list[ColumnElement[bool]] = []
     if statuses:
-        conditions.append(Job.status.in_(statuses))
+        conditions.append(col(Job.status).in_(statuses))
     if kinds:
-        conditions.append(Job.kind.in_(kinds))
+        conditions.append(col(Job.kind).in_(kinds))
     if id_prefix:
-        conditions.append(Job.id.startswith(id_prefix.strip().lower()))
+        conditions.append(col(Job.id).startswith(id_prefix.strip().lower()))
     if pipeline_id:
-        conditions.append(Job.pipeline_id == pipeline_id)
+        conditions.append(col(Job.pipeline_id) == pipeline_id)
     with session_scope() as session:
         total = session.execute(select(func.count()).select_from(Job).where(*conditions)).scalar_one()
         items = (
             session.execute(
                 select(Job)
                 .where(*conditions)
-                .order_by(Job.created_at.desc(), Job.id.desc())
+                .order_by(col(Job.created_at).desc(), col(Job.id).desc())
                 .offset((page - 1) * page_size)
                 .limit(page_size)
             )
@@ -187,7 +196,7 @@ def list_jobs(
 
 def count_by_status() -> dict[str, int]:
     with session_scope() as session:
-        rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+        rows = session.execute(select(col(Job.status), func.count()).group_by(col(Job.status))).all()
     return {status: int(count) for status, count in rows}
 
 
@@ -227,8 +236,7 @@ def retry_job(job_id: str) -> Job:
         job.error_stage = None
         job.finished_at = None
         job.enqueued_at = None
-        # Attempts never go back: the attempt number fences stale workers' writes.
-        job.max_attempts = job.attempts + spec.max_attempts
+        job.max_attempts = retry.max_attempts_for_manual_retry(job.attempts, spec.max_attempts)
         job.updated_at = utcnow()
     joblogs.append_log(job_id, "retry requested", level="info", durable=True)
     _enqueue(job)
@@ -238,7 +246,7 @@ def retry_job(job_id: str) -> Job:
 # --- running a job (worker side) ----------------------------------------------------------------------
 
 
-_JOBS = Job.__table__
+_JOBS = Job.__table__  # type: ignore[attr-defined]  # set by SQLModel at class creation; not in its stubs
 # Built once: constructing SQLAlchemy statements per call costs more than running them here.
 _FENCED_UPDATE = (
     update(_JOBS)
@@ -271,10 +279,10 @@ _CLAIM = (
 )
 
 
-class JobContext:
+class JobContext(Generic[P]):
     """What a handler sees of its job: payload, progress, logs, stage, checkpoint, cancellation."""
 
-    def __init__(self, job: Job, payload: BaseModel, attempt: int) -> None:
+    def __init__(self, job: Job, payload: P, attempt: int) -> None:
         self.job_id = job.id
         self.kind = job.kind
         self.payload = payload
@@ -341,18 +349,18 @@ class _Heartbeats:
     """One thread per worker process keeps the leases of all its running attempts fresh."""
 
     def __init__(self) -> None:
-        self._active: dict[str, JobContext] = {}
+        self._active: dict[str, JobContext[Any]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def add(self, ctx: JobContext) -> None:
+    def add(self, ctx: JobContext[Any]) -> None:
         with self._lock:
             self._active[ctx.job_id] = ctx
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="job-heartbeats", daemon=True)
                 self._thread.start()
 
-    def remove(self, ctx: JobContext) -> None:
+    def remove(self, ctx: JobContext[Any]) -> None:
         with self._lock:
             if self._active.get(ctx.job_id) is ctx:
                 del self._active[ctx.job_id]
@@ -418,13 +426,12 @@ def _claim(job_id: str) -> tuple[Job, int] | None:
     return None
 
 
-def _finish(ctx: JobContext, status: JobStatus, **values: Any) -> None:
+def _finish(ctx: JobContext[Any], status: JobStatus, **values: Any) -> None:
     ctx._write(status=status, finished_at=utcnow(), **values)
 
 
-def _retry_later(ctx: JobContext, job: Job, error: BaseException) -> None:
-    settings = get_settings()
-    delay_s = min(settings.job_retry_backoff_s * 2 ** (ctx.attempt - 1), settings.job_retry_backoff_max_s)
+def _retry_later(ctx: JobContext[Any], job: Job, error: BaseException) -> None:
+    delay_s = retry.backoff_s(ctx.attempt, get_settings())
     message = f"{type(error).__name__}: {error}"
     ctx._write(status=JobStatus.QUEUED, error=message, error_stage=ctx.current_stage, enqueued_at=utcnow())
     if ctx.lease_lost:
@@ -434,9 +441,9 @@ def _retry_later(ctx: JobContext, job: Job, error: BaseException) -> None:
     queue.enqueue(job.id, kind=job.kind, queue=job.queue, delay_ms=int(delay_s * 1000))
 
 
-def _hand_back(ctx: JobContext, job: Job) -> None:
-    # The interrupted attempt does not count against the job's retry budget.
-    ctx._write(status=JobStatus.QUEUED, max_attempts=job.max_attempts + 1, enqueued_at=utcnow())
+def _hand_back(ctx: JobContext[Any], job: Job) -> None:
+    ctx._write(status=JobStatus.QUEUED, max_attempts=retry.max_attempts_after_hand_back(job.max_attempts),
+               enqueued_at=utcnow())
     if ctx.lease_lost:
         return
     ctx.log("worker shutting down: job handed back to the queue", level="warning")
@@ -505,7 +512,7 @@ def _run_claimed(job: Job, attempt: int, handler: Handler) -> None:
     except JobInterrupted:
         _hand_back(ctx, job)
     except Exception as error:  # noqa: BLE001 (every failure is recorded on the job)
-        if is_transient(error) and attempt < job.max_attempts:
+        if retry.retries_in_job(error, attempt, job.max_attempts):
             _retry_later(ctx, job, error)
         else:
             ctx.log("".join(traceback.format_exception(error)).rstrip(), level="error")
@@ -538,6 +545,11 @@ class ReconcileReport:
         return len(self.requeued) + len(self.orphaned) + len(self.timed_out)
 
 
+def _rows_matched(result: Result[Any]) -> int:
+    # An UPDATE's result is a CursorResult (it carries the count); Session.execute is typed as a plain Result.
+    return int(cast("CursorResult[Any]", result).rowcount or 0)
+
+
 def _jobs_in(status: JobStatus, older_than: datetime, column: Any, batch: int = 500) -> list[list[Job]]:
     """Batches of jobs in a status whose ``column`` is before a moment (keyset-paginated)."""
     batches: list[list[Job]] = []
@@ -547,8 +559,8 @@ def _jobs_in(status: JobStatus, older_than: datetime, column: Any, batch: int = 
             rows = list(
                 session.execute(
                     select(Job)
-                    .where(Job.status == status, or_(column.is_(None), column < older_than), Job.id > last_id)
-                    .order_by(Job.id)
+                    .where(col(Job.status) == status, or_(column.is_(None), column < older_than), col(Job.id) > last_id)
+                    .order_by(col(Job.id))
                     .limit(batch)
                 ).scalars()
             )
@@ -583,27 +595,30 @@ def reconcile() -> ReconcileReport:
             if present[job.id]:
                 continue
             with session_scope() as session:
-                moved = session.execute(
+                moved = _rows_matched(session.execute(
                     update(Job)
-                    .where(Job.id == job.id, Job.attempts == job.attempts, Job.status == JobStatus.RUNNING)
+                    .where(col(Job.id) == job.id, col(Job.attempts) == job.attempts,
+                           col(Job.status) == JobStatus.RUNNING)
                     .values(status=JobStatus.QUEUED, updated_at=utcnow())
-                ).rowcount
+                ))
             if moved and _enqueue(job):
                 report.orphaned.append(job.id)
 
     with session_scope() as session:
         limited = session.execute(
-            select(Job.id, Job.started_at, Job.time_limit_s, Job.attempts).where(
-                Job.status == JobStatus.RUNNING, Job.time_limit_s.is_not(None)
+            select(col(Job.id), col(Job.started_at), col(Job.time_limit_s), col(Job.attempts)).where(
+                col(Job.status) == JobStatus.RUNNING, col(Job.time_limit_s).is_not(None)
             )
         ).all()
     for job_id, started_at, limit_s, attempts in limited:
-        if aware(started_at) + timedelta(seconds=limit_s) >= now:
+        started = aware(started_at)
+        assert started is not None and limit_s is not None  # a claim sets started_at; the query wants a limit
+        if started + timedelta(seconds=limit_s) >= now:
             continue
         with session_scope() as session:
             session.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.attempts == attempts, Job.status == JobStatus.RUNNING)
+                .where(col(Job.id) == job_id, col(Job.attempts) == attempts, col(Job.status) == JobStatus.RUNNING)
                 .values(status=JobStatus.FAILED, cancel_requested=True, finished_at=utcnow(),
                         error=f"exceeded its time limit of {limit_s} s", error_stage="time limit")
             )

@@ -22,15 +22,17 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
 import redis
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from core.config import get_settings
 from core.db import session_scope
 from core.infra.logging_setup import redact
-from core.jobs.queue import get_redis, redis_key
+from core.infra.redis import get_redis, redis_key
 from core.models import JobLog, utcnow
 from core.pagination import clamp_cursor
 
@@ -68,13 +70,13 @@ class _Buffer:
     """Lines waiting for the database, per process; one daemon thread writes them in batches."""
 
     def __init__(self) -> None:
-        self._lines: list[dict[str, object]] = []
+        self._lines: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_cursor: dict[str, int] = defaultdict(int)  # clock cursors when Redis is down
 
-    def add(self, row: dict[str, object]) -> None:
+    def add(self, row: dict[str, Any]) -> None:
         with self._lock:
             self._lines.append(row)
             full = len(self._lines) >= get_settings().job_log_flush_lines
@@ -115,7 +117,7 @@ class _Buffer:
         return len(taken)
 
 
-def _insert(rows: list[dict[str, object]]) -> None:
+def _insert(rows: list[dict[str, Any]]) -> None:
     try:
         with session_scope() as session:
             session.execute(insert(JobLog), rows)
@@ -126,12 +128,13 @@ def _insert(rows: list[dict[str, object]]) -> None:
             _insert_one(row)
 
 
-def _insert_one(row: dict[str, object]) -> None:
+def _insert_one(row: dict[str, Any]) -> None:
     for bump in range(SEQ_SPACE):
         try:
             with session_scope() as session:
-                stored = session.execute(select(JobLog.message).where(
-                    JobLog.job_id == row["job_id"], JobLog.cursor == int(row["cursor"]) + bump)).scalar_one_or_none()
+                stored = session.execute(select(col(JobLog.message)).where(
+                    col(JobLog.job_id) == row["job_id"], col(JobLog.cursor) == int(row["cursor"]) + bump
+                )).scalar_one_or_none()
                 if stored is not None and stored == row["message"]:
                     return  # this very line is already there
                 if stored is None:
@@ -174,6 +177,11 @@ def append_log(job_id: str, message: str, *, level: str = "info", durable: bool 
 # --- reading ---------------------------------------------------------------------------------------------
 
 
+def _stream_reply(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    # The client does not decode responses (make_redis): XRANGE answers (id, fields) pairs of bytes.
+    return cast("list[tuple[bytes, dict[bytes, bytes]]]", reply)
+
+
 def _entry(stream_id: bytes, fields: dict[bytes, bytes]) -> LogEntry:
     return LogEntry(id=cursor_of(stream_id), level=fields[b"level"].decode(), message=fields[b"message"].decode(),
                     created_at=datetime.fromisoformat(fields[b"ts"].decode()))
@@ -183,19 +191,19 @@ def _stream_entries(job_id: str, after: int, limit: int) -> tuple[list[LogEntry]
     """Stream lines after the cursor, and the stream's first cursor (None: no stream)."""
     client = get_redis()
     key = _stream_key(job_id)
-    first = client.xrange(key, "-", "+", count=1)
+    first = _stream_reply(client.xrange(key, "-", "+", count=1))
     if not first:
         return [], None
-    entries = client.xrange(key, f"({stream_id_of(after)}", "+", count=limit)
+    entries = _stream_reply(client.xrange(key, f"({stream_id_of(after)}", "+", count=limit))
     return [_entry(stream_id, fields) for stream_id, fields in entries], cursor_of(first[0][0])
 
 
 def _from_database(job_id: str, after: int, limit: int) -> list[LogEntry]:
     with session_scope() as session:
         rows = session.execute(
-            select(JobLog.cursor, JobLog.level, JobLog.message, JobLog.created_at)
-            .where(JobLog.job_id == job_id, JobLog.cursor > after)
-            .order_by(JobLog.cursor)
+            select(col(JobLog.cursor), col(JobLog.level), col(JobLog.message), col(JobLog.created_at))
+            .where(col(JobLog.job_id) == job_id, col(JobLog.cursor) > after)
+            .order_by(col(JobLog.cursor))
             .limit(limit)
         ).all()
     return [LogEntry(id=r.cursor, level=r.level, message=r.message, created_at=r.created_at) for r in rows]
@@ -243,13 +251,14 @@ def tail_logs(job_id: str, *, lines: int = 20) -> list[LogEntry]:
     :func:`read_logs` with a cursor)."""
     lines = max(1, lines)
     try:
-        live = [_entry(i, f) for i, f in get_redis().xrevrange(_stream_key(job_id), "+", "-", count=lines)]
+        newest = _stream_reply(get_redis().xrevrange(_stream_key(job_id), "+", "-", count=lines))
+        live = [_entry(i, f) for i, f in newest]
     except redis.RedisError:
         live = []
     with session_scope() as session:
         rows = session.execute(
-            select(JobLog.cursor, JobLog.level, JobLog.message, JobLog.created_at)
-            .where(JobLog.job_id == job_id).order_by(JobLog.cursor.desc()).limit(lines)
+            select(col(JobLog.cursor), col(JobLog.level), col(JobLog.message), col(JobLog.created_at))
+            .where(col(JobLog.job_id) == job_id).order_by(col(JobLog.cursor).desc()).limit(lines)
         ).all()
     merged = {r.cursor: LogEntry(id=r.cursor, level=r.level, message=r.message, created_at=r.created_at)
               for r in rows}

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
 import redis
@@ -30,16 +30,13 @@ from dramatiq.middleware import (
 )
 
 from core.config import Settings, get_settings
+from core.infra.redis import forget_with_clients, get_redis, make_redis, redis_key
+from core.jobs import retry
 
 _MESSAGE_INDEX = "job-message"  # key per job: "queue|redis message id" of its newest message
 # Dramatiq refuses delays over 7 days, so a message older than this is gone either way.
 _MESSAGE_INDEX_TTL_S = 8 * 24 * 3600
 _WORKER_PREFIX = "worker:"
-
-
-def redis_key(*parts: str, settings: Settings | None = None) -> str:
-    settings = settings or get_settings()
-    return ":".join((settings.redis_namespace, *parts))
 
 
 class JobMessageIndex(Middleware):
@@ -63,84 +60,18 @@ class JobMessageIndex(Middleware):
 
 def _middleware(client: redis.Redis, namespace: str) -> list[Middleware]:
     # No TimeLimit: training runs for hours; the reconciler enforces each kind's own limit.
-    # Retries only for failures outside a job's run context (e.g. the database was down
-    # when the job was claimed); the job lifecycle retries its own transient failures.
-    middleware = [
+    # Retries redelivers what failed before a job could record it itself, per core.jobs.retry (its
+    # retry_when decides, so no max_retries); the lifecycle retries a job's own transient failures.
+    return [
         AgeLimit(),
         ShutdownNotifications(),
         Callbacks(),
         Pipelines(),
-        Retries(max_retries=5, min_backoff=1_000, max_backoff=60_000),
+        Retries(retry_when=retry.retries_delivery, min_backoff=retry.DELIVERY_MIN_BACKOFF_MS,
+                max_backoff=retry.DELIVERY_MAX_BACKOFF_MS),
         CurrentMessage(),
         JobMessageIndex(client, namespace),
     ]
-    # --- worker metrics (issue 10): Dramatiq's Prometheus middleware, off unless a port is set ---------
-    settings = get_settings()
-    if settings.worker_metrics_port > 0:
-        middleware.append(_worker_metrics_middleware(settings))
-    return middleware
-
-
-def _worker_metrics_middleware(settings: Settings) -> Middleware:
-    """Dramatiq's Prometheus middleware, serving the host's worker metrics from a thread of the worker.
-
-    Dramatiq's CLI would fork an exposition server; the studio runs its worker processes itself, so
-    the first worker process on a host to bind ``worker_metrics_port`` serves the multiprocess files
-    of all of them (the others retry the port every few seconds, taking over if that one dies). It does
-    nothing until ``process_boot``, which only worker processes emit: the app's broker is untouched.
-    """
-    import logging
-    from http.server import HTTPServer
-
-    import dramatiq.middleware.prometheus as dramatiq_prometheus
-
-    directory = settings.worker_metrics_dir or settings.data_dir / "worker-metrics"
-    directory.mkdir(parents=True, exist_ok=True)
-    dramatiq_prometheus.DB_PATH = str(directory)  # the module reads it at call time
-    address = (settings.worker_metrics_host, settings.worker_metrics_port)
-    logger = logging.getLogger("studio.workers.metrics")
-
-    class WorkerMetrics(dramatiq_prometheus.Prometheus):
-        booted = False
-
-        @property
-        def forks(self) -> list[Any]:
-            return []
-
-        def after_process_boot(self, broker: dramatiq.Broker) -> None:
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-            import prometheus_client.values
-
-            # prometheus_client picks its value store at import: switch to files if it came in earlier.
-            prometheus_client.values.ValueClass = prometheus_client.values.get_value_class()
-            super().after_process_boot(broker)
-            self.booted = True
-            threading.Thread(target=self._serve, name="worker-metrics", daemon=True).start()
-
-        def _serve(self) -> None:
-            while True:
-                try:
-                    server = HTTPServer(address, dramatiq_prometheus._metrics_handler)
-                except OSError:
-                    time.sleep(5)  # another worker process of this host serves them
-                    continue
-                logger.info("worker metrics on http://%s:%d/metrics", *address)
-                server.serve_forever()
-
-        def __getattribute__(self, name: str) -> Any:
-            # Message hooks need the metrics made at process boot; before it (the app's broker) they are no-ops.
-            if name.startswith(("after_", "before_")) and name != "after_process_boot" \
-                    and not object.__getattribute__(self, "booted"):
-                return lambda *args, **kwargs: None
-            return object.__getattribute__(self, name)
-
-    return WorkerMetrics()
-
-
-def make_redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(
-        url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30, decode_responses=False
-    )
 
 
 def make_broker(settings: Settings | None = None) -> RedisBroker:
@@ -165,19 +96,13 @@ def get_broker() -> RedisBroker:
     return broker
 
 
-@lru_cache(maxsize=1)
-def get_redis() -> redis.Redis:
-    return make_redis(get_settings().redis_url)
+forget_with_clients(get_broker.cache_clear)
 
 
-def reset_clients() -> None:
-    """Forget cached clients (tests point the settings at other servers)."""
-    get_broker.cache_clear()
-    get_redis.cache_clear()
-
-
-def enqueue(job_id: str, *, kind: str, queue: str, delay_ms: int | None = None) -> dramatiq.Message:
-    message = dramatiq.Message(queue_name=queue, actor_name=kind, args=(job_id,), kwargs={}, options={})
+def enqueue(job_id: str, *, kind: str, queue: str, delay_ms: int | None = None) -> dramatiq.Message[Any]:
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=queue, actor_name=kind, args=(job_id,), kwargs={}, options={}
+    )
     return get_broker().enqueue(message, delay=delay_ms)
 
 
@@ -185,12 +110,17 @@ def _queue_key(queue: str) -> str:
     return f"{get_broker().namespace}:{queue}"
 
 
+def _index_entries(reply: Any) -> list[bytes | None]:
+    # The client does not decode responses (make_redis), so MGET answers bytes or None; its stubs allow str too.
+    return cast("list[bytes | None]", reply)
+
+
 def messages_present(job_ids: list[str]) -> dict[str, bool]:
     """For each job, whether its newest message still sits in the broker (queued, delayed or in flight)."""
     if not job_ids:
         return {}
     client = get_redis()
-    entries = client.mget([redis_key(_MESSAGE_INDEX, job_id) for job_id in job_ids])
+    entries = _index_entries(client.mget([redis_key(_MESSAGE_INDEX, job_id) for job_id in job_ids]))
     pipe = client.pipeline(transaction=False)
     checked: list[str] = []
     for job_id, entry in zip(job_ids, entries, strict=True):
@@ -225,7 +155,8 @@ def move_to_front(job_ids: list[str]) -> list[str]:
     client = get_redis()
     script = client.register_script(_TO_FRONT)
     moved: list[str] = []
-    for job_id, entry in zip(job_ids, client.mget([redis_key(_MESSAGE_INDEX, j) for j in job_ids]), strict=True):
+    entries = _index_entries(client.mget([redis_key(_MESSAGE_INDEX, j) for j in job_ids]))
+    for job_id, entry in zip(job_ids, entries, strict=True):
         if entry is None:
             continue
         queue, message_id = entry.decode().split("|", 1)

@@ -9,19 +9,22 @@ removes the objects from storage and the row for good.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import ColumnElement, and_, delete, func, select, update
+from sqlmodel import col
 
 from core.config import get_settings
 from core.datasets.images import make_thumbnail
-from core.db import get_or_raise, session_scope
+from core.db import affected_rows, get_or_raise, session_scope
 from core.errors import Conflict, InvalidInput, describe_validation_error
 from core.infra.storage import get_object_store
+from core.library.collections import collections_of
+from core.library.ids import describe_ids, unique_asset_ids
 from core.models import (
     Asset,
     AssetKind,
@@ -72,11 +75,12 @@ def record_asset(
     loras: Sequence[tuple[int, float]] = (),
 ) -> Asset:
     """Create or update the asset stored under ``key`` (already in object storage), with its LoRA lineage."""
-    values = dict(kind=kind, source=source, content_type=content_type, size_bytes=size_bytes, job_id=job_id,
-                  character_id=character_id, dataset_id=dataset_id, prompt=prompt, width=width, height=height,
-                  thumbnail_key=thumbnail, meta=meta or {})
+    values: dict[str, Any] = dict(
+        kind=kind, source=source, content_type=content_type, size_bytes=size_bytes, job_id=job_id,
+        character_id=character_id, dataset_id=dataset_id, prompt=prompt, width=width, height=height,
+        thumbnail_key=thumbnail, meta=meta or {})
     with session_scope() as session:
-        asset = session.execute(select(Asset).where(Asset.key == key)).scalar_one_or_none()
+        asset = session.execute(select(Asset).where(col(Asset.key) == key)).scalar_one_or_none()
         if asset is None:
             asset = Asset(key=key, **values)
         else:
@@ -84,7 +88,8 @@ def record_asset(
                 setattr(asset, name, value)
         session.add(asset)
         session.flush()
-        session.execute(delete(AssetLora).where(AssetLora.asset_id == asset.id))
+        assert asset.id is not None  # the flush gave a new row its id
+        session.execute(delete(AssetLora).where(col(AssetLora.asset_id) == asset.id))
         for lora_id, strength in dict(loras).items():
             session.add(AssetLora(asset_id=asset.id, lora_id=lora_id, strength=strength))
         session.flush()
@@ -109,7 +114,7 @@ def get_asset(asset_id: int) -> Asset:
 
 def find_asset(key: str) -> Asset | None:
     with session_scope() as session:
-        return session.execute(select(Asset).where(Asset.key == key)).scalar_one_or_none()
+        return session.execute(select(Asset).where(col(Asset.key) == key)).scalar_one_or_none()
 
 
 def read_asset(asset: Asset) -> bytes:
@@ -126,7 +131,7 @@ def remove_assets(asset_ids: Sequence[int]) -> int:
     if not asset_ids:
         return 0
     with session_scope() as session:
-        assets = list(session.execute(select(Asset).where(Asset.id.in_(asset_ids))).scalars())
+        assets = list(session.execute(select(Asset).where(col(Asset.id).in_(asset_ids))).scalars())
     store = get_object_store()
     for asset in assets:
         store.delete(asset.key)
@@ -134,16 +139,15 @@ def remove_assets(asset_ids: Sequence[int]) -> int:
             store.delete(asset.thumbnail_key)
     ids = [a.id for a in assets]
     with session_scope() as session:
-        session.execute(delete(AssetLora).where(AssetLora.asset_id.in_(ids)))
-        session.execute(delete(CollectionItem).where(CollectionItem.asset_id.in_(ids)))
-        session.execute(delete(Asset).where(Asset.id.in_(ids)))
+        session.execute(delete(AssetLora).where(col(AssetLora.asset_id).in_(ids)))
+        session.execute(delete(CollectionItem).where(col(CollectionItem.asset_id).in_(ids)))
+        session.execute(delete(Asset).where(col(Asset.id).in_(ids)))
     return len(ids)
 
 
 # --- the library: filters, listing, options ----------------------------------------------------------
 
 MAX_PAGE_SIZE = 100
-MAX_IDS_PER_CALL = 1_000
 LibraryKind = Literal["image", "sample", "lora", "video", "audio"]
 AssetSort = Literal["newest", "oldest", "largest"]
 # The library's kinds, as users think of them (training samples are images, but a kind of their own).
@@ -151,7 +155,7 @@ LIBRARY_KINDS: dict[str, str] = {"image": "Images", "sample": "Training samples"
                                  "video": "Videos", "audio": "Audio"}
 SORTS: dict[str, str] = {"newest": "Newest first", "oldest": "Oldest first", "largest": "Largest first"}
 _KIND_CONDITIONS: dict[str, Any] = {
-    "image": lambda: and_(Asset.kind == AssetKind.IMAGE, Asset.source != AssetSource.SAMPLE),
+    "image": lambda: and_(col(Asset.kind) == AssetKind.IMAGE, col(Asset.source) != AssetSource.SAMPLE),
     "sample": lambda: Asset.source == AssetSource.SAMPLE,
     "lora": lambda: Asset.kind == AssetKind.LORA,
     "video": lambda: Asset.kind == AssetKind.VIDEO,
@@ -206,26 +210,27 @@ def escape_like(text: str) -> str:
 
 def _conditions(filters: AssetFilter) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = [
-        Asset.deleted_at.is_not(None) if filters.trash else Asset.deleted_at.is_(None)]
+        col(Asset.deleted_at).is_not(None) if filters.trash else col(Asset.deleted_at).is_(None)]
     if filters.kind:
         conditions.append(_KIND_CONDITIONS[filters.kind]())
     if filters.created_from:
-        conditions.append(Asset.created_at >= _day_start(filters.created_from))
+        conditions.append(col(Asset.created_at) >= _day_start(filters.created_from))
     if filters.created_to:
-        conditions.append(Asset.created_at < _day_start(filters.created_to + timedelta(days=1)))
+        conditions.append(col(Asset.created_at) < _day_start(filters.created_to + timedelta(days=1)))
     if filters.dataset_id is not None:
-        conditions.append(Asset.dataset_id == filters.dataset_id)
+        conditions.append(col(Asset.dataset_id) == filters.dataset_id)
     if filters.lora_id is not None:
-        conditions.append(Asset.id.in_(select(AssetLora.asset_id).where(AssetLora.lora_id == filters.lora_id)))
+        conditions.append(col(Asset.id).in_(
+            select(col(AssetLora.asset_id)).where(col(AssetLora.lora_id) == filters.lora_id)))
     if filters.job_id:
-        conditions.append(Asset.job_id == filters.job_id)
+        conditions.append(col(Asset.job_id) == filters.job_id)
     if filters.collection_id is not None:
-        conditions.append(Asset.id.in_(
-            select(CollectionItem.asset_id).where(CollectionItem.collection_id == filters.collection_id)))
+        conditions.append(col(Asset.id).in_(
+            select(col(CollectionItem.asset_id)).where(col(CollectionItem.collection_id) == filters.collection_id)))
     if filters.character_id is not None:
-        conditions.append(Asset.character_id == filters.character_id)
+        conditions.append(col(Asset.character_id) == filters.character_id)
     if filters.text:
-        conditions.append(Asset.prompt.ilike(f"%{escape_like(filters.text)}%", escape="\\"))
+        conditions.append(col(Asset.prompt).ilike(f"%{escape_like(filters.text)}%", escape="\\"))
     return conditions
 
 
@@ -279,12 +284,12 @@ def filter_options(*, limit: int = 200) -> FilterOptions:
     """Read from the indexes (distinct dataset ids, distinct LoRA links), at most ``limit`` of each."""
     with session_scope() as session:
         dataset_ids = list(session.execute(
-            select(Asset.dataset_id).where(Asset.dataset_id.is_not(None)).distinct().limit(limit)).scalars())
-        lora_ids = list(session.execute(select(AssetLora.lora_id).distinct().limit(limit)).scalars())
+            select(col(Asset.dataset_id)).where(col(Asset.dataset_id).is_not(None)).distinct().limit(limit)).scalars())
+        lora_ids = list(session.execute(select(col(AssetLora.lora_id)).distinct().limit(limit)).scalars())
         dataset_names = dict(session.execute(
-            select(Dataset.id, Dataset.name).where(Dataset.id.in_(dataset_ids))).all())
+            select(col(Dataset.id), col(Dataset.name)).where(col(Dataset.id).in_(dataset_ids))).all())
         lora_names = dict(session.execute(
-            select(LoraModel.id, LoraModel.name).where(LoraModel.id.in_(lora_ids))).all())
+            select(col(LoraModel.id), col(LoraModel.name)).where(col(LoraModel.id).in_(lora_ids))).all())
     datasets = {i: dataset_names.get(i, f"dataset #{i} (deleted)") for i in dataset_ids if i is not None}
     loras = {i: lora_names.get(i, f"LoRA #{i} (deleted)") for i in lora_ids}
     return FilterOptions(datasets=dict(sorted(datasets.items(), key=lambda kv: kv[1].lower())),
@@ -303,27 +308,15 @@ def download_url(asset: Asset, *, expires: timedelta | None = None) -> str:
 # --- trash, restore, purge ----------------------------------------------------------------------------
 
 
-def unique_asset_ids(asset_ids: Sequence[int]) -> list[int]:
-    ids = list(dict.fromkeys(int(i) for i in asset_ids))
-    if len(ids) > MAX_IDS_PER_CALL:
-        raise InvalidInput(f"at most {MAX_IDS_PER_CALL} assets at a time")
-    return ids
-
-
-def describe_ids(ids: Sequence[int]) -> str:
-    shown = ", ".join(str(i) for i in sorted(ids)[:10])
-    return shown + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
-
-
 def trash_assets(asset_ids: Sequence[int]) -> int:
     """Move assets to the trash (reversible); returns how many were not there yet."""
     ids = unique_asset_ids(asset_ids)
     if not ids:
         return 0
     with session_scope() as session:
-        moved = session.execute(update(Asset).where(Asset.id.in_(ids), Asset.deleted_at.is_(None))
+        moved = session.execute(update(Asset).where(col(Asset.id).in_(ids), col(Asset.deleted_at).is_(None))
                                 .values(deleted_at=utcnow()))
-    return int(moved.rowcount or 0)
+    return affected_rows(moved)
 
 
 def restore_assets(asset_ids: Sequence[int]) -> int:
@@ -332,9 +325,9 @@ def restore_assets(asset_ids: Sequence[int]) -> int:
     if not ids:
         return 0
     with session_scope() as session:
-        restored = session.execute(update(Asset).where(Asset.id.in_(ids), Asset.deleted_at.is_not(None))
+        restored = session.execute(update(Asset).where(col(Asset.id).in_(ids), col(Asset.deleted_at).is_not(None))
                                    .values(deleted_at=None))
-    return int(restored.rowcount or 0)
+    return affected_rows(restored)
 
 
 @dataclass(frozen=True)
@@ -349,11 +342,11 @@ _ACTIVE_JOB_LIMIT = 500
 
 def _lora_rows(assets: Sequence[Asset]) -> dict[int, LoraModel]:
     """The LoRA version behind each "lora" asset that still has one (asset id -> row)."""
-    keys = {a.key: a.id for a in assets if a.kind == AssetKind.LORA}
+    keys = {a.key: a.id for a in assets if a.kind == AssetKind.LORA and a.id is not None}
     if not keys:
         return {}
     with session_scope() as session:
-        rows = session.execute(select(LoraModel).where(LoraModel.key.in_(list(keys)))).scalars()
+        rows = session.execute(select(LoraModel).where(col(LoraModel.key).in_(list(keys)))).scalars()
         return {keys[row.key]: row for row in rows}
 
 
@@ -367,11 +360,12 @@ def _purge_refusals(assets: Sequence[Asset], loras: dict[int, LoraModel]) -> dic
                                   "promote another version first")
     by_lora = {lora.id: asset_id for asset_id, lora in loras.items()}
     by_job = {lora.job_id: asset_id for asset_id, lora in loras.items()}
-    ids = {a.id for a in assets}
+    ids = {a.id for a in assets if a.id is not None}
     with session_scope() as session:
         active = list(session.execute(
-            select(Job).where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]), Job.kind.in_(_ACTIVE_KINDS))
-            .order_by(Job.created_at.desc()).limit(_ACTIVE_JOB_LIMIT)
+            select(Job)
+            .where(col(Job.status).in_([JobStatus.QUEUED, JobStatus.RUNNING]), col(Job.kind).in_(_ACTIVE_KINDS))
+            .order_by(col(Job.created_at).desc()).limit(_ACTIVE_JOB_LIMIT)
         ).scalars())
     for job in active:
         used: list[int] = []
@@ -394,16 +388,30 @@ def _purge_refusals(assets: Sequence[Asset], loras: dict[int, LoraModel]) -> dic
 def _pending_post_media() -> list[tuple[int, str, list[int]]]:
     """Media of posts still to be published (scheduled or publishing), through the status index."""
     with session_scope() as session:
-        rows = session.execute(select(Post.id, Post.status, Post.asset_ids).where(
-            Post.status.in_([PostStatus.SCHEDULED, PostStatus.PUBLISHING])).limit(_ACTIVE_JOB_LIMIT)).all()
+        rows = session.execute(select(col(Post.id), col(Post.status), col(Post.asset_ids)).where(
+            col(Post.status).in_([PostStatus.SCHEDULED, PostStatus.PUBLISHING])).limit(_ACTIVE_JOB_LIMIT)).all()
     return [(post_id, status, list(media or [])) for post_id, status, media in rows]
 
 
-def _purge(assets: Sequence[Asset], loras: dict[int, LoraModel]) -> int:
-    from core.training import runs as training  # core.training.runs imports this module
+# Removing a LoRA version (its weights, training state, file asset and row) is the training domain's
+# business, and training imports the library: core.training.runs hands its remover in here.
+_lora_remover: Callable[[LoraModel], None] | None = None
 
+
+def remove_loras_with(remover: Callable[[LoraModel], None]) -> None:
+    global _lora_remover
+    _lora_remover = remover
+
+
+def _remove_lora(lora: LoraModel) -> None:
+    if _lora_remover is None:
+        raise RuntimeError("no LoRA remover: the program's entry point must import core.catalogue")
+    _lora_remover(lora)
+
+
+def _purge(assets: Sequence[Asset], loras: dict[int, LoraModel]) -> int:
     for lora in loras.values():
-        training._remove_lora(lora)  # weights, training state, its asset and the LoraModel row
+        _remove_lora(lora)  # weights, training state, its asset and the LoraModel row
     remove_assets([a.id for a in assets if a.id is not None])  # the rest (and any LoRA file left over)
     return len(assets)
 
@@ -416,7 +424,7 @@ def purge_assets(asset_ids: Sequence[int]) -> int:
     if not ids:
         return 0
     with session_scope() as session:
-        assets = list(session.execute(select(Asset).where(Asset.id.in_(ids))).scalars())
+        assets = list(session.execute(select(Asset).where(col(Asset.id).in_(ids))).scalars())
     if live := [a.id for a in assets if a.deleted_at is None]:
         raise Conflict(f"asset(s) {describe_ids(live)} are not in the trash; move them to the trash before purging")
     loras = _lora_rows(assets)
@@ -427,12 +435,13 @@ def purge_assets(asset_ids: Sequence[int]) -> int:
 
 def empty_trash(*, batch_size: int = 200) -> PurgeReport:
     """Purge everything in the trash, a batch at a time; what must stay (see ``purge_assets``) stays."""
-    purged, kept, after = 0, [], 0
+    purged, after = 0, 0
+    kept: list[str] = []
     while True:
         with session_scope() as session:
             batch = list(session.execute(
-                select(Asset).where(Asset.deleted_at.is_not(None), Asset.id > after)
-                .order_by(Asset.id).limit(batch_size)
+                select(Asset).where(col(Asset.deleted_at).is_not(None), col(Asset.id) > after)
+                .order_by(col(Asset.id)).limit(batch_size)
             ).scalars())
         if not batch:
             return PurgeReport(purged=purged, kept=kept)
@@ -489,16 +498,14 @@ _SETTINGS = ("steps", "cfg", "scheduler", "width", "height", "template", "base_m
 
 def lineage(asset: Asset) -> Lineage:
     """The asset's lineage, read in a handful of indexed lookups; what was deleted since is named so."""
-    from core.library.collections import collections_of
-
     meta = asset.meta or {}
     meta_loras = {int(item["id"]): item for item in meta.get("loras", []) if isinstance(item, dict) and "id" in item}
     init_id = meta.get("init_asset_id")
     with session_scope() as session:
-        links = list(session.execute(select(AssetLora).where(AssetLora.asset_id == asset.id)
-                                     .order_by(AssetLora.lora_id)).scalars())
+        links = list(session.execute(select(AssetLora).where(col(AssetLora.asset_id) == asset.id)
+                                     .order_by(col(AssetLora.lora_id))).scalars())
         rows = {row.id: row for row in session.execute(
-            select(LoraModel).where(LoraModel.id.in_([link.lora_id for link in links]))).scalars()}
+            select(LoraModel).where(col(LoraModel.id).in_([link.lora_id for link in links]))).scalars()}
         dataset = session.get(Dataset, asset.dataset_id) if asset.dataset_id is not None else None
         job = session.get(Job, asset.job_id) if asset.job_id else None
         init = session.get(Asset, int(init_id)) if init_id is not None else None

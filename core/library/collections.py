@@ -14,11 +14,12 @@ from datetime import datetime
 from pydantic import ValidationError
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
-from core.db import session_scope
+from core.db import affected_rows, session_scope
 from core.errors import Conflict, InvalidInput, NotFound, describe_validation_error
 from core.fields import NamedFields
-from core.library.assets import describe_ids, unique_asset_ids
+from core.library.ids import describe_ids, unique_asset_ids
 from core.models import Asset, Collection, CollectionItem, utcnow
 from core.pagination import Page, clamp
 
@@ -79,7 +80,7 @@ def rename_collection(collection_id: int, *, name: str, description: str | None 
     fields = _validated(name=name, description=current.description if description is None else description)
     try:
         with session_scope() as session:
-            session.execute(update(Collection).where(Collection.id == collection_id)
+            session.execute(update(Collection).where(col(Collection.id) == collection_id)
                             .values(name=fields.name, description=fields.description, updated_at=utcnow()))
     except IntegrityError:
         raise _duplicate(fields.name) from None
@@ -90,9 +91,9 @@ def delete_collection(collection_id: int) -> int:
     """Delete the collection and its memberships (the assets stay); returns the memberships removed."""
     get_collection(collection_id)
     with session_scope() as session:
-        removed = session.execute(delete(CollectionItem).where(CollectionItem.collection_id == collection_id))
-        session.execute(delete(Collection).where(Collection.id == collection_id))
-    return int(removed.rowcount or 0)
+        removed = session.execute(delete(CollectionItem).where(col(CollectionItem.collection_id) == collection_id))
+        session.execute(delete(Collection).where(col(Collection.id) == collection_id))
+    return affected_rows(removed)
 
 
 def list_collections(*, page: int = 1, page_size: int = 50) -> Page[CollectionSummary]:
@@ -101,16 +102,16 @@ def list_collections(*, page: int = 1, page_size: int = 50) -> Page[CollectionSu
     with session_scope() as session:
         total = session.execute(select(func.count()).select_from(Collection)).scalar_one()
         rows = list(session.execute(
-            select(Collection).order_by(Collection.name, Collection.id)
+            select(Collection).order_by(col(Collection.name), col(Collection.id))
             .offset((page - 1) * page_size).limit(page_size)
         ).scalars())
         counts: dict[int, int] = {}
         if rows:
             counts = dict(session.execute(
-                select(CollectionItem.collection_id, func.count())
-                .join(Asset, Asset.id == CollectionItem.asset_id)
-                .where(CollectionItem.collection_id.in_([c.id for c in rows]), Asset.deleted_at.is_(None))
-                .group_by(CollectionItem.collection_id)
+                select(col(CollectionItem.collection_id), func.count())
+                .join(Asset, col(Asset.id) == col(CollectionItem.asset_id))
+                .where(col(CollectionItem.collection_id).in_([c.id for c in rows]), col(Asset.deleted_at).is_(None))
+                .group_by(col(CollectionItem.collection_id))
             ).all())
     items = [CollectionSummary(id=c.id or 0, name=c.name, description=c.description,
                                item_count=int(counts.get(c.id or 0, 0)), created_at=c.created_at,
@@ -127,15 +128,16 @@ def add_to_collection(collection_id: int, asset_ids: Sequence[int]) -> int:
         return 0
     for _attempt in range(2):  # a concurrent add of the same asset wins the race: look again once
         with session_scope() as session:
-            found = dict(session.execute(select(Asset.id, Asset.deleted_at).where(Asset.id.in_(ids))).all())
+            found = dict(session.execute(
+                select(col(Asset.id), col(Asset.deleted_at)).where(col(Asset.id).in_(ids))).all())
             if missing := [i for i in ids if i not in found]:
                 raise NotFound(f"asset(s) {describe_ids(missing)} do not exist")
             if trashed := [i for i in ids if found[i] is not None]:
                 raise Conflict(f"asset(s) {describe_ids(trashed)} are in the trash; restore them before adding them "
                                f"to {collection.name!r}")
             present = set(session.execute(
-                select(CollectionItem.asset_id)
-                .where(CollectionItem.collection_id == collection_id, CollectionItem.asset_id.in_(ids))
+                select(col(CollectionItem.asset_id))
+                .where(col(CollectionItem.collection_id) == collection_id, col(CollectionItem.asset_id).in_(ids))
             ).scalars())
             new = [i for i in ids if i not in present]
             if not new:
@@ -144,7 +146,7 @@ def add_to_collection(collection_id: int, asset_ids: Sequence[int]) -> int:
             try:
                 session.execute(insert(CollectionItem),
                                 [{"collection_id": collection_id, "asset_id": i, "added_at": now} for i in new])
-                session.execute(update(Collection).where(Collection.id == collection_id).values(updated_at=now))
+                session.execute(update(Collection).where(col(Collection.id) == collection_id).values(updated_at=now))
                 session.flush()
             except IntegrityError:
                 session.rollback()
@@ -161,16 +163,16 @@ def remove_from_collection(collection_id: int, asset_ids: Sequence[int]) -> int:
         return 0
     with session_scope() as session:
         removed = session.execute(delete(CollectionItem).where(
-            CollectionItem.collection_id == collection_id, CollectionItem.asset_id.in_(ids)))
-        if removed.rowcount:
-            session.execute(update(Collection).where(Collection.id == collection_id).values(updated_at=utcnow()))
-    return int(removed.rowcount or 0)
+            col(CollectionItem.collection_id) == collection_id, col(CollectionItem.asset_id).in_(ids)))
+        if affected_rows(removed):
+            session.execute(update(Collection).where(col(Collection.id) == collection_id).values(updated_at=utcnow()))
+    return affected_rows(removed)
 
 
 def collections_of(asset_id: int) -> list[Collection]:
     """The collections an asset is in (for its detail view)."""
     with session_scope() as session:
         return list(session.execute(
-            select(Collection).join(CollectionItem, CollectionItem.collection_id == Collection.id)
-            .where(CollectionItem.asset_id == asset_id).order_by(Collection.name).limit(100)
+            select(Collection).join(CollectionItem, col(CollectionItem.collection_id) == col(Collection.id))
+            .where(col(CollectionItem.asset_id) == asset_id).order_by(col(Collection.name)).limit(100)
         ).scalars())

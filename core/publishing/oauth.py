@@ -27,9 +27,10 @@ from urllib.parse import urlencode
 
 import httpx
 from sqlalchemy import delete, update
+from sqlmodel import col
 
 from core.config import Settings, get_settings
-from core.db import session_scope
+from core.db import affected_rows, session_scope
 from core.errors import InvalidInput, StudioError, TransientError
 from core.infra.crypto import decrypt_token, encrypt_token
 from core.infra.http_retry import RetryPolicy, send_with_retries
@@ -142,7 +143,7 @@ def start_authorization(platform: str) -> str:
     callback = redirect_uri(provider, settings)
     with session_scope() as session:
         session.execute(delete(OAuthState).where(
-            OAuthState.created_at < utcnow() - timedelta(seconds=settings.oauth_state_ttl_s)))
+            col(OAuthState.created_at) < utcnow() - timedelta(seconds=settings.oauth_state_ttl_s)))
         session.add(OAuthState(state_hash=_hash_state(state), platform=provider.name,
                                code_verifier_enc=encrypt_token(verifier), redirect_uri=callback))
     params = {
@@ -165,13 +166,13 @@ def _consume_state(provider: Provider, state: str) -> tuple[str, str]:
         raise InvalidInput("the callback has no state; start the connection again from the Social accounts page")
     state_hash = _hash_state(state)
     with session_scope() as session:
-        claimed = session.execute(
+        claimed = affected_rows(session.execute(
             update(OAuthState)
-            .where(OAuthState.state_hash == state_hash, OAuthState.platform == provider.name,
-                   OAuthState.used_at.is_(None),
-                   OAuthState.created_at >= utcnow() - timedelta(seconds=settings.oauth_state_ttl_s))
+            .where(col(OAuthState.state_hash) == state_hash, col(OAuthState.platform) == provider.name,
+                   col(OAuthState.used_at).is_(None),
+                   col(OAuthState.created_at) >= utcnow() - timedelta(seconds=settings.oauth_state_ttl_s))
             .values(used_at=utcnow())
-        ).rowcount
+        ))
         row = session.get(OAuthState, state_hash) if claimed else None
         if row is None:
             raise InvalidInput("unknown, expired or already used state; start the connection again")

@@ -16,11 +16,12 @@ import random
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, create_model, model_validator
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from core.characters import characters
 from core.characters.persona import Persona
@@ -28,14 +29,29 @@ from core.config import get_settings
 from core.db import session_scope
 from core.errors import InvalidInput, referenced_by
 from core.generation.requests import insert_trigger_words
-from core.jobs.kinds import PlanPayload
+from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.jobs.lifecycle import JobContext, create_job
 from core.models import ContentPlan, Job, Platform, Post, PostStatus
 from core.pagination import Page, clamp
 from core.publishing.checks import RULES, normalize_hashtags
+from core.publishing.llm import LlmClient, LlmOutputInvalid, record_calls
 
 MAX_PLAN_DAYS = 92
 BEST_HOURS = {Platform.INSTAGRAM: 11, Platform.FACEBOOK: 13, Platform.YOUTUBE: 17, Platform.TIKTOK: 19}
+
+
+class PlanPayload(Payload):
+    """Plan posts for a date range. With no persona, the character's stored persona is used."""
+
+    character_id: int | None = Field(default=None, ge=1)
+    persona: Persona | None = None
+    theme: str = Field(min_length=1, max_length=500)
+    platforms: list[Literal["instagram", "facebook", "youtube", "tiktok"]] = Field(min_length=1, max_length=4)
+    start: date
+    end: date
+    posts_per_week: int = Field(default=3, ge=1, le=28)
+    name: str = Field(default="", max_length=200)
+    planner: Literal["auto", "llm", "template"] = "auto"  # auto: the LLM when one is configured
 
 
 @dataclass(frozen=True)
@@ -108,11 +124,11 @@ def plan_slots(payload: PlanPayload, *, zone: str | None = None) -> list[Slot]:
     # Two posts at the same minute would collide on the calendar; push the later one by an hour.
     taken: set[datetime] = set()
     result = []
-    for index, (local, platform) in enumerate(slots):
+    for index, (local, slot_platform) in enumerate(slots):
         while local in taken:
             local += timedelta(hours=1)
         taken.add(local)
-        result.append(Slot(index, platform, local.astimezone(ZoneInfo("UTC"))))
+        result.append(Slot(index, slot_platform, local.astimezone(ZoneInfo("UTC"))))
     return result
 
 
@@ -181,7 +197,8 @@ def plan_schema(slot_count: int) -> type[BaseModel]:
     return create_model(
         "ContentPlanAnswer",
         posts=(list[LlmPost], Field(min_length=slot_count, max_length=slot_count)),
-        __validators__={"every_slot_once": model_validator(mode="after")(every_slot_once)},
+        # pydantic's documented way to pass a validator, though its annotation asks for a plain callable
+        __validators__={"every_slot_once": model_validator(mode="after")(every_slot_once)},  # type: ignore[dict-item]
     )
 
 
@@ -224,12 +241,12 @@ def llm_posts(answer: Any, slots: list[Slot], trigger: str) -> list[PlannedPost]
 
 def _existing_plan(job_id: str) -> ContentPlan | None:
     with session_scope() as session:
-        return session.execute(select(ContentPlan).where(ContentPlan.job_id == job_id)).scalar_one_or_none()
+        return session.execute(select(ContentPlan).where(col(ContentPlan.job_id) == job_id)).scalar_one_or_none()
 
 
-def run_plan(ctx: JobContext) -> dict[str, Any]:
+def run_plan(ctx: JobContext[PlanPayload]) -> dict[str, Any]:
     """The plan job: slots → words (LLM or template) → plan and draft posts, in one transaction."""
-    payload: PlanPayload = ctx.payload  # type: ignore[assignment]
+    payload = ctx.payload
     existing = _existing_plan(ctx.job_id)
     if existing is not None:  # a redelivered job: the plan was already written
         return {"plan_id": existing.id, "reused": True}
@@ -240,8 +257,6 @@ def run_plan(ctx: JobContext) -> dict[str, Any]:
     use_llm = payload.planner == "llm" or (payload.planner == "auto" and _llm_configured())
     calls: list[Any] = []
     if use_llm:
-        from core.publishing.llm import LlmClient, LlmOutputInvalid, record_calls
-
         ctx.stage("writing (LLM)")
         client = LlmClient.from_settings(get_settings())
         if client is None:
@@ -264,8 +279,6 @@ def run_plan(ctx: JobContext) -> dict[str, Any]:
 
 
 def _save_plan(job_id: str, payload: PlanPayload, posts: list[PlannedPost], planner: str, calls: list[Any]) -> int:
-    from core.publishing.llm import record_calls
-
     name = payload.name or f"{payload.theme[:60]} · {payload.start:%d %b}–{payload.end:%d %b}"
     with session_scope() as session:
         plan = ContentPlan(
@@ -290,7 +303,7 @@ def list_plans(*, page: int = 1, page_size: int = 20) -> Page[ContentPlan]:
     page, page_size = clamp(page, page_size, max_page_size=100)
     with session_scope() as session:
         total = session.execute(select(func.count()).select_from(ContentPlan)).scalar_one()
-        items = list(session.execute(select(ContentPlan).order_by(ContentPlan.created_at.desc())
+        items = list(session.execute(select(ContentPlan).order_by(col(ContentPlan.created_at).desc())
                                      .offset((page - 1) * page_size).limit(page_size)).scalars())
     return Page(items, total, page, page_size)
 
@@ -300,8 +313,8 @@ def plan_post_counts(plan_ids: list[int]) -> dict[int, int]:
     if not plan_ids:
         return {}
     with session_scope() as session:
-        rows = session.execute(select(Post.plan_id, func.count()).where(Post.plan_id.in_(plan_ids))
-                               .group_by(Post.plan_id)).all()
+        rows = session.execute(select(col(Post.plan_id), func.count()).where(col(Post.plan_id).in_(plan_ids))
+                               .group_by(col(Post.plan_id))).all()
     counts = {plan_id: 0 for plan_id in plan_ids}
     counts.update({int(plan_id): int(count) for plan_id, count in rows})
     return counts
@@ -309,9 +322,17 @@ def plan_post_counts(plan_ids: list[int]) -> dict[int, int]:
 
 def plan_posts(plan_id: int) -> list[Post]:
     with session_scope() as session:
-        return list(session.execute(select(Post).where(Post.plan_id == plan_id)
-                                    .order_by(Post.scheduled_at).limit(1000)).scalars())
+        return list(session.execute(select(Post).where(col(Post.plan_id) == plan_id)
+                                    .order_by(col(Post.scheduled_at)).limit(1000)).scalars())
 
 
 def plan_date_range(plan: ContentPlan) -> tuple[date, date]:
     return date.fromisoformat(plan.request["start"]), date.fromisoformat(plan.request["end"])
+
+
+# --- the job kinds of this domain (core.catalogue loads them all) ---
+
+register(JobSpec(
+    "plan", Queue.DEFAULT, PlanPayload, "Plans posts from a persona and a theme (an LLM, or the offline planner).",
+    max_attempts=3, time_limit_s=900, prepare=prepare_plan_payload,
+))

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import Field
 from sqlalchemy import func, select, update
+from sqlmodel import col
 
 from core.config import get_settings
-from core.db import get_or_raise, session_scope
+from core.db import affected_rows, get_or_raise, session_scope
 from core.errors import Conflict, InvalidInput, referenced_by
-from core.jobs.kinds import PublishPayload
+from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.jobs.lifecycle import aware, create_job, enqueue_new, get_job, new_job
-from core.library.assets import unique_asset_ids
-from core.models import Asset, Job, JobStatus, Platform, Post, PostStatus, utcnow
+from core.library.ids import unique_asset_ids
+from core.models import Asset, Job, JobStatus, Platform, Post, PostStatus, PublishRecord, utcnow
 from core.publishing import social_accounts
 from core.publishing.checks import PostPreview, normalize_hashtags, preview_post
 
@@ -32,6 +33,13 @@ LOCKED = frozenset({PostStatus.PUBLISHING, PostStatus.PUBLISHED})
 EDITABLE_FIELDS = frozenset({"platform", "scheduled_at", "title", "caption", "hashtags", "image_prompt",
                              "asset_ids", "account_id", "ai_generated", "options"})
 PRIVACY_CHOICES = ("public", "unlisted", "private")
+
+
+class PublishPayload(Payload):
+    """Publish one post to its platform (or, as a dry run, record what would be sent)."""
+
+    post_id: int = Field(ge=1)
+    dry_run: bool = False
 
 
 def prepare_publish_payload(payload: PublishPayload) -> tuple[PublishPayload, int | None]:
@@ -51,35 +59,35 @@ def posts_between(start: datetime, end: datetime, *, platforms: Sequence[str] | 
                   statuses: Sequence[str] | None = None, character_id: int | None = None,
                   limit: int = 2000) -> list[Post]:
     """The posts scheduled in [start, end) — what one calendar view shows (an index range scan)."""
-    query = select(Post).where(Post.scheduled_at >= start, Post.scheduled_at < end)
+    query = select(Post).where(col(Post.scheduled_at) >= start, col(Post.scheduled_at) < end)
     if platforms:
-        query = query.where(Post.platform.in_(list(platforms)))
+        query = query.where(col(Post.platform).in_(list(platforms)))
     if statuses:
-        query = query.where(Post.status.in_(list(statuses)))
+        query = query.where(col(Post.status).in_(list(statuses)))
     if character_id is not None:
-        query = query.where(Post.character_id == character_id)
+        query = query.where(col(Post.character_id) == character_id)
     with session_scope() as session:
-        return list(session.execute(query.order_by(Post.scheduled_at, Post.id).limit(limit)).scalars())
+        return list(session.execute(query.order_by(col(Post.scheduled_at), col(Post.id)).limit(limit)).scalars())
 
 
 def count_by_status() -> dict[str, int]:
     with session_scope() as session:
-        rows = session.execute(select(Post.status, func.count()).group_by(Post.status)).all()
+        rows = session.execute(select(col(Post.status), func.count()).group_by(col(Post.status))).all()
     return {status: int(count) for status, count in rows}
 
 
 def upcoming_posts(*, limit: int = 5) -> list[Post]:
     with session_scope() as session:
         return list(session.execute(
-            select(Post).where(Post.status == PostStatus.SCHEDULED, Post.scheduled_at >= utcnow())
-            .order_by(Post.scheduled_at).limit(limit)).scalars())
+            select(Post).where(col(Post.status) == PostStatus.SCHEDULED, col(Post.scheduled_at) >= utcnow())
+            .order_by(col(Post.scheduled_at)).limit(limit)).scalars())
 
 
 def post_assets(post: Post) -> list[Asset]:
     if not post.asset_ids:
         return []
     with session_scope() as session:
-        found = {a.id: a for a in session.execute(select(Asset).where(Asset.id.in_(post.asset_ids))).scalars()}
+        found = {a.id: a for a in session.execute(select(Asset).where(col(Asset.id).in_(post.asset_ids))).scalars()}
     missing = [i for i in post.asset_ids if i not in found]
     if missing:
         raise InvalidInput(f"post {post.id} uses asset(s) {', '.join(map(str, missing))}, which no longer exist")
@@ -196,8 +204,9 @@ def move_post(post_id: int, scheduled_at: datetime) -> Post:
     """Drag and drop on the calendar: a new time, same status. Published posts stay where they are."""
     when = _utc(scheduled_at)
     with session_scope() as session:
-        moved = session.execute(update(Post).where(Post.id == post_id, Post.status.not_in(list(LOCKED)))
-                                .values(scheduled_at=when, updated_at=utcnow())).rowcount
+        moved = affected_rows(session.execute(
+            update(Post).where(col(Post.id) == post_id, col(Post.status).not_in(list(LOCKED)))
+            .values(scheduled_at=when, updated_at=utcnow())))
     post = get_post(post_id)
     if not moved:
         raise Conflict(_locked_message(post))
@@ -222,8 +231,9 @@ def unschedule_post(post_id: int) -> Post:
 
 def _set_status(post_id: int, status: PostStatus, *, allowed: Sequence[str]) -> Post:
     with session_scope() as session:
-        changed = session.execute(update(Post).where(Post.id == post_id, Post.status.in_(list(allowed)))
-                                  .values(status=status, error=None, updated_at=utcnow())).rowcount
+        changed = affected_rows(session.execute(
+            update(Post).where(col(Post.id) == post_id, col(Post.status).in_(list(allowed)))
+            .values(status=status, error=None, updated_at=utcnow())))
     post = get_post(post_id)
     if not changed:
         raise Conflict(f"post {post_id} is {post.status}; it cannot become {status}")
@@ -237,9 +247,8 @@ def delete_post(post_id: int) -> None:
             raise InvalidInput(f"post {post_id} does not exist")
         if post.status == PostStatus.PUBLISHING:
             raise Conflict(f"post {post_id} is being published; delete it when that finishes")
-        from core.models import PublishRecord
 
-        for record in session.execute(select(PublishRecord).where(PublishRecord.post_id == post_id)).scalars():
+        for record in session.execute(select(PublishRecord).where(col(PublishRecord.post_id) == post_id)).scalars():
             session.delete(record)
         session.delete(post)
 
@@ -250,12 +259,12 @@ def delete_post(post_id: int) -> None:
 def _claim(post_id: int, *, due_before: datetime | None, dry_run: bool) -> Job | None:
     """scheduled → publishing with its job, atomically; None if another claim won (or it is not due)."""
     job = new_job("publish", {"post_id": post_id, "dry_run": dry_run})
-    conditions = [Post.id == post_id, Post.status == PostStatus.SCHEDULED]
+    conditions = [col(Post.id) == post_id, col(Post.status) == PostStatus.SCHEDULED]
     if due_before is not None:
-        conditions.append(Post.scheduled_at <= due_before)
+        conditions.append(col(Post.scheduled_at) <= due_before)
     with session_scope() as session:
-        claimed = session.execute(update(Post).where(*conditions).values(
-            status=PostStatus.PUBLISHING, publish_job_id=job.id, error=None, updated_at=utcnow())).rowcount
+        claimed = affected_rows(session.execute(update(Post).where(*conditions).values(
+            status=PostStatus.PUBLISHING, publish_job_id=job.id, error=None, updated_at=utcnow())))
         if not claimed:
             return None
         session.add(job)
@@ -282,7 +291,9 @@ def retry_post(post_id: int) -> Post:
     post = get_post(post_id)
     if post.status != PostStatus.FAILED:
         raise Conflict(f"only failed posts can be retried; post {post_id} is {post.status}")
-    if aware(post.scheduled_at) < utcnow():
+    scheduled_at = aware(post.scheduled_at)
+    assert scheduled_at is not None  # the column is NOT NULL
+    if scheduled_at < utcnow():
         move_post(post_id, utcnow())
     return schedule_post(post_id)
 
@@ -292,8 +303,9 @@ def publish_due_posts(*, now: datetime | None = None, limit: int = 100) -> list[
     now = now or utcnow()
     dry_run = get_settings().publish_dry_run
     with session_scope() as session:
-        due = session.execute(select(Post.id).where(Post.status == PostStatus.SCHEDULED, Post.scheduled_at <= now)
-                              .order_by(Post.scheduled_at).limit(limit)).scalars().all()
+        due = session.execute(select(col(Post.id))
+                              .where(col(Post.status) == PostStatus.SCHEDULED, col(Post.scheduled_at) <= now)
+                              .order_by(col(Post.scheduled_at)).limit(limit)).scalars().all()
     jobs = [job for post_id in due if (job := _claim(post_id, due_before=now, dry_run=dry_run)) is not None]
     return [job.id for job in jobs]
 
@@ -304,7 +316,8 @@ def publish_job_finished(job_id: str, status: str) -> None:
         return
     job = get_job(job_id)
     with session_scope() as session:
-        session.execute(update(Post).where(Post.publish_job_id == job_id, Post.status == PostStatus.PUBLISHING)
+        session.execute(update(Post)
+                        .where(col(Post.publish_job_id) == job_id, col(Post.status) == PostStatus.PUBLISHING)
                         .values(status=PostStatus.FAILED, error=job.error or f"publish job {status}",
                                 updated_at=utcnow()))
 
@@ -314,9 +327,10 @@ def sweep_publishing(*, older_than: timedelta = timedelta(seconds=30)) -> int:
     fixed = 0
     with session_scope() as session:
         stuck = session.execute(
-            select(Post.id, Post.publish_job_id, Job.status).join(Job, Job.id == Post.publish_job_id)
-            .where(Post.status == PostStatus.PUBLISHING, Post.updated_at < utcnow() - older_than,
-                   Job.status.in_([JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.SUCCEEDED]))
+            select(col(Post.id), col(Post.publish_job_id), col(Job.status))
+            .join(Job, col(Job.id) == col(Post.publish_job_id))
+            .where(col(Post.status) == PostStatus.PUBLISHING, col(Post.updated_at) < utcnow() - older_than,
+                   col(Job.status).in_([JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.SUCCEEDED]))
             .limit(500)).all()
     for _post_id, job_id, status in stuck:
         if status == JobStatus.SUCCEEDED:
@@ -327,20 +341,9 @@ def sweep_publishing(*, older_than: timedelta = timedelta(seconds=30)) -> int:
     return fixed
 
 
-@dataclass(frozen=True)
-class SchedulerReport:
-    claimed: list[str]
-    failed_swept: int
-    tokens_refreshed: int = 0
+# --- the job kinds of this domain (core.catalogue loads them all) ---
 
-
-def scheduler_tick() -> SchedulerReport:
-    """Run by the worker supervisor every ``scheduler_interval_s``: refresh expiring tokens, advance
-    content production and pipelines, publish due posts, and fail posts whose publish job died silently."""
-    from core.automation import pipelines
-    from core.publishing import production
-
-    refreshed = social_accounts.refresh_expiring()
-    production.sweep_production()
-    pipelines.sweep_pipelines()
-    return SchedulerReport(claimed=publish_due_posts(), failed_swept=sweep_publishing(), tokens_refreshed=refreshed)
+register(JobSpec(
+    "publish", Queue.CPU, PublishPayload, "Publishes a post to Instagram, Facebook, YouTube or TikTok (never twice).",
+    max_attempts=5, time_limit_s=3600, prepare=prepare_publish_payload,
+))

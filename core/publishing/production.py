@@ -15,12 +15,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import or_, select, update
+from sqlmodel import col
 
 from core.characters import characters
-from core.db import session_scope
+from core.db import affected_rows, session_scope
 from core.errors import InvalidInput
-from core.generation.requests import insert_trigger_words, job_images
-from core.jobs.kinds import LoraChoice
+from core.generation.requests import LoraChoice, insert_trigger_words, job_images
 from core.jobs.lifecycle import enqueue_new, get_job, new_job
 from core.models import TERMINAL_STATUSES, Job, JobStatus, Platform, Post, utcnow
 from core.publishing import posts
@@ -70,7 +70,7 @@ def start_production(post: Post, *, count: int = 1, template: str = "", make_vid
     video = make_video if make_video is not None else post.platform in VIDEO_PLATFORMS
     with session_scope() as session:
         session.add(job)
-        session.execute(update(Post).where(Post.id == post.id).values(
+        session.execute(update(Post).where(col(Post.id) == post.id).values(
             production_status=PRODUCING, generate_job_id=job.id, video_job_id=None, image_prompt=prompt,
             options={**post.options, "make_video": video}, error=None, updated_at=utcnow()))
     enqueue_new(job)
@@ -92,7 +92,8 @@ def _finish(post_id: int, *, status: str, error: str | None = None, asset_ids: l
     if asset_ids is not None:
         values["asset_ids"] = asset_ids
     with session_scope() as session:
-        session.execute(update(Post).where(Post.id == post_id, Post.production_status == PRODUCING).values(**values))
+        session.execute(update(Post).where(col(Post.id) == post_id, col(Post.production_status) == PRODUCING)
+                        .values(**values))
 
 
 SPEAKING_RATE_WPM = 165
@@ -113,8 +114,9 @@ def _start_video(post: Post) -> None:
                             "platforms": [spec], "name": f"post {post.id}"},
                   character_id=post.character_id, pipeline_id=get_job(post.generate_job_id or "").pipeline_id)
     with session_scope() as session:
-        claimed = session.execute(update(Post).where(Post.id == post.id, Post.video_job_id.is_(None)).values(
-            video_job_id=job.id, updated_at=utcnow())).rowcount
+        claimed = affected_rows(session.execute(
+            update(Post).where(col(Post.id) == post.id, col(Post.video_job_id).is_(None)).values(
+                video_job_id=job.id, updated_at=utcnow())))
         if not claimed:
             return  # another advance started it
         session.add(job)
@@ -156,6 +158,7 @@ def advance_production(post_id: int) -> str | None:
     if waiting is not None:
         return waiting
     video = get_job(post.video_job_id)
+    assert video.result is not None  # a succeeded video job recorded what it made
     _finish(post_id, status=READY, asset_ids=[int(video.result["video_asset_id"])])
     return READY
 
@@ -163,8 +166,8 @@ def advance_production(post_id: int) -> str | None:
 def production_job_finished(job_id: str, status: str) -> None:
     """The job-finished listener: advance the post this job was making media for."""
     with session_scope() as session:
-        post_ids = session.execute(select(Post.id).where(
-            or_(Post.generate_job_id == job_id, Post.video_job_id == job_id))).scalars().all()
+        post_ids = session.execute(select(col(Post.id)).where(
+            or_(col(Post.generate_job_id) == job_id, col(Post.video_job_id) == job_id))).scalars().all()
     for post_id in post_ids:
         advance_production(post_id)
 
@@ -172,8 +175,8 @@ def production_job_finished(job_id: str, status: str) -> None:
 def sweep_production(*, limit: int = 200) -> int:
     """Advance every post still producing (what a crash between two steps left behind)."""
     with session_scope() as session:
-        post_ids = session.execute(select(Post.id).where(Post.production_status == PRODUCING)
-                                   .order_by(Post.id).limit(limit)).scalars().all()
+        post_ids = session.execute(select(col(Post.id)).where(col(Post.production_status) == PRODUCING)
+                                   .order_by(col(Post.id)).limit(limit)).scalars().all()
     advanced = 0
     for post_id in post_ids:
         try:

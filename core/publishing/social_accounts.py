@@ -13,11 +13,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlmodel import col
 
 from core.config import get_settings
 from core.db import get_or_raise, session_scope
 from core.errors import InvalidInput
-from core.infra.crypto import decrypt_token, encrypt_token
+from core.infra.crypto import decrypt_token, encrypt_token, get_cipher
 from core.jobs.lifecycle import aware
 from core.models import Platform, Post, PostStatus, SocialAccount, utcnow
 from core.publishing import oauth
@@ -76,7 +77,7 @@ def save_account(found: oauth.DiscoveredAccount, *, connected_via: str = "oauth"
     )
     with session_scope() as session:
         account = session.execute(select(SocialAccount).where(
-            SocialAccount.platform == found.platform, SocialAccount.external_id == found.external_id)
+            col(SocialAccount.platform) == found.platform, col(SocialAccount.external_id) == found.external_id)
         ).scalar_one_or_none()
         if account is None:
             account = SocialAccount(platform=found.platform, external_id=found.external_id, **values)
@@ -113,9 +114,9 @@ def connect_manually(*, platform: str, external_id: str, access_token: str, name
 
 
 def list_accounts(platform: str | None = None) -> list[AccountView]:
-    query = select(SocialAccount).order_by(SocialAccount.platform, SocialAccount.name, SocialAccount.id)
+    query = select(SocialAccount).order_by(col(SocialAccount.platform), col(SocialAccount.name), col(SocialAccount.id))
     if platform:
-        query = query.where(SocialAccount.platform == platform)
+        query = query.where(col(SocialAccount.platform) == platform)
     with session_scope() as session:
         return [_view(a) for a in session.execute(query.limit(500)).scalars()]
 
@@ -134,17 +135,17 @@ def disconnect(account_id: int) -> None:
     """Forget an account and its tokens; posts that named it fall back to the platform's default."""
     with session_scope() as session:
         account = get_or_raise(SocialAccount, account_id, f"social account {account_id}")
-        busy = session.execute(select(Post.id).where(
-            Post.account_id == account_id, Post.status == PostStatus.PUBLISHING).limit(1)).first()
+        busy = session.execute(select(col(Post.id)).where(
+            col(Post.account_id) == account_id, col(Post.status) == PostStatus.PUBLISHING).limit(1)).first()
         if busy:
             raise InvalidInput("a post is being published with this account; try again when it finishes")
-        session.execute(update(Post).where(Post.account_id == account_id).values(account_id=None))
+        session.execute(update(Post).where(col(Post.account_id) == account_id).values(account_id=None))
         session.delete(account)
 
 
 def mark_needs_reconnect(account_id: int, reason: str) -> None:
     with session_scope() as session:
-        session.execute(update(SocialAccount).where(SocialAccount.id == account_id).values(
+        session.execute(update(SocialAccount).where(col(SocialAccount.id) == account_id).values(
             status=NEEDS_RECONNECT, last_error=reason[:1000], updated_at=utcnow()))
 
 
@@ -182,7 +183,7 @@ def refresh_account(account_id: int) -> AccountView:
         mark_needs_reconnect(account_id, str(error))
         raise
     with session_scope() as session:
-        session.execute(update(SocialAccount).where(SocialAccount.id == account_id).values(
+        session.execute(update(SocialAccount).where(col(SocialAccount.id) == account_id).values(
             access_token_enc=encrypt_token(tokens.access_token),
             refresh_token_enc=encrypt_token(tokens.refresh_token) if tokens.refresh_token else None,
             expires_at=tokens.expires_at,
@@ -211,15 +212,14 @@ def credentials(account_id: int, *, force_refresh: bool = False) -> AccountCrede
 
 def reencrypt_tokens(*, batch: int = 200) -> int:
     """After a key rotation: re-encrypt every stored token with the first configured key."""
-    from core.infra.crypto import get_cipher
 
     cipher = get_cipher()
     done = 0
     last_id = 0
     while True:
         with session_scope() as session:
-            accounts = list(session.execute(select(SocialAccount).where(SocialAccount.id > last_id)
-                                            .order_by(SocialAccount.id).limit(batch)).scalars())
+            accounts = list(session.execute(select(SocialAccount).where(col(SocialAccount.id) > last_id)
+                                            .order_by(col(SocialAccount.id)).limit(batch)).scalars())
             for account in accounts:
                 account.access_token_enc = cipher.rotate(account.access_token_enc)
                 if account.refresh_token_enc:
@@ -238,10 +238,10 @@ def refresh_expiring(*, limit: int = 20) -> int:
     if not platforms:
         return 0
     with session_scope() as session:
-        due = session.execute(select(SocialAccount.id).where(
-            SocialAccount.status == CONNECTED, SocialAccount.platform.in_(platforms),
-            SocialAccount.expires_at.is_not(None), SocialAccount.expires_at < soon)
-            .order_by(SocialAccount.expires_at).limit(limit)).scalars().all()
+        due = session.execute(select(col(SocialAccount.id)).where(
+            col(SocialAccount.status) == CONNECTED, col(SocialAccount.platform).in_(platforms),
+            col(SocialAccount.expires_at).is_not(None), col(SocialAccount.expires_at) < soon)
+            .order_by(col(SocialAccount.expires_at)).limit(limit)).scalars().all()
     refreshed = 0
     for account_id in due:
         try:

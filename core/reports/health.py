@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core import db
+from core.infra.redis import get_redis
+from core.infra.storage import get_object_store
 from core.jobs import queue
 
 
@@ -34,13 +36,11 @@ def _database() -> str:
 
 
 def _redis() -> str:
-    queue.get_redis().ping()
+    get_redis().ping()
     return "ok"
 
 
 def _storage() -> str:
-    from core.infra.storage import get_object_store
-
     store = get_object_store()
     store.ping()
     return type(store).__name__

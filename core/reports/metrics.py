@@ -36,9 +36,10 @@ DURATION_SAMPLE = 5_000  # …at most this many of the newest
 QUANTILES = (0.5, 0.95)
 
 _logger = logging.getLogger("studio.metrics")
-_JOBS = Job.__table__
-_PIPELINES = Pipeline.__table__
-_POSTS = Post.__table__
+# SQLModel's types do not declare the __table__ that SQLAlchemy gives every table class.
+_JOBS = Job.__table__  # type: ignore[attr-defined]
+_PIPELINES = Pipeline.__table__  # type: ignore[attr-defined]
+_POSTS = Post.__table__  # type: ignore[attr-defined]
 
 # The statements, kept as module values so the tests can EXPLAIN them.
 JOBS_BY_STATUS_AND_KIND = select(_JOBS.c.kind, _JOBS.c.status, func.count()).group_by(_JOBS.c.kind, _JOBS.c.status)
@@ -107,8 +108,9 @@ class StudioCollector(Collector):
         for kind, values in sorted(by_kind.items()):
             values.sort()
             for q in QUANTILES:  # the same percentiles as the Monitoring page
-                durations.add_sample("studio_job_duration_seconds", {"kind": kind, "quantile": f"{q:g}"},
-                                     monitoring.percentile(values, q * 100))
+                quantile = monitoring.percentile(values, q * 100)
+                assert quantile is not None  # values holds at least the run that made this kind appear
+                durations.add_sample("studio_job_duration_seconds", {"kind": kind, "quantile": f"{q:g}"}, quantile)
             durations.add_sample("studio_job_duration_seconds_count", {"kind": kind}, len(values))
             durations.add_sample("studio_job_duration_seconds_sum", {"kind": kind}, sum(values))
 

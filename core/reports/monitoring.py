@@ -29,10 +29,12 @@ from typing import Any
 import psutil
 import redis
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from core.config import get_settings
 from core.db import session_scope
 from core.errors import StudioError
+from core.infra.redis import get_redis, redis_key
 from core.jobs import queue as core_queue
 from core.jobs.kinds import Queue
 from core.jobs.lifecycle import aware
@@ -66,9 +68,9 @@ class QueueStat:
 def _oldest_queued_statement(queue_name: str) -> Any:
     # Served by ix_job_status_queue_created: one index seek per queue.
     return (
-        select(Job.id, Job.created_at)
-        .where(Job.status == JobStatus.QUEUED.value, Job.queue == queue_name)
-        .order_by(Job.created_at)
+        select(col(Job.id), col(Job.created_at))
+        .where(col(Job.status) == JobStatus.QUEUED.value, col(Job.queue) == queue_name)
+        .order_by(col(Job.created_at))
         .limit(1)
     )
 
@@ -83,7 +85,7 @@ def queue_stats() -> list[QueueStat]:
     names = _queue_names()
     try:
         namespace = core_queue.get_broker().namespace
-        pipe = core_queue.get_redis().pipeline(transaction=False)
+        pipe = get_redis().pipeline(transaction=False)
         for name in names:
             base = f"{namespace}:{name}"
             pipe.llen(base)
@@ -156,9 +158,9 @@ def _process_gone(host: str, pid: int) -> bool:
 def _running_jobs() -> dict[str, list[RunningJob]]:
     # Served by ix_job_status_heartbeat; running jobs are bounded by the workers' threads.
     statement = (
-        select(Job.id, Job.kind, Job.progress, Job.started_at, Job.worker)
-        .where(Job.status == JobStatus.RUNNING.value)
-        .order_by(Job.heartbeat_at)
+        select(col(Job.id), col(Job.kind), col(Job.progress), col(Job.started_at), col(Job.worker))
+        .where(col(Job.status) == JobStatus.RUNNING.value)
+        .order_by(col(Job.heartbeat_at))
         .limit(500)
     )
     by_worker: dict[str, list[RunningJob]] = {}
@@ -175,13 +177,14 @@ def worker_stats(*, lost_horizon_s: float = LOST_HORIZON_S) -> list[WorkerStat]:
     saw in a Redis hash; a remembered worker without a fresh announcement is shown as lost.
     """
     now = time.time()
-    seen_key = core_queue.redis_key(_SEEN_KEY)
+    seen_key = redis_key(_SEEN_KEY)
     try:
         present = core_queue.list_workers()
-        client = core_queue.get_redis()
+        client = get_redis()
         if present:
             client.hset(seen_key, mapping={w.id: json.dumps(w.__dict__) for w in present})
-        remembered = {k.decode(): json.loads(v) for k, v in client.hgetall(seen_key).items()}
+        # redis types replies as bytes | str whatever the client; this one (no decode_responses) gives bytes
+        remembered = {k.decode(): json.loads(v) for k, v in client.hgetall(seen_key).items()}  # type: ignore[union-attr]
     except (redis.RedisError, OSError) as error:
         raise ServiceDown(f"Redis is unreachable: {type(error).__name__}: {error}") from error
 
@@ -206,7 +209,7 @@ def worker_stats(*, lost_horizon_s: float = LOST_HORIZON_S) -> list[WorkerStat]:
         ))
     if forget:
         try:
-            core_queue.get_redis().hdel(seen_key, *forget)
+            get_redis().hdel(seen_key, *forget)
         except (redis.RedisError, OSError):
             pass  # forgotten on a later read
     stats.sort(key=lambda w: (w.state != "alive", w.host, w.pid))
@@ -249,8 +252,8 @@ def _counts_statement(since: datetime) -> Any:
     # Served by ix_job_status_finished: one range scan per terminal status.
     terminal = [JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value]
     return (
-        select(Job.kind, Job.status, func.count())
-        .where(Job.status.in_(terminal), Job.finished_at >= since)
+        select(col(Job.kind), col(Job.status), func.count())
+        .where(col(Job.status).in_(terminal), col(Job.finished_at) >= since)
         .group_by(Job.kind, Job.status)
     )
 
@@ -258,9 +261,9 @@ def _counts_statement(since: datetime) -> Any:
 def _durations_statement(kind: str, since: datetime, limit: int = DURATION_SAMPLE) -> Any:
     # Served by ix_job_kind_status_finished: the latest `limit` succeeded jobs of the kind, newest first.
     return (
-        select(Job.started_at, Job.finished_at)
-        .where(Job.kind == kind, Job.status == JobStatus.SUCCEEDED.value, Job.finished_at >= since)
-        .order_by(Job.finished_at.desc())
+        select(col(Job.started_at), col(Job.finished_at))
+        .where(col(Job.kind) == kind, col(Job.status) == JobStatus.SUCCEEDED.value, col(Job.finished_at) >= since)
+        .order_by(col(Job.finished_at).desc())
         .limit(limit)
     )
 
@@ -280,7 +283,7 @@ def job_stats(window: str = "24h", *, now: datetime | None = None) -> JobStats:
             values = []
             for started, finished in session.execute(_durations_statement(kind, since)).all():
                 if started is not None and finished is not None:
-                    values.append(max((aware(finished) - aware(started)).total_seconds(), 0.0))  # type: ignore[operator]
+                    values.append(max((aware(finished) - aware(started)).total_seconds(), 0.0))
             durations[kind] = sorted(values)
     kinds = []
     for kind in sorted(counts):
@@ -310,9 +313,9 @@ class Failure:
 def _failures_statement(limit: int) -> Any:
     # Served by ix_job_status_finished, read backwards.
     return (
-        select(Job.id, Job.kind, Job.status, Job.error_stage, Job.error, Job.finished_at)
-        .where(Job.status == JobStatus.FAILED.value)
-        .order_by(Job.finished_at.desc())
+        select(col(Job.id), col(Job.kind), col(Job.status), col(Job.error_stage), col(Job.error), col(Job.finished_at))
+        .where(col(Job.status) == JobStatus.FAILED.value)
+        .order_by(col(Job.finished_at).desc())
         .limit(limit)
     )
 
@@ -401,7 +404,7 @@ class Hardware:
 def read_nvml_gpus() -> list[GpuStat]:
     """Every visible NVIDIA GPU through NVML (package ``nvidia-ml-py``); raises GpuUnavailable without one."""
     try:
-        import pynvml  # type: ignore[import-not-found,import-untyped]
+        import pynvml  # optional (nvidia-ml-py): only machines with an NVIDIA driver need it
     except ImportError:
         raise GpuUnavailable("NVML is not installed (pip install nvidia-ml-py)") from None
     try:

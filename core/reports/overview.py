@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from core.automation import pipelines
 from core.characters import characters
@@ -73,9 +74,9 @@ def _captioned(dataset_ids: list[int]) -> dict[int, int]:
         return {}
     with session_scope() as session:
         rows = session.execute(
-            select(DatasetImage.dataset_id, func.count())
-            .where(DatasetImage.dataset_id.in_(dataset_ids), func.length(func.trim(DatasetImage.caption)) > 0)
-            .group_by(DatasetImage.dataset_id)).all()
+            select(col(DatasetImage.dataset_id), func.count())
+            .where(col(DatasetImage.dataset_id).in_(dataset_ids), func.length(func.trim(col(DatasetImage.caption))) > 0)
+            .group_by(col(DatasetImage.dataset_id))).all()
     return {int(dataset_id): int(count) for dataset_id, count in rows}
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from core.db import get_or_raise, session_scope
 from core.errors import Conflict, InvalidInput, NotFound, describe_validation_error
@@ -46,7 +47,7 @@ def get_config(config_id: int) -> LoraConfig:
 
 def get_config_by_name(name: str) -> LoraConfig:
     with session_scope() as session:
-        config = session.execute(select(LoraConfig).where(LoraConfig.name == name)).scalar_one_or_none()
+        config = session.execute(select(LoraConfig).where(col(LoraConfig.name) == name)).scalar_one_or_none()
     if config is None:
         raise NotFound(f"LoRA config {name!r} not found")
     return config
@@ -54,7 +55,7 @@ def get_config_by_name(name: str) -> LoraConfig:
 
 def get_default_config() -> LoraConfig:
     with session_scope() as session:
-        config = session.execute(select(LoraConfig).where(LoraConfig.is_default.is_(True))).scalar_one_or_none()
+        config = session.execute(select(LoraConfig).where(col(LoraConfig.is_default).is_(True))).scalar_one_or_none()
     if config is None:
         raise NotFound("there is no default LoRA config; create one or mark one as default")
     return config
@@ -89,6 +90,7 @@ def create_config(
                 _make_default(session, config.id)
     except IntegrityError:
         raise _name_taken(fields.name) from None
+    assert config.id is not None  # the flush gave the row its id
     return get_config(config.id)
 
 
@@ -122,7 +124,8 @@ def clone_config(config_id: int, *, name: str | None = None) -> LoraConfig:
 def _free_copy_name(name: str) -> str:
     base = f"{name[:100]} (copy"
     with session_scope() as session:
-        taken = set(session.execute(select(LoraConfig.name).where(LoraConfig.name.startswith(base))).scalars())
+        taken = set(session.execute(
+            select(col(LoraConfig.name)).where(col(LoraConfig.name).startswith(base))).scalars())
     candidate, number = f"{base})", 2
     while candidate in taken:
         candidate, number = f"{base} {number})", number + 1
@@ -131,8 +134,8 @@ def _free_copy_name(name: str) -> str:
 
 def _make_default(session: Any, config_id: int | None) -> None:
     # Clear first, then set: the partial unique index would reject two defaults at once.
-    session.execute(update(LoraConfig).where(LoraConfig.is_default.is_(True)).values(is_default=False))
-    session.execute(update(LoraConfig).where(LoraConfig.id == config_id).values(is_default=True))
+    session.execute(update(LoraConfig).where(col(LoraConfig.is_default).is_(True)).values(is_default=False))
+    session.execute(update(LoraConfig).where(col(LoraConfig.id) == config_id).values(is_default=True))
 
 
 def set_default_config(config_id: int) -> LoraConfig:
@@ -152,8 +155,8 @@ def active_jobs_using(config_id: int) -> list[str]:
     """
     with session_scope() as session:
         rows = session.execute(
-            select(Job.id, Job.payload).where(
-                Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]), Job.kind == TRAIN_KIND
+            select(col(Job.id), col(Job.payload)).where(
+                col(Job.status).in_([JobStatus.QUEUED, JobStatus.RUNNING]), col(Job.kind) == TRAIN_KIND
             )
         ).all()
     return [job_id for job_id, payload in rows if (payload or {}).get("config_id") == config_id]
@@ -170,4 +173,5 @@ def delete_config(config_id: int) -> None:
             f"({', '.join(j[:8] for j in jobs[:3])}); cancel them or wait until they finish"
         )
     with session_scope() as session:
-        session.execute(LoraConfig.__table__.delete().where(LoraConfig.id == config_id))
+        # SQLModel's types do not declare the __table__ that SQLAlchemy gives every table class
+        session.execute(LoraConfig.__table__.delete().where(col(LoraConfig.id) == config_id))  # type: ignore[attr-defined]

@@ -15,14 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
 from sqlalchemy import delete, func, insert, select, update
+from sqlmodel import col
 
 from core.config import get_settings
 from core.datasets.datasets import get_dataset
 from core.db import get_or_raise, session_scope
 from core.errors import InvalidInput, NotFound, referenced_by
 from core.infra.storage import get_object_store, job_key
-from core.jobs.kinds import TrainPayload
+from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.jobs.lifecycle import create_job, get_job, list_jobs
 from core.library import assets
 from core.library.assets import AssetSource
@@ -43,6 +45,16 @@ MAX_SAMPLE_ROWS = 2_000
 
 
 # --- models ---------------------------------------------------------------------------------------
+
+
+class TrainPayload(Payload):
+    """Train a LoRA on a dataset. ``params`` is the snapshot the run uses; when omitted it is
+    taken from the config (or the default config) at submission."""
+
+    dataset_id: int = Field(ge=1)
+    config_id: int | None = Field(default=None, ge=1)
+    params: LoraParams | None = None
+    name: str = Field(default="", max_length=200)
 
 
 def resolve_base_model(name: str) -> str:
@@ -98,7 +110,7 @@ def submit_training(
     try:
         return create_job(TRAIN_KIND, payload)
     except Exception:
-        if saved is not None:
+        if saved is not None and saved.id is not None:
             delete_config(saved.id)
         raise
 
@@ -143,8 +155,10 @@ def record_metrics(job_id: str, points: Sequence[MetricPoint]) -> None:
 def discard_after(job_id: str, step: int) -> None:
     """Forget what an interrupted attempt recorded after its last checkpoint (it will be redone)."""
     with session_scope() as session:
-        session.execute(delete(TrainingMetric).where(TrainingMetric.job_id == job_id, TrainingMetric.step > step))
-    assets.remove_assets([a.id for a in _sample_assets(job_id) if int(a.meta.get("step", 0)) > step])
+        session.execute(delete(TrainingMetric)
+                        .where(col(TrainingMetric.job_id) == job_id, col(TrainingMetric.step) > step))
+    assets.remove_assets([a.id for a in _sample_assets(job_id)
+                          if a.id is not None and int(a.meta.get("step", 0)) > step])
 
 
 @dataclass
@@ -164,15 +178,15 @@ def metric_series(job_id: str, *, max_points: int = 2_000) -> MetricSeries:
     buckets of consecutive steps, so a 100,000-step run still draws quickly."""
     with session_scope() as session:
         count, last = session.execute(
-            select(func.count(), func.max(TrainingMetric.step)).where(TrainingMetric.job_id == job_id)
+            select(func.count(), func.max(col(TrainingMetric.step))).where(col(TrainingMetric.job_id) == job_id)
         ).one()
         if not count:
             return MetricSeries()
         bucket = max(1, -(-int(last) // max_points))
-        group = (TrainingMetric.step - 1) // bucket  # floor division on both SQLite and PostgreSQL
+        group = (col(TrainingMetric.step) - 1) // bucket  # floor division on both SQLite and PostgreSQL
         rows = session.execute(
             select(func.max(TrainingMetric.step), func.avg(TrainingMetric.loss), func.avg(TrainingMetric.lr))
-            .where(TrainingMetric.job_id == job_id).group_by(group).order_by(group)
+            .where(col(TrainingMetric.job_id) == job_id).group_by(group).order_by(group)
         ).all()
     return MetricSeries(
         steps=[int(r[0]) for r in rows], loss=[float(r[1]) for r in rows], lr=[float(r[2]) for r in rows],
@@ -183,7 +197,8 @@ def metric_series(job_id: str, *, max_points: int = 2_000) -> MetricSeries:
 def all_metric_steps(job_id: str) -> list[int]:
     with session_scope() as session:
         return list(session.execute(
-            select(TrainingMetric.step).where(TrainingMetric.job_id == job_id).order_by(TrainingMetric.step)
+            select(col(TrainingMetric.step))
+            .where(col(TrainingMetric.job_id) == job_id).order_by(col(TrainingMetric.step))
         ).scalars())
 
 
@@ -206,8 +221,8 @@ def save_sample(job: Job, *, step: int, prompt_index: int, prompt: str, seed: in
 def _sample_assets(job_id: str) -> list[Asset]:
     with session_scope() as session:
         return list(session.execute(
-            select(Asset).where(Asset.job_id == job_id, Asset.source == AssetSource.SAMPLE)
-            .order_by(Asset.id.desc()).limit(MAX_SAMPLE_ROWS)
+            select(Asset).where(col(Asset.job_id) == job_id, col(Asset.source) == AssetSource.SAMPLE)
+            .order_by(col(Asset.id).desc()).limit(MAX_SAMPLE_ROWS)
         ).scalars())
 
 
@@ -263,7 +278,7 @@ def register_checkpoint(job: Job, *, step: int, directory: Path, final: bool, lo
     label = f"{name} · final" if final else f"{name} · step {step}"
     with session_scope() as session:
         lora = session.execute(
-            select(LoraModel).where(LoraModel.job_id == job.id, LoraModel.step == step)
+            select(LoraModel).where(col(LoraModel.job_id) == job.id, col(LoraModel.step) == step)
         ).scalar_one_or_none()
         if lora is None:
             lora = LoraModel(job_id=job.id, step=step, key=weights_key, family=params.family,
@@ -275,6 +290,7 @@ def register_checkpoint(job: Job, *, step: int, directory: Path, final: bool, lo
         session.add(lora)
         session.flush()
         session.refresh(lora)
+    assert lora.id is not None  # the flush gave the row its id
     assets.record_asset(
         key=weights_key, kind=AssetKind.LORA, source=AssetSource.LORA, content_type="application/octet-stream",
         size_bytes=info.size, job_id=job.id, character_id=job.character_id, dataset_id=dataset_id,
@@ -296,8 +312,8 @@ def prune_checkpoints(job_id: str, *, keep: int) -> list[int]:
     """Delete all but the newest ``keep`` intermediate checkpoints; the final and promoted ones stay."""
     with session_scope() as session:
         loras = list(session.execute(
-            select(LoraModel).where(LoraModel.job_id == job_id, LoraModel.final.is_(False))
-            .order_by(LoraModel.step.desc())
+            select(LoraModel).where(col(LoraModel.job_id) == job_id, col(LoraModel.final).is_(False))
+            .order_by(col(LoraModel.step).desc())
         ).scalars())
     doomed = [lora for lora in loras[keep:] if not lora.promoted]
     for lora in doomed:
@@ -310,11 +326,11 @@ def _remove_lora(lora: LoraModel) -> None:
     store = get_object_store()
     weights_key, state_key = checkpoint_keys(lora.job_id, lora.step)
     store.delete(state_key)
-    if file_asset := assets.find_asset(weights_key):
+    if (file_asset := assets.find_asset(weights_key)) and file_asset.id is not None:
         assets.remove_assets([file_asset.id])
     store.delete(weights_key)
     with session_scope() as session:
-        session.execute(delete(LoraModel).where(LoraModel.id == lora.id))
+        session.execute(delete(LoraModel).where(col(LoraModel.id) == lora.id))
 
 
 def discard_training_states(job_id: str) -> None:
@@ -340,14 +356,14 @@ def list_loras(*, job_id: str | None = None, character_id: int | None = None, pa
     page, page_size = clamp(page, page_size, max_page_size=100)
     conditions = []
     if job_id:
-        conditions.append(LoraModel.job_id == job_id)
+        conditions.append(col(LoraModel.job_id) == job_id)
     if character_id is not None:
-        conditions.append(LoraModel.character_id == character_id)
-    order = LoraModel.step.desc() if job_id else LoraModel.created_at.desc()
+        conditions.append(col(LoraModel.character_id) == character_id)
+    order = col(LoraModel.step).desc() if job_id else col(LoraModel.created_at).desc()
     with session_scope() as session:
         total = session.execute(select(func.count()).select_from(LoraModel).where(*conditions)).scalar_one()
         items = list(session.execute(
-            select(LoraModel).where(*conditions).order_by(order, LoraModel.id.desc())
+            select(LoraModel).where(*conditions).order_by(order, col(LoraModel.id).desc())
             .offset((page - 1) * page_size).limit(page_size)
         ).scalars())
     return Page(items=items, total=int(total), page=page, page_size=page_size)
@@ -363,21 +379,21 @@ def promote_lora(lora_id: int) -> LoraModel:
         lora = session.get(LoraModel, lora_id)
         if lora is None:
             raise NotFound(f"LoRA {lora_id} not found")
-        same_owner = (LoraModel.character_id.is_(None) if lora.character_id is None
-                      else LoraModel.character_id == lora.character_id)
-        session.execute(update(LoraModel).where(LoraModel.promoted.is_(True), same_owner).values(promoted=False))
-        session.execute(update(LoraModel).where(LoraModel.id == lora_id).values(promoted=True))
+        same_owner = (col(LoraModel.character_id).is_(None) if lora.character_id is None
+                      else col(LoraModel.character_id) == lora.character_id)
+        session.execute(update(LoraModel).where(col(LoraModel.promoted).is_(True), same_owner).values(promoted=False))
+        session.execute(update(LoraModel).where(col(LoraModel.id) == lora_id).values(promoted=True))
     return get_lora(lora_id)
 
 
 def promoted_lora(character_id: int | None = None) -> LoraModel | None:
     """The promoted LoRA of a character (or of the studio, for work without a character)."""
     with session_scope() as session:
-        condition = (LoraModel.character_id.is_(None) if character_id is None
-                     else LoraModel.character_id == character_id)
+        condition = (col(LoraModel.character_id).is_(None) if character_id is None
+                     else col(LoraModel.character_id) == character_id)
         return session.execute(
-            select(LoraModel).where(LoraModel.promoted.is_(True), condition)
-            .order_by(LoraModel.created_at.desc()).limit(1)
+            select(LoraModel).where(col(LoraModel.promoted).is_(True), condition)
+            .order_by(col(LoraModel.created_at).desc()).limit(1)
         ).scalar_one_or_none()
 
 
@@ -409,8 +425,9 @@ def _measured_speed(params: LoraParams, *, history: int = 50) -> float | None:
     """Median steps/s of recent successful runs with the same family, base model, resolution and batch size."""
     with session_scope() as session:
         jobs = session.execute(
-            select(Job.payload, Job.result).where(Job.kind == TRAIN_KIND, Job.status == JobStatus.SUCCEEDED)
-            .order_by(Job.created_at.desc()).limit(history)
+            select(col(Job.payload), col(Job.result))
+            .where(col(Job.kind) == TRAIN_KIND, col(Job.status) == JobStatus.SUCCEEDED)
+            .order_by(col(Job.created_at).desc()).limit(history)
         ).all()
     speeds = []
     for payload, result in jobs:
@@ -429,3 +446,13 @@ def estimate_run(params: LoraParams, *, image_count: int, gpu_memory_gib: float 
         seconds=steps / speed if speed else None,
     )
 
+
+assets.remove_loras_with(_remove_lora)  # purging a LoRA file from the library removes its version
+
+
+# --- the job kinds of this domain (core.catalogue loads them all) ---
+
+register(JobSpec(
+    "train", Queue.GPU, TrainPayload, "Trains a LoRA on a dataset (checkpoints, samples, resume).",
+    max_attempts=3, time_limit_s=None, prepare=prepare_train_payload,
+))

@@ -10,20 +10,58 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from core.config import get_settings
 from core.errors import InvalidInput, NotFound
-from core.infra.storage import job_key
-from core.jobs.kinds import VideoPayload, VoicePreviewPayload
+from core.generation.requests import job_images
+from core.infra.storage import get_object_store, job_key
+from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.jobs.lifecycle import create_job, list_jobs
 from core.library import assets
 from core.models import Asset, AssetKind, Job
 from core.pagination import Page
+from core.video.options import Aspect, Fit, LoudnessTarget, Motion, SubtitleStyle, Transition
 from core.video.platform_specs import VIDEO_SPECS
 from core.video.voices import split_sentences, validate_voice
 
 VIDEO_KIND = "video"
 PREVIEW_KIND = "voice-preview"
 PREVIEW_TEXT = "Hi, this is how I sound. Let's make something great today!"
+
+
+class VideoPayload(Payload):
+    """Render a short video from images with a voice-over, subtitles and music. The image list is
+    completed when the job is created (a generation job's images become their ids)."""
+
+    image_asset_ids: list[int] = Field(default_factory=list, max_length=60, description="in order")
+    generation_job_id: str | None = Field(default=None, max_length=32, description="use this job's images")
+    script: str = Field(min_length=1, max_length=5000, description="the voice-over text")
+    voice: str = Field(default="", max_length=300, description="'espeak:en-us', 'vits:<model>'; empty: default")
+    rate_wpm: int = Field(default=165, ge=80, le=400, description="speaking rate, words per minute")
+    aspect: Aspect = "9:16"
+    fit: Fit = "crop"
+    seconds_per_image: float | None = Field(default=None, ge=0.5, le=30.0)
+    total_seconds: float | None = Field(default=None, ge=1.0, le=600.0, description="empty: as long as the voice")
+    motion: Motion = "ken_burns"
+    transition: Transition = "crossfade"
+    transition_seconds: float = Field(default=0.5, ge=0.1, le=2.0)
+    fps: int = Field(default=30, ge=15, le=60)
+    music_asset_id: int | None = Field(default=None, ge=1, description="an audio asset, looped or trimmed")
+    music_gain_db: float = Field(default=-18.0, ge=-40.0, le=0.0)
+    subtitles: SubtitleStyle = Field(default_factory=SubtitleStyle)
+    loudness: LoudnessTarget = Field(default_factory=LoudnessTarget)
+    platforms: list[str] = Field(default_factory=lambda: ["instagram_reels", "youtube_shorts", "tiktok"],
+                                 max_length=8, description="check the output against these platforms' specs")
+    name: str = Field(default="", max_length=200)
+
+
+class VoicePreviewPayload(Payload):
+    """A few seconds of a voice, to listen to before rendering."""
+
+    voice: str = Field(min_length=1, max_length=300)
+    rate_wpm: int = Field(default=165, ge=80, le=400)
+    text: str = Field(default="", max_length=300)
 
 
 def _library_asset(asset_id: int, kind: str, what: str) -> Asset:
@@ -41,8 +79,6 @@ def _library_asset(asset_id: int, kind: str, what: str) -> Asset:
 def _image_ids(payload: VideoPayload) -> list[int]:
     ids = list(payload.image_asset_ids)
     if payload.generation_job_id:
-        from core.generation.requests import job_images
-
         made = [a.id for a in job_images(payload.generation_job_id) if a.id is not None]
         if not made:
             raise InvalidInput(f"generation job {payload.generation_job_id} has no images (yet)")
@@ -96,6 +132,16 @@ def output_keys(job_id: str) -> dict[str, str]:
 
 
 def read_preview(job_id: str) -> bytes:
-    from core.infra.storage import get_object_store
-
     return get_object_store().get_bytes(preview_key(job_id))
+
+
+# --- the job kinds of this domain (core.catalogue loads them all) ---
+
+register(JobSpec(
+    "video", Queue.CPU, VideoPayload, "Renders a short video: motion, voice-over, subtitles, music, loudness.",
+    max_attempts=3, time_limit_s=1800, prepare=prepare_video_payload,
+))
+register(JobSpec(
+    "voice-preview", Queue.CPU, VoicePreviewPayload, "Speaks a short sample with a voice.", max_attempts=1,
+    time_limit_s=120, prepare=prepare_voice_preview,
+))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from core.config import get_settings
 from core.errors import InvalidInput
 
 Engine = Literal["espeak", "vits"]
@@ -146,8 +147,6 @@ def clear_voice_cache() -> None:
 
 
 def _default_vits_model() -> str:
-    from core.config import get_settings
-
     return get_settings().tts_vits_model
 
 
@@ -191,7 +190,7 @@ def parse_voice_id(voice_id: str) -> tuple[Engine, str]:
     engine = engine.strip().lower()
     if engine not in ENGINES:
         raise InvalidInput(f"unknown voice engine {engine!r} in {voice_id!r}; use 'espeak:<voice>' or 'vits:<model>'")
-    return engine, name.strip()  # type: ignore[return-value]
+    return engine, name.strip()
 
 
 def validate_voice(voice_id: str) -> Voice:

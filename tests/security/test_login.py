@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 from core.config import Settings, reload_settings
 from core.infra import auth
 from core.infra.auth import LoginLocked, WrongPassword, attempt_login, hash_password, session_expired
-from core.jobs.queue import get_redis, reset_clients
+from core.infra.redis import get_redis, reset_clients
 from tests.conftest import ROOT, wait_until
 
 pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): lockouts and idle expiry

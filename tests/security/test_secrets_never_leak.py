@@ -38,8 +38,8 @@ from core.db import get_engine, session_scope
 from core.infra.auth import hash_password
 from core.infra.crypto import TokenCipher
 from core.infra.logging_setup import make_handler
+from core.infra.redis import get_redis
 from core.infra.storage import get_object_store, reset_object_store
-from core.jobs.queue import get_redis
 from core.models import Post, PostStatus, SocialAccount
 from core.publishing import posts, social_accounts
 from core.training import runs as training

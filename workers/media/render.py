@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import ffmpeg
+from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.errors import InvalidInput
@@ -263,7 +264,6 @@ def prepare_images(paths: list[Path], tmp: Path) -> list[Path]:
     """Decode every image with PIL (a corrupt or missing file is named in a MediaError) and give ffmpeg a
     safe name for each (no ``%`` patterns, no odd characters): a link to a plain JPEG/PNG, else a PNG copy —
     rotated as its EXIF says (ffmpeg 5.1 ignores EXIF orientation), transparency flattened onto black."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
 
     prepared = []
     for index, path in enumerate(paths):
@@ -497,7 +497,7 @@ def _crossfaded(clips: list[tuple[Any, int]], fade_frames: int, fps: int) -> Any
     clip's first ones. Only those short pieces go through ``xfade``; the rest is joined with ``concat``.
     ffmpeg 5.1's xfade has no 4:2:0 formats, so in a plain xfade chain every frame of the video is converted
     to 4:4:4 and back (~4 ms a frame at 1080×1920, and chroma softened twice); here only the fades are."""
-    pieces = []
+    pieces: list[Any] = []
     for index, (clip, frames) in enumerate(clips):
         head = fade_frames if index > 0 else 0
         tail = fade_frames if index < len(clips) - 1 else 0

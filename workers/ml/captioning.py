@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import InvalidInput, PermanentJobError
+from workers.ml.locks import MODEL_CONSTRUCTION_LOCK
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -45,8 +46,6 @@ class Captioner:
         import torch
         from transformers import AutoConfig, AutoProcessor, BlipForConditionalGeneration
 
-        from workers.ml.preload import MODEL_CONSTRUCTION_LOCK
-
         self.model_name = model
         self.device = device or default_device()
         # Half precision halves memory and roughly doubles throughput on GPUs; CPUs are slow at fp16.
@@ -70,7 +69,8 @@ class Captioner:
         except (OSError, ValueError) as exc:
             # Not found, not a model folder, or a hub id while offline: retrying will not help.
             raise PermanentJobError(f"could not load caption model {model!r}: {exc}") from exc
-        self.model.to(self.device).eval()
+        # transformers wraps Module.to, and its stub misreads the bound call (the model as its first argument).
+        self.model.to(self.device).eval()  # type: ignore[arg-type]
 
     def caption(self, images: Sequence[Image.Image], options: CaptionOptions) -> list[str]:
         """Caption ``images`` in one ``generate`` call; greedy unless ``options.num_beams`` > 1."""

@@ -33,7 +33,7 @@ from PIL import Image
 
 from core.config import get_settings
 from core.errors import PermanentJobError
-from workers.ml.preload import MODEL_CONSTRUCTION_LOCK
+from workers.ml.locks import MODEL_CONSTRUCTION_LOCK
 
 _logger = logging.getLogger("studio.generation")
 
@@ -200,7 +200,7 @@ class LoadedPipeline:
         try:
             if loras:
                 for lora in loras:
-                    with MODEL_CONSTRUCTION_LOCK:  # peft builds layers: see workers/ml/preload.py
+                    with MODEL_CONSTRUCTION_LOCK:  # peft builds layers: see workers/ml/locks.py
                         try:
                             self.pipe.load_lora_weights(str(lora.path.parent), weight_name=lora.path.name,
                                                         adapter_name=lora.name)

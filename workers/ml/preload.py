@@ -3,11 +3,8 @@
 Two hazards, both met by two trainings starting together in one worker:
 
 1. Lazy imports: see ``preload_ml_libraries``.
-2. ``from_pretrained`` builds modules inside accelerate's ``init_empty_weights``, which patches
-   ``torch.nn.Module.register_parameter`` for the whole process: a module another thread builds
-   meanwhile (a model, a LoRA layer) lands on the meta device with no data. Every model load and
-   adapter injection therefore holds ``MODEL_CONSTRUCTION_LOCK``; it is held for seconds while
-   training runs for minutes, so runs still overlap where it matters.
+2. Model construction patches torch process-wide: see ``MODEL_CONSTRUCTION_LOCK`` in
+   ``workers/ml/locks.py``.
 
 Lazy imports:
 
@@ -21,12 +18,9 @@ from __future__ import annotations
 
 import importlib
 import logging
-import threading
 import time
 
 _logger = logging.getLogger("studio.workers")
-
-MODEL_CONSTRUCTION_LOCK = threading.RLock()
 
 # (module, names) that the GPU handlers use; keep in step with workers/ml.
 _CLASSES: dict[str, tuple[str, ...]] = {
@@ -51,6 +45,7 @@ def preload_ml_libraries() -> float:
         module = importlib.import_module(module_name)
         for name in names:
             getattr(module, name)
+    # Heavy (torch at import), so loaded here, in the GPU worker only.
     import workers.ml.generation  # the generation engine
     import workers.ml.training  # noqa: F401  (the trainer's own modules)
 

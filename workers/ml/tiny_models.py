@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 # Bumped whenever a builder changes, so an older build on disk is replaced instead of reused.
 BUILD_VERSION = 1
@@ -164,14 +166,15 @@ def tiny_clip_tokenizer() -> object:
     # The special tokens come last, as in the real vocabulary (so the end-of-text id is the largest, never 2).
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    # transformers annotates merges as strings; the tokenizer takes (left, right) pairs as well.
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)  # type: ignore[arg-type]
 
 
-def _tiny_clip_config(tokenizer: object, *, hidden_size: int = 32, projection_dim: int = 32) -> object:
+def _tiny_clip_config(tokenizer: Any, *, hidden_size: int = 32, projection_dim: int = 32) -> Any:
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
-        vocab_size=len(tokenizer),  # type: ignore[arg-type]
+        vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
@@ -180,9 +183,9 @@ def _tiny_clip_config(tokenizer: object, *, hidden_size: int = 32, projection_di
         projection_dim=projection_dim,
         hidden_act="quick_gelu",
         # Pooling takes the hidden state at the eos token; the ids must be the tokenizer's.
-        bos_token_id=tokenizer.bos_token_id,  # type: ignore[attr-defined]
-        eos_token_id=tokenizer.eos_token_id,  # type: ignore[attr-defined]
-        pad_token_id=tokenizer.pad_token_id,  # type: ignore[attr-defined]
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
 
 
@@ -328,8 +331,6 @@ def build_tiny_whisper(path: Path, *, seed: int = 0) -> Path:
     path = Path(path)
     if _is_complete(path, "whisper", seed):
         return path / TINY_WHISPER_FILE
-
-    from dataclasses import asdict
 
     import torch
     from whisper.model import ModelDimensions, Whisper

@@ -14,6 +14,7 @@ from typing import Any
 
 from core.errors import InvalidInput, PermanentJobError
 from core.video.options import Word
+from workers.ml.locks import MODEL_CONSTRUCTION_LOCK
 
 SAMPLE_RATE = 16_000  # whisper resamples everything to 16 kHz mono
 # The smallest released model ("tiny") is 384 wide; anything narrower is a test model with random
@@ -31,8 +32,6 @@ class WhisperModel:
     def __init__(self, model: str, device: str | None = None, *, download_root: str | None = None) -> None:
         import torch
         import whisper
-
-        from workers.ml.preload import MODEL_CONSTRUCTION_LOCK
 
         self.model_name = model
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -26,6 +26,7 @@ import numpy as np
 from core.errors import InvalidInput, PermanentJobError
 from core.video.options import Word
 from core.video.voices import DEFAULT_RATE_WPM, parse_voice_id, split_sentences, validate_rate, validate_voice
+from workers.ml.locks import MODEL_CONSTRUCTION_LOCK
 
 OUTPUT_SAMPLE_RATE = 48_000
 DEFAULT_PAUSE_S = 0.3
@@ -271,8 +272,6 @@ class VitsSynthesizer:
         import torch
         from transformers import AutoConfig, AutoTokenizer, VitsModel
 
-        from workers.ml.preload import MODEL_CONSTRUCTION_LOCK
-
         self.model_name = model
         self.voice_id = f"vits:{model}"
         self.device = device or default_device()
@@ -290,7 +289,8 @@ class VitsSynthesizer:
                 self.model: Any = VitsModel.from_pretrained(source)
         except (OSError, ValueError) as exc:
             raise PermanentJobError(f"could not load VITS model {model!r}: {exc}") from exc
-        self.model.to(self.device).eval()
+        # transformers wraps Module.to, and its stub misreads the bound call (the model as its first argument).
+        self.model.to(self.device).eval()  # type: ignore[arg-type]
         self.sample_rate = int(self.model.config.sampling_rate)
         self._torch = torch
 

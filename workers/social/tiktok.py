@@ -311,6 +311,7 @@ class TikTokClient(PlatformClient):
                      "a new init will be made")
             return None
         if status == "PROCESSING_UPLOAD" and not whole:
+            assert uploaded is not None  # not whole: TikTok said how many bytes it has
             chunk = int(state.get("chunk_size") or 0)
             state["upload_offset"] = int(uploaded) // chunk * chunk if chunk else 0
             self.log(f"tiktok: the upload had not finished; it will resume at byte {state['upload_offset']}")

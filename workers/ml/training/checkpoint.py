@@ -6,7 +6,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -23,7 +23,8 @@ def checkpoint_dir(work_dir: Path, step: int) -> Path:
 
 def rng_states(device: str) -> dict[str, Any]:
     """Every random generator a step could touch, as tensors and plain values (safe to load)."""
-    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    # The legacy state is a tuple (numpy's stubs also allow the dict of legacy=False).
+    kind, keys, position, has_gauss, gauss = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),

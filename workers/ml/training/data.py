@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from workers.ml.training.api import TrainerError, TrainingExample
 
@@ -114,7 +114,6 @@ def prepare_images(examples: Sequence[TrainingExample], resolution: int) -> list
 
 def load_crop(image: PreparedImage) -> np.ndarray:
     """The image's training crop as float32 HWC in [-1, 1]."""
-    from PIL import ImageOps
 
     with Image.open(image.path) as opened:
         picture = ImageOps.exif_transpose(opened).convert("RGB")

@@ -17,14 +17,14 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from core.training.params import WEIGHTS_FILE
-from workers.ml.preload import MODEL_CONSTRUCTION_LOCK
+from workers.ml.locks import MODEL_CONSTRUCTION_LOCK
 from workers.ml.training.api import (
     SampleImage,
     TrainerConfig,
@@ -141,7 +141,7 @@ class LoraTrainer:
         if self._on_cuda:
             # TF32 matmuls (cuDNN convolutions use it by default): faster fp32 parts on Ampere+, ample precision.
             torch.set_float32_matmul_precision("high")
-        with MODEL_CONSTRUCTION_LOCK:  # see workers/ml/preload.py: module building is process-global state
+        with MODEL_CONSTRUCTION_LOCK:  # see workers/ml/locks.py: module building is process-global state
             components = load_components(self.config.base_model, self.params.family, device=self.device,
                                          weight_dtype=self.weight_dtype)
             add_lora(components, self.params)
@@ -429,8 +429,9 @@ class LoraTrainer:
                 hidden, pooled = encode_tokens(components, ids)
         else:
             hidden = torch.stack([self.text_embeddings[c][0] for c in captions]).to(self.device)
-            pooled = torch.stack([self.text_embeddings[c][1] for c in captions]).to(self.device) \
-                if components.is_sdxl else None
+            # SDXL's cached embeddings always carry the pooled one (only SD 1.x's are None).
+            pooled = torch.stack(cast("list[torch.Tensor]", [self.text_embeddings[c][1] for c in captions])) \
+                .to(self.device) if components.is_sdxl else None
         if not components.is_sdxl:
             return hidden, None
         # SDXL's micro-conditioning, as its pipeline builds it: (original h, w, crop top, left, target h, w).

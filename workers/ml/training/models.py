@@ -24,19 +24,21 @@ _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 class Components:
     """One Stable Diffusion model, split into the parts training needs (SD 1.x: one text encoder)."""
 
+    # The models are diffusers/transformers classes, typed Any: their mixins' methods (add_adapter, config,
+    # gradient checkpointing) resolve through torch.nn.Module.__getattr__ for a type checker.
     family: str
     tokenizers: list[Any]
-    text_encoders: list[torch.nn.Module]
-    vae: torch.nn.Module
-    unet: torch.nn.Module
+    text_encoders: list[Any]
+    vae: Any
+    unet: Any
     noise_scheduler: Any
-    trained_text_encoders: list[torch.nn.Module] = field(default_factory=list)
+    trained_text_encoders: list[Any] = field(default_factory=list)
 
     @property
     def is_sdxl(self) -> bool:
         return self.family == "sdxl"
 
-    def lora_modules(self) -> dict[str, torch.nn.Module]:
+    def lora_modules(self) -> dict[str, Any]:
         """Name → module for every module with a LoRA adapter, named as save_lora_weights expects."""
         modules = {"unet": self.unet}
         names = ["text_encoder", "text_encoder_2"]
@@ -123,12 +125,13 @@ def add_lora(components: Components, params: LoraParams) -> None:
 
     # The gaussian init draws from the global generator: seeding it makes the start a function of the seed.
     torch.manual_seed(params.seed)
-    components.unet.add_adapter(LoraConfig(r=params.rank, lora_alpha=params.alpha, init_lora_weights="gaussian",
-                                           target_modules=UNET_TARGETS))
+    # peft annotates lora_alpha as int; it scales by alpha / r and takes any number.
+    components.unet.add_adapter(LoraConfig(r=params.rank, lora_alpha=params.alpha,  # type: ignore[arg-type]
+                                           init_lora_weights="gaussian", target_modules=UNET_TARGETS))
     if params.train_text_encoder:
         for encoder in components.text_encoders:
-            encoder.add_adapter(LoraConfig(r=params.rank, lora_alpha=params.alpha, init_lora_weights="gaussian",
-                                           target_modules=TEXT_ENCODER_TARGETS))
+            encoder.add_adapter(LoraConfig(r=params.rank, lora_alpha=params.alpha,  # type: ignore[arg-type]
+                                           init_lora_weights="gaussian", target_modules=TEXT_ENCODER_TARGETS))
         components.trained_text_encoders = list(components.text_encoders)
     # Adam's updates on fp16/bf16 parameters would round away; only the (small) LoRA weights are upcast.
     cast_training_params([components.unet, *components.trained_text_encoders], dtype=torch.float32)

@@ -1,0 +1,58 @@
+"""The dataset picker the Datasets, Captions and Training pages share: filters, a paginated table of
+datasets, and the dataset to open (kept across pages)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.datasets import datasets
+from core.datasets.datasets import DatasetStatus, SortField
+from core.errors import StudioError
+from core.jobs import lifecycle as jobs
+from core.models import Dataset, DatasetKind
+
+SELECTED = "datasets.selected"  # the open dataset's id, shared by the pages that pick one
+
+SORTS: dict[SortField, str] = {"created": "Created", "updated": "Updated", "name": "Name", "images": "Image count"}
+
+
+def dataset_picker(prefix: str) -> Dataset | None:
+    """Filters, a paginated table of datasets and a picker; returns the chosen dataset."""
+    # Once a dataset is open, the list folds away so the work on it gets the screen.
+    with st.expander("Find a dataset", expanded=SELECTED not in st.session_state):
+        columns = st.columns([3, 2, 2, 2, 1, 1])
+        search = columns[0].text_input("Search", key=f"{prefix}.search", placeholder="name or trigger word")
+        status = columns[1].selectbox("Status", ["any", *DatasetStatus.ALL], key=f"{prefix}.status")
+        kind = columns[2].selectbox("Kind", ["any", *[k.value for k in DatasetKind]], key=f"{prefix}.kind")
+        sort = columns[3].selectbox("Sort by", list(SORTS), format_func=SORTS.__getitem__, key=f"{prefix}.sort")
+        descending = columns[4].toggle("Desc.", value=True, key=f"{prefix}.desc")
+        page_size = columns[5].selectbox("Per page", [10, 25, 50, 100], index=1, key=f"{prefix}.page_size")
+        page = datasets.list_datasets(
+            status=None if status == "any" else status,
+            kind=None if kind == "any" else kind, search=search or None, sort=sort, descending=descending,
+            page=st.session_state.get(f"{prefix}.list_page", 1), page_size=page_size,
+        )
+        if not page.items:
+            st.info("No datasets match. Create one above, or the demo dataset to try the studio offline.")
+        st.dataframe(
+            [{"name": d.name, "status": d.status, "kind": d.kind, "trigger word": d.trigger_word,
+              "images": d.image_count, "updated": jobs.aware(d.updated_at)} for d in page.items],
+            hide_index=True,
+            column_config={"updated": st.column_config.DatetimeColumn("updated (UTC)", format="YYYY-MM-DD HH:mm")},
+        )
+        st.number_input(f"Page (of {page.pages}) · {page.total} dataset(s)", 1, page.pages,
+                        key=f"{prefix}.list_page")
+    by_id = {d.id: d for d in page.items}
+    wanted = st.session_state.get(SELECTED) or st.session_state.get(f"{prefix}.dataset_id")
+    if wanted not in by_id and wanted is not None:
+        try:
+            by_id = {wanted: datasets.get_dataset(wanted), **by_id}  # keep a dataset chosen on another page
+        except StudioError:
+            pass
+    if not by_id:
+        return None
+    ids = list(by_id)
+    chosen = st.selectbox("Open dataset", ids, index=ids.index(wanted) if wanted in ids else 0,
+                          format_func=lambda i: by_id[i].name, key=f"{prefix}.open")
+    st.session_state[SELECTED] = chosen
+    return by_id[chosen]

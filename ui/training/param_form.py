@@ -1,0 +1,113 @@
+"""The form of every LoraParams field, grouped in expanders; the wizard's Parameters step and the
+configs section draw it under their own key prefix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from core.training import views as training_views
+from core.training.views import FieldSpec
+
+# Presentation only: the fields, ranges and help texts themselves come from LoraParams.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "Model": ("family", "base_model", "resolution"),
+    "Duration": ("duration_unit", "steps", "epochs", "batch_size"),
+    "Optimisation": ("learning_rate", "optimizer", "lr_scheduler", "warmup_steps", "weight_decay", "max_grad_norm"),
+    "LoRA": ("rank", "alpha", "train_text_encoder", "text_encoder_lr"),
+    "Loss & noise": ("min_snr_gamma", "noise_offset", "caption_dropout"),
+    "Speed & memory": ("mixed_precision", "gradient_checkpointing", "seed"),
+    "Samples & checkpoints": ("sample_every", "sample_steps", "sample_guidance", "sample_seed", "checkpoint_every",
+                              "keep_checkpoints", "sample_prompts"),
+}
+OPEN_GROUPS = ("Model", "Duration", "LoRA")
+LABELS = {"lr_scheduler": "LR scheduler", "min_snr_gamma": "Min-SNR gamma", "text_encoder_lr": "Text-encoder LR",
+          "max_grad_norm": "Max gradient norm", "base_model": "Base model (hub id or folder)"}
+
+
+def field_label(name: str) -> str:
+    return LABELS.get(name, name.replace("_", " ").capitalize())
+
+
+def _widget_value(spec: FieldSpec, value: Any) -> Any:
+    """A stored value as its widget wants it: the right type, inside the widget's range."""
+    if spec.kind == "choice":
+        return value if value in spec.options else spec.options[0]
+    if spec.kind == "lines":
+        return "\n".join(value or [])
+    if spec.kind in ("int", "float", "optional_float"):
+        if value is None:
+            return None if spec.kind == "optional_float" else spec.minimum
+        number = int(value) if spec.kind == "int" else float(value)
+        low = spec.minimum if spec.minimum is not None else number
+        high = spec.maximum if spec.maximum is not None else number
+        return type(number)(min(max(number, low), high))
+    if spec.kind == "bool":
+        return bool(value)
+    return "" if value is None else str(value)
+
+
+def _inactive(name: str, values: dict[str, Any]) -> bool:
+    """Fields that the values chosen so far make irrelevant (drawn, but greyed out)."""
+    return ((name == "steps" and values.get("duration_unit") == "epochs")
+            or (name == "epochs" and values.get("duration_unit") == "steps")
+            or (name == "text_encoder_lr" and values.get("train_text_encoder") is False))
+
+
+def _field(spec: FieldSpec, key: str, values: dict[str, Any]) -> Any:
+    label, disabled = field_label(spec.name), _inactive(spec.name, values)
+    if spec.kind == "choice":
+        return st.selectbox(label, spec.options, format_func=spec.option_label, key=key, help=spec.help,
+                            disabled=disabled)
+    if spec.kind == "bool":
+        return st.toggle(label, key=key, help=spec.help, disabled=disabled)
+    if spec.kind == "int":
+        return st.number_input(label, min_value=int(spec.minimum or 0), max_value=int(spec.maximum or 2**31),
+                               step=int(spec.step or 1), key=key, help=spec.help, disabled=disabled)
+    if spec.kind == "optional_float":  # empty turns the setting off
+        return st.number_input(label, min_value=spec.minimum, max_value=spec.maximum, value=None, step=spec.step,
+                               format=spec.number_format, key=key, disabled=disabled,
+                               help=spec.help + " Leave empty to turn it off.")
+    if spec.kind == "float":
+        return st.number_input(label, min_value=spec.minimum, max_value=spec.maximum, step=spec.step,
+                               format=spec.number_format, key=key, disabled=disabled, help=spec.help)
+    if spec.kind == "lines":
+        text = st.text_area(label, key=key, help=f"{spec.help} One per line, at most {spec.max_length}.",
+                            disabled=disabled, height=90)
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    return st.text_input(label, key=key, help=spec.help, max_chars=spec.max_length, disabled=disabled)
+
+
+def param_form(prefix: str, initial: dict[str, Any]) -> dict[str, Any]:
+    """Every LoraParams field, grouped in expanders and prefilled from ``initial``; returns the raw
+    values (``parse_params`` validates them). Keys are ``<prefix>.<field>``: a new prefix, a fresh form."""
+    specs = training_views.field_specs()
+    grouped = {name for names in GROUPS.values() for name in names}
+    groups = {**GROUPS, "Other": tuple(name for name in specs if name not in grouped)}
+    values: dict[str, Any] = {}
+    for group, names in groups.items():
+        if not names:
+            continue
+        with st.expander(group, expanded=group in OPEN_GROUPS):
+            columns = st.columns(3)
+            for index, name in enumerate(n for n in names if specs[n].kind != "lines"):
+                key = f"{prefix}.{name}"
+                if key not in st.session_state:
+                    st.session_state[key] = _widget_value(specs[name], initial.get(name))
+                with columns[index % 3]:
+                    values[name] = _field(specs[name], key, values)
+            for name in (n for n in names if specs[n].kind == "lines"):
+                key = f"{prefix}.{name}"
+                if key not in st.session_state:
+                    st.session_state[key] = _widget_value(specs[name], initial.get(name))
+                values[name] = _field(specs[name], key, values)
+    wanted = initial.get("optimizer")
+    if wanted and wanted != values.get("optimizer"):
+        st.caption(f"The config asks for the {wanted!r} optimizer, which is not installed here.")
+    return values
+
+
+def forget_form(prefix: str) -> None:
+    for key in [k for k in st.session_state if str(k).startswith(f"{prefix}.")]:
+        del st.session_state[key]
