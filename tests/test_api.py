@@ -10,9 +10,11 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from api.routes import api_routes
+from core.datasets.datasets import create_dataset, import_files
 from core.db import session_scope
 from core.models import Job
 from tests.conftest import TEST_API_TOKEN
+from tests.factories import image_bytes
 
 AUTH = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
 
@@ -150,9 +152,6 @@ def test_a_job_naming_a_missing_thing_in_its_body_is_422_naming_the_field(client
 
 
 def test_a_missing_dataset_gets_the_same_answer_from_the_jobs_and_the_pipeline_routes(client):
-    from core.datasets.datasets import create_dataset, import_files
-    from tests.factories import image_bytes
-
     dataset = create_dataset(name="Ava")
     import_files(dataset.id, [("a.png", image_bytes(seed=1))])
     missing = dataset.id + 100

@@ -25,8 +25,10 @@ from core.automation import pipelines
 from core.config import reload_settings
 from core.db import session_scope
 from core.infra.signing import sign
+from core.jobs.lifecycle import execute_job
 from core.models import Job, JobStatus, LoraModel, Pipeline, PipelineNotification, utcnow
 from core.pagination import MAX_PAGE
+from core.publishing.planning import run_plan
 from core.publishing.production import production_job_finished
 from tests.conftest import TEST_API_TOKEN
 from tests.factories import days_from_today, upcoming_week
@@ -652,12 +654,9 @@ def test_a_pipeline_without_a_notify_url_writes_no_notifications(client, dataset
 
 def _at_production(client: TestClient, **changes: Any) -> str:
     """A content pipeline whose plan job ran (in this process): now at production, its jobs queued."""
-    from core.jobs import lifecycle as jobs
-    from core.publishing.planning import run_plan
-
     pipeline_id = _start(client, _content(**changes), kind="content")["id"]
     [plan] = _stage_jobs(pipeline_id, "planning")
-    jobs.execute_job(plan.id, run_plan)
+    execute_job(plan.id, run_plan)
     pipelines.advance_pipeline(pipeline_id)
     assert pipelines.get_pipeline(pipeline_id).stage == "production"
     return pipeline_id
