@@ -13,8 +13,9 @@ from pydantic import BaseModel, Field
 from sqlmodel import select
 
 from core.db import session_scope
-from core.errors import InvalidInput, PermanentJobError, is_transient
+from core.errors import InvalidInput, PermanentJobError
 from core.infra.http_retry import RetriesExhausted, RetryPolicy
+from core.jobs.retry import is_transient
 from core.models import ContentPlan, LlmCall
 from core.publishing.llm import LlmClient, LlmError, LlmOutputInvalid, extract_json, record_calls, usage_summary
 from tests.fakes.openai import FakeOpenAI, Reply

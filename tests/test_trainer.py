@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from core.jobs.retry import is_transient
 from core.training.params import LoraParams
 from tests.factories import image_bytes
 from workers.ml.training import (
@@ -302,8 +303,6 @@ def test_a_missing_optional_optimizer_fails_naming_its_package(tiny_models, exam
 
 
 def test_a_base_model_that_cannot_be_loaded_fails_clearly_and_permanently(tiny_models, examples, tmp_path):
-    from core.errors import is_transient
-
     cases = (("sd15", tmp_path / "no-such-model", "could not load base model"),
              ("sdxl", tiny_models["sd15"], "not an SDXL model"))
     for family, model, message in cases:
