@@ -14,7 +14,7 @@ from core.jobs.kinds import all_specs
 from core.models import Job, JobStatus
 from core.pagination import Page
 from ui.feedback import job_action, show_flash
-from ui.widgets import live_log, status_badge
+from ui.widgets import live_log, pick, status_badge
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 SELECTED = "jobs.selected"  # the job to open (set by the test-job form and the Assets page's "Open on Jobs")
@@ -104,10 +104,8 @@ def job_table(query: JobQuery, listed: Page[Job]) -> None:
 
 
 def job_picker(listed: Page[Job]) -> str:
-    ids = [job.id for job in listed.items]
-    selected = st.session_state.get(SELECTED)
-    default_index = ids.index(selected) if selected in ids else 0
-    return str(st.selectbox("Open job", ids, index=default_index, format_func=lambda i: f"{i[:8]}", key="jobs.open"))
+    return str(pick("Open job", [job.id for job in listed.items], lambda i: f"{i[:8]}", state=SELECTED,
+                    key="jobs.open"))
 
 
 @st.fragment(run_every=2)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import streamlit as st
 
@@ -34,6 +34,22 @@ def stored_id(row: _Stored) -> int:
     if row.id is None:
         raise ValueError(f"{type(row).__name__} has no id: it was never saved")
     return row.id
+
+
+def pick(label: str, options: list[Any], labels: Callable[[Any], str], *, state: str, key: str) -> Any:
+    """A selectbox that follows ``state`` (which other code may change) and writes the user's choice back.
+
+    A keyed selectbox keeps its own value across reruns and ignores ``index=``: code that opens something
+    (a dataset just created, a job just queued) must set ``state``, and this makes the box show it."""
+    if st.session_state.get(state) in options:
+        st.session_state[key] = st.session_state[state]
+
+    def remember() -> None:
+        st.session_state[state] = st.session_state[key]
+
+    chosen = st.selectbox(label, options, format_func=labels, key=key, on_change=remember)
+    st.session_state[state] = chosen
+    return chosen
 
 
 def status_badge(status: str) -> None:

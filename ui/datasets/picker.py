@@ -10,6 +10,7 @@ from core.datasets.datasets import DatasetStatus, SortField
 from core.errors import StudioError
 from core.jobs import lifecycle as jobs
 from core.models import Dataset, DatasetKind
+from ui.widgets import pick
 
 SELECTED = "datasets.selected"  # the open dataset's id, shared by the pages that pick one
 
@@ -51,8 +52,7 @@ def dataset_picker(prefix: str) -> Dataset | None:
             pass
     if not by_id:
         return None
-    ids = list(by_id)
-    chosen = st.selectbox("Open dataset", ids, index=ids.index(wanted) if wanted in ids else 0,
-                          format_func=lambda i: by_id[i].name, key=f"{prefix}.open")
-    st.session_state[SELECTED] = chosen
+    if wanted in by_id:
+        st.session_state[SELECTED] = wanted
+    chosen = pick("Open dataset", list(by_id), lambda i: by_id[i].name, state=SELECTED, key=f"{prefix}.open")
     return by_id[chosen]

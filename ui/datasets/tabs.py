@@ -16,11 +16,14 @@ from ui.datasets.gallery import render_import_report
 from ui.widgets import status_badge
 
 
-def upload_tab(dataset_id: int) -> None:
+def upload_tab(dataset: Dataset, dataset_id: int) -> None:
+    """The uploader names the dataset it fills, and is its own per dataset: files picked while another
+    dataset was open are never imported into this one."""
     generation = st.session_state.setdefault("datasets.upload_generation", 0)
+    st.caption(f"Uploads go into the dataset **{dataset.name}**.")
     files = st.file_uploader("Images (JPEG, PNG, WebP) or one zip", type=["jpg", "jpeg", "png", "webp", "zip"],
-                             accept_multiple_files=True, key=f"datasets.upload.{generation}")
-    if st.button("Import", key="datasets.import", disabled=not files):
+                             accept_multiple_files=True, key=f"datasets.upload.{dataset_id}.{generation}")
+    if st.button(f"Import into {dataset.name}", key="datasets.import", disabled=not files):
         with st.spinner("Checking and storing images…"):
             report = datasets.import_files(dataset_id, [(f.name, f.getvalue()) for f in files or []])
         st.session_state["datasets.last_report"] = report

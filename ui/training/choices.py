@@ -1,11 +1,9 @@
-"""Pickers the Training page's sections share: the chosen dataset and config, a selectbox that follows
-state other code changes, and a pager that stays in range."""
+"""Pickers the Training page's sections share: the chosen dataset and config, and a pager that stays in
+range (the selectbox that follows state other code changes is ``ui.widgets.pick``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import streamlit as st
 
@@ -25,19 +23,6 @@ def clamp_page(key: str, pages: int) -> bool:
         st.session_state[key] = pages
         return True
     return False
-
-
-def pick(label: str, options: list[Any], labels: Callable[[Any], str], *, state: str, key: str) -> Any:
-    """A selectbox that follows ``state`` (which other code may change) and writes the user's choice back."""
-    if st.session_state.get(state) in options:
-        st.session_state[key] = st.session_state[state]
-
-    def remember() -> None:
-        st.session_state[state] = st.session_state[key]
-
-    chosen = st.selectbox(label, options, format_func=labels, key=key, on_change=remember)
-    st.session_state[state] = chosen
-    return chosen
 
 
 def runs_offline(params: LoraParams) -> bool:

@@ -20,9 +20,10 @@ from core.training.configs import (
 )
 from core.training.params import LoraParams
 from ui.feedback import flash, run_action, show_flash
-from ui.training.choices import chosen_config, clamp_page, config_label, pick
+from ui.training.choices import chosen_config, clamp_page, config_label
 from ui.training.navigation import FLASH
 from ui.training.param_form import forget_form, param_form
+from ui.widgets import pick
 
 
 def _clone(config_id: int) -> str:

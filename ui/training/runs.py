@@ -23,9 +23,9 @@ from core.training import views as training_views
 from core.training.configs import get_config
 from ui import page_paths
 from ui.feedback import job_action, run_action, show_flash
-from ui.training.choices import clamp_page, pick
+from ui.training.choices import clamp_page
 from ui.training.navigation import FLASH, LIVE_FLASH, RUN, link_run
-from ui.widgets import live_log, status_badge
+from ui.widgets import live_log, pick, status_badge
 
 RUN_TABS = ("Loss", "Samples", "Checkpoints", "Log", "Settings")
 SAMPLE_COLUMNS = 6  # sample steps per row of the grid (and the default: the newest ones)

@@ -22,10 +22,10 @@ from core.training.params import LoraParams, parse_params
 from ui import page_paths
 from ui.datasets.picker import dataset_picker
 from ui.feedback import flash
-from ui.training.choices import CONFIG, DATASET, chosen_config, config_label, pick, runs_offline
+from ui.training.choices import CONFIG, DATASET, chosen_config, config_label, runs_offline
 from ui.training.navigation import FLASH, GOTO, RUN
 from ui.training.param_form import field_label, forget_form, param_form
-from ui.widgets import stored_id
+from ui.widgets import pick, stored_id
 
 _ANNOUNCED = "training.wizard.announced"  # the preselected dataset already confirmed
 _STEP = "training.wizard.step"
