@@ -86,8 +86,11 @@ def live_queues_and_workers() -> None:
 
 
 def _bar(kinds: list[str], values: list[float], title: str, fmt: str) -> go.Figure:
+    """Bars of counts or rates, on an axis from 0 (left to autorange, all-zero bars get one from −1)
+    with headroom for the values written above the bars."""
     figure = go.Figure(go.Bar(x=kinds, y=values, texttemplate=fmt, textposition="outside"))
     figure.update_layout(title=title, height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    figure.update_yaxes(range=[0, max(values, default=0.0) * 1.2 or 1.0], rangemode="nonnegative")
     return figure
 
 

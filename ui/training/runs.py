@@ -151,7 +151,7 @@ def loss_figure(series: training.MetricSeries, smoothing: float) -> go.Figure:
     figure.add_trace(go.Scatter(x=series.steps, y=series.lr, name="learning rate", mode="lines",
                                 line={"dash": "dot", "width": 1}), secondary_y=True)
     figure.update_xaxes(title_text="step")
-    figure.update_yaxes(title_text="loss", secondary_y=False)
+    figure.update_yaxes(title_text="loss", secondary_y=False, rangemode="nonnegative")  # a loss is never below 0
     # From zero: a constant learning rate would otherwise get an axis of meaningless (even negative) ticks.
     top = max(series.lr, default=0.0) * 1.1 or 1.0
     figure.update_yaxes(title_text="learning rate", secondary_y=True, tickformat=".1e", showgrid=False,
