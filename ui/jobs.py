@@ -14,6 +14,7 @@ from core.jobs.kinds import all_specs
 from core.models import Job, JobStatus
 from core.pagination import Page
 from ui.feedback import job_action, show_flash
+from ui.text import literal
 from ui.widgets import live_log, pick, status_badge
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
@@ -52,9 +53,9 @@ def _enqueue(kind: str, payload_text: str) -> None:
         st.session_state[SELECTED] = job.id
         st.toast(f"Job {job.id[:8]} queued")
     except json.JSONDecodeError as error:
-        st.error(f"The payload is not valid JSON: {error}")
+        st.error(f"The payload is not valid JSON: {literal(error)}")
     except StudioError as error:
-        st.error(str(error))
+        st.error(literal(error))
 
 
 def job_filters() -> JobQuery:
@@ -119,10 +120,10 @@ def job_detail(job_id: str) -> None:
         head[2].button("Cancel", key="jobs.cancel", on_click=job_action, args=(_ACTION_ERROR, jobs.cancel_job, job.id))
     if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
         head[3].button("Retry", key="jobs.retry", on_click=job_action, args=(_ACTION_ERROR, jobs.retry_job, job.id))
-    show_flash(_ACTION_ERROR, escape=False)
-    st.progress(job.progress, text=job.progress_message or job.stage or job.status)
+    show_flash(_ACTION_ERROR)
+    st.progress(job.progress, text=literal(job.progress_message or job.stage or job.status))
     if job.error:
-        st.error(f"Failed at stage '{job.error_stage}': {job.error}")
+        st.error(f"Failed at stage '{literal(job.error_stage)}': {literal(job.error)}")
     st.caption(f"Job {job.id} · queue {job.queue} · attempt {job.attempts}/{job.max_attempts} · "
                f"worker {job.worker or '—'}")
 

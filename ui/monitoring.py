@@ -10,6 +10,7 @@ from core.jobs import lifecycle as jobs
 from core.models import JobStatus
 from core.reports import monitoring
 from ui.feedback import job_action, show_flash
+from ui.text import literal
 
 REFRESH_S = 5
 _ACTION_ERROR = "monitoring.action_error"
@@ -32,7 +33,7 @@ def _gib(value: float) -> str:
 
 
 def _show_action_error() -> None:
-    show_flash(_ACTION_ERROR, escape=False)
+    show_flash(_ACTION_ERROR)
 
 
 def queues_section() -> None:
@@ -40,7 +41,7 @@ def queues_section() -> None:
     try:
         stats = monitoring.queue_stats()
     except StudioError as error:
-        st.error(str(error))
+        st.error(literal(error))
         return
     columns = st.columns(len(stats))
     for column, stat in zip(columns, stats, strict=True):
@@ -55,7 +56,7 @@ def workers_section() -> None:
     try:
         workers = monitoring.worker_stats()
     except StudioError as error:
-        st.error(str(error))
+        st.error(literal(error))
         return
     if not workers:
         st.info("No worker is running. Start them with `python -m workers run`.")

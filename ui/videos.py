@@ -16,6 +16,7 @@ from core.models import Job, JobStatus
 from core.video import requests as videos
 from core.video.options import ASPECT_LABELS, LoudnessTarget, SubtitleStyle
 from core.video.voices import list_voices
+from ui.text import literal
 from ui.widgets import VIDEO_HANDOFF_KEY, live_job_list, status_badge, stored_id
 
 IMAGES = "videos.images"
@@ -84,7 +85,7 @@ def _preview(voice: str, rate: int) -> None:
     try:
         job = videos.submit_voice_preview(voice=voice, rate_wpm=rate)
     except StudioError as error:
-        st.error(str(error))
+        st.error(literal(error))
         return
     with st.spinner("Speaking…"):
         deadline = time.monotonic() + 30
@@ -93,7 +94,7 @@ def _preview(voice: str, rate: int) -> None:
     if job.status == JobStatus.SUCCEEDED:
         st.audio(videos.read_preview(job.id), format="audio/wav")
     else:
-        st.warning(job.error or "The preview did not finish in 30 s: is a CPU worker running?")
+        st.warning(literal(job.error or "The preview did not finish in 30 s: is a CPU worker running?"))
 
 
 def _look() -> dict[str, Any]:
@@ -162,7 +163,7 @@ def request_form() -> None:
             job = videos.submit_video(image_asset_ids=images, script=st.session_state.get(SCRIPT, ""), voice=voice,
                                       rate_wpm=rate, subtitles=subtitles, platforms=platforms, **look, **sound)
         except StudioError as error:
-            st.error(str(error))
+            st.error(literal(error))
             return
         st.session_state[_PAGE] = 1
         st.toast(f"Rendering: job {job.id[:8]}")
@@ -173,12 +174,12 @@ def _render_block(job: Job) -> None:
         status_badge(job.status)
         st.text(job.payload.get("script", "")[:200])
         if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
-            st.progress(job.progress, text=job.progress_message or "waiting for a CPU worker…")
+            st.progress(job.progress, text=literal(job.progress_message or "waiting for a CPU worker…"))
             if st.button("Cancel", key=f"videos.cancel.{job.id}"):
                 cancel_job(job.id)
             return
         if job.status == JobStatus.FAILED:
-            st.error(job.error or "failed")
+            st.error(literal(job.error or "failed"))
             return
         result = job.result or {}
         if (video_id := result.get("video_asset_id")) is None:
@@ -193,7 +194,7 @@ def _render_block(job: Job) -> None:
         for platform, problems in (result.get("spec_report") or {}).items():
             name = PLATFORMS.get(platform, platform)
             if problems:  # each problem already names its platform
-                st.warning("; ".join(problems))
+                st.warning(literal("; ".join(problems)))
             else:
                 st.success(f"{name}: meets the specs")
 

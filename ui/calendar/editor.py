@@ -18,7 +18,8 @@ from ui.calendar.clock import studio_zone, when_text
 from ui.calendar.media import media_picker
 from ui.calendar.post_form import DEFAULT_ACCOUNT, edit_key, form_values, post_form, sync_form
 from ui.calendar.state import EDITOR_FLASH, PAGE_FLASH, close_panel
-from ui.feedback import Refused, escape_markdown, run_action, show_flash
+from ui.feedback import Refused, run_action, show_flash
+from ui.text import literal
 from ui.widgets import status_badge
 
 # --- the editor: actions ------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ def _post_status(post_id: int, status: str, production_status: str | None) -> No
         if post.publish_job_id:
             st.caption(f"Publish job {post.publish_job_id[:8]}")
         if post.error:
-            st.error(escape_markdown(post.error))
+            st.error(literal(post.error))
         if post.status == PostStatus.PUBLISHED:
             _published(post)
 
@@ -190,7 +191,7 @@ def _preview(post: Post, tz: ZoneInfo) -> None:
     try:
         preview = posts.post_preview(draft)
     except StudioError as error:
-        st.error(escape_markdown(str(error)))
+        st.error(literal(str(error)))
         return
     with st.container(border=True):
         st.markdown(f"**Preview · {Platform(preview.platform).label}**")
@@ -207,9 +208,9 @@ def _preview(post: Post, tz: ZoneInfo) -> None:
             length = f" · {media.duration:.1f} s" if media.duration else ""
             st.caption(f"{media.kind} #{media.asset_id} · {size} · aspect {media.aspect or '?'}{length}")
         if preview.errors:
-            st.error("\n".join(["Cannot be scheduled yet:", *(f"- {escape_markdown(e)}" for e in preview.errors)]))
+            st.error("\n".join(["Cannot be scheduled yet:", *(f"- {literal(e)}" for e in preview.errors)]))
         for warning in preview.warnings:
-            st.warning(escape_markdown(warning))
+            st.warning(literal(warning))
         if preview.ok:
             st.success("Ready to schedule.")
 

@@ -19,7 +19,8 @@ from core.models import Job, JobStatus, Platform, PostStatus
 from core.publishing import planning, posts
 from ui.calendar.clock import local, studio_zone, when_text
 from ui.calendar.state import PLANS_FLASH
-from ui.feedback import Refused, escape_markdown, run_action, show_flash
+from ui.feedback import Refused, run_action, show_flash
+from ui.text import literal
 from ui.widgets import live_job_list, status_badge, stored_id
 
 # --- persona ---------------------------------------------------------------------------------------------
@@ -36,7 +37,7 @@ def persona_form() -> None:
              "do": "\n".join(persona.do), "dont": "\n".join(persona.dont)}
     for name, value in seeds.items():
         st.session_state.setdefault(f"calendar.persona.{name}", value)
-    with st.expander(f"Persona: {escape_markdown(persona.name)}", icon=":material/person:"):
+    with st.expander(f"Persona: {literal(persona.name)}", icon=":material/person:"):
         with st.form("calendar.persona"):
             left, right = st.columns(2)
             left.text_input("Name", key="calendar.persona.name", max_chars=120)
@@ -59,9 +60,9 @@ def _save_persona(character_id: int) -> None:
                           do=_lines(state["calendar.persona.do"]), dont=_lines(state["calendar.persona.dont"]))
         characters.save_persona(character_id, persona)
     except ValidationError as error:
-        st.error(escape_markdown(describe_validation_error(error)))
+        st.error(literal(describe_validation_error(error)))
     except StudioError as error:
-        st.error(escape_markdown(str(error)))
+        st.error(literal(str(error)))
     else:
         st.success("Persona saved: new plans are written from it.")
 
@@ -112,7 +113,7 @@ def _submit_plan() -> None:
                                    posts_per_week=int(state["calendar.plan.per_week"]),
                                    planner=state["calendar.plan.planner"])
     except StudioError as error:
-        st.error(escape_markdown(str(error)))
+        st.error(literal(str(error)))
         return
     state["calendar.planjobs.page"] = 1
     st.success(f"Planning: job {job.id[:8]}. The plan appears below when it finishes.")
@@ -127,7 +128,7 @@ def _plan_job(job: Job) -> None:
         if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
             st.progress(job.progress, text=job.stage or "waiting for a worker (default queue)…")
         elif job.status == JobStatus.FAILED:
-            st.error(escape_markdown(job.error or "failed"))
+            st.error(literal(job.error or "failed"))
         elif job.status == JobStatus.SUCCEEDED:
             result = job.result or {}
             st.caption(f"{result.get('posts', 0)} posts · planner {result.get('planner', '?')}")

@@ -20,6 +20,7 @@ from core.training.configs import (
 )
 from core.training.params import LoraParams
 from ui.feedback import flash, run_action, show_flash
+from ui.text import literal
 from ui.training.choices import chosen_config, clamp_page, config_label
 from ui.training.navigation import FLASH
 from ui.training.param_form import forget_form, param_form
@@ -43,7 +44,7 @@ def _delete(config_id: int, name: str) -> str:
 
 
 def configs_section() -> None:
-    show_flash(FLASH, escape=False)
+    show_flash(FLASH)
     with st.expander("New config"):
         _new_config()
     table = st.container()  # drawn above the pager, filled once the pager's page size is known
@@ -99,7 +100,7 @@ def _edit_config(config: LoraConfig) -> None:
         try:
             update_config(config.id or 0, name=name, params=values, description=description)
         except StudioError as error:
-            st.error(str(error))
+            st.error(literal(error))
             return
         flash(FLASH, "success", f"Saved {name!r}.")
         st.rerun()
@@ -118,7 +119,7 @@ def _new_config() -> None:
         try:
             created = create_config(name=name, params=values, description=description, make_default=make_default)
         except StudioError as error:
-            st.error(str(error))
+            st.error(literal(error))
             return
         forget_form(prefix)
         st.session_state["training.configs.selected"] = created.id

@@ -22,6 +22,7 @@ from core.training.params import LoraParams, parse_params
 from ui import page_paths
 from ui.datasets.picker import dataset_picker
 from ui.feedback import flash
+from ui.text import literal
 from ui.training.choices import CONFIG, DATASET, chosen_config, config_label, runs_offline
 from ui.training.navigation import FLASH, GOTO, RUN
 from ui.training.param_form import field_label, forget_form, param_form
@@ -89,7 +90,7 @@ def _dataset_step() -> None:
     counts[1].metric("Captioned", readiness.captioned)
     counts[2].metric("Reviewed", readiness.reviewed)
     for warning in readiness.warnings:
-        st.warning(warning)
+        st.warning(literal(warning))
     if readiness.image_count == 0:
         st.info("This dataset has no images: upload some on the Datasets page first.")
     elif readiness.warnings:
@@ -153,7 +154,7 @@ def _params_step() -> None:
         try:
             parse_params(values)
         except InvalidInput as error:
-            st.error(str(error))
+            st.error(literal(error))
             return
         _go(4)
 
@@ -171,7 +172,7 @@ def _review_step() -> None:
     try:
         params = parse_params(st.session_state.get(_VALUES) or params_of(config).model_dump(mode="json"))
     except InvalidInput as error:
-        st.error(str(error))
+        st.error(literal(error))
         _nav(4, next_label="Submit", next_disabled=True)
         return
     estimate = training.estimate_run(params, image_count=dataset.image_count, gpu_memory_gib=gpu_worker_memory_gib())
@@ -187,7 +188,7 @@ def _review_step() -> None:
     with st.expander("GPU memory breakdown"):
         st.dataframe([{"part": part, "GiB": round(gib, 2)} for part, gib in estimate.vram.rows()], hide_index=True)
     if warning := estimate.vram_warning:
-        st.warning(warning)
+        st.warning(literal(warning))
     if estimate.gpu_memory_gib is None:
         st.info("No GPU worker is online: the run waits in the queue until one starts.")
     else:
@@ -207,7 +208,7 @@ def _submit(dataset_id: int, config: LoraConfig, params: LoraParams, name: str) 
         job = training.submit_training(dataset_id=dataset_id, config_id=config.id, params=params, name=name,
                                        save_as=save_as)
     except StudioError as error:
-        st.error(str(error))
+        st.error(literal(error))
         return
     for key in (_STEP, _VALUES, _VALUES_OF, _SAVE_AS, "training.wizard.name"):
         st.session_state.pop(key, None)
