@@ -199,7 +199,7 @@ def request_form() -> None:
     _apply_fill(templates)
     _initial_template(templates)
     name = st.selectbox("Template", list(templates), key=TEMPLATE, on_change=_on_template_change, args=(templates,),
-                        format_func=lambda n: f"{templates[n].label} ({n})")
+                        format_func=lambda n: plain(f"{templates[n].label} ({n})"))
     template = templates[name]
     if template.description:
         st.caption(literal(template.description))

@@ -14,7 +14,7 @@ from core.jobs.kinds import all_specs
 from core.models import Job, JobStatus
 from core.pagination import Page
 from ui.feedback import job_action, show_flash
-from ui.text import literal
+from ui.text import literal, plain
 from ui.widgets import live_log, pick, status_badge
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
@@ -78,7 +78,7 @@ def _job_rows(listed: Page[Job]) -> list[dict[str, object]]:
             "stage": job.stage or "",
             "attempts": f"{job.attempts}/{job.max_attempts}",
             "created": jobs.aware(job.created_at),
-            "error": (job.error or "")[:120],
+            "error": plain((job.error or "")[:120]),
         }
         for job in listed.items
     ]

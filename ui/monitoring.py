@@ -128,8 +128,8 @@ def failures_section() -> None:
     for failure in failures:
         left, right = st.columns([6, 1])
         when = f"{failure.finished_at:%Y-%m-%d %H:%M:%S} UTC" if failure.finished_at else "—"
-        left.markdown(f"`{failure.id[:8]}` **{failure.kind}** at stage *{failure.stage or 'run'}* · {when}")
-        left.caption(failure.error or "(no error message)")
+        left.markdown(f"`{failure.id[:8]}` **{failure.kind}** at stage *{literal(failure.stage or 'run')}* · {when}")
+        left.caption(literal(failure.error or "(no error message)"))
         if failure.status in (JobStatus.FAILED, JobStatus.CANCELLED):  # retried ones leave this list
             right.button("Retry", key=f"monitoring.retry.{failure.id}", on_click=job_action,
                          args=(_ACTION_ERROR, jobs.retry_job, failure.id))
@@ -143,7 +143,7 @@ def health_section() -> None:
     for column, check in zip(columns, report.checks, strict=True):
         column.metric(check.name, "up" if check.ok else "DOWN", f"{check.latency_ms:.0f} ms", delta_color="off")
         if not check.ok:
-            column.error(check.detail)
+            column.error(literal(check.detail))
     st.dataframe(
         [{"folder": d.name, "path": d.path, "free": _gib(d.free_bytes), "total": _gib(d.total_bytes),
           "used": f"{d.used_fraction:.0%}"} for d in report.disks],
@@ -158,10 +158,10 @@ def hardware_section() -> None:
     cpu.metric(f"CPU ({hw.cpu_count} cores)", f"{hw.cpu_percent:.0f} %")
     ram.metric("RAM", f"{_gib(hw.ram_used_bytes)} / {_gib(hw.ram_total_bytes)}")
     if not hw.gpus:
-        st.info(f"No GPU: {hw.no_gpu_reason}. GPU jobs need a worker on a machine with one.")
+        st.info(f"No GPU: {literal(hw.no_gpu_reason)}. GPU jobs need a worker on a machine with one.")
         return
     for gpu in hw.gpus:
-        st.markdown(f"**GPU {gpu.index} · {gpu.name}**")
+        st.markdown(f"**GPU {gpu.index} · {literal(gpu.name)}**")
         util, memory, temperature = st.columns(3)
         util.metric("Utilisation", f"{gpu.utilization_pct:.0f} %")
         memory.metric("Memory", f"{gpu.memory_used_mib / 1024:.1f} / {gpu.memory_total_mib / 1024:.1f} GiB")

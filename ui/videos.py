@@ -16,7 +16,7 @@ from core.models import Job, JobStatus
 from core.video import requests as videos
 from core.video.options import ASPECT_LABELS, LoudnessTarget, SubtitleStyle
 from core.video.voices import list_voices
-from ui.text import literal
+from ui.text import literal, plain
 from ui.widgets import VIDEO_HANDOFF_KEY, live_job_list, status_badge, stored_id
 
 IMAGES = "videos.images"
@@ -58,7 +58,7 @@ def _image_picker() -> list[int]:
     st.session_state[IMAGES] = [i for i in st.session_state.get(IMAGES, []) if i in options]
     def label(asset_id: int) -> str:
         asset = options[asset_id]
-        return f"#{asset_id} · {asset.prompt[:50] or asset.key.rsplit('/', 1)[-1]}"
+        return plain(f"#{asset_id} · {asset.prompt[:50] or asset.key.rsplit('/', 1)[-1]}")
 
     chosen = st.multiselect("Images, in order", list(options), key=IMAGES, format_func=label,
                             placeholder="Pick images (or use 'Make a video' on Generate or Assets)")
@@ -135,7 +135,7 @@ def _sound() -> dict[str, Any]:
     with st.expander("Music and loudness"):
         tracks = {a.id: a for a in assets.list_assets(assets.make_filter(kind="audio"), page_size=100).items}
         music = st.selectbox("Background music", [None, *tracks], key=_key("music"),
-                             format_func=lambda i: "None" if i is None else tracks[i].key.rsplit("/", 1)[-1])
+                             format_func=lambda i: "None" if i is None else plain(tracks[i].key.rsplit("/", 1)[-1]))
         gain = st.slider("Music level (dB)", -40.0, 0.0, -18.0, step=1.0, key=_key("music_gain"),
                          help="before ducking under the voice")
         left, right = st.columns(2)
@@ -172,7 +172,7 @@ def request_form() -> None:
 def _render_block(job: Job) -> None:
     with st.container(border=True):
         status_badge(job.status)
-        st.text(job.payload.get("script", "")[:200])
+        st.text(plain(job.payload.get("script", "")[:200]))
         if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
             st.progress(job.progress, text=literal(job.progress_message or "waiting for a CPU worker…"))
             if st.button("Cancel", key=f"videos.cancel.{job.id}"):

@@ -12,6 +12,7 @@ from core.jobs.lifecycle import aware
 from core.models import Job, JobStatus
 from core.pagination import Page
 from ui import page_paths
+from ui.text import plain
 
 # The colours st.badge accepts.
 BadgeColour = Literal["red", "orange", "yellow", "blue", "green", "violet", "gray", "grey", "primary"]
@@ -105,5 +106,5 @@ def live_log(job_id: str, *, key: str, tail: int = 300) -> None:
                                         for e in page.entries])[-2000:]
     threshold = joblogs.LEVELS.index(level or "debug")
     shown = [text for lvl, text in cache["lines"] if joblogs.LEVELS.index(lvl) >= threshold]
-    st.code("\n".join(shown[-tail:]) or "(no log lines yet)", language=None)
+    st.code(plain("\n".join(shown[-tail:])) or "(no log lines yet)", language=None)
     st.download_button("Download log", "\n".join(shown), file_name=f"job-{job_id}.log", key=f"{key}.download")

@@ -19,7 +19,7 @@ from ui.calendar.media import media_picker
 from ui.calendar.post_form import DEFAULT_ACCOUNT, edit_key, form_values, post_form, sync_form
 from ui.calendar.state import EDITOR_FLASH, PAGE_FLASH, close_panel
 from ui.feedback import Refused, run_action, show_flash
-from ui.text import literal
+from ui.text import literal, plain
 from ui.widgets import status_badge
 
 # --- the editor: actions ------------------------------------------------------------------------------
@@ -162,7 +162,7 @@ def _fields(post: Post, tz: ZoneInfo, locked: bool) -> None:
     choices = [DEFAULT_ACCOUNT, *accounts]
     st.selectbox("Account", choices, index=choices.index(form.value("account")), key=form.key("account"),
                  disabled=locked, format_func=lambda i: "default (the platform's connected account)"
-                 if i == DEFAULT_ACCOUNT else f"{accounts[i].label} ({accounts[i].status})")
+                 if i == DEFAULT_ACCOUNT else plain(f"{accounts[i].label} ({accounts[i].status})"))
     if platform == Platform.YOUTUBE:
         st.text_input("Title", value=form.value("title", ""), key=form.key("title"), max_chars=100, disabled=locked)
     st.text_area("Caption", value=form.value("caption", ""), key=form.key("caption"), height=140, max_chars=70_000,
@@ -191,13 +191,13 @@ def _preview(post: Post, tz: ZoneInfo) -> None:
     try:
         preview = posts.post_preview(draft)
     except StudioError as error:
-        st.error(literal(str(error)))
+        st.error(literal(error))
         return
     with st.container(border=True):
         st.markdown(f"**Preview · {Platform(preview.platform).label}**")
         if preview.title:
-            st.text(f"Title: {preview.title}")
-        st.text(preview.shown or "(empty)")
+            st.text(f"Title: {plain(preview.title)}")
+        st.text(plain(preview.shown) or "(empty)")
         notes = [f"{len(preview.text):,} characters", f"{preview.hashtag_count} hashtags"]
         if preview.truncated:
             notes.append(f"truncated: followers see the first {RULES[preview.platform].preview_chars} "

@@ -12,6 +12,7 @@ from core.models import LoraConfig
 from core.training import runs as training
 from core.training.configs import get_config, get_default_config, params_of
 from core.training.params import LoraParams
+from ui.text import plain
 
 DATASET = "training.dataset_id"  # also set by the Datasets page's "Train a LoRA" button
 CONFIG = "training.config_id"
@@ -31,7 +32,8 @@ def runs_offline(params: LoraParams) -> bool:
 
 
 def config_label(config: LoraConfig) -> str:
-    return config.name + (" ★ default" if config.is_default else "") + (
+    """A config as a selectbox option (plain text: options never render Markdown)."""
+    return plain(config.name) + (" ★ default" if config.is_default else "") + (
         " · runs offline" if runs_offline(params_of(config)) else "")
 
 
