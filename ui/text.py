@@ -22,10 +22,13 @@ import re
 
 from core.datasets.images import printable
 
-# CommonMark's backslash escapes, plus what Streamlit adds to Markdown: ":" (emoji, :material/icons:,
-# :red[colour] directives), "$" (LaTeX), "~" (strikethrough), "|" (tables), "=" (setext headings).
-# Escaping ":" and "." also stops bare URLs ("https://…", "www.…") from becoming links.
-_MARKDOWN_CHARACTERS = frozenset("\\`*_{}[]()#+-.!|<>~$:=&")
+# Escaped only where they could start Markdown, so ordinary text ("SD 1.5 (copy)", "RuntimeError: boom",
+# "warm-up", "snake_case") keeps its characters as they are.
+_ANYWHERE = re.compile(r"[\\`*\[\]<>~$|@]")  # emphasis, code, links, HTML, strikethrough, LaTeX, tables, emails
+_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")  # "_" that can open or close emphasis (not intraword)
+_ENTITY = re.compile(r"&(?=#?\w+;)")  # "&amp;" would show as "&"
+_URL = re.compile(r":(?=//)|(?<=\bwww)\.", re.IGNORECASE)  # bare URLs become links in GitHub-flavoured Markdown
+_LINE_START = re.compile(r"^([ \t]*)(?:([#>+=-])|(\d+)([.)]))", re.MULTILINE)  # headings, quotes, lists
 
 
 def plain(text: object) -> str:
@@ -35,8 +38,15 @@ def plain(text: object) -> str:
 
 def literal(text: object) -> str:
     """User text for an element that renders Markdown: neutralised, and shown as typed, never as Markdown."""
-    return "".join(f"\\{c}" if c in _MARKDOWN_CHARACTERS else c for c in plain(text))
+    escaped = plain(text)
+    for pattern in (_ANYWHERE, _UNDERSCORE, _ENTITY, _URL):
+        escaped = pattern.sub(lambda found: "\\" + found.group(0), escaped)
+    return _LINE_START.sub(_escape_line_start, escaped)
 
+
+def _escape_line_start(found: re.Match[str]) -> str:
+    indent, marker, number, delimiter = found.groups()
+    return f"{indent}\\{marker}" if marker else f"{indent}{number}\\{delimiter}"
 
 
 def code(text: object) -> str:
