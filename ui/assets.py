@@ -420,7 +420,7 @@ def collections_section() -> None:
     actions = st.columns([2, 3, 2], vertical_alignment="bottom")
     actions[0].button(f"Show its {_plural(collection.item_count, 'asset')}", key="assets.col.show",
                       on_click=_show, args=(chosen,), icon=":material/photo_library:")
-    # Labels render Markdown: user text (names, prompts) goes into st.text, tables and escaped messages only.
+    # Labels render Markdown: user text (names, prompts) goes through ui.text, never into a label raw.
     confirm = actions[1].checkbox("Yes, delete this collection (the assets stay)", key=f"assets.col.confirm.{chosen}")
     actions[2].button("Delete collection", key="assets.col.delete", disabled=not confirm, type="primary",
                       on_click=_run, args=(lambda: _delete(chosen),))
