@@ -5,9 +5,11 @@ import streamlit as st
 
 from ui.calendar.board import calendar_tab
 from ui.calendar.clock import studio_zone
+from ui.calendar.dry_run import dry_run_banner
 from ui.calendar.plans import persona_form, plan_form, plan_jobs, plans_list
 
 st.title("Calendar")
+dry_run_banner()
 tz = studio_zone()
 board_tab, plans_tab = st.tabs(["Calendar", "Plans"])
 

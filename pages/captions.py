@@ -12,6 +12,7 @@ from ui.captions import (
     unsaved_edits,
 )
 from ui.datasets.picker import dataset_picker
+from ui.text import literal
 
 st.title("Captions")
 
@@ -20,7 +21,8 @@ if dataset is None or dataset.id is None:
     st.stop()
 dataset_id = dataset.id
 
-st.caption(f"{dataset.name} · trigger word: {dataset.trigger_word or '—'} · CLIP token limit {TOKEN_LIMIT}")
+st.caption(f"{literal(dataset.name)} · trigger word: {literal(dataset.trigger_word) or '—'} · "
+           f"CLIP token limit {TOKEN_LIMIT}")
 page = image_page(dataset_id)
 unsaved_edits()
 selected = caption_editors(page, dataset.trigger_word)

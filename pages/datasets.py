@@ -20,7 +20,7 @@ images_tab, upload, caption, check, settings = st.tabs(["Images", "Upload", "Aut
 with images_tab:
     render_gallery(dataset_id)
 with upload:
-    upload_tab(dataset_id)
+    upload_tab(dataset, dataset_id)
 with caption:
     caption_tab(dataset, dataset_id)
 with check:

@@ -137,6 +137,35 @@ def test_images_uploaded_in_the_browser_land_in_a_new_dataset(server, page):
     screenshot(page, "datasets.png")
 
 
+def test_images_uploaded_right_after_creating_a_second_dataset_land_in_the_new_one(server, page):
+    """With a dataset open, creating another opens the new one, and the uploader says where files go."""
+    from core.datasets import datasets
+
+    ava = datasets.create_dataset(name="Ava", trigger_word="ohwx woman")
+    page.goto(f"{server}/datasets")
+    page.get_by_role("heading", name="Ava").first.wait_for()  # the only dataset is open
+
+    new_dataset = page.locator("[data-testid='stExpander']").filter(has_text="New dataset")
+    new_dataset.locator("summary").click()
+    new_dataset.get_by_label("Name", exact=True).fill("Mia")
+    new_dataset.get_by_role("button", name="Create dataset").click()
+    page.get_by_role("heading", name="Mia").first.wait_for()
+    new_dataset.locator("summary").click()  # fold the form away again
+
+    page.get_by_role("tab", name="Upload").click()
+    page.get_by_text("Uploads go into the dataset Mia.").wait_for()
+    files = [{"name": f"mia-{i}.png", "mimeType": "image/png", "buffer": image_bytes(320, 320, seed=190 + i)}
+             for i in range(2)]
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(files)
+    expect(page.locator("[data-testid='stFileChip']")).to_have_count(2, timeout=WAIT_MS)
+    by_key(page, "datasets.import").get_by_role("button").click()
+    page.get_by_text("Imported 2 image(s).").first.wait_for()
+
+    mia = next(d for d in datasets.list_datasets().items if d.name == "Mia")
+    assert sorted(image.filename for image in datasets.all_images(mia.id)) == ["mia-0.png", "mia-1.png"]
+    assert datasets.all_images(ava.id) == [], "nothing went into the dataset that was open before"
+
+
 def test_a_caption_edited_in_the_browser_is_saved(server, page):
     from core.datasets import datasets
 

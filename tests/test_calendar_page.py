@@ -329,3 +329,14 @@ def test_a_template_plan_is_generated_by_a_worker_and_its_drafts_are_scheduled_o
     refused = "\n".join(_plain(at.error))
     assert "Scheduled 0 of 4 drafts. 4 refused:" in refused and "needs media" in refused
     assert {p.status for p in planning.plan_posts(plan.id)} == {PostStatus.DRAFT}
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_the_calendar_shows_a_dry_run_banner_only_while_publishing_is_a_dry_run(studio, monkeypatch, dry_run):
+    monkeypatch.setenv("STUDIO_PUBLISH_DRY_RUN", str(dry_run).lower())
+    reload_settings()
+    at = open_page(PAGE)
+    banners = [w.value for w in at.warning if w.value.startswith("**Dry run:**")]
+    assert len(banners) == (1 if dry_run else 0)
+    if dry_run:
+        assert "without a connected account" in banners[0] and "STUDIO_PUBLISH_DRY_RUN=false" in banners[0]

@@ -113,3 +113,26 @@ def test_train_a_lora_on_this_dataset_opens_training_with_it_selected(ava):
     assert not at.exception
     assert [t.value for t in at.title] == ["Training"]
     assert any("Dataset selected for training: Ava (3 images)" in s.value for s in at.success)
+
+
+def test_a_dataset_created_while_another_is_open_becomes_the_open_one_and_the_upload_target(ava):
+    at = _page("pages/datasets.py")
+    assert at.selectbox(key="datasets.open").value == ava.id
+    at.text_input[0].input("Mia")
+    at.button(key="FormSubmitter:datasets.new-Create dataset").click().run()
+    assert not at.exception
+    mia = next(d for d in datasets.list_datasets().items if d.name == "Mia")
+    assert at.selectbox(key="datasets.open").value == mia.id
+    assert [h.value for h in at.subheader] == ["Mia"]
+    assert any(c.value == "Uploads go into the dataset **Mia**." for c in at.caption)
+    at.run()  # and it stays open on the next rerun
+    assert at.selectbox(key="datasets.open").value == mia.id
+
+
+def test_choosing_another_dataset_in_the_picker_opens_it(ava):
+    other = datasets.create_dataset(name="Mia")
+    at = _page("pages/datasets.py")
+    at.selectbox(key="datasets.open").set_value(other.id).run()
+    assert [h.value for h in at.subheader] == ["Mia"]
+    at.selectbox(key="datasets.open").set_value(ava.id).run()
+    assert [h.value for h in at.subheader] == ["Ava"]

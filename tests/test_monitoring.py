@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -207,6 +208,20 @@ def test_a_failure_on_the_page_can_be_retried(studio):
     click(at, f"monitoring.retry.{failed.id}")
     assert jobs.get_job(failed.id).status == JobStatus.QUEUED
     assert not any(b.key == f"monitoring.retry.{failed.id}" for b in at.button)
+
+
+def _chart_y_ranges(at) -> list[list[float] | None]:
+    """The y-axis range each Plotly chart on the page asks for (None: left to Plotly's autorange)."""
+    return [json.loads(chart.proto.spec)["layout"].get("yaxis", {}).get("range") for chart in at.get("plotly_chart")]
+
+
+def test_the_job_charts_start_at_zero_even_when_nothing_failed(studio):
+    for index in range(3):  # no failure: a failure rate of 0 % everywhere
+        _insert("noop", "succeeded", duration_s=2, finished_ago=timedelta(minutes=5 + index))
+    at = open_page("pages/monitoring.py")
+    ranges = _chart_y_ranges(at)
+    assert len(ranges) == 2, "the throughput and failure-rate charts"
+    assert all(r is not None and r[0] == 0 and r[1] > 0 for r in ranges), ranges
 
 
 # --- query plans --------------------------------------------------------------------------------------

@@ -76,6 +76,18 @@ def test_enqueueing_a_test_job_from_the_jobs_page(studio):
     assert jobs.list_jobs().total == 1
 
 
+def test_a_test_job_enqueued_while_another_is_open_becomes_the_open_one(studio):
+    older = jobs.create_job("sleep", {"seconds": 30})
+    at = _app().run()
+    at.switch_page("pages/jobs.py").run()
+    assert at.selectbox(key="jobs.open").value == older.id
+    at.button(key="jobs.new.submit").click().run()
+    assert not at.exception
+    [queued] = [job for job in jobs.list_jobs().items if job.id != older.id]
+    assert at.selectbox(key="jobs.open").value == queued.id
+    assert any(queued.id[:8] in h.value for h in at.subheader)
+
+
 @pytest.fixture
 def login_enabled(studio, monkeypatch):
     monkeypatch.setenv("STUDIO_AUTH_DISABLED", "false")

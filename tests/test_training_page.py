@@ -7,6 +7,7 @@ written through the same core functions the trainer uses.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -280,3 +281,11 @@ def test_the_smoothed_loss_starts_at_the_first_value_and_follows_a_constant():
     assert training_views.ema([2.0, 2.0, 2.0], 0.9) == pytest.approx([2.0, 2.0, 2.0])
     assert training_views.ema([1.0, 0.0], 0.0) == [1.0, 0.0]
     assert training_views.format_duration(3725) == "1 h 02 min" and training_views.format_duration(42) == "42 s"
+
+
+def test_the_loss_chart_axes_never_go_below_zero(finished_run):
+    at = _training_page(**{"training.run": finished_run.id, "training.section": "runs"})
+    [chart] = at.get("plotly_chart")
+    layout = json.loads(chart.proto.spec)["layout"]
+    assert layout["yaxis"].get("rangemode") == "nonnegative"  # the loss
+    assert layout["yaxis2"]["range"][0] == 0  # the learning rate

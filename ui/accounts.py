@@ -19,7 +19,7 @@ from core.models import Platform
 from core.publishing import oauth, social_accounts
 from ui import feedback
 from ui.calendar.clock import studio_zone
-from ui.feedback import escape_markdown
+from ui.text import literal
 
 _FLASH = "accounts.flash"
 _CONFIRM = "accounts.confirm"  # the account whose Disconnect asks for confirmation
@@ -45,9 +45,9 @@ def oauth_result() -> None:
     """The message the OAuth callback sent back in the URL, shown once (as plain text), then cleared."""
     params = st.query_params
     if connected := params.get("connected"):
-        st.success(f"Connected: {escape_markdown(connected)}")
+        st.success(f"Connected: {literal(connected)}")
     if failed := params.get("oauth_error"):
-        st.error(f"The connection failed: {escape_markdown(failed)}")
+        st.error(f"The connection failed: {literal(failed)}")
     for name in RESULT_PARAMS:
         if name in params:
             del params[name]
@@ -93,7 +93,7 @@ def provider_card(provider: oauth.Provider) -> None:
         st.button("Connect", key=f"accounts.connect.{provider.name}", on_click=_connect, args=(provider,),
                   icon=":material/link:")
         if error := st.session_state.get(f"accounts.consent_error.{provider.name}"):
-            st.error(escape_markdown(error))
+            st.error(literal(error))
         if url := st.session_state.get(f"accounts.consent.{provider.name}"):
             st.link_button(f"Continue to {PROVIDER_SHORT.get(provider.name, provider.label)}", url,
                            type="primary", icon=":material/open_in_new:")
@@ -132,16 +132,16 @@ def account_row(account: social_accounts.AccountView) -> None:
     tz = studio_zone()
     with st.container(border=True):
         left, right = st.columns([3, 2], vertical_alignment="center")
-        name = escape_markdown(account.name or account.external_id)
+        name = literal(account.name or account.external_id)
         left.markdown(f"**{name}** · {Platform(account.platform).label}")
         expires = aware(account.expires_at)
         expiry = f"token expires {expires.astimezone(tz):%Y-%m-%d %H:%M}" if expires else "token does not expire"
-        left.caption(f"Account id {escape_markdown(account.external_id)} · connected via "
+        left.caption(f"Account id {literal(account.external_id)} · connected via "
                      f"{account.connected_via} · {expiry}")
         with left:
             st.badge(account.status, color="green" if account.status == social_accounts.CONNECTED else "orange")
         if account.last_error:
-            left.warning(escape_markdown(account.last_error))
+            left.warning(literal(account.last_error))
         provider = oauth.provider_for(account.platform)
         # Renewing a token takes the provider's app credentials, even for a token entered by hand.
         configured = oauth.is_configured(provider)

@@ -22,7 +22,7 @@ from core.library.assets import LIBRARY_KINDS, SORTS, AssetFilter
 from core.models import Asset
 from core.pagination import Page
 from ui import feedback, page_paths
-from ui.feedback import escape_markdown
+from ui.text import literal, plain
 from ui.widgets import hand_to_video_page
 
 VIEWS = {"library": "Library", "trash": "Trash", "collections": "Collections"}
@@ -94,7 +94,7 @@ def _collection_names() -> dict[int, str]:
 def _choice(column: Any, label: str, options: dict[int, str], key: str) -> int | None:
     if st.session_state.get(key) not in (None, *options):
         st.session_state.pop(key)  # a choice that no longer exists (a deleted collection)
-    return column.selectbox(label, [None, *options], format_func=lambda i: "any" if i is None else options[i],
+    return column.selectbox(label, [None, *options], format_func=lambda i: "any" if i is None else plain(options[i]),
                             key=key, on_change=_reset_page)
 
 
@@ -124,7 +124,7 @@ def filter_bar(*, trash: bool) -> tuple[AssetFilter, str, int] | None:
             collection_id=collection_id, job_id=job_id, trash=trash,
         ), sort, size
     except StudioError as error:
-        st.error(escape_markdown(str(error)))
+        st.error(literal(str(error)))
         return None
 
 
@@ -159,7 +159,7 @@ def _card(asset: Asset) -> None:
         else:
             st.markdown(f"### :material/{KIND_ICONS.get(kind, 'draft')}:")
         title = _title(asset)
-        st.text(title if len(title) <= 60 else title[:59] + "…")  # user text: plain, never markup
+        st.text(plain(title if len(title) <= 60 else title[:59] + "…"))  # st.text: user text is never markup
         created = jobs.aware(asset.created_at)
         st.caption(f"{KIND_NAMES.get(kind, kind)} · {format_size(asset.size_bytes)}"
                    + (f" · {created:%Y-%m-%d %H:%M}" if created else ""))
@@ -242,7 +242,7 @@ def library_actions(selected: list[Asset], filters: AssetFilter) -> None:
     row[0].button(f"Move {count} to trash", key="assets.trash", disabled=not ids, icon=":material/delete:",
                   on_click=_run, args=(lambda: _trash(ids),))
     names = {c.id: c.name for c in collections.list_collections(page_size=100).items}
-    row[1].selectbox("Add to collection", list(names), format_func=names.__getitem__, key="assets.add_target",
+    row[1].selectbox("Add to collection", list(names), format_func=lambda i: plain(names[i]), key="assets.add_target",
                      index=None, placeholder="create one in Collections" if not names else "choose a collection")
     row[2].button("Add", key="assets.add", disabled=not ids or not names, icon=":material/playlist_add:",
                   on_click=_run, args=(lambda: _add(ids),))
@@ -290,7 +290,7 @@ def _preview(asset: Asset, kind: str) -> None:
         else:
             st.markdown(f"## :material/{KIND_ICONS.get(kind, 'draft')}:")
     except StudioError as error:
-        st.warning(escape_markdown(f"The file cannot be shown: {error}"))
+        st.warning(literal(f"The file cannot be shown: {error}"))
 
 
 def _metadata_rows(asset: Asset, lineage: assets.Lineage) -> list[dict[str, str]]:
@@ -301,7 +301,7 @@ def _metadata_rows(asset: Asset, lineage: assets.Lineage) -> list[dict[str, str]
             "created (UTC)": f"{created:%Y-%m-%d %H:%M:%S}" if created else None,
             "in the trash since": f"{deleted:%Y-%m-%d %H:%M}" if deleted else None,
             "seed": lineage.seed, **lineage.settings}
-    return [{"field": name, "value": str(value)} for name, value in rows.items() if value not in (None, "")]
+    return [{"field": plain(name), "value": plain(value)} for name, value in rows.items() if value not in (None, "")]
 
 
 def asset_detail(asset_id: int) -> None:
@@ -321,7 +321,7 @@ def asset_detail(asset_id: int) -> None:
             try:
                 st.link_button("Download", assets.download_url(asset), icon=":material/download:")
             except StudioError as error:
-                st.warning(escape_markdown(f"No download link: {error}"))
+                st.warning(literal(f"No download link: {error}"))
         with right:
             _lineage(lineage)
             st.dataframe(_metadata_rows(asset, lineage), hide_index=True, key="assets.detail.meta")
@@ -330,9 +330,10 @@ def asset_detail(asset_id: int) -> None:
 def _lineage(lineage: assets.Lineage) -> None:
     st.markdown("**Lineage**")
     if lineage.dataset_id is not None:
-        st.text(f"Dataset: {lineage.dataset_name}" + (" (since deleted)" if lineage.dataset_name == "deleted" else ""))
+        deleted = " (since deleted)" if lineage.dataset_name == "deleted" else ""
+        st.text(f"Dataset: {plain(lineage.dataset_name)}{deleted}")
     if lineage.loras:
-        st.dataframe([{"LoRA": x.name, "strength": x.strength, "step": x.step,
+        st.dataframe([{"LoRA": plain(x.name), "strength": x.strength, "step": x.step,
                        "status": "available" if x.exists else "deleted"} for x in lineage.loras],
                      hide_index=True, key="assets.detail.loras")
     if lineage.job is not None:
@@ -349,12 +350,12 @@ def _lineage(lineage: assets.Lineage) -> None:
             st.button("Open the start image", key="assets.open_init", on_click=_open, args=(lineage.init_asset_id,))
     if lineage.prompt:
         st.caption("Prompt")
-        st.text(lineage.prompt)
+        st.text(plain(lineage.prompt))
     if lineage.negative_prompt:
         st.caption("Negative prompt")
-        st.text(lineage.negative_prompt)
+        st.text(plain(lineage.negative_prompt))
     if lineage.collections:
-        st.text("In collections: " + ", ".join(name for _, name in lineage.collections))
+        st.text("In collections: " + ", ".join(plain(name) for _, name in lineage.collections))
     if not (lineage.dataset_id or lineage.loras or lineage.job_id or lineage.prompt):
         st.caption("No lineage recorded (an upload, or made before the studio kept it).")
 
@@ -405,7 +406,7 @@ def collections_section() -> None:
         st.info("No collections yet: name one above, then add assets to it from the Library "
                 "(tick them, choose the collection under 'Add to collection').")
         return
-    st.dataframe([{"name": c.name, "assets": c.item_count, "description": c.description,
+    st.dataframe([{"name": plain(c.name), "assets": c.item_count, "description": plain(c.description),
                    "updated": jobs.aware(c.updated_at)} for c in page.items], hide_index=True,
                  column_config={"updated": st.column_config.DatetimeColumn("updated (UTC)", format="YYYY-MM-DD HH:mm")})
     if page.pages > 1:
@@ -413,12 +414,13 @@ def collections_section() -> None:
     by_id = {c.id: c for c in page.items}
     if st.session_state.get("assets.col.open") not in by_id:
         st.session_state.pop("assets.col.open", None)
-    chosen = st.selectbox("Open collection", list(by_id), format_func=lambda i: by_id[i].name, key="assets.col.open")
+    chosen = st.selectbox("Open collection", list(by_id), format_func=lambda i: plain(by_id[i].name),
+                          key="assets.col.open")
     collection = by_id[chosen]
     actions = st.columns([2, 3, 2], vertical_alignment="bottom")
     actions[0].button(f"Show its {_plural(collection.item_count, 'asset')}", key="assets.col.show",
                       on_click=_show, args=(chosen,), icon=":material/photo_library:")
-    # Labels render Markdown: user text (names, prompts) goes into st.text, tables and escaped messages only.
+    # Labels render Markdown: user text (names, prompts) goes through ui.text, never into a label raw.
     confirm = actions[1].checkbox("Yes, delete this collection (the assets stay)", key=f"assets.col.confirm.{chosen}")
     actions[2].button("Delete collection", key="assets.col.delete", disabled=not confirm, type="primary",
                       on_click=_run, args=(lambda: _delete(chosen),))

@@ -19,6 +19,7 @@ from streamlit.navigation.page import StreamlitPage
 
 from core.config import get_settings
 from core.infra.auth import LoginLocked, LoginRefused, attempt_login, session_expired
+from ui.text import literal
 
 _SESSION_KEY = "auth.ok"
 _LOGGED_IN_AT = "auth.logged_in_at"  # time.time() of the login (absolute lifetime)
@@ -93,11 +94,11 @@ def login_page() -> None:
         try:
             attempt_login(password, client=_client())
         except LoginLocked as refused:
-            st.error(str(refused))
+            st.error(literal(refused))
             return
         except LoginRefused as refused:
             time.sleep(1.0)  # slows down guessing
-            st.error(str(refused))
+            st.error(literal(refused))
             return
         now = time.time()
         st.session_state.update({_SESSION_KEY: True, _LOGGED_IN_AT: now, _LAST_SEEN_AT: now})

@@ -10,6 +10,7 @@ from core.config import get_settings
 from core.datasets.datasets import list_datasets
 from core.errors import StudioError
 from core.models import JobStatus, Pipeline
+from ui.text import literal, plain
 from ui.widgets import status_badge
 
 PAGE = "automation.page"
@@ -39,7 +40,7 @@ def start_form() -> None:
             st.info("Upload a dataset first (Datasets page).")
             return
         with st.form("automation.start"):
-            dataset_id = st.selectbox("Dataset", list(datasets), format_func=lambda i: datasets[i],
+            dataset_id = st.selectbox("Dataset", list(datasets), format_func=lambda i: plain(datasets[i]),
                                       key="automation.dataset")
             name = st.text_input("Training name", value="pipeline run", key="automation.name")
             prompts = st.text_area("Test prompts (one per line, 1–10)", value="portrait on a beach\nin a forest",
@@ -54,7 +55,7 @@ def start_form() -> None:
             try:
                 pipeline, _ = pipelines.create_pipeline("lora", body)
             except StudioError as error:
-                st.error(str(error))
+                st.error(literal(error))
             else:
                 st.success(f"Pipeline {pipeline.id[:8]} is {pipeline.status}.")
 
@@ -69,7 +70,7 @@ def _actions(pipeline: Pipeline) -> None:
             pipelines.retry_pipeline(pipeline.id)
             st.rerun()
     except StudioError as error:
-        st.error(str(error))
+        st.error(literal(error))
 
 
 def _pipeline(pipeline: Pipeline) -> None:
@@ -83,9 +84,9 @@ def _pipeline(pipeline: Pipeline) -> None:
             status_badge(pipeline.status)
             _actions(pipeline)
         if pipeline.error:
-            st.error(f"{pipeline.error_stage}: {pipeline.error}")
+            st.error(f"{literal(pipeline.error_stage)}: {literal(pipeline.error)}")
         for warning in pipeline.warnings:
-            st.warning(warning)
+            st.warning(literal(warning))
         if pipeline.status == JobStatus.SUCCEEDED:
             st.json(view["result"], expanded=False)
 

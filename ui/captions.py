@@ -14,6 +14,7 @@ from core.errors import StudioError
 from core.models import Dataset, DatasetImage
 from core.pagination import Page
 from ui.datasets.gallery import render_import_report
+from ui.text import literal, plain
 from ui.widgets import stored_id
 
 _DRAFTS = "captions.drafts"  # image id -> edited caption not saved yet
@@ -52,7 +53,7 @@ def caption_editor(image: DatasetImage, trigger_word: str) -> bool:
         text = drafts().get(stored_id(image), image.caption)
         key = f"captions.text.{image.id}"
         st.session_state[key] = text
-        st.text_area(image.filename, key=key, height=80, on_change=_remember, args=(image.id, image.caption))
+        st.text_area(literal(image.filename), key=key, height=80, on_change=_remember, args=(image.id, image.caption))
         tokens = count_tokens(text)
         info = f"{tokens} CLIP tokens"
         if trigger_word and trigger_word.lower() not in text.lower():
@@ -85,21 +86,21 @@ def render_bulk_edit(dataset: Dataset, selected: list[int]) -> None:
         edit = captions.make_bulk_edit(operation=operation, find=find, replace=replace, text=text,
                                        case_sensitive=case_sensitive)
     except StudioError as error:
-        st.info(str(error))
+        st.info(literal(error))
         return
     try:
         preview = captions.preview_bulk_edit(stored_id(dataset), edit, image_ids)
     except StudioError as error:  # a regular expression too slow to run, or a bad replacement
-        st.error(str(error))
+        st.error(literal(error))
         return
     st.write(f"This changes **{preview.changed}** of {preview.total} caption(s).")
     if preview.examples:
-        st.dataframe([{"before": b, "after": a} for b, a in preview.examples], hide_index=True)
+        st.dataframe([{"before": plain(b), "after": plain(a)} for b, a in preview.examples], hide_index=True)
     if st.button(f"Apply to {preview.changed} caption(s)", key="bulk.apply", disabled=not preview.changed):
         try:
             changed = captions.apply_bulk_edit(stored_id(dataset), edit, image_ids)
         except StudioError as error:
-            st.error(str(error))
+            st.error(literal(error))
             return
         for image_id in list(drafts()):
             if image_ids is None or image_id in image_ids:
@@ -153,7 +154,7 @@ def training_folder(dataset: Dataset, dataset_id: int) -> None:
         try:
             st.session_state["captions.export_zip"] = (dataset_id, datasets.export_training_zip(dataset_id))
         except StudioError as error:
-            st.error(str(error))
+            st.error(literal(error))
     exported = st.session_state.get("captions.export_zip")
     if exported and exported[0] == dataset_id:
         st.download_button("Download zip", exported[1], file_name=f"{dataset.name}.zip", mime="application/zip",

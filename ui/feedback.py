@@ -13,16 +13,9 @@ from typing import Literal
 import streamlit as st
 
 from core.errors import StudioError
+from ui.text import literal
 
 FlashKind = Literal["success", "info", "error"]
-
-_MARKDOWN_CHARACTERS = frozenset("\\`*_{}[]()#+-.!|<>~$:=")
-
-
-def escape_markdown(text: str) -> str:
-    """User text (names, prompts) inside a message box: shown as typed, never as Markdown."""
-    return "".join(f"\\{c}" if c in _MARKDOWN_CHARACTERS else c for c in text)
-
 
 class Refused(StudioError):
     """An action refused with a list of reasons (the flash shows them as a list under the message)."""
@@ -37,20 +30,20 @@ def flash(key: str, kind: FlashKind, text: str, details: Sequence[str] = ()) -> 
     st.session_state[key] = (kind, text, list(details))
 
 
-def show_flash(key: str, *, escape: bool = True, toast: bool = False) -> None:
+def show_flash(key: str, *, toast: bool = False) -> None:
     """Show the message flashed under ``key``, if any, and forget it.
 
-    ``escape``: the message quotes user text, so it is shown as typed rather than as Markdown.
+    The message and its details are shown as typed, never as Markdown (they quote names, captions and
+    error messages): see :mod:`ui.text`.
     ``toast``: for a view that refreshes itself, where a message box would vanish with the next refresh.
     """
     if (flashed := st.session_state.pop(key, None)) is None:
         return
     kind, text, details = flashed
     if toast:
-        st.toast(text, icon=":material/check_circle:" if kind == "success" else ":material/error:")
+        st.toast(literal(text), icon=":material/check_circle:" if kind == "success" else ":material/error:")
         return
-    shown = escape_markdown if escape else str
-    body = "\n".join([shown(text), *(f"- {shown(detail)}" for detail in details)])
+    body = "\n".join([literal(text), *(f"- {literal(detail)}" for detail in details)])
     {"success": st.success, "info": st.info}.get(kind, st.error)(body)
 
 

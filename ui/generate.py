@@ -25,6 +25,7 @@ from core.library.collections import add_to_collection, list_collections
 from core.models import Asset, Job, JobStatus, LoraModel
 from core.training import runs as training
 from ui.loaded_form import LoadedForm
+from ui.text import literal, plain
 from ui.widgets import hand_to_video_page, live_job_list, status_badge, stored_id
 
 TEMPLATE = "generate.template"
@@ -93,7 +94,7 @@ def _initial_template(templates: dict[str, GenerationTemplate]) -> None:
 
 
 def _lora_label(lora: LoraModel) -> str:
-    return f"{lora.name}{' ★' if lora.promoted else ''}"
+    return plain(f"{lora.name}{' ★' if lora.promoted else ''}")
 
 
 def _lora_picker(template: GenerationTemplate) -> list[dict[str, Any]]:
@@ -126,7 +127,8 @@ def _snippet_row(field: str, *, negative: bool) -> None:
     target = _key(field)  # these controls' own keys stay fixed: the page never loads values into them
     select_key = f"{target}.snippet"
     left, middle, right = st.columns([3, 1, 1], vertical_alignment="bottom")
-    left.selectbox("Prompt library", list(snippets), format_func=lambda i: f"{snippets[i].name}: {snippets[i].text}",
+    left.selectbox("Prompt library", list(snippets),
+                   format_func=lambda i: plain(f"{snippets[i].name}: {snippets[i].text}"),
                    key=select_key, index=None, placeholder="Insert a saved snippet…", label_visibility="collapsed")
     middle.button("Insert", key=f"{target}.insert", on_click=_insert_snippet,
                   args=(field, select_key, {i: s.text for i, s in snippets.items()}), disabled=not snippets,
@@ -136,9 +138,9 @@ def _snippet_row(field: str, *, negative: bool) -> None:
         if st.button("Save snippet", key=f"{target}.save", type="primary"):
             try:
                 prompt_library.create_snippet(name=name, text=FORM.value(field, ""), negative=negative)
-                st.toast(f"Saved {name!r} to the prompt library")
+                st.toast(f"Saved {literal(repr(name))} to the prompt library")
             except StudioError as error:
-                st.error(str(error))
+                st.error(literal(error))
 
 
 def _settings(template: GenerationTemplate) -> dict[str, Any]:
@@ -189,7 +191,7 @@ def request_form() -> None:
     if catalogue.errors:
         with st.expander(f":material/warning: {len(catalogue.errors)} template file(s) refused"):
             for message in catalogue.errors.values():
-                st.text(message)
+                st.text(plain(message))
     templates = catalogue.templates
     if not templates:
         st.error("No generation templates found. Add a .yaml file to the workflows/generation folder.")
@@ -197,10 +199,10 @@ def request_form() -> None:
     _apply_fill(templates)
     _initial_template(templates)
     name = st.selectbox("Template", list(templates), key=TEMPLATE, on_change=_on_template_change, args=(templates,),
-                        format_func=lambda n: f"{templates[n].label} ({n})")
+                        format_func=lambda n: plain(f"{templates[n].label} ({n})"))
     template = templates[name]
     if template.description:
-        st.caption(template.description)
+        st.caption(literal(template.description))
     loras = _lora_picker(template)
     prompt = st.text_area("Prompt", value=FORM.value("prompt", ""), key=FORM.key("prompt"), height=110, max_chars=2000,
                           placeholder="ohwx woman, candid photo at a café, soft window light")
@@ -216,7 +218,7 @@ def request_form() -> None:
             job = generation.submit_generation(template=name, prompt=prompt, negative_prompt=negative, loras=loras,
                                                **settings, **start)
         except StudioError as error:
-            st.error(str(error))
+            st.error(literal(error))
             return
         st.session_state[_PAGE] = 1
         st.toast(f"Queued {settings['count']} image(s): job {job.id[:8]}")
@@ -260,11 +262,11 @@ def _add_to_collection(asset: Asset) -> None:
         st.caption("No collections yet: create one on the Assets page.")
         return
     left, right = st.columns([3, 2], vertical_alignment="bottom")
-    chosen = left.selectbox("Collection", list(collections), format_func=collections.__getitem__,
+    chosen = left.selectbox("Collection", list(collections), format_func=lambda i: plain(collections[i]),
                             key=f"generate.collection.{asset.id}")
     if right.button("Add", key=f"generate.collect.{asset.id}"):
         add_to_collection(chosen, [stored_id(asset)])
-        st.toast(f"Added to {collections[chosen]}")
+        st.toast(f"Added to {literal(collections[chosen])}")
 
 
 def _image_card(asset: Asset) -> None:
@@ -282,13 +284,13 @@ def _job_block(job: Job) -> None:
         head, actions = st.columns([5, 1], vertical_alignment="center")
         with head:
             status_badge(job.status)
-            st.text(job.payload.get("prompt", ""))
+            st.text(plain(job.payload.get("prompt", "")))
         if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
-            st.progress(job.progress, text=job.progress_message or "waiting for a GPU worker…")
+            st.progress(job.progress, text=literal(job.progress_message or "waiting for a GPU worker…"))
             if actions.button("Cancel", key=f"generate.cancel.{job.id}"):
                 cancel_job(job.id)
         elif job.status == JobStatus.FAILED:
-            st.error(job.error or "failed")
+            st.error(literal(job.error or "failed"))
         images = generation.job_images(job.id)
         for start in range(0, len(images), COLUMNS):
             for column, asset in zip(st.columns(COLUMNS), images[start:start + COLUMNS], strict=False):

@@ -15,6 +15,7 @@ from core.models import Asset, JobStatus, LoraModel, Pipeline, Platform
 from core.reports.overview import Overview, VideoGlance
 from core.training.runs import get_lora
 from ui import page_paths
+from ui.text import code, literal
 from ui.widgets import status_badge
 
 DEMO = "home.demo.pipeline"  # the demo this session started
@@ -53,7 +54,7 @@ def demo_section() -> None:
             with st.spinner("Drawing the 15 demo images…"):
                 started = demo.start_demo()
         except StudioError as error:
-            st.error(str(error), icon=":material/power_off:")
+            st.error(literal(error), icon=":material/power_off:")
         else:
             st.session_state[DEMO] = started.id
             st.rerun()  # draw the button disabled and the live view polling
@@ -88,9 +89,9 @@ def _demo_view(pipeline: Pipeline) -> None:
             line = f"{STAGE_ICONS.get(stage.status, '')} **{stage.name}** · {stage.status}"
             if stage.seconds is not None:
                 line += f" · {stage.seconds:.1f} s"
-            st.markdown(line + (f" · {stage.what}" if stage.what else ""))
+            st.markdown(line + (f" · {literal(stage.what)}" if stage.what else ""))
         if pipeline.error:
-            st.error(f"{pipeline.error_stage}: {pipeline.error}")
+            st.error(f"{literal(pipeline.error_stage)}: {literal(pipeline.error)}")
             st.page_link(page_paths.AUTOMATION, label="Retry it from the failed stage on Automation",
                          icon=":material/account_tree:")
         if pipeline.status == JobStatus.SUCCEEDED:
@@ -102,7 +103,8 @@ def _demo_results(pipeline: Pipeline) -> None:
     images = results.get("generation", {}).get("imageAssetIds", [])
     try:
         lora = get_lora(results["training"]["loraId"])
-        st.page_link(page_paths.TRAINING, label=f"The LoRA “{lora.name}” on Training", icon=":material/model_training:",
+        st.page_link(page_paths.TRAINING, label=f"The LoRA “{literal(lora.name)}” on Training",
+                     icon=":material/model_training:",
                      query_params={"run": lora.job_id})
     except (KeyError, NotFound):
         st.caption("Its LoRA was deleted since.")
@@ -155,16 +157,16 @@ def _video_caption(item: VideoGlance) -> str:
 
 def _lora_line(lora: LoraModel, promoted: LoraModel | None) -> str:
     mark = " · :material/star: **promoted**" if promoted is not None and lora.id == promoted.id else ""
-    return f"{lora.name} · step {lora.step} · {aware(lora.created_at):%d %b %H:%M}{mark}"
+    return f"{literal(lora.name)} · step {lora.step} · {aware(lora.created_at):%d %b %H:%M}{mark}"
 
 
 def glance(view: Overview) -> None:
-    st.subheader(f"{view.character.name} at a glance")
+    st.subheader(f"{literal(view.character.name)} at a glance")
     if view.trigger_from_latest:
-        st.caption(f"Trigger word: `{view.trigger_word}` (the latest LoRA's: promote one on Training to make it "
+        st.caption(f"Trigger word: {code(view.trigger_word)} (the latest LoRA's: promote one on Training to make it "
                    "the character's and generation's default)")
     else:
-        st.caption(f"Trigger word: `{view.trigger_word}`" if view.trigger_word else
+        st.caption(f"Trigger word: {code(view.trigger_word)}" if view.trigger_word else
                    "No trigger word yet: set one on a dataset, or promote a LoRA trained on one.")
     left, right = st.columns(2)
     with left:
@@ -172,7 +174,7 @@ def glance(view: Overview) -> None:
         if not view.datasets:
             st.info("No dataset yet. Run the demo above, or create one on Datasets.")
         for item in view.datasets:
-            st.markdown(f"{item.dataset.name} · {item.images} images, {item.captioned} captioned")
+            st.markdown(f"{literal(item.dataset.name)} · {item.images} images, {item.captioned} captioned")
         st.page_link(page_paths.DATASETS, label="Datasets", icon=":material/photo_library:")
     with right:
         st.markdown(f"**LoRA versions** ({view.lora_total})")
@@ -186,7 +188,7 @@ def glance(view: Overview) -> None:
             st.caption("None promoted: promote one on Training to make it generation's default.")
         st.page_link(page_paths.TRAINING, label="Training", icon=":material/model_training:")
 
-    _strip(f"**Recent images** ({view.image_total})", [(image, image.prompt[:60]) for image in view.images],
+    _strip(f"**Recent images** ({view.image_total})", [(image, literal(image.prompt[:60])) for image in view.images],
            empty="No images yet. Make some on Generate.", page=page_paths.ASSETS, label="Assets",
            icon=":material/perm_media:")
     _strip(f"**Recent videos** ({view.video_total})", [(item.poster, _video_caption(item)) for item in view.videos],
@@ -206,7 +208,7 @@ def _next_posts(view: Overview) -> None:
     zone = ZoneInfo(get_settings().timezone)
     for post in view.upcoming:
         when = aware(post.scheduled_at).astimezone(zone)
-        st.write(f"{when:%a %d %b %H:%M} · {Platform(post.platform).label} · {post.caption[:60]}")
+        st.write(f"{when:%a %d %b %H:%M} · {Platform(post.platform).label} · {literal(post.caption[:60])}")
     st.page_link(page_paths.CALENDAR, label="Calendar", icon=":material/calendar_month:")
 
 
@@ -215,7 +217,8 @@ def _work(view: Overview) -> None:
     if not view.running_jobs and not view.active_pipelines:
         st.info("No pipeline running, no job running. n8n, the Automation page or the demo start them.")
     for job in view.running_jobs:
-        st.progress(job.progress, text=f"{job.kind} `{job.id[:8]}` · {job.progress_message or job.stage or ''}")
+        activity = literal(job.progress_message or job.stage or "")
+        st.progress(job.progress, text=f"{job.kind} `{job.id[:8]}` · {activity}")
     for pipeline in view.active_pipelines:
         label = f"{pipeline.kind} `{pipeline.id[:8]}` · {pipeline.stage or pipeline.status}"
         st.progress(pipeline.progress, text=label)

@@ -14,7 +14,8 @@ from core.jobs.kinds import all_specs
 from core.models import Job, JobStatus
 from core.pagination import Page
 from ui.feedback import job_action, show_flash
-from ui.widgets import live_log, status_badge
+from ui.text import literal, plain
+from ui.widgets import live_log, pick, status_badge
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 SELECTED = "jobs.selected"  # the job to open (set by the test-job form and the Assets page's "Open on Jobs")
@@ -52,9 +53,9 @@ def _enqueue(kind: str, payload_text: str) -> None:
         st.session_state[SELECTED] = job.id
         st.toast(f"Job {job.id[:8]} queued")
     except json.JSONDecodeError as error:
-        st.error(f"The payload is not valid JSON: {error}")
+        st.error(f"The payload is not valid JSON: {literal(error)}")
     except StudioError as error:
-        st.error(str(error))
+        st.error(literal(error))
 
 
 def job_filters() -> JobQuery:
@@ -77,7 +78,7 @@ def _job_rows(listed: Page[Job]) -> list[dict[str, object]]:
             "stage": job.stage or "",
             "attempts": f"{job.attempts}/{job.max_attempts}",
             "created": jobs.aware(job.created_at),
-            "error": (job.error or "")[:120],
+            "error": plain((job.error or "")[:120]),
         }
         for job in listed.items
     ]
@@ -104,10 +105,8 @@ def job_table(query: JobQuery, listed: Page[Job]) -> None:
 
 
 def job_picker(listed: Page[Job]) -> str:
-    ids = [job.id for job in listed.items]
-    selected = st.session_state.get(SELECTED)
-    default_index = ids.index(selected) if selected in ids else 0
-    return str(st.selectbox("Open job", ids, index=default_index, format_func=lambda i: f"{i[:8]}", key="jobs.open"))
+    return str(pick("Open job", [job.id for job in listed.items], lambda i: f"{i[:8]}", state=SELECTED,
+                    key="jobs.open"))
 
 
 @st.fragment(run_every=2)
@@ -121,10 +120,10 @@ def job_detail(job_id: str) -> None:
         head[2].button("Cancel", key="jobs.cancel", on_click=job_action, args=(_ACTION_ERROR, jobs.cancel_job, job.id))
     if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
         head[3].button("Retry", key="jobs.retry", on_click=job_action, args=(_ACTION_ERROR, jobs.retry_job, job.id))
-    show_flash(_ACTION_ERROR, escape=False)
-    st.progress(job.progress, text=job.progress_message or job.stage or job.status)
+    show_flash(_ACTION_ERROR)
+    st.progress(job.progress, text=literal(job.progress_message or job.stage or job.status))
     if job.error:
-        st.error(f"Failed at stage '{job.error_stage}': {job.error}")
+        st.error(f"Failed at stage '{literal(job.error_stage)}': {literal(job.error)}")
     st.caption(f"Job {job.id} · queue {job.queue} · attempt {job.attempts}/{job.max_attempts} · "
                f"worker {job.worker or '—'}")
 

@@ -10,6 +10,7 @@ from core.jobs import lifecycle as jobs
 from core.models import JobStatus
 from core.reports import monitoring
 from ui.feedback import job_action, show_flash
+from ui.text import literal
 
 REFRESH_S = 5
 _ACTION_ERROR = "monitoring.action_error"
@@ -32,7 +33,7 @@ def _gib(value: float) -> str:
 
 
 def _show_action_error() -> None:
-    show_flash(_ACTION_ERROR, escape=False)
+    show_flash(_ACTION_ERROR)
 
 
 def queues_section() -> None:
@@ -40,7 +41,7 @@ def queues_section() -> None:
     try:
         stats = monitoring.queue_stats()
     except StudioError as error:
-        st.error(str(error))
+        st.error(literal(error))
         return
     columns = st.columns(len(stats))
     for column, stat in zip(columns, stats, strict=True):
@@ -55,7 +56,7 @@ def workers_section() -> None:
     try:
         workers = monitoring.worker_stats()
     except StudioError as error:
-        st.error(str(error))
+        st.error(literal(error))
         return
     if not workers:
         st.info("No worker is running. Start them with `python -m workers run`.")
@@ -86,8 +87,11 @@ def live_queues_and_workers() -> None:
 
 
 def _bar(kinds: list[str], values: list[float], title: str, fmt: str) -> go.Figure:
+    """Bars of counts or rates, on an axis from 0 (left to autorange, all-zero bars get one from −1)
+    with headroom for the values written above the bars."""
     figure = go.Figure(go.Bar(x=kinds, y=values, texttemplate=fmt, textposition="outside"))
     figure.update_layout(title=title, height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    figure.update_yaxes(range=[0, max(values, default=0.0) * 1.2 or 1.0], rangemode="nonnegative")
     return figure
 
 
@@ -124,8 +128,8 @@ def failures_section() -> None:
     for failure in failures:
         left, right = st.columns([6, 1])
         when = f"{failure.finished_at:%Y-%m-%d %H:%M:%S} UTC" if failure.finished_at else "—"
-        left.markdown(f"`{failure.id[:8]}` **{failure.kind}** at stage *{failure.stage or 'run'}* · {when}")
-        left.caption(failure.error or "(no error message)")
+        left.markdown(f"`{failure.id[:8]}` **{failure.kind}** at stage *{literal(failure.stage or 'run')}* · {when}")
+        left.caption(literal(failure.error or "(no error message)"))
         if failure.status in (JobStatus.FAILED, JobStatus.CANCELLED):  # retried ones leave this list
             right.button("Retry", key=f"monitoring.retry.{failure.id}", on_click=job_action,
                          args=(_ACTION_ERROR, jobs.retry_job, failure.id))
@@ -139,7 +143,7 @@ def health_section() -> None:
     for column, check in zip(columns, report.checks, strict=True):
         column.metric(check.name, "up" if check.ok else "DOWN", f"{check.latency_ms:.0f} ms", delta_color="off")
         if not check.ok:
-            column.error(check.detail)
+            column.error(literal(check.detail))
     st.dataframe(
         [{"folder": d.name, "path": d.path, "free": _gib(d.free_bytes), "total": _gib(d.total_bytes),
           "used": f"{d.used_fraction:.0%}"} for d in report.disks],
@@ -154,10 +158,10 @@ def hardware_section() -> None:
     cpu.metric(f"CPU ({hw.cpu_count} cores)", f"{hw.cpu_percent:.0f} %")
     ram.metric("RAM", f"{_gib(hw.ram_used_bytes)} / {_gib(hw.ram_total_bytes)}")
     if not hw.gpus:
-        st.info(f"No GPU: {hw.no_gpu_reason}. GPU jobs need a worker on a machine with one.")
+        st.info(f"No GPU: {literal(hw.no_gpu_reason)}. GPU jobs need a worker on a machine with one.")
         return
     for gpu in hw.gpus:
-        st.markdown(f"**GPU {gpu.index} · {gpu.name}**")
+        st.markdown(f"**GPU {gpu.index} · {literal(gpu.name)}**")
         util, memory, temperature = st.columns(3)
         util.metric("Utilisation", f"{gpu.utilization_pct:.0f} %")
         memory.metric("Memory", f"{gpu.memory_used_mib / 1024:.1f} / {gpu.memory_total_mib / 1024:.1f} GiB")

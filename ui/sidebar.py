@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.reports.health import Check, check_all
+from ui.text import literal
 
 
 @st.cache_data(ttl=5, show_spinner=False)
@@ -18,4 +19,4 @@ def render_health() -> None:
         for check in _cached_checks():
             icon = ":material/check_circle:" if check.ok else ":material/error:"
             label = f"{icon} **{check.name}** · {check.latency_ms:.0f} ms"
-            st.markdown(label, help=check.detail)
+            st.markdown(label, help=literal(check.detail))  # a tooltip renders Markdown too

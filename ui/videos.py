@@ -16,6 +16,7 @@ from core.models import Job, JobStatus
 from core.video import requests as videos
 from core.video.options import ASPECT_LABELS, LoudnessTarget, SubtitleStyle
 from core.video.voices import list_voices
+from ui.text import literal, plain
 from ui.widgets import VIDEO_HANDOFF_KEY, live_job_list, status_badge, stored_id
 
 IMAGES = "videos.images"
@@ -57,7 +58,7 @@ def _image_picker() -> list[int]:
     st.session_state[IMAGES] = [i for i in st.session_state.get(IMAGES, []) if i in options]
     def label(asset_id: int) -> str:
         asset = options[asset_id]
-        return f"#{asset_id} · {asset.prompt[:50] or asset.key.rsplit('/', 1)[-1]}"
+        return plain(f"#{asset_id} · {asset.prompt[:50] or asset.key.rsplit('/', 1)[-1]}")
 
     chosen = st.multiselect("Images, in order", list(options), key=IMAGES, format_func=label,
                             placeholder="Pick images (or use 'Make a video' on Generate or Assets)")
@@ -84,7 +85,7 @@ def _preview(voice: str, rate: int) -> None:
     try:
         job = videos.submit_voice_preview(voice=voice, rate_wpm=rate)
     except StudioError as error:
-        st.error(str(error))
+        st.error(literal(error))
         return
     with st.spinner("Speaking…"):
         deadline = time.monotonic() + 30
@@ -93,7 +94,7 @@ def _preview(voice: str, rate: int) -> None:
     if job.status == JobStatus.SUCCEEDED:
         st.audio(videos.read_preview(job.id), format="audio/wav")
     else:
-        st.warning(job.error or "The preview did not finish in 30 s: is a CPU worker running?")
+        st.warning(literal(job.error or "The preview did not finish in 30 s: is a CPU worker running?"))
 
 
 def _look() -> dict[str, Any]:
@@ -134,7 +135,7 @@ def _sound() -> dict[str, Any]:
     with st.expander("Music and loudness"):
         tracks = {a.id: a for a in assets.list_assets(assets.make_filter(kind="audio"), page_size=100).items}
         music = st.selectbox("Background music", [None, *tracks], key=_key("music"),
-                             format_func=lambda i: "None" if i is None else tracks[i].key.rsplit("/", 1)[-1])
+                             format_func=lambda i: "None" if i is None else plain(tracks[i].key.rsplit("/", 1)[-1]))
         gain = st.slider("Music level (dB)", -40.0, 0.0, -18.0, step=1.0, key=_key("music_gain"),
                          help="before ducking under the voice")
         left, right = st.columns(2)
@@ -162,7 +163,7 @@ def request_form() -> None:
             job = videos.submit_video(image_asset_ids=images, script=st.session_state.get(SCRIPT, ""), voice=voice,
                                       rate_wpm=rate, subtitles=subtitles, platforms=platforms, **look, **sound)
         except StudioError as error:
-            st.error(str(error))
+            st.error(literal(error))
             return
         st.session_state[_PAGE] = 1
         st.toast(f"Rendering: job {job.id[:8]}")
@@ -171,14 +172,14 @@ def request_form() -> None:
 def _render_block(job: Job) -> None:
     with st.container(border=True):
         status_badge(job.status)
-        st.text(job.payload.get("script", "")[:200])
+        st.text(plain(job.payload.get("script", "")[:200]))
         if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
-            st.progress(job.progress, text=job.progress_message or "waiting for a CPU worker…")
+            st.progress(job.progress, text=literal(job.progress_message or "waiting for a CPU worker…"))
             if st.button("Cancel", key=f"videos.cancel.{job.id}"):
                 cancel_job(job.id)
             return
         if job.status == JobStatus.FAILED:
-            st.error(job.error or "failed")
+            st.error(literal(job.error or "failed"))
             return
         result = job.result or {}
         if (video_id := result.get("video_asset_id")) is None:
@@ -193,7 +194,7 @@ def _render_block(job: Job) -> None:
         for platform, problems in (result.get("spec_report") or {}).items():
             name = PLATFORMS.get(platform, platform)
             if problems:  # each problem already names its platform
-                st.warning("; ".join(problems))
+                st.warning(literal("; ".join(problems)))
             else:
                 st.success(f"{name}: meets the specs")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import streamlit as st
 
@@ -12,6 +12,7 @@ from core.jobs.lifecycle import aware
 from core.models import Job, JobStatus
 from core.pagination import Page
 from ui import page_paths
+from ui.text import plain
 
 # The colours st.badge accepts.
 BadgeColour = Literal["red", "orange", "yellow", "blue", "green", "violet", "gray", "grey", "primary"]
@@ -34,6 +35,22 @@ def stored_id(row: _Stored) -> int:
     if row.id is None:
         raise ValueError(f"{type(row).__name__} has no id: it was never saved")
     return row.id
+
+
+def pick(label: str, options: list[Any], labels: Callable[[Any], str], *, state: str, key: str) -> Any:
+    """A selectbox that follows ``state`` (which other code may change) and writes the user's choice back.
+
+    A keyed selectbox keeps its own value across reruns and ignores ``index=``: code that opens something
+    (a dataset just created, a job just queued) must set ``state``, and this makes the box show it."""
+    if st.session_state.get(state) in options:
+        st.session_state[key] = st.session_state[state]
+
+    def remember() -> None:
+        st.session_state[state] = st.session_state[key]
+
+    chosen = st.selectbox(label, options, format_func=labels, key=key, on_change=remember)
+    st.session_state[state] = chosen
+    return chosen
 
 
 def status_badge(status: str) -> None:
@@ -89,5 +106,5 @@ def live_log(job_id: str, *, key: str, tail: int = 300) -> None:
                                         for e in page.entries])[-2000:]
     threshold = joblogs.LEVELS.index(level or "debug")
     shown = [text for lvl, text in cache["lines"] if joblogs.LEVELS.index(lvl) >= threshold]
-    st.code("\n".join(shown[-tail:]) or "(no log lines yet)", language=None)
+    st.code(plain("\n".join(shown[-tail:])) or "(no log lines yet)", language=None)
     st.download_button("Download log", "\n".join(shown), file_name=f"job-{job_id}.log", key=f"{key}.download")

@@ -259,7 +259,7 @@ def _expand(files: Sequence[tuple[str, bytes]], limits: ImportLimits, report: Im
             except ImageRejected as error:
                 report.errors.append(str(error))
                 continue
-            report.errors.extend(f"{filename}: {e.name}: {e.message}" for e in errors)
+            report.errors.extend(f"{display_name(filename)}: {e.name}: {e.message}" for e in errors)
             expanded.extend((entry.name, entry.data) for entry in entries)
         else:
             expanded.append((filename, data))
@@ -293,7 +293,7 @@ def import_files(
         if _store_one(dataset_id, PurePosixPath(name).name, prepared, caption):
             report.added.append(name)
         else:
-            report.duplicates.append(f"{name}: already in this dataset (same file), skipped")
+            report.duplicates.append(f"{display_name(name)}: already in this dataset (same file), skipped")
     refresh_dataset_state(dataset_id)
     return report
 

@@ -20,6 +20,7 @@ import io
 import re
 import stat
 import struct
+import unicodedata
 import warnings
 import zipfile
 import zlib
@@ -137,11 +138,27 @@ class ArchiveError:
 # --- helpers ----------------------------------------------------------------------------------------
 
 
+# Characters that are invisible or change how the text around them is shown: controls (Cc), format
+# characters (Cf: bidi embeddings, overrides and isolates, zero-width spaces), lone surrogates, private
+# use, unassigned code points, and line/paragraph separators.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_EMOJI_JOINER = "\u200d"  # builds emoji sequences (a runner + ZWJ + a female sign); moves no text
+
+
+def printable(text: str, *, multiline: bool = False) -> str:
+    """Text made safe to store and show, the one policy for every user-supplied string: invisible and
+    reordering characters become '?' (a NUL breaks PostgreSQL; U+202E before 'gnp.exe' displays it as
+    'exe.png'). ``multiline`` keeps line breaks and tabs (captions, prompts, errors)."""
+    kept = "\n\t" if multiline else ""
+    return "".join(
+        c if c in kept or c == _EMOJI_JOINER or unicodedata.category(c) not in _HIDDEN_CATEGORIES else "?"
+        for c in text
+    )
+
+
 def display_name(name: str, max_length: int = 200) -> str:
-    """A file name made safe to store and show: control, bidi-override and zero-width characters and lone
-    surrogates become '?' (a NUL breaks PostgreSQL; U+202E before 'gnp.exe' displays it as 'exe.png');
-    length capped."""
-    cleaned = "".join(c if c.isprintable() else "?" for c in name) or "(unnamed)"
+    """A file name made safe to store and show (see :func:`printable`); never empty, length capped."""
+    cleaned = printable(name) or "(unnamed)"
     return cleaned if len(cleaned) <= max_length else cleaned[: max_length - 3] + "..."
 
 

@@ -161,3 +161,159 @@ def test_a_hostile_job_error_on_the_jobs_page_stays_text(hostile):
     at = open_page("pages/jobs.py")
     at.selectbox(key="jobs.open").set_value(hostile["job"].id[:8]).run()
     _assert_no_html(at, expect_text=SCRIPT)
+
+
+# --- no user text rendered as Markdown -------------------------------------------------------------------------
+#
+# Streamlit renders Markdown in messages, captions, headers, labels, help and toasts: user text there must be
+# escaped (ui.text.literal), and control/bidi characters neutralised everywhere (ui.text.plain). AppTest gives
+# each element's Markdown source; markdown-it (CommonMark, what Streamlit's renderer builds on) turns it into
+# the HTML a browser would get.
+
+OVERRIDE = "\u202e"
+MARKDOWN_BAIT = "**bold** [link](https://evil.example) _it_ `code` :red[red]"
+HOSTILE = f"{MARKDOWN_BAIT} {OVERRIDE}gnp.exe"
+# Element types whose value Streamlit renders as Markdown (labels and help render it everywhere).
+MARKDOWN_TYPES = {"markdown", "caption", "success", "info", "warning", "error", "toast", "title", "header",
+                  "subheader"}
+
+EDITABLE_TYPES = {"text_input", "text_area"}
+
+
+def _render_markdown(source: str) -> str:
+    from markdown_it import MarkdownIt  # comes with rich, which Streamlit requires
+
+    return MarkdownIt("commonmark").enable("strikethrough").render(source)
+
+
+def _strings(node) -> Iterator[tuple[str, bool]]:
+    """Every string an element shows, with whether Streamlit renders it as Markdown."""
+    value = getattr(node, "value", None)
+    if getattr(node, "type", "") in EDITABLE_TYPES:
+        value = None  # the text being edited: the user must see and change what is really stored
+    if isinstance(value, str):
+        yield value, getattr(node, "type", "") in MARKDOWN_TYPES
+    elif hasattr(value, "to_csv"):  # a dataframe's cells
+        yield value.to_csv(), False
+    for attribute in ("label", "help", "placeholder"):
+        if isinstance(text := getattr(node, attribute, None), str):
+            yield text, attribute != "placeholder"
+    for option in getattr(node, "options", None) or []:
+        yield str(option), False
+    proto = getattr(node, "proto", None)
+    if getattr(node, "type", "") == "unknown" and proto is not None:  # page links, badges…: their labels
+        for field, text in proto.ListFields():
+            if isinstance(text, str) and field.name in ("label", "body", "help"):
+                yield text, True
+
+
+def markdown_violations(at) -> list[str]:
+    problems = []
+    for node in _walk(at._tree):
+        for text, markdown in _strings(node):
+            where = f"{getattr(node, 'type', '?')}: {text[:90]!r}"
+            if OVERRIDE in text:
+                problems.append(f"raw right-to-left override in {where}")
+            if not markdown:
+                continue
+            html = _render_markdown(text)
+            if "<strong>bold</strong>" in html or "<em>it</em>" in html:
+                problems.append(f"user text rendered as emphasis in {where}")
+            if '<a href="https://evil.example' in html or "https://evil.example" in text:  # links, autolinks
+                problems.append(f"user text rendered as a link in {where}")
+            if ":red[" in text or "<code>code</code>" in html:
+                problems.append(f"user text rendered as a directive or code in {where}")
+    return problems
+
+
+def test_the_markdown_check_catches_rendered_user_text():
+    from ui.text import literal, plain
+
+    assert _render_markdown(MARKDOWN_BAIT).count("<strong>bold</strong>") == 1
+    escaped = literal(HOSTILE)
+    assert OVERRIDE not in escaped and OVERRIDE not in plain(HOSTILE)
+    html = _render_markdown(escaped)
+    assert "<strong>" not in html and "<a " not in html and "<em>" not in html and "<code>" not in html
+    assert "**bold** [link](https://evil.example) _it_ `code`" in html  # shown as typed
+
+
+@pytest.fixture
+def markdown_bait(studio):
+    """Every kind of user text the pages show, holding Markdown and a right-to-left override. Names are
+    validated (no control characters) where they are typed, so the override is written to the rows directly,
+    as data from an older version or another client would arrive."""
+    from core.characters import characters
+    from core.library import collections
+    from core.library.assets import AssetSource, store_image
+    from core.models import Character, Collection, Dataset, DatasetImage, LoraConfig, Post
+    from core.training.configs import create_config
+    from core.training.params import LoraParams
+
+    dataset = datasets.create_dataset(name="bait", trigger_word="ohwx")
+    datasets.import_files(dataset.id, [("a.png", image_bytes(seed=3))])
+    image = datasets.all_images(dataset.id)[0]
+    captions.save_caption(image.id, "caption")
+    collection = collections.create_collection(name="bait collection")
+    config = create_config(name="bait config", params=LoraParams())
+    character = characters.current_character()
+    post = posts.create_post(platform="youtube", scheduled_at=datetime.now(UTC) + timedelta(days=2),
+                             caption="caption", title="title")
+    store_image("generated/bait.png", image_bytes(64, 64, seed=4), source=AssetSource.GENERATED, prompt=HOSTILE)
+    job = jobs.create_job("sleep", {"seconds": 1})
+    with session_scope() as session:
+        session.get(Dataset, dataset.id).name = f"{MARKDOWN_BAIT} {OVERRIDE}dataset"
+        session.get(Dataset, dataset.id).trigger_word = f"ohwx {OVERRIDE}`x`"
+        stored = session.get(DatasetImage, image.id)
+        stored.filename, stored.caption = f"{HOSTILE}.png", HOSTILE
+        session.get(Collection, collection.id).name = f"{MARKDOWN_BAIT} {OVERRIDE}collection"
+        session.get(LoraConfig, config.id).name = f"{MARKDOWN_BAIT} {OVERRIDE}config"
+        session.get(Character, character.id).name = f"{MARKDOWN_BAIT} {OVERRIDE}character"
+        row = session.get(Post, post.id)
+        row.caption, row.title = HOSTILE, HOSTILE
+        failed = session.get(Job, job.id)
+        failed.status, failed.error, failed.error_stage = JobStatus.FAILED, HOSTILE, "render"
+    return {"dataset": dataset, "post": post, "job": job, "collection": collection}
+
+
+@pytest.mark.parametrize("page", ["pages/datasets.py", "pages/captions.py", "pages/calendar.py", "pages/jobs.py",
+                                  "pages/home.py", "pages/training.py", "pages/assets.py", "pages/monitoring.py",
+                                  "pages/generate.py", "pages/videos.py", "pages/automation.py"])
+def test_user_text_is_never_rendered_as_markdown(markdown_bait, page):
+    at = open_page(page)
+    assert markdown_violations(at) == []
+
+
+def test_user_text_in_the_open_views_is_never_rendered_as_markdown(markdown_bait):
+    from tests.apptest import click
+
+    at = click(open_page("pages/calendar.py"), f"calendar.open.{markdown_bait['post'].id}")  # the post editor
+    assert markdown_violations(at) == []
+    at = open_page("pages/jobs.py")
+    at.selectbox(key="jobs.open").set_value(markdown_bait["job"].id).run()  # the failed job's detail
+    assert markdown_violations(at) == []
+    at = open_page("pages/assets.py", **{"assets.view": "collections"})
+    assert markdown_violations(at) == []
+    at = open_page("pages/training.py", **{"training.section": "configs"})
+    assert markdown_violations(at) == []
+
+
+def test_import_messages_show_file_names_as_text(markdown_bait):
+    """Accepted, duplicate, rejected and zip-entry messages all quote the file name the user chose."""
+    import io
+    import zipfile
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr(f"{HOSTILE}.png", b"not an image")
+        zipped.writestr(f"../{HOSTILE}.png", image_bytes(seed=9))
+    report = datasets.import_files(markdown_bait["dataset"].id, [
+        (f"{HOSTILE} copy.png", image_bytes(seed=3)),  # a duplicate of a.png
+        (f"{HOSTILE}.txt.png", b"not an image"),
+        (f"{HOSTILE}.zip", archive.getvalue()),
+        (f"{HOSTILE} new.png", image_bytes(seed=5)),
+    ])
+    assert report.added and report.duplicates and len(report.errors) >= 2
+    at = open_page("pages/datasets.py", **{"datasets.last_report": report})
+    shown = [e.value for e in at.error] + [i.value for i in at.info]
+    assert len(shown) >= len(report.errors) + len(report.duplicates)
+    assert markdown_violations(at) == []

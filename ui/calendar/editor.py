@@ -18,7 +18,8 @@ from ui.calendar.clock import studio_zone, when_text
 from ui.calendar.media import media_picker
 from ui.calendar.post_form import DEFAULT_ACCOUNT, edit_key, form_values, post_form, sync_form
 from ui.calendar.state import EDITOR_FLASH, PAGE_FLASH, close_panel
-from ui.feedback import Refused, escape_markdown, run_action, show_flash
+from ui.feedback import Refused, run_action, show_flash
+from ui.text import literal, plain
 from ui.widgets import status_badge
 
 # --- the editor: actions ------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ def _post_status(post_id: int, status: str, production_status: str | None) -> No
         if post.publish_job_id:
             st.caption(f"Publish job {post.publish_job_id[:8]}")
         if post.error:
-            st.error(escape_markdown(post.error))
+            st.error(literal(post.error))
         if post.status == PostStatus.PUBLISHED:
             _published(post)
 
@@ -161,7 +162,7 @@ def _fields(post: Post, tz: ZoneInfo, locked: bool) -> None:
     choices = [DEFAULT_ACCOUNT, *accounts]
     st.selectbox("Account", choices, index=choices.index(form.value("account")), key=form.key("account"),
                  disabled=locked, format_func=lambda i: "default (the platform's connected account)"
-                 if i == DEFAULT_ACCOUNT else f"{accounts[i].label} ({accounts[i].status})")
+                 if i == DEFAULT_ACCOUNT else plain(f"{accounts[i].label} ({accounts[i].status})"))
     if platform == Platform.YOUTUBE:
         st.text_input("Title", value=form.value("title", ""), key=form.key("title"), max_chars=100, disabled=locked)
     st.text_area("Caption", value=form.value("caption", ""), key=form.key("caption"), height=140, max_chars=70_000,
@@ -190,13 +191,13 @@ def _preview(post: Post, tz: ZoneInfo) -> None:
     try:
         preview = posts.post_preview(draft)
     except StudioError as error:
-        st.error(escape_markdown(str(error)))
+        st.error(literal(error))
         return
     with st.container(border=True):
         st.markdown(f"**Preview · {Platform(preview.platform).label}**")
         if preview.title:
-            st.text(f"Title: {preview.title}")
-        st.text(preview.shown or "(empty)")
+            st.text(f"Title: {plain(preview.title)}")
+        st.text(plain(preview.shown) or "(empty)")
         notes = [f"{len(preview.text):,} characters", f"{preview.hashtag_count} hashtags"]
         if preview.truncated:
             notes.append(f"truncated: followers see the first {RULES[preview.platform].preview_chars} "
@@ -207,9 +208,9 @@ def _preview(post: Post, tz: ZoneInfo) -> None:
             length = f" · {media.duration:.1f} s" if media.duration else ""
             st.caption(f"{media.kind} #{media.asset_id} · {size} · aspect {media.aspect or '?'}{length}")
         if preview.errors:
-            st.error("\n".join(["Cannot be scheduled yet:", *(f"- {escape_markdown(e)}" for e in preview.errors)]))
+            st.error("\n".join(["Cannot be scheduled yet:", *(f"- {literal(e)}" for e in preview.errors)]))
         for warning in preview.warnings:
-            st.warning(escape_markdown(warning))
+            st.warning(literal(warning))
         if preview.ok:
             st.success("Ready to schedule.")
 

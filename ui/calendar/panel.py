@@ -13,6 +13,7 @@ from ui.calendar.clock import local, when_text
 from ui.calendar.editor import post_editor
 from ui.calendar.new_post import new_post_panel
 from ui.calendar.state import PANEL, open_new, open_post
+from ui.text import plain
 
 
 def side_panel(shown: list[Post], tz: ZoneInfo) -> None:
@@ -37,5 +38,5 @@ def agenda(shown: list[Post], tz: ZoneInfo) -> None:
         with st.container(border=True):
             left, right = st.columns([4, 1], vertical_alignment="center")
             left.caption(f"{when_text(post.scheduled_at, tz)} · {Platform(post.platform).label} · {post.status}")
-            left.text(post.caption[:80] or "(no caption)")
+            left.text(plain(post.caption[:80]) or "(no caption)")
             right.button("Open", key=f"calendar.open.{post.id}", on_click=open_post, args=(post.id,))

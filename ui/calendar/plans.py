@@ -19,7 +19,8 @@ from core.models import Job, JobStatus, Platform, PostStatus
 from core.publishing import planning, posts
 from ui.calendar.clock import local, studio_zone, when_text
 from ui.calendar.state import PLANS_FLASH
-from ui.feedback import Refused, escape_markdown, run_action, show_flash
+from ui.feedback import Refused, run_action, show_flash
+from ui.text import literal, plain
 from ui.widgets import live_job_list, status_badge, stored_id
 
 # --- persona ---------------------------------------------------------------------------------------------
@@ -36,7 +37,7 @@ def persona_form() -> None:
              "do": "\n".join(persona.do), "dont": "\n".join(persona.dont)}
     for name, value in seeds.items():
         st.session_state.setdefault(f"calendar.persona.{name}", value)
-    with st.expander(f"Persona: {escape_markdown(persona.name)}", icon=":material/person:"):
+    with st.expander(f"Persona: {literal(persona.name)}", icon=":material/person:"):
         with st.form("calendar.persona"):
             left, right = st.columns(2)
             left.text_input("Name", key="calendar.persona.name", max_chars=120)
@@ -59,9 +60,9 @@ def _save_persona(character_id: int) -> None:
                           do=_lines(state["calendar.persona.do"]), dont=_lines(state["calendar.persona.dont"]))
         characters.save_persona(character_id, persona)
     except ValidationError as error:
-        st.error(escape_markdown(describe_validation_error(error)))
+        st.error(literal(describe_validation_error(error)))
     except StudioError as error:
-        st.error(escape_markdown(str(error)))
+        st.error(literal(error))
     else:
         st.success("Persona saved: new plans are written from it.")
 
@@ -112,7 +113,7 @@ def _submit_plan() -> None:
                                    posts_per_week=int(state["calendar.plan.per_week"]),
                                    planner=state["calendar.plan.planner"])
     except StudioError as error:
-        st.error(escape_markdown(str(error)))
+        st.error(literal(error))
         return
     state["calendar.planjobs.page"] = 1
     st.success(f"Planning: job {job.id[:8]}. The plan appears below when it finishes.")
@@ -123,11 +124,11 @@ def _plan_job(job: Job) -> None:
         left, right = st.columns([1, 4], vertical_alignment="center")
         with left:
             status_badge(job.status)
-        right.text(f"{job.payload.get('theme', '')[:80]} · job {job.id[:8]}")
+        right.text(plain(f"{job.payload.get('theme', '')[:80]} · job {job.id[:8]}"))
         if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
             st.progress(job.progress, text=job.stage or "waiting for a worker (default queue)…")
         elif job.status == JobStatus.FAILED:
-            st.error(escape_markdown(job.error or "failed"))
+            st.error(literal(job.error or "failed"))
         elif job.status == JobStatus.SUCCEEDED:
             result = job.result or {}
             st.caption(f"{result.get('posts', 0)} posts · planner {result.get('planner', '?')}")
@@ -143,7 +144,8 @@ def plan_jobs() -> None:
 
 def plan_rows(plans: list[Any], tz: ZoneInfo) -> list[dict[str, Any]]:
     counts = planning.plan_post_counts([plan.id for plan in plans])
-    return [{"plan": plan.name, "created": f"{local(plan.created_at, tz):%Y-%m-%d %H:%M}", "planner": plan.planner,
+    return [{"plan": plain(plan.name), "created": f"{local(plan.created_at, tz):%Y-%m-%d %H:%M}",
+             "planner": plan.planner,
              "posts": counts[plan.id], "tokens": plan.prompt_tokens + plan.completion_tokens,
              "cost (USD)": f"${plan.cost_usd:,.4f}"} for plan in plans]
 
@@ -161,7 +163,8 @@ def plans_list(tz: ZoneInfo) -> None:
     names = {stored_id(plan): plan.name for plan in page.items}
     if st.session_state.get("calendar.plans.open") not in names:
         st.session_state["calendar.plans.open"] = next(iter(names))
-    plan_id = st.selectbox("Show the posts of", list(names), format_func=names.__getitem__, key="calendar.plans.open")
+    plan_id = st.selectbox("Show the posts of", list(names), format_func=lambda i: plain(names[i]),
+                           key="calendar.plans.open")
     plan_detail(int(plan_id), tz)
 
 
@@ -184,7 +187,8 @@ def schedule_drafts(plan_id: int) -> str:
 def plan_detail(plan_id: int, tz: ZoneInfo) -> None:
     planned = planning.plan_posts(plan_id)
     st.dataframe([{"time": f"{local(p.scheduled_at, tz):%a %d %b %H:%M}", "platform": Platform(p.platform).label,
-                   "status": p.status, "caption": p.caption[:80]} for p in planned], hide_index=True, width="stretch")
+                   "status": p.status, "caption": plain(p.caption[:80])} for p in planned],
+                 hide_index=True, width="stretch")
     show_flash(PLANS_FLASH)
     st.button("Schedule all valid drafts of this plan", key="calendar.plans.schedule", icon=":material/schedule:",
               on_click=lambda: run_action(PLANS_FLASH, lambda: schedule_drafts(plan_id)))

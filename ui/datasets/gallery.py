@@ -6,6 +6,7 @@ import streamlit as st
 
 from core.datasets import datasets
 from core.datasets.datasets import ImportReport
+from ui.text import literal, plain
 from ui.widgets import status_badge, stored_id
 
 
@@ -21,9 +22,10 @@ def render_gallery(dataset_id: int, *, per_page: int = 24) -> None:
     for index, image in enumerate(page.items):
         with grid[index % 6]:
             st.image(datasets.read_thumbnail(image), width="stretch")
-            st.text(image.caption or "(no caption)")  # st.text: captions are never rendered as markup
+            st.text(plain(image.caption) or "(no caption)")  # st.text: captions are never rendered as markup
             status_badge("reviewed" if image.reviewed else ("captioned" if image.caption else "uncaptioned"))
-            if st.checkbox(f"Select {image.filename}", key=f"datasets.pick.{image.id}", label_visibility="collapsed"):
+            if st.checkbox(f"Select {literal(image.filename)}", key=f"datasets.pick.{image.id}",
+                           label_visibility="collapsed"):
                 selected.append(stored_id(image))
     st.number_input(f"Page (of {page.pages}) · {page.total} image(s)", 1, page.pages, key="datasets.gallery_page")
     if st.button(f"Delete {len(selected)} selected image(s)", key="datasets.delete_images", disabled=not selected):
@@ -35,6 +37,6 @@ def render_import_report(report: ImportReport) -> None:
     if report.added:
         st.success(f"Imported {len(report.added)} image(s).")
     for message in report.duplicates:
-        st.info(message)
+        st.info(literal(message))
     for message in report.errors:
-        st.error(message)
+        st.error(literal(message))

@@ -10,6 +10,7 @@ from core.errors import StudioError
 from core.models import Dataset, DatasetKind
 from ui import page_paths
 from ui.datasets.picker import SELECTED
+from ui.text import literal
 
 KINDS = [k.value for k in DatasetKind]
 
@@ -31,24 +32,25 @@ def _create(*, name: str, kind: str, trigger: str, description: str) -> None:
     try:
         created = datasets.create_dataset(name=name, kind=kind, trigger_word=trigger, description=description)
         st.session_state[SELECTED] = created.id
-        st.toast(f"Dataset {created.name} created")
+        st.toast(f"Dataset {literal(created.name)} created")
     except StudioError as error:
-        st.error(str(error))
+        st.error(literal(error))
 
 
 def _create_demo() -> None:
     try:
         demo, report = datasets.create_demo_dataset(name=f"Demo character {datasets.list_datasets().total + 1}")
         st.session_state[SELECTED] = demo.id
-        st.toast(f"{demo.name}: {report.summary}")
+        st.toast(f"{literal(demo.name)}: {report.summary}")
     except StudioError as error:
-        st.error(str(error))
+        st.error(literal(error))
 
 
 def dataset_header(dataset: Dataset) -> None:
     """The open dataset's name, facts, and the hand-overs to Training and Captions."""
-    st.subheader(dataset.name)
-    st.caption(f"{dataset.kind} · trigger word: {dataset.trigger_word or '—'} · {dataset.image_count} image(s)")
+    st.subheader(literal(dataset.name))
+    trigger = literal(dataset.trigger_word) or "—"
+    st.caption(f"{dataset.kind} · trigger word: {trigger} · {dataset.image_count} image(s)")
     actions = st.columns(3)
     if actions[0].button("Train a LoRA on this dataset", key="datasets.train", icon=":material/model_training:"):
         st.session_state["training.dataset_id"] = dataset.id
@@ -70,8 +72,9 @@ def settings_tab(dataset: Dataset, dataset_id: int) -> None:
                                         description=new_description)
                 st.rerun()
             except StudioError as error:
-                st.error(str(error))
-    confirm = st.checkbox(f"Yes, delete {dataset.name} and its {dataset.image_count} image(s)", key="datasets.confirm")
+                st.error(literal(error))
+    confirm = st.checkbox(f"Yes, delete {literal(dataset.name)} and its {dataset.image_count} image(s)",
+                          key="datasets.confirm")
     if st.button("Delete dataset", key="datasets.delete", disabled=not confirm, type="primary"):
         datasets.delete_dataset(dataset_id)
         st.session_state.pop(SELECTED, None)

@@ -10,6 +10,8 @@ from core.datasets.datasets import DatasetStatus, SortField
 from core.errors import StudioError
 from core.jobs import lifecycle as jobs
 from core.models import Dataset, DatasetKind
+from ui.text import plain
+from ui.widgets import pick
 
 SELECTED = "datasets.selected"  # the open dataset's id, shared by the pages that pick one
 
@@ -35,7 +37,7 @@ def dataset_picker(prefix: str) -> Dataset | None:
         if not page.items:
             st.info("No datasets match. Create one above, or the demo dataset to try the studio offline.")
         st.dataframe(
-            [{"name": d.name, "status": d.status, "kind": d.kind, "trigger word": d.trigger_word,
+            [{"name": plain(d.name), "status": d.status, "kind": d.kind, "trigger word": plain(d.trigger_word),
               "images": d.image_count, "updated": jobs.aware(d.updated_at)} for d in page.items],
             hide_index=True,
             column_config={"updated": st.column_config.DatetimeColumn("updated (UTC)", format="YYYY-MM-DD HH:mm")},
@@ -51,8 +53,7 @@ def dataset_picker(prefix: str) -> Dataset | None:
             pass
     if not by_id:
         return None
-    ids = list(by_id)
-    chosen = st.selectbox("Open dataset", ids, index=ids.index(wanted) if wanted in ids else 0,
-                          format_func=lambda i: by_id[i].name, key=f"{prefix}.open")
-    st.session_state[SELECTED] = chosen
+    if wanted in by_id:
+        st.session_state[SELECTED] = wanted
+    chosen = pick("Open dataset", list(by_id), lambda i: plain(by_id[i].name), state=SELECTED, key=f"{prefix}.open")
     return by_id[chosen]

@@ -13,14 +13,18 @@ from core.jobs import lifecycle as jobs
 from core.models import Dataset
 from ui import page_paths
 from ui.datasets.gallery import render_import_report
+from ui.text import literal, plain
 from ui.widgets import status_badge
 
 
-def upload_tab(dataset_id: int) -> None:
+def upload_tab(dataset: Dataset, dataset_id: int) -> None:
+    """The uploader names the dataset it fills, and is its own per dataset: files picked while another
+    dataset was open are never imported into this one."""
     generation = st.session_state.setdefault("datasets.upload_generation", 0)
+    st.caption(f"Uploads go into the dataset **{literal(dataset.name)}**.")
     files = st.file_uploader("Images (JPEG, PNG, WebP) or one zip", type=["jpg", "jpeg", "png", "webp", "zip"],
-                             accept_multiple_files=True, key=f"datasets.upload.{generation}")
-    if st.button("Import", key="datasets.import", disabled=not files):
+                             accept_multiple_files=True, key=f"datasets.upload.{dataset_id}.{generation}")
+    if st.button(f"Import into {literal(dataset.name)}", key="datasets.import", disabled=not files):
         with st.spinner("Checking and storing images…"):
             report = datasets.import_files(dataset_id, [(f.name, f.getvalue()) for f in files or []])
         st.session_state["datasets.last_report"] = report
@@ -34,7 +38,7 @@ def caption_tab(dataset: Dataset, dataset_id: int) -> None:
     with st.form("datasets.caption"):
         only_new = st.toggle("Only images without a caption", value=True)
         prompt = st.text_input("Conditional prompt", placeholder="a photo of")
-        prepend = st.toggle(f"Prepend the trigger word ({dataset.trigger_word or 'none set'})", value=True)
+        prepend = st.toggle(f"Prepend the trigger word ({literal(dataset.trigger_word) or 'none set'})", value=True)
         prefix, suffix = st.columns(2)
         prefix_text = prefix.text_input("Prefix")
         suffix_text = suffix.text_input("Suffix")
@@ -49,7 +53,7 @@ def caption_tab(dataset: Dataset, dataset_id: int) -> None:
                 })
                 st.session_state[f"datasets.caption_job.{dataset_id}"] = job.id
             except StudioError as error:
-                st.error(str(error))
+                st.error(literal(error))
     if job_id := st.session_state.get(f"datasets.caption_job.{dataset_id}"):
         show_job_progress(job_id)
 
@@ -60,9 +64,9 @@ def show_job_progress(job_id: str) -> None:
     left, right = st.columns([1, 5])
     with left:
         status_badge(job.status)
-    right.progress(job.progress, text=job.progress_message or job.stage or job.status)
+    right.progress(job.progress, text=literal(job.progress_message or job.stage or job.status))
     if job.error:
-        st.error(f"{job.error_stage}: {job.error}")
+        st.error(f"{literal(job.error_stage)}: {literal(job.error)}")
     st.page_link(page_paths.JOBS, label=f"Job {job.id[:8]} on the Jobs page", icon=":material/work_history:")
 
 
@@ -73,8 +77,8 @@ def check_tab(dataset_id: int) -> None:
     for column, (label, count) in zip(metrics, report.summary.items(), strict=True):
         column.metric(label.replace("_", " "), count)
     for note in report.notes:
-        st.warning(note)
-    flagged = [{"image": f.filename, "warnings": "; ".join(f.warnings)} for f in report.findings if f.warnings]
+        st.warning(literal(note))
+    flagged = [{"image": plain(f.filename), "warnings": "; ".join(f.warnings)} for f in report.findings if f.warnings]
     if flagged:
         st.dataframe(flagged, hide_index=True)
     elif report.image_count:

@@ -1,11 +1,9 @@
-"""Pickers the Training page's sections share: the chosen dataset and config, a selectbox that follows
-state other code changes, and a pager that stays in range."""
+"""Pickers the Training page's sections share: the chosen dataset and config, and a pager that stays in
+range (the selectbox that follows state other code changes is ``ui.widgets.pick``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import streamlit as st
 
@@ -14,6 +12,7 @@ from core.models import LoraConfig
 from core.training import runs as training
 from core.training.configs import get_config, get_default_config, params_of
 from core.training.params import LoraParams
+from ui.text import plain
 
 DATASET = "training.dataset_id"  # also set by the Datasets page's "Train a LoRA" button
 CONFIG = "training.config_id"
@@ -27,26 +26,14 @@ def clamp_page(key: str, pages: int) -> bool:
     return False
 
 
-def pick(label: str, options: list[Any], labels: Callable[[Any], str], *, state: str, key: str) -> Any:
-    """A selectbox that follows ``state`` (which other code may change) and writes the user's choice back."""
-    if st.session_state.get(state) in options:
-        st.session_state[key] = st.session_state[state]
-
-    def remember() -> None:
-        st.session_state[state] = st.session_state[key]
-
-    chosen = st.selectbox(label, options, format_func=labels, key=key, on_change=remember)
-    st.session_state[state] = chosen
-    return chosen
-
-
 def runs_offline(params: LoraParams) -> bool:
     """Whether the base model is a folder on this machine (the tiny demo model is), so no download."""
     return Path(training.resolve_base_model(params.base_model)).is_dir()
 
 
 def config_label(config: LoraConfig) -> str:
-    return config.name + (" ★ default" if config.is_default else "") + (
+    """A config as a selectbox option (plain text: options never render Markdown)."""
+    return plain(config.name) + (" ★ default" if config.is_default else "") + (
         " · runs offline" if runs_offline(params_of(config)) else "")
 
 

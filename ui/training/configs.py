@@ -20,9 +20,11 @@ from core.training.configs import (
 )
 from core.training.params import LoraParams
 from ui.feedback import flash, run_action, show_flash
-from ui.training.choices import chosen_config, clamp_page, config_label, pick
+from ui.text import literal, plain
+from ui.training.choices import chosen_config, clamp_page, config_label
 from ui.training.navigation import FLASH
 from ui.training.param_form import forget_form, param_form
+from ui.widgets import pick
 
 
 def _clone(config_id: int) -> str:
@@ -42,7 +44,7 @@ def _delete(config_id: int, name: str) -> str:
 
 
 def configs_section() -> None:
-    show_flash(FLASH, escape=False)
+    show_flash(FLASH)
     with st.expander("New config"):
         _new_config()
     table = st.container()  # drawn above the pager, filled once the pager's page size is known
@@ -52,12 +54,12 @@ def configs_section() -> None:
     if clamp_page("training.configs.page", page.pages):
         page = list_configs(page=page.pages, page_size=size)
     rows = []
-    for config in page.items:
+    for config in page.items:  # names and descriptions are user text: plain, like every table cell
         params = params_of(config)
-        rows.append({"default": "★" if config.is_default else "", "name": config.name, "preset": config.preset,
+        rows.append({"default": "★" if config.is_default else "", "name": plain(config.name), "preset": config.preset,
                      "model": params.family, "resolution": params.resolution, "rank": params.rank,
                      "duration": f"{getattr(params, params.duration_unit)} {params.duration_unit}",
-                     "description": config.description})
+                     "description": plain(config.description)})
     table.dataframe(rows, hide_index=True)
     pager[0].number_input(f"Page (of {page.pages}) · {page.total} config(s)", 1, page.pages,
                           key="training.configs.page")
@@ -81,10 +83,10 @@ def configs_section() -> None:
                       args=(FLASH, functools.partial(_clone, config_id)), icon=":material/content_copy:")
     actions[1].button("Make default", key="training.configs.default", disabled=config.is_default,
                       on_click=run_action, args=(FLASH, functools.partial(_make_default, config_id)))
-    confirm = actions[2].checkbox(f"Yes, delete {config.name}", key=f"training.configs.confirm.{config_id}")
+    confirm = actions[2].checkbox(f"Yes, delete {literal(config.name)}", key=f"training.configs.confirm.{config_id}")
     actions[3].button("Delete", key="training.configs.delete", disabled=not confirm, type="primary",
                       on_click=run_action, args=(FLASH, functools.partial(_delete, config_id, config.name)))
-    with st.expander(f"Edit {config.name}"):
+    with st.expander(f"Edit {literal(config.name)}"):
         _edit_config(config)
 
 
@@ -98,7 +100,7 @@ def _edit_config(config: LoraConfig) -> None:
         try:
             update_config(config.id or 0, name=name, params=values, description=description)
         except StudioError as error:
-            st.error(str(error))
+            st.error(literal(error))
             return
         flash(FLASH, "success", f"Saved {name!r}.")
         st.rerun()
@@ -108,7 +110,7 @@ def _new_config() -> None:
     base = chosen_config()
     prefix = f"training.configs.new.{base.id if base else 0}"
     if base is not None:
-        st.caption(f"Starts from {base.name!r} (the config chosen in the wizard, else the default).")
+        st.caption(f"Starts from {literal(repr(base.name))} (the config chosen in the wizard, else the default).")
     name = st.text_input("Name", key="training.configs.new_name", max_chars=120)
     description = st.text_area("Description", key="training.configs.new_description", max_chars=2000)
     make_default = st.toggle("Make it the default", key="training.configs.new_default")
@@ -117,7 +119,7 @@ def _new_config() -> None:
         try:
             created = create_config(name=name, params=values, description=description, make_default=make_default)
         except StudioError as error:
-            st.error(str(error))
+            st.error(literal(error))
             return
         forget_form(prefix)
         st.session_state["training.configs.selected"] = created.id

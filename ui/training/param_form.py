@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.training import views as training_views
 from core.training.views import FieldSpec
+from ui.text import literal
 
 # Presentation only: the fields, ranges and help texts themselves come from LoraParams.
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -104,7 +105,7 @@ def param_form(prefix: str, initial: dict[str, Any]) -> dict[str, Any]:
                 values[name] = _field(specs[name], key, values)
     wanted = initial.get("optimizer")
     if wanted and wanted != values.get("optimizer"):
-        st.caption(f"The config asks for the {wanted!r} optimizer, which is not installed here.")
+        st.caption(f"The config asks for the {literal(repr(wanted))} optimizer, which is not installed here.")
     return values
 
 

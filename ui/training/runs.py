@@ -23,9 +23,10 @@ from core.training import views as training_views
 from core.training.configs import get_config
 from ui import page_paths
 from ui.feedback import job_action, run_action, show_flash
-from ui.training.choices import clamp_page, pick
+from ui.text import literal, plain
+from ui.training.choices import clamp_page
 from ui.training.navigation import FLASH, LIVE_FLASH, RUN, link_run
-from ui.widgets import live_log, status_badge
+from ui.widgets import live_log, pick, status_badge
 
 RUN_TABS = ("Loss", "Samples", "Checkpoints", "Log", "Settings")
 SAMPLE_COLUMNS = 6  # sample steps per row of the grid (and the default: the newest ones)
@@ -33,7 +34,7 @@ ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 def runs_section() -> None:
-    show_flash(FLASH, escape=False)
+    show_flash(FLASH)
     with st.expander("All runs", expanded=RUN not in st.session_state):
         columns = st.columns([4, 1])
         statuses = columns[0].multiselect("Status", [s.value for s in JobStatus], key="training.runs.status")
@@ -43,7 +44,7 @@ def runs_section() -> None:
         if clamp_page("training.runs.page", page.pages):
             page = training.list_runs(statuses=statuses, page=page.pages, page_size=page_size)
         st.dataframe([{
-            "name": job.payload.get("name") or job.id[:8], "status": job.status, "progress": job.progress,
+            "name": plain(job.payload.get("name") or job.id[:8]), "status": job.status, "progress": job.progress,
             "final loss": (job.result or {}).get("final_loss"), "created": aware(job.created_at),
         } for job in page.items], hide_index=True, column_config={
             "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0),
@@ -62,7 +63,7 @@ def runs_section() -> None:
     if not runs:
         st.info("No training runs yet: start one in New run.")
         return
-    run_id = pick("Open run", list(runs), lambda i: f"{runs[i].payload.get('name') or i[:8]} ({runs[i].status})",
+    run_id = pick("Open run", list(runs), lambda i: plain(f"{runs[i].payload.get('name') or i[:8]} ({runs[i].status})"),
                    state=RUN, key="training.runs.open")
     link_run(run_id)
     run_view(run_id)
@@ -80,17 +81,17 @@ def _live_run(job_id: str, was_active: bool) -> None:
     if was_active != (job.status in ACTIVE):
         st.rerun()  # the whole page, so the refresh timer is set up again (or not) for the new status
     head = st.columns([6, 1, 1])
-    head[0].subheader(job.payload.get("name") or f"Run {job.id[:8]}")
+    head[0].subheader(literal(job.payload.get("name") or f"Run {job.id[:8]}"))
     with head[1]:
         status_badge(job.status)
     if job.status in ACTIVE:
         head[2].button("Cancel", key="training.run.cancel", on_click=job_action, args=(LIVE_FLASH, cancel_job, job.id))
     elif job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
         head[2].button("Retry", key="training.run.retry", on_click=job_action, args=(LIVE_FLASH, retry_job, job.id))
-    show_flash(LIVE_FLASH, escape=False, toast=True)
-    st.progress(job.progress, text=job.progress_message or job.stage or job.status)
+    show_flash(LIVE_FLASH, toast=True)
+    st.progress(job.progress, text=literal(job.progress_message or job.stage or job.status))
     if job.error:
-        st.error(f"Failed at stage '{job.error_stage}': {job.error}")
+        st.error(f"Failed at stage '{literal(job.error_stage)}': {literal(job.error)}")
     if job.result:
         _result_metrics(job.result)
     # Stateful tabs: only the open one is drawn (no sample images read every 2 s while the chart is
@@ -111,8 +112,8 @@ def _live_run(job_id: str, was_active: bool) -> None:
             st.page_link(page_paths.JOBS, label="Full log on the Jobs page", icon=":material/work_history:")
     with tabs["Settings"]:
         if tabs["Settings"].open:
-            st.caption(f"Dataset {_name_of(get_dataset, job.payload.get('dataset_id'))} · "
-                       f"config {_name_of(get_config, job.payload.get('config_id'))} · job {job.id}")
+            st.caption(f"Dataset {literal(_name_of(get_dataset, job.payload.get('dataset_id')))} · "
+                       f"config {literal(_name_of(get_config, job.payload.get('config_id')))} · job {job.id}")
             st.json(job.payload.get("params") or {}, expanded=False)
 
 
@@ -151,7 +152,7 @@ def loss_figure(series: training.MetricSeries, smoothing: float) -> go.Figure:
     figure.add_trace(go.Scatter(x=series.steps, y=series.lr, name="learning rate", mode="lines",
                                 line={"dash": "dot", "width": 1}), secondary_y=True)
     figure.update_xaxes(title_text="step")
-    figure.update_yaxes(title_text="loss", secondary_y=False)
+    figure.update_yaxes(title_text="loss", secondary_y=False, rangemode="nonnegative")  # a loss is never below 0
     # From zero: a constant learning rate would otherwise get an axis of meaningless (even negative) ticks.
     top = max(series.lr, default=0.0) * 1.1 or 1.0
     figure.update_yaxes(title_text="learning rate", secondary_y=True, tickformat=".1e", showgrid=False,
@@ -191,7 +192,7 @@ def _sample_grid(job: Job) -> None:
         steps = grid.steps[start:start + SAMPLE_COLUMNS]
         for prompt_index, prompt in enumerate(grid.prompts):
             row = st.columns([2] + [1] * SAMPLE_COLUMNS)
-            row[0].text(prompt)  # prompts are user text: plain text, never markup
+            row[0].text(plain(prompt))  # st.text: prompts are user text, never markup
             for column, step in zip(row[1:], steps, strict=False):
                 asset = grid.cell(prompt_index, step)
                 if asset is None:
@@ -222,7 +223,7 @@ def _checkpoints(job: Job) -> None:
         return
     current = training.promoted_lora(job.character_id)
     if current is not None:
-        st.caption(f"Generation uses {current.name!r} by default.")
+        st.caption(f"Generation uses {literal(repr(current.name))} by default.")
     widths = [1, 1, 1, 2, 2, 2]
     for column, title in zip(st.columns(widths), ("step", "loss", "size", "", "", ""), strict=True):
         column.caption(title)

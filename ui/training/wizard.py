@@ -22,10 +22,11 @@ from core.training.params import LoraParams, parse_params
 from ui import page_paths
 from ui.datasets.picker import dataset_picker
 from ui.feedback import flash
-from ui.training.choices import CONFIG, DATASET, chosen_config, config_label, pick, runs_offline
+from ui.text import literal, plain
+from ui.training.choices import CONFIG, DATASET, chosen_config, config_label, runs_offline
 from ui.training.navigation import FLASH, GOTO, RUN
 from ui.training.param_form import field_label, forget_form, param_form
-from ui.widgets import stored_id
+from ui.widgets import pick, stored_id
 
 _ANNOUNCED = "training.wizard.announced"  # the preselected dataset already confirmed
 _STEP = "training.wizard.step"
@@ -78,7 +79,7 @@ def _dataset_step() -> None:
         return
     if dataset.id == preselected and st.session_state.get(_ANNOUNCED) != dataset.id:
         # Confirms the Datasets page's "Train a LoRA on this dataset" hand-over, once.
-        st.success(f"Dataset selected for training: {dataset.name} ({dataset.image_count} images).")
+        st.success(f"Dataset selected for training: {literal(dataset.name)} ({dataset.image_count} images).")
     st.session_state[DATASET] = st.session_state[_ANNOUNCED] = dataset.id
     config = chosen_config()
     resolution = int(st.session_state.get(_VALUES, {}).get("resolution")
@@ -89,7 +90,7 @@ def _dataset_step() -> None:
     counts[1].metric("Captioned", readiness.captioned)
     counts[2].metric("Reviewed", readiness.reviewed)
     for warning in readiness.warnings:
-        st.warning(warning)
+        st.warning(literal(warning))
     if readiness.image_count == 0:
         st.info("This dataset has no images: upload some on the Datasets page first.")
     elif readiness.warnings:
@@ -111,9 +112,9 @@ def _config_step() -> None:
     config = configs[config_id]
     params = params_of(config)
     if config.description:
-        st.text(config.description)
+        st.text(plain(config.description))
     st.dataframe([
-        {"setting": "model", "value": f"{params.family} · {params.base_model}"},
+        {"setting": "model", "value": plain(f"{params.family} · {params.base_model}")},
         {"setting": "resolution", "value": f"{params.resolution} px"},
         {"setting": "duration", "value": f"{getattr(params, params.duration_unit)} {params.duration_unit}"},
         {"setting": "rank / alpha", "value": f"{params.rank} / {params.alpha:g}"},
@@ -123,9 +124,9 @@ def _config_step() -> None:
     ], hide_index=True)
     offline = [c.name for c in configs.values() if runs_offline(params_of(c))]
     if not runs_offline(params):
-        st.caption(f"{params.base_model} is downloaded from Hugging Face by the GPU worker on first use.")
+        st.caption(f"{literal(params.base_model)} is downloaded from Hugging Face by the GPU worker on first use.")
         if offline:
-            st.info(f"Without network access, use {', '.join(repr(n) for n in offline)}: its base model is a "
+            st.info(f"Without network access, use {', '.join(literal(repr(n)) for n in offline)}: its base model is a "
                     "local folder on this machine.")
     if _nav(2):
         _go(3)
@@ -138,7 +139,8 @@ def _params_step() -> None:
         _nav(3, next_disabled=True)
         return
     prefix = f"training.wizard.p{config.id}"
-    st.caption(f"Starting from {config.name!r}. Changes apply to this run only unless saved as a new config.")
+    st.caption(f"Starting from {literal(repr(config.name))}. "
+               "Changes apply to this run only unless saved as a new config.")
     if st.button("Reset to the config's values", key="training.wizard.reset"):
         forget_form(prefix)
         st.session_state.pop(_VALUES, None)
@@ -153,7 +155,7 @@ def _params_step() -> None:
         try:
             parse_params(values)
         except InvalidInput as error:
-            st.error(str(error))
+            st.error(literal(error))
             return
         _go(4)
 
@@ -171,12 +173,12 @@ def _review_step() -> None:
     try:
         params = parse_params(st.session_state.get(_VALUES) or params_of(config).model_dump(mode="json"))
     except InvalidInput as error:
-        st.error(str(error))
+        st.error(literal(error))
         _nav(4, next_label="Submit", next_disabled=True)
         return
     estimate = training.estimate_run(params, image_count=dataset.image_count, gpu_memory_gib=gpu_worker_memory_gib())
     st.write(f"Train on **{dataset.image_count}** image(s) of the selected dataset with the selected config.")
-    st.text(f"Dataset: {dataset.name} · config: {config.name}")
+    st.text(plain(f"Dataset: {dataset.name} · config: {config.name}"))
     figures = st.columns(3)
     figures[0].metric("Steps", f"{estimate.steps:,}")
     figures[1].metric("Time", training_views.format_duration(estimate.seconds) if estimate.seconds else "unknown",
@@ -187,13 +189,13 @@ def _review_step() -> None:
     with st.expander("GPU memory breakdown"):
         st.dataframe([{"part": part, "GiB": round(gib, 2)} for part, gib in estimate.vram.rows()], hide_index=True)
     if warning := estimate.vram_warning:
-        st.warning(warning)
+        st.warning(literal(warning))
     if estimate.gpu_memory_gib is None:
         st.info("No GPU worker is online: the run waits in the queue until one starts.")
     else:
         st.caption(f"Largest GPU among online workers: {estimate.gpu_memory_gib:.0f} GiB.")
     if changes := training_views.changed_params(params_of(config), params):
-        st.dataframe([{"setting": field_label(n), "config": str(a), "this run": str(b)} for n, a, b in changes],
+        st.dataframe([{"setting": field_label(n), "config": plain(a), "this run": plain(b)} for n, a, b in changes],
                      hide_index=True)
     name = st.text_input("Run name", key="training.wizard.name", max_chars=200,
                          placeholder=f"{dataset.name} · {config.name} · <date> (when left empty)")
@@ -207,7 +209,7 @@ def _submit(dataset_id: int, config: LoraConfig, params: LoraParams, name: str) 
         job = training.submit_training(dataset_id=dataset_id, config_id=config.id, params=params, name=name,
                                        save_as=save_as)
     except StudioError as error:
-        st.error(str(error))
+        st.error(literal(error))
         return
     for key in (_STEP, _VALUES, _VALUES_OF, _SAVE_AS, "training.wizard.name"):
         st.session_state.pop(key, None)
