@@ -37,6 +37,7 @@ from core.errors import Conflict, InvalidInput, NotFound, StudioError, describe_
 from core.generation.requests import job_images
 from core.jobs import lifecycle as jobs
 from core.jobs.kinds import JobSpec, Payload, Queue, register
+from core.jobs.serialize import iso_time
 from core.library.assets import download_url, get_asset
 from core.models import (
     TERMINAL_STATUSES,
@@ -832,11 +833,6 @@ def summary(pipeline: Pipeline) -> dict[str, Any]:
 
 def pipeline_view(pipeline: Pipeline) -> dict[str, Any]:
     """The API's view: status, stage, progress percent, per-stage jobs and results, warnings, errors."""
-
-    def iso(moment: Any) -> str | None:
-        moment = jobs.aware(moment)
-        return moment.isoformat() if moment else None
-
     stages = []
     names = [stage.name for stage in _stages(pipeline)]
     at = pipeline.error_stage or pipeline.stage
@@ -859,8 +855,8 @@ def pipeline_view(pipeline: Pipeline) -> dict[str, Any]:
         "progressPercent": round(pipeline.progress * 100, 1), "priority": pipeline.priority,
         "dryRun": pipeline.dry_run, "stages": stages, "result": summary(pipeline),
         "warnings": pipeline.warnings, "error": pipeline.error, "errorStage": pipeline.error_stage,
-        "createdAt": iso(pipeline.created_at), "startedAt": iso(pipeline.started_at),
-        "finishedAt": iso(pipeline.finished_at),
+        "createdAt": iso_time(pipeline.created_at), "startedAt": iso_time(pipeline.started_at),
+        "finishedAt": iso_time(pipeline.finished_at),
     }
 
 
