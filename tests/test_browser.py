@@ -193,7 +193,7 @@ def test_a_tiny_training_started_from_the_wizard_updates_live_and_its_lora_downl
 ):
     from core.datasets import datasets
     from core.training import runs as training
-    from core.training.configs import get_config_by_name
+    from core.training.configs import get_config_by_name, params_of
 
     dataset = datasets.create_dataset(name="Ava", trigger_word="ohwx woman")
     datasets.import_files(dataset.id, [(f"{i}.png", image_bytes(160, 160, seed=60 + i)) for i in range(4)])
@@ -204,7 +204,11 @@ def test_a_tiny_training_started_from_the_wizard_updates_live_and_its_lora_downl
     choose(page, by_key(page, "training.wizard.config"), "Tiny (offline demo) · runs offline")  # 2. Config
     by_key(page, "training.wizard.next.2").get_by_role("button").click()
     enter(by_key(page, f"training.wizard.p{tiny.id}.steps").locator("input"), "6")  # 3. Parameters
+    # Opened only after a rerun (the steps edit): its widgets mount late and must still show the config's values.
     page.locator("summary", has_text="Samples & checkpoints").click()
+    preset = params_of(tiny)
+    for field, value in (("checkpoint_every", preset.checkpoint_every), ("keep_checkpoints", preset.keep_checkpoints)):
+        expect(by_key(page, f"training.wizard.p{tiny.id}.{field}").locator("input")).to_have_value(str(value))
     enter(by_key(page, f"training.wizard.p{tiny.id}.sample_every").locator("input"), "0")
     settle(page)
     by_key(page, "training.wizard.next.3").get_by_role("button").click()
@@ -223,6 +227,9 @@ def test_a_tiny_training_started_from_the_wizard_updates_live_and_its_lora_downl
     assert run.status == "succeeded" and run.payload["name"] == "Ava browser run"
     assert run.payload["config_id"] == tiny.id and run.payload["dataset_id"] == dataset.id
     assert (run.payload["params"]["steps"], run.payload["params"]["sample_every"]) == (6, 0), "the edited values"
+    unedited = ("checkpoint_every", "keep_checkpoints", "learning_rate", "rank")
+    kept = {name: run.payload["params"][name] for name in unedited}
+    assert kept == {name: getattr(preset, name) for name in kept}, "the values not edited are the config's"
     assert training.metric_series(run.id).last_step == 6
     page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
     screenshot(page, "training.png")

@@ -57,27 +57,33 @@ def _inactive(name: str, values: dict[str, Any]) -> bool:
 
 
 def _field(spec: FieldSpec, key: str, values: dict[str, Any]) -> Any:
-    label, disabled = field_label(spec.name), _inactive(spec.name, values)
+    """One widget, keyed, whose default is the value seeded in session state.
+
+    Widgets in a collapsed expander are not mounted in the browser; a widget mounted later (the user opens
+    the expander after any rerun) shows, and sends back, its *default*, not the seeded value (Streamlit
+    #5604). So the default must be that value: a form reopened late still submits the config's numbers
+    (the "Samples & checkpoints" group once came back as checkpoint every 1 step, keep 1)."""
+    label, disabled, current = field_label(spec.name), _inactive(spec.name, values), st.session_state[key]
     if spec.kind == "choice":
-        return st.selectbox(label, spec.options, format_func=spec.option_label, key=key, help=spec.help,
-                            disabled=disabled)
+        return st.selectbox(label, spec.options, index=spec.options.index(current), format_func=spec.option_label,
+                            key=key, help=spec.help, disabled=disabled)
     if spec.kind == "bool":
-        return st.toggle(label, key=key, help=spec.help, disabled=disabled)
+        return st.toggle(label, value=current, key=key, help=spec.help, disabled=disabled)
     if spec.kind == "int":
         return st.number_input(label, min_value=int(spec.minimum or 0), max_value=int(spec.maximum or 2**31),
-                               step=int(spec.step or 1), key=key, help=spec.help, disabled=disabled)
+                               value=current, step=int(spec.step or 1), key=key, help=spec.help, disabled=disabled)
     if spec.kind == "optional_float":  # empty turns the setting off
-        return st.number_input(label, min_value=spec.minimum, max_value=spec.maximum, value=None, step=spec.step,
+        return st.number_input(label, min_value=spec.minimum, max_value=spec.maximum, value=current, step=spec.step,
                                format=spec.number_format, key=key, disabled=disabled,
                                help=spec.help + " Leave empty to turn it off.")
     if spec.kind == "float":
-        return st.number_input(label, min_value=spec.minimum, max_value=spec.maximum, step=spec.step,
+        return st.number_input(label, min_value=spec.minimum, max_value=spec.maximum, value=current, step=spec.step,
                                format=spec.number_format, key=key, disabled=disabled, help=spec.help)
     if spec.kind == "lines":
-        text = st.text_area(label, key=key, help=f"{spec.help} One per line, at most {spec.max_length}.",
+        text = st.text_area(label, value=current, key=key, help=f"{spec.help} One per line, at most {spec.max_length}.",
                             disabled=disabled, height=90)
         return [line.strip() for line in text.splitlines() if line.strip()]
-    return st.text_input(label, key=key, help=spec.help, max_chars=spec.max_length, disabled=disabled)
+    return st.text_input(label, value=current, key=key, help=spec.help, max_chars=spec.max_length, disabled=disabled)
 
 
 def param_form(prefix: str, initial: dict[str, Any]) -> dict[str, Any]:
