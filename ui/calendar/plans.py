@@ -37,15 +37,21 @@ def persona_form() -> None:
              "do": "\n".join(persona.do), "dont": "\n".join(persona.dont)}
     for name, value in seeds.items():
         st.session_state.setdefault(f"calendar.persona.{name}", value)
+
+    def seeded(name: str) -> str:
+        # Also the widget's default: a collapsed expander mounts its widgets late, and a widget mounted after
+        # a rerun shows (and submits) its default, not the seeded state (see ui/training/param_form.py).
+        return str(st.session_state[f"calendar.persona.{name}"])
+
     with st.expander(f"Persona: {literal(persona.name)}", icon=":material/person:"):
         with st.form("calendar.persona"):
             left, right = st.columns(2)
-            left.text_input("Name", key="calendar.persona.name", max_chars=120)
-            right.text_input("Niche", key="calendar.persona.niche", max_chars=200)
-            left.text_input("Tone", key="calendar.persona.tone", max_chars=200)
-            right.text_input("Audience", key="calendar.persona.audience", max_chars=200)
-            left.text_area("Always (one per line)", key="calendar.persona.do")
-            right.text_area("Never (one per line)", key="calendar.persona.dont")
+            left.text_input("Name", value=seeded("name"), key="calendar.persona.name", max_chars=120)
+            right.text_input("Niche", value=seeded("niche"), key="calendar.persona.niche", max_chars=200)
+            left.text_input("Tone", value=seeded("tone"), key="calendar.persona.tone", max_chars=200)
+            right.text_input("Audience", value=seeded("audience"), key="calendar.persona.audience", max_chars=200)
+            left.text_area("Always (one per line)", value=seeded("do"), key="calendar.persona.do")
+            right.text_area("Never (one per line)", value=seeded("dont"), key="calendar.persona.dont")
             saved = st.form_submit_button("Save persona", key="calendar.persona.save")
         if saved:
             _save_persona(character.id or 0)
