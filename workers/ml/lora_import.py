@@ -1,0 +1,188 @@
+"""Community LoRA files → the studio's diffusers LoRA file, checked against the base model they are for.
+
+diffusers' own loader does the conversion (``load_lora_weights`` reads kohya/A1111 incl. LoCon, diffusers and
+PEFT keys); this module only brings ComfyUI's and PEFT's spellings to one it reads, refuses keys that name no
+module of the model (naming them: diffusers would drop some with a warning), checks that every module of
+the file became a LoRA layer, and saves the result the way training saves a LoRA.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import InvalidInput
+from core.loras.kohya import kohya_module_path
+
+ADAPTER = "studio_import"
+COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+_KOHYA_PREFIX = {"sd15": {"lora_unet": "unet", "lora_te": "text_encoder", "lora_te1": "text_encoder"},
+                 "sdxl": {"lora_unet": "unet", "lora_te1": "text_encoder", "lora_te2": "text_encoder_2"}}
+_KOHYA_PARTS = ("lora_down.weight", "lora_up.weight", "alpha", "lora_mid.weight")
+_COMFY_TEXT = {"text_encoders.clip_l.transformer.": "text_encoder",
+               "text_encoders.clip_g.transformer.": "text_encoder_2"}
+_PEFT_PART = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}
+
+
+@dataclass
+class ImportReport:
+    source_format: str
+    modules: dict[str, int] = field(default_factory=dict)  # component → LoRA layers loaded
+    keys: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {"source_format": self.source_format, "modules": self.modules, "keys": self.keys}
+
+
+def to_kohya_names(tensors: dict[str, Any], source_format: str, family: str) -> dict[str, Any]:
+    """ComfyUI and PEFT spellings as kohya keys (diffusers' loader reads kohya and diffusers directly)."""
+    if source_format in ("kohya", "diffusers"):
+        return dict(tensors)
+    te_prefix = {"text_encoder": "lora_te1" if family == "sdxl" else "lora_te", "text_encoder_2": "lora_te2"}
+    renamed = {}
+    for key, value in tensors.items():
+        module, part = _split_part(key)
+        if source_format == "peft":
+            # A PEFT model of the UNet: base_model.model.<unet module path>.
+            module = "lora_unet_" + module.removeprefix("base_model.model.").replace(".", "_")
+        elif module.startswith("diffusion_model."):
+            # ComfyUI's generic format: the original (SGM) UNet path, which ComfyUI maps as lora_unet_<path>.
+            module = "lora_unet_" + module.removeprefix("diffusion_model.").replace(".", "_")
+        else:
+            start = next((p for p in _COMFY_TEXT if module.startswith(p)), None)
+            if start is None:
+                raise InvalidInput(f"unknown ComfyUI key {key!r}")
+            module = f"{te_prefix[_COMFY_TEXT[start]]}_" + module.removeprefix(start).replace(".", "_")
+        renamed[f"{module}.{part}"] = value
+    return renamed
+
+
+def _split_part(key: str) -> tuple[str, str]:
+    for suffix, part in (*_PEFT_PART.items(), *((p, p) for p in _KOHYA_PARTS)):
+        if key.endswith("." + suffix):
+            return key[: -len(suffix) - 1], part
+    raise InvalidInput(f"unsupported LoRA key {key!r} (LoHa, LoKr, DoRA and full-weight diffs are not imported)")
+
+
+def kohya_targets(pipe: Any, family: str) -> dict[str, str]:
+    """kohya module name → component, for every Linear/Conv2d of the model (both UNet spellings on SDXL)."""
+    import torch
+
+    names: dict[str, str] = {}
+    reverse = {component: prefix for prefix, component in _KOHYA_PREFIX[family].items()}
+    for component in COMPONENTS:
+        model = getattr(pipe, component, None)
+        if model is None:
+            continue
+        prefixes = [p for p, c in _KOHYA_PREFIX[family].items() if c == component] or [reverse[component]]
+        for path, module in model.named_modules():
+            if not isinstance(module, torch.nn.Linear | torch.nn.Conv2d):
+                continue
+            spellings = {path, kohya_module_path(family, component, path)}
+            if family == "sdxl" and component == "unet":
+                spellings |= _sgm_sampler_spellings(path, model)
+            for prefix in prefixes:
+                for spelling in spellings:
+                    names[f"{prefix}_{spelling.replace('.', '_')}"] = component
+    return names
+
+
+def _sgm_sampler_spellings(path: str, unet: Any) -> set[str]:
+    """SGM paths of the down/upsamplers (kohya LoCon trains them): input_blocks.3.0.op, output_blocks.2.1.conv."""
+    if match := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.conv", path):
+        return {f"input_blocks.{3 * (int(match[1]) + 1)}.0.op"}
+    if match := re.fullmatch(r"up_blocks\.(\d+)\.upsamplers\.0\.conv", path):
+        block = unet.up_blocks[int(match[1])]
+        slot = 2 if getattr(block, "attentions", None) else 1
+        return {f"output_blocks.{3 * int(match[1]) + 2}.{slot}.conv"}
+    return set()
+
+
+def check_keys(tensors: dict[str, Any], targets: dict[str, str], family: str) -> dict[str, int]:
+    """component → modules in the file; raises naming every key whose module the model does not have."""
+    foreign = []
+    per_component: dict[str, int] = {}
+    for key in tensors:
+        module, part = _split_part(key)
+        if part != "lora_down.weight":
+            if part in ("lora_up.weight", "alpha") and f"{module}.lora_down.weight" not in tensors:
+                foreign.append(key)  # an up weight or alpha without its down weight
+            continue
+        component = targets.get(module)
+        if component is None:
+            foreign.append(key)
+        else:
+            per_component[component] = per_component.get(component, 0) + 1
+    if foreign:
+        shown = ", ".join(sorted(foreign)[:20]) + (" …" if len(foreign) > 20 else "")
+        raise InvalidInput(f"{len(foreign)} key(s) name no module of this {family} model, so the LoRA does not "
+                           f"fit it: {shown}")
+    return per_component
+
+
+def convert(pipe: Any, data: bytes, *, source_format: str, family: str, directory: Path) -> ImportReport:
+    """Load the file into ``pipe`` with diffusers' loader, verify it, save it in our format; leaves ``pipe``
+    without adapters. Returns what was loaded."""
+    from safetensors.torch import load
+
+    tensors = to_kohya_names(load(data), source_format, family) if source_format != "diffusers" else load(data)
+    report = ImportReport(source_format=source_format, keys=len(tensors))
+    expected = (check_keys(tensors, kohya_targets(pipe, family), family) if source_format != "diffusers"
+                else _diffusers_modules(tensors))
+    pipe.unload_lora_weights()
+    try:
+        try:
+            pipe.load_lora_weights({k: v.float() for k, v in tensors.items()}, adapter_name=ADAPTER)
+        except (ValueError, KeyError, RuntimeError) as error:
+            raise InvalidInput(f"the LoRA does not load into this {family} model: {error}") from error
+        report.modules = _loaded_layers(pipe)
+        if report.modules != expected:
+            raise InvalidInput(f"only part of the LoRA loaded (file: {expected}, loaded: {report.modules}); "
+                               "it is not for this model")
+        _save(pipe, family, directory)
+    finally:
+        pipe.unload_lora_weights()
+    return report
+
+
+def _diffusers_modules(tensors: dict[str, Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for key in tensors:
+        if re.search(r"\.(lora\.down|lora_linear_layer\.down|lora_A)\.weight$", key):
+            component = key.split(".", 1)[0]
+            if component not in COMPONENTS:
+                raise InvalidInput(f"key {key!r} names no part of an SD 1.5 / SDXL pipeline")
+            counts[component] = counts.get(component, 0) + 1
+    return counts
+
+
+def _loaded_layers(pipe: Any) -> dict[str, int]:
+    counts = {}
+    for name in COMPONENTS:
+        component = getattr(pipe, name, None)
+        if component is not None:
+            count = sum(1 for m in component.modules() if ADAPTER in (getattr(m, "lora_A", None) or {}))
+            if count:
+                counts[name] = count
+    return counts
+
+
+def _save(pipe: Any, family: str, directory: Path) -> None:
+    """pytorch_lora_weights.safetensors as training writes it (weights in fp32, rank/alpha metadata)."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    layers: dict[str, Any] = {}
+    for name in COMPONENTS:
+        component = getattr(pipe, name, None)
+        if component is None or ADAPTER not in (getattr(component, "peft_config", None) or {}):
+            continue
+        weights = get_peft_model_state_dict(component, adapter_name=ADAPTER, save_embedding_layers=False)
+        layers[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(
+            {k: v.detach().float().cpu() for k, v in weights.items()})
+        config = component.peft_config[ADAPTER].to_dict()
+        layers[f"{name}_lora_adapter_metadata"] = config
+    directory.mkdir(parents=True, exist_ok=True)
+    type(pipe).save_lora_weights(str(directory), safe_serialization=True, **layers)
