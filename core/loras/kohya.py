@@ -80,6 +80,9 @@ def to_kohya(data: bytes, *, family: str, base_model: str, trigger_word: str = "
         raise InvalidInput(f"kohya export covers SD 1.5 and SDXL LoRAs, not {family!r}")
     _, metadata = read_header(data)
     tensors = load(data)
+    if tensors and all(key.startswith(("lora_unet_", "lora_te")) for key in tensors):
+        return _kohya_as_is(tensors, metadata, family=family, base_model=base_model, trigger_word=trigger_word,
+                            name=name)
     adapters = _adapter_configs(metadata)
     pairs: dict[tuple[str, str], dict[str, Any]] = {}
     unplaced = []
@@ -107,6 +110,20 @@ def to_kohya(data: bytes, *, family: str, base_model: str, trigger_word: str = "
     header = _ss_metadata(family=family, base_model=base_model, trigger_word=trigger_word, name=name,
                           rank=max(ranks, default=0), alpha=max(alphas, default=0.0))
     return KohyaFile(data=save(out, metadata=header), modules=len(pairs), keys=len(out))
+
+
+def _kohya_as_is(tensors: dict[str, Any], metadata: Mapping[str, str], *, family: str, base_model: str,
+                 trigger_word: str, name: str) -> KohyaFile:
+    """An imported LoRA that is kohya-named already: fp16 and our ss_* metadata, names and alphas kept."""
+    from safetensors.numpy import save
+
+    downs = {k.removesuffix(".lora_down.weight"): v for k, v in tensors.items() if k.endswith(".lora_down.weight")}
+    ranks = [int(v.shape[0]) for v in downs.values()]
+    alphas = [float(tensors[f"{m}.alpha"]) for m in downs if f"{m}.alpha" in tensors]
+    header = {**metadata, **_ss_metadata(family=family, base_model=base_model, trigger_word=trigger_word, name=name,
+                                         rank=max(ranks, default=0), alpha=max(alphas or ranks or [0]))}
+    out = {k: v.astype("float16") for k, v in tensors.items()}
+    return KohyaFile(data=save(out, metadata=header), modules=len(downs), keys=len(out))
 
 
 def kohya_module_path(family: str, component: str, module: str) -> str:

@@ -3,7 +3,8 @@
 diffusers' own loader does the conversion (``load_lora_weights`` reads kohya/A1111 incl. LoCon, diffusers and
 PEFT keys); this module only brings ComfyUI's and PEFT's spellings to one it reads, refuses keys that name no
 module of the model (naming them: diffusers would drop some with a warning), checks that every module of
-the file became a LoRA layer, and saves the result the way training saves a LoRA.
+the file became a LoRA layer, and keeps the file kohya-named (diffusers files as they are), which generation's
+``load_lora_weights`` reads and the kohya export passes through.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InvalidInput
-from core.loras.kohya import kohya_module_path
+from core.loras.kohya import kohya_module_path, read_header
+from core.training.params import WEIGHTS_FILE
 
 ADAPTER = "studio_import"
 COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
@@ -127,7 +129,8 @@ def convert(pipe: Any, data: bytes, *, source_format: str, family: str, director
     without adapters. Returns what was loaded."""
     from safetensors.torch import load
 
-    tensors = to_kohya_names(load(data), source_format, family) if source_format != "diffusers" else load(data)
+    _, metadata = read_header(data)
+    tensors = to_kohya_names(load(data), source_format, family)
     report = ImportReport(source_format=source_format, keys=len(tensors))
     expected = (check_keys(tensors, kohya_targets(pipe, family), family) if source_format != "diffusers"
                 else _diffusers_modules(tensors))
@@ -141,7 +144,7 @@ def convert(pipe: Any, data: bytes, *, source_format: str, family: str, director
         if report.modules != expected:
             raise InvalidInput(f"only part of the LoRA loaded (file: {expected}, loaded: {report.modules}); "
                                "it is not for this model")
-        _save(pipe, family, directory)
+        _save(tensors, metadata if source_format == "diffusers" else {}, source_format, directory)
     finally:
         pipe.unload_lora_weights()
     return report
@@ -169,20 +172,12 @@ def _loaded_layers(pipe: Any) -> dict[str, int]:
     return counts
 
 
-def _save(pipe: Any, family: str, directory: Path) -> None:
-    """pytorch_lora_weights.safetensors as training writes it (weights in fp32, rank/alpha metadata)."""
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft.utils import get_peft_model_state_dict
+def _save(tensors: dict[str, Any], metadata: dict[str, str], source_format: str, directory: Path) -> None:
+    """The checked file, kohya-named (or diffusers as it came), in fp32: generation's load_lora_weights reads it
+    as it read it here. (Re-saving through peft's state dict lost part of a LoRA mixing conv and attention
+    layers, so the keys diffusers was seen to load correctly are what is kept.)"""
+    from safetensors.torch import save_file
 
-    layers: dict[str, Any] = {}
-    for name in COMPONENTS:
-        component = getattr(pipe, name, None)
-        if component is None or ADAPTER not in (getattr(component, "peft_config", None) or {}):
-            continue
-        weights = get_peft_model_state_dict(component, adapter_name=ADAPTER, save_embedding_layers=False)
-        layers[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(
-            {k: v.detach().float().cpu() for k, v in weights.items()})
-        config = component.peft_config[ADAPTER].to_dict()
-        layers[f"{name}_lora_adapter_metadata"] = config
     directory.mkdir(parents=True, exist_ok=True)
-    type(pipe).save_lora_weights(str(directory), safe_serialization=True, **layers)
+    save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(directory / WEIGHTS_FILE),
+              metadata={**metadata, "studio_source_format": source_format})
