@@ -15,7 +15,6 @@ from core.datasets import datasets  # caption
 from core.generation import requests as generation  # generate
 from core.jobs import kinds  # noop, sleep
 from core.jobs.kinds import JobSpec, all_specs, get_spec
-from core.loras import imports as lora_imports  # import-lora
 from core.publishing import planning, posts  # plan, publish
 from core.training import runs  # train
 from core.video import requests as video  # video, voice-preview

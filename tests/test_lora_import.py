@@ -37,7 +37,8 @@ MODULES = {
           "peft": "base_model.model.up_blocks.0.attentions.1.proj_out"}),
         # LoCon: a 3×3 convolution of a resnet.
         ("unet", "down_blocks.0.resnets.1.conv1",
-         {"kohya": "lora_unet_down_blocks_0_resnets_1_conv1", "peft": "base_model.model.down_blocks.0.resnets.1.conv1"}),
+         {"kohya": "lora_unet_down_blocks_0_resnets_1_conv1",
+          "peft": "base_model.model.down_blocks.0.resnets.1.conv1"}),
         *[("text_encoder", f"encoder.layers.0.{p}", {"kohya": f"lora_te_text_model_encoder_layers_0_{k}"})
           for p, k in TEXT_LAYER.items()],
     ],
@@ -49,7 +50,8 @@ MODULES = {
          {"kohya": "lora_unet_output_blocks_2_1_transformer_blocks_1_attn2_to_v",
           "comfyui": "diffusion_model.output_blocks.2.1.transformer_blocks.1.attn2.to_v"}),
         ("unet", "down_blocks.0.resnets.0.conv1",
-         {"kohya": "lora_unet_input_blocks_1_0_in_layers_2", "comfyui": "diffusion_model.input_blocks.1.0.in_layers.2"}),
+         {"kohya": "lora_unet_input_blocks_1_0_in_layers_2",
+          "comfyui": "diffusion_model.input_blocks.1.0.in_layers.2"}),
         *[("text_encoder", f"encoder.layers.0.{p}",
            {"kohya": f"lora_te1_text_model_encoder_layers_0_{k}",
             "comfyui": f"text_encoders.clip_l.transformer.text_model.encoder.layers.0.{p}"})
@@ -133,7 +135,6 @@ def test_a_community_lora_imports_and_renders_like_its_deltas_applied_by_hand(
 
 def test_a_file_with_keys_the_model_lacks_is_refused_with_the_keys_named(pipelines, tmp_path):
     pipe = pipelines["sd15"]
-    data, _ = community_file(pipe, "sd15", "kohya")
     tensors = {"lora_unet_down_blocks_7_attentions_0_proj_in.lora_down.weight": torch.zeros(RANK, 32),
                "lora_unet_down_blocks_7_attentions_0_proj_in.lora_up.weight": torch.zeros(32, RANK)}
     with pytest.raises(InvalidInput, match=r"lora_unet_down_blocks_7_attentions_0_proj_in\.lora_down\.weight"):

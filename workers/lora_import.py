@@ -12,11 +12,11 @@ from core.jobs.lifecycle import JobContext, get_job
 from core.loras.imports import ImportLoraPayload, record_import
 from core.training.params import WEIGHTS_FILE
 from workers.gpu_slots import assigned_device
+from workers.ml.lora_import import convert
 
 
 def import_lora(ctx: JobContext[ImportLoraPayload]) -> dict[str, Any]:
     from workers.ml.generation import pipeline_cache
-    from workers.ml.lora_import import convert
 
     payload = ctx.payload
     ctx.stage("load model")

@@ -96,7 +96,7 @@ def submit_import(data: bytes, *, file_name: str, name: str = "", family: str = 
     source_format = check_upload(data, file_name)
     payload = ImportLoraPayload(
         upload_key=f"imports/loras/{hashlib.sha256(data).hexdigest()}.safetensors",
-        name=(name or Path(file_name).stem)[:200], family=family,  # type: ignore[arg-type]
+        name=(name or Path(file_name).stem)[:200], family=family,
         base_model=base_model, trigger_word=trigger_word, character_id=character_id, source_format=source_format,
     )
     get_object_store().put_bytes(payload.upload_key, data, "application/octet-stream")

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from core.errors import InvalidInput
 
 # Where a component's modules go in kohya's names; SD 1.x has one text encoder (kohya's plain ``lora_te``).
@@ -202,8 +204,6 @@ def _module_alpha(config: Mapping[str, Any], module: str, rank: int) -> float:
 
 
 def _scalar(value: float) -> Any:
-    import numpy as np
-
     return np.array(value, dtype=np.float16)
 
 
