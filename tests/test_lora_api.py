@@ -1,5 +1,6 @@
-"""LoRA files over HTTP and the CLI: a community file imported through the API by a real GPU worker becomes a
-LoRA row, which downloads in kohya format; a trained LoRA downloads in both formats; refusals change nothing."""
+"""LoRA files over HTTP and the CLI: a community file imported through the API, its job run by the import-lora
+handler, becomes a LoRA row, which downloads in kohya format; a trained LoRA downloads in both formats;
+refusals change nothing."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from core.loras.kohya import read_header
 from core.models import Job, JobStatus, LoraModel
 from core.training import runs as training
 from core.training.params import WEIGHTS_FILE, LoraParams
-from tests.conftest import TEST_API_TOKEN, wait_until
+from tests.conftest import TEST_API_TOKEN
 from tests.test_lora_export import make_lora
 from workers.cli import app as cli_app
+from workers.lora_import import import_lora
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("offline_hub")]
 AUTH = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
@@ -61,15 +63,14 @@ def _loras() -> int:
 
 
 def test_a_kohya_lora_imported_over_the_api_becomes_a_lora_that_downloads_in_kohya_format(
-        client, tiny_studio, tiny_models, workers):
-    workers.worker(queues="gpu", threads=1)
+        client, tiny_studio, tiny_models):
     data = kohya_file(tiny_models)
     answer = client.post("/api/loras/import?base_model=tiny-sd15&family=sd15&name=Civitai%20look"
                          "&trigger_word=cvt&file_name=look.safetensors", content=data, headers=AUTH)
     assert answer.status_code == 202, answer.text
     job_id = answer.json()["id"]
-    job = wait_until(lambda: (j := jobs.get_job(job_id)).job_status.is_terminal and j, 180,
-                     what="the import job to finish")
+    jobs.execute_job(job_id, import_lora)  # what the gpu queue's import-lora actor runs (in this process)
+    job = jobs.get_job(job_id)
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert job.result["source_format"] == "kohya" and job.result["modules"] == {"unet": 2}
     lora = training.get_lora(job.result["lora_id"])

@@ -45,13 +45,15 @@ MODULES = {
     "sdxl": [
         ("unet", "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q",
          {"kohya": "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q",
-          "comfyui": "diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q"}),
+          "comfyui": "diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q",
+          "diffusers": "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"}),
         ("unet", "up_blocks.0.attentions.2.transformer_blocks.1.attn2.to_v",
          {"kohya": "lora_unet_output_blocks_2_1_transformer_blocks_1_attn2_to_v",
           "comfyui": "diffusion_model.output_blocks.2.1.transformer_blocks.1.attn2.to_v"}),
         ("unet", "down_blocks.0.resnets.0.conv1",
          {"kohya": "lora_unet_input_blocks_1_0_in_layers_2",
-          "comfyui": "diffusion_model.input_blocks.1.0.in_layers.2"}),
+          "comfyui": "diffusion_model.input_blocks.1.0.in_layers.2",
+          "diffusers": "unet.down_blocks.0.resnets.0.conv1"}),
         *[("text_encoder", f"encoder.layers.0.{p}",
            {"kohya": f"lora_te1_text_model_encoder_layers_0_{k}",
             "comfyui": f"text_encoders.clip_l.transformer.text_model.encoder.layers.0.{p}"})
@@ -63,13 +65,20 @@ MODULES = {
     ],
 }
 PARTS = {"peft": ("lora_A.weight", "lora_B.weight"), "kohya": ("lora_down.weight", "lora_up.weight"),
-         "comfyui": ("lora_A.weight", "lora_B.weight")}
-CASES = [("sd15", "kohya"), ("sd15", "peft"), ("sdxl", "kohya"), ("sdxl", "comfyui")]
+         "comfyui": ("lora_A.weight", "lora_B.weight"), "diffusers": ("lora.down.weight", "lora.up.weight")}
+CASES = [("sd15", "kohya"), ("sd15", "peft"), ("sdxl", "kohya"), ("sdxl", "comfyui"), ("sdxl", "diffusers")]
+NO_ALPHA = ("peft", "diffusers")  # their state dicts hold no alpha: the scale is 1 (alpha = rank)
 
 
 @pytest.fixture(scope="module")
 def pipelines(tiny_models) -> dict[str, object]:
     return {family: PIPELINES[family].from_pretrained(str(tiny_models[family])).to("cpu") for family in PIPELINES}
+
+
+@pytest.fixture(scope="module")
+def base_renders() -> dict[str, np.ndarray]:
+    """family → the base model's image (each family's is rendered once)."""
+    return {}
 
 
 def community_file(pipe, family: str, fmt: str) -> tuple[bytes, dict]:
@@ -85,15 +94,15 @@ def community_file(pipe, family: str, fmt: str) -> tuple[bytes, dict]:
         up = torch.randn((shape[0], RANK, *([1, 1] if weight.ndim == 4 else [])), generator=generator) * 0.3
         down_name, up_name = PARTS[fmt]
         tensors[f"{names[fmt]}.{down_name}"], tensors[f"{names[fmt]}.{up_name}"] = down, up
-        alpha = RANK if fmt == "peft" else ALPHA  # a PEFT state dict has no alpha: its scale is 1
-        if fmt != "peft":
+        alpha = RANK if fmt in NO_ALPHA else ALPHA
+        if fmt not in NO_ALPHA:
             tensors[f"{names[fmt]}.alpha"] = torch.tensor(ALPHA)
         deltas[(component, path)] = (alpha / RANK) * (up.flatten(1) @ down.flatten(1)).reshape(shape)
     return save(tensors), deltas
 
 
 def render(pipe) -> np.ndarray:
-    result = pipe("a photo of ohwx", num_inference_steps=2, height=64, width=64, output_type="np",
+    result = pipe("a photo of ohwx", num_inference_steps=1, height=64, width=64, output_type="np",
                   generator=torch.Generator().manual_seed(11))
     return np.asarray(result.images[0])
 
@@ -115,11 +124,13 @@ def reference_render(pipe, deltas: dict) -> np.ndarray:
 
 @pytest.mark.parametrize(("family", "fmt"), CASES)
 def test_a_community_lora_imports_and_renders_like_its_deltas_applied_by_hand(
-        family, fmt, pipelines, tmp_path):
+        family, fmt, pipelines, base_renders, tmp_path):
     pipe = pipelines[family]
     data, deltas = community_file(pipe, family, fmt)
     assert check_upload(data, "community.safetensors") == fmt
-    base = render(pipe)
+    if family not in base_renders:
+        base_renders[family] = render(pipe)
+    base = base_renders[family]
     expected = reference_render(pipe, deltas)
 
     report = convert(pipe, data, source_format=fmt, family=family, directory=tmp_path)
@@ -143,6 +154,10 @@ def test_a_file_with_keys_the_model_lacks_is_refused_with_the_keys_named(pipelin
     sdxl_data, _ = community_file(pipelines["sdxl"], "sdxl", "kohya")
     with pytest.raises(InvalidInput, match=r"lora_te2_text_model_encoder_layers_1_mlp_fc1\.lora_down\.weight"):
         convert(pipe, sdxl_data, source_format="kohya", family="sd15", directory=tmp_path)
+    diffusers = save({"unet.down_blocks.7.attentions.0.proj_in.lora.down.weight": torch.zeros(RANK, 32),
+                      "unet.down_blocks.7.attentions.0.proj_in.lora.up.weight": torch.zeros(32, RANK)})
+    with pytest.raises(InvalidInput, match=r"unet\.down_blocks\.7\.attentions\.0\.proj_in\.lora\.down\.weight"):
+        convert(pipe, diffusers, source_format="diffusers", family="sd15", directory=tmp_path)
     assert not (tmp_path / WEIGHTS_FILE).exists()
 
 

@@ -133,7 +133,7 @@ def convert(pipe: Any, data: bytes, *, source_format: str, family: str, director
     tensors = to_kohya_names(load(data), source_format, family)
     report = ImportReport(source_format=source_format, keys=len(tensors))
     expected = (check_keys(tensors, kohya_targets(pipe, family), family) if source_format != "diffusers"
-                else _diffusers_modules(tensors))
+                else _diffusers_modules(pipe, tensors))
     pipe.unload_lora_weights()
     try:
         try:
@@ -150,15 +150,36 @@ def convert(pipe: Any, data: bytes, *, source_format: str, family: str, director
     return report
 
 
-def _diffusers_modules(tensors: dict[str, Any]) -> dict[str, int]:
+_DIFFUSERS_DOWN = re.compile(r"^(?P<component>[^.]+)\.(?P<module>.+)\."
+                             r"(lora\.down|lora_linear_layer\.down|lora_A)\.weight$")
+
+
+def _diffusers_modules(pipe: Any, tensors: dict[str, Any]) -> dict[str, int]:
+    """component → modules of a diffusers-format file; raises naming every key whose module the model lacks."""
     counts: dict[str, int] = {}
+    foreign = []
     for key in tensors:
-        if re.search(r"\.(lora\.down|lora_linear_layer\.down|lora_A)\.weight$", key):
-            component = key.split(".", 1)[0]
-            if component not in COMPONENTS:
-                raise InvalidInput(f"key {key!r} names no part of an SD 1.5 / SDXL pipeline")
-            counts[component] = counts.get(component, 0) + 1
+        match = _DIFFUSERS_DOWN.match(key)
+        if match is None:
+            continue
+        component = getattr(pipe, match["component"], None) if match["component"] in COMPONENTS else None
+        paths = {match["module"], match["module"].removeprefix("text_model.")}
+        if component is None or not any(_has_module(component, path) for path in paths):
+            foreign.append(key)
+        else:
+            counts[match["component"]] = counts.get(match["component"], 0) + 1
+    if foreign:
+        raise InvalidInput(f"{len(foreign)} key(s) name no module of this model, so the LoRA does not fit it: "
+                           + ", ".join(sorted(foreign)[:20]))
     return counts
+
+
+def _has_module(model: Any, path: str) -> bool:
+    try:
+        model.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
 
 
 def _loaded_layers(pipe: Any) -> dict[str, int]:
