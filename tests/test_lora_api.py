@@ -75,6 +75,7 @@ def test_a_kohya_lora_imported_over_the_api_becomes_a_lora_that_downloads_in_koh
     assert job.result["source_format"] == "kohya" and job.result["modules"] == {"unet": 2}
     lora = training.get_lora(job.result["lora_id"])
     assert (lora.name, lora.family, lora.trigger_word, lora.final) == ("Civitai look", "sd15", "cvt", True)
+    assert lora.base_model == "tiny-sd15"  # recorded as given, like a training run's
 
     exported = client.get(f"/api/loras/{lora.id}/file", headers=AUTH)
     assert exported.status_code == 200

@@ -11,6 +11,7 @@ from core.infra.storage import get_object_store
 from core.jobs.lifecycle import JobContext, get_job
 from core.loras.imports import ImportLoraPayload, record_import
 from core.training.params import WEIGHTS_FILE
+from core.training.runs import resolve_base_model
 from workers.gpu_slots import assigned_device
 from workers.ml.lora_import import convert
 
@@ -21,7 +22,9 @@ def import_lora(ctx: JobContext[ImportLoraPayload]) -> dict[str, Any]:
     payload = ctx.payload
     ctx.stage("load model")
     data = get_object_store().get_bytes(payload.upload_key)
-    with pipeline_cache().acquire(payload.base_model, payload.family, device=assigned_device()) as loaded, \
+    # Resolved here, as training does: the name is recorded as given (tiny-sd15, a hub id, a folder).
+    model = resolve_base_model(payload.base_model)
+    with pipeline_cache().acquire(model, payload.family, device=assigned_device()) as loaded, \
             tempfile.TemporaryDirectory(prefix="lora-import-") as folder:
         ctx.stage("convert")
         try:

@@ -28,7 +28,6 @@ from core.library.assets import AssetSource
 from core.loras.kohya import read_header
 from core.models import AssetKind, Job, LoraModel
 from core.training.params import WEIGHTS_FILE, ModelFamily
-from core.training.runs import resolve_base_model
 
 IMPORT_KIND = "import-lora"
 MAX_IMPORT_BYTES = 1 << 30  # 1 GiB: an SDXL LoRA at rank 128 with both text encoders is about 0.9 GB
@@ -107,7 +106,7 @@ def prepare_import_payload(payload: ImportLoraPayload) -> tuple[ImportLoraPayloa
     if payload.character_id is not None:
         with referenced_by("character_id"):
             get_character(payload.character_id)
-    return payload.model_copy(update={"base_model": resolve_base_model(payload.base_model)}), payload.character_id
+    return payload, payload.character_id
 
 
 def imported_key(job_id: str) -> str:
