@@ -14,6 +14,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 from safetensors.numpy import load as load_numpy
+from safetensors.numpy import save
 from safetensors.torch import load as load_torch
 
 from core.errors import InvalidInput
@@ -117,9 +118,20 @@ def test_kohya_export_names_types_and_metadata_are_the_ones_kohya_writes(family,
     assert json.loads(metadata["ss_tag_frequency"]) == {"studio": {"ohwx": 1}}
 
 
-def test_a_key_the_export_cannot_place_is_refused_by_name():
-    from safetensors.numpy import save
+def test_an_imported_kohya_file_passes_through_in_fp16_with_our_metadata_and_sd15_te_named_as_kohya_reads():
+    imported = save({"lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": np.ones((2, 4), np.float32),
+                     "lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_up.weight": np.ones((4, 2), np.float32),
+                     "lora_te1_text_model_encoder_layers_0_mlp_fc1.alpha": np.array(1.0, np.float32)})
+    export = to_kohya(imported, family="sd15", base_model="m", trigger_word="cvt")
+    tensors = load_numpy(export.data)
+    assert sorted(tensors) == ["lora_te_text_model_encoder_layers_0_mlp_fc1.alpha",
+                               "lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight",
+                               "lora_te_text_model_encoder_layers_0_mlp_fc1.lora_up.weight"]
+    assert {v.dtype for v in tensors.values()} == {np.dtype("float16")}
+    assert read_header(export.data)[1]["ss_network_alpha"] == "1"
 
+
+def test_a_key_the_export_cannot_place_is_refused_by_name():
     data = save({"unet.conv_in.lora.down.weight": np.zeros((4, 4), np.float32),
                  "vae.encoder.conv_in.lora.down.weight": np.zeros((4, 4), np.float32)})
     with pytest.raises(InvalidInput, match=r"vae\.encoder\.conv_in\.lora\.down\.weight"):

@@ -161,8 +161,13 @@ def test_a_file_with_keys_the_model_lacks_is_refused_with_the_keys_named(pipelin
     assert not (tmp_path / WEIGHTS_FILE).exists()
 
 
-def test_uploads_are_checked_like_any_upload():
+def test_uploads_are_checked_like_any_upload(monkeypatch):
     good = save({"lora_unet_x.lora_down.weight": torch.zeros(1)})
+    assert check_upload(good, "lora.safetensors") == "kohya"
+    monkeypatch.setattr("core.loras.imports.MAX_IMPORT_BYTES", len(good) - 1)
+    with pytest.raises(InvalidInput, match="the limit is"):
+        check_upload(good, "lora.safetensors")
+    monkeypatch.undo()
     with pytest.raises(InvalidInput, match=r"only \.safetensors"):
         check_upload(good, "lora.ckpt")
     with pytest.raises(InvalidInput, match="not a safetensors file"):

@@ -124,7 +124,9 @@ def _kohya_as_is(tensors: dict[str, Any], metadata: Mapping[str, str], *, family
     alphas = [float(tensors[f"{m}.alpha"]) for m in downs if f"{m}.alpha" in tensors]
     header = {**metadata, **_ss_metadata(family=family, base_model=base_model, trigger_word=trigger_word, name=name,
                                          rank=max(ranks, default=0), alpha=max(alphas or ranks or [0]))}
-    out = {k: v.astype("float16") for k, v in tensors.items()}
+    # kohya sd-scripts names SD 1.x's one text encoder lora_te_ (ComfyUI reads both): written the way it reads.
+    rename = (lambda key: "lora_te_" + key.removeprefix("lora_te1_")) if family == "sd15" else (lambda key: key)
+    out = {rename(k) if k.startswith("lora_te1_") else k: v.astype("float16") for k, v in tensors.items()}
     return KohyaFile(data=save(out, metadata=header), modules=len(downs), keys=len(out))
 
 
