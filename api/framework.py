@@ -149,9 +149,10 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         raise ApiError(400, str(error)) from None
 
 
-async def read_body(request: Request) -> bytes:
-    """The raw body (signatures are over these bytes), refusing bodies over the limit before reading them whole."""
-    limit = get_settings().max_request_bytes
+async def read_body(request: Request, *, limit: int | None = None) -> bytes:
+    """The raw body (signatures are over these bytes), refusing bodies over the limit (the settings' unless a
+    route allows a larger upload) before reading them whole."""
+    limit = limit if limit is not None else get_settings().max_request_bytes
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():

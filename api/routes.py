@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from api import files, health, jobs, metrics, oauth, pipelines, templates
+from api import files, health, jobs, loras, metrics, oauth, pipelines, templates
 
 
 def api_routes() -> list[Route]:
@@ -17,6 +17,7 @@ def api_routes() -> list[Route]:
         *jobs.routes(),
         *templates.routes(),
         *files.routes(),
+        *loras.routes(),
         *oauth.routes(),
         *metrics.routes(),
         *pipelines.routes(),

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from ui.training.configs import configs_section
+from ui.training.imports import import_section
 from ui.training.navigation import SECTION, SECTIONS, apply_navigation, link_run
 from ui.training.runs import runs_section
 from ui.training.wizard import wizard
@@ -21,5 +22,7 @@ else:
     link_run(None)
     if section == "configs":
         configs_section()
+    elif section == "import":
+        import_section()
     else:
         wizard()

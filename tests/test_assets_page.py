@@ -212,6 +212,11 @@ def test_the_detail_shows_lineage_metadata_and_a_download_link(shelf):
     assert len(links) == 1 and f"/api/files/{beach.key}?expires=" in links[0].proto.url
     click(at, "assets.close")
     assert not at.subheader
+    assert not at.get("download_button")  # an image has no kohya twin
+
+    click(at, f"assets.open.{shelf['lora_asset'].id}")
+    kohya = at.get("download_button")  # a LoRA file: also in kohya/A1111 format, built when clicked
+    assert len(kohya) == 1 and "kohya" in kohya[0].proto.label
 
 
 def test_make_a_video_hands_the_selected_images_to_the_videos_page(shelf):

@@ -432,6 +432,7 @@ def test_a_trained_lora_moves_on_to_one_generate_job_per_test_prompt(client, dat
     assert view["status"] == "running" and view["stage"] == "generation"
     assert view["stages"][0]["status"] == "done" and view["stages"][0]["results"]["loraId"] == lora_id
     assert view["result"]["lora"]["id"] == lora_id
+    assert view["result"]["lora"]["files"]["kohya"] == f"/api/loras/{lora_id}/file?format=kohya"
     generate = _stage_jobs(pipeline_id, "generation")
     assert [job.kind for job in generate] == ["generate"] * 3
     assert [job.payload["prompt"] for job in generate] == PROMPTS

@@ -20,7 +20,7 @@ from core.jobs import lifecycle as jobs
 from core.models import LoraModel
 from core.training import runs as training
 from core.training import views as training_views
-from core.training.configs import get_config_by_name, get_default_config, list_configs
+from core.training.configs import get_config_by_name, get_default_config, list_configs, params_of
 from core.training.params import LoraParams, available_optimizers
 from tests.factories import image_bytes
 from ui.training.param_form import GROUPS
@@ -188,7 +188,7 @@ def test_the_run_view_shows_the_loss_chart_samples_checkpoints_and_promotes(fini
     texts = _texts(at.text)
     assert texts.index("40") < texts.index("20") and "0.0500" in texts  # the checkpoint rows, newest first
     assert any("final" in m.value for m in at.markdown)  # the final checkpoint's badge
-    assert len(at.get("download_button")) == 2
+    assert len(at.get("download_button")) == 4  # each checkpoint: diffusers and kohya/A1111
     lora = training.list_loras(job_id=finished_run.id).items[0]
     _click(at, f"training.run.promote.{lora.id}")
     assert training.get_lora(lora.id).promoted
@@ -289,3 +289,12 @@ def test_the_loss_chart_axes_never_go_below_zero(finished_run):
     layout = json.loads(chart.proto.spec)["layout"]
     assert layout["yaxis"].get("rangemode") == "nonnegative"  # the loss
     assert layout["yaxis2"]["range"][0] == 0  # the learning rate
+
+
+def test_the_import_section_offers_a_safetensors_upload_and_asks_for_a_file_first(studio):
+    at = _training_page(**{"training.section": "import"})
+    assert not at.exception
+    assert len(at.get("file_uploader")) == 1
+    assert at.text_input(key="training.import.base_model").value == params_of(get_default_config()).base_model
+    at.button[0].click().run()
+    assert any("Choose a .safetensors file first." in e.value for e in at.error)

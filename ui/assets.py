@@ -8,6 +8,7 @@ selection and move between views; their message is shown once after the rerun.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -19,8 +20,11 @@ from core.errors import NotFound, StudioError
 from core.jobs import lifecycle as jobs
 from core.library import assets, collections
 from core.library.assets import LIBRARY_KINDS, SORTS, AssetFilter
+from core.loras import files as lora_files
+from core.loras import kohya
 from core.models import Asset
 from core.pagination import Page
+from core.training.runs import get_lora
 from ui import feedback, page_paths
 from ui.text import literal, plain
 from ui.widgets import hand_to_video_page
@@ -322,9 +326,22 @@ def asset_detail(asset_id: int) -> None:
                 st.link_button("Download", assets.download_url(asset), icon=":material/download:")
             except StudioError as error:
                 st.warning(literal(f"No download link: {error}"))
+            if lineage.kind == "lora" and (lora_id := (asset.meta or {}).get("lora_id")):
+                _kohya_download(int(lora_id))
         with right:
             _lineage(lineage)
             st.dataframe(_metadata_rows(asset, lineage), hide_index=True, key="assets.detail.meta")
+
+
+def _kohya_download(lora_id: int) -> None:
+    """The LoRA in kohya/A1111 format (ComfyUI, A1111, Forge, sd-scripts), built only when clicked."""
+    try:
+        lora = get_lora(lora_id)
+    except NotFound:
+        return  # the LoRA row was removed; the file link above still works while the file exists
+    st.download_button("Download for ComfyUI / A1111 (kohya)", functools.partial(lora_files.kohya_bytes, lora),
+                       file_name=kohya.file_name(lora_files.file_stem(lora)), mime="application/octet-stream",
+                       key="assets.download_kohya", on_click="ignore", icon=":material/download:")
 
 
 def _lineage(lineage: assets.Lineage) -> None:

@@ -36,6 +36,8 @@ from core.infra.storage import prepare_storage
 from core.jobs import lifecycle as jobs
 from core.jobs import logs as joblogs
 from core.jobs.serialize import job_to_dict
+from core.loras import files as lora_files
+from core.loras.imports import submit_import
 from core.models import utcnow
 from core.publishing.planning import submit_plan
 from core.publishing.posts import posts_between
@@ -192,6 +194,41 @@ def train(
                 values[key.strip()] = raw  # a bare string, e.g. --set base_model=tiny-sd15
         job = training.submit_training(dataset_id=dataset_id, config_id=chosen.id, params=values, name=name)
     except (StudioError, ValueError) as error:
+        raise _fail(error) from None
+    typer.echo(job.id)
+
+
+@app.command("lora-export")
+def lora_export(
+    lora_id: Annotated[int, typer.Argument(help="LoRA id (see the Checkpoints tab or `show JOB`).")],
+    out: Annotated[Path, typer.Option(help="Folder or file to write; default: the current folder.")] = Path("."),
+    fmt: Annotated[str, typer.Option("--format", help="kohya (ComfyUI, A1111, Forge, sd-scripts) or diffusers.")]
+    = "kohya",
+) -> None:
+    """Write a LoRA in kohya/A1111 (default) or diffusers format; prints the file's path."""
+    try:
+        exported = lora_files.export_lora_by_id(lora_id, fmt)
+    except StudioError as error:
+        raise _fail(error) from None
+    target = out / exported.file_name if out.is_dir() else out
+    target.write_bytes(exported.data)
+    typer.echo(str(target))
+
+
+@app.command("lora-import")
+def lora_import(
+    file: Annotated[Path, typer.Argument(help="A .safetensors LoRA (kohya/A1111, LoCon, ComfyUI, diffusers, PEFT).")],
+    base_model: Annotated[str, typer.Option(help="The base model it is for (hub id, folder or tiny-sd15…).")],
+    family: Annotated[str, typer.Option(help="sd15 or sdxl.")] = "sd15",
+    name: Annotated[str, typer.Option(help="Name; default: the file's name.")] = "",
+    trigger_word: Annotated[str, typer.Option(help="The word that calls the LoRA's subject.")] = "",
+    character_id: Annotated[int | None, typer.Option(help="Character it belongs to.")] = None,
+) -> None:
+    """Queue the import of a community LoRA; prints the job id (its result names the new LoRA)."""
+    try:
+        job = submit_import(file.read_bytes(), file_name=file.name, name=name, family=family, base_model=base_model,
+                            trigger_word=trigger_word, character_id=character_id)
+    except (StudioError, OSError) as error:
         raise _fail(error) from None
     typer.echo(job.id)
 

@@ -803,6 +803,12 @@ def retry_pipeline(pipeline_id: str) -> Pipeline:
 # --- notifications ---------------------------------------------------------------------------------------------
 
 
+def lora_file_paths(lora_id: int) -> dict[str, str]:
+    """The API paths (token-protected) of a LoRA's downloads: kohya/A1111 for ComfyUI/Forge, diffusers (ours)."""
+    path = f"/api/loras/{lora_id}/file"
+    return {"kohya": f"{path}?format=kohya", "diffusers": f"{path}?format=diffusers"}
+
+
 def summary(pipeline: Pipeline) -> dict[str, Any]:
     """Everything an automation wants at the end: the LoRA version, asset links, warnings."""
 
@@ -819,7 +825,8 @@ def summary(pipeline: Pipeline) -> dict[str, Any]:
     view: dict[str, Any] = {}
     if pipeline.kind in ("lora", "demo"):
         training = results.get("training", {})
-        view["lora"] = ({"id": training["loraId"], "name": training.get("loraName"), "step": training.get("loraStep")}
+        view["lora"] = ({"id": training["loraId"], "name": training.get("loraName"), "step": training.get("loraStep"),
+                         "files": lora_file_paths(training["loraId"])}
                         if "loraId" in training else None)
         view["images"] = [link(i) for i in results.get("generation", {}).get("imageAssetIds", [])]
         view["video"] = link(results.get("video", {}).get("videoAssetId"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-SECTIONS = {"new": "New run", "runs": "Runs", "configs": "Configs"}
+SECTIONS = {"new": "New run", "runs": "Runs", "configs": "Configs", "import": "Import LoRA"}
 SECTION = "training.section"
 GOTO = "training.goto"  # a section to open on the next run, before the selector exists
 RUN = "training.run"  # the run shown in the run view (mirrored to the ?run= query parameter)

@@ -17,6 +17,8 @@ from core.datasets.images import format_size
 from core.errors import NotFound
 from core.jobs.lifecycle import aware, cancel_job, retry_job
 from core.library import assets
+from core.loras import files as lora_files
+from core.loras import kohya
 from core.models import Asset, Job, JobStatus, LoraModel
 from core.training import runs as training
 from core.training import views as training_views
@@ -224,8 +226,8 @@ def _checkpoints(job: Job) -> None:
     current = training.promoted_lora(job.character_id)
     if current is not None:
         st.caption(f"Generation uses {literal(repr(current.name))} by default.")
-    widths = [1, 1, 1, 2, 2, 2]
-    for column, title in zip(st.columns(widths), ("step", "loss", "size", "", "", ""), strict=True):
+    widths = [1, 1, 1, 2, 2, 2, 2]
+    for column, title in zip(st.columns(widths), ("step", "loss", "size", "", "", "", ""), strict=True):
         column.caption(title)
     for lora in page.items:
         row = st.columns(widths, vertical_alignment="center")
@@ -241,8 +243,13 @@ def _checkpoints(job: Job) -> None:
         row[4].download_button("Download", functools.partial(training.read_lora_weights, lora),
                                file_name=_file_name(job, lora), mime="application/octet-stream",
                                key=f"training.run.download.{lora.id}", on_click="ignore",
-                               icon=":material/download:")
-        row[5].button("Promoted" if lora.promoted else "Promote", key=f"training.run.promote.{lora.id}",
+                               icon=":material/download:", help="diffusers format (the studio's own)")
+        # ComfyUI, A1111/Forge, kohya sd-scripts and Civitai read the kohya format, not the diffusers one.
+        row[5].download_button("kohya / A1111", functools.partial(lora_files.kohya_bytes, lora),
+                               file_name=kohya.file_name(_file_name(job, lora)), mime="application/octet-stream",
+                               key=f"training.run.download_kohya.{lora.id}", on_click="ignore",
+                               icon=":material/download:", help="For ComfyUI, A1111, Forge and kohya sd-scripts")
+        row[6].button("Promoted" if lora.promoted else "Promote", key=f"training.run.promote.{lora.id}",
                       disabled=lora.promoted, on_click=_promote, args=(lora.id,),
                       help="Make this checkpoint the LoRA generation uses by default.")
     if page.pages > 1:
