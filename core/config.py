@@ -290,7 +290,7 @@ def weak_secret(value: str) -> str | None:
         return "blank"
     if len(set(value)) < _MIN_DISTINCT_CHARACTERS:
         return f"fewer than {_MIN_DISTINCT_CHARACTERS} distinct characters"
-    if any(value == value[:size] * (len(value) // size) + value[:len(value) % size] for size in range(1, 5)):
+    if any(value == (value[:size] * (len(value) // size + 1))[:len(value)] for size in range(1, len(value) // 2 + 1)):
         return "a repeated pattern"
     return None
 

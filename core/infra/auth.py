@@ -156,7 +156,7 @@ def _record_failure(client: str | None, settings: Settings) -> tuple[int, int]:
 
 def _delay_s(client: str | None, own: int, total: int, settings: Settings) -> int:
     """The wait every client gets after this failure: 0 within the budgets, then 1, 2, 4 … s up to the cap."""
-    over = total - settings.login_global_free_failures + 1
+    over = total - settings.login_global_free_failures
     if client is None:  # the shared bucket never locks; past its budget it slows everyone down instead
         over = max(over, own - settings.login_max_failures + 1)
     return 0 if over <= 0 else min(settings.login_delay_max_s, 2 ** min(over - 1, 30))
