@@ -5,8 +5,9 @@
 - Streamlit's upload endpoint only for sessions that are logged in, within a per-session and a total budget of
   bytes held in memory (Streamlit keeps uploads in memory until the widget or the session lets go);
 - ``/_stcore/metrics`` only for a holder of the API or metrics token (it shows when the owner is online);
-- every route open without the API token rate limited per client address (which only a trusted proxy may
-  name: server.py configures uvicorn's forwarded-IPs list from STUDIO_TRUSTED_PROXIES);
+- every ``/api`` and ``/_stcore`` request without the API token, and every websocket opened, rate limited per
+  client address (which only a
+  trusted proxy may name: server.py gives uvicorn's forwarded-IPs list STUDIO_TRUSTED_PROXIES);
 - websocket messages that clear the global caches dropped (any visitor could send one).
 
 What a session is (logged in, bytes held) is asked through the callables server.py passes in, so this module
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 import redis
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from streamlit.proto.BackMsg_pb2 import BackMsg
 
@@ -34,8 +35,9 @@ from core.infra.redis import get_redis, redis_key
 
 _UPLOAD = re.compile(r"^/_stcore/upload_file/([^/]+)/([^/]+)$")
 _METRICS = "/_stcore/metrics"
-# Open routes that cost the server work per request; static files (the page's scripts) are not counted.
-_LIMITED_PREFIXES = ("/api/", "/_stcore/", "/media/", "/component/")
+# Open routes that cost the server work per request. Not counted: static files (the page's scripts), /media/
+# (a page of 48 thumbnails is 48 requests; their ids are unguessable and each lives only with its session).
+_LIMITED_PREFIXES = ("/api/", "/_stcore/")
 _DROPPED_BACKMSGS = frozenset({"clear_cache", "set_run_on_save"})
 _MB = 1024 * 1024
 
@@ -77,6 +79,9 @@ class StudioGuard:
 
     async def _refusal(self, request: Request) -> tuple[int, str, dict[str, str]] | None:
         path = request.url.path
+        if (upload := _UPLOAD.match(path)) and request.method == "PUT":
+            # The logged-in session is the permission (a dataset upload is one request per file: no rate limit).
+            return self._upload_refusal(request, upload.group(1))
         tokened = path.startswith(("/api/", _METRICS)) and _presents_a_token(request)
         if path.startswith(_LIMITED_PREFIXES) and not tokened:
             if wait := await run_in_threadpool(_over_public_limit, request):
@@ -85,8 +90,6 @@ class StudioGuard:
                     "Retry-After": str(wait)}
         if path == _METRICS and not tokened:
             return 404, "not found", {}
-        if (upload := _UPLOAD.match(path)) and request.method == "PUT":
-            return self._upload_refusal(request, upload.group(1))
         return None
 
     def _upload_refusal(self, request: Request, session_id: str) -> tuple[int, str, dict[str, str]] | None:
@@ -105,6 +108,10 @@ class StudioGuard:
         return None
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if await run_in_threadpool(_over_public_limit, HTTPConnection(scope)):
+            await send({"type": "websocket.close", "code": 1008})  # before accepting: the client sees a 403
+            return
+
         async def filtered() -> Message:
             while True:
                 message = await receive()
@@ -133,7 +140,7 @@ def _dropped(message: Message) -> bool:
     return back.WhichOneof("type") in _DROPPED_BACKMSGS
 
 
-def _over_public_limit(request: Request) -> int:
+def _over_public_limit(request: HTTPConnection) -> int:
     """Seconds to wait when this client address has used up its minute, else 0 (also when Redis is down).
     Blocking (Redis): call it through ``run_in_threadpool``."""
     now = time.time()

@@ -16,6 +16,7 @@ from streamlit.proto.Element_pb2 import Element
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 _DONE = {ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_WITH_COMPILE_ERROR,
          ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY}
@@ -61,7 +62,7 @@ class StreamlitClient:
     def __init__(self, base: str, *, headers: dict[str, str] | None = None) -> None:
         self.base = base
         self.connection: ClientConnection = connect(
-            base.replace("http", "ws", 1) + "/_stcore/stream", subprotocols=["streamlit"],  # type: ignore[list-item]
+            base.replace("http", "ws", 1) + "/_stcore/stream", subprotocols=[Subprotocol("streamlit")],
             additional_headers=headers or {}, max_size=None, open_timeout=30, legacy=True)
         self.session_id = ""
         self.page_script_hash = ""
