@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from cryptography.fernet import Fernet
+from streamlit.proto.BackMsg_pb2 import BackMsg
 
 from core.infra.auth import hash_password
 from tests.conftest import ROOT, TEST_API_TOKEN, _reset_caches
@@ -178,6 +179,15 @@ def test_every_response_carries_the_security_headers(studio_server):
 def test_streamlits_metrics_need_a_token(studio_server):
     assert httpx.get(f"{studio_server.base}/_stcore/metrics", timeout=30).status_code == 404
     assert httpx.get(f"{studio_server.base}/_stcore/metrics", headers=AUTH, timeout=30).status_code == 200
+
+
+def test_a_client_cannot_clear_the_servers_caches(studio_server):
+    """Streamlit's clear_cache message empties every user's caches and the sender's session state."""
+    with _logged_in(studio_server) as owner:
+        message = BackMsg()
+        message.clear_cache = True
+        owner.connection.send(message.SerializeToString())
+        assert not owner.run().has("text_input", label="Password"), "the session state survived"
 
 
 def test_the_data_folder_is_the_owners_alone(studio_server):
