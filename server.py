@@ -17,7 +17,7 @@ from core.config import get_settings
 from core.db import upgrade_schema
 from core.infra.logging_setup import configure_logging
 from core.infra.storage import prepare_storage, protect_data_dir
-from ui.server_hooks import held_upload_bytes, session_logged_in
+from ui.server_hooks import held_upload_bytes, media_visible, session_logged_in
 
 # app.py declares every page with st.navigation, behind the login gate. Streamlit only learns
 # that once app.py has run; until then, in a fresh process, it serves files in pages/ directly
@@ -52,5 +52,6 @@ protect_data_dir()
 upgrade_schema()
 prepare_storage()
 app = st.App("app.py", routes=api_routes(), middleware=[
-    Middleware(StudioGuard, hooks=SessionHooks(logged_in=session_logged_in, held_bytes=held_upload_bytes)),
+    Middleware(StudioGuard, hooks=SessionHooks(logged_in=session_logged_in, held_bytes=held_upload_bytes,
+                                               media_visible=media_visible)),
 ])

@@ -5,6 +5,7 @@
 - Streamlit's upload endpoint only for sessions that are logged in, within a per-session and a total budget of
   bytes held in memory (Streamlit keeps uploads in memory until the widget or the session lets go);
 - ``/_stcore/metrics`` only for a holder of the API or metrics token (it shows when the owner is online);
+- ``/media`` files (what pages drew) only for the logged-in session that drew them, from its own address;
 - every ``/api`` and ``/_stcore`` request without the API token, and every websocket opened, rate limited per
   client address (which only a
   trusted proxy may name: server.py gives uvicorn's forwarded-IPs list STUDIO_TRUSTED_PROXIES);
@@ -35,6 +36,7 @@ from core.infra.redis import get_redis, redis_key
 
 _UPLOAD = re.compile(r"^/_stcore/upload_file/([^/]+)/([^/]+)$")
 _METRICS = "/_stcore/metrics"
+_MEDIA = "/media/"
 # Open routes that cost the server work per request. Not counted: static files (the page's scripts), /media/
 # (a page of 48 thumbnails is 48 requests; their ids are unguessable and each lives only with its session).
 _LIMITED_PREFIXES = ("/api/", "/_stcore/")
@@ -55,6 +57,7 @@ class SessionHooks:
 
     logged_in: Callable[[str, str | None], bool]  # (session id, client host) -> logged in, from this client
     held_bytes: Callable[[str], tuple[int, int]]  # session id -> (its uploaded bytes, every session's)
+    media_visible: Callable[[str, str | None], bool]  # (media file id, client host) -> a logged-in session's file
 
 
 class StudioGuard:
@@ -90,6 +93,10 @@ class StudioGuard:
                     "Retry-After": str(wait)}
         if path == _METRICS and not tokened:
             return 404, "not found", {}
+        if path.startswith(_MEDIA):
+            file_id = path.removeprefix(_MEDIA).split(".", 1)[0]
+            if not self.hooks.media_visible(file_id, request.client.host if request.client else None):
+                return 404, "not found", {}
         return None
 
     def _upload_refusal(self, request: Request, session_id: str) -> tuple[int, str, dict[str, str]] | None:

@@ -1,5 +1,6 @@
 """What the server's HTTP middleware (api/middleware.py, wired in server.py) asks Streamlit's runtime about a
-session, outside any script run: whether it is logged in, and how many uploaded bytes it holds."""
+session, outside any script run: whether it is logged in, how many uploaded bytes it holds, and whether a
+``/media`` file belongs to a logged-in session."""
 
 from __future__ import annotations
 
@@ -53,3 +54,20 @@ def held_upload_bytes(session_id: str) -> tuple[int, int]:
     sessions = {sid: list(files.values()) for sid, files in list(manager.file_storage.items())}
     own = sum(len(f.data) for f in sessions.get(session_id, []))
     return own, sum(len(f.data) for files in sessions.values() for f in files)
+
+
+def media_visible(file_id: str, client_host: str | None) -> bool:
+    """Whether a ``/media`` file (an image, audio or download a page drew) belongs to a session logged in from this
+    client: Streamlit serves any file whose id is known, for minutes after its page, session or login is gone."""
+    if not get_settings().login_required:
+        return True
+    if not Runtime.exists():
+        return False
+    manager = Runtime.instance().media_file_mgr
+    # MediaFileManager keeps which session drew which file in private maps (Streamlit 1.67); if they move, no
+    # file is served and tests/security/test_probe.py fails, rather than every file being served to anyone.
+    drawn: dict[str, dict[str, str]] = getattr(manager, "_files_by_session_and_coord", {})
+    deferred: dict[str, set[str]] = getattr(manager, "_deferred_ids_by_session", {})
+    owners = {session for session, files in list(drawn.items()) if file_id in list(files.values())}
+    owners |= {session for session, ids in list(deferred.items()) if file_id in set(ids)}
+    return any(session_logged_in(session, client_host) for session in owners)

@@ -21,8 +21,11 @@ import pytest
 from cryptography.fernet import Fernet
 from streamlit.proto.BackMsg_pb2 import BackMsg
 
+from core.datasets.datasets import create_dataset, import_files
+from core.db import upgrade_schema
 from core.infra.auth import hash_password
 from tests.conftest import ROOT, TEST_API_TOKEN, _reset_caches
+from tests.factories import image_bytes
 from tests.security.streamlit_client import Drawn, StreamlitClient, click, upload
 
 PASSWORD = "correct horse battery staple"
@@ -62,6 +65,10 @@ def studio_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> I
             patch.delenv(name)
         for name, value in env.items():
             patch.setenv(name, value)
+        _reset_caches()
+        upgrade_schema()
+        dataset = create_dataset(name="Ava", trigger_word="ohwx")  # the Datasets page then draws an image (/media)
+        import_files(dataset.id, [("a.png", image_bytes(64, 64, seed=1))])
         with run_app_server(log=log) as base:
             yield Studio(base=base, data_dir=tmp / "data", log=log, namespace=namespace)
     _reset_caches()
@@ -101,15 +108,21 @@ def _job_status(base: str, job_id: str) -> str:
     return str(httpx.get(f"{base}/api/jobs/{job_id}", headers=AUTH, timeout=30).json()["status"])
 
 
-def test_an_expired_session_can_neither_click_nor_refresh_a_fragment(studio_server):
+def test_an_expired_session_can_neither_click_nor_refresh_a_fragment_nor_fetch_its_media(studio_server):
     job_id = _queued_job(studio_server.base)
     clicker, watcher = _logged_in(studio_server, "jobs"), _logged_in(studio_server, "jobs")
-    with clicker, watcher:
+    viewer = _logged_in(studio_server, "datasets")
+    with clicker, watcher, viewer:
+        [picture] = [image.url for element, _ in viewer.run(page="datasets").elements
+                     if element.WhichOneof("type") == "imgs" for image in element.imgs.imgs]
+        assert httpx.get(studio_server.base + picture, timeout=30).status_code == 200
         cancel_id, _ = clicker.run(page="jobs").widget("button", key="jobs.cancel")
         detail = watcher.run(page="jobs")
         _, fragment_id = detail.widget("button", key="jobs.cancel")
         assert fragment_id in detail.fragments, "the job detail refreshes itself"
         time.sleep(IDLE_S + 1)  # past the idle limit, without an interaction
+
+        assert httpx.get(studio_server.base + picture, timeout=30).status_code == 404, "no media after the login"
 
         clicked = clicker.run(page="jobs", widgets=[click(cancel_id)])
         assert clicked.has("text_input", label="Password")
