@@ -44,8 +44,8 @@ _DROPPED_BACKMSGS = frozenset({"clear_cache", "set_run_on_save"})
 _MB = 1024 * 1024
 
 SECURITY_HEADERS = {
-    "x-frame-options": "DENY",
-    "content-security-policy": "frame-ancestors 'none'",
+    "x-frame-options": "SAMEORIGIN",  # components (the calendar) are same-origin iframes
+    "content-security-policy": "frame-ancestors 'self'",
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
 }
