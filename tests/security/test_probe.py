@@ -58,6 +58,7 @@ def studio_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> I
         "STUDIO_UI_PASSWORD_HASH": hash_password(PASSWORD), "STUDIO_PUBLIC_URL": "http://127.0.0.1",
         "STUDIO_SESSION_IDLE_MINUTES": str(IDLE_S / 60), "STUDIO_PUBLIC_REQUESTS_PER_MINUTE": str(PUBLIC_LIMIT),
         "STUDIO_UPLOAD_SESSION_BUDGET_MB": "2", "STUDIO_LOGIN_MAX_FAILURES": "2",
+        "STUDIO_UPLOAD_MAX_FILE_MB": "1", "STUDIO_UPLOAD_MAX_ZIP_MB": "1",  # server.py sets maxUploadSize from them
     }
     log = tmp / "server.log"
     with pytest.MonkeyPatch.context() as patch:
@@ -90,9 +91,13 @@ def test_uploads_need_a_logged_in_session_and_fit_its_budget(studio_server):
         refused = upload(studio_server.base, anonymous.session_id, b"x" * MB)
         assert refused.status_code == 403, refused.text
     with _logged_in(studio_server) as owner:
-        assert upload(studio_server.base, owner.session_id, b"x" * MB).status_code == 204
-        over = upload(studio_server.base, owner.session_id, b"x" * (MB + MB // 2), file_id="f2")
-        assert over.status_code == 413 and "holds 2 MB" in over.json()["error"]
+        too_big = upload(studio_server.base, owner.session_id, b"x" * (MB + MB // 10), file_id="f0")
+        assert too_big.status_code == 413 and "holds" not in too_big.text, "Streamlit's maxUploadSize is 1 MB"
+        for file_id in ("f1", "f2"):
+            accepted = upload(studio_server.base, owner.session_id, b"x" * (MB * 9 // 10), file_id=file_id)
+            assert accepted.status_code == 204, accepted.text
+        over = upload(studio_server.base, owner.session_id, b"x" * (MB * 9 // 10), file_id="f3")
+        assert over.status_code == 413 and "holds 2 MB" in over.json()["error"], "the session's budget is 2 MB"
 
 
 # --- 3 and 5. expiry in callbacks and fragments, logging out ------------------------------------------------
