@@ -3,7 +3,7 @@
 import streamlit as st
 
 import core.catalogue  # noqa: F401  (registers every job kind the pages create and list)
-from ui.auth import is_authenticated, login_pages, watch_session
+from ui.auth import is_authenticated, login_pages, logout_button, watch_session
 from ui.sidebar import render_health
 
 st.set_page_config(page_title="InfluencerAI Studio", page_icon=":material/auto_awesome:", layout="wide")
@@ -34,6 +34,7 @@ pages = {
 if is_authenticated():
     navigation = st.navigation(pages)
     render_health()
+    logout_button()
     watch_session()  # an open page turns into the login when the session expires
 else:
     # Every URL shows the login form, so a deep link (/jobs) survives logging in.

@@ -14,14 +14,14 @@ from starlette.routing import Route
 
 from api.framework import ApiError, api
 from core.config import get_settings
+from core.fields import parse_int
 from core.infra.storage import LocalObjectStore, ObjectNotFound, get_object_store, verify_local_signature
 
 
 def _check_link(request: Request, key: str) -> None:
-    try:
-        expires = int(request.query_params.get("expires", ""))
-    except ValueError:
-        raise ApiError(403, "invalid or expired link") from None
+    expires = parse_int(request.query_params.get("expires"))
+    if expires is None:
+        raise ApiError(403, "invalid or expired link")
     signature = request.query_params.get("signature", "")
     signing_key = get_settings().signing_key.get_secret_value()
     if not verify_local_signature(key, expires, signature, signing_key=signing_key):

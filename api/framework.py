@@ -10,7 +10,6 @@ constant time. Handlers run blocking database and Redis calls in the thread pool
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from core.config import get_settings
 from core.errors import Conflict, InvalidInput, NotFound
+from core.fields import parse_int
 from core.infra import strict_json
 from core.infra.auth import secrets_match
 from core.infra.redis import get_redis, redis_key
@@ -29,8 +29,6 @@ from core.infra.redis import get_redis, redis_key
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 _HEX_ID_LENGTH = 32  # job and pipeline ids are uuid4().hex
-# ASCII digits only: int() would also take "1_000", " 7 " and other scripts' digits ("٣").
-_INTEGER = re.compile(r"-?[0-9]+")
 
 
 # --- errors ----------------------------------------------------------------------------------------------
@@ -155,9 +153,10 @@ async def read_body(request: Request, *, limit: int | None = None) -> bytes:
     limit = limit if limit is not None else get_settings().max_request_bytes
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        length = parse_int(declared)
+        if length is None:
             raise ApiError(400, "invalid Content-Length header")
-        if int(declared) > limit:
+        if length > limit:
             raise ApiError(413, f"request body over the limit of {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():
@@ -176,12 +175,10 @@ def query_int(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    try:
-        if _INTEGER.fullmatch(raw):
-            return int(raw)
-    except ValueError:  # more digits than Python converts (4300): no page or cursor is that long
-        pass
-    raise ApiError(422, f"{name}: must be an integer")
+    value = parse_int(raw, signed=True)
+    if value is None:
+        raise ApiError(422, f"{name}: must be an integer")
+    return value
 
 
 # --- path parameters -------------------------------------------------------------------------------------

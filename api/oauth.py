@@ -15,15 +15,18 @@ from starlette.routing import Route
 
 from core.config import get_settings
 from core.errors import StudioError
-from core.publishing.oauth import abandon_authorization
+from core.publishing.oauth import abandon_authorization, consent_refused_message, sign_result
 from core.publishing.social_accounts import connect_from_callback
 
 _MAX_MESSAGE = 300  # characters of a message carried in the redirect's query string
 
 
 def _back_to_accounts(**message: str) -> RedirectResponse:
+    """The result in the Accounts page's query string, signed (``oauth_sig``): the page shows only a result
+    this callback wrote, never the text of a crafted link."""
     accounts_page = f"{get_settings().public_url.rstrip('/')}/accounts"
-    query = urlencode({name: text[:_MAX_MESSAGE] for name, text in message.items()})
+    fields = {name: text[:_MAX_MESSAGE] for name, text in message.items()}
+    query = urlencode({**fields, "oauth_sig": sign_result(fields)})
     return RedirectResponse(f"{accounts_page}?{query}", status_code=303)
 
 
@@ -32,10 +35,10 @@ async def get_oauth_callback(request: Request) -> Response:
     from a connection we started."""
     provider = request.path_params["provider"]
     params = request.query_params
-    if params.get("error"):
-        reason = params.get("error_description") or params.get("error")
-        await run_in_threadpool(abandon_authorization, provider, params.get("state", ""))
-        return _back_to_accounts(oauth_error=f"consent refused: {reason}")
+    if code := params.get("error"):
+        state_valid = await run_in_threadpool(abandon_authorization, provider, params.get("state", ""))
+        return _back_to_accounts(oauth_error=consent_refused_message(
+            code, params.get("error_description", ""), state_valid=state_valid))
     try:
         connected = await run_in_threadpool(connect_from_callback, provider,
                                             code=params.get("code", ""), state=params.get("state", ""))

@@ -7,6 +7,8 @@ placeholder secrets, so a production deploy cannot start with the demo credentia
 
 from __future__ import annotations
 
+import base64
+import binascii
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -61,12 +63,25 @@ class Settings(BaseSettings):
     ui_password_hash: str = ""
     auth_disabled: bool = False  # only honoured in development mode
     # A dashboard login ends after this long without an interaction, and after this long in any case.
-    session_idle_minutes: int = Field(default=60, ge=1)
+    # Minutes may be fractional (a kiosk, or a test that watches a session expire).
+    session_idle_minutes: float = Field(default=60, gt=0)
     session_max_hours: int = Field(default=12, ge=1)
     # This many failed logins from one client (IP address; one shared bucket when the server sees none)
     # lock it out for login_lockout_minutes after the last failure, across tabs and app processes.
     login_max_failures: int = Field(default=5, ge=1)
     login_lockout_minutes: int = Field(default=15, ge=1)
+    # Failed logins from all clients together within login_lockout_minutes; past this many, and for the
+    # shared bucket past login_max_failures, each failure makes everyone wait longer before the next try
+    # (1, 2, 4 … s up to login_delay_max_s) instead of locking the bucket, so a guesser cannot lock the owner
+    # out of a shared address and many addresses together still guess slowly.
+    login_global_free_failures: int = Field(default=20, ge=1)
+    login_delay_max_s: int = Field(default=60, ge=1)
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated IPs or networks, e.g.
+    # "10.0.0.2,172.16.0.0/12"); empty = none: the client address is the TCP peer's. Every login limit and rate
+    # limit keys on this address, so a client that could choose it could sidestep them.
+    trusted_proxies: str = ""
+    # Every route open without the API token is limited to this many requests a minute per client address.
+    public_requests_per_minute: int = Field(default=120, ge=1)
     # Lifetime of download links (local signed links and S3 presigned URLs) shown in the UI or the API.
     download_link_minutes: int = Field(default=15, ge=1, le=7 * 24 * 60)
 
@@ -184,6 +199,11 @@ class Settings(BaseSettings):
     upload_max_pixels: int = 36_000_000  # far below Pillow's 89 M bomb limit
     upload_max_zip_mb: int = 200
     upload_max_zip_uncompressed_mb: int = 1024
+    # Streamlit holds uploaded files in memory until the widget lets go of them or the session ends, so a
+    # session and the server as a whole may hold only this much (one upload request is capped at the
+    # larger of upload_max_file_mb and upload_max_zip_mb, the largest file a page accepts).
+    upload_session_budget_mb: int = Field(default=400, ge=1)
+    upload_total_budget_mb: int = Field(default=1024, ge=1)
 
     @model_validator(mode="after")
     def _signature_needs_a_secret(self) -> Settings:
@@ -213,25 +233,10 @@ class Settings(BaseSettings):
     def _refuse_placeholders_outside_development(self) -> Settings:
         if self.env == "development":
             return self
-        problems = [
-            name
-            for name in ("api_token", "signing_key")
-            if getattr(self, name).get_secret_value() in PLACEHOLDER_SECRETS
-            or len(getattr(self, name).get_secret_value()) < 16
-        ]
-        if not self.token_encryption_key.get_secret_value():
-            problems.append("token_encryption_key")
-        if self.storage_backend == "s3" and self.s3_secret_key.get_secret_value() in PLACEHOLDER_SECRETS:
-            problems.append("s3_secret_key")
-        if not self.ui_password_hash:
-            problems.append("ui_password_hash")
-        if self.auth_disabled:
-            problems.append("auth_disabled (only allowed when STUDIO_ENV=development)")
+        problems = production_secret_problems(self)
         if problems:
-            raise ValueError(
-                "refusing to start in production mode with placeholder or missing secrets: "
-                + ", ".join(f"STUDIO_{p.split(' ')[0].upper()}" for p in problems)
-            )
+            raise ValueError("refusing to start in production mode with weak, placeholder or missing secrets: "
+                             + "; ".join(problems))
         return self
 
     @property
@@ -255,8 +260,91 @@ class Settings(BaseSettings):
         return self.data_dir / "models"
 
     @property
+    def upload_max_request_mb(self) -> int:
+        """The largest file any page accepts: Streamlit's maxUploadSize (one upload request)."""
+        return max(self.upload_max_file_mb, self.upload_max_zip_mb)
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
+
+    @property
     def queues(self) -> list[str]:
         return [q.strip() for q in self.worker_queues.split(",") if q.strip()]
+
+
+# --- production secrets --------------------------------------------------------------------------------------
+
+MIN_SECRET_LENGTH = 16
+_MIN_DISTINCT_CHARACTERS = 8  # "aaaaaaaaaaaaaaaa", "abababab…", 16 spaces: long enough, guessable
+_MIN_SCRYPT_N, _MIN_SCRYPT_R = 2**14, 8  # OWASP's scrypt floor
+
+
+def weak_secret(value: str) -> str | None:
+    """Why ``value`` cannot guard a production deployment, or None when it can."""
+    if value.lower() in PLACEHOLDER_SECRETS or value.lower() in _KNOWN_DEFAULTS:
+        return "a placeholder or a well-known default"
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"shorter than {MIN_SECRET_LENGTH} characters"
+    if not value.strip():
+        return "blank"
+    if len(set(value)) < _MIN_DISTINCT_CHARACTERS:
+        return f"fewer than {_MIN_DISTINCT_CHARACTERS} distinct characters"
+    if any(value == (value[:size] * (len(value) // size + 1))[:len(value)] for size in range(1, len(value) // 2 + 1)):
+        return "a repeated pattern"
+    return None
+
+
+# Defaults of the services the studio talks to, which a copied example configuration would carry.
+_KNOWN_DEFAULTS = frozenset({"minioadmin", "password", "admin", "changeme", "test", "example"})
+
+
+def password_hash_problem(stored: str) -> str | None:
+    """Why ``stored`` is not a hash made by ``python -m workers hash-password`` with strong scrypt costs."""
+    parts = stored.split("$")
+    if len(parts) != 6 or parts[0] != "scrypt":
+        return "not of the form scrypt$<n>$<r>$<p>$<salt>$<hash> (make one with `python -m workers hash-password`)"
+    n, r, p = parts[1:4]
+    if not all(x.isascii() and x.isdigit() for x in (n, r, p)):
+        return "its scrypt parameters are not numbers"
+    if int(n) < _MIN_SCRYPT_N or int(n) & (int(n) - 1) or int(r) < _MIN_SCRYPT_R or int(p) < 1:
+        return f"its scrypt cost is below n={_MIN_SCRYPT_N}, r={_MIN_SCRYPT_R} (n a power of two)"
+    try:
+        salt, digest = (base64.urlsafe_b64decode(part.encode()) for part in parts[4:])
+    except (ValueError, binascii.Error):
+        return "its salt or hash is not base64"
+    if len(salt) < 16 or len(digest) < 32:
+        return "its salt or hash is too short"
+    return None
+
+
+def production_secret_problems(settings: Settings) -> list[str]:
+    """Every reason the settings' secrets cannot run production, each naming its variable (never its value)."""
+    tokens = {"api_token": settings.api_token, "signing_key": settings.signing_key,
+              "metrics_token": settings.metrics_token, "webhook_secret": settings.webhook_secret}
+    if settings.storage_backend == "s3":
+        tokens["s3_secret_key"] = settings.s3_secret_key
+    optional = {"metrics_token", "webhook_secret"}  # empty = the feature is off
+    problems: list[str] = []
+    for name, secret in tokens.items():
+        value = secret.get_secret_value()
+        if name in optional and not value:
+            continue
+        if why := weak_secret(value):
+            problems.append(f"STUDIO_{name.upper()} is {why}")
+    values = [s.get_secret_value() for s in tokens.values() if s.get_secret_value()]
+    if len(values) != len(set(values)):
+        problems.append("the tokens and keys (STUDIO_API_TOKEN, STUDIO_SIGNING_KEY, STUDIO_METRICS_TOKEN, "
+                        "STUDIO_WEBHOOK_SECRET, STUDIO_S3_SECRET_KEY) must all differ")
+    if not settings.token_encryption_key.get_secret_value():
+        problems.append("STUDIO_TOKEN_ENCRYPTION_KEY is missing")
+    if not settings.ui_password_hash:
+        problems.append("STUDIO_UI_PASSWORD_HASH is missing")
+    elif why := password_hash_problem(settings.ui_password_hash):
+        problems.append(f"STUDIO_UI_PASSWORD_HASH: {why}")
+    if settings.auth_disabled:
+        problems.append("STUDIO_AUTH_DISABLED is only allowed when STUDIO_ENV=development")
+    return problems
 
 
 @lru_cache(maxsize=1)

@@ -15,6 +15,7 @@ from core.config import reload_settings
 from core.db import session_scope
 from core.models import OAuthState, SocialAccount
 from core.publishing import social_accounts
+from core.publishing.oauth import sign_result
 from tests.apptest import ROOT, checked, click, open_page, rerun
 
 pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): token expiry shown to people
@@ -82,9 +83,12 @@ def test_disconnect_asks_for_confirmation_then_forgets_the_account(studio):
     assert any("No account connected yet" in i.value for i in at.info)
 
 
-def _with_query(**params: str) -> AppTest:
+def _with_query(*, signed: bool = True, **params: str) -> AppTest:
+    """The Accounts page opened as the OAuth callback's redirect does (its result signed), or by a crafted link."""
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
     at.query_params.update(params)
+    if signed:
+        at.query_params["oauth_sig"] = sign_result(params)
     return checked(at.switch_page(PAGE).run())
 
 
@@ -97,6 +101,17 @@ def test_the_oauth_callback_result_is_shown_once_and_cleared(studio):
     at = _with_query(oauth_error="consent refused: *the user said no*")
     assert [_plain(e.value) for e in at.error] == ["The connection failed: consent refused: *the user said no*"]
     assert "oauth_error" not in at.query_params
+
+
+def test_a_crafted_link_cannot_put_its_text_in_the_oauth_result_box(studio):
+    phishing = "Session expired. Sign in again at https://evil.example/reset or mail help@evil.example"
+    at = _with_query(signed=False, oauth_error=phishing)
+    assert not at.error and not at.success
+    assert [w.value for w in at.warning] == [
+        "This link carried a connection result the studio did not write; it is not shown."]
+    assert "oauth_error" not in at.query_params
+    forged = _with_query(signed=False, oauth_error=phishing, oauth_sig="0" * 64)
+    assert not forged.error
 
 
 def test_connect_on_an_unconfigured_provider_names_the_settings_to_set(studio):

@@ -388,7 +388,8 @@ def test_a_consent_refused_by_the_user_comes_back_as_a_readable_error(fake_provi
         "error": "access_denied", "error_description": "The user denied the request", "state": state,
     }, follow_redirects=False)
     params = redirect_params(response)
-    assert params["oauth_error"] == "consent refused: The user denied the request"
+    assert params["oauth_error"] == ("consent refused: the account declined the requested permissions "
+                                     "(the provider said: The user denied the request)")
     assert "connected" not in params
     assert google.calls_to("token") == []
     # The refused link is spent: completing it later with a code is refused too.
@@ -400,7 +401,7 @@ def test_a_consent_refused_by_the_user_comes_back_as_a_readable_error(fake_provi
 def test_a_consent_error_without_description_names_the_error_code(fake_provider, client):
     fake_provider("tiktok")
     params = redirect_params(client.get("/api/oauth/callback/tiktok?error=access_denied", follow_redirects=False))
-    assert params["oauth_error"] == "consent refused: access_denied"
+    assert params["oauth_error"] == "consent refused: the account declined the requested permissions"
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -18,12 +18,14 @@ from core.jobs.lifecycle import aware
 from core.models import Platform
 from core.publishing import oauth, social_accounts
 from ui import feedback
+from ui.auth import guard
 from ui.calendar.clock import studio_zone
 from ui.text import literal
 
 _FLASH = "accounts.flash"
 _CONFIRM = "accounts.confirm"  # the account whose Disconnect asks for confirmation
 RESULT_PARAMS = ("connected", "oauth_error")
+SIGNATURE_PARAM = "oauth_sig"
 PROVIDER_SHORT = {"meta": "Facebook", "google": "Google", "tiktok": "TikTok"}
 TEXT_FIELDS = ("external_id", "name", "access_token", "refresh_token", "page_id")
 
@@ -44,11 +46,15 @@ def _run(action: Callable[[], str]) -> None:
 def oauth_result() -> None:
     """The message the OAuth callback sent back in the URL, shown once (as plain text), then cleared."""
     params = st.query_params
-    if connected := params.get("connected"):
-        st.success(f"Connected: {literal(connected)}")
-    if failed := params.get("oauth_error"):
-        st.error(f"The connection failed: {literal(failed)}")
-    for name in RESULT_PARAMS:
+    fields = {name: params[name] for name in RESULT_PARAMS if name in params}
+    if fields and not oauth.result_is_authentic(fields, params.get(SIGNATURE_PARAM, "")):
+        st.warning("This link carried a connection result the studio did not write; it is not shown.")
+    elif fields:
+        if connected := fields.get("connected"):
+            st.success(f"Connected: {literal(connected)}")
+        if failed := fields.get("oauth_error"):
+            st.error(f"The connection failed: {literal(failed)}")
+    for name in (*RESULT_PARAMS, SIGNATURE_PARAM):
         if name in params:
             del params[name]
 
@@ -90,7 +96,7 @@ def provider_card(provider: oauth.Provider) -> None:
             st.caption(f":material/warning: Not configured: set {_settings_names(provider)}")
         st.caption("Redirect URI to register in the provider's app console:")
         st.code(oauth.redirect_uri(provider), language=None, wrap_lines=True)
-        st.button("Connect", key=f"accounts.connect.{provider.name}", on_click=_connect, args=(provider,),
+        st.button("Connect", key=f"accounts.connect.{provider.name}", on_click=guard(_connect), args=(provider,),
                   icon=":material/link:")
         if error := st.session_state.get(f"accounts.consent_error.{provider.name}"):
             st.error(literal(error))
@@ -145,16 +151,18 @@ def account_row(account: social_accounts.AccountView) -> None:
         provider = oauth.provider_for(account.platform)
         # Renewing a token takes the provider's app credentials, even for a token entered by hand.
         configured = oauth.is_configured(provider)
-        right.button("Refresh token", key=f"accounts.refresh.{account.id}", on_click=_refresh, args=(account.id,),
+        right.button("Refresh token", key=f"accounts.refresh.{account.id}", on_click=guard(_refresh),
+                     args=(account.id,),
                      disabled=not (account.refreshable and configured), width="stretch",
                      help=None if configured else f"Set {_settings_names(provider)} to renew tokens")
         if st.session_state.get(_CONFIRM) == account.id:
             right.button("Yes, disconnect", key=f"accounts.disconnect_yes.{account.id}", type="primary",
-                         on_click=_disconnect, args=(account.id,), width="stretch")
-            right.button("Cancel", key=f"accounts.disconnect_no.{account.id}", on_click=_ask, args=(None,),
+                         on_click=guard(_disconnect), args=(account.id,), width="stretch")
+            right.button("Cancel", key=f"accounts.disconnect_no.{account.id}", on_click=guard(_ask), args=(None,),
                          width="stretch")
         else:
-            right.button("Disconnect", key=f"accounts.disconnect.{account.id}", on_click=_ask, args=(account.id,),
+            right.button("Disconnect", key=f"accounts.disconnect.{account.id}", on_click=guard(_ask),
+                         args=(account.id,),
                          width="stretch")
 
 
@@ -201,4 +209,4 @@ def manual_form() -> None:
         left.text_input("Access token", type="password", key=_mk("access_token"))
         right.text_input("Refresh token (optional)", type="password", key=_mk("refresh_token"))
         left.number_input("Expires in (seconds, 0 = does not expire)", 0, 10**9, 0, step=3600, key=_mk("expires_in"))
-        st.form_submit_button("Save account", key=_mk("submit"), on_click=_connect_manually, type="primary")
+        st.form_submit_button("Save account", key=_mk("submit"), on_click=guard(_connect_manually), type="primary")

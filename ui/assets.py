@@ -17,6 +17,7 @@ import streamlit as st
 
 from core.datasets.images import format_size
 from core.errors import NotFound, StudioError
+from core.fields import parse_int
 from core.jobs import lifecycle as jobs
 from core.library import assets, collections
 from core.library.assets import LIBRARY_KINDS, SORTS, AssetFilter
@@ -26,6 +27,7 @@ from core.models import Asset
 from core.pagination import Page
 from core.training.runs import get_lora
 from ui import feedback, page_paths
+from ui.auth import guard
 from ui.text import literal, plain
 from ui.widgets import hand_to_video_page
 
@@ -65,9 +67,10 @@ def _clear_selection() -> None:
 def apply_navigation() -> None:
     """Call before the view selector: a ?asset= link opens that asset's detail in the library."""
     requested = st.query_params.get("asset")
-    if requested and requested.isdigit() and st.session_state.get("assets.linked") != requested:
+    asset_id = parse_int(requested)
+    if asset_id is not None and st.session_state.get("assets.linked") != requested:
         st.session_state["assets.linked"] = requested
-        st.session_state[DETAIL] = int(requested)
+        st.session_state[DETAIL] = asset_id
         st.session_state[VIEW] = "library"
     st.session_state.setdefault(VIEW, "library")
 
@@ -99,26 +102,26 @@ def _choice(column: Any, label: str, options: dict[int, str], key: str) -> int |
     if st.session_state.get(key) not in (None, *options):
         st.session_state.pop(key)  # a choice that no longer exists (a deleted collection)
     return column.selectbox(label, [None, *options], format_func=lambda i: "any" if i is None else plain(options[i]),
-                            key=key, on_change=_reset_page)
+                            key=key, on_change=guard(_reset_page))
 
 
 def filter_bar(*, trash: bool) -> tuple[AssetFilter, str, int] | None:
     """The filters; returns (filter, sort, page size), or None after showing why the input is refused."""
     options = assets.filter_options()
     top = st.columns([2, 3, 3, 2, 2])
-    kind = top[0].selectbox("Kind", [None, *LIBRARY_KINDS], key="assets.f.kind", on_change=_reset_page,
+    kind = top[0].selectbox("Kind", [None, *LIBRARY_KINDS], key="assets.f.kind", on_change=guard(_reset_page),
                             format_func=lambda k: "all kinds" if k is None else LIBRARY_KINDS[k])
-    text = top[1].text_input("Prompt contains", key="assets.f.text", max_chars=200, on_change=_reset_page)
-    dates = top[2].date_input("Created between", value=[], key="assets.f.dates", on_change=_reset_page)
+    text = top[1].text_input("Prompt contains", key="assets.f.text", max_chars=200, on_change=guard(_reset_page))
+    dates = top[2].date_input("Created between", value=[], key="assets.f.dates", on_change=guard(_reset_page))
     sort = top[3].selectbox("Sort", list(SORTS), format_func=SORTS.__getitem__, key="assets.f.sort",
-                            on_change=_reset_page)
-    size = top[4].selectbox("Per page", [24, 48, 96], key="assets.f.per_page", on_change=_reset_page)
+                            on_change=guard(_reset_page))
+    size = top[4].selectbox("Per page", [24, 48, 96], key="assets.f.per_page", on_change=guard(_reset_page))
     more = st.columns([3, 3, 3, 3])
     dataset_id = _choice(more[0], "Dataset", options.datasets, "assets.f.dataset")
     lora_id = _choice(more[1], "LoRA", options.loras, "assets.f.lora")
     collection_id = _choice(more[2], "Collection", _collection_names(), "assets.f.collection")
     job_text = more[3].text_input("Job id", key="assets.f.job", max_chars=32, placeholder="id or its first characters",
-                                  on_change=_reset_page)
+                                  on_change=guard(_reset_page))
     picked: tuple[date, ...] = tuple(dates) if isinstance(dates, list | tuple) else (dates,)
     try:
         job_id = jobs.resolve_job_id(job_text) if job_text.strip() else None
@@ -169,7 +172,7 @@ def _card(asset: Asset) -> None:
                    + (f" · {created:%Y-%m-%d %H:%M}" if created else ""))
         left, right = st.columns([1, 3], vertical_alignment="center")
         left.checkbox(f"Select asset {asset.id}", key=f"{_PICK}{asset.id}", label_visibility="collapsed")
-        right.button("Details", key=f"assets.open.{asset.id}", on_click=_open, args=(asset.id,), type="tertiary")
+        right.button("Details", key=f"assets.open.{asset.id}", on_click=guard(_open), args=(asset.id,), type="tertiary")
 
 
 def selected_on(page: Page[Asset]) -> list[Asset]:
@@ -201,8 +204,8 @@ def select_all(page: Page[Asset]) -> None:
             st.session_state[f"{_PICK}{asset.id}"] = value
 
     left, right = st.columns([1, 8])
-    left.button("Select all", key="assets.select_all", on_click=tick, args=(True,), type="tertiary")
-    right.button("Clear", key="assets.select_none", on_click=tick, args=(False,), type="tertiary")
+    left.button("Select all", key="assets.select_all", on_click=guard(tick), args=(True,), type="tertiary")
+    right.button("Clear", key="assets.select_none", on_click=guard(tick), args=(False,), type="tertiary")
 
 
 # --- bulk actions -------------------------------------------------------------------------------------
@@ -244,16 +247,16 @@ def library_actions(selected: list[Asset], filters: AssetFilter) -> None:
     count = len(ids)
     row = st.columns([2, 3, 2, 2, 2], vertical_alignment="bottom")
     row[0].button(f"Move {count} to trash", key="assets.trash", disabled=not ids, icon=":material/delete:",
-                  on_click=_run, args=(lambda: _trash(ids),))
+                  on_click=guard(_run), args=(lambda: _trash(ids),))
     names = {c.id: c.name for c in collections.list_collections(page_size=100).items}
     row[1].selectbox("Add to collection", list(names), format_func=lambda i: plain(names[i]), key="assets.add_target",
                      index=None, placeholder="create one in Collections" if not names else "choose a collection")
     row[2].button("Add", key="assets.add", disabled=not ids or not names, icon=":material/playlist_add:",
-                  on_click=_run, args=(lambda: _add(ids),))
+                  on_click=guard(_run), args=(lambda: _add(ids),))
     if filters.collection_id is not None:
         collection_id = filters.collection_id
         row[3].button("Remove from collection", key="assets.remove", disabled=not ids,
-                      on_click=_run, args=(lambda: _remove(collection_id, ids),))
+                      on_click=guard(_run), args=(lambda: _remove(collection_id, ids),))
     images = [a.id for a in selected if assets.library_kind(a) == "image" and a.id is not None]
     if row[4].button(f"Make a video ({len(images)})", key="assets.video", disabled=not images,
                      icon=":material/movie:", help="Hands the selected images to the Videos page."):
@@ -264,14 +267,14 @@ def trash_actions(selected: list[Asset], total: int) -> None:
     ids = [a.id for a in selected if a.id is not None]
     row = st.columns([2, 3, 2, 3, 2], vertical_alignment="bottom")
     row[0].button(f"Restore {len(ids)}", key="assets.restore", disabled=not ids, icon=":material/restore_from_trash:",
-                  on_click=_run, args=(lambda: _restore(ids),))
+                  on_click=guard(_run), args=(lambda: _restore(ids),))
     confirm = row[1].checkbox(f"Yes, purge {len(ids)} for good", key="assets.purge_confirm", disabled=not ids)
     row[2].button("Purge", key="assets.purge", disabled=not (ids and confirm), type="primary",
-                  icon=":material/delete_forever:", on_click=_run, args=(lambda: _purge(ids),),
+                  icon=":material/delete_forever:", on_click=guard(_run), args=(lambda: _purge(ids),),
                   help="Removes the files from storage; a LoRA file also removes its LoRA version.")
     empty = row[3].checkbox(f"Yes, empty the whole trash ({total})", key="assets.empty_confirm", disabled=not total)
     row[4].button("Empty trash", key="assets.empty", disabled=not (total and empty), type="primary",
-                  on_click=_run, args=(_empty_trash,))
+                  on_click=guard(_run), args=(_empty_trash,))
 
 
 # --- the detail view ----------------------------------------------------------------------------------
@@ -318,7 +321,7 @@ def asset_detail(asset_id: int) -> None:
     with st.container(border=True):
         head = st.columns([6, 1])
         head[0].subheader(f"{KIND_NAMES.get(lineage.kind, lineage.kind)} #{asset.id}")
-        head[1].button("Close", key="assets.close", on_click=_close, icon=":material/close:")
+        head[1].button("Close", key="assets.close", on_click=guard(_close), icon=":material/close:")
         left, right = st.columns([2, 3])
         with left:
             _preview(asset, lineage.kind)
@@ -364,7 +367,8 @@ def _lineage(lineage: assets.Lineage) -> None:
     if lineage.init_asset_id is not None:
         st.text(f"Started from asset #{lineage.init_asset_id} ({lineage.init_asset_state})")
         if lineage.init_asset_state != "purged":
-            st.button("Open the start image", key="assets.open_init", on_click=_open, args=(lineage.init_asset_id,))
+            st.button("Open the start image", key="assets.open_init", on_click=guard(_open),
+                      args=(lineage.init_asset_id,))
     if lineage.prompt:
         st.caption("Prompt")
         st.text(plain(lineage.prompt))
@@ -436,16 +440,16 @@ def collections_section() -> None:
     collection = by_id[chosen]
     actions = st.columns([2, 3, 2], vertical_alignment="bottom")
     actions[0].button(f"Show its {_plural(collection.item_count, 'asset')}", key="assets.col.show",
-                      on_click=_show, args=(chosen,), icon=":material/photo_library:")
+                      on_click=guard(_show), args=(chosen,), icon=":material/photo_library:")
     # Labels render Markdown: user text (names, prompts) goes through ui.text, never into a label raw.
     confirm = actions[1].checkbox("Yes, delete this collection (the assets stay)", key=f"assets.col.confirm.{chosen}")
     actions[2].button("Delete collection", key="assets.col.delete", disabled=not confirm, type="primary",
-                      on_click=_run, args=(lambda: _delete(chosen),))
+                      on_click=guard(_run), args=(lambda: _delete(chosen),))
     with st.expander("Rename or describe"):
         st.text_input("Name", value=collection.name, max_chars=120, key=f"assets.col.name.{chosen}")
         st.text_input("Description", value=collection.description, max_chars=2000,
                       key=f"assets.col.description.{chosen}")
-        st.button("Save", key="assets.col.rename", on_click=_run, args=(lambda: _rename(chosen),))
+        st.button("Save", key="assets.col.rename", on_click=guard(_run), args=(lambda: _rename(chosen),))
 
 
 # --- the library and trash views ------------------------------------------------------------------------

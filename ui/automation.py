@@ -10,6 +10,7 @@ from core.config import get_settings
 from core.datasets.datasets import list_datasets
 from core.errors import StudioError
 from core.models import JobStatus, Pipeline
+from ui.auth import fragment
 from ui.text import literal, plain
 from ui.widgets import status_badge
 
@@ -104,4 +105,4 @@ def pipeline_list() -> None:
             st.number_input(f"Page (of {page.pages})", 1, page.pages, key=PAGE)
 
     shown = pipelines.list_pipelines(page=st.session_state.get(PAGE, 1), page_size=10).items
-    st.fragment(run_every=2 if any(p.status in ACTIVE for p in shown) else None)(body)()
+    fragment(run_every=2 if any(p.status in ACTIVE for p in shown) else None)(body)()

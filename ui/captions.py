@@ -13,6 +13,7 @@ from core.datasets.tokens import TOKEN_LIMIT, count_tokens
 from core.errors import StudioError
 from core.models import Dataset, DatasetImage
 from core.pagination import Page
+from ui.auth import guard
 from ui.datasets.gallery import render_import_report
 from ui.text import literal, plain
 from ui.widgets import stored_id
@@ -53,7 +54,8 @@ def caption_editor(image: DatasetImage, trigger_word: str) -> bool:
         text = drafts().get(stored_id(image), image.caption)
         key = f"captions.text.{image.id}"
         st.session_state[key] = text
-        st.text_area(literal(image.filename), key=key, height=80, on_change=_remember, args=(image.id, image.caption))
+        st.text_area(literal(image.filename), key=key, height=80, on_change=guard(_remember),
+                     args=(image.id, image.caption))
         tokens = count_tokens(text)
         info = f"{tokens} CLIP tokens"
         if trigger_word and trigger_word.lower() not in text.lower():
@@ -63,9 +65,11 @@ def caption_editor(image: DatasetImage, trigger_word: str) -> bool:
         )
         buttons = st.columns(3)
         selected = buttons[0].checkbox("Select", key=f"captions.pick.{image.id}")
-        buttons[1].button("Save", key=f"captions.save.{image.id}", on_click=_save, args=(image.id, image.reviewed))
+        buttons[1].button("Save", key=f"captions.save.{image.id}", on_click=guard(_save),
+                          args=(image.id, image.reviewed))
         buttons[2].button("Save as reviewed" if not image.reviewed else "Reviewed ✓", key=f"captions.review.{image.id}",
-                          on_click=_save, args=(image.id, True), disabled=image.reviewed and image.id not in drafts())
+                          on_click=guard(_save), args=(image.id, True),
+                          disabled=image.reviewed and image.id not in drafts())
     return selected
 
 

@@ -24,6 +24,7 @@ from core.library import assets
 from core.library.collections import add_to_collection, list_collections
 from core.models import Asset, Job, JobStatus, LoraModel
 from core.training import runs as training
+from ui.auth import guard
 from ui.loaded_form import LoadedForm
 from ui.text import literal, plain
 from ui.widgets import hand_to_video_page, live_job_list, status_badge, stored_id
@@ -130,7 +131,7 @@ def _snippet_row(field: str, *, negative: bool) -> None:
     left.selectbox("Prompt library", list(snippets),
                    format_func=lambda i: plain(f"{snippets[i].name}: {snippets[i].text}"),
                    key=select_key, index=None, placeholder="Insert a saved snippet…", label_visibility="collapsed")
-    middle.button("Insert", key=f"{target}.insert", on_click=_insert_snippet,
+    middle.button("Insert", key=f"{target}.insert", on_click=guard(_insert_snippet),
                   args=(field, select_key, {i: s.text for i, s in snippets.items()}), disabled=not snippets,
                   width="stretch")
     with right.popover("Save", width="stretch", help="Save this box's text to the prompt library"):
@@ -198,7 +199,8 @@ def request_form() -> None:
         return
     _apply_fill(templates)
     _initial_template(templates)
-    name = st.selectbox("Template", list(templates), key=TEMPLATE, on_change=_on_template_change, args=(templates,),
+    name = st.selectbox("Template", list(templates), key=TEMPLATE, on_change=guard(_on_template_change),
+    args=(templates,),
                         format_func=lambda n: plain(f"{templates[n].label} ({n})"))
     template = templates[name]
     if template.description:

@@ -15,6 +15,7 @@ from core.models import Asset, JobStatus, LoraModel, Pipeline, Platform
 from core.reports.overview import Overview, VideoGlance
 from core.training.runs import get_lora
 from ui import page_paths
+from ui.auth import fragment
 from ui.text import code, literal
 from ui.widgets import status_badge
 
@@ -76,7 +77,7 @@ def demo_progress(shown: Pipeline) -> None:
     active = shown.status in ACTIVE
     if active:
         st.session_state[_WATCHING] = shown.id
-    st.fragment(run_every=1 if active else None)(body)()
+    fragment(run_every=1 if active else None)(body)()
 
 
 def _demo_view(pipeline: Pipeline) -> None:

@@ -13,6 +13,7 @@ from core.jobs import lifecycle as jobs
 from core.jobs.kinds import all_specs
 from core.models import Job, JobStatus
 from core.pagination import Page
+from ui.auth import fragment, guard
 from ui.feedback import job_action, show_flash
 from ui.text import literal, plain
 from ui.widgets import live_log, pick, status_badge
@@ -99,7 +100,7 @@ def _job_table(query: JobQuery) -> None:
 def job_table(query: JobQuery, listed: Page[Job]) -> None:
     """The table and its pager; ``listed``: the jobs as this run read them."""
     # Refreshed on its own only while a listed job can still change (an idle list costs nothing).
-    st.fragment(run_every=3 if any(job.status in ACTIVE for job in listed.items) else None)(_job_table)(query)
+    fragment(run_every=3 if any(job.status in ACTIVE for job in listed.items) else None)(_job_table)(query)
     st.number_input(f"Page (of {listed.pages}) · {listed.total} job(s)", min_value=1, max_value=listed.pages,
                     key="jobs.page")
 
@@ -109,7 +110,7 @@ def job_picker(listed: Page[Job]) -> str:
                     key="jobs.open"))
 
 
-@st.fragment(run_every=2)
+@fragment(run_every=2)
 def job_detail(job_id: str) -> None:
     job = jobs.get_job(job_id)
     head = st.columns([3, 1, 1, 1])
@@ -117,9 +118,11 @@ def job_detail(job_id: str) -> None:
     with head[1]:
         status_badge(job.status)
     if job.status in ACTIVE:
-        head[2].button("Cancel", key="jobs.cancel", on_click=job_action, args=(_ACTION_ERROR, jobs.cancel_job, job.id))
+        head[2].button("Cancel", key="jobs.cancel", on_click=guard(job_action),
+                       args=(_ACTION_ERROR, jobs.cancel_job, job.id))
     if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
-        head[3].button("Retry", key="jobs.retry", on_click=job_action, args=(_ACTION_ERROR, jobs.retry_job, job.id))
+        head[3].button("Retry", key="jobs.retry", on_click=guard(job_action),
+                       args=(_ACTION_ERROR, jobs.retry_job, job.id))
     show_flash(_ACTION_ERROR)
     st.progress(job.progress, text=literal(job.progress_message or job.stage or job.status))
     if job.error:

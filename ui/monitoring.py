@@ -9,6 +9,7 @@ from core.errors import StudioError
 from core.jobs import lifecycle as jobs
 from core.models import JobStatus
 from core.reports import monitoring
+from ui.auth import fragment, guard
 from ui.feedback import job_action, show_flash
 from ui.text import literal
 
@@ -75,12 +76,12 @@ def workers_section() -> None:
             left, middle, right = st.columns([3, 3, 1])
             left.write(f"`{job.id[:8]}` {job.kind} on {worker.host}:{worker.pid}")
             middle.progress(min(max(job.progress, 0.0), 1.0))
-            right.button("Cancel", key=f"monitoring.cancel.{job.id}", on_click=job_action,
+            right.button("Cancel", key=f"monitoring.cancel.{job.id}", on_click=guard(job_action),
                          args=(_ACTION_ERROR, jobs.cancel_job, job.id))
     _show_action_error()
 
 
-@st.fragment(run_every=REFRESH_S)
+@fragment(run_every=REFRESH_S)
 def live_queues_and_workers() -> None:
     queues_section()
     workers_section()
@@ -131,7 +132,7 @@ def failures_section() -> None:
         left.markdown(f"`{failure.id[:8]}` **{failure.kind}** at stage *{literal(failure.stage or 'run')}* · {when}")
         left.caption(literal(failure.error or "(no error message)"))
         if failure.status in (JobStatus.FAILED, JobStatus.CANCELLED):  # retried ones leave this list
-            right.button("Retry", key=f"monitoring.retry.{failure.id}", on_click=job_action,
+            right.button("Retry", key=f"monitoring.retry.{failure.id}", on_click=guard(job_action),
                          args=(_ACTION_ERROR, jobs.retry_job, failure.id))
     _show_action_error()
 
@@ -169,7 +170,7 @@ def hardware_section() -> None:
         st.progress(min(gpu.memory_used_mib / gpu.memory_total_mib, 1.0) if gpu.memory_total_mib else 0.0)
 
 
-@st.fragment(run_every=REFRESH_S)
+@fragment(run_every=REFRESH_S)
 def live_health_and_hardware() -> None:
     health_section()
     hardware_section()

@@ -12,6 +12,7 @@ from core.jobs.lifecycle import aware
 from core.models import Job, JobStatus
 from core.pagination import Page
 from ui import page_paths
+from ui.auth import fragment, guard
 from ui.text import plain
 
 # The colours st.badge accepts.
@@ -48,7 +49,7 @@ def pick(label: str, options: list[Any], labels: Callable[[Any], str], *, state:
     def remember() -> None:
         st.session_state[state] = st.session_state[key]
 
-    chosen = st.selectbox(label, options, format_func=labels, key=key, on_change=remember)
+    chosen = st.selectbox(label, options, format_func=labels, key=key, on_change=guard(remember))
     st.session_state[state] = chosen
     return chosen
 
@@ -90,7 +91,7 @@ def live_job_list(list_page: Callable[[int], Page[Job]], render_job: Callable[[J
 
     active = any(j.status in (JobStatus.QUEUED, JobStatus.RUNNING)
                  for j in list_page(st.session_state.get(page_key, 1)).items)
-    st.fragment(run_every=1 if active else None)(body)()
+    fragment(run_every=1 if active else None)(body)()
 
 
 def live_log(job_id: str, *, key: str, tail: int = 300) -> None:

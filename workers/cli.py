@@ -32,7 +32,7 @@ from core.generation.requests import submit_generation
 from core.infra import strict_json
 from core.infra.auth import hash_password
 from core.infra.logging_setup import configure_logging
-from core.infra.storage import prepare_storage
+from core.infra.storage import prepare_storage, protect_data_dir
 from core.jobs import lifecycle as jobs
 from core.jobs import logs as joblogs
 from core.jobs.serialize import job_to_dict
@@ -110,6 +110,7 @@ def run(
     unfinished messages back to the queue.
     """
 
+    protect_data_dir()  # umask 077, inherited by every worker process it starts
     upgrade_schema()
     prepare_storage()
     try:
@@ -389,6 +390,7 @@ def reconcile() -> None:
 def migrate() -> None:
     """Upgrade the database schema to the newest migration."""
 
+    protect_data_dir()
     upgrade_schema()
     typer.echo("schema up to date")
     if prepare_storage():

@@ -21,6 +21,7 @@ import redis
 
 from core.config import PROJECT_ROOT, Settings, get_settings, reload_settings
 from core.db import upgrade_schema
+from core.infra.storage import protect_data_dir
 from workers.ml.tiny_models import ensure_tiny_models
 from workers.process import StopRequest
 
@@ -88,6 +89,7 @@ def up(host: str, port: int, *, demo_models: bool = True) -> int:
         os.environ["STUDIO_PUBLIC_URL"] = f"http://{host}:{port}"
         reload_settings()
     settings = get_settings()
+    protect_data_dir()  # umask 077 for this launcher and everything it starts (Redis' files, workers, the server)
     started: list[subprocess.Popen[bytes]] = []
     if not redis_reachable(settings.redis_url):
         started.append(start_local_redis(settings.redis_url, settings.data_dir / "redis"))

@@ -3,9 +3,12 @@
 Passwords are hashed with scrypt (``cryptography``'s KDF, whose ``verify`` compares in
 constant time); the stored form is ``scrypt$<n>$<r>$<p>$<salt b64>$<hash b64>``.
 
-Failed logins are counted in Redis per client (its IP address, or one shared bucket when the
-server cannot tell clients apart), so the limit holds across browser sessions, tabs and app
-processes. The UI only calls :func:`attempt_login` and :func:`session_expired`.
+Failed logins are counted in Redis, so the limits hold across browser sessions, tabs and app processes:
+per client address (only a trusted proxy may name it: STUDIO_TRUSTED_PROXIES), which locks that address
+out; and for everyone together plus the shared bucket of clients the server cannot tell apart, which never
+lock but make every client wait a growing delay, so no guesser can lock the owner out for long and many
+addresses together still guess slowly. Logins, lockouts and pauses are logged (never the password).
+The UI only calls :func:`attempt_login` and :func:`session_expired`.
 """
 
 from __future__ import annotations
@@ -78,16 +81,28 @@ class WrongPassword(LoginRefused):
 
 
 class LoginLocked(LoginRefused):
-    """Too many failures from this client; no password is checked until ``retry_after_s`` has passed."""
+    """Too many failures; no password is checked until ``retry_after_s`` has passed."""
 
     def __init__(self, retry_after_s: int) -> None:
         self.retry_after_s = retry_after_s
-        minutes = max(1, math.ceil(retry_after_s / 60))
-        super().__init__(f"Too many failed logins; try again in {minutes} minute{'s' if minutes > 1 else ''}.")
+        if retry_after_s < 120:
+            wait = f"{retry_after_s} second{'s' if retry_after_s != 1 else ''}"
+        else:
+            wait = f"{math.ceil(retry_after_s / 60)} minutes"
+        super().__init__(f"Too many failed logins; try again in {wait}.")
+
+
+class LoginThrottled(LoginLocked):
+    """Too many failures from clients the server cannot tell apart, or from everyone together: a short,
+    growing wait for every client instead of a lock that a guesser could keep closed on the owner."""
 
 
 def _failures_key(client: str | None) -> str:
     return redis_key("login-failures", client or SHARED_CLIENT)
+
+
+_ALL_FAILURES = ("login-failures-all",)  # every client's failures in the window: the global budget
+_WAIT = ("login-wait",)  # present while every client must wait before its next try
 
 
 def _on_limiter(operation: Callable[[redis.Redis], _T], *, fallback: _T, unavailable: str) -> _T:
@@ -101,9 +116,10 @@ def _on_limiter(operation: Callable[[redis.Redis], _T], *, fallback: _T, unavail
         return fallback
 
 
-def lockout_remaining_s(client: str | None, *, settings: Settings | None = None) -> int:
-    """Seconds until ``client`` may try again; 0 when it is not locked out (or Redis is unreachable)."""
-    settings = settings or get_settings()
+def _locked_s(client: str | None, settings: Settings) -> int:
+    """A known client's own lock (its address is its own: a trusted proxy or the TCP peer said so)."""
+    if client is None:
+        return 0
     key = _failures_key(client)
     not_counted: tuple[bytes | str | None, int] = (None, 0)
     count, ttl = _on_limiter(lambda r: (r.get(key), r.ttl(key)), fallback=not_counted, unavailable="not enforcing it")
@@ -112,39 +128,79 @@ def lockout_remaining_s(client: str | None, *, settings: Settings | None = None)
     return max(1, int(ttl))
 
 
-def _record_failure(client: str | None, settings: Settings) -> int:
-    """Counts a failure; the window restarts with each one, so failures spread thinly still add up."""
-    key = _failures_key(client)
+def _wait_s() -> int:
+    key = redis_key(*_WAIT)
+    remaining_ms = _on_limiter(lambda r: r.pttl(key), fallback=-2, unavailable="not enforcing the wait")
+    return math.ceil(int(remaining_ms) / 1000) if int(remaining_ms) > 0 else 0
 
-    def count_failure(connection: redis.Redis) -> int:
+
+def lockout_remaining_s(client: str | None, *, settings: Settings | None = None) -> int:
+    """Seconds until ``client`` may try again; 0 when it may (or Redis is unreachable)."""
+    return max(_locked_s(client, settings or get_settings()), _wait_s())
+
+
+def _record_failure(client: str | None, settings: Settings) -> tuple[int, int]:
+    """Counts a failure for the client and for everyone; returns both counts. Each window restarts with each
+    failure, so failures spread thinly still add up."""
+    key, everyone = _failures_key(client), redis_key(*_ALL_FAILURES)
+    window = settings.login_lockout_minutes * 60
+
+    def count_failure(connection: redis.Redis) -> tuple[int, int]:
         # redis types pipeline commands as returning their reply; in a pipeline they return the pipeline
-        count, _ = connection.pipeline().incr(key).expire(  # type: ignore[attr-defined]
-            key, settings.login_lockout_minutes * 60).execute()
-        return int(count)
+        own, _, total, _ = connection.pipeline().incr(key).expire(key, window).incr(  # type: ignore[attr-defined]
+            everyone).expire(everyone, window).execute()
+        return int(own), int(total)
 
-    return _on_limiter(count_failure, fallback=0, unavailable="failure not counted")
+    return _on_limiter(count_failure, fallback=(0, 0), unavailable="failure not counted")
+
+
+def _delay_s(client: str | None, own: int, total: int, settings: Settings) -> int:
+    """The wait every client gets after this failure: 0 within the budgets, then 1, 2, 4 … s up to the cap."""
+    over = total - settings.login_global_free_failures
+    if client is None:  # the shared bucket never locks; past its budget it slows everyone down instead
+        over = max(over, own - settings.login_max_failures + 1)
+    return 0 if over <= 0 else min(settings.login_delay_max_s, 2 ** min(over - 1, 30))
+
+
+def _start_wait(delay_s: int) -> None:
+    key = redis_key(*_WAIT)
+    _on_limiter(lambda r: r.set(key, 1, ex=delay_s), fallback=None, unavailable="wait not started")
 
 
 def clear_failures(client: str | None) -> None:
     _on_limiter(lambda r: r.delete(_failures_key(client)), fallback=None, unavailable="failures not cleared")
 
 
+def _who(client: str | None) -> str:
+    return client or "an unidentified client (localhost, or no trusted proxy named it)"
+
+
 def attempt_login(password: str, *, client: str | None, settings: Settings | None = None) -> None:
     """Accept the dashboard password or raise :class:`WrongPassword` / :class:`LoginLocked`.
 
-    A locked-out client is refused before its password is checked, so even the right one fails
-    until the lockout ends; a successful login forgets the client's failures.
+    A locked-out client, or any client while the shared wait runs, is refused before its password is checked,
+    so even the right one fails until then; a successful login forgets the client's own failures.
     """
     settings = settings or get_settings()
-    if remaining := lockout_remaining_s(client, settings=settings):
-        raise LoginLocked(remaining)
+    if locked := _locked_s(client, settings):
+        raise LoginLocked(locked)
+    if wait := _wait_s():
+        raise LoginThrottled(wait)
     if verify_password(password, settings.ui_password_hash):
         clear_failures(client)
+        _logger.info("dashboard login from %s", _who(client))
         return
-    failures = _record_failure(client, settings)
-    _logger.warning("failed dashboard login (%d in a row from %s)", failures, client or SHARED_CLIENT)
-    if failures >= settings.login_max_failures:
+    own, total = _record_failure(client, settings)
+    _logger.warning("failed dashboard login (%d in a row from %s, %d from all clients)", own, _who(client), total)
+    if client is not None and own >= settings.login_max_failures:
+        _logger.warning("dashboard login locked for %s for %d minutes after %d failures", _who(client),
+                        settings.login_lockout_minutes, own)
         raise LoginLocked(settings.login_lockout_minutes * 60)
+    if delay := _delay_s(client, own, total, settings):
+        _start_wait(delay)
+        _logger.warning("dashboard logins paused for every client for %d s (%d failures from all clients, "
+                        "%d from %s)", delay, total, own, _who(client))
+        raise LoginThrottled(delay)
     raise WrongPassword()
 
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import httpx
 
 from core.errors import TransientError
+from core.fields import parse_int
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -55,8 +56,8 @@ def retry_after_seconds(response: httpx.Response, *, now: datetime | None = None
     value = response.headers.get("retry-after", "").strip()
     if not value:
         return None
-    if value.isdigit():
-        return float(value)
+    if (seconds := parse_int(value)) is not None:
+        return float(seconds)
     try:
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -686,6 +686,18 @@ def get_object_store() -> ObjectStore:
     return make_object_store()
 
 
+def protect_data_dir() -> None:
+    """At startup of every process that writes state: files it creates from now on are its user's alone
+    (umask 077), and the data folder with the SQLite database and the local objects is closed to others."""
+    os.umask(0o077)
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)
+    database = settings.data_dir / "studio.db"
+    if database.exists():
+        database.chmod(0o600)
+
+
 def prepare_storage() -> bool:
     """At startup: create the S3 bucket when it is missing (a new MinIO has none). A store that cannot
     be reached is logged, not fatal: the health checks show it and jobs retry until it answers."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -179,13 +180,53 @@ def _consume_state(provider: Provider, state: str) -> tuple[str, str]:
         return decrypt_token(row.code_verifier_enc), row.redirect_uri
 
 
-def abandon_authorization(provider_name: str, state: str) -> None:
+def abandon_authorization(provider_name: str, state: str) -> bool:
     """The provider sent the user back with an error (consent refused): spend the state anyway, so the
-    same link cannot be completed later."""
+    same link cannot be completed later. True when the state was one we issued (and still pending)."""
     try:
         _consume_state(get_provider(provider_name), state)
     except InvalidInput:
-        pass  # unknown, expired or already used: nothing to spend
+        return False  # unknown, expired or already used: nothing to spend
+    return True
+
+
+# The error codes a provider may send back (RFC 6749 §4.1.2.1, OpenID Connect, TikTok), each with our own
+# words: anyone can call the callback with any error text, so only these fixed messages reach the page, and
+# the provider's description only when the state proves the request came from a connection we started.
+CONSENT_ERRORS: dict[str, str] = {
+    "access_denied": "the account declined the requested permissions",
+    "user_cancelled": "the sign-in was cancelled",
+    "invalid_request": "the provider found the request malformed",
+    "unauthorized_client": "the app is not allowed to ask for this kind of access",
+    "unsupported_response_type": "the provider does not support this kind of sign-in",
+    "invalid_scope": "the provider refused the requested permissions (scopes)",
+    "server_error": "the provider had an internal error; try again",
+    "temporarily_unavailable": "the provider is temporarily unavailable; try again later",
+    "login_required": "the account must sign in first",
+    "consent_required": "the account must give its consent first",
+    "interaction_required": "the provider needs the account to act first",
+}
+_MAX_PROVIDER_TEXT = 200
+
+
+def consent_refused_message(code: str, description: str, *, state_valid: bool) -> str:
+    """What the page shows for a callback that came back with ``error=code``."""
+    message = f"consent refused: {CONSENT_ERRORS.get(code, 'the provider refused the connection')}"
+    if state_valid and description and description != code:
+        message += f" (the provider said: {description[:_MAX_PROVIDER_TEXT]})"
+    return message
+
+
+def sign_result(fields: dict[str, str], *, settings: Settings | None = None) -> str:
+    """A signature over the callback's result, carried in the redirect to the Accounts page, so the page shows
+    only what the callback wrote, never what a crafted link puts in its query string."""
+    key = (settings or get_settings()).signing_key.get_secret_value().encode()
+    body = "\n".join(f"{name}={value}" for name, value in sorted(fields.items())).encode()
+    return hmac.new(key, b"oauth-result\n" + body, hashlib.sha256).hexdigest()
+
+
+def result_is_authentic(fields: dict[str, str], signature: str, *, settings: Settings | None = None) -> bool:
+    return hmac.compare_digest(sign_result(fields, settings=settings), signature)
 
 
 # --- 2. tokens ----------------------------------------------------------------------------------------------

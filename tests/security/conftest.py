@@ -54,6 +54,7 @@ def _environment(tmp: Path, database_url: str, redis_url: str, s3: S3Endpoint) -
         # The corpus sends ~100 writes a minute; the rate limit is not what these cases test.
         "STUDIO_API_WRITES_PER_MINUTE": "100000",
         "STUDIO_API_READS_PER_MINUTE": "100000",
+        "STUDIO_PUBLIC_REQUESTS_PER_MINUTE": "100000",
         # Configured (never called: every OAuth case is refused before the provider is reached).
         "STUDIO_META_APP_ID": "meta-app", "STUDIO_META_APP_SECRET": "meta-secret-0123456789",
         "STUDIO_GOOGLE_CLIENT_ID": "google-client", "STUDIO_GOOGLE_CLIENT_SECRET": "google-secret-0123456789",

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.config import Settings, reload_settings
 from core.infra import auth
-from core.infra.auth import LoginLocked, WrongPassword, attempt_login, hash_password, session_expired
+from core.infra.auth import LoginLocked, LoginThrottled, WrongPassword, attempt_login, hash_password, session_expired
 from core.infra.redis import get_redis, reset_clients
 from tests.conftest import ROOT, wait_until
 
@@ -129,6 +129,15 @@ def test_a_busy_session_still_ends_after_its_absolute_lifetime(login):
     assert _on_login_form(at) and any("session expired" in i.value for i in at.info)
 
 
+def test_a_login_is_bound_to_the_client_address_it_was_made_from(login):
+    """The session id alone is not the credential: presented from another address, the session logs out."""
+    at = _log_in(_app())
+    assert _past_the_gate(at)
+    login["client"] = OTHER_ADDRESS
+    at.run()
+    assert _on_login_form(at)
+
+
 def test_interactions_keep_an_idle_timer_fresh(login):
     at = _log_in(_app())
     at.session_state["auth.last_seen_at"] = time.time() - 59 * 60
@@ -180,6 +189,21 @@ def test_the_lockout_ends_when_its_window_passes(password_set):
     get_redis().pexpire(key, 50)  # as if 15 minutes had passed
     wait_until(lambda: auth.lockout_remaining_s(None) == 0, 5, what="the lockout to end")
     attempt_login(PASSWORD, client=None)
+
+
+def test_the_shared_bucket_and_the_global_budget_slow_down_instead_of_locking(password_set, monkeypatch):
+    monkeypatch.setenv("STUDIO_LOGIN_GLOBAL_FREE_FAILURES", "6")
+    reload_settings()
+    for n in range(6):  # 6 addresses, one failure each, all within their own budget
+        with pytest.raises(WrongPassword):
+            attempt_login("wrong password", client=f"198.51.100.{n}")
+    with pytest.raises(LoginThrottled) as paused:
+        attempt_login("wrong password", client="198.51.100.99")  # the seventh from all clients together
+    assert paused.value.retry_after_s == 1 and str(paused.value) == "Too many failed logins; try again in 1 second."
+    with pytest.raises(LoginThrottled):
+        attempt_login(PASSWORD, client=ADDRESS)  # everyone waits, the owner too, but only for a moment
+    get_redis().delete(auth.redis_key("login-wait"))  # as if the second had passed
+    attempt_login(PASSWORD, client=ADDRESS)
 
 
 def test_failures_count_across_app_processes(password_set):

@@ -21,6 +21,7 @@ from streamlit_calendar import calendar
 from core.errors import StudioError
 from core.models import Platform, Post, PostStatus
 from core.publishing import posts
+from ui.auth import guard
 from ui.calendar.clock import parse_calendar_time, studio_zone, wall_clock, when_text
 from ui.calendar.panel import side_panel
 from ui.calendar.state import HANDLED, MOUNT_VIEW, PAGE_FLASH, PANEL, VIEW, calendar_key, remount
@@ -185,7 +186,7 @@ def filter_bar() -> tuple[list[str], list[str]]:
                                  key="calendar.f.platforms", placeholder="all platforms")
     statuses = middle.multiselect("Statuses", [s.value for s in PostStatus], key="calendar.f.statuses",
                                   placeholder="all statuses")
-    right.date_input("Go to", value=None, key="calendar.goto", on_change=_go_to)
+    right.date_input("Go to", value=None, key="calendar.goto", on_change=guard(_go_to))
     return platforms, statuses
 
 

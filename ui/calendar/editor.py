@@ -14,6 +14,7 @@ from core.errors import StudioError
 from core.models import Platform, Post, PostStatus
 from core.publishing import posts, production, social_accounts
 from core.publishing.checks import RULES, normalize_hashtags
+from ui.auth import fragment, guard
 from ui.calendar.clock import studio_zone, when_text
 from ui.calendar.media import media_picker
 from ui.calendar.post_form import DEFAULT_ACCOUNT, edit_key, form_values, post_form, sync_form
@@ -104,11 +105,11 @@ def post_editor(post_id: int, tz: ZoneInfo) -> None:
         post = posts.get_post(post_id)
     except StudioError:
         st.info(f"Post #{post_id} no longer exists.")
-        st.button("Close", key="calendar.close", on_click=close_panel)
+        st.button("Close", key="calendar.close", on_click=guard(close_panel))
         return
     top = st.columns([4, 1], vertical_alignment="center")
     top[0].subheader(f"{Platform(post.platform).label} post #{post.id}")
-    top[1].button("Close", key="calendar.close", on_click=close_panel)
+    top[1].button("Close", key="calendar.close", on_click=guard(close_panel))
     _post_status(post_id, post.status, post.production_status)
     show_flash(EDITOR_FLASH)
     locked = post.status in posts.LOCKED
@@ -139,7 +140,7 @@ def _post_status(post_id: int, status: str, production_status: str | None) -> No
         if post.status == PostStatus.PUBLISHED:
             _published(post)
 
-    st.fragment(run_every=2 if active else None)(body)()
+    fragment(run_every=2 if active else None)(body)()
 
 
 def _published(post: Post) -> None:
@@ -219,7 +220,8 @@ def _actions(post: Post) -> None:
     pid = post.id or 0
     names = ACTIONS_BY_STATUS.get(PostStatus(post.status), ())
     for column, name in zip(st.columns(max(len(names), 1)), names, strict=False):
-        column.button(ACTIONS[name][0], key=edit_key(pid, name), on_click=_act, args=(pid, name), width="stretch",
+        column.button(ACTIONS[name][0], key=edit_key(pid, name), on_click=guard(_act), args=(pid, name),
+                      width="stretch",
                       type="primary" if name in ("schedule", "retry") else "secondary")
     if post.status == PostStatus.PUBLISHING:
         st.caption("Being published: it can be changed when the publish job finishes.")
@@ -227,5 +229,5 @@ def _actions(post: Post) -> None:
     left, right = st.columns([3, 2], vertical_alignment="center")
     sure = left.checkbox("Yes, delete this post" + (" (from the calendar only)" if post.status == "published" else ""),
                          key=edit_key(pid, "confirm_delete"))
-    right.button("Delete", key=edit_key(pid, "delete"), disabled=not sure, on_click=_delete_action, args=(pid,),
+    right.button("Delete", key=edit_key(pid, "delete"), disabled=not sure, on_click=guard(_delete_action), args=(pid,),
                  icon=":material/delete:")

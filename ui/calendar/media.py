@@ -8,6 +8,7 @@ from core.errors import StudioError
 from core.library import assets
 from core.models import Asset, Post
 from core.publishing.checks import RULES
+from ui.auth import guard
 from ui.calendar.post_form import edit_key, post_form
 
 MEDIA_PAGE_SIZE = 8
@@ -46,7 +47,7 @@ def media_picker(post: Post, locked: bool) -> None:
         with left:
             _media_tile(asset)
         right.caption(f"{asset.kind} #{asset.id} · {asset.width or '?'}×{asset.height or '?'}")
-        right.button("Remove", key=edit_key(pid, f"remove.{asset_id}"), disabled=locked, on_click=_set_media,
+        right.button("Remove", key=edit_key(pid, f"remove.{asset_id}"), disabled=locked, on_click=guard(_set_media),
                      args=(pid, [i for i in chosen if i != asset_id]))
     if locked:
         return
@@ -66,7 +67,7 @@ def _media_choices(pid: int, platform: str) -> None:
         for column, asset in zip(st.columns(4), page.items[start:start + 4], strict=False):
             with column:
                 _media_tile(asset)
-                st.button(f"Use #{asset.id}", key=edit_key(pid, f"use.{asset.id}"), on_click=_set_media,
+                st.button(f"Use #{asset.id}", key=edit_key(pid, f"use.{asset.id}"), on_click=guard(_set_media),
                           args=(pid, [asset.id]))
     if page.pages > 1:
         st.number_input(f"Page (of {page.pages})", 1, page.pages, key="calendar.media.page")

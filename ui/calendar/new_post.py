@@ -12,6 +12,7 @@ from core.characters import characters
 from core.models import Platform
 from core.publishing import planning, posts, production
 from core.publishing.checks import VIDEO_PLATFORMS, normalize_hashtags
+from ui.auth import guard
 from ui.calendar.clock import studio_zone, when_text
 from ui.calendar.state import EDITOR_FLASH, close_panel, open_post
 from ui.feedback import run_action, show_flash
@@ -47,7 +48,7 @@ def _produce(when: datetime) -> str:
 def new_post_panel(when: datetime, all_day: bool, tz: ZoneInfo) -> None:
     top = st.columns([4, 1], vertical_alignment="center")
     top[0].subheader(f"New post on {when:%a %d %b %Y}")
-    top[1].button("Close", key="calendar.close", on_click=close_panel)
+    top[1].button("Close", key="calendar.close", on_click=guard(close_panel))
     show_flash(EDITOR_FLASH)
     platform = st.selectbox("Platform", [p.value for p in Platform], format_func=lambda p: Platform(p).label,
                             key="calendar.new.platform")
@@ -60,7 +61,7 @@ def new_post_panel(when: datetime, all_day: bool, tz: ZoneInfo) -> None:
     st.time_input(f"Time ({tz.key})", key="calendar.new.time", step=300)
     st.text_area("Caption", key="calendar.new.caption", height=100, max_chars=70_000)
     st.button("Create draft", key="calendar.new.create", icon=":material/edit_calendar:",
-              on_click=lambda: run_action(EDITOR_FLASH, lambda: _create_draft(when)))
+              on_click=guard(lambda: run_action(EDITOR_FLASH, lambda: _create_draft(when))))
     with st.container(border=True):
         st.markdown("**Produce content for this slot**")
         st.caption("Generates images with the character's LoRA (and a video for video platforms), then attaches "
@@ -75,4 +76,4 @@ def new_post_panel(when: datetime, all_day: bool, tz: ZoneInfo) -> None:
         left.number_input("Images", 1, 8, 1, key="calendar.new.count")
         right.toggle("Make a video", value=platform in VIDEO_PLATFORMS, key=f"calendar.new.video.{platform}")
         st.button("Produce content", key="calendar.new.produce", type="primary", icon=":material/auto_awesome:",
-                  on_click=lambda: run_action(EDITOR_FLASH, lambda: _produce(when)))
+                  on_click=guard(lambda: run_action(EDITOR_FLASH, lambda: _produce(when))))

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import streamlit as st
 
 from core.models import Platform, Post
+from ui.auth import guard
 from ui.calendar.clock import local, when_text
 from ui.calendar.editor import post_editor
 from ui.calendar.new_post import new_post_panel
@@ -29,7 +30,7 @@ def side_panel(shown: list[Post], tz: ZoneInfo) -> None:
 def agenda(shown: list[Post], tz: ZoneInfo) -> None:
     st.caption("Click a post to edit it, click or select a day to add one, drag a post to move it.")
     now = datetime.now(tz)
-    st.button("New post", icon=":material/add:", key="calendar.new_post", on_click=open_new,
+    st.button("New post", icon=":material/add:", key="calendar.new_post", on_click=guard(open_new),
               args=((now + timedelta(hours=1)).replace(minute=0, second=0, microsecond=0), False))
     upcoming = [p for p in shown if local(p.scheduled_at, tz) >= now][:8]
     if not upcoming:
@@ -39,4 +40,4 @@ def agenda(shown: list[Post], tz: ZoneInfo) -> None:
             left, right = st.columns([4, 1], vertical_alignment="center")
             left.caption(f"{when_text(post.scheduled_at, tz)} · {Platform(post.platform).label} · {post.status}")
             left.text(plain(post.caption[:80]) or "(no caption)")
-            right.button("Open", key=f"calendar.open.{post.id}", on_click=open_post, args=(post.id,))
+            right.button("Open", key=f"calendar.open.{post.id}", on_click=guard(open_post), args=(post.id,))

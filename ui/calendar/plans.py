@@ -17,6 +17,7 @@ from core.errors import StudioError, describe_validation_error
 from core.jobs import lifecycle as jobs
 from core.models import Job, JobStatus, Platform, PostStatus
 from core.publishing import planning, posts
+from ui.auth import guard
 from ui.calendar.clock import local, studio_zone, when_text
 from ui.calendar.state import PLANS_FLASH
 from ui.feedback import Refused, run_action, show_flash
@@ -197,4 +198,4 @@ def plan_detail(plan_id: int, tz: ZoneInfo) -> None:
                  hide_index=True, width="stretch")
     show_flash(PLANS_FLASH)
     st.button("Schedule all valid drafts of this plan", key="calendar.plans.schedule", icon=":material/schedule:",
-              on_click=lambda: run_action(PLANS_FLASH, lambda: schedule_drafts(plan_id)))
+              on_click=guard(lambda: run_action(PLANS_FLASH, lambda: schedule_drafts(plan_id))))

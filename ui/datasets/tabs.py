@@ -12,6 +12,7 @@ from core.errors import StudioError
 from core.jobs import lifecycle as jobs
 from core.models import Dataset
 from ui import page_paths
+from ui.auth import fragment
 from ui.datasets.gallery import render_import_report
 from ui.text import literal, plain
 from ui.widgets import status_badge
@@ -58,7 +59,7 @@ def caption_tab(dataset: Dataset, dataset_id: int) -> None:
         show_job_progress(job_id)
 
 
-@st.fragment(run_every=2)
+@fragment(run_every=2)
 def show_job_progress(job_id: str) -> None:
     job = jobs.get_job(job_id)
     left, right = st.columns([1, 5])

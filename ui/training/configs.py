@@ -19,6 +19,7 @@ from core.training.configs import (
     update_config,
 )
 from core.training.params import LoraParams
+from ui.auth import guard
 from ui.feedback import flash, run_action, show_flash
 from ui.text import literal, plain
 from ui.training.choices import chosen_config, clamp_page, config_label
@@ -79,13 +80,13 @@ def configs_section() -> None:
                       state="training.configs.selected", key="training.configs.open")
     config = configs[config_id]
     actions = st.columns(4)
-    actions[0].button("Clone", key="training.configs.clone", on_click=run_action,
+    actions[0].button("Clone", key="training.configs.clone", on_click=guard(run_action),
                       args=(FLASH, functools.partial(_clone, config_id)), icon=":material/content_copy:")
     actions[1].button("Make default", key="training.configs.default", disabled=config.is_default,
-                      on_click=run_action, args=(FLASH, functools.partial(_make_default, config_id)))
+                      on_click=guard(run_action), args=(FLASH, functools.partial(_make_default, config_id)))
     confirm = actions[2].checkbox(f"Yes, delete {literal(config.name)}", key=f"training.configs.confirm.{config_id}")
     actions[3].button("Delete", key="training.configs.delete", disabled=not confirm, type="primary",
-                      on_click=run_action, args=(FLASH, functools.partial(_delete, config_id, config.name)))
+                      on_click=guard(run_action), args=(FLASH, functools.partial(_delete, config_id, config.name)))
     with st.expander(f"Edit {literal(config.name)}"):
         _edit_config(config)
 

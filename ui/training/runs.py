@@ -24,6 +24,7 @@ from core.training import runs as training
 from core.training import views as training_views
 from core.training.configs import get_config
 from ui import page_paths
+from ui.auth import fragment, guard
 from ui.feedback import job_action, run_action, show_flash
 from ui.text import literal, plain
 from ui.training.choices import clamp_page
@@ -75,7 +76,7 @@ def run_view(job_id: str) -> None:
     """The run's live view; it refreshes every 2 s only while the run is queued or running."""
     job = training.get_run(job_id)
     active = job.status in ACTIVE
-    st.fragment(run_every=2 if active else None)(_live_run)(job_id, active)
+    fragment(run_every=2 if active else None)(_live_run)(job_id, active)
 
 
 def _live_run(job_id: str, was_active: bool) -> None:
@@ -87,9 +88,11 @@ def _live_run(job_id: str, was_active: bool) -> None:
     with head[1]:
         status_badge(job.status)
     if job.status in ACTIVE:
-        head[2].button("Cancel", key="training.run.cancel", on_click=job_action, args=(LIVE_FLASH, cancel_job, job.id))
+        head[2].button("Cancel", key="training.run.cancel", on_click=guard(job_action),
+                       args=(LIVE_FLASH, cancel_job, job.id))
     elif job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
-        head[2].button("Retry", key="training.run.retry", on_click=job_action, args=(LIVE_FLASH, retry_job, job.id))
+        head[2].button("Retry", key="training.run.retry", on_click=guard(job_action),
+                       args=(LIVE_FLASH, retry_job, job.id))
     show_flash(LIVE_FLASH, toast=True)
     st.progress(job.progress, text=literal(job.progress_message or job.stage or job.status))
     if job.error:
@@ -250,7 +253,7 @@ def _checkpoints(job: Job) -> None:
                                key=f"training.run.download_kohya.{lora.id}", on_click="ignore",
                                icon=":material/download:", help="For ComfyUI, A1111, Forge and kohya sd-scripts")
         row[6].button("Promoted" if lora.promoted else "Promote", key=f"training.run.promote.{lora.id}",
-                      disabled=lora.promoted, on_click=_promote, args=(lora.id,),
+                      disabled=lora.promoted, on_click=guard(_promote), args=(lora.id,),
                       help="Make this checkpoint the LoRA generation uses by default.")
     if page.pages > 1:
         st.number_input(f"Page (of {page.pages})", 1, page.pages, key="training.run.ckpt_page")
