@@ -58,7 +58,8 @@ _PROBLEMS = """(maxLines) => {
         const key = why + '|' + text;
         if (seen.has(key)) return;
         seen.add(key);
-        problems.push(`${why}: "${text.slice(0, 60)}" (${control.getAttribute('data-testid') || control.tagName.toLowerCase()})`);
+        const name = control.getAttribute('data-testid') || control.tagName.toLowerCase();
+        problems.push(`${why}: "${text.slice(0, 60)}" (${name})`);
     };
     for (const control of document.querySelectorAll(CONTROLS)) {
         if (!shown(control)) continue;
@@ -74,10 +75,13 @@ _PROBLEMS = """(maxLines) => {
                 if (canvas.measureText(text).width > room + 1) report(control, text, 'cut');
                 continue;
             }
+            // A box that clips (an ellipsis, or hidden overflow) cuts the text of everything inside it.
+            const clips = style.textOverflow === 'ellipsis' || style.overflowX !== 'visible';
+            const label = (el.innerText || '').trim();
+            if (label && clips && style.display !== 'inline' && el.scrollWidth > el.clientWidth + 1
+                    && !el.querySelector('input, textarea')) report(control, label, 'cut');
             const text = ownText(el);
             if (!text) continue;
-            if (style.display !== 'inline' && el.scrollWidth > el.clientWidth + 1) report(control, text, 'cut');
-            else if (style.textOverflow === 'ellipsis' && el.scrollWidth > el.clientWidth) report(control, text, 'cut');
             const count = lines(el);
             if (count > maxLines) report(control, text, `on ${count} lines`);
         }
@@ -85,20 +89,22 @@ _PROBLEMS = """(maxLines) => {
     const scrolled = [document.documentElement, ...document.querySelectorAll(
         '[data-testid=stAppViewContainer], [data-testid=stMain], [data-testid=stMainBlockContainer]')]
         .filter(el => el.scrollWidth > el.clientWidth + 1);
-    if (scrolled.length) problems.push(`the page scrolls sideways (${scrolled[0].scrollWidth} px in ${scrolled[0].clientWidth} px)`);
+    for (const el of scrolled.slice(0, 1))
+        problems.push(`the page scrolls sideways (${el.scrollWidth} px in ${el.clientWidth} px)`);
     return problems;
 }"""
 
 
 @dataclass(frozen=True)
 class View:
-    """One page as a user opens it: its path, the heading that says it is there, and an optional step
-    (a click) that brings up the part to check."""
+    """One page as a user opens it: its path, the heading that says it is there, an optional step (a
+    click) that brings up the part to check, and the heading its screenshot starts at (its key part)."""
 
     name: str
     path: str
     heading: str
     then: Callable[[Page], None] | None = None
+    focus: str | None = None
 
 
 def _section(label: str) -> Callable[[Page], None]:
@@ -122,7 +128,7 @@ def _views(run_id: str) -> list[View]:
         View("videos", "/videos", "Videos"),
         View("calendar", "/calendar", "Calendar"),
         View("accounts", "/accounts", "Social accounts"),
-        View("automation", "/automation", "Automation"),
+        View("automation", "/automation", "Automation", focus="Pipelines"),
         View("jobs", "/jobs", "Jobs"),
         View("monitoring", "/monitoring", "Monitoring"),
     ]
@@ -151,6 +157,8 @@ def test_every_page_with_the_demo_data_fits_a_laptop_and_a_wide_screen(demo_serv
         settle(page)
         if view.then is not None:
             view.then(page)
+        if view.focus is not None:
+            page.get_by_role("heading", name=view.focus).first.evaluate("el => el.scrollIntoView({block: 'start'})")
         for size in WIDTHS:
             _resize(page, size)
             where = f"{view.name} at {size['width']}×{size['height']}"

@@ -238,35 +238,37 @@ def _empty_trash() -> str:
 def library_actions(selected: list[Asset], filters: AssetFilter) -> None:
     ids = [a.id for a in selected if a.id is not None]
     count = len(ids)
-    row = st.columns([2, 3, 2, 2, 2], vertical_alignment="bottom")
-    row[0].button(f"Move {count} to trash", key="assets.trash", disabled=not ids, icon=":material/delete:",
+    # One wrapping row: buttons as wide as their labels, the collection box a fixed width beside "Add".
+    row = st.container(horizontal=True, vertical_alignment="bottom")
+    row.button(f"Move {count} to trash", key="assets.trash", disabled=not ids, icon=":material/delete:",
                   on_click=_run, args=(lambda: _trash(ids),))
     names = {c.id: c.name for c in collections.list_collections(page_size=100).items}
-    row[1].selectbox("Add to collection", list(names), format_func=lambda i: plain(names[i]), key="assets.add_target",
-                     index=None, placeholder="create one in Collections" if not names else "choose a collection")
-    row[2].button("Add", key="assets.add", disabled=not ids or not names, icon=":material/playlist_add:",
+    row.selectbox("Add to collection", list(names), format_func=lambda i: plain(names[i]), key="assets.add_target",
+                  index=None, placeholder="create one in Collections" if not names else "choose a collection",
+                  width=260)
+    row.button("Add", key="assets.add", disabled=not ids or not names, icon=":material/playlist_add:",
                   on_click=_run, args=(lambda: _add(ids),))
     if filters.collection_id is not None:
         collection_id = filters.collection_id
-        row[3].button("Remove from collection", key="assets.remove", disabled=not ids,
+        row.button("Remove from collection", key="assets.remove", disabled=not ids,
                       on_click=_run, args=(lambda: _remove(collection_id, ids),))
     images = [a.id for a in selected if assets.library_kind(a) == "image" and a.id is not None]
-    if row[4].button(f"Make a video ({len(images)})", key="assets.video", disabled=not images,
+    if row.button(f"Make a video ({len(images)})", key="assets.video", disabled=not images,
                      icon=":material/movie:", help="Hands the selected images to the Videos page."):
         hand_to_video_page(images)
 
 
 def trash_actions(selected: list[Asset], total: int) -> None:
     ids = [a.id for a in selected if a.id is not None]
-    row = st.columns([2, 3, 2, 3, 2], vertical_alignment="bottom")
-    row[0].button(f"Restore {len(ids)}", key="assets.restore", disabled=not ids, icon=":material/restore_from_trash:",
+    row = st.container(horizontal=True, vertical_alignment="center")
+    row.button(f"Restore {len(ids)}", key="assets.restore", disabled=not ids, icon=":material/restore_from_trash:",
                   on_click=_run, args=(lambda: _restore(ids),))
-    confirm = row[1].checkbox(f"Yes, purge {len(ids)} for good", key="assets.purge_confirm", disabled=not ids)
-    row[2].button("Purge", key="assets.purge", disabled=not (ids and confirm), type="primary",
+    confirm = row.checkbox(f"Yes, purge {len(ids)} for good", key="assets.purge_confirm", disabled=not ids)
+    row.button("Purge", key="assets.purge", disabled=not (ids and confirm), type="primary",
                   icon=":material/delete_forever:", on_click=_run, args=(lambda: _purge(ids),),
                   help="Removes the files from storage; a LoRA file also removes its LoRA version.")
-    empty = row[3].checkbox(f"Yes, empty the whole trash ({total})", key="assets.empty_confirm", disabled=not total)
-    row[4].button("Empty trash", key="assets.empty", disabled=not (total and empty), type="primary",
+    empty = row.checkbox(f"Yes, empty the whole trash ({total})", key="assets.empty_confirm", disabled=not total)
+    row.button("Empty trash", key="assets.empty", disabled=not (total and empty), type="primary",
                   on_click=_run, args=(_empty_trash,))
 
 
