@@ -31,7 +31,7 @@ DETAIL = "assets.detail"  # the asset whose detail is open (no widget owns this 
 PAGE = "assets.page"
 _FLASH = "assets.flash"
 _PICK = "assets.pick."
-COLUMNS = 6
+CARD_PX = 192  # a library card: a thumbnail of ~160 px inside its border; the grid wraps to the page width
 KIND_NAMES = {"image": "Image", "sample": "Training sample", "lora": "LoRA file", "video": "Video", "audio": "Audio",
               "caption": "Caption"}
 KIND_ICONS = {"image": "image", "sample": "science", "lora": "model_training", "video": "movie", "audio": "graphic_eq",
@@ -101,7 +101,7 @@ def _choice(column: Any, label: str, options: dict[int, str], key: str) -> int |
 def filter_bar(*, trash: bool) -> tuple[AssetFilter, str, int] | None:
     """The filters; returns (filter, sort, page size), or None after showing why the input is refused."""
     options = assets.filter_options()
-    top = st.columns([2, 3, 3, 2, 2])
+    top = st.columns([2, 2, 4, 2, 2])  # the date range needs the room for two dates
     kind = top[0].selectbox("Kind", [None, *LIBRARY_KINDS], key="assets.f.kind", on_change=_reset_page,
                             format_func=lambda k: "all kinds" if k is None else LIBRARY_KINDS[k])
     text = top[1].text_input("Prompt contains", key="assets.f.text", max_chars=200, on_change=_reset_page)
@@ -150,7 +150,7 @@ def _title(asset: Asset) -> str:
 
 def _card(asset: Asset) -> None:
     kind = assets.library_kind(asset)
-    with st.container(border=True):
+    with st.container(border=True, width=CARD_PX):
         if asset.thumbnail_key:
             try:
                 st.image(_thumbnail(asset.thumbnail_key, asset.size_bytes, asset), width="stretch")
@@ -163,9 +163,9 @@ def _card(asset: Asset) -> None:
         created = jobs.aware(asset.created_at)
         st.caption(f"{KIND_NAMES.get(kind, kind)} · {format_size(asset.size_bytes)}"
                    + (f" · {created:%Y-%m-%d %H:%M}" if created else ""))
-        left, right = st.columns([1, 3], vertical_alignment="center")
-        left.checkbox(f"Select asset {asset.id}", key=f"{_PICK}{asset.id}", label_visibility="collapsed")
-        right.button("Details", key=f"assets.open.{asset.id}", on_click=_open, args=(asset.id,), type="tertiary")
+        row = st.container(horizontal=True, vertical_alignment="center")
+        row.checkbox(f"Select asset {asset.id}", key=f"{_PICK}{asset.id}", label_visibility="collapsed")
+        row.button("Details", key=f"assets.open.{asset.id}", on_click=_open, args=(asset.id,), type="tertiary")
 
 
 def selected_on(page: Page[Asset]) -> list[Asset]:
@@ -174,10 +174,10 @@ def selected_on(page: Page[Asset]) -> list[Asset]:
 
 
 def asset_grid(page: Page[Asset]) -> None:
-    for start in range(0, len(page.items), COLUMNS):
-        for column, asset in zip(st.columns(COLUMNS), page.items[start:start + COLUMNS], strict=False):
-            with column:
-                _card(asset)
+    # Fixed-width cards in a wrapping row: four at 1280 px, seven at 1920 px, thumbnails never squeezed.
+    with st.container(horizontal=True):
+        for asset in page.items:
+            _card(asset)
 
 
 def clamp_page(pages: int) -> int:
@@ -196,9 +196,9 @@ def select_all(page: Page[Asset]) -> None:
         for asset in page.items:
             st.session_state[f"{_PICK}{asset.id}"] = value
 
-    left, right = st.columns([1, 8])
-    left.button("Select all", key="assets.select_all", on_click=tick, args=(True,), type="tertiary")
-    right.button("Clear", key="assets.select_none", on_click=tick, args=(False,), type="tertiary")
+    row = st.container(horizontal=True)
+    row.button("Select all", key="assets.select_all", on_click=tick, args=(True,), type="tertiary")
+    row.button("Clear", key="assets.select_none", on_click=tick, args=(False,), type="tertiary")
 
 
 # --- bulk actions -------------------------------------------------------------------------------------

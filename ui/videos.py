@@ -103,11 +103,11 @@ def _look() -> dict[str, Any]:
     # The aspect's labels are long: a row of its own; the others wrap at widths that hold their longest option.
     aspect = st.selectbox("Aspect", list(ASPECT_LABELS), format_func=ASPECT_LABELS.__getitem__, key=_key("aspect"))
     row = st.container(horizontal=True, vertical_alignment="bottom")
-    fit = row.selectbox("Fit", list(FITS), format_func=FITS.__getitem__, key=_key("fit"), width=200)
-    motion = row.selectbox("Motion", list(MOTIONS), format_func=MOTIONS.__getitem__, key=_key("motion"), width=250)
+    fit = row.selectbox("Fit", list(FITS), format_func=FITS.__getitem__, key=_key("fit"), width=180)
+    motion = row.selectbox("Motion", list(MOTIONS), format_func=MOTIONS.__getitem__, key=_key("motion"), width=240)
     transition = row.selectbox("Transition", list(TRANSITIONS), format_func=TRANSITIONS.__getitem__,
-                               key=_key("transition"), width=200)
-    timing = row.selectbox("Length", list(TIMINGS), key=_key("timing"), format_func=TIMINGS.__getitem__, width=250)
+                               key=_key("transition"), width=180)
+    timing = row.selectbox("Length", list(TIMINGS), key=_key("timing"), format_func=TIMINGS.__getitem__, width=240)
     request: dict[str, Any] = {"aspect": aspect, "fit": fit, "motion": motion, "transition": transition}
     if timing == "per_image":
         request["seconds_per_image"] = row.number_input("Seconds per image", 0.5, 30.0, 3.0, step=0.5,
