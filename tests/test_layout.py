@@ -1,6 +1,6 @@
 """Every page reads well on a 1280-px laptop and a 1920-px screen (#27): with the demo's data present, no
 visible button, select, toggle or tab shows its label cut (an ellipsis, or text wider than its box) or
-squeezed onto more than two lines, and no page scrolls sideways.
+squeezed onto more than two lines, no page scrolls sideways, and none shows an exception.
 
 One demo run, one browser, one tab: each page is loaded once and checked at both widths (a resize
 needs no rerun: the layout is CSS). With STUDIO_SCREENSHOTS_DIR set (scripts/screenshots), the checked
@@ -9,11 +9,12 @@ views are the docs' pictures of the pages: ``<page>-1280.png`` and ``<page>-1920
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from core.automation import demo, pipelines
 from core.training.runs import get_lora
@@ -86,6 +87,8 @@ _PROBLEMS = """(maxLines) => {
             if (count > maxLines) report(control, text, `on ${count} lines`);
         }
     }
+    for (const error of document.querySelectorAll('[data-testid=stException]'))
+        problems.push(`an exception: ${(error.innerText || '').split('\\n')[0].slice(0, 120)}`);
     const scrolled = [document.documentElement, ...document.querySelectorAll(
         '[data-testid=stAppViewContainer], [data-testid=stMain], [data-testid=stMainBlockContainer]')]
         .filter(el => el.scrollWidth > el.clientWidth + 1);
@@ -105,6 +108,7 @@ class View:
     heading: str
     then: Callable[[Page], None] | None = None
     focus: str | None = None
+    shows: Callable[[Page], None] | None = None  # what the page must show people (checked once)
 
 
 def _section(label: str) -> Callable[[Page], None]:
@@ -113,6 +117,20 @@ def _section(label: str) -> Callable[[Page], None]:
         settle(page)
 
     return open_section
+
+
+def _stages_as_rows(page: Page) -> None:
+    """The demo pipeline reads as rows: each stage with its jobs as links and its images as thumbnails;
+    the API's JSON only after the "Raw JSON" toggle."""
+    for stage in ("captions", "training", "generation", "video", "post"):
+        expect(page.get_by_text(stage, exact=True).first).to_be_visible()
+    assert page.get_by_role("link", name=re.compile(r"^job [0-9a-f]{8}$")).count() >= 5
+    assert page.locator("[data-testid=stImage]").count() >= 4, "the generation stage's thumbnails"
+    expect(page.locator("[data-testid=stJson]")).to_have_count(0)
+    page.get_by_text("Raw JSON", exact=True).click()
+    expect(page.locator("[data-testid=stJson]")).to_have_count(1)
+    page.get_by_text("Raw JSON", exact=True).click()
+    expect(page.locator("[data-testid=stJson]")).to_have_count(0)
 
 
 def _views(run_id: str) -> list[View]:
@@ -128,7 +146,7 @@ def _views(run_id: str) -> list[View]:
         View("videos", "/videos", "Videos"),
         View("calendar", "/calendar", "Calendar"),
         View("accounts", "/accounts", "Social accounts"),
-        View("automation", "/automation", "Automation", focus="Pipelines"),
+        View("automation", "/automation", "Automation", focus="Pipelines", shows=_stages_as_rows),
         View("jobs", "/jobs", "Jobs"),
         View("monitoring", "/monitoring", "Monitoring"),
     ]
@@ -157,6 +175,9 @@ def test_every_page_with_the_demo_data_fits_a_laptop_and_a_wide_screen(demo_serv
         settle(page)
         if view.then is not None:
             view.then(page)
+        if view.shows is not None:
+            view.shows(page)
+            settle(page)
         if view.focus is not None:
             page.get_by_role("heading", name=view.focus).first.evaluate("el => el.scrollIntoView({block: 'start'})")
         for size in WIDTHS:

@@ -19,6 +19,7 @@ from ui.widgets import status_badge
 
 STAGE_ICONS = {"done": ":material/check_circle:", "running": ":material/progress_activity:",
                "waiting": ":material/schedule:", "failed": ":material/error:", "cancelled": ":material/cancel:"}
+KIND_ICONS = {"video": "movie", "audio": "graphic_eq", "image": "image"}
 THUMBNAIL_PX = 120  # outputs beside a stage: small, the gallery pages show them large
 
 
@@ -34,7 +35,10 @@ def _asset_outputs(asset_ids: list[int]) -> None:
         for asset_id in asset_ids:
             try:
                 asset = assets.get_asset(asset_id)
-                st.image(_thumbnail(asset.thumbnail_key or asset.key, asset), width=THUMBNAIL_PX)
+                if asset.thumbnail_key:  # a video may have none: its link below says what it is
+                    st.image(_thumbnail(asset.thumbnail_key, asset), width=THUMBNAIL_PX)
+                else:
+                    st.caption(f":material/{KIND_ICONS.get(asset.kind, 'draft')}: {asset.kind} {asset_id}")
             except StudioError:
                 st.caption(f":material/broken_image: asset {asset_id} is gone")
     if asset_ids:
@@ -57,13 +61,24 @@ def _outputs(name: str, results: dict[str, Any]) -> None:
         _asset_outputs([int(results["videoAssetId"])])
     post_ids = [results["postId"]] if results.get("postId") is not None else results.get("scheduledPostIds") or []
     if post_ids:
-        st.page_link(page_paths.CALENDAR, label=f"Post(s) {', '.join(map(str, post_ids))} on the Calendar",
+        st.page_link(page_paths.CALENDAR, label=f"{'Post' if len(post_ids) == 1 else 'Posts'} "
+                     f"{', '.join(map(str, post_ids))} on the Calendar",
                      icon=":material/calendar_month:")
     shown = {"loraId", "loraName", "loraStep", "imageAssetIds", "videoAssetId", "postId", "scheduledPostIds",
              "publishJobIds", "summary", "failedWarnings"}
-    rest = [f"{key}: {value}" for key, value in results.items() if key not in shown and value not in (None, [], {})]
+    rest = [f"{key}: {_readable(value)}" for key, value in results.items()
+            if key not in shown and value not in (None, [], {})]
     if rest:
         st.caption(literal(" · ".join(rest)))
+
+
+def _readable(value: Any) -> str:
+    """A result value on one line, without Python's or JSON's brackets and quotes."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_readable(item)}" for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(_readable(item) for item in value)
+    return str(value)
 
 
 def _stage_row(stage: dict[str, Any], seconds: float | None, pipeline: Pipeline) -> None:
@@ -73,6 +88,7 @@ def _stage_row(stage: dict[str, Any], seconds: float | None, pipeline: Pipeline)
             status_badge(stage["status"])
             if seconds is not None:
                 st.caption(f"{seconds:.1f} s")
+        with st.container(horizontal=True, gap="small"):
             for job_id in stage["jobIds"]:
                 st.page_link(page_paths.JOBS, label=f"job {job_id[:8]}", icon=":material/work_history:",
                              query_params={"job": job_id})
