@@ -127,11 +127,12 @@ def _snippet_row(field: str, *, negative: bool) -> None:
     snippets = {s.id: s for s in prompt_library.list_snippets(negative=negative, page_size=200).items}
     target = _key(field)  # these controls' own keys stay fixed: the page never loads values into them
     select_key = f"{target}.snippet"
-    # One wrapping row: the box takes the room left, the buttons keep their labels whole.
+    # One wrapping row: the box as wide as its placeholder needs, the buttons as wide as their labels.
     with st.container(horizontal=True, vertical_alignment="bottom", gap="small"):
         st.selectbox("Prompt library", list(snippets),
                      format_func=lambda i: plain(f"{snippets[i].name}: {snippets[i].text}"), key=select_key,
-                     index=None, placeholder="Insert a saved snippet…", label_visibility="collapsed")
+                     index=None, placeholder="Insert a saved snippet…", label_visibility="collapsed",
+                     width=220)  # never narrower than its placeholder: the buttons wrap below instead
         st.button("Insert", key=f"{target}.insert", on_click=_insert_snippet,
                   args=(field, select_key, {i: s.text for i, s in snippets.items()}), disabled=not snippets)
         with st.popover("Save", icon=":material/bookmark_add:", help="Save this box's text to the prompt library"):
