@@ -2,9 +2,10 @@
 
 import streamlit as st
 
-from ui.jobs import enqueue_form, job_detail, job_filters, job_picker, job_table
+from ui.jobs import apply_link, enqueue_form, job_detail, job_filters, job_picker, job_table
 
 st.title("Jobs")
+apply_link()  # a ?job= link (a pipeline stage's job) opens that job
 enqueue_form()
 
 query = job_filters()

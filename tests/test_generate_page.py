@@ -111,7 +111,7 @@ def test_result_cards_reuse_settings_and_start_img2img(lora):
     first, second = _generated(lora)
     at = open_page("pages/generate.py")
     captions = [c.value for c in at.caption]
-    assert any("seed 6 · 12 steps" in c for c in captions), captions
+    assert any("seed 6 · CFG" in c and "12 steps" in c for c in captions), captions  # the card's two lines
     at.button(key=f"generate.reuse.{second.id}").click()
     rerun(at)
     assert at.text_area(key=field(at, "prompt")).value == "ohwx woman, at the beach"

@@ -88,6 +88,19 @@ def test_a_test_job_enqueued_while_another_is_open_becomes_the_open_one(studio):
     assert any(queued.id[:8] in h.value for h in at.subheader)
 
 
+def test_a_job_link_from_a_pipeline_stage_opens_that_job(studio):
+    """A stage row on Automation links to /jobs?job=<id>: the list is filtered to it and it is the open job."""
+    linked = jobs.create_job("noop")
+    newer = jobs.create_job("noop")
+    at = _app().run()
+    at.query_params.update(job=linked.id)
+    at.switch_page("pages/jobs.py").run()
+    assert not at.exception
+    assert at.selectbox(key="jobs.open").options == [linked.id[:8]]
+    assert newer.id[:8] not in at.selectbox(key="jobs.open").options
+    assert any(linked.id[:8] in h.value for h in at.subheader)
+
+
 @pytest.fixture
 def login_enabled(studio, monkeypatch):
     monkeypatch.setenv("STUDIO_AUTH_DISABLED", "false")

@@ -37,7 +37,7 @@ DETAIL = "assets.detail"  # the asset whose detail is open (no widget owns this 
 PAGE = "assets.page"
 _FLASH = "assets.flash"
 _PICK = "assets.pick."
-COLUMNS = 6
+CARD_PX = 192  # a library card: a thumbnail of ~160 px inside its border; the grid wraps to the page width
 KIND_NAMES = {"image": "Image", "sample": "Training sample", "lora": "LoRA file", "video": "Video", "audio": "Audio",
               "caption": "Caption"}
 KIND_ICONS = {"image": "image", "sample": "science", "lora": "model_training", "video": "movie", "audio": "graphic_eq",
@@ -108,7 +108,7 @@ def _choice(column: Any, label: str, options: dict[int, str], key: str) -> int |
 def filter_bar(*, trash: bool) -> tuple[AssetFilter, str, int] | None:
     """The filters; returns (filter, sort, page size), or None after showing why the input is refused."""
     options = assets.filter_options()
-    top = st.columns([2, 3, 3, 2, 2])
+    top = st.columns([2, 2, 4, 2, 2])  # the date range needs the room for two dates
     kind = top[0].selectbox("Kind", [None, *LIBRARY_KINDS], key="assets.f.kind", on_change=guard(_reset_page),
                             format_func=lambda k: "all kinds" if k is None else LIBRARY_KINDS[k])
     text = top[1].text_input("Prompt contains", key="assets.f.text", max_chars=200, on_change=guard(_reset_page))
@@ -157,7 +157,7 @@ def _title(asset: Asset) -> str:
 
 def _card(asset: Asset) -> None:
     kind = assets.library_kind(asset)
-    with st.container(border=True):
+    with st.container(border=True, width=CARD_PX):
         if asset.thumbnail_key:
             try:
                 st.image(_thumbnail(asset.thumbnail_key, asset.size_bytes, asset), width="stretch")
@@ -170,9 +170,9 @@ def _card(asset: Asset) -> None:
         created = jobs.aware(asset.created_at)
         st.caption(f"{KIND_NAMES.get(kind, kind)} · {format_size(asset.size_bytes)}"
                    + (f" · {created:%Y-%m-%d %H:%M}" if created else ""))
-        left, right = st.columns([1, 3], vertical_alignment="center")
-        left.checkbox(f"Select asset {asset.id}", key=f"{_PICK}{asset.id}", label_visibility="collapsed")
-        right.button("Details", key=f"assets.open.{asset.id}", on_click=guard(_open), args=(asset.id,), type="tertiary")
+        row = st.container(horizontal=True, vertical_alignment="center")
+        row.checkbox(f"Select asset {asset.id}", key=f"{_PICK}{asset.id}", label_visibility="collapsed")
+        row.button("Details", key=f"assets.open.{asset.id}", on_click=guard(_open), args=(asset.id,), type="tertiary")
 
 
 def selected_on(page: Page[Asset]) -> list[Asset]:
@@ -181,10 +181,10 @@ def selected_on(page: Page[Asset]) -> list[Asset]:
 
 
 def asset_grid(page: Page[Asset]) -> None:
-    for start in range(0, len(page.items), COLUMNS):
-        for column, asset in zip(st.columns(COLUMNS), page.items[start:start + COLUMNS], strict=False):
-            with column:
-                _card(asset)
+    # Fixed-width cards in a wrapping row: four at 1280 px, seven at 1920 px, thumbnails never squeezed.
+    with st.container(horizontal=True):
+        for asset in page.items:
+            _card(asset)
 
 
 def clamp_page(pages: int) -> int:
@@ -203,9 +203,9 @@ def select_all(page: Page[Asset]) -> None:
         for asset in page.items:
             st.session_state[f"{_PICK}{asset.id}"] = value
 
-    left, right = st.columns([1, 8])
-    left.button("Select all", key="assets.select_all", on_click=guard(tick), args=(True,), type="tertiary")
-    right.button("Clear", key="assets.select_none", on_click=guard(tick), args=(False,), type="tertiary")
+    row = st.container(horizontal=True)
+    row.button("Select all", key="assets.select_all", on_click=guard(tick), args=(True,), type="tertiary")
+    row.button("Clear", key="assets.select_none", on_click=guard(tick), args=(False,), type="tertiary")
 
 
 # --- bulk actions -------------------------------------------------------------------------------------
@@ -245,35 +245,37 @@ def _empty_trash() -> str:
 def library_actions(selected: list[Asset], filters: AssetFilter) -> None:
     ids = [a.id for a in selected if a.id is not None]
     count = len(ids)
-    row = st.columns([2, 3, 2, 2, 2], vertical_alignment="bottom")
-    row[0].button(f"Move {count} to trash", key="assets.trash", disabled=not ids, icon=":material/delete:",
+    # One wrapping row: buttons as wide as their labels, the collection box a fixed width beside "Add".
+    row = st.container(horizontal=True, vertical_alignment="bottom")
+    row.button(f"Move {count} to trash", key="assets.trash", disabled=not ids, icon=":material/delete:",
                   on_click=guard(_run), args=(lambda: _trash(ids),))
     names = {c.id: c.name for c in collections.list_collections(page_size=100).items}
-    row[1].selectbox("Add to collection", list(names), format_func=lambda i: plain(names[i]), key="assets.add_target",
-                     index=None, placeholder="create one in Collections" if not names else "choose a collection")
-    row[2].button("Add", key="assets.add", disabled=not ids or not names, icon=":material/playlist_add:",
+    row.selectbox("Add to collection", list(names), format_func=lambda i: plain(names[i]), key="assets.add_target",
+                  index=None, placeholder="create one in Collections" if not names else "choose a collection",
+                  width=260)
+    row.button("Add", key="assets.add", disabled=not ids or not names, icon=":material/playlist_add:",
                   on_click=guard(_run), args=(lambda: _add(ids),))
     if filters.collection_id is not None:
         collection_id = filters.collection_id
-        row[3].button("Remove from collection", key="assets.remove", disabled=not ids,
+        row.button("Remove from collection", key="assets.remove", disabled=not ids,
                       on_click=guard(_run), args=(lambda: _remove(collection_id, ids),))
     images = [a.id for a in selected if assets.library_kind(a) == "image" and a.id is not None]
-    if row[4].button(f"Make a video ({len(images)})", key="assets.video", disabled=not images,
+    if row.button(f"Make a video ({len(images)})", key="assets.video", disabled=not images,
                      icon=":material/movie:", help="Hands the selected images to the Videos page."):
         hand_to_video_page(images)
 
 
 def trash_actions(selected: list[Asset], total: int) -> None:
     ids = [a.id for a in selected if a.id is not None]
-    row = st.columns([2, 3, 2, 3, 2], vertical_alignment="bottom")
-    row[0].button(f"Restore {len(ids)}", key="assets.restore", disabled=not ids, icon=":material/restore_from_trash:",
+    row = st.container(horizontal=True, vertical_alignment="center")
+    row.button(f"Restore {len(ids)}", key="assets.restore", disabled=not ids, icon=":material/restore_from_trash:",
                   on_click=guard(_run), args=(lambda: _restore(ids),))
-    confirm = row[1].checkbox(f"Yes, purge {len(ids)} for good", key="assets.purge_confirm", disabled=not ids)
-    row[2].button("Purge", key="assets.purge", disabled=not (ids and confirm), type="primary",
+    confirm = row.checkbox(f"Yes, purge {len(ids)} for good", key="assets.purge_confirm", disabled=not ids)
+    row.button("Purge", key="assets.purge", disabled=not (ids and confirm), type="primary",
                   icon=":material/delete_forever:", on_click=guard(_run), args=(lambda: _purge(ids),),
                   help="Removes the files from storage; a LoRA file also removes its LoRA version.")
-    empty = row[3].checkbox(f"Yes, empty the whole trash ({total})", key="assets.empty_confirm", disabled=not total)
-    row[4].button("Empty trash", key="assets.empty", disabled=not (total and empty), type="primary",
+    empty = row.checkbox(f"Yes, empty the whole trash ({total})", key="assets.empty_confirm", disabled=not total)
+    row.button("Empty trash", key="assets.empty", disabled=not (total and empty), type="primary",
                   on_click=guard(_run), args=(_empty_trash,))
 
 

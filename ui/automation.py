@@ -11,6 +11,7 @@ from core.datasets.datasets import list_datasets
 from core.errors import StudioError
 from core.models import JobStatus, Pipeline
 from ui.auth import fragment
+from ui.pipelines import pipeline_stages
 from ui.text import literal, plain
 from ui.widgets import status_badge
 
@@ -74,22 +75,17 @@ def _actions(pipeline: Pipeline) -> None:
         st.error(literal(error))
 
 
-def _pipeline(pipeline: Pipeline) -> None:
-    view = pipelines.pipeline_view(pipeline)
+def _pipeline(pipeline: Pipeline, *, newest: bool) -> None:
     with st.container(border=True):
-        left, right = st.columns([3, 1])
-        with left:
+        with st.container(horizontal=True, vertical_alignment="center"):
             st.markdown(f"**{pipeline.kind}** `{pipeline.id[:8]}`" + (" · dry run" if pipeline.dry_run else ""))
-            st.progress(pipeline.progress, text=" → ".join(f"{s['name']} ({s['status']})" for s in view["stages"]))
-        with right:
             status_badge(pipeline.status)
             _actions(pipeline)
-        if pipeline.error:
-            st.error(f"{literal(pipeline.error_stage)}: {literal(pipeline.error)}")
-        for warning in pipeline.warnings:
-            st.warning(literal(warning))
-        if pipeline.status == JobStatus.SUCCEEDED:
-            st.json(view["result"], expanded=False)
+        st.progress(pipeline.progress, text=f"{round(pipeline.progress * 100)} %"
+                    + (f" · {literal(pipeline.stage)}" if pipeline.stage and pipeline.status in ACTIVE else ""))
+        # The newest and any unfinished or failed one open; older successes fold away to keep the list short.
+        with st.expander("Stages", expanded=newest or pipeline.status != JobStatus.SUCCEEDED):
+            pipeline_stages(pipeline, key=f"automation.raw.{pipeline.id}")
 
 
 def pipeline_list() -> None:
@@ -99,8 +95,8 @@ def pipeline_list() -> None:
         page = pipelines.list_pipelines(page=st.session_state.get(PAGE, 1), page_size=10)
         if not page.items:
             st.info("No pipelines yet. Start one above, from n8n, or with `POST /api/pipelines/lora`.")
-        for pipeline in page.items:
-            _pipeline(pipeline)
+        for index, pipeline in enumerate(page.items):
+            _pipeline(pipeline, newest=index == 0)
         if page.pages > 1:
             st.number_input(f"Page (of {page.pages})", 1, page.pages, key=PAGE)
 

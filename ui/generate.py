@@ -36,7 +36,8 @@ _PAGE = "generate.page"
 FORM = LoadedForm("generate")
 _SETTINGS = ("scheduler", "steps", "cfg", "width", "height")
 RANDOM, FIXED = "Random", "Fixed"
-COLUMNS = 4
+CARD_PX = 176  # a result card: its thumbnail's width (no border of its own: the job's box frames them)
+BLOCK_PADDING_PX = 34  # a bordered container's padding and border, both sides
 JOBS_PER_PAGE = 5
 
 
@@ -127,40 +128,44 @@ def _snippet_row(field: str, *, negative: bool) -> None:
     snippets = {s.id: s for s in prompt_library.list_snippets(negative=negative, page_size=200).items}
     target = _key(field)  # these controls' own keys stay fixed: the page never loads values into them
     select_key = f"{target}.snippet"
-    left, middle, right = st.columns([3, 1, 1], vertical_alignment="bottom")
-    left.selectbox("Prompt library", list(snippets),
-                   format_func=lambda i: plain(f"{snippets[i].name}: {snippets[i].text}"),
-                   key=select_key, index=None, placeholder="Insert a saved snippet…", label_visibility="collapsed")
-    middle.button("Insert", key=f"{target}.insert", on_click=guard(_insert_snippet),
-                  args=(field, select_key, {i: s.text for i, s in snippets.items()}), disabled=not snippets,
-                  width="stretch")
-    with right.popover("Save", width="stretch", help="Save this box's text to the prompt library"):
-        name = st.text_input("Snippet name", key=f"{target}.snippet_name", max_chars=120)
-        if st.button("Save snippet", key=f"{target}.save", type="primary"):
-            try:
-                prompt_library.create_snippet(name=name, text=FORM.value(field, ""), negative=negative)
-                st.toast(f"Saved {literal(repr(name))} to the prompt library")
-            except StudioError as error:
-                st.error(literal(error))
+    # One wrapping row: the box as wide as its placeholder needs, the buttons as wide as their labels.
+    with st.container(horizontal=True, vertical_alignment="bottom", gap="small"):
+        st.selectbox("Prompt library", list(snippets),
+                     format_func=lambda i: plain(f"{snippets[i].name}: {snippets[i].text}"), key=select_key,
+                     index=None, placeholder="Insert a saved snippet…", label_visibility="collapsed",
+                     width=220)  # never narrower than its placeholder: the buttons wrap below instead
+        st.button("Insert", key=f"{target}.insert", on_click=guard(_insert_snippet),
+                  args=(field, select_key, {i: s.text for i, s in snippets.items()}), disabled=not snippets)
+        with st.popover("Save", icon=":material/bookmark_add:", help="Save this box's text to the prompt library"):
+            name = st.text_input("Snippet name", key=f"{target}.snippet_name", max_chars=120)
+            if st.button("Save snippet", key=f"{target}.save", type="primary"):
+                try:
+                    prompt_library.create_snippet(name=name, text=FORM.value(field, ""), negative=negative)
+                    st.toast(f"Saved {literal(repr(name))} to the prompt library")
+                except StudioError as error:
+                    st.error(literal(error))
 
 
 def _settings(template: GenerationTemplate) -> dict[str, Any]:
     now = {name: FORM.value(name) for name in _SETTINGS}
     with st.expander(f"Settings · {SCHEDULERS[now['scheduler']]}, {now['steps']} steps, "
                      f"{now['width']}×{now['height']}"):
+        # The scheduler's names are long: a row of its own; the numbers in pairs (rows of two columns).
+        scheduler = st.selectbox("Scheduler", list(SCHEDULERS), format_func=SCHEDULERS.__getitem__,
+                                 index=list(SCHEDULERS).index(now["scheduler"]), key=FORM.key("scheduler"))
         left, right = st.columns(2)
-        scheduler = left.selectbox("Scheduler", list(SCHEDULERS), format_func=SCHEDULERS.__getitem__,
-                                   index=list(SCHEDULERS).index(now["scheduler"]), key=FORM.key("scheduler"))
-        steps = right.number_input("Steps", 1, 150, value=now["steps"], key=FORM.key("steps"))
-        cfg = left.number_input("CFG scale", 0.0, 30.0, value=float(now["cfg"]), step=0.5, key=FORM.key("cfg"))
-        count = right.number_input("Images", 1, 64, value=FORM.value("count", 4), key=FORM.key("count"),
-                                   help=f"made in batches of {template.batch_size or 'the worker default'}")
+        steps = left.number_input("Steps", 1, 150, value=now["steps"], key=FORM.key("steps"))
+        cfg = right.number_input("CFG scale", 0.0, 30.0, value=float(now["cfg"]), step=0.5, key=FORM.key("cfg"))
+        left, right = st.columns(2)
         width = left.number_input("Width", 64, 2048, value=now["width"], step=8, key=FORM.key("width"))
         height = right.number_input("Height", 64, 2048, value=now["height"], step=8, key=FORM.key("height"))
-        mode = left.segmented_control("Seed", [RANDOM, FIXED], default=FORM.value("seed_mode", RANDOM),
-                                      key=FORM.key("seed_mode"), required=True)
-        seed = right.number_input("Seed value", 0, 2**32 - 1, value=FORM.value("seed", 0), key=FORM.key("seed"),
-                                  disabled=mode != FIXED, help="image i of the request uses seed + i")
+        left, right = st.columns(2, vertical_alignment="bottom")
+        count = left.number_input("Images", 1, 64, value=FORM.value("count", 4), key=FORM.key("count"),
+                                  help=f"made in batches of {template.batch_size or 'the worker default'}")
+        mode = right.segmented_control("Seed", [RANDOM, FIXED], default=FORM.value("seed_mode", RANDOM),
+                                       key=FORM.key("seed_mode"), required=True)
+        seed = st.number_input("Seed value", 0, 2**32 - 1, value=FORM.value("seed", 0), key=FORM.key("seed"),
+                               disabled=mode != FIXED, help="image i of the request uses seed + i")
     return {"scheduler": scheduler, "steps": int(steps), "cfg": float(cfg), "width": int(width),
             "height": int(height), "count": int(count), "seed": int(seed) if mode == FIXED else None}
 
@@ -245,7 +250,7 @@ def _use_as_start(asset: Asset) -> None:
 
 def _card_actions(asset: Asset) -> None:
     meta = asset.meta
-    with st.popover("Actions", icon=":material/more_horiz:", width="stretch"):
+    with st.popover("Actions", icon=":material/more_horiz:"):
         if st.button("Reuse these settings", key=f"generate.reuse.{asset.id}", icon=":material/replay:"):
             _reuse(asset)
             st.rerun()
@@ -254,8 +259,13 @@ def _card_actions(asset: Asset) -> None:
             st.rerun()
         st.link_button("Download PNG", assets.download_url(asset), icon=":material/download:")
         _add_to_collection(asset)
-        st.json({k: meta[k] for k in ("prompt", "negative_prompt", "seed", "steps", "cfg", "scheduler", "width",
-                                      "height", "base_model", "template", "loras") if k in meta}, expanded=False)
+        st.caption("Prompt")
+        st.text(plain(meta.get("prompt", "")) or "—")
+        if meta.get("negative_prompt"):
+            st.caption("Negative prompt")
+            st.text(plain(meta["negative_prompt"]))
+        st.caption(plain(f"{meta.get('width')}×{meta.get('height')} · template {meta.get('template')} · "
+                         f"base {meta.get('base_model')}"))
 
 
 def _add_to_collection(asset: Asset) -> None:
@@ -273,31 +283,35 @@ def _add_to_collection(asset: Asset) -> None:
 
 def _image_card(asset: Asset) -> None:
     meta = asset.meta
-    with st.container(border=True):
+    # A fixed card width in a wrapping row: as many cards per row as the column holds, each thumbnail
+    # CARD_PX wide, and the metadata on two short lines.
+    with st.container(width=CARD_PX):
         st.image(_thumbnail(asset.thumbnail_key or asset.key, stored_id(asset)), width="stretch")
-        st.caption(f"seed {meta.get('seed')} · {meta.get('steps')} steps · CFG {meta.get('cfg')} · "
-                   f"{SCHEDULERS.get(meta.get('scheduler', ''), '')}")
-        st.checkbox("Select", key=f"generate.select.{asset.id}")
-        _card_actions(asset)
+        st.caption(f"seed {meta.get('seed')} · CFG {meta.get('cfg')}  \n"
+                   f"{meta.get('steps')} steps · {SCHEDULERS.get(meta.get('scheduler', ''), '')}")
+        with st.container(horizontal=True, vertical_alignment="center", gap="small"):
+            st.checkbox("Select", key=f"generate.select.{asset.id}")
+            _card_actions(asset)
 
 
 def _job_block(job: Job) -> None:
-    with st.container(border=True):
-        head, actions = st.columns([5, 1], vertical_alignment="center")
-        with head:
+    # A one-image job is a box as wide as its card, so such jobs sit side by side (two at 1280 px, three
+    # at 1920 px); a bigger job takes the row and its cards wrap inside it.
+    images = generation.job_images(job.id)
+    with st.container(border=True, width=CARD_PX + BLOCK_PADDING_PX if len(images) == 1 else "stretch"):
+        with st.container(horizontal=True, vertical_alignment="center"):
             status_badge(job.status)
-            st.text(plain(job.payload.get("prompt", "")))
+            if job.status in (JobStatus.QUEUED, JobStatus.RUNNING) and st.button(
+                    "Cancel", key=f"generate.cancel.{job.id}", icon=":material/cancel:"):
+                cancel_job(job.id)
+        st.text(plain(job.payload.get("prompt", "")))
         if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
             st.progress(job.progress, text=literal(job.progress_message or "waiting for a GPU worker…"))
-            if actions.button("Cancel", key=f"generate.cancel.{job.id}"):
-                cancel_job(job.id)
         elif job.status == JobStatus.FAILED:
             st.error(literal(job.error or "failed"))
-        images = generation.job_images(job.id)
-        for start in range(0, len(images), COLUMNS):
-            for column, asset in zip(st.columns(COLUMNS), images[start:start + COLUMNS], strict=False):
-                with column:
-                    _image_card(asset)
+        with st.container(horizontal=True, gap="small"):
+            for asset in images:
+                _image_card(asset)
 
 
 def _selected_ids() -> list[int]:
@@ -316,5 +330,5 @@ def _video_button() -> None:
 def results() -> None:
     """Recent generations; refreshes every second while one of them is still running."""
     live_job_list(lambda page: generation.list_generations(page=page, page_size=JOBS_PER_PAGE), _job_block,
-                  page_key=_PAGE, header=_video_button,
+                  page_key=_PAGE, header=_video_button, side_by_side=True,
                   empty="Nothing generated yet. Pick a template and a LoRA, write a prompt, and press Generate.")

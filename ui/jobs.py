@@ -21,6 +21,7 @@ from ui.widgets import live_log, pick, status_badge
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 SELECTED = "jobs.selected"  # the job to open (set by the test-job form and the Assets page's "Open on Jobs")
 _ACTION_ERROR = "jobs.action_error"
+_LINKED = "jobs.linked"  # the ?job= link this session has applied (applied once, so the filters stay free)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,14 @@ class JobQuery:
     def read(self) -> Page[Job]:
         return jobs.list_jobs(statuses=self.statuses, kinds=self.kinds, id_prefix=self.id_prefix, page=self.page,
                               page_size=self.page_size)
+
+
+def apply_link() -> None:
+    """Call before the filters: a ?job= link (from a pipeline's stage) filters the list to that job and opens it."""
+    requested = st.query_params.get("job")
+    if requested and requested != st.session_state.get(_LINKED):
+        st.session_state[_LINKED] = st.session_state[SELECTED] = requested
+        st.session_state["jobs.id"] = requested[:32]
 
 
 def enqueue_form() -> None:

@@ -73,10 +73,12 @@ def _voice_row() -> tuple[str, int]:
     voices = {v.id: v.label for v in list_voices()}
     default = get_settings().tts_default_voice
     st.session_state.setdefault(VOICE, default if default in voices else next(iter(voices)))
-    left, middle, right = st.columns([3, 2, 1], vertical_alignment="bottom")
-    voice = left.selectbox("Voice", list(voices), format_func=lambda v: voices.get(v, v), key=VOICE)
-    rate = middle.slider("Rate (words/min)", 80, 400, 165, step=5, key=_key("rate"))
-    if right.button("Preview", key=_key("preview"), icon=":material/play_arrow:", width="stretch"):
+    # One wrapping row: the button keeps its label whole, the voice and the rate share what is left.
+    with st.container(horizontal=True, vertical_alignment="bottom"):
+        voice = st.selectbox("Voice", list(voices), format_func=lambda v: voices.get(v, v), key=VOICE, width=300)
+        rate = st.slider("Rate (words/min)", 80, 400, 165, step=5, key=_key("rate"))
+        preview = st.button("Preview", key=_key("preview"), icon=":material/play_arrow:")
+    if preview:
         _preview(voice, rate)
     return voice, rate
 
@@ -98,19 +100,20 @@ def _preview(voice: str, rate: int) -> None:
 
 
 def _look() -> dict[str, Any]:
-    left, middle, right = st.columns(3)
-    aspect = left.selectbox("Aspect", list(ASPECT_LABELS), format_func=ASPECT_LABELS.__getitem__, key=_key("aspect"))
-    fit = middle.selectbox("Fit", list(FITS), format_func=FITS.__getitem__, key=_key("fit"))
-    motion = right.selectbox("Motion", list(MOTIONS), format_func=MOTIONS.__getitem__, key=_key("motion"))
-    transition = left.selectbox("Transition", list(TRANSITIONS), format_func=TRANSITIONS.__getitem__,
-                                key=_key("transition"))
-    timing = middle.selectbox("Length", list(TIMINGS), key=_key("timing"), format_func=TIMINGS.__getitem__)
+    # The aspect's labels are long: a row of its own; the others wrap at widths that hold their longest option.
+    aspect = st.selectbox("Aspect", list(ASPECT_LABELS), format_func=ASPECT_LABELS.__getitem__, key=_key("aspect"))
+    row = st.container(horizontal=True, vertical_alignment="bottom")
+    fit = row.selectbox("Fit", list(FITS), format_func=FITS.__getitem__, key=_key("fit"), width=180)
+    motion = row.selectbox("Motion", list(MOTIONS), format_func=MOTIONS.__getitem__, key=_key("motion"), width=240)
+    transition = row.selectbox("Transition", list(TRANSITIONS), format_func=TRANSITIONS.__getitem__,
+                               key=_key("transition"), width=180)
+    timing = row.selectbox("Length", list(TIMINGS), key=_key("timing"), format_func=TIMINGS.__getitem__, width=240)
     request: dict[str, Any] = {"aspect": aspect, "fit": fit, "motion": motion, "transition": transition}
     if timing == "per_image":
-        request["seconds_per_image"] = right.number_input("Seconds per image", 0.5, 30.0, 3.0, step=0.5,
+        request["seconds_per_image"] = row.number_input("Seconds per image", 0.5, 30.0, 3.0, step=0.5,
                                                           key=_key("per_image"))
     elif timing == "total":
-        request["total_seconds"] = right.number_input("Total seconds", 1.0, 600.0, 15.0, step=1.0,
+        request["total_seconds"] = row.number_input("Total seconds", 1.0, 600.0, 15.0, step=1.0,
                                                       key=_key("total"))
     return request
 

@@ -75,8 +75,9 @@ def hand_to_video_page(asset_ids: list[int]) -> None:
 
 
 def live_job_list(list_page: Callable[[int], Page[Job]], render_job: Callable[[Job], None], *, page_key: str,
-                  empty: str, header: Callable[[], None] | None = None) -> None:
-    """A paginated list of jobs that refreshes every second while one of the shown jobs is queued or running."""
+                  empty: str, header: Callable[[], None] | None = None, side_by_side: bool = False) -> None:
+    """A paginated list of jobs that refreshes every second while one of the shown jobs is queued or running.
+    ``side_by_side``: the jobs wrap in rows (each drawn as wide as its content) instead of one under another."""
 
     def body() -> None:
         page = list_page(st.session_state.get(page_key, 1))
@@ -84,8 +85,9 @@ def live_job_list(list_page: Callable[[int], Page[Job]], render_job: Callable[[J
             header()
         if not page.items:
             st.info(empty)
-        for job in page.items:
-            render_job(job)
+        with st.container(horizontal=side_by_side):
+            for job in page.items:
+                render_job(job)
         if page.pages > 1:
             st.number_input(f"Page (of {page.pages})", 1, page.pages, key=page_key)
 

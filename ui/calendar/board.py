@@ -39,7 +39,11 @@ CALENDAR_CSS = """
 .fc-event.post-draft { opacity: .65; border-style: dashed !important; }
 .fc-event.post-failed { border: 2px solid #ff5252 !important; }
 .fc-event.post-published, .fc-event.post-publishing { filter: saturate(.45); }
-.fc .fc-toolbar-title { font-size: 1.25em; }
+.fc .fc-toolbar-title { font-size: 1.15em; white-space: nowrap; }
+/* At 1280 px the calendar column is ~460 px: compact buttons keep the toolbar on one line. */
+.fc .fc-toolbar { flex-wrap: wrap; gap: .4em; }
+.fc .fc-toolbar-chunk { display: flex; align-items: center; gap: .25em; white-space: nowrap; }
+.fc .fc-button { padding: .3em .5em; font-size: .85em; }
 """
 
 

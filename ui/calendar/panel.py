@@ -37,7 +37,8 @@ def agenda(shown: list[Post], tz: ZoneInfo) -> None:
         st.info("No posts coming up in this range. Plan some on the Plans tab, or click a day.")
     for post in upcoming:
         with st.container(border=True):
-            left, right = st.columns([4, 1], vertical_alignment="center")
-            left.caption(f"{when_text(post.scheduled_at, tz)} · {Platform(post.platform).label} · {post.status}")
-            left.text(plain(post.caption[:80]) or "(no caption)")
-            right.button("Open", key=f"calendar.open.{post.id}", on_click=guard(open_post), args=(post.id,))
+            with st.container(horizontal=True, vertical_alignment="center"):
+                st.caption(f"{when_text(post.scheduled_at, tz)} · {Platform(post.platform).label} · {post.status}")
+                st.button("Open", key=f"calendar.open.{post.id}", on_click=guard(open_post), args=(post.id,),
+                          icon=":material/edit:")
+            st.text(plain(post.caption[:80]) or "(no caption)")

@@ -22,13 +22,15 @@ def dataset_picker(prefix: str) -> Dataset | None:
     """Filters, a paginated table of datasets and a picker; returns the chosen dataset."""
     # Once a dataset is open, the list folds away so the work on it gets the screen.
     with st.expander("Find a dataset", expanded=SELECTED not in st.session_state):
-        columns = st.columns([3, 2, 2, 2, 1, 1])
-        search = columns[0].text_input("Search", key=f"{prefix}.search", placeholder="name or trigger word")
-        status = columns[1].selectbox("Status", ["any", *DatasetStatus.ALL], key=f"{prefix}.status")
-        kind = columns[2].selectbox("Kind", ["any", *[k.value for k in DatasetKind]], key=f"{prefix}.kind")
-        sort = columns[3].selectbox("Sort by", list(SORTS), format_func=SORTS.__getitem__, key=f"{prefix}.sort")
-        descending = columns[4].toggle("Desc.", value=True, key=f"{prefix}.desc")
-        page_size = columns[5].selectbox("Per page", [10, 25, 50, 100], index=1, key=f"{prefix}.page_size")
+        # One wrapping row of fixed-width filters: each keeps its label whole at any page width.
+        with st.container(horizontal=True, vertical_alignment="bottom"):
+            search = st.text_input("Search", key=f"{prefix}.search", placeholder="name or trigger word", width=240)
+            status = st.selectbox("Status", ["any", *DatasetStatus.ALL], key=f"{prefix}.status", width=150)
+            kind = st.selectbox("Kind", ["any", *[k.value for k in DatasetKind]], key=f"{prefix}.kind", width=150)
+            sort = st.selectbox("Sort by", list(SORTS), format_func=SORTS.__getitem__, key=f"{prefix}.sort",
+                                width=160)
+            descending = st.toggle("Descending", value=True, key=f"{prefix}.desc")
+            page_size = st.selectbox("Per page", [10, 25, 50, 100], index=1, key=f"{prefix}.page_size", width=110)
         page = datasets.list_datasets(
             status=None if status == "any" else status,
             kind=None if kind == "any" else kind, search=search or None, sort=sort, descending=descending,
