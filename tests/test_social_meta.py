@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from PIL import Image
 
 from core.config import Settings
 from core.errors import PermanentJobError, TransientError
@@ -33,7 +35,13 @@ from workers.social.meta_common import GraphRateLimited, MediaNotReady
 
 pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): token expiry and refresh
 
-JPEG = b"\xff\xd8\xff\xe0" + b"jpeg-bytes" * 10
+def _jpeg(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 120, 40)).save(out, "JPEG")
+    return out.getvalue()
+
+
+JPEG = _jpeg(40, 50)  # 4:5, the tallest feed image Instagram takes (the fake measures fetched images)
 MP4 = b"\x00\x00\x00\x18ftypmp42" + b"video-bytes" * 10
 
 
@@ -77,7 +85,8 @@ def media_file(kind: str = "image", url: str | None = None, content_type: str | 
         asset_id=7, kind=kind, content_type=content_type or ("image/jpeg" if kind == "image" else "video/mp4"),
         size=len(data), url=url or f"https://cdn.example.test/assets/7.{'jpg' if kind == 'image' else 'mp4'}"
         "?X-Amz-Signature=abc123",
-        read=lambda offset, length: data[offset:offset + length], width=1080, height=1920,
+        read=lambda offset, length: data[offset:offset + length], width=1080,
+        height=1350 if kind == "image" else 1920,
         duration_s=None if kind == "image" else 12.0,
     )
 
@@ -120,13 +129,16 @@ def test_instagram_image_is_published_once_after_its_container_finishes(meta: Fa
 
     container_id = saved.copies[0]["container_id"]
     assert meta.calls_to("media")[0].form() | {"access_token": "-"} == {
-        "image_url": request.media[0].url, "caption": request.text, "access_token": "-"}
+        "image_url": request.media[0].url, "caption": request.text, "access_token": "-",
+        "is_ai_generated": "true"}  # Instagram's AI info label (changelog, June 22, 2026)
+    # The quota is read before the container (content_publishing_limit), as Meta asks.
+    assert [c.route for c in meta.calls][:2] == ["publishing_limit", "media"]
     polls = [c for c in meta.calls_to("node") if c.path.endswith(container_id)]
     assert len(polls) == 2  # IN_PROGRESS once, then FINISHED
     assert meta.calls_to("media_publish")[0].form()["creation_id"] == container_id
     [media] = meta.published_media()
     assert published == Published(media.id, media.permalink)
-    assert media.caption == request.text
+    assert media.caption == request.text and media.is_ai_generated
     assert meta.media_urls == [request.media[0].url]
 
 
@@ -498,11 +510,12 @@ def test_the_instagram_plan_lists_the_calls_a_publish_makes(meta: FakeMeta, http
     plan = client.plan(post("instagram", media_file("video")))
 
     assert [(c.method, c.url.removeprefix(meta.url + "/v21.0")) for c in plan] == [
+        ("GET", f"/{meta.page.ig_user_id}/content_publishing_limit"),
         ("POST", f"/{meta.page.ig_user_id}/media"), ("GET", "/{container-id}"),
         ("POST", f"/{meta.page.ig_user_id}/media_publish"), ("GET", "/{media-id}"),
     ]
-    assert plan[0].fields["media_type"] == "REELS"
-    assert plan[0].fields["video_url"] == "https://cdn.example.test/assets/7.mp4?…"
+    assert plan[1].fields["media_type"] == "REELS" and plan[1].fields["is_ai_generated"] == "true"
+    assert plan[1].fields["video_url"] == "https://cdn.example.test/assets/7.mp4?…"
     assert meta.calls == []
 
 

@@ -26,6 +26,7 @@ from core.library.ids import unique_asset_ids
 from core.models import Asset, Job, JobStatus, Platform, Post, PostStatus, PublishRecord, utcnow
 from core.publishing import social_accounts
 from core.publishing.checks import PostPreview, normalize_hashtags, preview_post
+from core.publishing.tiktok_creator import PRIVACY_LABELS
 
 _logger = logging.getLogger("studio.posts")
 
@@ -104,7 +105,7 @@ def post_preview(post: Post) -> PostPreview:
     else:
         missing = ""
     preview = preview_post(platform=post.platform, caption=post.caption, hashtags=post.hashtags, title=post.title,
-                           assets=assets, ai_generated=post.ai_generated)
+                           assets=assets, ai_generated=post.ai_generated, options=post.options)
     if missing:
         preview.errors.insert(0, missing)
     if not get_settings().publish_dry_run and publishing_account(post) is None:
@@ -152,6 +153,9 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
         privacy = cleaned["options"].get("privacy")
         if privacy is not None and privacy not in PRIVACY_CHOICES:
             raise InvalidInput(f"privacy must be one of: {', '.join(PRIVACY_CHOICES)}")
+        level = cleaned["options"].get("privacy_level")
+        if level is not None and level not in PRIVACY_LABELS:
+            raise InvalidInput(f"privacy_level must be one of: {', '.join(PRIVACY_LABELS)}")
     if cleaned.get("account_id") is not None:
         account = social_accounts.get_account(int(cleaned["account_id"]))
         platform = cleaned.get("platform")
@@ -308,6 +312,17 @@ def publish_due_posts(*, now: datetime | None = None, limit: int = 100) -> list[
                               .order_by(col(Post.scheduled_at)).limit(limit)).scalars().all()
     jobs = [job for post_id in due if (job := _claim(post_id, due_before=now, dry_run=dry_run)) is not None]
     return [job.id for job in jobs]
+
+
+def defer_post(post_id: int, *, job_id: str, until: datetime, reason: str) -> None:
+    """A platform cap stopped the publish before it took effect: back to 'scheduled' at ``until``, with the
+    reason shown on the post (only for the job that claimed it)."""
+    with session_scope() as session:
+        session.execute(update(Post)
+                        .where(col(Post.id) == post_id, col(Post.publish_job_id) == job_id,
+                               col(Post.status) == PostStatus.PUBLISHING)
+                        .values(status=PostStatus.SCHEDULED, scheduled_at=_utc(until),
+                                error=f"deferred: {reason}", updated_at=utcnow()))
 
 
 def publish_job_finished(job_id: str, status: str) -> None:

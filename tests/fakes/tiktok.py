@@ -29,9 +29,9 @@ import itertools
 import re
 import secrets
 import threading
-from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -52,9 +52,10 @@ VIDEO_TYPES = ("video/mp4", "video/quicktime", "video/webm")
 # https://developers.tiktok.com/doc/tiktok-api-v2-get-user-info: the scope each user field needs.
 FIELD_SCOPES = {
     "open_id": "user.info.basic", "union_id": "user.info.basic", "avatar_url": "user.info.basic",
-    "avatar_url_100": "user.info.basic", "avatar_large_url": "user.info.basic", "display_name": "user.info.basic",
-    "bio_description": "user.info.profile", "profile_deep_link": "user.info.profile", "is_verified": "user.info.profile",
-    "username": "user.info.profile", "follower_count": "user.info.stats", "following_count": "user.info.stats",
+    "avatar_url_100": "user.info.basic", "avatar_large_url": "user.info.basic",
+    "display_name": "user.info.basic", "bio_description": "user.info.profile",
+    "profile_deep_link": "user.info.profile", "is_verified": "user.info.profile", "username": "user.info.profile",
+    "follower_count": "user.info.stats", "following_count": "user.info.stats",
     "likes_count": "user.info.stats", "video_count": "user.info.stats",
 }
 APP_TYPES = ("desktop", "web")
@@ -154,7 +155,7 @@ class FakeTikTok(FakeServer):
                  redirect_uris: set[str] | None = None, open_id: str = "openid-fake-0001",
                  username: str = "fake.creator", display_name: str = "Fake Creator", audited: bool = False,
                  processing_polls: int = 1, app_type: str = "desktop",
-                 privacy_level_options: tuple[str, ...] = ("SELF_ONLY",), comment_disabled: bool = False,
+                 privacy_level_options: tuple[str, ...] = PRIVACY_LEVELS, comment_disabled: bool = False,
                  duet_disabled: bool = False, stitch_disabled: bool = False,
                  max_video_post_duration_sec: int = 600) -> None:
         super().__init__()
