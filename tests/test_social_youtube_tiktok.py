@@ -264,6 +264,50 @@ def test_youtube_publish_that_lost_track_of_the_offset_continues_where_the_serve
     assert made.data == video
 
 
+def test_the_fake_youtube_refuses_angle_brackets_in_a_description(google: FakeGoogle) -> None:
+    # https://developers.google.com/youtube/v3/docs/videos#snippet.description: no < or >.
+    answer = httpx.post(f"{google.url}/upload/youtube/v3/videos", timeout=10,
+                        params={"uploadType": "resumable", "part": "snippet,status"},
+                        json={"snippet": {"title": "Run", "description": "Love it <3"}, "status": {}},
+                        headers={"Authorization": f"Bearer {google.oauth.grant().access_token}",
+                                 "X-Upload-Content-Type": "video/mp4", "X-Upload-Content-Length": "10"})
+    assert answer.status_code == 400 and answer.json()["error"]["errors"][0]["reason"] == "invalidDescription"
+
+
+def test_youtube_upload_of_an_unaudited_project_is_recorded_as_locked_private(
+        google: FakeGoogle, youtube_client: MakeClient, video: bytes) -> None:
+    # videos.insert: uploads from unverified API projects are restricted to private viewing mode.
+    client = youtube_client()
+    request = publish_request("youtube", video, options={"privacy": "public"})
+    state: dict[str, Any] = {}
+    prepare(client, request, state)
+    published = client.publish(request, state)
+    [made] = google.videos()
+    assert made.status["privacyStatus"] == "private"
+    assert published.notice is not None and "private, not public" in published.notice
+
+    google.audited = True
+    state = {}
+    prepare(client, request, state)
+    assert client.publish(request, state).notice is None
+
+
+def test_youtube_retry_a_week_later_finds_the_finished_upload_instead_of_uploading_again(
+        google: FakeGoogle, youtube_client: MakeClient, video: bytes) -> None:
+    # Resumable sessions last a week, finished ones included: afterwards the session URI answers 404.
+    google.audited = True
+    client = youtube_client()
+    request = publish_request("youtube", video)
+    state: dict[str, Any] = {}
+    prepare(client, request, state)
+    published = client.publish(request, state)
+    google.expire_sessions()
+
+    recovered = client.recover(request, dict(state, video_id=None))
+    assert recovered is not None and recovered.external_id == published.external_id
+    assert len(google.videos()) == 1 and len(google.calls_to("upload_start")) == 1
+
+
 def test_youtube_expired_session_recovers_as_not_published_and_a_new_session_is_started(
         google: FakeGoogle, youtube_client: MakeClient, video: bytes) -> None:
     client = youtube_client()
@@ -349,6 +393,8 @@ def test_youtube_quota_exceeded_is_a_transient_error_not_a_refusal(
     ({"text": "é" * 2501}, "5000 bytes"),
     ({"hashtags": [f"#tag number {i}" for i in range(40)]}, "500 characters"),
     ({"options": {"privacy": "friends"}}, "privacy must be"),
+    ({"text": "Love this run <3"}, "description may not contain < or >"),  # snippet.description's rule
+    ({"text": "Warm-up -> run"}, "description may not contain < or >"),
 ])
 def test_youtube_refuses_what_it_cannot_post_before_any_call(
         google: FakeGoogle, youtube_client: MakeClient, video: bytes, changes: dict[str, Any],
