@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     meta_app_secret: SecretStr = SecretStr("")
     google_client_id: str = ""  # YouTube
     google_client_secret: SecretStr = SecretStr("")
+    # The Google app's OAuth consent screen is in "Testing": its refresh tokens die after 7 days
+    # (https://developers.google.com/identity/protocols/oauth2#expiration); accounts warn ahead of it.
+    google_consent_testing: bool = False
     tiktok_client_key: str = ""
     tiktok_client_secret: SecretStr = SecretStr("")
     # The TikTok app's platform in its developer console: "desktop" registers loopback redirects

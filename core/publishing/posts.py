@@ -24,7 +24,7 @@ from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.jobs.lifecycle import aware, create_job, enqueue_new, get_job, new_job
 from core.library.ids import unique_asset_ids
 from core.models import Asset, Job, JobStatus, Platform, Post, PostStatus, PublishRecord, utcnow
-from core.publishing import social_accounts
+from core.publishing import caps, social_accounts
 from core.publishing.checks import PostPreview, normalize_hashtags, preview_post
 from core.publishing.tiktok_creator import PRIVACY_LABELS
 
@@ -108,9 +108,15 @@ def post_preview(post: Post) -> PostPreview:
                            assets=assets, ai_generated=post.ai_generated, options=post.options)
     if missing:
         preview.errors.insert(0, missing)
-    if not get_settings().publish_dry_run and publishing_account(post) is None:
+    account = publishing_account(post)
+    if not get_settings().publish_dry_run and account is None:
         preview.errors.append(f"no {Platform(post.platform).label} account is connected (Social accounts page), "
                               "and dry-run mode is off")
+    if post.status not in LOCKED:
+        if (over := caps.over_cap(post)) is not None:
+            preview.warnings.append(f"over the daily cap: {over}")
+        if account is not None and (unusable := social_accounts.unusable_at(account, aware(post.scheduled_at))):
+            preview.warnings.append(f"the account will not be able to post then: {unusable}")
     return preview
 
 
@@ -217,11 +223,19 @@ def move_post(post_id: int, scheduled_at: datetime) -> Post:
     return post
 
 
-def schedule_post(post_id: int) -> Post:
-    """Draft (or failed) → scheduled, once every platform check passes; it publishes at its time."""
+def schedule_post(post_id: int, *, defer_over_cap: bool = False) -> Post:
+    """Draft (or failed) → scheduled, once every platform check passes; it publishes at its time.
+
+    A post over its account's daily cap is scheduled with a warning in its preview, or, with
+    ``defer_over_cap`` (content pipelines), moved to the first time the cap has room.
+    """
     post = get_post(post_id)
     if post.status in LOCKED:
         raise Conflict(_locked_message(post))
+    if defer_over_cap and caps.over_cap(post) is not None:
+        later = caps.next_free_slot(post)
+        _logger.info("post %s moved from %s to %s: over its account's daily cap", post_id, post.scheduled_at, later)
+        post = update_post(post_id, scheduled_at=later)
     preview = post_preview(post)
     if not preview.ok:
         raise InvalidInput("cannot schedule: " + "; ".join(preview.errors))
