@@ -25,7 +25,15 @@ from core.infra.http_retry import OutcomeUnknown, RetryPolicy
 from tests.fakes.google import FakeGoogle, google_error_body
 from tests.fakes.server import Fault
 from tests.fakes.tiktok import FakeTikTok, chunk_plan_error, tiktok_error_body
-from workers.social.base import Credentials, MediaFile, PlatformClient, PlatformRejected, PublishRequest, TokenExpired
+from workers.social.base import (
+    Credentials,
+    MediaFile,
+    PlatformClient,
+    PlatformRejected,
+    PublishDeferred,
+    PublishRequest,
+    TokenExpired,
+)
 from workers.social.tiktok import (
     MAX_CHUNK,
     MAX_LAST_CHUNK,
@@ -663,8 +671,16 @@ def test_tiktok_unaudited_app_posting_publicly_is_refused_with_tiktoks_message(
     assert refused.value.status == 403 and tiktok.tasks() == []
 
 
+def test_tiktok_daily_caps_defer_the_post_instead_of_failing_it(
+        tiktok: FakeTikTok, tiktok_client: MakeClient, video: bytes) -> None:
+    tiktok.inject("init", Fault.respond(403, tiktok_error_body(
+        "spam_risk_too_many_posts", "The daily post cap from the API is reached for the current user.")))
+    with pytest.raises(PublishDeferred, match="spam_risk_too_many_posts"):
+        prepare(tiktok_client(), publish_request("tiktok", video), {})
+    assert tiktok.tasks() == []
+
+
 @pytest.mark.parametrize(("status", "code", "message"), [
-    (403, "spam_risk_too_many_posts", "The daily post cap from the API is reached for the current user."),
     (400, "privacy_level_option_mismatch", "privacy_level is not one of the creator's options."),
     (400, "invalid_params", "The request parameters are invalid."),
 ])

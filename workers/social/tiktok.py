@@ -25,16 +25,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
 
 from core.errors import TransientError
+from core.models import utcnow
 from core.publishing.tiktok_creator import CreatorInfo, interaction_flags, post_problems
 from workers.social.base import (
     PlannedCall,
     PlatformClient,
     PlatformRejected,
+    PublishDeferred,
     Published,
     PublishRequest,
     TokenExpired,
@@ -55,6 +58,10 @@ PRIVACY_LEVELS = ("PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CR
 TOKEN_CODES = frozenset({"access_token_invalid", "token_expired"})
 UNKNOWN_PUBLISH_CODES = frozenset({"invalid_publish_id"})
 TOOK_EFFECT = frozenset({"PROCESSING_UPLOAD", "PROCESSING_DOWNLOAD", "SEND_TO_USER_INBOX", "PUBLISH_COMPLETE"})
+# The daily caps (https://developers.tiktok.com/doc/content-posting-api-reference-direct-post): the creator's
+# API posts ("the daily post cap from the API is reached for the current user") and an app's active users.
+CAP_CODES = frozenset({"spam_risk_too_many_posts", "reached_active_user_cap"})
+CAP_RETRY = timedelta(hours=1)
 RETRYABLE_FAIL_REASONS = frozenset({"internal"})  # TikTok's own failure: a new init may well succeed
 
 
@@ -143,6 +150,8 @@ class TikTokClient(PlatformClient):
             raise TokenExpired(f"TikTok refused the access token: {message} ({code})")
         if code == "rate_limit_exceeded":
             raise TikTokRateLimited(f"TikTok rate limit: {message}")
+        if code in CAP_CODES:  # nothing was posted: try again later instead of failing the post
+            raise PublishDeferred(self.platform, f"{message} ({code})", until=utcnow() + CAP_RETRY)
         if status in (404, 410) and response.request.method == "PUT":
             raise UploadLost(f"the TikTok upload URL is unknown or expired: {message}")
         raise TikTokRejected(f"{message} ({code})", code=code, status=status)
