@@ -147,8 +147,15 @@ class Settings(BaseSettings):
     meta_app_secret: SecretStr = SecretStr("")
     google_client_id: str = ""  # YouTube
     google_client_secret: SecretStr = SecretStr("")
+    # The Google app's OAuth consent screen is in "Testing": its refresh tokens die after 7 days
+    # (https://developers.google.com/identity/protocols/oauth2#expiration); accounts warn ahead of it.
+    google_consent_testing: bool = False
     tiktok_client_key: str = ""
     tiktok_client_secret: SecretStr = SecretStr("")
+    # The TikTok app's platform in its developer console: "desktop" registers loopback redirects
+    # (http://127.0.0.1:PORT/…, the default public_url) and expects a hex-encoded PKCE challenge;
+    # "web" needs an https public_url (https://developers.tiktok.com/doc/login-kit-desktop/, …/login-kit-web).
+    tiktok_app_type: Literal["desktop", "web"] = "desktop"
     # Platform endpoints; only tests (local fake servers) and proxies change them.
     facebook_dialog_url: str = "https://www.facebook.com/v21.0/dialog/oauth"
     graph_api_url: str = "https://graph.facebook.com/v21.0"

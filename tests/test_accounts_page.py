@@ -155,3 +155,21 @@ def test_dry_run_mode_is_shown(studio, monkeypatch):
     monkeypatch.setenv("STUDIO_PUBLISH_DRY_RUN", "true")
     reload_settings()
     assert any("Dry-run mode is on" in i.value for i in open_page(PAGE).info)
+
+
+def test_each_account_shows_its_token_health_and_cap_and_an_expiring_one_offers_reconnect(studio):
+    expiring = social_accounts.connect_manually(platform="tiktok", external_id="open-1", name="Mia",
+                                                access_token="act.long-enough-token", expires_in_s=2 * 86_400)
+    lasting = social_accounts.connect_manually(platform="youtube", external_id="UC1", name="Chan",
+                                               access_token="ya29.long-enough-token")
+    at = open_page(PAGE)
+    captions = [_plain(c.value) for c in at.caption]
+    assert any("Token valid until" in c and "last refresh" in c and "0 of 15 posts in the last 24 h" in c
+               for c in captions), captions
+    assert any("Token valid until no expiry" in c and "0 of 6 posts" in c for c in captions)
+    assert any("stops working in 1 day(s) unless reconnected" in _plain(w.value) for w in at.warning)
+    reconnect = [b for b in at.button if b.key.startswith("accounts.reconnect.")]
+    assert [b.key for b in reconnect] == [f"accounts.reconnect.{expiring.id}"], "only the account that needs it"
+    assert lasting.id != expiring.id
+    click(at, f"accounts.reconnect.{expiring.id}")  # TikTok is not configured here: it says what to set
+    assert any("STUDIO_TIKTOK_CLIENT_KEY" in _plain(e.value) for e in at.error)

@@ -340,3 +340,33 @@ def test_the_calendar_shows_a_dry_run_banner_only_while_publishing_is_a_dry_run(
     assert len(banners) == (1 if dry_run else 0)
     if dry_run:
         assert "without a connected account" in banners[0] and "STUDIO_PUBLISH_DRY_RUN=false" in banners[0]
+
+
+def test_the_editor_flags_a_post_over_the_daily_cap_and_after_its_accounts_token_ends(studio):
+    social_accounts.connect_manually(platform="youtube", external_id="UC1", name="Chan",
+                                     access_token="ya29.long-enough-token", expires_in_s=86_400)  # no refresh
+    for hours in range(6):  # YouTube: six uploads a day
+        _set_status(_post(platform="youtube", title="Earlier", scheduled_at=SOON - timedelta(hours=hours)),
+                    PostStatus.SCHEDULED)
+    post = _post(platform="youtube", title="One more", scheduled_at=SOON + timedelta(hours=1))
+    at = _open_editor(post)
+    warnings = _plain(at.warning)
+    assert any("over the daily cap" in w and "6 API posts" in w for w in warnings), warnings
+    assert any("will not be able to post then" in w and "before this post" in w for w in warnings)
+    assert any("token expiring" in w for w in warnings), "the accounts summary on the calendar"
+
+
+def test_a_tiktok_post_gets_its_privacy_picked_with_no_default_and_its_disclosures(studio):
+    post = _post(platform="tiktok", caption="Trail day")
+    at = _open_editor(post)
+    privacy = at.selectbox(key=field(at, post, "tt_privacy"))
+    assert privacy.value is None, "TikTok's rules: no default privacy"
+    assert any("choose who can see this post" in e for e in _plain(at.error))
+    privacy.set_value("FOLLOWER_OF_CREATOR")
+    at.checkbox(key=field(at, post, "tt_duet")).uncheck()
+    at.checkbox(key=field(at, post, "tt_brand_organic")).check()
+    click(at, f"calendar.edit.{post.id}.save")
+    options = posts.get_post(post.id).options
+    assert options["privacy_level"] == "FOLLOWER_OF_CREATOR"
+    assert (options["disable_comment"], options["disable_duet"], options["brand_organic_toggle"]) == (False, True, True)
+    assert not any("choose who can see" in e for e in _plain(at.error))

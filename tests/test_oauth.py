@@ -8,6 +8,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -23,7 +24,7 @@ from core.errors import InvalidInput
 from core.infra.crypto import decrypt_token, encrypt_token
 from core.models import OAuthState, SocialAccount, utcnow
 from core.publishing import social_accounts
-from core.publishing.oauth import OAuthError, start_authorization
+from core.publishing.oauth import OAuthError, complete_authorization, start_authorization
 from tests.fakes.google import FakeGoogle
 from tests.fakes.meta import FakeMeta
 from tests.fakes.server import FakeServer, Fault
@@ -58,9 +59,11 @@ def fake_provider(studio, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[
     monkeypatch.setenv("STUDIO_PUBLIC_URL", PUBLIC_URL)
     monkeypatch.setenv("STUDIO_PUBLISH_HTTP_TIMEOUT_S", "10")
 
-    def start(provider: str, *, redirect_uris: set[str] | None = None) -> FakeServer:
+    def start(provider: str, *, redirect_uris: set[str] | None = None, **options: Any) -> FakeServer:
         kind = {"meta": FakeMeta, "google": FakeGoogle, "tiktok": FakeTikTok}[provider]
-        fake = kind(redirect_uris=redirect_uris or {callback_uri(provider)}).start()
+        if provider == "tiktok":  # PUBLIC_URL is https: only a TikTok Web app may redirect there
+            options.setdefault("app_type", "web")
+        fake = kind(redirect_uris=redirect_uris or {callback_uri(provider)}, **options).start()
         started.append(fake)
         for name, value in _settings_for(provider, fake).items():
             monkeypatch.setenv(f"STUDIO_{name.upper()}", str(value))
@@ -248,6 +251,79 @@ def test_connecting_google_stores_the_youtube_channel_with_a_refresh_token_and_e
     assert google.oauth.check_bearer(social_accounts.credentials(channel.id).access_token) == "ok"
 
 
+def test_tiktok_user_info_refuses_username_without_the_profile_scope(fake_provider):
+    # https://developers.tiktok.com/bulletin/user-info-scope-migration: username needs user.info.profile.
+    tiktok = fake_provider("tiktok")
+    assert isinstance(tiktok, FakeTikTok)
+    basic_only = tiktok.oauth.grant(scope="user.info.basic,video.publish,video.upload").access_token
+    answer = httpx.get(f"{tiktok.url}/v2/user/info/", params={"fields": "open_id,display_name,username"},
+                       headers={"Authorization": f"Bearer {basic_only}"}, timeout=10)
+    assert answer.status_code == 401 and answer.json()["error"]["code"] == "scope_not_authorized"
+    answer = httpx.get(f"{tiktok.url}/v2/user/info/", params={"fields": "open_id,display_name"},
+                       headers={"Authorization": f"Bearer {basic_only}"}, timeout=10)
+    assert answer.status_code == 200
+
+
+def test_tiktok_consent_asks_for_the_profile_scope_the_username_needs(fake_provider):
+    fake_provider("tiktok")
+    scopes = _query(start_authorization("tiktok"))["scope"].split(",")
+    assert {"user.info.basic", "user.info.profile", "video.publish", "video.upload"} <= set(scopes)
+
+
+LOOPBACK = "http://127.0.0.1:8501"
+
+
+def test_a_tiktok_desktop_app_connects_from_a_loopback_url_with_a_hex_pkce_challenge(fake_provider, monkeypatch):
+    # https://developers.tiktok.com/doc/login-kit-desktop/: loopback redirect with a port, hex SHA-256 challenge.
+    callback = f"{LOOPBACK}/api/oauth/callback/tiktok"
+    tiktok = fake_provider("tiktok", redirect_uris={callback}, app_type="desktop")
+    monkeypatch.setenv("STUDIO_PUBLIC_URL", LOOPBACK)
+    reload_settings()
+    url = start_authorization("tiktok")
+    challenge = _query(url)["code_challenge"]
+    assert len(challenge) == 64 and set(challenge) <= set("0123456789abcdef")
+    answer = consent(url)
+    assert answer.status_code == 302, answer.text
+    back = _query(answer.headers["location"])
+    [account] = complete_authorization("tiktok", code=back["code"], state=back["state"])
+    assert account.external_id == "openid-fake-0001" and account.meta["username"] == "fake.creator"
+    [exchange] = tiktok.calls_to("token")
+    assert exchange.form()["code_verifier"]
+
+
+def test_the_tiktok_desktop_fake_refuses_a_base64url_challenge(fake_provider, monkeypatch):
+    callback = f"{LOOPBACK}/api/oauth/callback/tiktok"
+    tiktok = fake_provider("tiktok", redirect_uris={callback}, app_type="desktop")
+    verifier = "v" * 64
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    answer = httpx.get(f"{tiktok.url}/v2/auth/authorize/", follow_redirects=False, timeout=10, params={
+        "client_key": tiktok.oauth.client_id, "redirect_uri": callback, "response_type": "code", "state": "s",
+        "code_challenge": challenge, "code_challenge_method": "S256", "scope": "user.info.basic"})
+    code = _query(answer.headers["location"])["code"]
+    refused = httpx.post(f"{tiktok.url}/v2/oauth/token/", timeout=10, data={
+        "client_key": tiktok.oauth.client_id, "client_secret": tiktok.oauth.client_secret, "code": code,
+        "grant_type": "authorization_code", "redirect_uri": callback, "code_verifier": verifier})
+    assert refused.json()["error_description"] == "Code verifier or code challenge is invalid."
+
+
+@pytest.mark.parametrize(("app_type", "public_url", "refusal"), [
+    ("web", LOOPBACK, "accepts only https redirect URIs"),  # https://developers.tiktok.com/doc/login-kit-web
+    ("desktop", PUBLIC_URL, "Desktop app accepts only"),  # …/login-kit-desktop/
+])
+def test_a_redirect_tiktok_would_refuse_for_the_app_type_is_refused_before_consent(
+        fake_provider, monkeypatch, app_type, public_url, refusal):
+    tiktok = fake_provider("tiktok", app_type=app_type)
+    monkeypatch.setenv("STUDIO_PUBLIC_URL", public_url)
+    reload_settings()
+    with pytest.raises(InvalidInput, match=refusal):
+        start_authorization("tiktok")
+    assert isinstance(tiktok, FakeTikTok)
+    answer = httpx.get(f"{tiktok.url}/v2/auth/authorize/", follow_redirects=False, timeout=10, params={
+        "client_key": tiktok.oauth.client_id, "redirect_uri": f"{public_url}/api/oauth/callback/tiktok",
+        "response_type": "code", "state": "s", "code_challenge": "c" * 43, "code_challenge_method": "S256"})
+    assert answer.status_code == 400  # the fake refuses it the same way
+
+
 def test_connecting_tiktok_stores_the_account_with_its_open_id_and_username(fake_provider, client):
     tiktok = fake_provider("tiktok")
     params = redirect_params(connect(client, "tiktok"))
@@ -415,7 +491,8 @@ def test_pkce_is_checked_a_tampered_verifier_gets_the_exchange_refused(fake_prov
     params = redirect_params(back_to_studio(client, location))
     assert "connected" not in params
     assert "refused the token request" in params["oauth_error"]
-    assert "code_verifier does not match" in params["oauth_error"]
+    assert ("code_verifier does not match" in params["oauth_error"]
+            or "Code verifier or code challenge is invalid" in params["oauth_error"])  # TikTok's wording
     [exchange] = fake.calls_to(TOKEN_ROUTE[provider])
     assert exchange.form()["code_verifier"] == "x" * 64
     assert account_count() == 0

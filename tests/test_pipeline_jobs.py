@@ -128,7 +128,8 @@ def test_a_content_pipeline_plans_produces_and_schedules(tiny_studio, receiver, 
     monday = today + timedelta(days=7 - today.weekday())
     pipeline, _ = pipelines.create_pipeline("content", {
         "theme": "morning runs", "platforms": ["instagram", "tiktok"], "start": monday.isoformat(),
-        "end": (monday + timedelta(days=6)).isoformat(), "postsPerWeek": 1, "dryRun": True})
+        "end": (monday + timedelta(days=6)).isoformat(), "postsPerWeek": 1, "dryRun": True,
+        "tiktokPrivacyLevel": "SELF_ONLY"})  # TikTok has no default privacy: the caller picks
     finished = _settled(pipeline.id, timeout=300)
     assert finished.status == "succeeded", (finished.error, finished.error_stage, finished.warnings)
     post_ids = finished.results["scheduling"]["scheduledPostIds"]

@@ -83,15 +83,38 @@ def test_platform_limits_are_errors_that_name_the_platform(studio):
     assert any("does not take a image" in e for e in youtube.errors)
 
 
-def test_a_wide_image_is_a_warning_for_instagram_and_a_measured_video_failure_is_an_error(studio):
+def test_an_image_outside_instagrams_feed_ratios_and_a_measured_video_failure_are_errors(studio):
+    # Instagram's API refuses feed images outside 4:5–1.91:1 (error 36003 / 2207009), so it cannot be scheduled.
     wide = preview_post(platform="instagram", caption="hi", hashtags=[], assets=[_image(1920, 800)])
-    assert wide.ok and any("crops" in w for w in wide.warnings)
+    assert not wide.ok and any("4:5 to 1.91:1" in e for e in wide.errors)
+    tall = preview_post(platform="instagram", caption="hi", hashtags=[], assets=[_image(1080, 1920)])
+    assert not tall.ok
+    for width, height in ((1080, 1350), (1080, 1080), (1910, 1000)):  # the edges are allowed
+        assert preview_post(platform="instagram", caption="hi", hashtags=[], assets=[_image(width, height)]).ok
     failing = _video({"youtube_shorts": ["YouTube Shorts: 16:9 is not a Shorts aspect"]})
     preview = preview_post(platform="youtube", caption="hi", hashtags=[], title="A title", assets=[failing])
     assert "YouTube Shorts: 16:9 is not a Shorts aspect" in preview.errors
     unmeasured_wide = preview_post(platform="tiktok", caption="hi", hashtags=[],
-                                   assets=[_video(width=1920, height=1080)])
+                                   assets=[_video(width=1920, height=1080)], options={"privacy_level": "SELF_ONLY"})
     assert not unmeasured_wide.ok
+
+
+def test_a_youtube_description_with_angle_brackets_cannot_be_scheduled(studio):
+    # snippet.description: "all valid UTF-8 characters except < and >" (invalidDescription otherwise).
+    video = _video({"youtube_shorts": []})
+    hearts = preview_post(platform="youtube", caption="Love this run <3", hashtags=[], title="Run", assets=[video])
+    assert not hearts.ok and any("'<' or '>'" in e for e in hearts.errors)
+    arrow = preview_post(platform="youtube", caption="Warm-up -> run", hashtags=[], title="Run", assets=[video])
+    assert not arrow.ok
+    assert preview_post(platform="youtube", caption="Love this run", hashtags=[], title="Run", assets=[video]).ok
+
+
+def test_a_tiktok_post_needs_its_privacy_chosen_there_is_no_default(studio):
+    video = _video({"tiktok": []})
+    unchosen = preview_post(platform="tiktok", caption="hi", hashtags=[], assets=[video])
+    assert not unchosen.ok and any("choose who can see" in e for e in unchosen.errors)
+    assert preview_post(platform="tiktok", caption="hi", hashtags=[], assets=[video],
+                        options={"privacy_level": "FOLLOWER_OF_CREATOR"}).ok
 
 
 # --- editing and moving ----------------------------------------------------------------------------------------

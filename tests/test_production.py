@@ -63,7 +63,8 @@ def test_a_tiktok_slot_gets_a_vertical_video_read_from_its_caption(promoted, wor
     assert video_job.payload["script"] == "Three stretches after every run." and video_job.payload["aspect"] == "9:16"
     [video] = posts.post_assets(ready)
     assert video.kind == AssetKind.VIDEO and (video.width, video.height) == (1080, 1920)
-    assert posts.post_preview(ready).errors == [
+    assert posts.post_preview(ready).errors == [  # the video passes; what is left is the user's to do
+        "TikTok: choose who can see this post (TikTok does not allow a default)",
         "no TikTok account is connected (Social accounts page), and dry-run mode is off"]
 
 

@@ -23,7 +23,7 @@ from core.publishing import posts, social_accounts
 from tests.conftest import wait_until
 from tests.factories import image_bytes
 from tests.fakes.google import FakeGoogle
-from tests.fakes.meta import FakeMeta
+from tests.fakes.meta import FakeMeta, IgMedia
 from tests.fakes.server import Fault
 from tests.fakes.tiktok import FakeTikTok
 
@@ -42,7 +42,7 @@ class Platforms:
 
 @pytest.fixture
 def platforms(studio, monkeypatch) -> Iterator[Platforms]:
-    meta, google, tiktok = FakeMeta(container_polls=1), FakeGoogle(), FakeTikTok()
+    meta, google, tiktok = FakeMeta(container_polls=1), FakeGoogle(audited=True), FakeTikTok()
     with meta.running(), google.running(), tiktok.running():
         env = {
             "STUDIO_GRAPH_API_URL": f"{meta.url}/v21.0", "STUDIO_FACEBOOK_UPLOAD_URL": f"{meta.url}/video-upload/v21.0",
@@ -80,6 +80,8 @@ def _image_post(platform: str = "instagram", **fields):
 
 
 def _video_post(platform: str, **fields):
+    if platform == "tiktok":  # TikTok has no default privacy: the user picks one
+        fields.setdefault("options", {"privacy_level": "SELF_ONLY"})
     key = f"test/post-video-{datetime.now().timestamp()}.mp4"
     get_object_store().put_bytes(key, VIDEO_BYTES, "video/mp4")
     video = record_asset(key=key, kind=AssetKind.VIDEO, source=AssetSource.VIDEO, content_type="video/mp4",
@@ -146,6 +148,32 @@ def test_a_tiktok_video_carries_the_ai_generated_flag(platforms, workers):
     [tiktok_post] = platforms.tiktok.posts()
     assert tiktok_post.is_aigc is True and tiktok_post.data == VIDEO_BYTES
     assert "AI-generated" not in tiktok_post.title  # TikTok has a flag; no disclosure text needed
+
+
+def test_a_youtube_upload_locked_private_by_an_unaudited_project_is_recorded_so(platforms, workers):
+    platforms.google.audited = False  # videos.insert from an unverified project: private viewing mode only
+    post = _video_post("youtube", options={"privacy": "public"})
+    published, _ = _publish(post.id, workers)
+    assert published.status == PostStatus.PUBLISHED
+    assert published.error and "YouTube made the video private, not public" in published.error
+
+
+def test_an_instagram_post_over_the_daily_cap_is_deferred_not_failed(platforms, workers):
+    meta = platforms.meta
+    meta.publishing_quota = 1  # content_publishing_limit: the one post of the day is already made
+    earlier = IgMedia("17900000000000999", meta.page.ig_user_id or "", "c0", "IMAGE", "earlier", "https://x/y.jpg")
+    meta.media[earlier.id] = earlier
+    post = _image_post()
+    workers.worker("cpu")
+    [job_id] = posts.publish_due_posts()
+    deferred = wait_until(lambda: (p := posts.get_post(post.id)).status == PostStatus.SCHEDULED and p, 60,
+                          what="the post to be deferred")
+    assert deferred.error and deferred.error.startswith("deferred: instagram: the account has used its 1")
+    assert deferred.scheduled_at.replace(tzinfo=UTC) > datetime.now(UTC) + timedelta(minutes=50)
+    # The post is deferred inside the job, a moment before the job is recorded as succeeded.
+    wait_until(lambda: get_job(job_id).status == "succeeded", 30, what="the deferring job to succeed")
+    assert platforms.meta.calls_to("media") == []
+    assert posts.publish_due_posts() == []  # not due again before the cap frees up
 
 
 # --- never twice -------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,11 +12,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from PIL import Image
 
 from core.config import Settings
 from core.errors import PermanentJobError, TransientError
 from core.infra.http_retry import OutcomeUnknown, RetryPolicy
-from tests.fakes.meta import FakeMeta, graph_fault
+from core.models import utcnow
+from tests.fakes.meta import FakeMeta, PagePost, graph_fault
 from tests.fakes.server import Fault
 from workers.social import client_class
 from workers.social.base import (
@@ -23,6 +26,7 @@ from workers.social.base import (
     MediaFile,
     PlatformClient,
     PlatformRejected,
+    PublishDeferred,
     Published,
     PublishRequest,
     TokenExpired,
@@ -33,7 +37,13 @@ from workers.social.meta_common import GraphRateLimited, MediaNotReady
 
 pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): token expiry and refresh
 
-JPEG = b"\xff\xd8\xff\xe0" + b"jpeg-bytes" * 10
+def _jpeg(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 120, 40)).save(out, "JPEG")
+    return out.getvalue()
+
+
+JPEG = _jpeg(40, 50)  # 4:5, the tallest feed image Instagram takes (the fake measures fetched images)
 MP4 = b"\x00\x00\x00\x18ftypmp42" + b"video-bytes" * 10
 
 
@@ -77,7 +87,8 @@ def media_file(kind: str = "image", url: str | None = None, content_type: str | 
         asset_id=7, kind=kind, content_type=content_type or ("image/jpeg" if kind == "image" else "video/mp4"),
         size=len(data), url=url or f"https://cdn.example.test/assets/7.{'jpg' if kind == 'image' else 'mp4'}"
         "?X-Amz-Signature=abc123",
-        read=lambda offset, length: data[offset:offset + length], width=1080, height=1920,
+        read=lambda offset, length: data[offset:offset + length], width=1080,
+        height=1350 if kind == "image" else 1920,
         duration_s=None if kind == "image" else 12.0,
     )
 
@@ -120,13 +131,16 @@ def test_instagram_image_is_published_once_after_its_container_finishes(meta: Fa
 
     container_id = saved.copies[0]["container_id"]
     assert meta.calls_to("media")[0].form() | {"access_token": "-"} == {
-        "image_url": request.media[0].url, "caption": request.text, "access_token": "-"}
+        "image_url": request.media[0].url, "caption": request.text, "access_token": "-",
+        "is_ai_generated": "true"}  # Instagram's AI info label (changelog, June 22, 2026)
+    # The quota is read before the container (content_publishing_limit), as Meta asks.
+    assert [c.route for c in meta.calls][:2] == ["publishing_limit", "media"]
     polls = [c for c in meta.calls_to("node") if c.path.endswith(container_id)]
     assert len(polls) == 2  # IN_PROGRESS once, then FINISHED
     assert meta.calls_to("media_publish")[0].form()["creation_id"] == container_id
     [media] = meta.published_media()
     assert published == Published(media.id, media.permalink)
-    assert media.caption == request.text
+    assert media.caption == request.text and media.is_ai_generated
     assert meta.media_urls == [request.media[0].url]
 
 
@@ -498,11 +512,12 @@ def test_the_instagram_plan_lists_the_calls_a_publish_makes(meta: FakeMeta, http
     plan = client.plan(post("instagram", media_file("video")))
 
     assert [(c.method, c.url.removeprefix(meta.url + "/v21.0")) for c in plan] == [
+        ("GET", f"/{meta.page.ig_user_id}/content_publishing_limit"),
         ("POST", f"/{meta.page.ig_user_id}/media"), ("GET", "/{container-id}"),
         ("POST", f"/{meta.page.ig_user_id}/media_publish"), ("GET", "/{media-id}"),
     ]
-    assert plan[0].fields["media_type"] == "REELS"
-    assert plan[0].fields["video_url"] == "https://cdn.example.test/assets/7.mp4?…"
+    assert plan[1].fields["media_type"] == "REELS" and plan[1].fields["is_ai_generated"] == "true"
+    assert plan[1].fields["video_url"] == "https://cdn.example.test/assets/7.mp4?…"
     assert meta.calls == []
 
 
@@ -562,3 +577,73 @@ def test_facebook_login_refuses_a_wrong_verifier_and_an_unregistered_redirect(me
         "redirect_uri": "http://127.0.0.1:8501/oauth/callback", "code": code, "code_verifier": "wrong"})
     assert refused.status_code == 400
     assert "code_verifier" in refused.json()["error"]["message"]
+
+
+# --- the documented rules the fake enforces (issue #29) --------------------------------------------------------
+
+# https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/error-codes/
+@pytest.mark.parametrize(("code", "subcode"), [(-1, 2207001), (-2, 2207003), (-1, 2207032), (-1, 2207053)])
+def test_instagram_try_again_codes_are_transient_not_refusals(meta: FakeMeta, http: httpx.Client, code: int,
+                                                              subcode: int) -> None:
+    client = make_client(InstagramClient, meta, http)
+    meta.inject("media", graph_fault(code, "Instagram server error. Try again.", subcode=subcode))
+    with pytest.raises(TransientError) as raised:
+        client.prepare(post("instagram", media_file("image")), {}, Saved())
+    assert not isinstance(raised.value, PlatformRejected)
+    published, _ = prepare_and_publish(client, post("instagram", media_file("image")))  # the retry goes through
+    assert [m.id for m in meta.published_media()] == [published.external_id]
+
+
+def test_a_spent_instagram_quota_defers_before_any_container(meta: FakeMeta, http: httpx.Client) -> None:
+    meta.publishing_quota = 1
+    client = make_client(InstagramClient, meta, http)
+    prepare_and_publish(client, post("instagram", media_file("image")))
+    with pytest.raises(PublishDeferred, match="used its 1 API posts") as deferred:
+        client.prepare(post("instagram", media_file("image"), text="second"), {}, Saved())
+    assert deferred.value.until > utcnow()
+    assert len(meta.calls_to("media")) == 1  # no second container
+
+
+def test_instagram_daily_cap_code_9_defers_the_post_instead_of_failing_it(meta: FakeMeta, http: httpx.Client) -> None:
+    meta.publishing_quota = 1
+    client = make_client(InstagramClient, meta, http)
+    first, second = post("instagram", media_file("image")), post("instagram", media_file("image"), text="second")
+    state: dict[str, Any] = {}
+    client.prepare(second, state, Saved())  # quota read while nothing was posted yet
+    prepare_and_publish(client, first)
+    with pytest.raises(PublishDeferred, match="2207042"):  # the fake refuses the publish beyond the cap
+        client.publish(second, state)
+    assert len(meta.published_media()) == 1
+
+
+def test_the_fake_instagram_refuses_fetched_feed_images_outside_4_5_to_1_91(http: httpx.Client) -> None:
+    with FakeMeta(fetch_media=True, container_polls=0).running() as meta:
+        url = meta.serve_file("tall.jpg", _jpeg(90, 160), "image/jpeg")
+        answer = httpx.post(f"{meta.url}/v21.0/{meta.page.ig_user_id}/media", timeout=5,
+                            data={"image_url": url, "caption": "c", "access_token": meta.page_token()})
+        assert answer.status_code == 400
+        assert (answer.json()["error"]["code"], answer.json()["error"]["error_subcode"]) == (36003, 2207009)
+        tall = MediaFile(asset_id=7, kind="image", content_type="image/jpeg", size=1, url=url,
+                         read=lambda offset, length: b"", width=1080, height=1920)
+        with pytest.raises(PlatformRejected, match=r"4:5 to 1\.91:1"):  # the client refuses it before any call
+            make_client(InstagramClient, meta, http).validate(post("instagram", tall))
+
+
+def test_lost_facebook_feed_answer_is_found_beyond_the_first_25_posts(meta: FakeMeta) -> None:
+    with httpx.Client(timeout=0.3) as http:
+        client = make_client(FacebookClient, meta, http)
+        request = post("facebook", media_file("image"))
+        state: dict[str, Any] = {}
+        client.prepare(request, state, Saved())
+        meta.inject("feed", Fault.lose_response(0.8))
+        with pytest.raises(OutcomeUnknown):
+            client.publish(request, state)
+    [ours] = meta.feed()
+    later = time.time() + 60
+    for number in range(130):  # a busy Page: 130 newer posts, more than one page of the biggest size
+        newer = PagePost(f"{meta.page.id}_9{number:05d}", meta.page.id, f"other {number}", [], later + number)
+        meta.posts[newer.id] = newer
+    with httpx.Client(timeout=5) as http:
+        recovered = make_client(FacebookClient, meta, http).recover(request, state)
+    assert recovered == Published(ours.id, ours.permalink_url)
+    assert len(meta.calls_to("feed_list")) == 2  # 100, then the page holding ours

@@ -25,7 +25,15 @@ from core.infra.http_retry import OutcomeUnknown, RetryPolicy
 from tests.fakes.google import FakeGoogle, google_error_body
 from tests.fakes.server import Fault
 from tests.fakes.tiktok import FakeTikTok, chunk_plan_error, tiktok_error_body
-from workers.social.base import Credentials, MediaFile, PlatformClient, PlatformRejected, PublishRequest, TokenExpired
+from workers.social.base import (
+    Credentials,
+    MediaFile,
+    PlatformClient,
+    PlatformRejected,
+    PublishDeferred,
+    PublishRequest,
+    TokenExpired,
+)
 from workers.social.tiktok import (
     MAX_CHUNK,
     MAX_LAST_CHUNK,
@@ -61,7 +69,9 @@ def media_of(data: bytes, *, kind: str = "video", content_type: str = "video/mp4
 def publish_request(platform: str, data: bytes, **changes: Any) -> PublishRequest:
     fields: dict[str, Any] = {
         "post_id": 7, "platform": platform, "text": "Morning run by the sea #run #ai", "title": "Morning run",
-        "hashtags": ["#run", "#ai"], "media": [media_of(data)], "ai_generated": True, "options": {},
+        "hashtags": ["#run", "#ai"], "media": [media_of(data)], "ai_generated": True,
+        # TikTok has no default privacy: the user picks one (here the one an unaudited app may post).
+        "options": {"privacy_level": "SELF_ONLY"} if platform == "tiktok" else {},
     }
     return PublishRequest(**(fields | changes))
 
@@ -143,9 +153,11 @@ def assert_no_token(token: str, *things: Any) -> None:
         assert token not in repr(thing)
 
 
-def pkce_pair() -> tuple[str, str]:
+def pkce_pair(*, hex_challenge: bool = False) -> tuple[str, str]:
+    """RFC 7636 S256 (base64url), or TikTok Desktop's hex-encoded variant."""
     verifier = secrets.token_urlsafe(48)
-    return verifier, base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return verifier, digest.hex() if hex_challenge else base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def code_from(redirect: httpx.Response, state: str) -> str:
@@ -260,6 +272,50 @@ def test_youtube_publish_that_lost_track_of_the_offset_continues_where_the_serve
     assert made.data == video
 
 
+def test_the_fake_youtube_refuses_angle_brackets_in_a_description(google: FakeGoogle) -> None:
+    # https://developers.google.com/youtube/v3/docs/videos#snippet.description: no < or >.
+    answer = httpx.post(f"{google.url}/upload/youtube/v3/videos", timeout=10,
+                        params={"uploadType": "resumable", "part": "snippet,status"},
+                        json={"snippet": {"title": "Run", "description": "Love it <3"}, "status": {}},
+                        headers={"Authorization": f"Bearer {google.oauth.grant().access_token}",
+                                 "X-Upload-Content-Type": "video/mp4", "X-Upload-Content-Length": "10"})
+    assert answer.status_code == 400 and answer.json()["error"]["errors"][0]["reason"] == "invalidDescription"
+
+
+def test_youtube_upload_of_an_unaudited_project_is_recorded_as_locked_private(
+        google: FakeGoogle, youtube_client: MakeClient, video: bytes) -> None:
+    # videos.insert: uploads from unverified API projects are restricted to private viewing mode.
+    client = youtube_client()
+    request = publish_request("youtube", video, options={"privacy": "public"})
+    state: dict[str, Any] = {}
+    prepare(client, request, state)
+    published = client.publish(request, state)
+    [made] = google.videos()
+    assert made.status["privacyStatus"] == "private"
+    assert published.notice is not None and "private, not public" in published.notice
+
+    google.audited = True
+    state = {}
+    prepare(client, request, state)
+    assert client.publish(request, state).notice is None
+
+
+def test_youtube_retry_a_week_later_finds_the_finished_upload_instead_of_uploading_again(
+        google: FakeGoogle, youtube_client: MakeClient, video: bytes) -> None:
+    # Resumable sessions last a week, finished ones included: afterwards the session URI answers 404.
+    google.audited = True
+    client = youtube_client()
+    request = publish_request("youtube", video)
+    state: dict[str, Any] = {}
+    prepare(client, request, state)
+    published = client.publish(request, state)
+    google.expire_sessions()
+
+    recovered = client.recover(request, dict(state, video_id=None))
+    assert recovered is not None and recovered.external_id == published.external_id
+    assert len(google.videos()) == 1 and len(google.calls_to("upload_start")) == 1
+
+
 def test_youtube_expired_session_recovers_as_not_published_and_a_new_session_is_started(
         google: FakeGoogle, youtube_client: MakeClient, video: bytes) -> None:
     client = youtube_client()
@@ -345,6 +401,8 @@ def test_youtube_quota_exceeded_is_a_transient_error_not_a_refusal(
     ({"text": "é" * 2501}, "5000 bytes"),
     ({"hashtags": [f"#tag number {i}" for i in range(40)]}, "500 characters"),
     ({"options": {"privacy": "friends"}}, "privacy must be"),
+    ({"text": "Love this run <3"}, "description may not contain < or >"),  # snippet.description's rule
+    ({"text": "Warm-up -> run"}, "description may not contain < or >"),
 ])
 def test_youtube_refuses_what_it_cannot_post_before_any_call(
         google: FakeGoogle, youtube_client: MakeClient, video: bytes, changes: dict[str, Any],
@@ -381,6 +439,7 @@ def test_tiktok_direct_post_follows_the_chunk_rules_and_makes_one_private_post_w
     init = tiktok.calls_to("init")[0].json()
     assert init["post_info"] == {"title": request.text, "privacy_level": "SELF_ONLY", "disable_comment": False,
                                  "disable_duet": False, "disable_stitch": False, "is_aigc": True}
+    assert [c.route for c in tiktok.calls][:2] == ["creator_info", "init"]  # creator info first, every post
     source = init["source_info"]
     assert source == {"source": "FILE_UPLOAD", "video_size": len(video), "chunk_size": 5 * MIB,
                       "total_chunk_count": 3}
@@ -528,10 +587,11 @@ def test_tiktok_post_still_processing_at_the_timeout_is_found_by_recover(
 
 def test_tiktok_expired_token_raises_token_expired_and_the_refresh_grant_gives_a_working_token(
         tiktok: FakeTikTok, tiktok_client: MakeClient, video: bytes) -> None:
-    verifier, challenge = pkce_pair()
+    verifier, challenge = pkce_pair(hex_challenge=True)  # the fake is a Desktop app
     with httpx.Client(base_url=tiktok.url, timeout=10) as http:
         redirect = http.get("/v2/auth/authorize/", params={
-            "client_key": tiktok.oauth.client_id, "scope": "user.info.basic,video.publish", "response_type": "code",
+            "client_key": tiktok.oauth.client_id, "scope": "user.info.basic,user.info.profile,video.publish",
+            "response_type": "code",
             "redirect_uri": REDIRECT_URI, "state": "s2", "code_challenge": challenge,
             "code_challenge_method": "S256"})
         tokens = http.post("/v2/oauth/token/", data={
@@ -559,6 +619,50 @@ def test_tiktok_expired_token_raises_token_expired_and_the_refresh_grant_gives_a
     assert len(tiktok.posts()) == 1
 
 
+def test_tiktok_privacy_outside_the_creators_options_is_refused_before_any_init(
+        tiktok: FakeTikTok, tiktok_client: MakeClient, video: bytes) -> None:
+    # https://developers.tiktok.com/doc/content-posting-api-reference-query-creator-info/: a private
+    # account offers fewer privacy levels; init answers privacy_level_option_mismatch for the others.
+    tiktok.audited = True
+    tiktok.creator["privacy_level_options"] = ["FOLLOWER_OF_CREATOR", "SELF_ONLY"]
+    request = publish_request("tiktok", video, options={"privacy_level": "PUBLIC_TO_EVERYONE"})
+    with pytest.raises(PlatformRejected, match=r"cannot post to 'Everyone'.*Followers, Only me"):
+        prepare(tiktok_client(), request, {})
+    assert tiktok.calls_to("init") == [] and len(tiktok.calls_to("creator_info")) == 1
+
+
+def test_the_fake_tiktok_refuses_what_init_refuses_after_creator_info(tiktok: FakeTikTok, video: bytes) -> None:
+    # The stricter fake: privacy outside the creator's options, and private branded content, are refused.
+    tiktok.creator["privacy_level_options"] = ["SELF_ONLY"]
+    token = tiktok.oauth.grant().access_token
+    source = {"source": "FILE_UPLOAD", "video_size": 1000, "chunk_size": 1000, "total_chunk_count": 1}
+
+    def init(post_info: dict[str, Any]) -> httpx.Response:
+        return httpx.post(f"{tiktok.url}/v2/post/publish/video/init/", timeout=10,
+                          json={"post_info": {"title": "t", **post_info}, "source_info": source},
+                          headers={"Authorization": f"Bearer {token}"})
+
+    assert init({"privacy_level": "FOLLOWER_OF_CREATOR"}).json()["error"]["code"] == "privacy_level_option_mismatch"
+    branded = init({"privacy_level": "SELF_ONLY", "brand_content_toggle": True})
+    assert branded.status_code == 400 and "branded content" in branded.json()["error"]["message"]
+    assert init({"privacy_level": "SELF_ONLY"}).status_code == 200
+
+
+def test_tiktok_honours_the_creators_disabled_interactions_duration_and_commercial_disclosure(
+        tiktok: FakeTikTok, tiktok_client: MakeClient, video: bytes) -> None:
+    tiktok.creator.update(comment_disabled=True, stitch_disabled=True)
+    request = publish_request("tiktok", video, options={"privacy_level": "SELF_ONLY", "disable_duet": True,
+                                                        "brand_organic_toggle": True})
+    prepare(tiktok_client(), request, {})
+    post_info = tiktok.calls_to("init")[0].json()["post_info"]
+    assert (post_info["disable_comment"], post_info["disable_duet"], post_info["disable_stitch"]) == (True, True, True)
+    assert post_info["brand_organic_toggle"] is True and "brand_content_toggle" not in post_info
+    tiktok.creator["max_video_post_duration_sec"] = 10  # the test video lasts 12 s
+    with pytest.raises(PlatformRejected, match="at most 10 s"):
+        prepare(tiktok_client(), request, {})
+    assert len(tiktok.calls_to("init")) == 1
+
+
 def test_tiktok_unaudited_app_posting_publicly_is_refused_with_tiktoks_message(
         tiktok: FakeTikTok, tiktok_client: MakeClient, video: bytes) -> None:
     request = publish_request("tiktok", video, options={"privacy_level": "PUBLIC_TO_EVERYONE"})
@@ -567,8 +671,16 @@ def test_tiktok_unaudited_app_posting_publicly_is_refused_with_tiktoks_message(
     assert refused.value.status == 403 and tiktok.tasks() == []
 
 
+def test_tiktok_daily_caps_defer_the_post_instead_of_failing_it(
+        tiktok: FakeTikTok, tiktok_client: MakeClient, video: bytes) -> None:
+    tiktok.inject("init", Fault.respond(403, tiktok_error_body(
+        "spam_risk_too_many_posts", "The daily post cap from the API is reached for the current user.")))
+    with pytest.raises(PublishDeferred, match="spam_risk_too_many_posts"):
+        prepare(tiktok_client(), publish_request("tiktok", video), {})
+    assert tiktok.tasks() == []
+
+
 @pytest.mark.parametrize(("status", "code", "message"), [
-    (403, "spam_risk_too_many_posts", "The daily post cap from the API is reached for the current user."),
     (400, "privacy_level_option_mismatch", "privacy_level is not one of the creator's options."),
     (400, "invalid_params", "The request parameters are invalid."),
 ])
@@ -600,6 +712,8 @@ def test_tiktok_processing_failure_is_a_refusal_naming_the_fail_reason(
     ({"text": "a" * 2201}, "2200"),
     ({"text": "🏃" * 1101}, "2200"),  # 2202 UTF-16 units in 1101 characters
     ({"options": {"privacy_level": "EVERYONE"}}, "privacy_level"),
+    ({"options": {}}, "choose who can see this TikTok post"),  # no default privacy (TikTok's UX rules)
+    ({"options": {"privacy_level": "SELF_ONLY", "brand_content_toggle": True}}, "branded content"),
 ])
 def test_tiktok_refuses_what_it_cannot_post_before_any_call(
         tiktok: FakeTikTok, tiktok_client: MakeClient, video: bytes, changes: dict[str, Any],
@@ -617,9 +731,10 @@ def test_tiktok_plan_lists_init_chunks_and_status_without_the_token(
         tiktok_client: MakeClient, video: bytes) -> None:
     client = tiktok_client()
     plan = client.plan(publish_request("tiktok", video))
-    assert [call.method for call in plan] == ["POST", "PUT", "PUT", "PUT", "POST"]
-    assert plan[0].fields["post_info"]["is_aigc"] is True
-    assert [call.fields["Content-Length"] for call in plan[1:4]] == [5 * MIB, 5 * MIB, len(video) - 10 * MIB]
+    assert [call.method for call in plan] == ["POST", "POST", "PUT", "PUT", "PUT", "POST"]
+    assert plan[0].url.endswith("/post/publish/creator_info/query/")
+    assert plan[1].fields["post_info"]["is_aigc"] is True
+    assert [call.fields["Content-Length"] for call in plan[2:5]] == [5 * MIB, 5 * MIB, len(video) - 10 * MIB]
     assert_no_token(client.credentials.access_token, plan)
 
 

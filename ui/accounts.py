@@ -18,6 +18,7 @@ from core.jobs.lifecycle import aware
 from core.models import Platform
 from core.publishing import oauth, social_accounts
 from ui import feedback
+from ui.account_health import show_health
 from ui.auth import guard
 from ui.calendar.clock import studio_zone
 from ui.text import literal
@@ -146,9 +147,18 @@ def account_row(account: social_accounts.AccountView) -> None:
                      f"{account.connected_via} · {expiry}")
         with left:
             st.badge(account.status, color="green" if account.status == social_accounts.CONNECTED else "orange")
-        if account.last_error:
+            health = show_health(account, tz)
+        if account.last_error and account.status == social_accounts.NEEDS_RECONNECT:
             left.warning(literal(account.last_error))
         provider = oauth.provider_for(account.platform)
+        if health.state != "ok":  # a new consent replaces the tokens of the same account
+            right.button("Reconnect", key=f"accounts.reconnect.{account.id}", on_click=_connect, args=(provider,),
+                         type="primary", width="stretch", icon=":material/link:")
+            if url := st.session_state.get(f"accounts.consent.{provider.name}"):
+                right.link_button(f"Continue to {PROVIDER_SHORT.get(provider.name, provider.label)}", url,
+                                  width="stretch", icon=":material/open_in_new:")
+            if error := st.session_state.get(f"accounts.consent_error.{provider.name}"):
+                right.error(literal(error))
         # Renewing a token takes the provider's app credentials, even for a token entered by hand.
         configured = oauth.is_configured(provider)
         right.button("Refresh token", key=f"accounts.refresh.{account.id}", on_click=guard(_refresh),

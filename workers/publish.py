@@ -34,7 +34,15 @@ from core.publishing import posts, social_accounts
 from core.publishing.checks import compose_text
 from core.publishing.posts import PublishPayload
 from workers.social import client_class
-from workers.social.base import Credentials, MediaFile, PlatformClient, Published, PublishRequest, TokenExpired
+from workers.social.base import (
+    Credentials,
+    MediaFile,
+    PlatformClient,
+    PublishDeferred,
+    Published,
+    PublishRequest,
+    TokenExpired,
+)
 
 COMMITTING = "committing"
 PUBLISHED = "published"
@@ -117,7 +125,7 @@ def _mark_published(post: Post, ctx: JobContext, published: Published, *, record
                 updated_at=utcnow()))
         session.execute(update(Post).where(col(Post.id) == post.id, col(Post.publish_job_id) == ctx.job_id).values(
             status=PostStatus.PUBLISHED, external_id=published.external_id, permalink=published.permalink,
-            published_at=utcnow(), dry_run=dry_run, error=None, updated_at=utcnow()))
+            published_at=utcnow(), dry_run=dry_run, error=published.notice, updated_at=utcnow()))
 
 
 def _account(post: Post) -> social_accounts.AccountView:
@@ -209,14 +217,25 @@ def publish(ctx: JobContext[PublishPayload]) -> dict[str, Any]:
         if record.phase == PUBLISHED:
             published = Published(record.external_id or "", record.permalink)
         else:
-            published = _with_one_refresh(
-                lambda refresh: _publish_with(_client(post, account.id, http, ctx, refresh=refresh), request,
-                                              record.id or 0, ctx),
-                account.id)
+            try:
+                published = _with_one_refresh(
+                    lambda refresh: _publish_with(_client(post, account.id, http, ctx, refresh=refresh), request,
+                                                  record.id or 0, ctx),
+                    account.id)
+            except PublishDeferred as deferred:
+                return _defer(post, ctx, deferred, record_id=record.id or 0)
         ctx.stage("record")
         _mark_published(post, ctx, published, record_id=record.id)
     ctx.log(f"published on {Platform(post.platform).label}: {published.permalink or published.external_id}")
     return {"post_id": post.id, "external_id": published.external_id, "permalink": published.permalink}
+
+
+def _defer(post: Post, ctx: JobContext, deferred: PublishDeferred, *, record_id: int) -> dict[str, Any]:
+    """The account's cap is reached: the post goes back to 'scheduled' at the time the cap frees up."""
+    _save_record(record_id, phase=PREPARING)  # the final call did not take effect
+    posts.defer_post(post.id or 0, job_id=ctx.job_id, until=deferred.until, reason=str(deferred))
+    ctx.log(f"deferred to {deferred.until.isoformat(timespec='minutes')}: {deferred}", level="warning")
+    return {"post_id": post.id, "deferred_until": deferred.until.isoformat(), "reason": str(deferred)}
 
 
 def _dry_run(post: Post, request: PublishRequest, http: httpx.Client, ctx: JobContext, *,

@@ -130,6 +130,9 @@ class ContentPipelineRequest(_Request):
     planner: Literal["auto", "llm", "template"] = "auto"
     images_per_post: int = Field(default=1, ge=1, le=4)
     publish_now: bool = False  # publish every produced post at once instead of at its time
+    # TikTok forbids a default privacy: whoever starts the pipeline chooses it for its TikTok posts.
+    tiktok_privacy_level: Literal["PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR",
+                                  "SELF_ONLY"] | None = None
 
 
 class DemoPipelineRequest(LoraPipelineRequest):
@@ -417,10 +420,18 @@ def _finish_scheduling(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult
     warnings = []
     for post_id in pipeline.results.get("production", {}).get("readyPostIds", []):
         try:
+            post = posts.get_post(post_id)
+            if post.platform == "tiktok" and request.tiktok_privacy_level and not post.options.get("privacy_level"):
+                posts.update_post(post_id, options={**post.options, "privacy_level": request.tiktok_privacy_level})
             if request.publish_now:
                 publish_jobs.append(posts.publish_now(post_id).id)
             else:
-                posts.schedule_post(post_id)
+                planned = post.scheduled_at
+                scheduled = posts.schedule_post(post_id, defer_over_cap=True)  # over a cap: later, not failed
+                if scheduled.scheduled_at != planned:
+                    warnings.append(f"post {post_id} ({post.platform}) moved to "
+                                    f"{jobs.aware(scheduled.scheduled_at).isoformat(timespec='minutes')}: "
+                                    "its account's daily cap was full")
             done.append(post_id)
         except StudioError as error:
             warnings.append(f"post {post_id} was not scheduled: {error}")

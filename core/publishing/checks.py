@@ -11,8 +11,9 @@ measurements the video job stored, so a preview never has to read the file.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from core.models import Asset, AssetKind, Platform
 from core.video.platform_specs import aspect_name, check_video
@@ -114,8 +115,11 @@ def _media_checks(platform: str, rules: PlatformRules, assets: Sequence[Asset], 
             ratio = asset.width / asset.height
             low, high = rules.image_aspect
             if not low <= ratio <= high:
-                preview.warnings.append(
-                    f"{label} crops images outside 4:5 to 1.91:1; this one is {aspect_name(asset.width, asset.height)}")
+                preview.errors.append(
+                    # The API refuses them (error 36003, "aspect ratio not supported"):
+                    # https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/ig-user/media
+                    f"{label} takes feed images from 4:5 to 1.91:1 only; this one is "
+                    f"{aspect_name(asset.width, asset.height)}: crop it first")
         if asset.kind == AssetKind.VIDEO:
             _video_checks(rules, asset, preview)
 
@@ -137,7 +141,8 @@ def _video_checks(rules: PlatformRules, asset: Asset, preview: PostPreview) -> N
 
 
 def preview_post(*, platform: str, caption: str, hashtags: Sequence[str], title: str = "",
-                 assets: Sequence[Asset] = (), ai_generated: bool = True) -> PostPreview:
+                 assets: Sequence[Asset] = (), ai_generated: bool = True,
+                 options: Mapping[str, Any] | None = None) -> PostPreview:
     rules = RULES[platform]
     label = Platform(platform).label
     text = compose_text(platform, caption, hashtags, ai_generated=ai_generated)
@@ -168,5 +173,14 @@ def preview_post(*, platform: str, caption: str, hashtags: Sequence[str], title:
             preview.errors.append(f"{label}: the title is {len(title)} characters; the limit is {rules.title_max}")
         elif "<" in title or ">" in title:
             preview.errors.append(f"{label} titles cannot contain '<' or '>'")
+    if platform == Platform.YOUTUBE and ("<" in text or ">" in text):
+        # snippet.description "may contain all valid UTF-8 characters except < and >" (invalidDescription):
+        # https://developers.google.com/youtube/v3/docs/videos#snippet.description
+        preview.errors.append(f"{label} descriptions cannot contain '<' or '>' (as in \"<3\" or \"->\"); "
+                              "reword the caption or hashtags")
+    if platform == Platform.TIKTOK and not (options or {}).get("privacy_level"):
+        # TikTok's UX rules: the user picks who sees the post, with no default
+        # (https://developers.tiktok.com/doc/content-sharing-guidelines).
+        preview.errors.append(f"{label}: choose who can see this post (TikTok does not allow a default)")
     _media_checks(platform, rules, assets, preview)
     return preview

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 from sqlalchemy import delete, update
@@ -85,7 +85,10 @@ PROVIDERS: dict[str, Provider] = {
     ),
     "tiktok": Provider(
         "tiktok", "TikTok", (Platform.TIKTOK,), "tiktok_client_key", "tiktok_client_secret",
-        ("user.info.basic", "video.publish", "video.upload"), client_id_param="client_key", scope_separator=",",
+        # username (for the post's permalink) needs user.info.profile; user.info.basic only covers open_id,
+        # display_name and avatars (https://developers.tiktok.com/bulletin/user-info-scope-migration).
+        ("user.info.basic", "user.info.profile", "video.publish", "video.upload"), client_id_param="client_key",
+        scope_separator=",",
     ),
 }
 
@@ -115,11 +118,36 @@ def is_configured(provider: Provider, settings: Settings | None = None) -> bool:
     return bool(provider.client_id(settings) and provider.client_secret(settings))
 
 
-def pkce_pair() -> tuple[str, str]:
-    """A PKCE code verifier (RFC 7636: 43–128 unreserved characters) and its S256 challenge."""
+def pkce_pair(*, hex_challenge: bool = False) -> tuple[str, str]:
+    """A PKCE code verifier (RFC 7636: 43–128 unreserved characters) and its S256 challenge.
+
+    RFC 7636 encodes the SHA-256 digest base64url; TikTok's Login Kit for Desktop expects it
+    hex-encoded instead (https://developers.tiktok.com/doc/login-kit-desktop/; a base64url challenge
+    there ends in "Code verifier or code challenge is invalid").
+    """
     verifier = secrets.token_urlsafe(64)[:96]
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    digest = hashlib.sha256(verifier.encode()).digest()
+    challenge = digest.hex() if hex_challenge else base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
     return verifier, challenge
+
+
+def tiktok_redirect_problem(callback: str, app_type: str) -> str | None:
+    """Why TikTok would refuse this redirect URI for the configured app type (None when it is fine).
+
+    Desktop apps: only localhost / 127.0.0.1 with a port, http or https
+    (https://developers.tiktok.com/doc/login-kit-desktop/). Web apps: https only
+    (https://developers.tiktok.com/doc/login-kit-web).
+    """
+    parts = urlsplit(callback)
+    if app_type == "web":
+        if parts.scheme != "https":
+            return ("a TikTok Web app accepts only https redirect URIs; set STUDIO_PUBLIC_URL to the studio's "
+                    "https address, or register a Desktop app and set STUDIO_TIKTOK_APP_TYPE=desktop")
+        return None
+    if parts.hostname not in ("localhost", "127.0.0.1") or not parts.port:
+        return ("a TikTok Desktop app accepts only http(s)://localhost:PORT or 127.0.0.1:PORT redirect URIs; "
+                "run the studio on a loopback public URL, or register a Web app and set STUDIO_TIKTOK_APP_TYPE=web")
+    return None
 
 
 def _hash_state(state: str) -> str:
@@ -139,9 +167,12 @@ def start_authorization(platform: str) -> str:
             f"STUDIO_{provider.client_secret_setting.upper()}, and register {redirect_uri(provider, settings)} "
             "as a redirect URI in the app console"
         )
-    verifier, challenge = pkce_pair()
-    state = secrets.token_urlsafe(32)
     callback = redirect_uri(provider, settings)
+    desktop = provider.name == "tiktok" and settings.tiktok_app_type == "desktop"
+    if provider.name == "tiktok" and (problem := tiktok_redirect_problem(callback, settings.tiktok_app_type)):
+        raise InvalidInput(f"TikTok would refuse the redirect URI {callback}: {problem}")
+    verifier, challenge = pkce_pair(hex_challenge=desktop)
+    state = secrets.token_urlsafe(32)
     with session_scope() as session:
         session.execute(delete(OAuthState).where(
             col(OAuthState.created_at) < utcnow() - timedelta(seconds=settings.oauth_state_ttl_s)))

@@ -24,8 +24,9 @@ from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.jobs.lifecycle import aware, create_job, enqueue_new, get_job, new_job
 from core.library.ids import unique_asset_ids
 from core.models import Asset, Job, JobStatus, Platform, Post, PostStatus, PublishRecord, utcnow
-from core.publishing import social_accounts
+from core.publishing import caps, social_accounts
 from core.publishing.checks import PostPreview, normalize_hashtags, preview_post
+from core.publishing.tiktok_creator import PRIVACY_LABELS
 
 _logger = logging.getLogger("studio.posts")
 
@@ -104,12 +105,18 @@ def post_preview(post: Post) -> PostPreview:
     else:
         missing = ""
     preview = preview_post(platform=post.platform, caption=post.caption, hashtags=post.hashtags, title=post.title,
-                           assets=assets, ai_generated=post.ai_generated)
+                           assets=assets, ai_generated=post.ai_generated, options=post.options)
     if missing:
         preview.errors.insert(0, missing)
-    if not get_settings().publish_dry_run and publishing_account(post) is None:
+    account = publishing_account(post)
+    if not get_settings().publish_dry_run and account is None:
         preview.errors.append(f"no {Platform(post.platform).label} account is connected (Social accounts page), "
                               "and dry-run mode is off")
+    if post.status not in LOCKED:
+        if (over := caps.over_cap(post)) is not None:
+            preview.warnings.append(f"over the daily cap: {over}")
+        if account is not None and (unusable := social_accounts.unusable_at(account, aware(post.scheduled_at))):
+            preview.warnings.append(f"the account will not be able to post then: {unusable}")
     return preview
 
 
@@ -152,6 +159,9 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
         privacy = cleaned["options"].get("privacy")
         if privacy is not None and privacy not in PRIVACY_CHOICES:
             raise InvalidInput(f"privacy must be one of: {', '.join(PRIVACY_CHOICES)}")
+        level = cleaned["options"].get("privacy_level")
+        if level is not None and level not in PRIVACY_LABELS:
+            raise InvalidInput(f"privacy_level must be one of: {', '.join(PRIVACY_LABELS)}")
     if cleaned.get("account_id") is not None:
         account = social_accounts.get_account(int(cleaned["account_id"]))
         platform = cleaned.get("platform")
@@ -213,11 +223,19 @@ def move_post(post_id: int, scheduled_at: datetime) -> Post:
     return post
 
 
-def schedule_post(post_id: int) -> Post:
-    """Draft (or failed) → scheduled, once every platform check passes; it publishes at its time."""
+def schedule_post(post_id: int, *, defer_over_cap: bool = False) -> Post:
+    """Draft (or failed) → scheduled, once every platform check passes; it publishes at its time.
+
+    A post over its account's daily cap is scheduled with a warning in its preview, or, with
+    ``defer_over_cap`` (content pipelines), moved to the first time the cap has room.
+    """
     post = get_post(post_id)
     if post.status in LOCKED:
         raise Conflict(_locked_message(post))
+    if defer_over_cap and caps.over_cap(post) is not None:
+        later = caps.next_free_slot(post)
+        _logger.info("post %s moved from %s to %s: over its account's daily cap", post_id, post.scheduled_at, later)
+        post = update_post(post_id, scheduled_at=later)
     preview = post_preview(post)
     if not preview.ok:
         raise InvalidInput("cannot schedule: " + "; ".join(preview.errors))
@@ -308,6 +326,17 @@ def publish_due_posts(*, now: datetime | None = None, limit: int = 100) -> list[
                               .order_by(col(Post.scheduled_at)).limit(limit)).scalars().all()
     jobs = [job for post_id in due if (job := _claim(post_id, due_before=now, dry_run=dry_run)) is not None]
     return [job.id for job in jobs]
+
+
+def defer_post(post_id: int, *, job_id: str, until: datetime, reason: str) -> None:
+    """A platform cap stopped the publish before it took effect: back to 'scheduled' at ``until``, with the
+    reason shown on the post (only for the job that claimed it)."""
+    with session_scope() as session:
+        session.execute(update(Post)
+                        .where(col(Post.id) == post_id, col(Post.publish_job_id) == job_id,
+                               col(Post.status) == PostStatus.PUBLISHING)
+                        .values(status=PostStatus.SCHEDULED, scheduled_at=_utc(until),
+                                error=f"deferred: {reason}", updated_at=utcnow()))
 
 
 def publish_job_finished(job_id: str, status: str) -> None:

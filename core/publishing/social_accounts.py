@@ -8,7 +8,7 @@ token at all, so a page cannot display one by mistake.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +27,8 @@ _logger = logging.getLogger("studio.social")
 
 NEEDS_RECONNECT = "needs-reconnect"
 CONNECTED = "connected"
+GOOGLE_TESTING_REFRESH_LIFETIME = timedelta(days=7)
+WARN_AHEAD = timedelta(days=7)  # token health warns this long before an account stops working
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,9 @@ class AccountView:
     refreshable: bool
     last_error: str | None
     updated_at: datetime
+    refresh_expires_at: datetime | None = None
+    refreshed_at: datetime | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # no token in here: names, Page id, user token expiry
 
     @property
     def label(self) -> str:
@@ -54,6 +59,8 @@ def _view(account: SocialAccount) -> AccountView:
         refreshable=account.refresh_token_enc is not None
         or account.platform in (Platform.FACEBOOK, Platform.INSTAGRAM),
         last_error=account.last_error, updated_at=aware(account.updated_at) or utcnow(),
+        refresh_expires_at=aware(account.refresh_expires_at), refreshed_at=aware(account.refreshed_at),
+        meta=dict(account.meta or {}),
     )
 
 
@@ -68,10 +75,15 @@ def _platform(value: str) -> Platform:
 def save_account(found: oauth.DiscoveredAccount, *, connected_via: str = "oauth") -> AccountView:
     """Insert or update (by platform and external id) with the tokens encrypted."""
     tokens = found.tokens
+    refresh_expires_at = tokens.refresh_expires_at
+    if found.platform == Platform.YOUTUBE and tokens.refresh_token and get_settings().google_consent_testing:
+        # A consent screen in "Testing" issues refresh tokens that die after 7 days
+        # (https://developers.google.com/identity/protocols/oauth2#expiration).
+        refresh_expires_at = utcnow() + GOOGLE_TESTING_REFRESH_LIFETIME
     values: dict[str, Any] = dict(
         name=found.name, access_token_enc=encrypt_token(tokens.access_token),
         refresh_token_enc=encrypt_token(tokens.refresh_token) if tokens.refresh_token else None,
-        expires_at=tokens.expires_at, refresh_expires_at=tokens.refresh_expires_at, scopes=tokens.scope,
+        expires_at=tokens.expires_at, refresh_expires_at=refresh_expires_at, scopes=tokens.scope,
         connected_via=connected_via, status=CONNECTED, last_error=None, meta=found.meta, updated_at=utcnow(),
         refreshed_at=utcnow(),
     )
@@ -141,6 +153,81 @@ def disconnect(account_id: int) -> None:
             raise InvalidInput("a post is being published with this account; try again when it finishes")
         session.execute(update(Post).where(col(Post.account_id) == account_id).values(account_id=None))
         session.delete(account)
+
+
+# --- token health ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenHealth:
+    """What the Social accounts page and the calendar show about an account's tokens."""
+
+    state: str  # ok | expiring | unusable
+    valid_until: datetime | None  # the access token
+    renewable_until: datetime | None  # after this nobody can renew it: refresh-token or Meta user-token expiry
+    last_refresh: datetime | None
+    last_error: str | None
+    usable_until: datetime | None  # None: no known end
+    warnings: tuple[str, ...] = ()
+
+
+def _renewable_until(account: AccountView) -> datetime | None:
+    if account.refresh_expires_at is not None:
+        return account.refresh_expires_at
+    if account.platform in (Platform.FACEBOOK, Platform.INSTAGRAM):
+        # Page tokens come from the long-lived user token: renewing them needs it valid (60 days).
+        raw = account.meta.get("user_token_expires_at")
+        try:
+            return aware(datetime.fromisoformat(str(raw))) if raw else None
+        except ValueError:
+            return None
+    return None
+
+
+def _usable_until(account: AccountView) -> datetime | None:
+    """When posting with this account stops working unless someone reconnects it."""
+    if account.platform in (Platform.FACEBOOK, Platform.INSTAGRAM) and account.expires_at is None:
+        return None  # a Page token made from a long-lived user token does not expire
+    if not account.refreshable:
+        return account.expires_at
+    return _renewable_until(account)
+
+
+def token_health(account: AccountView, *, now: datetime | None = None) -> TokenHealth:
+    now = now or utcnow()
+    usable_until = _usable_until(account)
+    renewable = _renewable_until(account)
+    warnings = []
+    if account.status == NEEDS_RECONNECT:
+        state = "unusable"
+        warnings.append(f"reconnect: {account.last_error or 'the platform refused the token'}")
+    elif usable_until is not None and usable_until <= now:
+        state = "unusable"
+        warnings.append("the token has expired and cannot be renewed: reconnect the account")
+    elif usable_until is not None and usable_until - now <= WARN_AHEAD:
+        state = "expiring"
+        days = max(0, (usable_until - now).days)
+        warnings.append(f"stops working in {days} day(s) unless reconnected")
+    else:
+        state = "ok"
+    if (account.platform == Platform.YOUTUBE and account.refreshable and account.refresh_expires_at is not None
+            and get_settings().google_consent_testing):
+        warnings.append("Google's consent screen is in Testing mode: refresh tokens last 7 days; publish the "
+                        "app to Production to keep the channel connected")
+    return TokenHealth(state=state, valid_until=account.expires_at, renewable_until=renewable,
+                       last_refresh=account.refreshed_at, last_error=account.last_error, usable_until=usable_until,
+                       warnings=tuple(warnings))
+
+
+def unusable_at(account: AccountView, at: datetime) -> str | None:
+    """Why this account will not be able to post at ``at`` (None when it will, as far as we know)."""
+    if account.status == NEEDS_RECONNECT:
+        return f"it needs to be reconnected ({account.last_error or 'its token was refused'})"
+    usable_until = _usable_until(account)
+    if usable_until is not None and usable_until < at:
+        return (f"its token stops working {usable_until.isoformat(timespec='minutes')}, before this post; "
+                "reconnect it first")
+    return None
 
 
 def mark_needs_reconnect(account_id: int, reason: str) -> None:

@@ -11,6 +11,19 @@
   the answer is a ``308`` saying where to resume, as Google does. A completed session made exactly
   one video, whatever is sent to it afterwards; an unknown or expired session answers ``404``.
 
+Stricter, as the docs say the real API is:
+
+- ``snippet.description`` may not contain ``<`` or ``>`` (400 ``invalidDescription``;
+  https://developers.google.com/youtube/v3/docs/videos#snippet.description).
+- An API project that has not passed YouTube's audit (``audited=False``, the default) gets every
+  ``videos.insert`` upload locked to private, whatever privacy it asked for
+  (https://developers.google.com/youtube/v3/docs/videos/insert: "All videos uploaded via the
+  videos.insert endpoint from unverified API projects created after 28 July 2020 will be restricted
+  to private viewing mode").
+- Upload sessions last a week (https://developers.google.com/youtube/v3/guides/using_resumable_upload_protocol):
+  :meth:`FakeGoogle.expire_sessions` forgets them, finished ones included; the channel's uploads
+  playlist (``channels?part=contentDetails`` → ``playlistItems``) still lists what they made.
+
 API errors use Google's shape ``{"error": {"code", "message", "errors": [{"reason", "domain"}], "status"}}``;
 an expired or unknown access token gets ``401``. Point the settings at :meth:`FakeGoogle.settings`.
 """
@@ -21,6 +34,7 @@ import itertools
 import re
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +68,10 @@ def google_error(status: int, reason: str, message: str, *, domain: str = "youtu
     return JSONResponse(google_error_body(status, reason, message, domain=domain), status_code=status)
 
 
+def _rfc3339(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
 @dataclass
 class FakeVideo:
     id: str
@@ -82,8 +100,9 @@ class UploadSession:
 class FakeGoogle(FakeServer):
     def __init__(self, *, client_id: str = CLIENT_ID, client_secret: str = CLIENT_SECRET,
                  redirect_uris: set[str] | None = None, channel_id: str = "UCfakechannel0000000000",
-                 channel_title: str = "Fake Channel") -> None:
+                 channel_title: str = "Fake Channel", audited: bool = False) -> None:
         super().__init__()
+        self.audited = audited
         self.oauth = FakeOAuth(client_id, client_secret, redirect_uris or {"http://127.0.0.1:8501/oauth/callback"},
                                subject=channel_id)
         self.channel_titles = {channel_id: channel_title}
@@ -127,6 +146,7 @@ class FakeGoogle(FakeServer):
             ("authorize", "GET", "/o/oauth2/v2/auth", self.authorize),
             ("token", "POST", "/token", self.token),
             ("channels", "GET", "/youtube/v3/channels", self.channels),
+            ("playlist_items", "GET", "/youtube/v3/playlistItems", self.playlist_items),
             ("upload_start", "POST", "/upload/youtube/v3/videos", self.upload_start),
             ("upload", "PUT", "/upload/youtube/v3/videos/session/{session_id}", self.upload),
         ]
@@ -181,12 +201,37 @@ class FakeGoogle(FakeServer):
         channel_id, refused = self._caller(request)
         if refused is not None:
             return refused
-        if request.query_params.get("mine") != "true" or "snippet" not in request.query_params.get("part", ""):
-            return google_error(400, "invalidParameter", "This fake answers part=snippet&mine=true only.",
+        parts = set(request.query_params.get("part", "").split(","))
+        if request.query_params.get("mine") != "true" or not parts & {"snippet", "contentDetails"}:
+            return google_error(400, "invalidParameter", "This fake answers part=snippet|contentDetails&mine=true.",
                                 domain="youtube.parameter")
-        title = self.channel_titles.get(channel_id or "", channel_id)
-        return JSONResponse({"kind": "youtube#channelListResponse",
-                             "items": [{"kind": "youtube#channel", "id": channel_id, "snippet": {"title": title}}]})
+        item: dict[str, Any] = {"kind": "youtube#channel", "id": channel_id}
+        if "snippet" in parts:
+            item["snippet"] = {"title": self.channel_titles.get(channel_id or "", channel_id)}
+        if "contentDetails" in parts:  # the uploads playlist id is the channel id with UU for UC
+            item["contentDetails"] = {"relatedPlaylists": {"uploads": "UU" + (channel_id or "")[2:]}}
+        return JSONResponse({"kind": "youtube#channelListResponse", "items": [item]})
+
+    async def playlist_items(self, request: Request) -> Response:
+        """The channel's uploads, newest first, 50 at most per page (``pageToken`` pages on)."""
+        channel_id, refused = self._caller(request)
+        if refused is not None:
+            return refused
+        params = request.query_params
+        if params.get("playlistId") != "UU" + (channel_id or "")[2:] or "snippet" not in params.get("part", ""):
+            return google_error(404, "playlistNotFound", "The playlist identified with the request's playlistId "
+                                                         "parameter cannot be found.", domain="youtube.playlistItem")
+        size = max(0, min(50, int(params.get("maxResults") or 5)))
+        start = int(params.get("pageToken") or 0)
+        videos = list(reversed(self.videos(channel_id)))
+        page = videos[start:start + size]
+        body: dict[str, Any] = {"kind": "youtube#playlistItemListResponse", "items": [
+            {"kind": "youtube#playlistItem", "snippet": {
+                "title": v.snippet.get("title"), "publishedAt": v.snippet.get("publishedAt"),
+                "resourceId": {"kind": "youtube#video", "videoId": v.id}}} for v in page]}
+        if start + size < len(videos):
+            body["nextPageToken"] = str(start + size)
+        return JSONResponse(body)
 
     async def upload_start(self, request: Request) -> Response:
         channel_id, refused = self._caller(request)
@@ -210,7 +255,8 @@ class FakeGoogle(FakeServer):
         title = snippet.get("title")
         if not isinstance(title, str) or not 1 <= len(title) <= MAX_TITLE or "<" in title or ">" in title:
             return google_error(400, "invalidTitle", "The request metadata specifies an invalid video title.")
-        if len(str(snippet.get("description", "")).encode()) > MAX_DESCRIPTION_BYTES:
+        description = str(snippet.get("description", ""))
+        if len(description.encode()) > MAX_DESCRIPTION_BYTES or "<" in description or ">" in description:
             return google_error(400, "invalidDescription",
                                 "The request metadata specifies an invalid video description.")
         if status.get("privacyStatus", "public") not in ("public", "unlisted", "private"):
@@ -265,10 +311,13 @@ class FakeGoogle(FakeServer):
             session.received.extend(body)
             if not is_last:
                 return self._incomplete(session)
+            status = dict(session.metadata.get("status", {}))
+            if not self.audited:  # the unaudited-project lock
+                status["privacyStatus"] = "private"
             video = FakeVideo(
                 id=f"vid{next(self._video_ids):08d}", channel_id=session.channel_id,
-                snippet=dict(session.metadata.get("snippet", {})), status=dict(session.metadata.get("status", {})),
-                content_type=session.content_type, data=bytes(session.received),
+                snippet={**session.metadata.get("snippet", {}), "publishedAt": _rfc3339(time.time())},
+                status=status, content_type=session.content_type, data=bytes(session.received),
             )
             session.video = video
             self._videos.append(video)

@@ -18,10 +18,23 @@ Meta does) and its parameters (a missing ``image_url`` answers code 100). Media 
 in ``media_urls``; with ``fetch_media=True`` they are also fetched, and a link that does not answer
 200 fails the way Meta fails it (code 9004 for images, a container or upload ``ERROR`` for videos).
 ``serve_file`` hosts bytes on the fake itself for such tests.
+
+Stricter, as Meta's docs say the real API is:
+
+- ``GET /{ig-user}/content_publishing_limit`` reports the moving 24-hour quota, and ``media_publish``
+  beyond it answers code 9 / subcode 2207042
+  (https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/ig-user/content_publishing_limit/,
+  https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/error-codes/).
+- A fetched feed image outside 4:5–1.91:1 is refused with 36003 / 2207009 (same error-codes page).
+- ``is_ai_generated`` on a container is kept on the media (the AI info label, June 2026:
+  https://developers.facebook.com/documentation/instagram-platform/changelog).
+- ``GET /{page}/feed`` pages: at most ``limit`` (default 25, at most 100) posts a page, then
+  ``paging.cursors.after`` / ``paging.next`` (https://developers.facebook.com/docs/graph-api/results).
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import secrets
@@ -32,6 +45,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
+from PIL import Image
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
@@ -113,6 +127,7 @@ class Container:
     status: str = "In Progress"
     outcome: tuple[str, str] = ("FINISHED", "Finished")  # what it turns into when polls_left reaches 0
     media_id: str | None = None
+    is_ai_generated: bool = False
 
 
 @dataclass
@@ -124,6 +139,7 @@ class IgMedia:
     caption: str
     media_url: str
     created: float = field(default_factory=time.time)
+    is_ai_generated: bool = False
 
     @property
     def permalink(self) -> str:
@@ -133,7 +149,8 @@ class IgMedia:
         reel = self.media_type == "REELS"
         return {"id": self.id, "caption": self.caption, "media_type": "VIDEO" if reel else "IMAGE",
                 "media_product_type": "REELS" if reel else "FEED",
-                "media_url": self.media_url, "permalink": self.permalink, "timestamp": _graph_time(self.created)}
+                "media_url": self.media_url, "permalink": self.permalink, "timestamp": _graph_time(self.created),
+                "is_ai_generated": self.is_ai_generated}
 
 
 @dataclass
@@ -202,8 +219,9 @@ class FakeMeta(FakeServer):
     def __init__(self, *, app_id: str = "meta-app-id", app_secret: str = "meta-app-secret",  # noqa: S107
                  redirect_uris: set[str] | None = None, pages: list[FakePage] | None = None,
                  container_polls: int = 2, video_upload_polls: int = 1, video_processing_polls: int = 1,
-                 fetch_media: bool = False) -> None:
+                 fetch_media: bool = False, publishing_quota: int = 100) -> None:
         super().__init__()
+        self.publishing_quota = publishing_quota  # API posts per IG user in a moving 24 hours
         self.oauth = FakeOAuth(client_id=app_id, client_secret=app_secret,
                                redirect_uris=set(redirect_uris or {DEFAULT_REDIRECT_URI}), issue_refresh_tokens=False)
         self.pages = {page.id: page for page in (pages or [
@@ -334,15 +352,23 @@ class FakeMeta(FakeServer):
         return endpoint
 
     async def _fetchable(self, url: str) -> bool:
+        return await self._fetch(url) != b""
+
+    async def _fetch(self, url: str) -> bytes | None:
+        """The media's bytes (b"" when the link fails); None when this fake does not fetch media."""
         if not self.fetch_media:
-            return True
+            return None
         self.fetched_urls.append(url)
         try:
             async with httpx.AsyncClient(timeout=5) as client:
                 response = await client.get(url)
         except httpx.HTTPError:
-            return False
-        return response.status_code == 200 and bool(response.content)
+            return b""
+        return response.content if response.status_code == 200 else b""
+
+    def published_in_last_day(self, ig_user_id: str) -> int:
+        since = time.time() - 86_400
+        return sum(1 for m in self.published_media(ig_user_id) if m.created >= since)
 
     def _ig_user(self, ig_user_id: str) -> FakePage:
         for page in self.pages.values():
@@ -380,16 +406,24 @@ class FakeMeta(FakeServer):
         if len(caption) > 2200:
             raise GraphRefusal(100, "(#100) The caption is too long: the limit is 2200 characters.", 2207059)
         self.media_urls.append(url)
-        fetched = await self._fetchable(url)
+        content = await self._fetch(url)
+        fetched = content != b""
         if not fetched and media_type == "IMAGE":
             raise GraphRefusal(9004, "Media download has failed. The media URI doesn't meet our requirements.", 2207052)
+        if content and media_type == "IMAGE":
+            with Image.open(io.BytesIO(content)) as image:
+                width, height = image.size
+            if not 4 / 5 <= width / height <= 1.91:
+                raise GraphRefusal(36003, f"The submitted image with aspect ratio ({width}, {height}) cannot be "
+                                          "published. Please submit an image with a valid aspect ratio.", 2207009)
         with self._state:
             outcome = (self._next_container_outcome.pop(0) if self._next_container_outcome
                        else ("FINISHED", "Finished"))
             if not fetched:
                 outcome = ("ERROR", "ERROR: Media download has failed. The media URI doesn't meet our requirements.")
             container = Container(self._id(), page.ig_user_id or "", media_type, url, caption,
-                                  self.container_polls, outcome=outcome)
+                                  self.container_polls, outcome=outcome,
+                                  is_ai_generated=params.get("is_ai_generated", "").lower() == "true")
             if container.polls_left <= 0:
                 container.status_code, container.status = outcome
             self.containers[container.id] = container
@@ -410,11 +444,24 @@ class FakeMeta(FakeServer):
             if container.status_code != "FINISHED":
                 raise GraphRefusal(9007, "Media ID is not available: the media is not ready for publishing.",
                                    2207027)
+            since = time.time() - 86_400
+            used = sum(1 for m in self.media.values() if m.ig_user_id == page.ig_user_id and m.created >= since)
+            if used >= self.publishing_quota:
+                raise GraphRefusal(9, "Application request limit reached: the maximum number of posts that can "
+                                      "be published via the Content Publishing API has been reached.", 2207042)
             media = IgMedia(self._id(), container.ig_user_id, container.id, container.media_type,
-                            container.caption, container.url)
+                            container.caption, container.url, is_ai_generated=container.is_ai_generated)
             self.media[media.id] = media
             container.status_code, container.status, container.media_id = "PUBLISHED", "Published", media.id
         return {"id": media.id}
+
+    async def publishing_limit(self, request: Request, params: dict[str, str]) -> Any:
+        page = self._ig_user(request.path_params["node"])
+        self._authenticate(request, params, page.id)
+        entry: dict[str, Any] = {"quota_usage": self.published_in_last_day(page.ig_user_id or "")}
+        if "config" in (params.get("fields") or ""):
+            entry["config"] = {"quota_total": self.publishing_quota, "quota_duration": 86_400}
+        return {"data": [entry]}
 
     async def media_list(self, request: Request, params: dict[str, str]) -> Any:
         page = self._ig_user(request.path_params["node"])
@@ -473,8 +520,15 @@ class FakeMeta(FakeServer):
         page = self._page(request.path_params["node"])
         self._authenticate(request, params, page.id)
         limit = max(1, min(100, int(params.get("limit") or 25)))
-        posts = sorted(self.feed(page.id), key=lambda p: p.created, reverse=True)
-        return {"data": [_pick(p.node(), params.get("fields") or "id,message,created_time") for p in posts[:limit]]}
+        start = int(params.get("after") or 0)
+        posts = sorted(self.feed(page.id), key=lambda p: (p.created, p.id), reverse=True)
+        body: dict[str, Any] = {"data": [_pick(p.node(), params.get("fields") or "id,message,created_time")
+                                         for p in posts[start:start + limit]]}
+        if start + limit < len(posts):
+            after = str(start + limit)
+            body["paging"] = {"cursors": {"after": after},
+                              "next": f"{str(request.url).split('?')[0]}?limit={limit}&after={after}"}
+        return body
 
     async def video_reels(self, request: Request, params: dict[str, str]) -> Any:
         page = self._page(request.path_params["node"])
@@ -637,6 +691,7 @@ class FakeMeta(FakeServer):
             ("accounts", "GET", f"{V}/me/accounts", self._graph(self.accounts)),
             ("media", "POST", f"{V}/{{node}}/media", self._graph(self.create_container)),
             ("media_list", "GET", f"{V}/{{node}}/media", self._graph(self.media_list)),
+            ("publishing_limit", "GET", f"{V}/{{node}}/content_publishing_limit", self._graph(self.publishing_limit)),
             ("media_publish", "POST", f"{V}/{{node}}/media_publish", self._graph(self.media_publish)),
             ("photos", "POST", f"{V}/{{node}}/photos", self._graph(self.upload_photo)),
             ("feed", "POST", f"{V}/{{node}}/feed", self._graph(self.create_post)),

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -27,7 +28,14 @@ class OAuthFailure(Exception):
 
 
 def s256(verifier: str) -> str:
+    """RFC 7636's S256: BASE64URL(SHA256(verifier)), no padding."""
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+def s256_hex(verifier: str) -> str:
+    """TikTok Login Kit for Desktop's variant: the SHA-256 digest hex-encoded
+    (https://developers.tiktok.com/doc/login-kit-desktop/)."""
+    return hashlib.sha256(verifier.encode()).hexdigest()
 
 
 @dataclass
@@ -58,6 +66,8 @@ class FakeOAuth:
     subject: str = "user-1"  # whose account the test user consents to
     access_ttl_s: int = 3600
     issue_refresh_tokens: bool = True
+    challenge_of: Callable[[str], str] = s256  # how this provider derives the S256 challenge from the verifier
+    pkce_refusal: tuple[str, str] = ("invalid_grant", "code_verifier does not match the code_challenge")
     _codes: dict[str, _Code] = field(default_factory=dict)
     _access: dict[str, IssuedToken] = field(default_factory=dict)
     _refresh: dict[str, IssuedToken] = field(default_factory=dict)
@@ -126,8 +136,8 @@ class FakeOAuth:
             grant.used = True
             if redirect_uri != grant.redirect_uri:
                 raise OAuthFailure("invalid_grant", "redirect_uri does not match the authorization request")
-            if not code_verifier or s256(code_verifier) != grant.challenge:
-                raise OAuthFailure("invalid_grant", "code_verifier does not match the code_challenge")
+            if not code_verifier or self.challenge_of(code_verifier) != grant.challenge:
+                raise OAuthFailure(*self.pkce_refusal)
             return self._issue(grant.subject, grant.scope)
 
     def refresh(self, *, client_id: str | None, client_secret: str | None, refresh_token: str | None) -> IssuedToken:
@@ -147,6 +157,12 @@ class FakeOAuth:
         if issued is None:
             return "invalid"
         return "expired" if issued.expires_at <= time.time() else "ok"
+
+    def scope_of(self, token: str | None) -> set[str]:
+        """The scopes an access token was granted (TikTok separates them with commas, the others with spaces)."""
+        with self._lock:
+            issued = self._access.get(token or "")
+        return set(re.split(r"[\s,]+", issued.scope.strip())) - {""} if issued else set()
 
     def subject_of(self, token: str | None) -> str | None:
         with self._lock:

@@ -10,8 +10,17 @@
 - ``POST /v2/post/publish/status/fetch/``: ``PROCESSING_UPLOAD`` (with ``uploaded_bytes``) → ``PUBLISH_COMPLETE``
   (with TikTok's spelling ``publicaly_available_post_id``, filled for public posts only) or ``FAILED``.
 
-Errors have TikTok's shape ``{"error": {"code", "message", "log_id"}}``. An app that has not passed
-TikTok's audit (``audited=False``, the default) may only post ``SELF_ONLY``, as on the real platform.
+Errors have TikTok's shape ``{"error": {"code", "message", "log_id"}}``. What the real API refuses, the
+fake refuses too, each rule beside the doc it comes from:
+
+- ``/user/info/`` fields are scope-gated: ``username`` (and the other profile fields) need
+  ``user.info.profile``, the counts ``user.info.stats``; otherwise 401 ``scope_not_authorized``.
+- The app type (``app_type``) sets the Login Kit rules: a Desktop app registers only loopback
+  redirects with a port and expects a hex-encoded SHA-256 challenge; a Web app only https redirects.
+- ``POST /v2/post/publish/creator_info/query/`` answers the creator's privacy options, disabled
+  interactions and longest allowed video; init refuses a ``privacy_level`` outside those options
+  (``privacy_level_option_mismatch``), and an app that has not passed TikTok's audit (``audited=False``,
+  the default) may only post ``SELF_ONLY``. Branded content (``brand_content_toggle``) cannot be private.
 """
 
 from __future__ import annotations
@@ -22,11 +31,12 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tests.fakes.oauth import FakeOAuth, OAuthFailure
+from tests.fakes.oauth import FakeOAuth, OAuthFailure, s256, s256_hex
 from tests.fakes.server import FakeServer, Handler
 
 # TikTok writes "5 MB", "64 MB", "128 MB" without saying which MB; the fake reads each the stricter way.
@@ -38,10 +48,38 @@ MAX_VIDEO_SIZE = 4 * 1024 ** 3
 MAX_TITLE_UTF16 = 2200
 PRIVACY_LEVELS = ("PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY")
 VIDEO_TYPES = ("video/mp4", "video/quicktime", "video/webm")
+# https://developers.tiktok.com/bulletin/user-info-scope-migration and
+# https://developers.tiktok.com/doc/tiktok-api-v2-get-user-info: the scope each user field needs.
+FIELD_SCOPES = {
+    "open_id": "user.info.basic", "union_id": "user.info.basic", "avatar_url": "user.info.basic",
+    "avatar_url_100": "user.info.basic", "avatar_large_url": "user.info.basic",
+    "display_name": "user.info.basic", "bio_description": "user.info.profile",
+    "profile_deep_link": "user.info.profile", "is_verified": "user.info.profile", "username": "user.info.profile",
+    "follower_count": "user.info.stats", "following_count": "user.info.stats",
+    "likes_count": "user.info.stats", "video_count": "user.info.stats",
+}
+APP_TYPES = ("desktop", "web")
 CLIENT_KEY = "tiktok-client-key"
 CLIENT_SECRET = "tiktok-client-secret"
 
 _RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)$")
+
+
+def redirect_uri_error(app_type: str, uri: str) -> str | None:
+    """Why TikTok would not accept this redirect URI for this app type (None when it would).
+
+    Desktop (https://developers.tiktok.com/doc/login-kit-desktop/): http or https, only ``localhost`` or
+    ``127.0.0.1``, with a port. Web (https://developers.tiktok.com/doc/login-kit-web): https only.
+    Both: absolute, no query, no fragment.
+    """
+    parts = urlsplit(uri)
+    if parts.query or parts.fragment or not parts.netloc:
+        return "redirect URIs must be absolute and static (no query, no fragment)"
+    if app_type == "web":
+        return None if parts.scheme == "https" else "a Web app's redirect URI must begin with https"
+    if parts.scheme not in ("http", "https") or parts.hostname not in ("localhost", "127.0.0.1"):
+        return "a Desktop app's redirect URI must be http(s)://localhost or 127.0.0.1"
+    return None if parts.port else "a Desktop app's redirect URI must have a port number"
 
 
 def chunk_plan_error(video_size: int, chunk_size: int, total_chunk_count: int) -> str | None:
@@ -116,10 +154,22 @@ class FakeTikTok(FakeServer):
     def __init__(self, *, client_key: str = CLIENT_KEY, client_secret: str = CLIENT_SECRET,
                  redirect_uris: set[str] | None = None, open_id: str = "openid-fake-0001",
                  username: str = "fake.creator", display_name: str = "Fake Creator", audited: bool = False,
-                 processing_polls: int = 1) -> None:
+                 processing_polls: int = 1, app_type: str = "desktop",
+                 privacy_level_options: tuple[str, ...] = PRIVACY_LEVELS, comment_disabled: bool = False,
+                 duet_disabled: bool = False, stitch_disabled: bool = False,
+                 max_video_post_duration_sec: int = 600) -> None:
         super().__init__()
+        assert app_type in APP_TYPES
+        self.app_type = app_type
+        # Desktop apps hex-encode the S256 challenge (login-kit-desktop); Web apps use RFC 7636's base64url.
         self.oauth = FakeOAuth(client_key, client_secret, redirect_uris or {"http://127.0.0.1:8501/oauth/callback"},
-                               subject=open_id)
+                               subject=open_id, challenge_of=s256_hex if app_type == "desktop" else s256,
+                               pkce_refusal=("invalid_request", "Code verifier or code challenge is invalid."))
+        # What creator_info/query answers (https://developers.tiktok.com/doc/content-posting-api-reference-query-creator-info/)
+        self.creator = {"creator_avatar_url": "https://p16.example/avatar.jpg", "creator_username": username,
+                        "creator_nickname": display_name, "privacy_level_options": list(privacy_level_options),
+                        "comment_disabled": comment_disabled, "duet_disabled": duet_disabled,
+                        "stitch_disabled": stitch_disabled, "max_video_post_duration_sec": max_video_post_duration_sec}
         self.users = {open_id: {"open_id": open_id, "username": username, "display_name": display_name}}
         self.audited = audited
         self.processing_polls = processing_polls  # status fetches answering PROCESSING_* once the upload is whole
@@ -134,7 +184,8 @@ class FakeTikTok(FakeServer):
     def settings(self) -> dict[str, Any]:
         """Settings fields that point the studio at this server."""
         return {"tiktok_auth_url": self.url + "/v2/auth/authorize/", "tiktok_api_url": self.url + "/v2",
-                "tiktok_client_key": self.oauth.client_id, "tiktok_client_secret": self.oauth.client_secret}
+                "tiktok_client_key": self.oauth.client_id, "tiktok_client_secret": self.oauth.client_secret,
+                "tiktok_app_type": self.app_type}
 
     def posts(self, open_id: str | None = None) -> list[FakePost]:
         """Posts made from completed uploads, oldest first (of one creator when given)."""
@@ -163,6 +214,7 @@ class FakeTikTok(FakeServer):
             ("authorize", "GET", "/v2/auth/authorize/", self.authorize),
             ("token", "POST", "/v2/oauth/token/", self.token),
             ("user_info", "GET", "/v2/user/info/", self.user_info),
+            ("creator_info", "POST", "/v2/post/publish/creator_info/query/", self.creator_info),
             ("init", "POST", "/v2/post/publish/video/init/", self.init),
             ("upload", "PUT", "/upload/video/", self.upload),
             ("status", "POST", "/v2/post/publish/status/fetch/", self.status),
@@ -171,6 +223,9 @@ class FakeTikTok(FakeServer):
     # --- OAuth ----------------------------------------------------------------------------------------------
 
     async def authorize(self, request: Request) -> Response:
+        problem = redirect_uri_error(self.app_type, request.query_params.get("redirect_uri", ""))
+        if problem:
+            return JSONResponse({"error": "invalid_request", "error_description": problem}, status_code=400)
         return self.oauth.authorize_response(request.query_params, client_id_param="client_key")
 
     async def token(self, request: Request) -> Response:
@@ -212,10 +267,23 @@ class FakeTikTok(FakeServer):
         fields = [f for f in request.query_params.get("fields", "").split(",") if f]
         if not fields:
             return tiktok_error(400, "invalid_params", "fields is required")
+        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        granted = self.oauth.scope_of(token)
+        missing = sorted({FIELD_SCOPES.get(name, "?") for name in fields} - granted)
+        if missing:  # the whole call is refused, not just the field
+            return tiktok_error(401, "scope_not_authorized",
+                                f"The user did not authorize the scope required for completing this request "
+                                f"({', '.join(missing)}).")
         user = self.users.get(open_id, {"open_id": open_id})
         return _ok({"user": {name: user[name] for name in fields if name in user}})
 
     # --- Content Posting ------------------------------------------------------------------------------------
+
+    async def creator_info(self, request: Request) -> Response:
+        _open_id, refused = self._caller(request)
+        if refused is not None:
+            return refused
+        return _ok(dict(self.creator))
 
     async def init(self, request: Request) -> Response:
         open_id, refused = self._caller(request)
@@ -235,6 +303,14 @@ class FakeTikTok(FakeServer):
         privacy = post_info.get("privacy_level")
         if privacy not in PRIVACY_LEVELS:
             return tiktok_error(400, "invalid_params", f"privacy_level {privacy!r} is not valid")
+        # https://developers.tiktok.com/doc/content-posting-api-reference-direct-post: "privacy_level must be
+        # one of the privacy_level_options returned by creator_info" (error privacy_level_option_mismatch).
+        if privacy not in self.creator["privacy_level_options"]:
+            return tiktok_error(400, "privacy_level_option_mismatch",
+                                f"privacy_level {privacy} is not among the creator's privacy_level_options")
+        # Same page: branded content cannot be posted privately ("Branded content visibility cannot be private").
+        if post_info.get("brand_content_toggle") and privacy == "SELF_ONLY":
+            return tiktok_error(400, "invalid_params", "branded content cannot be posted with privacy SELF_ONLY")
         if not self.audited and privacy != "SELF_ONLY":
             return tiktok_error(403, "unaudited_client_can_only_post_to_private_accounts",
                                 "Unaudited clients can only post to private accounts (privacy_level SELF_ONLY).")

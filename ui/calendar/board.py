@@ -21,6 +21,7 @@ from streamlit_calendar import calendar
 from core.errors import StudioError
 from core.models import Platform, Post, PostStatus
 from core.publishing import posts
+from ui.account_health import calendar_summary
 from ui.auth import guard
 from ui.calendar.clock import parse_calendar_time, studio_zone, wall_clock, when_text
 from ui.calendar.panel import side_panel
@@ -210,6 +211,7 @@ def calendar_tab(tz: ZoneInfo) -> None:
     start, end = event_window(st.session_state, tz)
     shown = posts.posts_between(start, end, platforms=platforms, statuses=statuses)
     status_summary()
+    calendar_summary(tz)
     left, right = st.columns([3, 2], gap="large")
     with left:
         value = calendar(events=calendar_events(shown, tz), options=calendar_options(st.session_state, tz),

@@ -19,6 +19,7 @@ from ui.calendar.clock import studio_zone, when_text
 from ui.calendar.media import media_picker
 from ui.calendar.post_form import DEFAULT_ACCOUNT, edit_key, form_values, post_form, sync_form
 from ui.calendar.state import EDITOR_FLASH, PAGE_FLASH, close_panel
+from ui.calendar.tiktok import tiktok_fields
 from ui.feedback import Refused, run_action, show_flash
 from ui.text import literal, plain
 from ui.widgets import status_badge
@@ -182,6 +183,8 @@ def _fields(post: Post, tz: ZoneInfo, locked: bool) -> None:
                        key=form.key("privacy"), disabled=locked)
         right.checkbox("Made for kids", value=bool(form.value("kids", False)), key=form.key("kids"),
                        disabled=locked)
+    if platform == Platform.TIKTOK:
+        tiktok_fields(form, form.value("account") or None, locked)
 
 
 def _preview(post: Post, tz: ZoneInfo) -> None:

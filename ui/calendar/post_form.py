@@ -37,7 +37,14 @@ def _post_fields(post: Post, tz: ZoneInfo) -> dict[str, Any]:
             "caption": post.caption, "hashtags": " ".join(f"#{t}" for t in post.hashtags), "date": when.date(),
             "time": when.time().replace(second=0, microsecond=0), "media": list(post.asset_ids),
             "ai": post.ai_generated, "privacy": post.options.get("privacy", "public"),
-            "kids": bool(post.options.get("made_for_kids", False))}
+            "kids": bool(post.options.get("made_for_kids", False)),
+            # TikTok: no default privacy (None until the user picks); interactions allowed unless turned off.
+            "tt_privacy": post.options.get("privacy_level"),
+            "tt_comment": not post.options.get("disable_comment", False),
+            "tt_duet": not post.options.get("disable_duet", False),
+            "tt_stitch": not post.options.get("disable_stitch", False),
+            "tt_brand_organic": bool(post.options.get("brand_organic_toggle", False)),
+            "tt_brand_content": bool(post.options.get("brand_content_toggle", False))}
 
 
 def sync_form(post: Post, tz: ZoneInfo) -> None:
@@ -70,6 +77,13 @@ def form_values(post: Post, tz: ZoneInfo | None = None) -> dict[str, Any]:
     options = dict(post.options)
     if fields["platform"] == Platform.YOUTUBE:
         options.update(privacy=fields["privacy"], made_for_kids=bool(fields["kids"]))
+    if fields["platform"] == Platform.TIKTOK:
+        options.pop("privacy_level", None)
+        if fields["tt_privacy"]:
+            options["privacy_level"] = fields["tt_privacy"]
+        options.update({f"disable_{name}": not fields[f"tt_{name}"] for name in ("comment", "duet", "stitch")},
+                       brand_organic_toggle=bool(fields["tt_brand_organic"]),
+                       brand_content_toggle=bool(fields["tt_brand_content"]))
     day, clock = fields["date"], fields["time"]
     when = datetime.combine(day, clock, tz) if day and clock else post.scheduled_at
     return {"platform": fields["platform"], "scheduled_at": when, "caption": fields["caption"],

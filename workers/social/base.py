@@ -16,6 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -79,6 +80,23 @@ class Credentials:
 class Published:
     external_id: str
     permalink: str | None = None
+    # What the platform did differently from what was asked, recorded on the post (e.g. YouTube locking
+    # an unaudited project's upload to private).
+    notice: str | None = None
+
+
+class PublishDeferred(Exception):
+    """The platform's cap for this account is reached: the post waits until ``until`` instead of failing.
+
+    Raised before the final call took effect (a cap read before any container, or the final call
+    refused for the cap), so publishing later cannot post twice.
+    """
+
+    def __init__(self, platform: str, reason: str, *, until: datetime) -> None:
+        super().__init__(f"{platform}: {reason}")
+        self.platform = platform
+        self.reason = reason
+        self.until = until
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,21 @@ Video (https://developers.facebook.com/docs/video-api/guides/reels-publishing):
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
 
 from workers.social.base import PlannedCall, PlatformRejected, Published, PublishRequest
-from workers.social.meta_common import GraphClient, shown_url
+from workers.social.meta_common import GraphClient, GraphTransient, shown_url
 
 MESSAGE_MAX_CHARS = 63_206
 PUBLISHED_PHASES = frozenset({"complete", "in_progress", "published"})
+FEED_PAGE = 100  # the Graph API's largest page
+FEED_PAGES_SCANNED = 20  # up to 2,000 posts back
+CLOCK_SKEW_S = 600.0
 
 
 class FacebookClient(GraphClient):
@@ -83,6 +88,7 @@ class FacebookClient(GraphClient):
             return
         body = self.post(f"{self.page}/photos", {"url": request.media[0].url, "published": "false"})
         state["photo_id"] = self.field(body, "id", "POST /photos")
+        state["photo_uploaded_at"] = time.time()
         save_state(state)
         self.log(f"facebook: unpublished photo {state['photo_id']} uploaded")
 
@@ -177,13 +183,27 @@ class FacebookClient(GraphClient):
         photo_id = state.get("photo_id")
         if not photo_id:
             return None
-        feed = self.get(f"{self.page}/feed", fields="id,permalink_url,attachments{target{id}}", limit=25)
-        for post in feed.get("data") or []:
-            if photo_id in _attachment_targets(post.get("attachments")):
-                self.log(f"facebook: the lost publish took effect as post {post['id']}")
-                return Published(str(post["id"]), post.get("permalink_url") or f"https://www.facebook.com/{post['id']}")
-        self.log(f"facebook: no post in the Page feed carries photo {photo_id}: the publish did not take effect")
-        return None
+        since = float(state.get("photo_uploaded_at") or 0) - CLOCK_SKEW_S
+        params: dict[str, Any] = {"fields": "id,permalink_url,created_time,attachments{target{id}}",
+                                  "limit": FEED_PAGE}
+        for _page in range(FEED_PAGES_SCANNED):
+            feed = self.get(f"{self.page}/feed", **params)
+            posts = feed.get("data") or []
+            for post in posts:  # newest first
+                if photo_id in _attachment_targets(post.get("attachments")):
+                    self.log(f"facebook: the lost publish took effect as post {post['id']}")
+                    return Published(str(post["id"]),
+                                     post.get("permalink_url") or f"https://www.facebook.com/{post['id']}")
+            after = ((feed.get("paging") or {}).get("cursors") or {}).get("after")
+            older = bool(posts) and _graph_epoch(posts[-1].get("created_time")) < since
+            if not after or not (feed.get("paging") or {}).get("next") or older:
+                self.log(f"facebook: no post in the Page feed carries photo {photo_id}: the publish did not take "
+                         "effect")
+                return None
+            params["after"] = after
+        # Not found in the posts scanned, yet not past the upload either: publishing again could post twice.
+        raise GraphTransient(f"facebook: photo {photo_id} was not found in the latest "
+                             f"{FEED_PAGE * FEED_PAGES_SCANNED} Page posts; will look again")
 
     def _recover_video(self, state: dict[str, Any]) -> Published | None:
         video_id = state.get("video_id")
@@ -210,3 +230,11 @@ def _attachment_targets(attachments: Any) -> set[str]:
 def _phase_errors(phase: dict[str, Any]) -> str:
     errors = phase.get("errors") or []
     return "; ".join(str(e.get("message") or e) for e in errors if isinstance(e, dict)) or "error"
+
+
+def _graph_epoch(value: Any) -> float:
+    """A Graph time (``2026-12-07T10:00:00+0000``) as epoch seconds; unreadable ones count as new."""
+    try:
+        return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except ValueError:
+        return float("inf")

@@ -10,7 +10,14 @@ https://developers.facebook.com/docs/instagram-platform/content-publishing
 4. After a lost answer, the container's ``status_code`` says whether it was published (``PUBLISHED``);
    the media is then found in the account's latest media by its caption.
 
-Instagram has no AI-label field: the disclosure is already part of the caption.
+Before any container, ``GET /{ig-user-id}/content_publishing_limit`` says how much of the account's
+moving 24-hour publishing quota is used
+(https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/ig-user/content_publishing_limit/);
+a spent quota defers the post (:class:`PublishDeferred`) instead of failing it.
+
+AI label: ``is_ai_generated=true`` on the container applies Instagram's "AI info" label (Content
+Publishing API, June 2026: https://developers.facebook.com/documentation/instagram-platform/changelog);
+the caption disclosure stays too. Feed images must be between 4:5 and 1.91:1 (error 36003 otherwise).
 """
 
 from __future__ import annotations
@@ -20,13 +27,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from workers.social.base import PlannedCall, PlatformRejected, Published, PublishRequest
-from workers.social.meta_common import HASHTAG, MENTION, GraphClient, GraphTransient, shown_url
+from core.models import utcnow
+from workers.social.base import PlannedCall, PlatformRejected, PublishDeferred, Published, PublishRequest
+from workers.social.meta_common import CAP_RETRY, HASHTAG, MENTION, GraphClient, GraphTransient, shown_url
 
 CAPTION_MAX_CHARS = 2200
 MAX_HASHTAGS = 30
 MAX_MENTIONS = 20
 JPEG_TYPES = frozenset({"image/jpeg", "image/jpg", "image/pjpeg"})
+FEED_ASPECT = (4 / 5, 1.91)  # width / height of a feed image
 CLOCK_SKEW_S = 600.0  # Meta's clock against ours, when matching a recovered post by its time
 
 
@@ -44,6 +53,11 @@ class InstagramClient(GraphClient):
         if media.kind == "image" and media.content_type.lower() not in JPEG_TYPES:
             raise PlatformRejected(
                 self.platform, f"Instagram takes JPEG images only through its API; this image is {media.content_type}")
+        if media.kind == "image" and media.width and media.height:
+            low, high = FEED_ASPECT
+            if not low <= media.width / media.height <= high:
+                raise PlatformRejected(self.platform, f"Instagram feed images must be 4:5 to 1.91:1; this one is "
+                                                      f"{media.width}×{media.height}")
         if len(request.text) > CAPTION_MAX_CHARS:
             raise PlatformRejected(
                 self.platform, f"the caption has {len(request.text)} characters; Instagram allows {CAPTION_MAX_CHARS}")
@@ -53,15 +67,19 @@ class InstagramClient(GraphClient):
 
     def _container_fields(self, request: PublishRequest) -> dict[str, str]:
         media = request.media[0]
+        label = {"is_ai_generated": "true"} if request.ai_generated else {}
         if media.kind == "image":
-            return {"image_url": media.url, "caption": request.text}
-        return {"media_type": "REELS", "video_url": media.url, "caption": request.text, "share_to_feed": "true"}
+            return {"image_url": media.url, "caption": request.text, **label}
+        return {"media_type": "REELS", "video_url": media.url, "caption": request.text, "share_to_feed": "true",
+                **label}
 
     def plan(self, request: PublishRequest) -> list[PlannedCall]:
         self.validate(request)
         fields = self._container_fields(request)
         fields = {**fields, **{k: shown_url(v) for k, v in fields.items() if k.endswith("_url")}}
         return [
+            PlannedCall("GET", f"{self.api}/{self.user}/content_publishing_limit",
+                        {"fields": "quota_usage,config"}),
             PlannedCall("POST", f"{self.api}/{self.user}/media", fields),
             PlannedCall("GET", f"{self.api}/{{container-id}}", {"fields": "status_code,status",
                                                                "repeat": "until FINISHED"}),
@@ -73,6 +91,8 @@ class InstagramClient(GraphClient):
 
     def prepare(self, request: PublishRequest, state: dict[str, Any],
                 save_state: Callable[[dict[str, Any]], None]) -> None:
+        if not state.get("container_id"):
+            self._check_quota()
         while True:
             reused = bool(state.get("container_id"))
             container_id = state.get("container_id") or self._create_container(request, state, save_state)
@@ -90,6 +110,17 @@ class InstagramClient(GraphClient):
                     self.log(f"instagram: container {container_id} expired; making a new one")
                     continue
             raise PlatformRejected(self.platform, f"Instagram could not process the media: {status or status_code}")
+
+    def _check_quota(self) -> None:
+        """Defer, before any container, when the account's publishing quota is spent."""
+        body = self.get(f"{self.user}/content_publishing_limit", fields="quota_usage,config")
+        entry = (body.get("data") or [{}])[0]
+        used = int(entry.get("quota_usage") or 0)
+        total = int((entry.get("config") or {}).get("quota_total") or 0)
+        if total and used >= total:
+            raise PublishDeferred(self.platform, f"the account has used its {total} API posts of the last 24 hours",
+                                  until=utcnow() + CAP_RETRY)
+        self.log(f"instagram: {used} of {total or '?'} posts of the 24-hour publishing quota used")
 
     def _create_container(self, request: PublishRequest, state: dict[str, Any],
                           save_state: Callable[[dict[str, Any]], None]) -> str:

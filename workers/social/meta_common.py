@@ -6,7 +6,11 @@ HTTP status, because Meta sends most of them, rate limits included, as HTTP 400:
 
 - 190 (and 102): the token expired or was revoked → :class:`TokenExpired`;
 - 4, 17, 32, 613 and the 80001–80014 business-use-case limits, or HTTP 429 → :class:`GraphRateLimited`;
-- 1, 2, or any error flagged ``is_transient`` → :class:`GraphTransient`;
+- 1, 2, or any error flagged ``is_transient`` → :class:`GraphTransient`; so are Instagram's -1 and -2
+  (2207001 "server error", 2207003 download timeout, 2207032 "re-create media", 2207053 "unknown upload
+  error": "try again", https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/error-codes/);
+- 9 with subcode 2207042, Instagram's daily publishing cap (same page) → :class:`PublishDeferred`: the
+  post waits an hour and tries again (it is not a failure);
 - anything else (100 invalid parameter, 10/200 permission, 368 policy, 9004 media fetch failed…)
   → :class:`PlatformRejected` with Meta's own message.
 
@@ -21,19 +25,30 @@ import json
 import re
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from core.errors import TransientError
-from workers.social.base import MediaFile, PlatformClient, PlatformRejected, PublishRequest, TokenExpired
+from core.models import utcnow
+from workers.social.base import (
+    MediaFile,
+    PlatformClient,
+    PlatformRejected,
+    PublishDeferred,
+    PublishRequest,
+    TokenExpired,
+)
 
 T = TypeVar("T")
 
 TOKEN_CODES = frozenset({102, 190})
 RATE_LIMIT_CODES = frozenset({4, 17, 32, 613, *range(80001, 80015)})
-TRANSIENT_CODES = frozenset({1, 2})
+TRANSIENT_CODES = frozenset({1, 2, -1, -2})
+CAP_SUBCODES = frozenset({2207042})  # "reached the maximum number of posts" of the Content Publishing API
+CAP_RETRY = timedelta(hours=1)  # the cap is a moving 24-hour window: look again in an hour
 
 
 class GraphRateLimited(TransientError):
@@ -97,6 +112,9 @@ def check_graph_response(platform: str, response: httpx.Response) -> None:
                 raise GraphTransient(f"{platform}: upload failed for now: {message} (HTTP {status})")
     detail = message or f"HTTP {status} {response.reason_phrase}".strip()
     where = f"code {code}" + (f"/{subcode}" if subcode else "") if code is not None else f"HTTP {status}"
+    if subcode in CAP_SUBCODES:
+        raise PublishDeferred(platform, f"the account's daily publishing limit is reached ({where}): {detail}",
+                              until=utcnow() + CAP_RETRY)
     if code in TOKEN_CODES:
         raise TokenExpired(f"{platform}: the access token is no longer valid ({where}): {detail}")
     if status == 429 or code in RATE_LIMIT_CODES:

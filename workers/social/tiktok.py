@@ -10,10 +10,14 @@
   sent to the inbox) took effect; an upload TikTok has not received whole did not, and the next
   publish resumes after the bytes TikTok reports (``uploaded_bytes``), chunks going in order.
 
-Privacy: ``options["privacy_level"]`` defaults to ``SELF_ONLY`` because TikTok lets an app that has
-not passed its Content Posting audit post only privately (any other level is refused with
-``unaudited_client_can_only_post_to_private_accounts``). An audited app may pass ``PUBLIC_TO_EVERYONE``,
-``MUTUAL_FOLLOW_FRIENDS`` or ``FOLLOWER_OF_CREATOR`` (within what the creator's account allows).
+Creator info first (https://developers.tiktok.com/doc/content-posting-api-reference-direct-post): before
+each init the client asks ``/post/publish/creator_info/query/`` and checks the post against it
+(:mod:`core.publishing.tiktok_creator`): the privacy level the user chose (there is no default: TikTok's
+UX rules make the user pick) must be one of ``privacy_level_options``, interactions the creator turned
+off stay off, and the video may not be longer than ``max_video_post_duration_sec``. An app that has not
+passed TikTok's audit may only post ``SELF_ONLY`` (``unaudited_client_can_only_post_to_private_accounts``).
+Commercial content goes as ``brand_content_toggle`` / ``brand_organic_toggle``; ``is_aigc`` labels
+AI-generated content.
 """
 
 from __future__ import annotations
@@ -21,15 +25,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
 
 from core.errors import TransientError
+from core.models import utcnow
+from core.publishing.tiktok_creator import CreatorInfo, interaction_flags, post_problems
 from workers.social.base import (
     PlannedCall,
     PlatformClient,
     PlatformRejected,
+    PublishDeferred,
     Published,
     PublishRequest,
     TokenExpired,
@@ -46,11 +54,14 @@ MAX_VIDEO_SIZE = 4 * 1024 ** 3
 MAX_TITLE_UTF16 = 2200
 VIDEO_TYPES = ("video/mp4", "video/quicktime", "video/webm")
 PRIVACY_LEVELS = ("PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY")
-DEFAULT_PRIVACY = "SELF_ONLY"  # all an unaudited app may post
 
 TOKEN_CODES = frozenset({"access_token_invalid", "token_expired"})
 UNKNOWN_PUBLISH_CODES = frozenset({"invalid_publish_id"})
 TOOK_EFFECT = frozenset({"PROCESSING_UPLOAD", "PROCESSING_DOWNLOAD", "SEND_TO_USER_INBOX", "PUBLISH_COMPLETE"})
+# The daily caps (https://developers.tiktok.com/doc/content-posting-api-reference-direct-post): the creator's
+# API posts ("the daily post cap from the API is reached for the current user") and an app's active users.
+CAP_CODES = frozenset({"spam_risk_too_many_posts", "reached_active_user_cap"})
+CAP_RETRY = timedelta(hours=1)
 RETRYABLE_FAIL_REASONS = frozenset({"internal"})  # TikTok's own failure: a new init may well succeed
 
 
@@ -139,6 +150,8 @@ class TikTokClient(PlatformClient):
             raise TokenExpired(f"TikTok refused the access token: {message} ({code})")
         if code == "rate_limit_exceeded":
             raise TikTokRateLimited(f"TikTok rate limit: {message}")
+        if code in CAP_CODES:  # nothing was posted: try again later instead of failing the post
+            raise PublishDeferred(self.platform, f"{message} ({code})", until=utcnow() + CAP_RETRY)
         if status in (404, 410) and response.request.method == "PUT":
             raise UploadLost(f"the TikTok upload URL is unknown or expired: {message}")
         raise TikTokRejected(f"{message} ({code})", code=code, status=status)
@@ -158,9 +171,13 @@ class TikTokClient(PlatformClient):
             refuse(f"the video must be between 1 byte and 4 GB ({media.size} bytes)")
         if utf16_units(request.text) > MAX_TITLE_UTF16:
             refuse(f"the caption is over {MAX_TITLE_UTF16} characters ({utf16_units(request.text)} UTF-16 units)")
-        privacy = request.options.get("privacy_level", DEFAULT_PRIVACY)
+        privacy = request.options.get("privacy_level")
+        if not privacy:
+            refuse("choose who can see this TikTok post (privacy_level); TikTok's rules forbid a default")
         if privacy not in PRIVACY_LEVELS:
             refuse(f"privacy_level must be one of {', '.join(PRIVACY_LEVELS)}")
+        if request.options.get("brand_content_toggle") and privacy == "SELF_ONLY":
+            refuse("branded content (a paid partnership) cannot be posted as SELF_ONLY")
         try:
             self.chunk_plan(media.size)
         except ValueError as error:
@@ -169,12 +186,18 @@ class TikTokClient(PlatformClient):
     def chunk_plan(self, video_size: int) -> ChunkPlan:
         return chunk_plan(video_size, self.settings.publish_chunk_mb * MIB)
 
-    def _init_body(self, request: PublishRequest, plan: ChunkPlan) -> dict[str, Any]:
+    def _init_body(self, request: PublishRequest, plan: ChunkPlan,
+                   creator: CreatorInfo | None = None) -> dict[str, Any]:
+        options = request.options
+        flags = (interaction_flags(creator, options) if creator is not None
+                 else {f"disable_{n}": bool(options.get(f"disable_{n}", False)) for n in ("comment", "duet", "stitch")})
+        post_info: dict[str, Any] = {"title": request.text, "privacy_level": options.get("privacy_level"),
+                                     **flags, "is_aigc": request.ai_generated}
+        for toggle in ("brand_content_toggle", "brand_organic_toggle"):  # commercial content disclosure
+            if options.get(toggle):
+                post_info[toggle] = True
         return {
-            "post_info": {"title": request.text,
-                          "privacy_level": request.options.get("privacy_level", DEFAULT_PRIVACY),
-                          "disable_comment": False, "disable_duet": False, "disable_stitch": False,
-                          "is_aigc": request.ai_generated},
+            "post_info": post_info,
             "source_info": {"source": "FILE_UPLOAD", "video_size": plan.video_size, "chunk_size": plan.chunk_size,
                             "total_chunk_count": plan.total_chunk_count},
         }
@@ -184,13 +207,18 @@ class TikTokClient(PlatformClient):
         return f"{self.settings.tiktok_api_url}/post/publish/video/init/"
 
     @property
+    def _creator_info_url(self) -> str:
+        return f"{self.settings.tiktok_api_url}/post/publish/creator_info/query/"
+
+    @property
     def _status_url(self) -> str:
         return f"{self.settings.tiktok_api_url}/post/publish/status/fetch/"
 
     def plan(self, request: PublishRequest) -> list[PlannedCall]:
         media = request.media[0]
         chunks = self.chunk_plan(media.size)
-        calls = [PlannedCall("POST", self._init_url, self._init_body(request, chunks))]
+        calls = [PlannedCall("POST", self._creator_info_url),
+                 PlannedCall("POST", self._init_url, self._init_body(request, chunks))]
         for offset, length in chunks.ranges():
             calls.append(PlannedCall("PUT", "<upload_url from init>", {
                 "Content-Type": media.content_type, "Content-Length": length,
@@ -216,7 +244,11 @@ class TikTokClient(PlatformClient):
         if state.get("publish_id") and state.get("upload_url") and state.get("chunk_size") == chunks.chunk_size:
             save_state(state)  # keeps an offset recover noted
             return
-        response = self.send("POST", self._init_url, json=self._init_body(request, chunks), headers=self._auth())
+        creator = self._creator_info()
+        if problems := post_problems(creator, request.options, media.duration_s):
+            raise TikTokRejected("; ".join(problems), code="creator_info")
+        response = self.send("POST", self._init_url, json=self._init_body(request, chunks, creator),
+                             headers=self._auth())
         data = response.json().get("data") or {}
         if not data.get("publish_id") or not data.get("upload_url"):
             raise TransientError("TikTok's init answer has no publish_id or upload_url")
@@ -224,6 +256,12 @@ class TikTokClient(PlatformClient):
                      total_chunk_count=chunks.total_chunk_count, upload_offset=0)
         save_state(state)
         self.log(f"tiktok: post initialised ({chunks.total_chunk_count} chunk(s) of {chunks.chunk_size} bytes)")
+
+    def _creator_info(self) -> CreatorInfo:
+        """What this creator may post now; asked before every new post, as TikTok requires."""
+        response = self.send("POST", self._creator_info_url, json={}, headers=self._auth())
+        data = response.json().get("data")
+        return CreatorInfo.from_api(data if isinstance(data, dict) else {})
 
     def publish(self, request: PublishRequest, state: dict[str, Any]) -> Published:
         media = request.media[0]

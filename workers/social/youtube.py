@@ -10,13 +10,23 @@ A Short is an ordinary video upload (vertical, up to 3 minutes); YouTube decides
   answer says how far the server got (``Range: bytes=0-N``) and the next chunk starts there.
 - :meth:`YouTubeClient.recover` asks the session where it stands (``Content-Range: bytes */total``):
   the video resource means the upload finished; a ``308`` means it did not, and the next publish
-  resumes from the reported offset; an expired session (404/410) is dropped so prepare starts another.
+  resumes from the reported offset. Sessions last a week
+  (https://developers.google.com/youtube/v3/guides/using_resumable_upload_protocol), finished ones
+  included: an expired session (404/410) is therefore not proof that nothing was uploaded, so the
+  channel's uploads playlist is searched for the video (same title, uploaded after the session began)
+  before the session is dropped and prepare starts another.
+
+An API project that has not passed YouTube's audit gets every upload locked to private
+(https://developers.google.com/youtube/v3/docs/videos/insert): the video resource's ``privacyStatus``
+is compared with the one asked for, and a difference is recorded on the post as a notice.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -40,6 +50,8 @@ PRIVACY = ("public", "unlisted", "private")
 CATEGORY_PEOPLE_AND_BLOGS = "22"
 QUOTA_REASONS = frozenset({"quotaExceeded", "rateLimitExceeded", "userRateLimitExceeded"})
 STALLED_ANSWERS = 3  # 308s in a row that report no progress before giving up on this attempt
+CLOCK_SKEW_S = 600.0  # Google's clock against ours, when matching a recovered upload by its time
+UPLOADS_SCANNED = 200  # newest uploads searched for a lost one (4 pages of 50)
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d+)")
 
@@ -116,6 +128,8 @@ class YouTubeClient(PlatformClient):
             refuse(f"the title must be 1 to {MAX_TITLE} characters (it has {len(title)})")
         if "<" in title or ">" in title:
             refuse("the title may not contain < or >")
+        if "<" in request.text or ">" in request.text:  # snippet.description: "all valid UTF-8 except < and >"
+            refuse("the description may not contain < or > (YouTube refuses it with invalidDescription)")
         if len(request.text.encode()) > MAX_DESCRIPTION_BYTES:
             refuse(f"the description is over {MAX_DESCRIPTION_BYTES} bytes ({len(request.text.encode())})")
         if tags_length(self._tags(request)) > MAX_TAGS_CHARS:
@@ -169,18 +183,29 @@ class YouTubeClient(PlatformClient):
         session_uri = response.headers.get("location")
         if not session_uri:
             raise TransientError(f"YouTube started no upload session (HTTP {response.status_code}, no Location)")
-        state.update(session_uri=session_uri, video_size=media.size, upload_offset=0)
+        state.update(session_uri=session_uri, video_size=media.size, upload_offset=0,
+                     session_started_at=time.time())
         save_state(state)
         self.log(f"youtube: upload session started for {media.size / MIB:.1f} MiB")
 
-    def _published(self, response: httpx.Response, state: dict[str, Any]) -> Published:
+    def _published(self, response: httpx.Response, state: dict[str, Any], request: PublishRequest) -> Published:
         try:
-            video_id = str(response.json()["id"])
+            resource = response.json()
+            video_id = str(resource["id"])
         except (ValueError, KeyError, TypeError) as error:
             raise TransientError(f"YouTube finished the upload but sent no video id (HTTP "
                                  f"{response.status_code})") from error
         state.update(video_id=video_id, upload_offset=state.get("video_size", 0))
-        return Published(external_id=video_id, permalink=f"https://youtube.com/shorts/{video_id}")
+        return self._result(video_id, request, (resource.get("status") or {}).get("privacyStatus"))
+
+    def _result(self, video_id: str, request: PublishRequest, privacy: str | None) -> Published:
+        asked = request.options.get("privacy", "public")
+        notice = None
+        if privacy and privacy != asked:
+            notice = (f"YouTube made the video {privacy}, not {asked}: uploads from an API project that has not "
+                      "passed YouTube's audit are locked to private until the project is audited")
+            self.log(f"youtube: {notice}")
+        return Published(external_id=video_id, permalink=f"https://youtube.com/shorts/{video_id}", notice=notice)
 
     def _put(self, session_uri: str, *, idempotent: bool, content: bytes, content_range: str,
              content_type: str) -> httpx.Response:
@@ -208,7 +233,7 @@ class YouTubeClient(PlatformClient):
                     state.pop(key, None)
                 raise
             if response.status_code in (200, 201):
-                published = self._published(response, state)
+                published = self._published(response, state, request)
                 self.log(f"youtube: uploaded {total / MIB:.1f} MiB, video {published.external_id}")
                 return published
             if response.status_code != 308:
@@ -230,14 +255,53 @@ class YouTubeClient(PlatformClient):
                                  content_range=f"bytes */{request.media[0].size}",
                                  content_type=request.media[0].content_type)
         except UploadSessionExpired:
+            found = self._find_upload(request, state)
+            if found is not None:
+                self.log(f"youtube: the upload session expired, but it had made video {found.external_id}")
+                return found
             for key in ("session_uri", "upload_offset"):
                 state.pop(key, None)
             self.log("youtube: the upload session expired before finishing; a new one will be started")
             return None
         if response.status_code in (200, 201):
-            return self._published(response, state)
+            return self._published(response, state, request)
         if response.status_code == 308:
             state["upload_offset"] = _server_offset(response)
             self.log(f"youtube: the upload had not finished; it will resume at byte {state['upload_offset']}")
             return None
         raise TransientError(f"YouTube answered HTTP {response.status_code} to an upload status query")
+
+    def _find_upload(self, request: PublishRequest, state: dict[str, Any]) -> Published | None:
+        """The video an expired session made, from the channel's uploads playlist: same title, uploaded
+        after the session began (channels.list contentDetails → playlistItems.list, newest first)."""
+        api = self.settings.youtube_api_url
+        channel = self.send("GET", f"{api}/channels", params={"part": "contentDetails", "mine": "true"},
+                            headers=self._auth()).json()
+        items = channel.get("items") or [{}]
+        uploads = ((items[0].get("contentDetails") or {}).get("relatedPlaylists") or {}).get("uploads")
+        if not uploads:
+            raise TransientError("YouTube did not name the channel's uploads playlist")
+        since = float(state.get("session_started_at") or 0) - CLOCK_SKEW_S
+        title = request.title.strip()
+        params = {"part": "snippet", "playlistId": uploads, "maxResults": "50"}
+        for _page in range(UPLOADS_SCANNED // 50):
+            page = self.send("GET", f"{api}/playlistItems", params=params, headers=self._auth()).json()
+            for item in page.get("items") or []:
+                snippet = item.get("snippet") or {}
+                if snippet.get("title") == title and _epoch(snippet.get("publishedAt")) >= since:
+                    video_id = str((snippet.get("resourceId") or {}).get("videoId") or "")
+                    if video_id:
+                        state.update(video_id=video_id, upload_offset=state.get("video_size", 0))
+                        return self._result(video_id, request, None)
+            if not page.get("nextPageToken"):
+                return None
+            params["pageToken"] = str(page["nextPageToken"])
+        return None
+
+
+def _epoch(value: Any) -> float:
+    """An RFC 3339 time (``2026-12-07T10:00:00Z``) as epoch seconds; unreadable ones count as new."""
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return float("inf")

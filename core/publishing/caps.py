@@ -1,0 +1,119 @@
+"""Per-account publishing caps, checked when a post is scheduled (not only when it publishes).
+
+Each platform limits how many posts an account may publish through the API in a moving 24 hours:
+
+- Instagram: the account's ``content_publishing_limit`` (``config.quota_total``; Meta's pages say 50 or
+  100), https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/ig-user/content_publishing_limit/
+  — the studio uses 50, the lower figure, unless the account's ``meta["publishing_quota"]`` says otherwise;
+- Facebook: 30 API-published Reels per Page, and Meta asks apps that schedule to enforce it too
+  (https://developers.facebook.com/docs/video-api/guides/reels-publishing/);
+- TikTok: a per-creator daily cap (``spam_risk_too_many_posts``) whose number TikTok does not publish
+  (https://developers.tiktok.com/doc/content-posting-api-reference-direct-post); 15 here;
+- YouTube: ``videos.insert`` costs 1,600 of a project's default 10,000 daily quota units: 6 uploads
+  (https://developers.google.com/youtube/v3/docs/videos/insert).
+
+A post counts against the window ending at its time: the posts of the same platform and account
+scheduled, publishing or published in the 24 hours before it. Over the cap, the calendar flags it and
+a content pipeline moves it to the first moment the window has room (:func:`next_free_slot`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlmodel import col
+
+from core.db import session_scope
+from core.jobs.lifecycle import aware
+from core.models import Platform, Post, PostStatus
+from core.publishing import social_accounts
+
+WINDOW = timedelta(hours=24)
+DAILY_CAPS: dict[str, int] = {Platform.INSTAGRAM: 50, Platform.FACEBOOK: 30, Platform.TIKTOK: 15,
+                              Platform.YOUTUBE: 6}
+COUNTED = (PostStatus.SCHEDULED, PostStatus.PUBLISHING, PostStatus.PUBLISHED)
+MAX_SHIFTS = 50  # next_free_slot gives up after this many steps (a plan far over the cap)
+
+
+@dataclass(frozen=True)
+class CapUsage:
+    platform: str
+    account_id: int | None
+    used: int
+    cap: int
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.cap - self.used)
+
+
+def _account_id(platform: str, account_id: int | None) -> int | None:
+    if account_id is not None:
+        return account_id
+    default = social_accounts.default_account(platform)
+    return default.id if default else None
+
+
+def cap_for(platform: str, account_id: int | None = None) -> int:
+    if account_id is not None:
+        quota = social_accounts.get_account(account_id).meta.get("publishing_quota")
+        if isinstance(quota, int) and quota > 0:
+            return quota
+    return DAILY_CAPS[platform]
+
+
+def _times_in_window(platform: str, account_id: int | None, end: datetime, *,
+                     exclude_post: int | None = None) -> list[datetime]:
+    """When the counted posts of this platform and account fall in the 24 hours up to ``end``, oldest first."""
+    default_id = social_accounts.default_account(platform)
+    query = (select(col(Post.scheduled_at), col(Post.published_at), col(Post.account_id), col(Post.id))
+             .where(col(Post.platform) == platform, col(Post.scheduled_at) > end - WINDOW - WINDOW,
+                    col(Post.scheduled_at) <= end + WINDOW, col(Post.status).in_(COUNTED))
+             .order_by(col(Post.scheduled_at)).limit(2000))  # ix_post_platform_scheduled
+    with session_scope() as session:
+        rows = session.execute(query).all()
+    times = []
+    for scheduled_at, published_at, post_account, post_id in rows:
+        if post_id == exclude_post:
+            continue
+        effective = post_account if post_account is not None else (default_id.id if default_id else None)
+        if effective != account_id:
+            continue
+        moment = aware(published_at or scheduled_at)
+        if end - WINDOW < moment <= end:
+            times.append(moment)
+    return sorted(times)
+
+
+def usage(platform: str, account_id: int | None, at: datetime, *, exclude_post: int | None = None) -> CapUsage:
+    """How much of the cap the 24 hours up to ``at`` already use."""
+    account = _account_id(platform, account_id)
+    times = _times_in_window(platform, account, aware(at), exclude_post=exclude_post)
+    return CapUsage(platform, account, len(times), cap_for(platform, account))
+
+
+def over_cap(post: Post) -> str | None:
+    """Why this post would exceed its account's cap at its time (None when it fits)."""
+    if post.platform not in DAILY_CAPS:
+        return None
+    used = usage(post.platform, post.account_id, post.scheduled_at, exclude_post=post.id)
+    if used.used < used.cap:
+        return None
+    label = Platform(post.platform).label
+    return (f"{label} allows {used.cap} API posts per account in 24 hours; {used.used} are already planned in the "
+            "24 hours before this one")
+
+
+def next_free_slot(post: Post) -> datetime:
+    """The first time from the post's own at which its account's window has room."""
+    at = aware(post.scheduled_at)
+    account = _account_id(post.platform, post.account_id)
+    cap = cap_for(post.platform, account)
+    for _step in range(MAX_SHIFTS):
+        times = _times_in_window(post.platform, account, at, exclude_post=post.id)
+        if len(times) < cap:
+            return at
+        at = times[len(times) - cap] + WINDOW + timedelta(minutes=1)  # when enough of them leave the window
+    return at

@@ -1,0 +1,140 @@
+"""Per-account caps checked when scheduling, a content pipeline that defers over-cap posts instead of failing,
+token health (valid until, renewable until, Google's Testing-mode refresh tokens) and TikTok's creator info
+read for the post editor, against real PostgreSQL/SQLite and a local TikTok fake."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import update
+
+from core.automation import pipelines
+from core.config import reload_settings
+from core.db import session_scope
+from core.jobs.lifecycle import aware
+from core.library.assets import AssetSource, record_asset
+from core.models import AssetKind, Pipeline, Post, PostStatus, utcnow
+from core.publishing import caps, oauth, posts, social_accounts
+from core.publishing.tiktok_creator import creator_info_for_account
+from tests.fakes.tiktok import FakeTikTok
+
+pytestmark = pytest.mark.clock  # caps and token expiry are about times
+
+SLOT = (datetime.now(UTC) + timedelta(days=3)).replace(minute=0, second=0, microsecond=0)
+
+
+@pytest.fixture
+def dry_run(studio, monkeypatch):
+    monkeypatch.setenv("STUDIO_PUBLISH_DRY_RUN", "true")  # no account needed to schedule
+    reload_settings()
+    return studio
+
+
+def _video(platform_spec: str):
+    return record_asset(key=f"test/cap-video-{datetime.now().timestamp()}.mp4", kind=AssetKind.VIDEO,
+                        source=AssetSource.VIDEO, content_type="video/mp4", size_bytes=1000, width=1080, height=1920,
+                        meta={"duration": 12.0, "spec_report": {platform_spec: []}})
+
+
+def _short(at: datetime, *, status: str = PostStatus.SCHEDULED) -> Post:
+    post = posts.create_post(platform="youtube", scheduled_at=at, caption="Stretch", title="Stretch",
+                             asset_ids=[_video("youtube_shorts").id or 0])
+    with session_scope() as session:
+        session.execute(update(Post).where(Post.id == post.id).values(status=status))
+    return posts.get_post(post.id or 0)
+
+
+def test_a_post_over_its_accounts_daily_cap_is_flagged_when_scheduled(dry_run):
+    for hours in range(caps.DAILY_CAPS["youtube"]):  # YouTube: 6 uploads a day (1,600 of 10,000 units each)
+        _short(SLOT - timedelta(hours=hours))
+    seventh = posts.create_post(platform="youtube", scheduled_at=SLOT + timedelta(hours=1), caption="One more",
+                                title="One more", asset_ids=[_video("youtube_shorts").id or 0])
+    preview = posts.post_preview(seventh)
+    assert preview.ok and any("over the daily cap" in w and "6 API posts" in w for w in preview.warnings)
+    assert caps.usage("youtube", None, SLOT + timedelta(hours=1)).remaining == 0
+    next_day = posts.create_post(platform="youtube", scheduled_at=SLOT + timedelta(hours=25), caption="Tomorrow",
+                                 title="Tomorrow", asset_ids=[_video("youtube_shorts").id or 0])
+    assert not any("daily cap" in w for w in posts.post_preview(next_day).warnings)
+
+
+def test_scheduling_with_defer_moves_an_over_cap_post_to_the_first_free_time(dry_run):
+    oldest = SLOT - timedelta(hours=5)
+    for hours in range(6):
+        _short(SLOT - timedelta(hours=hours))
+    seventh = posts.create_post(platform="youtube", scheduled_at=SLOT, caption="One more", title="One more",
+                                asset_ids=[_video("youtube_shorts").id or 0])
+    scheduled = posts.schedule_post(seventh.id or 0, defer_over_cap=True)
+    assert scheduled.status == PostStatus.SCHEDULED
+    assert aware(scheduled.scheduled_at) == oldest + caps.WINDOW + timedelta(minutes=1)
+    assert caps.over_cap(scheduled) is None
+
+
+def test_a_content_pipeline_defers_posts_over_a_cap_instead_of_failing_them(dry_run):
+    for hours in range(6):
+        _short(SLOT - timedelta(hours=hours))
+    over = posts.create_post(platform="youtube", scheduled_at=SLOT, caption="Pipeline post", title="Pipeline post",
+                             asset_ids=[_video("youtube_shorts").id or 0])
+    tiktok = posts.create_post(platform="tiktok", scheduled_at=SLOT, caption="Pipeline post",
+                               asset_ids=[_video("tiktok").id or 0])
+    pipeline = Pipeline(kind="content", payload={
+        "theme": "runs", "platforms": ["youtube", "tiktok"], "start": SLOT.date().isoformat(),
+        "end": SLOT.date().isoformat(), "tiktokPrivacyLevel": "SELF_ONLY"},
+        results={"production": {"readyPostIds": [over.id, tiktok.id]}})
+    result = pipelines._finish_scheduling(pipeline, [])
+    assert result.error is None and result.results["scheduledPostIds"] == [over.id, tiktok.id]
+    moved = posts.get_post(over.id or 0)
+    assert moved.status == PostStatus.SCHEDULED and aware(moved.scheduled_at) > SLOT + timedelta(hours=18)
+    assert any(f"post {over.id} (youtube) moved" in w for w in result.warnings)
+    picked = posts.get_post(tiktok.id or 0)  # the pipeline's caller chose TikTok's privacy: no default
+    assert picked.status == PostStatus.SCHEDULED and picked.options["privacy_level"] == "SELF_ONLY"
+
+
+def test_a_tiktok_post_of_a_pipeline_without_a_privacy_choice_is_not_scheduled(dry_run):
+    tiktok = posts.create_post(platform="tiktok", scheduled_at=SLOT, caption="x", asset_ids=[_video("tiktok").id or 0])
+    pipeline = Pipeline(kind="content", payload={"theme": "runs", "platforms": ["tiktok"],
+                                                 "start": SLOT.date().isoformat(), "end": SLOT.date().isoformat()},
+                        results={"production": {"readyPostIds": [tiktok.id]}})
+    result = pipelines._finish_scheduling(pipeline, [])
+    assert result.error == "no post could be scheduled"
+    assert any("choose who can see this post" in w for w in result.warnings)
+
+
+def test_token_health_warns_ahead_of_expiry_and_flags_posts_after_it(studio):
+    manual = social_accounts.connect_manually(platform="tiktok", external_id="open-1", name="Mia",
+                                              access_token="act.long-enough", expires_in_s=2 * 86_400)
+    health = social_accounts.token_health(manual)
+    assert health.state == "expiring" and health.usable_until == manual.expires_at
+    assert any("stops working in 1 day" in w for w in health.warnings)
+    assert social_accounts.unusable_at(manual, utcnow() + timedelta(days=1)) is None
+    assert "before this post" in (social_accounts.unusable_at(manual, utcnow() + timedelta(days=3)) or "")
+    later = social_accounts.token_health(manual, now=utcnow() + timedelta(days=3))
+    assert later.state == "unusable"
+
+
+def test_a_google_consent_screen_in_testing_gives_seven_day_refresh_tokens(studio, monkeypatch):
+    monkeypatch.setenv("STUDIO_GOOGLE_CONSENT_TESTING", "true")
+    reload_settings()
+    tokens = oauth.TokenSet(access_token="ya29.token-value", refresh_token="1//refresh-value",
+                            expires_at=utcnow() + timedelta(hours=1))
+    account = social_accounts.save_account(oauth.DiscoveredAccount("youtube", "UC1", "Chan", tokens))
+    assert account.refresh_expires_at is not None
+    assert timedelta(days=6, hours=23) < account.refresh_expires_at - utcnow() <= timedelta(days=7)
+    health = social_accounts.token_health(account)
+    assert health.state == "expiring" and health.renewable_until == account.refresh_expires_at
+    assert any("Testing mode" in w for w in health.warnings)
+
+
+def test_the_editor_reads_tiktoks_creator_info_for_the_account(studio, monkeypatch):
+    with FakeTikTok(privacy_level_options=("FOLLOWER_OF_CREATOR", "SELF_ONLY"), stitch_disabled=True,
+                    max_video_post_duration_sec=180).running() as tiktok:
+        for name, value in tiktok.settings().items():
+            monkeypatch.setenv(f"STUDIO_{name.upper()}", str(value))
+        reload_settings()
+        grant = tiktok.oauth.grant()
+        account = social_accounts.connect_manually(platform="tiktok", external_id=grant.subject,
+                                                   access_token=grant.access_token)
+        info = creator_info_for_account(account.id)
+    assert info.privacy_level_options == ("FOLLOWER_OF_CREATOR", "SELF_ONLY")
+    assert info.stitch_disabled and not info.comment_disabled and info.max_video_post_duration_sec == 180
+    assert info.username == "fake.creator"
