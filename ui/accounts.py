@@ -152,8 +152,8 @@ def account_row(account: social_accounts.AccountView) -> None:
             left.warning(literal(account.last_error))
         provider = oauth.provider_for(account.platform)
         if health.state != "ok":  # a new consent replaces the tokens of the same account
-            right.button("Reconnect", key=f"accounts.reconnect.{account.id}", on_click=_connect, args=(provider,),
-                         type="primary", width="stretch", icon=":material/link:")
+            right.button("Reconnect", key=f"accounts.reconnect.{account.id}", on_click=guard(_connect),
+                         args=(provider,), type="primary", width="stretch", icon=":material/link:")
             if url := st.session_state.get(f"accounts.consent.{provider.name}"):
                 right.link_button(f"Continue to {PROVIDER_SHORT.get(provider.name, provider.label)}", url,
                                   width="stretch", icon=":material/open_in_new:")
