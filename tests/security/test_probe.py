@@ -12,6 +12,7 @@ import stat
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -27,6 +28,7 @@ from core.infra.auth import hash_password
 from tests.conftest import ROOT, TEST_API_TOKEN, _reset_caches
 from tests.factories import image_bytes
 from tests.security.streamlit_client import Drawn, StreamlitClient, click, upload
+from tests.services import run_app_server
 
 PASSWORD = "correct horse battery staple"
 AUTH = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
@@ -43,11 +45,8 @@ class Studio:
     namespace: str
 
 
-@pytest.fixture(scope="module")
-def studio_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Studio]:
-    from tests.services import run_app_server
-
-    tmp = tmp_path_factory.mktemp("probe")
+@contextmanager
+def _serve(tmp: Path, redis_url: str, **extra_env: str) -> Iterator[Studio]:
     namespace = f"p{uuid.uuid4().hex[:10]}"
     env = {
         "STUDIO_ENV": "production", "STUDIO_DATA_DIR": str(tmp / "data"), "REDIS_URL": redis_url,
@@ -59,6 +58,7 @@ def studio_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> I
         "STUDIO_SESSION_IDLE_MINUTES": str(IDLE_S / 60), "STUDIO_PUBLIC_REQUESTS_PER_MINUTE": str(PUBLIC_LIMIT),
         "STUDIO_UPLOAD_SESSION_BUDGET_MB": "2", "STUDIO_LOGIN_MAX_FAILURES": "2",
         "STUDIO_UPLOAD_MAX_FILE_MB": "1", "STUDIO_UPLOAD_MAX_ZIP_MB": "1",  # server.py sets maxUploadSize from them
+        **extra_env,
     }
     log = tmp / "server.log"
     with pytest.MonkeyPatch.context() as patch:
@@ -73,6 +73,12 @@ def studio_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> I
         with run_app_server(log=log) as base:
             yield Studio(base=base, data_dir=tmp / "data", log=log, namespace=namespace)
     _reset_caches()
+
+
+@pytest.fixture(scope="module")
+def studio_server(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Studio]:
+    with _serve(tmp_path_factory.mktemp("probe"), redis_url) as studio:
+        yield studio
 
 
 def _logged_in(studio: Studio, page: str = "") -> StreamlitClient:
@@ -247,3 +253,14 @@ def test_a_forged_forwarded_for_does_not_escape_the_rate_limit(studio_server):
     statuses = [httpx.get(f"{studio_server.base}/api/health", headers={"X-Forwarded-For": f"198.51.100.{n}"},
                           timeout=30).status_code for n in range(PUBLIC_LIMIT + 1)]
     assert 429 in statuses
+
+
+def test_behind_a_trusted_proxy_its_forwarded_address_is_the_client(tmp_path_factory, redis_url):
+    """The other side of the two tests above: a proxy named in STUDIO_TRUSTED_PROXIES (here the loopback the
+    test connects from) is believed, so each forwarded client has its own budget and one client alone is limited."""
+    with _serve(tmp_path_factory.mktemp("proxied"), redis_url, STUDIO_TRUSTED_PROXIES="127.0.0.1") as studio:
+        def health(client: str) -> int:
+            return httpx.get(f"{studio.base}/api/health", headers={"X-Forwarded-For": client}, timeout=30).status_code
+
+        assert 429 not in [health(f"198.51.100.{n}") for n in range(PUBLIC_LIMIT + 1)], "one budget per client"
+        assert 429 in [health("203.0.113.7") for _ in range(PUBLIC_LIMIT + 1)], "one client alone is limited"
