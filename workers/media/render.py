@@ -12,9 +12,10 @@ Steps, all in a temporary folder that is removed whatever happens:
 3. Video, one ffmpeg run: each image scaled once (crop to fill, or fitted over a blurred, darkened copy of
    itself), animated with ``zoompan`` from that one frame (Ken Burns, direction varied by image index) or
    held still; a clip (an MP4 among the images, e.g. a motion job's) plays scaled the same way, looped
-   when its slot is longer and cut when shorter; all joined by ``xfade`` crossfades or cuts, subtitles burnt in with libass in output pixels (each
-   caption in the font for its script; a caption with a character no installed font has is refused before
-   rendering, see fonts.py), loudnorm pass 2 on the audio (or a silent track), x264 + AAC, ``+faststart``.
+   when its slot is longer and cut when shorter; all joined by ``xfade`` crossfades or cuts, subtitles
+   burnt in with libass in output pixels (each caption in the font for its script; a caption with a
+   character no installed font has is refused before rendering, see fonts.py), loudnorm pass 2 on the
+   audio (or a silent track), x264 + AAC, ``+faststart``.
 4. Measure the loudness of the finished file and probe it; move it to ``output``.
 
 Timing: image ``i`` owns the slot ``[S_i, S_i + durations[i])`` where ``S_i`` is the sum of the durations

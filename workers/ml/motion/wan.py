@@ -123,7 +123,7 @@ def load_wan(model: str, device: str | None = None) -> LoadedWan:
         with MODEL_CONSTRUCTION_LOCK:  # see workers/ml/locks.py
             vae = AutoencoderKLWan.from_pretrained(source, subfolder="vae", dtype=torch.float32)
             pipe = WanImageToVideoPipeline.from_pretrained(source, vae=vae, dtype=dtype)
-    except (OSError, ValueError, EnvironmentError) as error:
+    except (OSError, ValueError) as error:
         raise MotionError(f"the motion model {model!r} does not load (a Wan image-to-video hub id or diffusers "
                           f"folder is expected; offline, only a local folder works): {error}") from error
     pipe.to(device)
