@@ -27,10 +27,12 @@ from core.library.assets import AssetSource
 from core.models import AssetKind, Job, JobStatus
 from core.video import motion
 from core.video import requests as videos
+from tests.apptest import open_page, rerun
 from tests.conftest import wait_until
 from tests.factories import image_bytes
 from workers.media.clips import encode_frames
 from workers.media.render import RenderRequest, render_video
+from ui.widgets import VIDEO_HANDOFF_KEY
 from workers.motion import animate
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("offline_hub")]
@@ -147,3 +149,25 @@ def test_a_video_request_takes_clips_and_stills_in_one_timeline(still, tmp_path)
                                 content_type="audio/wav", size_bytes=1)
     with pytest.raises(InvalidInput, match="is a audio, not a image"):
         videos.submit_video(image_asset_ids=[audio.id], script="Hello there.")
+
+
+def test_the_videos_page_animates_the_picked_images_and_a_finished_clip_joins_the_timeline(still, tiny_wan):
+    other = assets.store_image("uploads/ben.png", image_bytes(64, 64, seed=4), source=AssetSource.UPLOAD)
+    done = motion.submit_motion(source_asset_id=still.id, model=str(tiny_wan), **TINY)
+    jobs.execute_job(done.id, animate)
+    at = open_page("pages/videos.py", **{VIDEO_HANDOFF_KEY: [still.id, other.id]})
+    at.selectbox(key="videos.aspect").set_value("1:1")
+    at.text_input(key="videos.motion.prompt").input("she waves")
+    at.selectbox(key="videos.motion.resolution").set_value(480)
+    rerun(at)
+    at.button(key="videos.motion.submit").click()
+    rerun(at)
+    queued = [job for job in motion.list_motions().items if job.id != done.id]
+    assert sorted(job.payload["source_asset_id"] for job in queued) == sorted([still.id, other.id])
+    assert {(job.payload["aspect"], job.payload["width"], job.payload["height"]) for job in queued} == {
+        ("1:1", 640, 640)}
+    assert len(at.get("video")) == 1, "the finished clip plays"
+    at.button(key=f"videos.motion.use.{done.id}").click()
+    rerun(at)
+    clip_id = jobs.get_job(done.id).result["clip_asset_id"]
+    assert at.multiselect(key="videos.images").value == [still.id, other.id, clip_id]

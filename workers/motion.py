@@ -17,11 +17,12 @@ from typing import Any
 from PIL import Image
 
 from core.config import get_settings
+from core.datasets.images import make_thumbnail
 from core.errors import PermanentJobError
 from core.infra.storage import get_object_store
 from core.jobs.lifecycle import JobContext, get_job
 from core.library import assets
-from core.library.assets import AssetSource
+from core.library.assets import AssetSource, thumbnail_key
 from core.models import Asset, AssetKind
 from core.video.motion import MotionPayload, clip_key, clip_metadata, job_clip
 from workers.gpu_slots import assigned_device
@@ -34,6 +35,12 @@ def _result(clip: Asset, **extra: Any) -> dict[str, Any]:
     meta = clip.meta or {}
     return {"clip_asset_id": clip.id, "source_asset_id": meta.get("init_asset_id"), "frames": meta.get("frames"),
             "fps": meta.get("fps"), "width": clip.width, "height": clip.height, **extra}
+
+
+def _thumbnail(frame: Any) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, "PNG")
+    return make_thumbnail(buffer.getvalue())[0]
 
 
 def _source_image(asset_id: int) -> Image.Image:
@@ -81,10 +88,13 @@ def animate(ctx: JobContext[MotionPayload]) -> dict[str, Any]:
                              on_progress=lambda f: ctx.progress(_DENOISE_SHARE + (1 - _DENOISE_SHARE) * f * 0.99))
         ctx.stage("store")
         key = clip_key(ctx.job_id)
-        stored_info = get_object_store().put_file(key, info.path, "video/mp4")
+        store = get_object_store()
+        stored_info = store.put_file(key, info.path, "video/mp4")
+        store.put_bytes(thumbnail_key(key), _thumbnail(frames[0]), "image/jpeg")  # the first frame
         clip = assets.record_asset(
             key=key, kind=AssetKind.VIDEO, source=AssetSource.MOTION, content_type="video/mp4",
             size_bytes=stored_info.size, width=info.width, height=info.height, prompt=payload.prompt,
+            thumbnail=thumbnail_key(key),
             job_id=ctx.job_id, character_id=job.character_id, dataset_id=source.dataset_id,
             meta=clip_metadata(payload, job_id=ctx.job_id, family=FAMILY))
     finally:
