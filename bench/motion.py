@@ -1,7 +1,8 @@
-"""Image-to-video benchmark (the model part and the encode are timed apart): one clip through the studio's Wan family module (workers/ml/motion/wan.py: its
-prompt encoding, the pipeline with per-step progress callbacks, uint8 frames) plus the clip encoder
-(workers/media/clips.py: H.264 MP4) vs the same diffusers ``WanImageToVideoPipeline`` called directly
-(embeddings computed once outside the timing, no callback, float frames). Same model object, same settings
+"""Image-to-video benchmark (the model part and the encode are timed apart): one clip through the studio's
+Wan family module (workers/ml/motion/wan.py: its prompt encoding, the pipeline with per-step progress
+callbacks, uint8 frames) plus the clip encoder (workers/media/clips.py: H.264 MP4) vs the same diffusers
+``WanImageToVideoPipeline`` called directly (embeddings computed once outside the timing, no callback, float
+frames). Same model object, same settings
 and seed, sides alternated, best of N.
 
     .venv/bin/python bench/motion.py                               # tiny random Wan 2.2 TI2V, CPU, 32×64, 9 frames
@@ -104,7 +105,8 @@ def main() -> None:
         "size": f"{args.width}x{args.height}", "frames": args.frames, "steps": args.steps,
         "load_seconds": round(load_seconds, 3),
         "studio_model_seconds_per_clip": round(best["studio"], 4),
-        "studio_encode_seconds_per_clip": round(min(encode_times), 4), "direct_seconds_per_clip": round(best["direct"], 4),
+        "studio_encode_seconds_per_clip": round(min(encode_times), 4),
+        "direct_seconds_per_clip": round(best["direct"], 4),
         "studio_frames_per_second": round(args.frames / (best["studio"] + min(encode_times)), 2),
         "direct_frames_per_second": round(args.frames / best["direct"], 2),
         "studio_over_direct": round(best["studio"] / best["direct"], 3),

@@ -30,9 +30,9 @@ from core.video import requests as videos
 from tests.apptest import open_page, rerun
 from tests.conftest import wait_until
 from tests.factories import image_bytes
+from ui.widgets import VIDEO_HANDOFF_KEY
 from workers.media.clips import encode_frames
 from workers.media.render import RenderRequest, render_video
-from ui.widgets import VIDEO_HANDOFF_KEY
 from workers.motion import animate
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("offline_hub")]
