@@ -19,8 +19,10 @@ from PIL import Image
 from sqlalchemy import update
 from sqlmodel import col
 
+from core.config import reload_settings
 from core.db import session_scope
 from core.errors import InvalidInput
+from core.infra.storage import get_object_store
 from core.jobs import lifecycle as jobs
 from core.library import assets
 from core.library.assets import AssetSource
@@ -34,6 +36,7 @@ from ui.widgets import VIDEO_HANDOFF_KEY
 from workers.media.clips import encode_frames
 from workers.media.render import RenderRequest, render_video
 from workers.motion import animate
+from workers.video import render
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("offline_hub")]
 
@@ -135,16 +138,26 @@ def test_the_renderer_loops_a_clip_to_its_slot_beside_a_still_in_an_exact_length
     assert (blue[11:] > 180).all() and (red[11:] < 20).all()
 
 
-def test_a_video_request_takes_clips_and_stills_in_one_timeline(still, tmp_path):
+def test_a_video_job_renders_a_clip_and_a_still_into_an_exact_length_video(still, tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDIO_WHISPER_MODEL", "")  # subtitles from the TTS sentence timings: no speech model
+    reload_settings()
     clip_file = tmp_path / "c.mp4"
     encode_frames(np.zeros((5, 32, 32, 3), np.uint8), 10, clip_file)
-    from core.infra.storage import get_object_store
-
     info = get_object_store().put_file("clips/c.mp4", clip_file, "video/mp4")
     clip = assets.record_asset(key="clips/c.mp4", kind=AssetKind.VIDEO, source=AssetSource.MOTION,
                                content_type="video/mp4", size_bytes=info.size)
-    job = videos.submit_video(image_asset_ids=[clip.id, still.id], script="Hello there.")
+    job = videos.submit_video(image_asset_ids=[clip.id, still.id], script="Hello there.", aspect="1:1", fps=15,
+                              seconds_per_image=1.2, platforms=["tiktok"])
     assert job.payload["image_asset_ids"] == [clip.id, still.id]
+    jobs.execute_job(job.id, render)
+    done = jobs.get_job(job.id)
+    assert done.status == JobStatus.SUCCEEDED, done.error
+    video = assets.get_asset(done.result["video_asset_id"])
+    assert video.meta["image_asset_ids"] == [clip.id, still.id]
+    local = tmp_path / "video.mp4"
+    local.write_bytes(assets.read_asset(video))
+    probed = _count_frames(local)
+    assert (int(probed["nb_read_frames"]), probed["width"], probed["height"]) == (36, 1080, 1080)
     audio = assets.record_asset(key="a.wav", kind=AssetKind.AUDIO, source=AssetSource.UPLOAD,
                                 content_type="audio/wav", size_bytes=1)
     with pytest.raises(InvalidInput, match="is a audio, not a image"):
