@@ -2,8 +2,7 @@
 Wan family module (workers/ml/motion/wan.py: its prompt encoding, the pipeline with per-step progress
 callbacks, uint8 frames) plus the clip encoder (workers/media/clips.py: H.264 MP4) vs the same diffusers
 ``WanImageToVideoPipeline`` called directly (embeddings computed once outside the timing, no callback, float
-frames). Same model object, same settings
-and seed, sides alternated, best of N.
+frames). Same model object, same settings and seed, sides alternated, best of N.
 
     .venv/bin/python bench/motion.py                               # tiny random Wan 2.2 TI2V, CPU, 32×64, 9 frames
     .venv/bin/python bench/motion.py --model /models/Wan2.2-TI2V-5B-Diffusers --device cuda \\

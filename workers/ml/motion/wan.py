@@ -126,6 +126,10 @@ def load_wan(model: str, device: str | None = None) -> LoadedWan:
     except (OSError, ValueError) as error:
         raise MotionError(f"the motion model {model!r} does not load (a Wan image-to-video hub id or diffusers "
                           f"folder is expected; offline, only a local folder works): {error}") from error
+    if pipe.vae.config.z_dim == 48 and pipe.transformer.config.image_dim is None and not pipe.config.expand_timesteps:
+        # A TI2V-5B folder saved for text-to-video (WanPipeline): its image-to-video mode conditions through
+        # the first latent frame's timestep (diffusers' "expand_timesteps" path), not through extra channels.
+        pipe.register_to_config(expand_timesteps=True)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return LoadedWan(model=model, device=device, dtype=dtype, pipe=pipe, load_seconds=time.perf_counter() - started)
