@@ -17,9 +17,10 @@ from core.jobs import kinds  # noop, sleep
 from core.jobs.kinds import JobSpec, all_specs, get_spec
 from core.publishing import planning, posts  # plan, publish
 from core.training import runs  # train
+from core.video import motion  # motion
 from core.video import requests as video  # video, voice-preview
 
-DOMAINS = (kinds, datasets, runs, generation, video, posts, planning, pipelines)
+DOMAINS = (kinds, datasets, runs, generation, video, motion, posts, planning, pipelines)
 
 kinds.mark_catalogue_loaded()
 

@@ -118,6 +118,8 @@ class Settings(BaseSettings):
     generation_pipelines: int = Field(default=1, ge=1, le=8)  # base pipelines each worker process keeps loaded
     generation_dtype: Literal["", "fp32", "fp16", "bf16"] = ""  # on CUDA; empty = bf16 when supported, else fp16
     generation_compile: bool = False  # torch.compile the UNet (GPU benchmarks; recompiles when adapters change)
+    # Image-to-video ("motion" jobs): a Wan 2.x image-to-video hub id or a local diffusers folder.
+    motion_model: str = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
     # Voice-over and subtitles: a whisper size name ("base", "small"…), a path to a whisper `.pt`, or ""
     # for none (subtitles then follow the TTS sentence timings).
     whisper_model: str = "base"

@@ -41,9 +41,10 @@ HEAVY_OPTIONAL = frozenset({
     "pynvml",  # NVML: only on the Monitoring page's GPU view
     "minio",  # the S3 store only: a local object store never loads it
     "urllib3",  # minio's transport, imported with it
+    "tokenizers",  # transformers' tokenizer backend (the tiny T5 tokenizer is built with it)
 })
 # The studio's own modules that load torch at import: only the GPU steps that run models import them.
-HEAVY_PROJECT_MODULES = frozenset({"workers.ml.generation", "workers.ml.training"})
+HEAVY_PROJECT_MODULES = frozenset({"workers.ml.generation", "workers.ml.training", "workers.ml.motion"})
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from core.models import Job, JobStatus
 from core.video import requests as videos
 from core.video.options import ASPECT_LABELS, LoudnessTarget, SubtitleStyle
 from core.video.voices import list_voices
+from ui.motion import animate_panel, recent_clips
 from ui.text import literal, plain
 from ui.widgets import VIDEO_HANDOFF_KEY, live_job_list, status_badge, stored_id
 
@@ -47,7 +48,7 @@ def _image_picker() -> list[int]:
     handed = st.session_state.get(VIDEO_HANDOFF_KEY)
     if handed and handed != st.session_state.get(_HANDED):  # a new hand-over replaces the picked images
         st.session_state[IMAGES], st.session_state[_HANDED] = list(handed), list(handed)
-    recent = assets.list_assets(assets.make_filter(kind="image"), page_size=60).items
+    recent = [*assets.list_assets(assets.make_filter(kind="image"), page_size=60).items, *recent_clips()]
     options = {stored_id(a): a for a in recent}
     for asset_id in st.session_state.get(IMAGES, []):
         if asset_id not in options:
@@ -156,6 +157,7 @@ def request_form() -> None:
                  placeholder="Three things I always pack for a beach day. First, …")
     voice, rate = _voice_row()
     look = _look()
+    animate_panel(images, look["aspect"], images_key=IMAGES)
     subtitles = _subtitle_style()
     sound = _sound()
     platforms = st.multiselect("Check against", list(PLATFORMS), default=["instagram_reels", "youtube_shorts",

@@ -50,6 +50,7 @@ class AssetSource:
     UPLOAD = "upload"
     VIDEO = "video"
     VOICE = "voice"
+    MOTION = "motion"  # a clip animated from a still (the motion job)
 
 
 def thumbnail_key(key: str) -> str:

@@ -34,7 +34,8 @@ class VideoPayload(Payload):
     """Render a short video from images with a voice-over, subtitles and music. The image list is
     completed when the job is created (a generation job's images become their ids)."""
 
-    image_asset_ids: list[int] = Field(default_factory=list, max_length=60, description="in order")
+    image_asset_ids: list[int] = Field(default_factory=list, max_length=60,
+                                       description="in order; images, or clips (video assets, e.g. motion jobs')")
     generation_job_id: str | None = Field(default=None, max_length=32, description="use this job's images")
     script: str = Field(min_length=1, max_length=5000, description="the voice-over text")
     voice: str = Field(default="", max_length=300, description="'espeak:en-us', 'vits:<model>'; empty: default")
@@ -76,6 +77,15 @@ def _library_asset(asset_id: int, kind: str, what: str) -> Asset:
     return asset
 
 
+def _visual(asset_id: int) -> Asset:
+    """One entry of the timeline: a still, or a clip (looped or cut to its slot by the renderer)."""
+    try:
+        asset = assets.get_asset(asset_id)
+    except NotFound:
+        raise InvalidInput(f"image {asset_id} does not exist") from None
+    return _library_asset(asset_id, AssetKind.VIDEO if asset.kind == AssetKind.VIDEO else AssetKind.IMAGE, "image")
+
+
 def _image_ids(payload: VideoPayload) -> list[int]:
     ids = list(payload.image_asset_ids)
     if payload.generation_job_id:
@@ -90,7 +100,7 @@ def _image_ids(payload: VideoPayload) -> list[int]:
 
 def prepare_video_payload(payload: VideoPayload) -> tuple[VideoPayload, int | None]:
     ids = _image_ids(payload)
-    images = [_library_asset(i, AssetKind.IMAGE, "image") for i in ids]
+    images = [_visual(i) for i in ids]
     split_sentences(payload.script)  # raises InvalidInput for a script with nothing to say
     voice = validate_voice(payload.voice or get_settings().tts_default_voice)
     if payload.music_asset_id is not None:

@@ -1,4 +1,4 @@
-"""The short-video renderer: ordered images + optional voice, music and subtitles → an H.264/AAC MP4.
+"""The short-video renderer: ordered images and clips + optional voice, music and subtitles → an H.264/AAC MP4.
 
     result = render_video(RenderRequest(images=[...], durations=[3, 3, 3], output=Path("out.mp4")), on_progress)
 
@@ -11,9 +11,11 @@ Steps, all in a temporary folder that is removed whatever happens:
    a peak limiter first (see loudness.py) so pass 2 stays linear and lands on the target.
 3. Video, one ffmpeg run: each image scaled once (crop to fill, or fitted over a blurred, darkened copy of
    itself), animated with ``zoompan`` from that one frame (Ken Burns, direction varied by image index) or
-   held still, joined by ``xfade`` crossfades or cuts, subtitles burnt in with libass in output pixels (each
-   caption in the font for its script; a caption with a character no installed font has is refused before
-   rendering, see fonts.py), loudnorm pass 2 on the audio (or a silent track), x264 + AAC, ``+faststart``.
+   held still; a clip (an MP4 among the images, e.g. a motion job's) plays scaled the same way, looped
+   when its slot is longer and cut when shorter; all joined by ``xfade`` crossfades or cuts, subtitles
+   burnt in with libass in output pixels (each caption in the font for its script; a caption with a
+   character no installed font has is refused before rendering, see fonts.py), loudnorm pass 2 on the
+   audio (or a silent track), x264 + AAC, ``+faststart``.
 4. Measure the loudness of the finished file and probe it; move it to ``output``.
 
 Timing: image ``i`` owns the slot ``[S_i, S_i + durations[i])`` where ``S_i`` is the sum of the durations
@@ -40,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from core.errors import InvalidInput
 from core.video.options import ASPECTS, Aspect, Cue, Fit, LoudnessTarget, Motion, SubtitleStyle, Transition
 from core.video.subtitles import parse_srt, to_srt
+from workers.media.clips import is_clip
 from workers.media.ffmpeg import MediaError, ProgressCallback, VideoProbe, probe, require_binaries, run_ffmpeg
 from workers.media.fonts import caption_font, check_caption_text
 from workers.media.loudness import (
@@ -268,6 +271,9 @@ def prepare_images(paths: list[Path], tmp: Path) -> list[Path]:
     prepared = []
     for index, path in enumerate(paths):
         path = Path(path)
+        if is_clip(path):
+            prepared.append(_prepare_clip(path, index, tmp))
+            continue
         try:
             with Image.open(path) as image:
                 image.load()
@@ -289,6 +295,19 @@ def prepare_images(paths: list[Path], tmp: Path) -> list[Path]:
             raise MediaError(f"image {index + 1} ({path.name}) is not a readable image: {exc}") from exc
         prepared.append(target)
     return prepared
+
+
+def _prepare_clip(path: Path, index: int, tmp: Path) -> Path:
+    """A clip in the timeline: probed (a file with no picture is named), linked under a safe name."""
+    try:
+        info = probe(path)
+    except MediaError as exc:
+        raise MediaError(f"clip {index + 1} ({path.name}) is not a readable video: {exc}") from exc
+    if info.video_codec is None or info.width <= 0:
+        raise MediaError(f"clip {index + 1} ({path.name}) has no video stream")
+    target = tmp / f"clip-{index:03d}{path.suffix.lower()}"
+    _link_or_copy(path, target)
+    return target
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -473,6 +492,8 @@ def _framed(stream: Any, request: RenderRequest, scale: int) -> Any:
 
 def _clip(image: Path, index: int, frames: int, request: RenderRequest) -> Any:
     width, height = request.size
+    if is_clip(image):
+        return _moving_clip(image, frames, request)
     stream = ffmpeg.input(str(image)).video
     if request.motion == "ken_burns":
         framed = _framed(stream, request, KEN_BURNS_OVERSAMPLE)
@@ -486,6 +507,21 @@ def _clip(image: Path, index: int, frames: int, request: RenderRequest) -> Any:
             .filter("fps", request.fps)
         )
     return clip.filter("setsar", 1)
+
+
+def _moving_clip(path: Path, frames: int, request: RenderRequest) -> Any:
+    """A clip filling exactly ``frames`` output frames: resampled to the output rate, framed like a still
+    (no Ken Burns: it moves already), looped from its start when shorter, cut when longer."""
+    # To RGB first (the decoder honours the clip's own colour tags), then framed exactly as a still is:
+    # scaling its YUV straight to bt709 shifted colours (red 230 → 208) in ffmpeg 5.1.
+    stream = ffmpeg.input(str(path), stream_loop=-1).video.filter("fps", request.fps).filter("format", "rgb24")
+    return (
+        _framed(stream, request, 1)
+        .filter("trim", end_frame=frames)
+        .filter("settb", f"1/{request.fps}")
+        .filter("setpts", "N")
+        .filter("setsar", 1)
+    )
 
 
 def _segment(stream: Any, first: int, end: int) -> Any:

@@ -27,12 +27,13 @@ _CLASSES: dict[str, tuple[str, ...]] = {
     "diffusers": ("AutoencoderKL", "DDPMScheduler", "UNet2DConditionModel", "StableDiffusionPipeline",
                   "StableDiffusionXLPipeline", "EulerDiscreteScheduler", "StableDiffusionImg2ImgPipeline",
                   "StableDiffusionXLImg2ImgPipeline", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler",
-                  "DDIMScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler"),
+                  "DDIMScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler",
+                  "WanImageToVideoPipeline", "AutoencoderKLWan", "WanTransformer3DModel"),
     "diffusers.training_utils": ("compute_snr", "cast_training_params"),
     "diffusers.optimization": ("get_scheduler",),
     "diffusers.utils": ("convert_state_dict_to_diffusers",),
     "transformers": ("CLIPTextModel", "CLIPTextModelWithProjection", "CLIPTokenizer", "AutoConfig", "AutoProcessor",
-                     "BlipForConditionalGeneration"),
+                     "BlipForConditionalGeneration", "UMT5EncoderModel", "T5Tokenizer"),
     "peft": ("LoraConfig",),
     "peft.utils": ("get_peft_model_state_dict", "set_peft_model_state_dict"),
 }
@@ -47,6 +48,7 @@ def preload_ml_libraries() -> float:
             getattr(module, name)
     # Heavy (torch at import), so loaded here, in the GPU worker only.
     import workers.ml.generation  # the generation engine
+    import workers.ml.motion.wan  # the image-to-video family
     import workers.ml.training  # noqa: F401  (the trainer's own modules)
 
     seconds = time.monotonic() - started

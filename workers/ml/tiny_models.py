@@ -420,6 +420,58 @@ def build_tiny_vits(path: Path, *, seed: int = 0) -> Path:
     return path
 
 
+def tiny_t5_tokenizer() -> object:
+    """A T5-style (Unigram, "▁" word starts) tokenizer from an in-memory vocabulary: ids 0/1/2 are
+    pad/eos/unk as in umt5; every printable ASCII character, and a few whole words."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import T5Tokenizer
+
+    pieces = ["<pad>", "</s>", "<unk>", *(chr(c) for c in range(32, 127)), "▁",
+              *(f"▁{word}" for word in _WORDS)]
+    vocab = [(piece, 0.0 if index < 3 else -float(index)) for index, piece in enumerate(dict.fromkeys(pieces))]
+    backend = Tokenizer(models.Unigram(vocab, unk_id=2))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    return T5Tokenizer(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>",  # noqa: S106 (not secrets)
+                       unk_token="<unk>", extra_ids=0, model_max_length=512)  # noqa: S106
+
+
+def build_tiny_wan(path: Path, *, seed: int = 0) -> Path:
+    """Build (once) a tiny Wan 2.2 TI2V image-to-video pipeline folder into ``path``.
+
+    Same layout and components as ``Wan-AI/Wan2.2-TI2V-5B-Diffusers`` (one transformer with
+    ``expand_timesteps``, the 48-channel VAE that compresses sides by 16 and 4 frames into one, a umt5
+    encoder, no image encoder): ``WanImageToVideoPipeline.from_pretrained(path)`` loads it.
+    """
+    path = Path(path)
+    if _is_complete(path, "wan", seed):
+        return path
+
+    import torch
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(seed)
+    tokenizer: Any = tiny_t5_tokenizer()
+    text_encoder = UMT5EncoderModel(UMT5Config(
+        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    vae = AutoencoderKLWan(
+        base_dim=3, z_dim=48, in_channels=12, out_channels=12, is_residual=True, patch_size=2,
+        latents_mean=[0.0] * 48, latents_std=[1.0] * 48, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+        scale_factor_spatial=16, scale_factor_temporal=4, temperal_downsample=[False, True, True])
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=48, out_channels=48,
+        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+    # Wan's own scheduler settings (flow matching, shift 5 as the 5B model ships).
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0)
+    pipeline = WanImageToVideoPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer,
+        transformer_2=None, image_encoder=None, image_processor=None, expand_timesteps=True)
+    return _save_pipeline(pipeline, path, "wan", seed)
+
+
 def ensure_tiny_models(root: Path) -> dict[str, Path]:
     """Build every tiny model under ``root`` (skipping complete builds); returns name → folder.
 
