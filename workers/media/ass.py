@@ -15,6 +15,8 @@ fields as the SRT's ``force_style`` (sizes in output pixels, margins outside the
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -85,13 +87,38 @@ def _spans(cue: Cue) -> list[tuple[int, int]] | None:
     return spans
 
 
+def _right_to_left(line: str) -> bool:
+    """Whether the line's first strongly directional character is right-to-left (Arabic, Hebrew…)."""
+    kinds = (unicodedata.bidirectional(c) for c in line)
+    return next((kind in ("R", "AL") for kind in kinds if kind in ("L", "R", "AL")), False)
+
+
+def _right_to_left_runs(line: str, highlight: tuple[int, int], colours: tuple[str, str]) -> str:
+    """A right-to-left line with one word highlighted, written in visual order, one glyph run per word.
+
+    libass (like VSFilter, which it emulates by default; ffmpeg cannot turn on its whole-text bidi) runs bidi
+    on each glyph run on its own and lays the runs out left to right, and a colour change starts a new run:
+    ``A {colour}B{reset} C`` would show the three pieces left to right. So every word and space becomes its
+    own run (a change of the unused secondary colour forces the split even where the primary colour stays),
+    in reverse order; a run of one word or one space looks the same whatever its base direction. (The
+    libass maintainers' advice: github.com/libass/JavascriptSubtitlesOctopus/issues/163.)"""
+    pieces = [(match.start(), match.group()) for match in re.finditer(r"\S+|\s+", line)]
+    runs = []
+    for number, (start, piece) in enumerate(reversed(pieces)):
+        lit = highlight[0] <= start and start + len(piece) <= highlight[1] and not piece.isspace()
+        runs.append(f"{{\\2c&H00000{number % 2}&\\1c{colours[0] if lit else colours[1]}}}{_escape(piece)}")
+    return "".join(runs)
+
+
 def _line_text(text: str, preferred: str, highlight: tuple[int, int] | None, colours: tuple[str, str]) -> str:
     """The cue's lines, each in its script's font, with the characters in ``highlight`` in the highlight colour."""
     on, off = "{\\1c" + colours[0] + "}", "{\\1c" + colours[1] + "}"
     out, position = [], 0
     for line in text.split("\n"):
         a, b = (highlight[0] - position, highlight[1] - position) if highlight else (-1, -1)
-        if 0 <= a < b <= len(line):
+        if highlight and _right_to_left(line):
+            body = _right_to_left_runs(line, (a, b), colours)
+        elif 0 <= a < b <= len(line):
             body = _escape(line[:a]) + on + _escape(line[a:b]) + off + _escape(line[b:])
         else:
             body = _escape(line)
