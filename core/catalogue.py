@@ -18,8 +18,9 @@ from core.jobs.kinds import JobSpec, all_specs, get_spec
 from core.publishing import planning, posts  # plan, publish
 from core.training import runs  # train
 from core.video import requests as video  # video, voice-preview
+from core.video import scripts as video_scripts  # video-script
 
-DOMAINS = (kinds, datasets, runs, generation, video, posts, planning, pipelines)
+DOMAINS = (kinds, datasets, runs, generation, video, video_scripts, posts, planning, pipelines)
 
 kinds.mark_catalogue_loaded()
 

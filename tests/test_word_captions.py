@@ -4,6 +4,7 @@ OCR; caption margins clear of the platforms' UI zones."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def test_the_highlight_moves_to_each_word_as_it_is_spoken_in_a_real_espeak_voice
     assert all(abs(a - e) <= 1 for a, e in zip(actual, expected, strict=True)), (actual, expected)
     # Within a line the highlight steps left to right, word by word.
     first_line = [highlights[int(np.ceil(w.start * FPS)) + 1] for w in cues[0].words]
-    assert all(a is not None and b is not None and a[0] < b[0] for a, b in zip(first_line, first_line[1:]))
+    assert all(a is not None and b is not None and a[0] < b[0] for a, b in itertools.pairwise(first_line))
 
 
 def test_lines_mode_has_no_highlight(tmp_path: Path) -> None:
