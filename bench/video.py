@@ -17,6 +17,7 @@ finished file and probes it: that is in its time. Both sides alternate, ``--repe
     .venv/bin/python bench/video.py                                   # veryfast, 2 rounds
     .venv/bin/python bench/video.py --presets ultrafast,superfast,veryfast --repeat 3
     .venv/bin/python bench/video.py --cpus 0,1                        # pin to two cores on a bigger machine
+    .venv/bin/python bench/video.py --repeat 1 --caption-modes lines,highlight,pop  # what word-by-word costs
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from core.video.options import Cue
-from core.video.subtitles import to_srt
+from core.video.options import Cue, SubtitleStyle
+from core.video.subtitles import cues_from_sentences, to_srt
 
 SENTENCES = [
     "Good morning, and welcome back to the studio.",
@@ -100,7 +101,8 @@ def make_inputs(folder: Path, images: int) -> dict[str, Any]:
             "-f", "lavfi", "-i", "anoisesrc=d=8:c=pink:a=0.05:seed=3",
             "-filter_complex", "[0][1][2]amix=inputs=3,volume=2,aformat=sample_rates=48000:channel_layouts=stereo",
             str(music))
-    return {"images": paths, "voice": voice, "srt": srt, "music": music}
+    timed = cues_from_sentences([text for *_, text in cues], [(a, b) for a, b, _ in cues], max_words_per_line=4)
+    return {"images": paths, "voice": voice, "srt": srt, "music": music, "cues": timed}
 
 
 def _ffmpeg(*args: str) -> None:
@@ -132,7 +134,8 @@ class StepTimes(logging.Handler):
             self.steps.append((match.group(2), float(match.group(3))))
 
 
-def run_ours(inputs: dict[str, Any], folder: Path, preset: str) -> dict[str, Any]:
+def run_ours(inputs: dict[str, Any], folder: Path, preset: str, captions: str = "") -> dict[str, Any]:
+    """``captions``: empty for the SRT file (as the hand-written side), else a caption mode on the timed cues."""
     from workers.media import RenderRequest, render_video
 
     handler = StepTimes()
@@ -143,7 +146,9 @@ def run_ours(inputs: dict[str, Any], folder: Path, preset: str) -> dict[str, Any
     request = RenderRequest(
         images=inputs["images"], durations=[SECONDS / count] * count, output=folder / f"ours-{preset}.mp4",
         aspect="9:16", fit="crop", fps=FPS, motion="ken_burns", transition="crossfade", transition_seconds=FADE,
-        voice=inputs["voice"], music=inputs["music"], music_gain_db=-12.0, subtitles=inputs["srt"], preset=preset,
+        voice=inputs["voice"], music=inputs["music"], music_gain_db=-12.0, preset=preset,
+        subtitles=inputs["cues"] if captions else inputs["srt"],
+        subtitle_style=SubtitleStyle(mode=captions) if captions else SubtitleStyle(),  # type: ignore[arg-type]
     )
     started = time.perf_counter()
     try:
@@ -231,6 +236,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="rounds per side and preset (median reported)")
     parser.add_argument("--cpus", default="", help="pin this process and its children to these CPUs, e.g. 0,1")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (prints its path)")
+    parser.add_argument("--caption-modes", default="", help="also time ours per caption style, e.g. lines,highlight,pop"
+                        " (first preset, --repeat rounds, alternating)")
     args = parser.parse_args()
     if args.cpus:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
@@ -277,6 +284,14 @@ def main() -> None:
         steps = ", ".join(f"{name} {seconds:.2f}" for name, seconds in ours[-1]["steps"])
         print(f"  {preset}: {steps}  [{ours[-1]['mode']} loudnorm]")
     print("targets: ≥3× real time with veryfast on 2 cores; ours ≤ 1.2× the hand-written command")
+    modes = [m.strip() for m in args.caption_modes.split(",") if m.strip()]
+    if modes:
+        timings: dict[str, list[float]] = {mode: [] for mode in modes}
+        for round_ in range(args.repeat):
+            for mode in (modes if round_ % 2 == 0 else modes[::-1]):
+                timings[mode].append(run_ours(inputs, folder, presets[0], captions=mode)["seconds"])
+        print(f"caption styles ({presets[0]}, median of {args.repeat}): " + ", ".join(
+            f"{mode} {statistics.median(times):.2f} s" for mode, times in timings.items()))
     if args.keep:
         print(f"files kept in {folder}")
     else:

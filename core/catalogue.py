@@ -19,8 +19,9 @@ from core.publishing import planning, posts  # plan, publish
 from core.training import runs  # train
 from core.video import motion  # motion
 from core.video import requests as video  # video, voice-preview
+from core.video import scripts as video_scripts  # video-script
 
-DOMAINS = (kinds, datasets, runs, generation, video, motion, posts, planning, pipelines)
+DOMAINS = (kinds, datasets, runs, generation, video, motion, video_scripts, posts, planning, pipelines)
 
 kinds.mark_catalogue_loaded()
 

@@ -31,12 +31,16 @@ def frame_at(video: Path, seconds: float, output: Path) -> Path:
     return output
 
 
-def read_caption(frame: Path, language: str, *, band: float = 0.25) -> str:
-    """The caption text tesseract reads in the bottom ``band`` of a frame (``language``: eng, chi_sim, ara)."""
+def read_caption(frame: Path, language: str, *, band: float = 0.4, with_yellow: bool = False) -> str:
+    """The caption text tesseract reads in the bottom ``band`` of a frame (``language``: eng, chi_sim, ara);
+    0.4 holds two lines above the tallest platform UI zone (YouTube Shorts' bottom 25 %).
+    ``with_yellow``: a highlighted (yellow: red and green high, blue low) word is read as text too."""
     with Image.open(frame) as image:
         picture = image.convert("RGB")
     width, height = picture.size
     pixels = np.asarray(picture.crop((0, round(height * (1 - band)), width, height)))
+    if with_yellow:
+        pixels = pixels[:, :, :2]
     white = Image.fromarray(((pixels.min(axis=2) > _WHITE) * 255).astype(np.uint8))
     large = white.filter(ImageFilter.MinFilter(_STROKE_PX)).filter(ImageFilter.MaxFilter(_STROKE_PX))
     text = np.asarray(white) > np.asarray(large)

@@ -74,8 +74,8 @@ def test_a_dry_run_lora_pipeline_trains_generates_renders_and_notifies(tiny_stud
     started = time.monotonic()
     pipeline, created = pipelines.create_pipeline("lora", {
         "datasetId": dataset.id, "trainingName": "dry run", "testPrompts": ["on a beach", "in a forest", "at night"],
-        "generateVideo": True, "videoConfig": {"durationSec": 4, "aspect": "9:16"}, "dryRun": True,
-        "notifyUrl": f"{receiver.url}/webhook/studio",
+        "generateVideo": True, "videoConfig": {"durationSec": 4, "aspect": "9:16", "captionStyle": "highlight"},
+        "dryRun": True, "notifyUrl": f"{receiver.url}/webhook/studio",
     })
     finished = _settled(pipeline.id)
     elapsed = time.monotonic() - started
@@ -90,6 +90,8 @@ def test_a_dry_run_lora_pipeline_trains_generates_renders_and_notifies(tiny_stud
     assert view["result"]["lora"]["id"] and len(view["result"]["images"]) == 3
     assert view["result"]["video"]["url"] and all(image["url"] for image in view["result"]["images"])
     assert [stage["status"] for stage in view["stages"]] == ["done"] * 4
+    [video_job] = [jobs.get_job(job_id) for job_id in finished.results["video"]["jobIds"]]
+    assert video_job.payload["subtitles"]["mode"] == "highlight", "the caption style reaches the render"
     # Notifications are parallel jobs, so they may arrive in any order (consumers sort by `sequence`):
     # wait for all of them, then check each arrived exactly once.
     expected = {"pipeline.queued": 1, "pipeline.started": 1, "stage.started": 4, "pipeline.succeeded": 1}

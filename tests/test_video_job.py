@@ -88,8 +88,11 @@ def test_a_vertical_video_is_rendered_on_target_with_subtitles_from_whisper(imag
     # The tiny whisper hears garbage: it may only time the script's words, never replace them.
     assert_cues_follow_script(cues, SCRIPT)
     cue = max(cues, key=lambda c: c.end - c.start)
-    read = read_caption(frame_at(video, (cue.start + cue.end) / 2, tmp_path / "frame.png"), "eng")
+    frame = frame_at(video, (cue.start + cue.end) / 2, tmp_path / "frame.png")
+    read = read_caption(frame, "eng")
     assert similarity(cue.text, read) >= 0.7, ("the burned-in caption is the SRT's", cue.text, read)
+    under_ui = read_caption(frame, "eng", band=0.25)  # the bottom 480 px YouTube Shorts' title and buttons cover
+    assert similarity(cue.text, under_ui) < 0.3, ("the caption sits above the platforms' UI zone", under_ui)
     asset = assets.get_asset(result["video_asset_id"])
     assert (asset.kind, asset.width, asset.height) == (AssetKind.VIDEO, 1080, 1920)
     assert asset.meta["image_asset_ids"] == images and asset.meta["loudness"] == result["loudness"]

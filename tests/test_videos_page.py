@@ -79,3 +79,31 @@ def test_a_finished_render_plays_in_the_page_with_its_platform_report(images, tm
     assert any("-14.1 LUFS" in c.value for c in at.caption)
     assert [s.value for s in at.success] == ["TikTok: meets the specs"]
     assert [w.value for w in at.warning] == ["YouTube Shorts: too short"]
+
+
+def test_write_the_script_drafts_from_the_topic_and_word_by_word_captions_are_requested(images):
+    at = open_page("pages/videos.py", **{VIDEO_HANDOFF_KEY: images})
+    at.text_input(key="videos.topic").input("my sunrise trail run")
+    at.number_input(key="videos.script_seconds").set_value(12.0)
+    at.button(key="videos.write").click()
+    rerun(at)
+    draft = at.text_area(key="videos.script").value
+    assert "my sunrise trail run" in draft, "no LLM configured: the offline template wrote it"
+    assert any("offline template" in c.value and "Edit it" in c.value for c in at.caption)
+    at.text_area(key="videos.script").input(draft + " Edited by me.")
+    at.selectbox(key="videos.sub_mode").set_value("highlight")
+    at.toggle(key="videos.sub_safe").set_value(False)
+    at.button(key="videos.submit").click()
+    rerun(at)
+    [job] = videos.list_renders().items
+    assert job.payload["script"].endswith("Edited by me.")
+    assert job.payload["subtitles"]["mode"] == "highlight" and job.payload["subtitles"]["safe_area"] is False
+
+
+def test_write_the_script_without_a_topic_shows_why_and_keeps_the_script(images):
+    at = open_page("pages/videos.py")
+    at.text_area(key="videos.script").input("My own words.")
+    at.button(key="videos.write").click()
+    rerun(at)
+    assert any("topic" in e.value for e in at.error)
+    assert at.text_area(key="videos.script").value == "My own words."

@@ -13,8 +13,10 @@ from core.errors import StudioError
 from core.jobs.lifecycle import cancel_job, get_job
 from core.library import assets
 from core.models import Job, JobStatus
+from core.publishing.llm import record_calls
 from core.video import requests as videos
-from core.video.options import ASPECT_LABELS, LoudnessTarget, SubtitleStyle
+from core.video import scripts
+from core.video.options import ASPECT_LABELS, CAPTION_MODE_LABELS, LoudnessTarget, SubtitleStyle
 from core.video.voices import list_voices
 from ui.motion import animate_panel, recent_clips
 from ui.text import literal, plain
@@ -25,6 +27,8 @@ SCRIPT = "videos.script"
 VOICE = "videos.voice"
 _PAGE = "videos.page"
 _HANDED = "videos.handed"  # the last hand-over applied
+TOPIC = "videos.topic"
+_WRITTEN = "videos.written"  # what the last "Write the script" said (who wrote it, or the error)
 PLATFORMS = {"instagram_reels": "Instagram Reels", "facebook_reels": "Facebook Reels",
              "youtube_shorts": "YouTube Shorts", "tiktok": "TikTok"}
 MOTIONS = {"ken_burns": "Ken Burns (zoom and pan)", "none": "Still"}
@@ -130,8 +134,16 @@ def _subtitle_style() -> dict[str, Any]:
         colour = left.color_picker("Colour", default.colour, key=_key("sub_colour"))
         outline_colour = middle.color_picker("Outline", default.outline_colour, key=_key("sub_outline_colour"))
         outline = right.slider("Outline width", 0, 20, default.outline, key=_key("sub_outline"))
+        mode = left.selectbox("Caption style", list(CAPTION_MODE_LABELS), format_func=CAPTION_MODE_LABELS.__getitem__,
+                              key=_key("sub_mode"))
+        highlight = middle.color_picker("Highlight", default.highlight_colour, key=_key("sub_highlight"),
+                                        disabled=mode != "highlight")
+        safe_area = right.toggle("Keep clear of the platforms' buttons", value=default.safe_area,
+                                 key=_key("sub_safe"), help="captions stay out of the zones the checked platforms' "
+                                 "own captions, names and buttons cover (vertical videos)")
     return {"enabled": enabled, "size": size, "max_words_per_line": words, "position": position,
-            "colour": colour, "outline_colour": outline_colour, "outline": outline}
+            "colour": colour, "outline_colour": outline_colour, "outline": outline, "mode": mode,
+            "highlight_colour": highlight, "safe_area": safe_area}
 
 
 def _sound() -> dict[str, Any]:
@@ -151,8 +163,39 @@ def _sound() -> dict[str, Any]:
             "loudness": {"integrated_lufs": lufs, "true_peak_dbtp": peak}}
 
 
+def _write_script() -> None:
+    """The button's callback: runs before the page, so the draft can fill the script box."""
+    try:
+        persona, _character_id = scripts.persona_for(None)
+        written = scripts.write_script(topic=st.session_state.get(TOPIC, ""), persona=persona,
+                                       seconds=float(st.session_state.get(_key("script_seconds"), 20.0)),
+                                       rate_wpm=int(st.session_state.get(_key("rate"), 165)))
+        record_calls(written.calls, purpose="script")
+    except StudioError as error:
+        st.session_state[_WRITTEN] = ("error", str(error))
+        return
+    st.session_state[SCRIPT] = written.script
+    who = "the offline template" if written.writer == "template" else written.writer.removeprefix("llm:")
+    note = f"Written by {who}: {written.words} words (about {written.target_words} fit). Edit it before rendering."
+    st.session_state[_WRITTEN] = ("info", f"{note} {written.note}".strip())
+
+
+def _script_writer() -> None:
+    with st.container(horizontal=True, vertical_alignment="bottom"):
+        st.text_input("Topic", key=TOPIC, max_chars=300, placeholder="three things I pack for a beach day")
+        st.number_input("Seconds", 3.0, 180.0, 20.0, step=1.0, key=_key("script_seconds"), width=120)
+        st.button("Write the script", key=_key("write"), icon=":material/edit_note:", on_click=_write_script,
+                  help="in the character's persona, from the LLM when one is configured, else the offline template")
+    kind, message = st.session_state.pop(_WRITTEN, ("", ""))
+    if kind == "error":
+        st.error(literal(message))
+    elif kind:
+        st.caption(literal(message))
+
+
 def request_form() -> None:
     images = _image_picker()
+    _script_writer()
     st.text_area("Script", key=SCRIPT, height=140, max_chars=5000,
                  placeholder="Three things I always pack for a beach day. First, …")
     voice, rate = _voice_row()

@@ -13,6 +13,7 @@ from core.catalogue import get_spec
 from core.jobs.kinds import Queue
 from core.jobs.lifecycle import Handler, execute_job, on_job_finished
 from core.publishing import planning, posts, production
+from core.video import scripts
 from workers import generation, handlers, lora_import, motion, notify, publish, training, video
 from workers.gpu_slots import gpu_slots
 
@@ -23,6 +24,7 @@ HANDLERS: dict[str, Handler] = {
     "train": training.train,
     "video": video.render,
     "voice-preview": video.voice_preview,
+    "video-script": scripts.run_script,
     "generate": generation.generate,
     "motion": motion.animate,
     "import-lora": lora_import.import_lora,

@@ -2,7 +2,8 @@
 
 A render runs in stages: fetch the images (and music) → voice-over (TTS, sentence by sentence) →
 subtitles (the script's own words, placed by the TTS sentence spans and, inside a sentence, by the
-words heard: the TTS engine's word timings, or whisper's word timestamps aligned to the script) →
+words heard: the TTS engine's word timings, or whisper's word timestamps aligned to the script; each word
+timed too, for word-by-word captions, clear of the checked platforms' UI zones) →
 render (workers/media: motion, transitions, subtitles, music ducked under the voice, two-pass loudness)
 → measure and check against the platforms' specs → store the video, the SRT and the voice track as
 assets. Everything is written to a scratch folder that is removed even on failure; the assets are
@@ -102,7 +103,8 @@ def render(ctx: JobContext[VideoPayload]) -> dict[str, Any]:
             images=images, aspect=payload.aspect, fit=payload.fit, fps=payload.fps, motion=payload.motion,
             durations=_durations(payload, len(images), speech.duration), transition=payload.transition,
             transition_seconds=payload.transition_seconds, voice=speech.path, music=music,
-            music_gain_db=payload.music_gain_db, subtitles=srt if cues else None, subtitle_style=payload.subtitles,
+            music_gain_db=payload.music_gain_db, subtitles=cues or None, subtitle_style=payload.subtitles,
+            safe_area_platforms=payload.platforms if payload.subtitles.safe_area else [],
             loudness=payload.loudness, output=work / "video.mp4", work_dir=work,
         ), on_progress=lambda fraction: ctx.progress(min(fraction, 0.99), f"rendering {fraction:.0%}"))
         report = check_video(result.probe, payload.platforms)

@@ -55,7 +55,7 @@ from core.publishing import posts
 from core.publishing.planning import PlanPayload, prepare_plan_payload
 from core.publishing.production import start_production
 from core.training.configs import get_config, params_of
-from core.video.options import Aspect
+from core.video.options import Aspect, CaptionMode
 
 _logger = logging.getLogger("studio.pipelines")
 
@@ -98,6 +98,7 @@ class VideoConfig(BaseModel):
     aspect: Aspect = "9:16"
     script: str = Field(default="", max_length=2000)  # empty: the test prompts, read aloud
     voice: str = Field(default="", max_length=300)
+    caption_style: CaptionMode = "lines"  # lines, or word by word: highlight / pop
 
 
 class LoraPipelineRequest(_Request):
@@ -267,7 +268,7 @@ def _start_video(pipeline: Pipeline) -> list[Job]:
     script = video.script or ". ".join(request.test_prompts)
     payload: dict[str, Any] = {"image_asset_ids": pipeline.results["generation"]["imageAssetIds"],
                                "script": script[:5000], "aspect": video.aspect, "total_seconds": video.duration_sec,
-                               "name": request.training_name}
+                               "name": request.training_name, "subtitles": {"mode": video.caption_style}}
     if video.voice:
         payload["voice"] = video.voice
     return [jobs.new_job("video", payload, pipeline_id=pipeline.id)]

@@ -18,6 +18,11 @@ Fit = Literal["crop", "blur"]  # crop to fill, or fit inside a blurred copy of t
 Motion = Literal["ken_burns", "none"]
 Transition = Literal["crossfade", "cut"]
 SubtitlePosition = Literal["bottom", "middle", "top"]
+# lines: the cue's line as it is spoken; highlight: the line with the spoken word in ``highlight_colour``;
+# pop: one word at a time, popping in.
+CaptionMode = Literal["lines", "highlight", "pop"]
+CAPTION_MODE_LABELS = {"lines": "Lines", "highlight": "Word by word: the spoken word highlighted",
+                       "pop": "Word by word: one word at a time"}
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
@@ -36,8 +41,11 @@ class SubtitleStyle(BaseModel):
     position: SubtitlePosition = "bottom"
     margin: int = Field(default=160, ge=0, le=800, description="distance from the edge in output pixels")
     max_words_per_line: int = Field(default=4, ge=1, le=12)
+    mode: CaptionMode = "lines"
+    highlight_colour: str = "#FFE14D"
+    safe_area: bool = Field(default=True, description="keep captions out of the checked platforms' UI zones")
 
-    @field_validator("colour", "outline_colour")
+    @field_validator("colour", "outline_colour", "highlight_colour")
     @classmethod
     def _hex_colour(cls, value: str) -> str:
         if not _COLOUR.match(value):
@@ -55,17 +63,19 @@ class LoudnessTarget(BaseModel):
     lra: float = Field(default=11.0, ge=1.0, le=20.0, description="loudness range target (LU)")
 
 
-class Cue(BaseModel):
-    """One subtitle: text shown from ``start`` to ``end`` seconds."""
-
-    start: float = Field(ge=0)
-    end: float = Field(ge=0)
-    text: str
-
-
 class Word(BaseModel):
     """A spoken word with its time span (whisper word timestamps, or TTS sentence timing)."""
 
     text: str
     start: float = Field(ge=0)
     end: float = Field(ge=0)
+
+
+class Cue(BaseModel):
+    """One subtitle: text shown from ``start`` to ``end`` seconds. ``words`` (when known) time each word of
+    ``text`` in order (for CJK text, each character), for word-by-word captions; SRT does not keep them."""
+
+    start: float = Field(ge=0)
+    end: float = Field(ge=0)
+    text: str
+    words: list[Word] = Field(default_factory=list)

@@ -282,3 +282,46 @@ def check_video(facts: MediaFacts | Mapping[str, Any], platforms: Iterable[str] 
     if unknown:
         raise InvalidInput(f"unknown platform(s): {', '.join(unknown)} (known: {', '.join(VIDEO_SPECS)})")
     return SpecReport({name: check_spec(facts, VIDEO_SPECS[name]) for name in names})
+
+
+# --- where the platforms' own UI covers a full-screen vertical video -----------------------------------------
+
+
+@dataclass(frozen=True)
+class SafeZone:
+    """Pixels a platform's UI covers at each edge of a 1080×1920 (9:16) video: captions keep out of them."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+
+# None of the three platforms publishes these numbers in its developer docs; they are the commonly published
+# measurements of the apps' overlays (consulted 2026-12-07), the largest of each range taken:
+# - blitzcutai.com/blog/best-caption-placement-short-form-video: TikTok top 130, bottom 320–350 (caption, audio
+#   bar), right 120–164 (like/comment/share/playlist column), left 60; Reels top 108–220, bottom 310–450
+#   (audio attribution grew late 2025), right ~120; Shorts top ~120, bottom ~300.
+# - youraithumbnailgenerator.com/guides/youtube-shorts-safe-zones-complete-guide: Shorts' bottom ~25 %
+#   (~480 px: title, channel, subscribe button); the like/comment column sits bottom-right.
+# - shortsfire.com/blog/shorts-safe-zones-keep-your-text-visible: a universal rule of the centre 80 % width.
+# Facebook Reels shares Instagram's player, so it takes Instagram's zone.
+SAFE_ZONES: dict[str, SafeZone] = {
+    "tiktok": SafeZone(top=130, bottom=350, left=60, right=164),
+    "instagram_reels": SafeZone(top=220, bottom=450, left=60, right=120),
+    "facebook_reels": SafeZone(top=220, bottom=450, left=60, right=120),
+    "youtube_shorts": SafeZone(top=120, bottom=480, left=60, right=120),
+}
+_ZONE_WIDTH, _ZONE_HEIGHT = 1080, 1920
+
+
+def caption_safe_zone(platforms: Iterable[str], width: int, height: int) -> SafeZone:
+    """What the named platforms' UI covers of a ``width``×``height`` video, in its pixels: the union of their
+    zones, scaled from 1080×1920. Only vertical videos fill the phone screen under the UI; a square or
+    landscape video is letterboxed and the UI sits mostly on the bars, so nothing is reserved there."""
+    zones = [SAFE_ZONES[name] for name in platforms if name in SAFE_ZONES]
+    if not zones or height <= width:
+        return SafeZone(0, 0, 0, 0)
+    sx, sy = width / _ZONE_WIDTH, height / _ZONE_HEIGHT
+    return SafeZone(top=round(max(z.top for z in zones) * sy), bottom=round(max(z.bottom for z in zones) * sy),
+                    left=round(max(z.left for z in zones) * sx), right=round(max(z.right for z in zones) * sx))

@@ -156,10 +156,23 @@ def _interpolate(x: float, knots: list[tuple[float, float]]) -> float:
     return knots[-1][1]
 
 
+def _knots(offsets: list[int], total: int, span: tuple[float, float],
+           heard_starts: dict[int, float]) -> list[tuple[float, float]]:
+    """(characters spoken so far, seconds) through the sentence's start, the words heard and its end."""
+    start, end = span
+    knots = [(0.0, start)]
+    for index in sorted(heard_starts):
+        at = min(max(heard_starts[index], start), end)
+        if 0 < offsets[index] and at >= knots[-1][1]:
+            knots.append((float(offsets[index]), at))
+    knots.append((float(total), end))
+    return knots
+
+
 def _line_breaks(
     lines: list[list[str]], span: tuple[float, float], heard_starts: dict[int, float]
-) -> list[float]:
-    """Where each line of one sentence starts and the last one ends, inside ``span``.
+) -> tuple[list[float], list[tuple[float, float]]]:
+    """Where each line of one sentence starts and the last one ends, inside ``span``, and the knots used.
 
     Each word's start is placed on a line through the sentence's start, the words heard (``heard_starts``:
     word index → start) and its end, the x axis being the characters spoken so far (a word and the space
@@ -170,18 +183,45 @@ def _line_breaks(
     weights = [len(word) + 1 for line in lines for word in line]  # +1: the space after it takes time too
     total = sum(weights)
     offsets = [sum(weights[:index]) for index in range(len(weights))]
-    knots = [(0.0, start)]
-    for index in sorted(heard_starts):
-        at = min(max(heard_starts[index], start), end)
-        if 0 < offsets[index] and at >= knots[-1][1]:
-            knots.append((float(offsets[index]), at))
-    knots.append((float(total), end))
+    knots = _knots(offsets, total, span, heard_starts)
     firsts = list(itertools.accumulate((len(line) for line in lines[:-1]), initial=0))
     breaks = [start, *(_interpolate(offsets[first], knots) for first in firsts[1:]), end]
     shortest = _MIN_LINE_SHARE * (end - start) / len(lines)
     if len(knots) > 2 and any(b - a < shortest for a, b in itertools.pairwise(breaks)):
         return _line_breaks(lines, span, {})
-    return breaks
+    return breaks, knots
+
+
+# Scripts written without spaces between words: each character is timed (and highlighted) on its own.
+_UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_TOKEN = re.compile(f"[{_UNSPACED}][^\\w\\s]*|(?:(?![{_UNSPACED}]).)+")
+
+
+def word_tokens(word: str) -> list[str]:
+    """The pieces of one space-separated word shown one at a time: the word itself, or for Chinese and
+    Japanese each character (with the punctuation after it). Joined, they give the word back."""
+    return _TOKEN.findall(word) or [word]
+
+
+def _timed_words(words: list[str], first_offset: int, knots: list[tuple[float, float]],
+                 span: tuple[float, float]) -> list[Word]:
+    """Each token of a line's ``words`` with its time: starts on the sentence's knots (so a heard word starts
+    where it was heard), kept inside the line's ``span`` and in order; each ends where the next starts."""
+    line_start, line_end = span
+    tokens: list[tuple[str, float]] = []
+    offset = first_offset
+    for word in words:
+        inside = 0
+        for token in word_tokens(word):
+            tokens.append((token, _interpolate(float(offset + inside), knots)))
+            inside += len(token)
+        offset += len(word) + 1
+    starts = [line_start]
+    for _token, at in tokens[1:]:
+        starts.append(min(max(at, starts[-1]), line_end))
+    ends = [*starts[1:], line_end]
+    return [Word(text=token, start=start, end=end)
+            for (token, _at), start, end in zip(tokens, starts, ends, strict=True)]
 
 
 def cues_from_sentences(
@@ -197,7 +237,8 @@ def cues_from_sentences(
     The text is the script's, always. ``heard`` (the TTS engine's word timings, or whisper's word
     timestamps) only moves the breaks between a sentence's lines to where its words were heard; without
     it, or where none of its words matched, the span is shared among the lines in proportion to their
-    characters."""
+    characters. Each cue's ``words`` time its words (CJK: characters) the same way, for word-by-word
+    captions: a heard word starts where it was heard, the others share the time between by characters."""
     if max_words_per_line < 1:
         raise InvalidInput("max words per line must be at least 1")
     if len(sentences) != len(timings):
@@ -216,9 +257,12 @@ def cues_from_sentences(
         if not words or end <= start:
             continue
         lines = _lines(words, max_words_per_line)
-        breaks = _line_breaks(lines, (start, end), heard_starts)
+        breaks, knots = _line_breaks(lines, (start, end), heard_starts)
+        offset = 0
         for line, (line_start, line_end) in zip(lines, itertools.pairwise(breaks), strict=True):
-            cues.append(Cue(start=line_start, end=line_end, text=" ".join(line)))
+            timed = _timed_words(line, offset, knots, (line_start, line_end))
+            cues.append(Cue(start=line_start, end=line_end, text=" ".join(line), words=timed))
+            offset += sum(len(word) + 1 for word in line)
         previous_end = end
     return cues
 

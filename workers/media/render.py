@@ -41,7 +41,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.errors import InvalidInput
 from core.video.options import ASPECTS, Aspect, Cue, Fit, LoudnessTarget, Motion, SubtitleStyle, Transition
+from core.video.platform_specs import SafeZone, caption_safe_zone
 from core.video.subtitles import parse_srt, to_srt
+from workers.media.ass import style_fields, to_ass
 from workers.media.clips import is_clip
 from workers.media.ffmpeg import MediaError, ProgressCallback, VideoProbe, probe, require_binaries, run_ffmpeg
 from workers.media.fonts import caption_font, check_caption_text
@@ -103,6 +105,7 @@ class RenderRequest(BaseModel):
     audio_bitrate_kbps: int = Field(default=192, ge=64, le=512)
     timeout_s: float | None = Field(default=None, gt=0, description="for the whole render; default grows with length")
     work_dir: Path | None = Field(default=None, description="where the temporary folder goes (default: system temp)")
+    safe_area_platforms: list[str] = Field(default_factory=list, description="keep captions out of their UI zones")
 
     @model_validator(mode="after")
     def _consistent(self) -> RenderRequest:
@@ -118,6 +121,10 @@ class RenderRequest(BaseModel):
     @property
     def size(self) -> tuple[int, int]:
         return ASPECTS[self.aspect]
+
+    @property
+    def safe_zone(self) -> SafeZone:
+        return caption_safe_zone(self.safe_area_platforms, *self.size)
 
     @property
     def fade_seconds(self) -> float:
@@ -351,6 +358,11 @@ def _subtitle_file(request: RenderRequest, tmp: Path) -> Path | None:
     if not cues:
         return None
     check_caption_text(cue.text for cue in cues)
+    style = request.subtitle_style
+    if style.mode != "lines" and any(cue.words for cue in cues):  # word by word: only ASS can style a word
+        target = tmp / "subtitles.ass"
+        target.write_text(to_ass(cues, style, *request.size, request.safe_zone), "utf-8")
+        return target
     target = tmp / "subtitles.srt"
     target.write_text(to_srt([_in_its_font(cue, request.subtitle_style.font) for cue in cues]), "utf-8")
     return target
@@ -366,25 +378,10 @@ def _in_its_font(cue: Cue, preferred: str) -> Cue:
     return Cue(start=cue.start, end=cue.end, text="\n".join(lines))
 
 
-def _ass_colour(hex_colour: str, alpha: int = 0) -> str:
-    """#RRGGBB → &HAABBGGRR (ASS colours are blue-green-red, alpha 0 = opaque)."""
-    red, green, blue = hex_colour[1:3], hex_colour[3:5], hex_colour[5:7]
-    return f"&H{alpha:02X}{blue}{green}{red}".upper()
-
-
-def subtitle_force_style(style: SubtitleStyle, width: int, height: int) -> str:
-    """libass style overrides with PlayRes set to the output size, so sizes and margins are output pixels."""
-    alignment = {"bottom": 2, "middle": 5, "top": 8}[style.position]
-    side_margin = max(40, width // 16)
-    fields = {
-        "PlayResX": width, "PlayResY": height,
-        "FontName": style.font.replace(",", " ").replace("=", " "),  # "," and "=" would split the overrides
-        "FontSize": style.size, "Bold": -1 if style.bold else 0,
-        "PrimaryColour": _ass_colour(style.colour), "OutlineColour": _ass_colour(style.outline_colour),
-        "BackColour": _ass_colour(style.outline_colour, alpha=0x80),
-        "BorderStyle": 1, "Outline": style.outline, "Shadow": 0,
-        "Alignment": alignment, "MarginV": style.margin, "MarginL": side_margin, "MarginR": side_margin,
-    }
+def subtitle_force_style(style: SubtitleStyle, width: int, height: int, zone: SafeZone | None = None) -> str:
+    """libass style overrides with PlayRes set to the output size, so sizes and margins are output pixels;
+    the margins keep the captions out of ``zone`` (the platforms' UI)."""
+    fields = style_fields(style, width, height, zone or SafeZone(0, 0, 0, 0))
     return ",".join(f"{key}={value}" for key, value in fields.items())
 
 
@@ -578,8 +575,12 @@ def build_video_graph(request: RenderRequest, images: list[Path], subtitles: Pat
     video = video.filter("format", "yuv420p")
     if subtitles is not None:
         width, height = request.size
-        video = video.filter("subtitles", filename=str(subtitles), original_size=f"{width}x{height}",
-                             force_style=subtitle_force_style(request.subtitle_style, width, height))
+        if subtitles.suffix == ".ass":  # the document carries its own style
+            video = video.filter("subtitles", filename=str(subtitles), original_size=f"{width}x{height}")
+        else:
+            video = video.filter("subtitles", filename=str(subtitles), original_size=f"{width}x{height}",
+                                 force_style=subtitle_force_style(request.subtitle_style, width, height,
+                                                                  request.safe_zone))
     return video
 
 
