@@ -15,6 +15,10 @@ fake refuses too, each rule beside the doc it comes from:
 
 - ``/user/info/`` fields are scope-gated: ``username`` (and the other profile fields) need
   ``user.info.profile``, the counts ``user.info.stats``; otherwise 401 ``scope_not_authorized``.
+- ``/v2/oauth/token/`` takes exactly the documented form-encoded fields, the client named ``client_key``
+  (https://developers.tiktok.com/doc/oauth-user-access-token-management): another ``grant_type``, a missing
+  or unknown field (``client_id``), a wrong secret, a reused or unknown code, a mismatched ``redirect_uri``,
+  a Desktop app's missing ``code_verifier`` and an expired (365 days) or revoked refresh token are refused.
 - The app type (``app_type``) sets the Login Kit rules: a Desktop app registers only loopback
   redirects with a port and expects a hex-encoded SHA-256 challenge; a Web app only https redirects.
 - ``POST /v2/post/publish/creator_info/query/`` answers the creator's privacy options, disabled
@@ -36,8 +40,16 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tests.fakes.oauth import FakeOAuth, OAuthFailure, s256, s256_hex
+from tests.fakes.oauth import FakeOAuth, OAuthFailure, TokenForm, check_token_form, s256, s256_hex
 from tests.fakes.server import FakeServer, Handler
+
+# https://developers.tiktok.com/doc/oauth-user-access-token-management: "code_verifier: Required for mobile and
+# desktop app only" (the token handler makes it required for a Desktop app).
+TOKEN_FORMS = {
+    "authorization_code": TokenForm(frozenset({"client_key", "client_secret", "code", "grant_type", "redirect_uri"}),
+                                    frozenset({"code_verifier"})),
+    "refresh_token": TokenForm(frozenset({"client_key", "client_secret", "grant_type", "refresh_token"})),
+}
 
 # TikTok writes "5 MB", "64 MB", "128 MB" without saying which MB; the fake reads each the stricter way.
 MIN_CHUNK = 5 * 1024 * 1024
@@ -229,21 +241,21 @@ class FakeTikTok(FakeServer):
         return self.oauth.authorize_response(request.query_params, client_id_param="client_key")
 
     async def token(self, request: Request) -> Response:
-        form = await request.form()
-        grant_type = form.get("grant_type")
-        client_key, client_secret = str(form.get("client_key") or ""), str(form.get("client_secret") or "")
+        form = {name: str(value) for name, value in (await request.form()).items()}
+        forms = dict(TOKEN_FORMS)
+        if self.app_type == "desktop":  # "code_verifier: Required for mobile and desktop app only"
+            code = forms["authorization_code"]
+            forms["authorization_code"] = TokenForm(code.required | {"code_verifier"})
         try:
+            grant_type = check_token_form(form, forms, content_type=request.headers.get("content-type", ""))
             if grant_type == "authorization_code":
                 issued = self.oauth.exchange_code(
-                    client_id=client_key, client_secret=client_secret, code=str(form.get("code") or ""),
-                    redirect_uri=str(form.get("redirect_uri") or ""),
-                    code_verifier=str(form.get("code_verifier") or ""),
+                    client_id=form["client_key"], client_secret=form["client_secret"], code=form["code"],
+                    redirect_uri=form["redirect_uri"], code_verifier=form.get("code_verifier", ""),
                 )
-            elif grant_type == "refresh_token":
-                issued = self.oauth.refresh(client_id=client_key, client_secret=client_secret,
-                                            refresh_token=str(form.get("refresh_token") or ""))
             else:
-                raise OAuthFailure("unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
+                issued = self.oauth.refresh(client_id=form["client_key"], client_secret=form["client_secret"],
+                                            refresh_token=form["refresh_token"])
         except OAuthFailure as failure:
             return JSONResponse({"error": failure.error, "error_description": failure.description,
                                  "log_id": f"fake{secrets.token_hex(8)}"}, status_code=400)
