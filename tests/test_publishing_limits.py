@@ -100,6 +100,20 @@ def test_a_tiktok_post_of_a_pipeline_without_a_privacy_choice_is_not_scheduled(d
     assert any("choose who can see this post" in w for w in result.warnings)
 
 
+def test_instagrams_cap_is_the_recorded_quota_total_and_the_documented_default_before_any_reading(studio):
+    account = social_accounts.connect_manually(platform="instagram", external_id="17841400000000009",
+                                               access_token="EAApage-token-value", page_id="104")
+    assert caps.cap_for("instagram", account.id) == 50  # Meta's documented example, until a reading
+    caps.record_quota(account.id, caps.QuotaReading(total=100, used=7, duration_s=86_400))
+    assert caps.cap_for("instagram", account.id) == 100
+    assert caps.usage("instagram", account.id, SLOT).cap == 100
+    meta = social_accounts.get_account(account.id).meta
+    assert meta["publishing_quota_used"] == 7 and meta["page_id"] == "104"  # merged, nothing else lost
+    caps.record_quota(account.id, caps.QuotaReading(total=None, used=9))  # no config in the answer
+    assert caps.cap_for("instagram", account.id) == 100
+    assert social_accounts.get_account(account.id).meta["publishing_quota_used"] == 9
+
+
 def test_token_health_warns_ahead_of_expiry_and_flags_posts_after_it(studio):
     manual = social_accounts.connect_manually(platform="tiktok", external_id="open-1", name="Mia",
                                               access_token="act.long-enough", expires_in_s=2 * 86_400)

@@ -4,7 +4,9 @@ Each platform limits how many posts an account may publish through the API in a 
 
 - Instagram: the account's ``content_publishing_limit`` (``config.quota_total``; Meta's pages say 50 or
   100), https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/ig-user/content_publishing_limit/
-  — the studio uses 50, the lower figure, unless the account's ``meta["publishing_quota"]`` says otherwise;
+  — each time the publish job reads it (before any container) :func:`record_quota` keeps ``quota_total``,
+  ``quota_usage`` and ``quota_duration`` in the account's meta, and the cap is that recorded total; 50, the
+  figure of Meta's own example, until one was read;
 - Facebook: 30 API-published Reels per Page, and Meta asks apps that schedule to enforce it too
   (https://developers.facebook.com/docs/video-api/guides/reels-publishing/);
 - TikTok: a per-creator daily cap (``spam_risk_too_many_posts``) whose number TikTok does not publish
@@ -27,7 +29,7 @@ from sqlmodel import col
 
 from core.db import session_scope
 from core.jobs.lifecycle import aware
-from core.models import Platform, Post, PostStatus
+from core.models import Platform, Post, PostStatus, utcnow
 from core.publishing import social_accounts
 
 WINDOW = timedelta(hours=24)
@@ -35,6 +37,29 @@ DAILY_CAPS: dict[str, int] = {Platform.INSTAGRAM: 50, Platform.FACEBOOK: 30, Pla
                               Platform.YOUTUBE: 6}
 COUNTED = (PostStatus.SCHEDULED, PostStatus.PUBLISHING, PostStatus.PUBLISHED)
 MAX_SHIFTS = 50  # next_free_slot gives up after this many steps (a plan far over the cap)
+
+
+@dataclass(frozen=True)
+class QuotaReading:
+    """What a platform's own quota endpoint said (Instagram's ``content_publishing_limit``)."""
+
+    total: int | None  # config.quota_total; absent when the platform did not say
+    used: int  # quota_usage: API posts in the moving window, made by any app
+    duration_s: int | None = None  # config.quota_duration (86,400 in Meta's docs)
+
+
+QUOTA_KEY = "publishing_quota"  # the account's meta key of the recorded total
+
+
+def record_quota(account_id: int, reading: QuotaReading) -> None:
+    """Keep a quota reading in the account's meta, where :func:`cap_for` finds the total."""
+    values: dict[str, object] = {"publishing_quota_used": reading.used,
+                                 "publishing_quota_read_at": utcnow().isoformat(timespec="seconds")}
+    if reading.total and reading.total > 0:
+        values[QUOTA_KEY] = reading.total
+    if reading.duration_s:
+        values["publishing_quota_duration_s"] = reading.duration_s
+    social_accounts.update_meta(account_id, values)
 
 
 @dataclass(frozen=True)
@@ -57,9 +82,10 @@ def _account_id(platform: str, account_id: int | None) -> int | None:
 
 
 def cap_for(platform: str, account_id: int | None = None) -> int:
+    """The account's recorded quota total where the platform reported one, else the documented default."""
     if account_id is not None:
-        quota = social_accounts.get_account(account_id).meta.get("publishing_quota")
-        if isinstance(quota, int) and quota > 0:
+        quota = social_accounts.get_account(account_id).meta.get(QUOTA_KEY)
+        if isinstance(quota, int) and not isinstance(quota, bool) and quota > 0:
             return quota
     return DAILY_CAPS[platform]
 

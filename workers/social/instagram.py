@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from core.models import utcnow
+from core.publishing.caps import QuotaReading
 from workers.social.base import PlannedCall, PlatformRejected, PublishDeferred, Published, PublishRequest
 from workers.social.meta_common import CAP_RETRY, HASHTAG, MENTION, GraphClient, GraphTransient, shown_url
 
@@ -116,7 +117,9 @@ class InstagramClient(GraphClient):
         body = self.get(f"{self.user}/content_publishing_limit", fields="quota_usage,config")
         entry = (body.get("data") or [{}])[0]
         used = int(entry.get("quota_usage") or 0)
-        total = int((entry.get("config") or {}).get("quota_total") or 0)
+        config = entry.get("config") or {}
+        total = int(config.get("quota_total") or 0)
+        self.quota = QuotaReading(total or None, used, int(config.get("quota_duration") or 0) or None)
         if total and used >= total:
             raise PublishDeferred(self.platform, f"the account has used its {total} API posts of the last 24 hours",
                                   until=utcnow() + CAP_RETRY)
