@@ -220,6 +220,10 @@ def publish(ctx: JobContext[PublishPayload]) -> dict[str, Any]:
         record = _record(post, account.id)
         if record.phase == PUBLISHED:
             published = Published(record.external_id or "", record.permalink)
+        elif record.phase != COMMITTING and (reels := caps.reels_deferral(post, account.id)):
+            # Meta documents no error for the 31st Reel in 24 hours: count the studio's own and wait instead.
+            return _defer(post, ctx, PublishDeferred(post.platform, reels[1], until=reels[0]),
+                          record_id=record.id or 0)
         else:
             try:
                 published = _with_one_refresh(

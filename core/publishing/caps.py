@@ -14,6 +14,10 @@ Each platform limits how many posts an account may publish through the API in a 
 - YouTube: ``videos.insert`` costs 1,600 of a project's default 10,000 daily quota units: 6 uploads
   (https://developers.google.com/youtube/v3/docs/videos/insert).
 
+Facebook's Reels cap is checked again when a Reel publishes (:func:`reels_deferral`): Meta documents no
+error code for the 31st Reel, so the publish job counts the Page's Reels the studio itself published (and
+is publishing) in the last 24 hours and defers the post rather than send it.
+
 A post counts against the window ending at its time: the posts of the same platform and account
 scheduled, publishing or published in the 24 hours before it. Over the cap, the calendar flags it and
 a content pipeline moves it to the first moment the window has room (:func:`next_free_slot`).
@@ -29,13 +33,19 @@ from sqlmodel import col
 
 from core.db import session_scope
 from core.jobs.lifecycle import aware
-from core.models import Platform, Post, PostStatus, utcnow
+from core.models import Asset, AssetKind, Platform, Post, PostStatus, utcnow
 from core.publishing import social_accounts
 
 WINDOW = timedelta(hours=24)
 DAILY_CAPS: dict[str, int] = {Platform.INSTAGRAM: 50, Platform.FACEBOOK: 30, Platform.TIKTOK: 15,
                               Platform.YOUTUBE: 6}
 COUNTED = (PostStatus.SCHEDULED, PostStatus.PUBLISHING, PostStatus.PUBLISHED)
+# https://developers.facebook.com/docs/video-api/guides/reels-publishing/ ("Limitations"): 30 API-published
+# Reels per Page in a moving 24 hours. No error code is documented for going over, so nothing to wait for.
+FACEBOOK_REELS_PER_DAY = 30
+# A Reel published in the last 24 hours was scheduled before now; this bounds how long before (the range
+# scan of ix_post_platform_scheduled). A post held back longer than this and then published is not counted.
+REELS_LOOKBACK = timedelta(days=7)
 MAX_SHIFTS = 50  # next_free_slot gives up after this many steps (a plan far over the cap)
 
 
@@ -143,3 +153,50 @@ def next_free_slot(post: Post) -> datetime:
             return at
         at = times[len(times) - cap] + WINDOW + timedelta(minutes=1)  # when enough of them leave the window
     return at
+
+
+def _is_reel(asset_ids: list[int], video_ids: set[int]) -> bool:
+    """A Facebook post with a video goes out as a Reel (workers/social/facebook.py)."""
+    return any(asset_id in video_ids for asset_id in asset_ids)
+
+
+def _reel_times(account_id: int | None, now: datetime, *, exclude_post: int | None) -> list[datetime]:
+    """When the account's Reels published (or being published) by the studio in the 24 hours up to now went out."""
+    default = social_accounts.default_account(Platform.FACEBOOK)
+    query = (select(col(Post.id), col(Post.account_id), col(Post.asset_ids), col(Post.published_at))
+             .where(col(Post.platform) == Platform.FACEBOOK, col(Post.scheduled_at) > now - REELS_LOOKBACK,
+                    col(Post.scheduled_at) <= now,
+                    col(Post.status).in_((PostStatus.PUBLISHED, PostStatus.PUBLISHING)))
+             .order_by(col(Post.scheduled_at)).limit(2000))  # ix_post_platform_scheduled
+    with session_scope() as session:
+        rows = [row for row in session.execute(query).all() if row[0] != exclude_post
+                and (row[1] if row[1] is not None else (default.id if default else None)) == account_id]
+        asset_ids = {asset_id for row in rows for asset_id in row[2] or []}
+        videos = set(session.execute(select(col(Asset.id)).where(
+            col(Asset.id).in_(asset_ids), col(Asset.kind) == AssetKind.VIDEO)).scalars()) if asset_ids else set()
+    times = []
+    for _post_id, _account, assets, published_at in rows:
+        # A post still publishing counts as going out now (it may take the 30th place).
+        moment = aware(published_at) if published_at is not None else now
+        if _is_reel(assets or [], videos) and now - WINDOW < moment <= now:
+            times.append(moment)
+    return sorted(times)
+
+
+def reels_deferral(post: Post, account_id: int, *, now: datetime | None = None) -> tuple[datetime, str] | None:
+    """For a Facebook Reel about to publish: (when to try again, why) if it would be the account's 31st Reel in
+    24 hours; None when it may go now (or is no Reel)."""
+    if post.platform != Platform.FACEBOOK or not post.asset_ids:
+        return None
+    with session_scope() as session:
+        is_reel = session.execute(select(col(Asset.id)).where(
+            col(Asset.id).in_(post.asset_ids), col(Asset.kind) == AssetKind.VIDEO).limit(1)).first() is not None
+    if not is_reel:
+        return None
+    now = aware(now or utcnow())
+    times = _reel_times(account_id, now, exclude_post=post.id)
+    if len(times) < FACEBOOK_REELS_PER_DAY:
+        return None
+    until = times[len(times) - FACEBOOK_REELS_PER_DAY] + WINDOW + timedelta(minutes=1)
+    return until, (f"the Page already has {len(times)} Reels published through the API in the last 24 hours; "
+                   f"Facebook allows {FACEBOOK_REELS_PER_DAY}")
