@@ -27,11 +27,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+import httpx
 from sqlalchemy import select
 from sqlmodel import col
 
+from core.config import get_settings
 from core.db import session_scope
+from core.errors import InvalidInput
+from core.infra.http_retry import RetryPolicy, send_with_retries
 from core.jobs.lifecycle import aware
 from core.models import Asset, AssetKind, Platform, Post, PostStatus, utcnow
 from core.publishing import social_accounts
@@ -57,6 +62,15 @@ class QuotaReading:
     used: int  # quota_usage: API posts in the moving window, made by any app
     duration_s: int | None = None  # config.quota_duration (86,400 in Meta's docs)
 
+    @classmethod
+    def from_publishing_limit(cls, body: dict[str, Any]) -> QuotaReading:
+        """``GET /{ig-user}/content_publishing_limit?fields=quota_usage,config``'s answer:
+        ``{"data": [{"quota_usage": 2, "config": {"quota_total": 50, "quota_duration": 86400}}]}``."""
+        entry = (body.get("data") or [{}])[0]
+        config = entry.get("config") or {}
+        return cls(int(config.get("quota_total") or 0) or None, int(entry.get("quota_usage") or 0),
+                   int(config.get("quota_duration") or 0) or None)
+
 
 QUOTA_KEY = "publishing_quota"  # the account's meta key of the recorded total
 
@@ -70,6 +84,31 @@ def record_quota(account_id: int, reading: QuotaReading) -> None:
     if reading.duration_s:
         values["publishing_quota_duration_s"] = reading.duration_s
     social_accounts.update_meta(account_id, values)
+
+
+def check_instagram_quota(account_id: int) -> QuotaReading:
+    """The health check's reading: ask Instagram for the account's publishing limit now and record it."""
+    account = social_accounts.get_account(account_id)
+    if account.platform != Platform.INSTAGRAM:
+        raise InvalidInput("only Instagram reports its publishing quota (content_publishing_limit)")
+    settings = get_settings()
+    token = social_accounts.credentials(account_id).access_token
+    with httpx.Client(timeout=settings.publish_http_timeout_s) as http:
+        response = send_with_retries(lambda: http.get(
+            f"{settings.graph_api_url}/{account.external_id}/content_publishing_limit",
+            params={"fields": "quota_usage,config"}, headers={"Authorization": f"OAuth {token}"}),
+            policy=RetryPolicy(max_retries=settings.publish_max_retries)).response
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if response.status_code >= 400 or not isinstance(body, dict):
+        error = body.get("error") if isinstance(body, dict) else None
+        message = error.get("message") if isinstance(error, dict) else f"HTTP {response.status_code}"
+        raise InvalidInput(f"Instagram did not report the publishing quota: {message}")
+    reading = QuotaReading.from_publishing_limit(body)
+    record_quota(account_id, reading)
+    return reading
 
 
 @dataclass(frozen=True)

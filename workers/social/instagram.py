@@ -115,11 +115,8 @@ class InstagramClient(GraphClient):
     def _check_quota(self) -> None:
         """Defer, before any container, when the account's publishing quota is spent."""
         body = self.get(f"{self.user}/content_publishing_limit", fields="quota_usage,config")
-        entry = (body.get("data") or [{}])[0]
-        used = int(entry.get("quota_usage") or 0)
-        config = entry.get("config") or {}
-        total = int(config.get("quota_total") or 0)
-        self.quota = QuotaReading(total or None, used, int(config.get("quota_duration") or 0) or None)
+        self.quota = QuotaReading.from_publishing_limit(body)
+        used, total = self.quota.used, self.quota.total or 0
         if total and used >= total:
             raise PublishDeferred(self.platform, f"the account has used its {total} API posts of the last 24 hours",
                                   until=utcnow() + CAP_RETRY)
