@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     # (http://127.0.0.1:PORT/…, the default public_url) and expects a hex-encoded PKCE challenge;
     # "web" needs an https public_url (https://developers.tiktok.com/doc/login-kit-desktop/, …/login-kit-web).
     tiktok_app_type: Literal["desktop", "web"] = "desktop"
+    # Has the TikTok app passed TikTok's audit? Until it has, Direct Post allows only SELF_ONLY posts, from
+    # accounts set to private, by at most 5 users in 24 hours (https://developers.tiktok.com/doc/content-sharing-guidelines).
+    tiktok_app_audited: bool = False
     # Platform endpoints; only tests (local fake servers) and proxies change them.
     facebook_dialog_url: str = "https://www.facebook.com/v21.0/dialog/oauth"
     graph_api_url: str = "https://graph.facebook.com/v21.0"

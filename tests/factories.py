@@ -9,6 +9,9 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 from PIL import Image
 
+from core.db import session_scope
+from core.models import Post, PostStatus
+
 
 def image_bytes(width: int = 640, height: int = 640, *, seed: int = 0, fmt: str = "PNG", quality: int = 95) -> bytes:
     """A sharp, random-blocky picture (distinct per seed, so perceptual hashes differ)."""
@@ -38,3 +41,11 @@ def upcoming_week(*, in_days: int = 30) -> tuple[str, str]:
 
 def days_from_today(days: int) -> date:
     return datetime.now(UTC).date() + timedelta(days=days)
+
+
+def published_posts(*, platform: str, account_id: int | None, asset_ids: list[int], times: list[datetime]) -> None:
+    """Posts the studio already published (one per time), written straight to the posts table."""
+    with session_scope() as session:
+        session.add_all(Post(platform=platform, account_id=account_id, status=PostStatus.PUBLISHED, scheduled_at=at,
+                             published_at=at, caption="Earlier", asset_ids=list(asset_ids), external_id=f"x{n}")
+                        for n, at in enumerate(times))

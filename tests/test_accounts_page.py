@@ -14,9 +14,10 @@ from streamlit.testing.v1 import AppTest
 from core.config import reload_settings
 from core.db import session_scope
 from core.models import OAuthState, SocialAccount
-from core.publishing import social_accounts
+from core.publishing import caps, social_accounts
 from core.publishing.oauth import sign_result
 from tests.apptest import ROOT, checked, click, open_page, rerun
+from tests.fakes.meta import FakeMeta
 
 pytestmark = pytest.mark.clock  # also run at awkward moments (tests/clock.py): token expiry shown to people
 
@@ -173,3 +174,21 @@ def test_each_account_shows_its_token_health_and_cap_and_an_expiring_one_offers_
     assert lasting.id != expiring.id
     click(at, f"accounts.reconnect.{expiring.id}")  # TikTok is not configured here: it says what to set
     assert any("STUDIO_TIKTOK_CLIENT_KEY" in _plain(e.value) for e in at.error)
+
+
+def test_check_quota_reads_instagrams_publishing_limit_and_the_cap_follows_it(studio, monkeypatch):
+    # GET /{ig-user}/content_publishing_limit?fields=quota_usage,config (quota_total, quota_duration):
+    # https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/ig-user/content_publishing_limit/
+    with FakeMeta(publishing_quota=100).running() as meta:
+        monkeypatch.setenv("STUDIO_GRAPH_API_URL", f"{meta.url}/v21.0")
+        reload_settings()
+        page = meta.page
+        account = social_accounts.connect_manually(platform="instagram", external_id=page.ig_user_id or "",
+                                                   access_token=meta.page_token(), page_id=page.id)
+        at = open_page(PAGE)
+        assert any("0 of 50 posts in the last 24 h" in _plain(c.value) for c in at.caption)  # the default
+        click(at, f"accounts.quota.{account.id}")
+    assert any("Instagram says 0 of 100 API posts" in _plain(s.value) for s in at.success)
+    assert any("0 of 100 posts in the last 24 h" in _plain(c.value) for c in at.caption)
+    assert caps.cap_for("instagram", account.id) == 100
+    assert [call.route for call in meta.calls] == ["publishing_limit"]

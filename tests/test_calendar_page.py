@@ -356,7 +356,17 @@ def test_the_editor_flags_a_post_over_the_daily_cap_and_after_its_accounts_token
     assert any("token expiring" in w for w in warnings), "the accounts summary on the calendar"
 
 
-def test_a_tiktok_post_gets_its_privacy_picked_with_no_default_and_its_disclosures(studio):
+def test_an_unaudited_tiktok_app_offers_only_only_me_and_says_why(studio):
+    post = _post(platform="tiktok", caption="Trail day")
+    at = _open_editor(post)
+    privacy = at.selectbox(key=field(at, post, "tt_privacy"))
+    assert privacy.options == ["Only me"] and privacy.value is None  # still the user's pick: no default
+    assert any("not passed TikTok's audit" in c and "content-sharing-guidelines" in c for c in _plain(at.caption))
+
+
+def test_a_tiktok_post_gets_its_privacy_picked_with_no_default_and_its_disclosures(studio, monkeypatch):
+    monkeypatch.setenv("STUDIO_TIKTOK_APP_AUDITED", "true")  # an audited app: every level TikTok offers
+    reload_settings()
     post = _post(platform="tiktok", caption="Trail day")
     at = _open_editor(post)
     privacy = at.selectbox(key=field(at, post, "tt_privacy"))

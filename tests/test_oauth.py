@@ -234,7 +234,7 @@ def test_connecting_meta_stores_the_facebook_page_and_its_instagram_account(fake
     assert meta.oauth.subject_of(creds.access_token) == f"page:{meta.page.id}"
     # The short-lived user token was exchanged for a long-lived one (fb_exchange_token).
     grants = [call.form().get("grant_type") or call.query.get("grant_type") for call in meta.calls_to("oauth_token")]
-    assert grants == ["authorization_code", "fb_exchange_token"]
+    assert grants == [None, "fb_exchange_token"]  # Meta's code exchange has no grant_type
 
 
 def test_connecting_google_stores_the_youtube_channel_with_a_refresh_token_and_expiry(fake_provider, client):
@@ -338,18 +338,41 @@ def test_connecting_tiktok_stores_the_account_with_its_open_id_and_username(fake
     assert row.refresh_expires_at is not None
 
 
+# Each provider's documented token requests, field by field: the code exchange and the renewal.
+# Meta: https://developers.facebook.com/docs/facebook-login/guides/advanced/manual-flow#confirm (no grant_type)
+# + code_verifier (https://developers.facebook.com/docs/facebook-login/guides/advanced/oidc-token), and
+# https://developers.facebook.com/docs/facebook-login/guides/access-tokens/get-long-lived;
+# Google: https://developers.google.com/identity/protocols/oauth2/web-server#exchange-authorization-code, #offline;
+# TikTok: https://developers.tiktok.com/doc/oauth-user-access-token-management (client_key, not client_id).
+DOCUMENTED_FORMS = {
+    "meta": ({"client_id", "client_secret", "code", "redirect_uri", "code_verifier"},
+             {"grant_type", "client_id", "client_secret", "fb_exchange_token"}),
+    "google": ({"client_id", "client_secret", "code", "grant_type", "redirect_uri", "code_verifier"},
+               {"client_id", "client_secret", "grant_type", "refresh_token"}),
+    "tiktok": ({"client_key", "client_secret", "code", "grant_type", "redirect_uri", "code_verifier"},
+               {"client_key", "client_secret", "grant_type", "refresh_token"}),
+}
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_the_token_exchange_sends_the_verifier_and_the_same_redirect_uri(fake_provider, client, provider):
+def test_the_studio_sends_exactly_the_documented_token_requests(fake_provider, client, provider):
     fake = fake_provider(provider)
     location = provider_redirect(provider)
     verifier = decrypt_token(state_row(_query(location)["state"]).code_verifier_enc)
     redirect_params(back_to_studio(client, location))
-    exchange = fake.calls_to(TOKEN_ROUTE[provider])[0]
-    form = exchange.form()
-    assert form["grant_type"] == "authorization_code"
-    assert form["code_verifier"] == verifier
-    assert form["redirect_uri"] == callback_uri(provider)
-    assert form["code"] == _query(location)["code"]
+    account = social_accounts.list_accounts()[0]
+    social_accounts.credentials(account.id, force_refresh=True)
+
+    calls = fake.calls_to(TOKEN_ROUTE[provider])
+    exchange, renewal = calls[0], calls[-1]
+    code_form, renewal_form = DOCUMENTED_FORMS[provider]
+    assert set(exchange.form()) == code_form
+    assert exchange.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert exchange.form()["code_verifier"] == verifier
+    assert exchange.form()["redirect_uri"] == callback_uri(provider)
+    assert exchange.form()["code"] == _query(location)["code"]
+    assert set(renewal.form()) == renewal_form
+    assert all(call.status == 200 for call in calls)
 
 
 def test_connecting_again_updates_the_accounts_instead_of_duplicating_them(fake_provider, client):
@@ -758,6 +781,127 @@ def test_a_meta_token_that_already_expired_cannot_be_renewed(fake_provider, clie
     with pytest.raises(OAuthError, match="Error validating access token"):
         social_accounts.credentials(page.id, force_refresh=True)
     assert social_accounts.get_account(page.id).status == "needs-reconnect"
+
+
+# --- what the providers' token endpoints refuse (the fakes, spoken to directly) ------------------------------
+
+FAKE_REDIRECT = "http://127.0.0.1:8501/oauth/callback"  # each fake's registered default
+
+
+@pytest.fixture(scope="module")
+def token_fakes() -> Iterator[dict[str, FakeServer]]:
+    fakes: dict[str, FakeServer] = {"meta": FakeMeta(), "google": FakeGoogle(), "tiktok": FakeTikTok()}
+    for fake in fakes.values():
+        fake.start()
+    yield fakes
+    for fake in fakes.values():
+        fake.stop()
+
+
+def _oauth_of(fake: FakeServer) -> Any:
+    assert isinstance(fake, FakeMeta | FakeGoogle | FakeTikTok)
+    return fake.oauth
+
+
+def _token_url(name: str, fake: FakeServer) -> str:
+    return fake.url + {"meta": "/v21.0/oauth/access_token", "google": "/token"}.get(name, "/v2/oauth/token/")
+
+
+def _code_form(name: str, fake: FakeServer) -> dict[str, str]:
+    """A fresh code's exchange in the provider's documented form (the fake consents at once)."""
+    oauth = _oauth_of(fake)
+    verifier = "v" * 64
+    challenge = oauth.challenge_of(verifier)
+    location = oauth.authorize(client_id=oauth.client_id, redirect_uri=FAKE_REDIRECT, state="s",
+                               code_challenge=challenge, code_challenge_method="S256")
+    form = {CLIENT_ID_PARAM[name]: oauth.client_id, "client_secret": oauth.client_secret,
+            "code": _query(location)["code"], "redirect_uri": FAKE_REDIRECT, "code_verifier": verifier}
+    return form if name == "meta" else {**form, "grant_type": "authorization_code"}
+
+
+def _refresh_form(name: str, fake: FakeServer) -> dict[str, str]:
+    tokens = httpx.post(_token_url(name, fake), data=_code_form(name, fake), timeout=10).json()
+    oauth = _oauth_of(fake)
+    return {CLIENT_ID_PARAM[name]: oauth.client_id, "client_secret": oauth.client_secret,
+            "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+
+
+def _without(form: dict[str, str], name: str) -> dict[str, str]:
+    return {key: value for key, value in form.items() if key != name}
+
+
+def _spend(name: str, fake: FakeServer, form: dict[str, str]) -> dict[str, str]:
+    assert httpx.post(_token_url(name, fake), data=form, timeout=10).status_code == 200
+    return form
+
+
+def _revoke(fake: FakeServer, form: dict[str, str]) -> dict[str, str]:
+    _oauth_of(fake).revoke(form["refresh_token"])
+    return form
+
+
+def _expire(fake: FakeServer, form: dict[str, str]) -> dict[str, str]:
+    _oauth_of(fake).expire_refresh_tokens()
+    return form
+
+
+# (provider fake, request, how the documented request is spoiled, what the provider answers). Sources in
+# tests/fakes/{meta,google,tiktok}.py beside each rule; RFC 6749 §5.2 for the error codes.
+REFUSALS: list[tuple[str, str, Callable[[str, FakeServer, dict[str, str]], dict[str, str]], str]] = [
+    *[(name, "code", lambda n, f, form: {**form, "grant_type": "password"}, "unsupported_grant_type")
+      for name in ("meta", "google", "tiktok")],
+    ("meta", "code", lambda n, f, form: {**form, "grant_type": "authorization_code"}, "unsupported_grant_type"),
+    *[(name, "code", lambda n, f, form: _without(form, "redirect_uri"), "missing required parameter(s): redirect_uri")
+      for name in ("meta", "google", "tiktok")],
+    *[(name, "code", lambda n, f, form: {**form, "redirect_uri": FAKE_REDIRECT + "/other"},
+       "redirect_uri does not match") for name in ("meta", "google", "tiktok")],
+    *[(name, "code", lambda n, f, form: _spend(n, f, form), "invalid or was already used")
+      for name in ("meta", "google", "tiktok")],
+    *[(name, "code", lambda n, f, form: {**form, "code": "made-up"}, "invalid or was already used")
+      for name in ("meta", "google", "tiktok")],
+    *[(name, "code", lambda n, f, form: {**form, "client_secret": "wrong"}, "invalid_client")
+      for name in ("meta", "google", "tiktok")],
+    *[(name, "refresh", lambda n, f, form: {**form, "client_secret": "wrong"}, "invalid_client")
+      for name in ("google", "tiktok")],
+    *[(name, "refresh", lambda n, f, form: _expire(f, form), "Token has been expired or revoked")
+      for name in ("google", "tiktok")],
+    *[(name, "refresh", lambda n, f, form: _revoke(f, form), "Token has been expired or revoked")
+      for name in ("google", "tiktok")],
+    *[(name, "refresh", lambda n, f, form: {**form, "grant_type": "client_credentials"}, "unsupported_grant_type")
+      for name in ("google", "tiktok")],
+    ("tiktok", "code", lambda n, f, form: {"client_id": form["client_key"], **_without(form, "client_key")},
+     "missing required parameter(s): client_key"),
+    ("tiktok", "refresh", lambda n, f, form: {"client_id": form["client_key"], **_without(form, "client_key")},
+     "missing required parameter(s): client_key"),
+    ("google", "code", lambda n, f, form: {**form, "access_type": "offline"}, "unknown parameter(s): access_type"),
+    ("tiktok", "code", lambda n, f, form: _without(form, "code_verifier"),  # a Desktop app must send it
+     "missing required parameter(s): code_verifier"),
+]
+
+
+@pytest.mark.parametrize(("name", "request_kind", "spoil", "refusal"), REFUSALS,
+                         ids=[f"{name}-{kind}-{refusal[:30]}" for name, kind, _s, refusal in REFUSALS])
+def test_the_token_endpoint_refuses_what_the_provider_documents_it_refuses(token_fakes, name, request_kind, spoil,
+                                                                           refusal):
+    fake = token_fakes[name]
+    build = _code_form if request_kind == "code" else _refresh_form
+    # The documented request is accepted (so the refusal below is the spoiling's doing)...
+    accepted = httpx.post(_token_url(name, fake), data=build(name, fake), timeout=10)
+    assert accepted.status_code == 200 and "access_token" in accepted.json(), accepted.text
+    # ...and the spoilt one is refused, with no token.
+    answer = httpx.post(_token_url(name, fake), data=spoil(name, fake, build(name, fake)), timeout=10)
+    assert answer.status_code >= 400
+    assert "access_token" not in answer.json()
+    assert refusal in answer.text
+
+
+@pytest.mark.parametrize("name", ["google", "tiktok"])
+def test_a_token_request_that_is_not_form_encoded_is_refused(token_fakes, name):
+    # Both document Content-Type application/x-www-form-urlencoded for the token endpoint.
+    fake = token_fakes[name]
+    answer = httpx.post(_token_url(name, fake), json=_code_form(name, fake), timeout=10)
+    assert answer.status_code == 400
+    assert "application/x-www-form-urlencoded" in answer.text
 
 
 # --- manual token entry -------------------------------------------------------------------------------------

@@ -109,10 +109,19 @@ def test_a_youtube_description_with_angle_brackets_cannot_be_scheduled(studio):
     assert preview_post(platform="youtube", caption="Love this run", hashtags=[], title="Run", assets=[video]).ok
 
 
-def test_a_tiktok_post_needs_its_privacy_chosen_there_is_no_default(studio):
+def test_a_tiktok_post_needs_its_privacy_chosen_there_is_no_default(studio, monkeypatch):
     video = _video({"tiktok": []})
     unchosen = preview_post(platform="tiktok", caption="hi", hashtags=[], assets=[video])
     assert not unchosen.ok and any("choose who can see" in e for e in unchosen.errors)
+    # An unaudited TikTok app (the default) may post only "Only me" (SELF_ONLY):
+    # https://developers.tiktok.com/doc/content-sharing-guidelines
+    followers = preview_post(platform="tiktok", caption="hi", hashtags=[], assets=[video],
+                             options={"privacy_level": "FOLLOWER_OF_CREATOR"})
+    assert not followers.ok and any("not passed TikTok's audit" in e and "5 users" in e for e in followers.errors)
+    assert preview_post(platform="tiktok", caption="hi", hashtags=[], assets=[video],
+                        options={"privacy_level": "SELF_ONLY"}).ok
+    monkeypatch.setenv("STUDIO_TIKTOK_APP_AUDITED", "true")
+    reload_settings()
     assert preview_post(platform="tiktok", caption="hi", hashtags=[], assets=[video],
                         options={"privacy_level": "FOLLOWER_OF_CREATOR"}).ok
 

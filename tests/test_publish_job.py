@@ -19,7 +19,8 @@ from core.infra.storage import get_object_store
 from core.jobs.lifecycle import get_job
 from core.library.assets import AssetSource, record_asset, store_image
 from core.models import AssetKind, PostStatus, PublishRecord, SocialAccount
-from core.publishing import posts, social_accounts
+from core.publishing import caps, posts, social_accounts
+from tests import factories
 from tests.conftest import wait_until
 from tests.factories import image_bytes
 from tests.fakes.google import FakeGoogle
@@ -120,6 +121,11 @@ def test_an_instagram_image_is_published_once_from_a_jpeg_link(platforms, worker
     with session_scope() as session:
         record = session.execute(select(PublishRecord).where(PublishRecord.post_id == post.id)).scalar_one()
     assert record.phase == "published" and record.external_id == published.external_id
+    # The content_publishing_limit read before the container is kept on the account, and the cap follows it.
+    account = social_accounts.get_account(platforms.accounts["instagram"])
+    assert account.meta["publishing_quota"] == 100 and account.meta["publishing_quota_used"] == 0
+    assert account.meta["publishing_quota_duration_s"] == 86_400
+    assert caps.cap_for("instagram", account.id) == 100
 
 
 def test_a_facebook_photo_is_published_to_the_page_feed(platforms, workers):
@@ -174,6 +180,27 @@ def test_an_instagram_post_over_the_daily_cap_is_deferred_not_failed(platforms, 
     wait_until(lambda: get_job(job_id).status == "succeeded", 30, what="the deferring job to succeed")
     assert platforms.meta.calls_to("media") == []
     assert posts.publish_due_posts() == []  # not due again before the cap frees up
+    # The reading that deferred it is recorded too: scheduling now counts against a cap of 1.
+    account = social_accounts.get_account(platforms.accounts["instagram"])
+    assert (account.meta["publishing_quota"], account.meta["publishing_quota_used"]) == (1, 1)
+    assert caps.usage("instagram", account.id, deferred.scheduled_at).cap == 1
+
+
+def test_a_31st_facebook_reel_in_24_hours_is_deferred_instead_of_sent(platforms, workers):
+    # Meta allows 30 API-published Reels per Page in 24 hours and documents no error for the 31st
+    # (https://developers.facebook.com/docs/video-api/guides/reels-publishing/): the job counts the studio's own.
+    post = _video_post("facebook")
+    earlier = [datetime.now(UTC) - timedelta(hours=20)] * 30
+    factories.published_posts(platform="facebook", account_id=platforms.accounts["facebook"],
+                              asset_ids=list(post.asset_ids), times=earlier)
+    workers.worker("cpu")
+    [job_id] = posts.publish_due_posts()
+    deferred = wait_until(lambda: (p := posts.get_post(post.id)).status == PostStatus.SCHEDULED and p, 60,
+                          what="the Reel to be deferred")
+    assert deferred.error and "30 Reels" in deferred.error
+    assert deferred.scheduled_at.replace(tzinfo=UTC) > datetime.now(UTC) + timedelta(hours=3)
+    wait_until(lambda: get_job(job_id).status == "succeeded", 30, what="the deferring job to succeed")
+    assert platforms.meta.calls_to("video_reels") == []  # nothing was sent to Facebook
 
 
 # --- never twice -------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from core.library.assets import AssetSource, record_asset
 from core.models import AssetKind, Pipeline, Post, PostStatus, utcnow
 from core.publishing import caps, oauth, posts, social_accounts
 from core.publishing.tiktok_creator import creator_info_for_account
+from tests import factories
 from tests.fakes.tiktok import FakeTikTok
 
 pytestmark = pytest.mark.clock  # caps and token expiry are about times
@@ -98,6 +99,48 @@ def test_a_tiktok_post_of_a_pipeline_without_a_privacy_choice_is_not_scheduled(d
     result = pipelines._finish_scheduling(pipeline, [])
     assert result.error == "no post could be scheduled"
     assert any("choose who can see this post" in w for w in result.warnings)
+
+
+def test_instagrams_cap_is_the_recorded_quota_total_and_the_documented_default_before_any_reading(studio):
+    account = social_accounts.connect_manually(platform="instagram", external_id="17841400000000009",
+                                               access_token="EAApage-token-value", page_id="104")
+    assert caps.cap_for("instagram", account.id) == 50  # Meta's documented example, until a reading
+    caps.record_quota(account.id, caps.QuotaReading(total=100, used=7, duration_s=86_400))
+    assert caps.cap_for("instagram", account.id) == 100
+    assert caps.usage("instagram", account.id, SLOT).cap == 100
+    meta = social_accounts.get_account(account.id).meta
+    assert meta["publishing_quota_used"] == 7 and meta["page_id"] == "104"  # merged, nothing else lost
+    caps.record_quota(account.id, caps.QuotaReading(total=None, used=9))  # no config in the answer
+    assert caps.cap_for("instagram", account.id) == 100
+    assert social_accounts.get_account(account.id).meta["publishing_quota_used"] == 9
+
+
+def test_the_31st_facebook_reel_in_24_hours_is_deferred_when_it_publishes(studio):
+    page = social_accounts.connect_manually(platform="facebook", external_id="104", access_token="EAApage-token-1")
+    other = social_accounts.connect_manually(platform="facebook", external_id="105", access_token="EAApage-token-2")
+    video = _video("facebook_reels").id or 0
+    photo = record_asset(key=f"test/cap-photo-{datetime.now().timestamp()}.jpg", kind=AssetKind.IMAGE,
+                         source=AssetSource.GENERATED, content_type="image/jpeg", size_bytes=10, width=10, height=10)
+    now = utcnow()
+    reels = [now - timedelta(hours=23) + timedelta(minutes=n) for n in range(29)]
+    factories.published_posts(platform="facebook", account_id=page.id, asset_ids=[video], times=reels)
+    factories.published_posts(platform="facebook", account_id=page.id, asset_ids=[video],  # outside the window
+                              times=[now - timedelta(hours=25)])
+    factories.published_posts(platform="facebook", account_id=page.id, asset_ids=[photo.id or 0],  # not Reels
+                              times=[now - timedelta(hours=1)] * 3)
+    factories.published_posts(platform="facebook", account_id=other.id, asset_ids=[video],  # another Page
+                              times=[now - timedelta(hours=1)] * 3)
+    reel = posts.create_post(platform="facebook", account_id=page.id, scheduled_at=SLOT, caption="Reel",
+                             asset_ids=[video])
+    assert caps.reels_deferral(reel, page.id, now=now) is None  # 29 Reels: the 30th may go
+    factories.published_posts(platform="facebook", account_id=page.id, asset_ids=[video], times=[now])
+    until, why = caps.reels_deferral(reel, page.id, now=now) or (None, "")
+    assert until == reels[0] + timedelta(hours=24, minutes=1)  # when the oldest of the 30 leaves the window
+    assert "30 Reels" in why and "allows 30" in why
+    photo_post = posts.create_post(platform="facebook", account_id=page.id, scheduled_at=SLOT, caption="Photo",
+                                   asset_ids=[photo.id or 0])
+    assert caps.reels_deferral(photo_post, page.id, now=now) is None  # the cap is for Reels only
+    assert caps.reels_deferral(reel, other.id, now=now) is None
 
 
 def test_token_health_warns_ahead_of_expiry_and_flags_posts_after_it(studio):

@@ -665,10 +665,46 @@ def test_tiktok_honours_the_creators_disabled_interactions_duration_and_commerci
 
 def test_tiktok_unaudited_app_posting_publicly_is_refused_with_tiktoks_message(
         tiktok: FakeTikTok, tiktok_client: MakeClient, video: bytes) -> None:
+    # The setting wrongly says the app passed TikTok's audit: TikTok itself refuses.
     request = publish_request("tiktok", video, options={"privacy_level": "PUBLIC_TO_EVERYONE"})
     with pytest.raises(PlatformRejected, match="Unaudited clients can only post to private accounts") as refused:
-        prepare(tiktok_client(), request, {})
+        prepare(tiktok_client(tiktok_app_audited=True), request, {})
     assert refused.value.status == 403 and tiktok.tasks() == []
+
+
+def test_an_unaudited_tiktok_app_refuses_anything_but_only_me_before_any_call_and_says_why(
+        tiktok: FakeTikTok, tiktok_client: MakeClient, video: bytes) -> None:
+    for privacy in ("PUBLIC_TO_EVERYONE", "FOLLOWER_OF_CREATOR"):
+        request = publish_request("tiktok", video, options={"privacy_level": privacy})
+        with pytest.raises(PlatformRejected, match="not passed TikTok's audit") as refused:
+            prepare(tiktok_client(), request, {})
+        assert "developers.tiktok.com/doc/content-sharing-guidelines" in str(refused.value)
+        assert "5 users" in str(refused.value)
+    assert tiktok.calls == []  # refused before creator_info or init
+
+
+def test_the_fake_tiktok_holds_an_unaudited_client_to_private_accounts_and_five_users_a_day(
+        tiktok: FakeTikTok) -> None:
+    # https://developers.tiktok.com/doc/content-sharing-guidelines: unaudited clients post SELF_ONLY only,
+    # from accounts set to private, for up to 5 users in 24 hours.
+    source = {"source": "FILE_UPLOAD", "video_size": 1000, "chunk_size": 1000, "total_chunk_count": 1}
+
+    def init(user: str, privacy: str = "SELF_ONLY") -> httpx.Response:
+        token = tiktok.oauth.grant(subject=user).access_token
+        return httpx.post(f"{tiktok.url}/v2/post/publish/video/init/", timeout=10,
+                          json={"post_info": {"title": "t", "privacy_level": privacy}, "source_info": source},
+                          headers={"Authorization": f"Bearer {token}"})
+
+    assert init("user-1", "MUTUAL_FOLLOW_FRIENDS").json()["error"]["code"] == (
+        "unaudited_client_can_only_post_to_private_accounts")
+    assert [init(f"user-{n}").status_code for n in range(1, 6)] == [200] * 5
+    sixth = init("user-6")
+    assert sixth.status_code == 403 and sixth.json()["error"]["code"] == "reached_active_user_cap"
+    assert init("user-1").status_code == 200  # one of the five posts again
+    tiktok.private_account = False
+    assert init("user-2").json()["error"]["code"] == "unaudited_client_can_only_post_to_private_accounts"
+    tiktok.audited = True
+    assert init("user-7", "PUBLIC_TO_EVERYONE").status_code == 200  # an audited client has none of these limits
 
 
 def test_tiktok_daily_caps_defer_the_post_instead_of_failing_it(

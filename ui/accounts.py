@@ -16,7 +16,7 @@ from core.config import get_settings
 from core.errors import StudioError
 from core.jobs.lifecycle import aware
 from core.models import Platform
-from core.publishing import oauth, social_accounts
+from core.publishing import caps, oauth, social_accounts
 from ui import feedback
 from ui.account_health import show_health
 from ui.auth import guard
@@ -120,6 +120,13 @@ def _refresh(account_id: int) -> None:
     _run(lambda: f"Token renewed for {social_accounts.refresh_account(account_id).label}.")
 
 
+def _check_quota(account_id: int) -> None:
+    def check() -> str:
+        reading = caps.check_instagram_quota(account_id)
+        return f"Instagram says {reading.used} of {reading.total or '?'} API posts in the last 24 hours are used."
+    _run(check)
+
+
 def _disconnect(account_id: int) -> None:
     label = social_accounts.get_account(account_id).label
     st.session_state.pop(_CONFIRM, None)
@@ -165,6 +172,9 @@ def account_row(account: social_accounts.AccountView) -> None:
                      args=(account.id,),
                      disabled=not (account.refreshable and configured), width="stretch",
                      help=None if configured else f"Set {_settings_names(provider)} to renew tokens")
+        if account.platform == Platform.INSTAGRAM:  # the quota Instagram reports; the cap follows it
+            right.button("Check quota", key=f"accounts.quota.{account.id}", on_click=guard(_check_quota),
+                         args=(account.id,), width="stretch")
         if st.session_state.get(_CONFIRM) == account.id:
             right.button("Yes, disconnect", key=f"accounts.disconnect_yes.{account.id}", type="primary",
                          on_click=guard(_disconnect), args=(account.id,), width="stretch")

@@ -30,7 +30,7 @@ from core.infra.storage import get_object_store, validate_key
 from core.jobs.lifecycle import JobContext
 from core.library.assets import download_url
 from core.models import AssetKind, Platform, Post, PostStatus, PublishRecord, utcnow
-from core.publishing import posts, social_accounts
+from core.publishing import caps, posts, social_accounts
 from core.publishing.checks import compose_text
 from core.publishing.posts import PublishPayload
 from workers.social import client_class
@@ -174,7 +174,11 @@ def _publish_with(client: PlatformClient, request: PublishRequest, record_id: in
         ctx.log("the earlier publish call did not take effect; publishing again", level="warning")
         _save_record(record_id, phase=PREPARING)
     ctx.stage("prepare")
-    client.prepare(request, state, save_state)
+    try:
+        client.prepare(request, state, save_state)
+    finally:  # a deferral for a spent quota records the reading too
+        if client.quota is not None:
+            caps.record_quota(client.credentials.account_id, client.quota)
     _save_record(record_id, phase=COMMITTING, state=dict(state))  # before the call that cannot be undone
     ctx.stage("publish")
     return client.publish(request, state)
@@ -216,6 +220,10 @@ def publish(ctx: JobContext[PublishPayload]) -> dict[str, Any]:
         record = _record(post, account.id)
         if record.phase == PUBLISHED:
             published = Published(record.external_id or "", record.permalink)
+        elif record.phase != COMMITTING and (reels := caps.reels_deferral(post, account.id)):
+            # Meta documents no error for the 31st Reel in 24 hours: count the studio's own and wait instead.
+            return _defer(post, ctx, PublishDeferred(post.platform, reels[1], until=reels[0]),
+                          record_id=record.id or 0)
         else:
             try:
                 published = _with_one_refresh(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.models import Asset, AssetKind, Platform
+from core.publishing.tiktok_creator import app_audited, unaudited_problem
 from core.video.platform_specs import aspect_name, check_video
 
 HASHTAG = re.compile(r"^\w{1,100}$")
@@ -182,5 +183,8 @@ def preview_post(*, platform: str, caption: str, hashtags: Sequence[str], title:
         # TikTok's UX rules: the user picks who sees the post, with no default
         # (https://developers.tiktok.com/doc/content-sharing-guidelines).
         preview.errors.append(f"{label}: choose who can see this post (TikTok does not allow a default)")
+    if platform == Platform.TIKTOK and (
+            unaudited := unaudited_problem((options or {}).get("privacy_level"), audited=app_audited())):
+        preview.errors.append(f"{label}: {unaudited}")
     _media_checks(platform, rules, assets, preview)
     return preview

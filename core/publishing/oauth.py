@@ -52,6 +52,9 @@ class Provider:
     scopes: tuple[str, ...]
     client_id_param: str = "client_id"  # TikTok calls it client_key
     scope_separator: str = " "
+    # The code exchange's grant_type; Meta documents none (its form is client_id, redirect_uri,
+    # client_secret, code: https://developers.facebook.com/docs/facebook-login/guides/advanced/manual-flow#confirm).
+    code_grant_type: str | None = "authorization_code"
     extra_authorize_params: dict[str, str] = field(default_factory=dict)
 
     def client_id(self, settings: Settings) -> str:
@@ -75,7 +78,7 @@ PROVIDERS: dict[str, Provider] = {
         "meta_app_id", "meta_app_secret",
         ("pages_show_list", "pages_read_engagement", "pages_manage_posts", "business_management",
          "instagram_basic", "instagram_content_publish"),
-        scope_separator=",",
+        scope_separator=",", code_grant_type=None,
     ),
     "google": Provider(
         "google", "Google (YouTube)", (Platform.YOUTUBE,), "google_client_id", "google_client_secret",
@@ -330,8 +333,10 @@ def _token_set(body: dict[str, Any]) -> TokenSet:
 
 def exchange_code(provider: Provider, *, code: str, verifier: str, callback: str) -> TokenSet:
     # A code works once: a 5xx may have consumed it, so it is not retried (idempotent=False).
-    body = _token_request(provider, {"grant_type": "authorization_code", "code": code,
-                                     "redirect_uri": callback, "code_verifier": verifier}, idempotent=False)
+    data = {"code": code, "redirect_uri": callback, "code_verifier": verifier}
+    if provider.code_grant_type:
+        data["grant_type"] = provider.code_grant_type
+    body = _token_request(provider, data, idempotent=False)
     tokens = _token_set(body)
     if provider.name == "meta":
         tokens = _meta_long_lived(provider, tokens.access_token)

@@ -143,6 +143,15 @@ def default_account(platform: str) -> AccountView | None:
     return connected[0] if connected else None
 
 
+def update_meta(account_id: int, values: dict[str, Any]) -> None:
+    """Merge what the platform said about an account (never a token) into its meta; a gone account is skipped."""
+    with session_scope() as session:
+        account = session.get(SocialAccount, account_id, with_for_update=True)
+        if account is not None:
+            account.meta = {**(account.meta or {}), **values}  # a new dict: the JSON column sees the change
+            account.updated_at = utcnow()
+
+
 def disconnect(account_id: int) -> None:
     """Forget an account and its tokens; posts that named it fall back to the platform's default."""
     with session_scope() as session:

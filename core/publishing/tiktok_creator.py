@@ -30,6 +30,34 @@ PRIVACY_LABELS = {
     "FOLLOWER_OF_CREATOR": "Followers", "SELF_ONLY": "Only me",
 }
 INTERACTIONS = ("comment", "duet", "stitch")
+PRIVATE = "SELF_ONLY"
+# TikTok's Direct Post guidelines for an API client that has not passed its audit: "Unaudited API Clients can
+# only post contents in SELF_ONLY viewership", "can allow up to 5 users to post in a 24 hour window", and "All
+# user accounts using the API client to post must be set to private at the time of posting".
+UNAUDITED_DOC = "https://developers.tiktok.com/doc/content-sharing-guidelines"
+UNAUDITED_WHY = ("the studio's TikTok app has not passed TikTok's audit (STUDIO_TIKTOK_APP_AUDITED=false), so TikTok "
+                 "takes only 'Only me' (SELF_ONLY) posts, from accounts set to private, by at most 5 users in 24 "
+                 f"hours: {UNAUDITED_DOC}")
+
+
+def app_audited() -> bool:
+    return get_settings().tiktok_app_audited
+
+
+def privacy_choices(options: tuple[str, ...] | None, *, audited: bool) -> list[str]:
+    """The privacy levels the editor offers: the creator's (all of TikTok's when unknown), and for an
+    unaudited app only SELF_ONLY."""
+    levels = list(options) if options else list(PRIVACY_LABELS)
+    if not audited:
+        return [PRIVATE] if PRIVATE in levels or not options else []
+    return levels
+
+
+def unaudited_problem(privacy: str | None, *, audited: bool) -> str | None:
+    """Why an unaudited app cannot post with this privacy level (None when it can, or nothing was chosen)."""
+    if audited or not privacy or privacy == PRIVATE:
+        return None
+    return f"{PRIVACY_LABELS.get(privacy, privacy)!r} is not allowed: {UNAUDITED_WHY}"
 
 
 @dataclass(frozen=True)
@@ -56,10 +84,13 @@ class CreatorInfo:
         return bool(getattr(self, f"{interaction}_disabled"))
 
 
-def post_problems(info: CreatorInfo, options: dict[str, Any], duration_s: float | None) -> list[str]:
+def post_problems(info: CreatorInfo, options: dict[str, Any], duration_s: float | None, *,
+                  audited: bool = True) -> list[str]:
     """Why this creator cannot post this video with these choices (empty when it can)."""
     problems = []
     privacy = options.get("privacy_level")
+    if unaudited := unaudited_problem(privacy, audited=audited):
+        problems.append(unaudited)
     if not privacy:
         problems.append("choose who can see this TikTok post (TikTok's rules forbid a default)")
     elif privacy not in info.privacy_level_options:

@@ -20,6 +20,10 @@ Stricter, as the docs say the real API is:
   (https://developers.google.com/youtube/v3/docs/videos/insert: "All videos uploaded via the
   videos.insert endpoint from unverified API projects created after 28 July 2020 will be restricted
   to private viewing mode").
+- The token endpoint takes exactly the documented form-encoded fields
+  (https://developers.google.com/identity/protocols/oauth2/web-server#exchange-authorization-code and
+  #offline): another ``grant_type``, a missing or unknown field, a wrong client secret, a reused or unknown
+  code, a mismatched ``redirect_uri`` and an expired or revoked refresh token are refused.
 - Upload sessions last a week (https://developers.google.com/youtube/v3/guides/using_resumable_upload_protocol):
   :meth:`FakeGoogle.expire_sessions` forgets them, finished ones included; the channel's uploads
   playlist (``channels?part=contentDetails`` → ``playlistItems``) still lists what they made.
@@ -41,8 +45,16 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tests.fakes.oauth import FakeOAuth, OAuthFailure
+from tests.fakes.oauth import FakeOAuth, OAuthFailure, TokenForm, check_token_form
 from tests.fakes.server import FakeServer, Handler
+
+# https://developers.google.com/identity/protocols/oauth2/web-server#exchange-authorization-code (code_verifier
+# only with PKCE) and https://developers.google.com/identity/protocols/oauth2/web-server#offline (refresh).
+TOKEN_FORMS = {
+    "authorization_code": TokenForm(frozenset({"client_id", "client_secret", "code", "grant_type", "redirect_uri"}),
+                                    frozenset({"code_verifier"})),
+    "refresh_token": TokenForm(frozenset({"client_id", "client_secret", "grant_type", "refresh_token"})),
+}
 
 CHUNK_QUANTUM = 256 * 1024  # every chunk but the last is a multiple of this
 MAX_TITLE = 100
@@ -157,21 +169,18 @@ class FakeGoogle(FakeServer):
         return self.oauth.authorize_response(request.query_params)
 
     async def token(self, request: Request) -> Response:
-        form = await request.form()
+        form = {name: str(value) for name, value in (await request.form()).items()}
         grant_type = form.get("grant_type")
-        client_id, client_secret = form.get("client_id"), form.get("client_secret")
         try:
+            check_token_form(form, TOKEN_FORMS, content_type=request.headers.get("content-type", ""))
             if grant_type == "authorization_code":
                 issued = self.oauth.exchange_code(
-                    client_id=str(client_id or ""), client_secret=str(client_secret or ""),
-                    code=str(form.get("code") or ""), redirect_uri=str(form.get("redirect_uri") or ""),
-                    code_verifier=str(form.get("code_verifier") or ""),
+                    client_id=form["client_id"], client_secret=form["client_secret"], code=form["code"],
+                    redirect_uri=form["redirect_uri"], code_verifier=form.get("code_verifier", ""),
                 )
-            elif grant_type == "refresh_token":
-                issued = self.oauth.refresh(client_id=str(client_id or ""), client_secret=str(client_secret or ""),
-                                            refresh_token=str(form.get("refresh_token") or ""))
             else:
-                raise OAuthFailure("unsupported_grant_type", f"Invalid grant_type: {grant_type}")
+                issued = self.oauth.refresh(client_id=form["client_id"], client_secret=form["client_secret"],
+                                            refresh_token=form["refresh_token"])
         except OAuthFailure as failure:
             return JSONResponse({"error": failure.error, "error_description": failure.description},
                                 status_code=401 if failure.error == "invalid_client" else 400)

@@ -12,6 +12,8 @@ users, media containers, media, Page posts and reels:
   (``file_url`` header), ``GET /{video}?fields=status`` with its three phases;
 - OAuth: ``GET /v21.0/dialog/oauth``, ``GET|POST /v21.0/oauth/access_token`` (code + PKCE, and
   ``fb_exchange_token`` for a long-lived token), ``GET /v21.0/me/accounts`` (Pages with their tokens).
+  The token endpoint takes exactly the documented fields (:data:`TOKEN_FORMS`): a ``grant_type`` on the code
+  exchange, a missing or unknown field, a wrong secret, a reused code or another ``redirect_uri`` is refused.
 
 Every call checks its access token with :class:`FakeOAuth` (an expired one answers code 190, as
 Meta does) and its parameters (a missing ``image_url`` answers code 100). Media links are recorded
@@ -49,12 +51,20 @@ from PIL import Image
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from tests.fakes.oauth import FakeOAuth, OAuthFailure
+from tests.fakes.oauth import FakeOAuth, OAuthFailure, TokenForm, check_token_form
 from tests.fakes.server import FakeServer, Fault, Handler
 
 V = "/v21.0"
 LONG_LIVED_TTL_S = 5_184_000  # 60 days
 DEFAULT_REDIRECT_URI = "http://127.0.0.1:8501/oauth/callback"
+# The two token requests Meta documents. The code exchange has no grant_type
+# (https://developers.facebook.com/docs/facebook-login/guides/advanced/manual-flow#confirm), plus the PKCE
+# verifier (https://developers.facebook.com/docs/facebook-login/guides/advanced/oidc-token); the long-lived
+# token exchange (https://developers.facebook.com/docs/facebook-login/guides/access-tokens/get-long-lived).
+TOKEN_FORMS = {
+    "": TokenForm(frozenset({"client_id", "client_secret", "code", "redirect_uri"}), frozenset({"code_verifier"})),
+    "fb_exchange_token": TokenForm(frozenset({"grant_type", "client_id", "client_secret", "fb_exchange_token"})),
+}
 
 
 def graph_error_body(code: int, message: str, *, subcode: int | None = None,
@@ -648,11 +658,11 @@ class FakeMeta(FakeServer):
 
     async def access_token(self, request: Request, params: dict[str, str]) -> Any:
         try:
-            if params.get("grant_type") == "fb_exchange_token":
-                if (params.get("client_id"), params.get("client_secret")) != (
-                        self.oauth.client_id, self.oauth.client_secret):
+            grant_type = check_token_form(params, TOKEN_FORMS)
+            if grant_type == "fb_exchange_token":
+                if (params["client_id"], params["client_secret"]) != (self.oauth.client_id, self.oauth.client_secret):
                     raise OAuthFailure("invalid_client", "Error validating client secret.")
-                current = params.get("fb_exchange_token")
+                current = params["fb_exchange_token"]
                 verdict = self.oauth.check_bearer(current)
                 if verdict != "ok":
                     raise GraphRefusal(190, f"Error validating access token: the token is {verdict}.",
@@ -661,9 +671,8 @@ class FakeMeta(FakeServer):
                 issued.expires_at = time.time() + LONG_LIVED_TTL_S
                 return {"access_token": issued.access_token, "token_type": "bearer", "expires_in": LONG_LIVED_TTL_S}
             issued = self.oauth.exchange_code(
-                client_id=params.get("client_id"), client_secret=params.get("client_secret"),
-                code=params.get("code"), redirect_uri=params.get("redirect_uri"),
-                code_verifier=params.get("code_verifier"),
+                client_id=params["client_id"], client_secret=params["client_secret"], code=params["code"],
+                redirect_uri=params["redirect_uri"], code_verifier=params.get("code_verifier"),
             )
         except OAuthFailure as failure:
             raise GraphRefusal(100, f"{failure.error}: {failure.description}", 36008) from None

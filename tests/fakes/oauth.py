@@ -27,6 +27,41 @@ class OAuthFailure(Exception):
         self.description = description
 
 
+@dataclass(frozen=True)
+class TokenForm:
+    """The fields a provider documents for one kind of token request (one ``grant_type``)."""
+    required: frozenset[str]
+    optional: frozenset[str] = frozenset()
+
+
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+def check_token_form(fields: Mapping[str, str], forms: Mapping[str, TokenForm], *,
+                     content_type: str | None = None) -> str:
+    """The ``grant_type`` of a token request that is exactly one of the provider's documented forms.
+
+    Refuses (OAuthFailure) a body that is not form-encoded (when ``content_type`` is given), a
+    ``grant_type`` the provider does not document (``unsupported_grant_type``, RFC 6749 §5.2), a
+    documented field missing or empty, and a field the docs do not list. Real providers ignore some
+    unknown fields; the fake is stricter on purpose, so a test proves the studio sends exactly the
+    documented form. Meta's code exchange has no ``grant_type``: its form is keyed by "".
+    """
+    if content_type is not None and not content_type.startswith(FORM_CONTENT_TYPE):
+        raise OAuthFailure("invalid_request", f"the token request must be {FORM_CONTENT_TYPE}")
+    grant_type = fields.get("grant_type", "")
+    form = forms.get(grant_type)
+    if form is None:
+        raise OAuthFailure("unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
+    missing = sorted(name for name in form.required if not fields.get(name))
+    if missing:
+        raise OAuthFailure("invalid_request", f"missing required parameter(s): {', '.join(missing)}")
+    unknown = sorted(set(fields) - form.required - form.optional)
+    if unknown:
+        raise OAuthFailure("invalid_request", f"unknown parameter(s): {', '.join(unknown)}")
+    return grant_type
+
+
 def s256(verifier: str) -> str:
     """RFC 7636's S256: BASE64URL(SHA256(verifier)), no padding."""
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
@@ -45,6 +80,7 @@ class IssuedToken:
     expires_at: float
     subject: str
     scope: str
+    refresh_expires_at: float = float("inf")
 
 
 @dataclass
@@ -65,12 +101,14 @@ class FakeOAuth:
     redirect_uris: set[str]
     subject: str = "user-1"  # whose account the test user consents to
     access_ttl_s: int = 3600
+    refresh_ttl_s: int = 31_536_000  # TikTok: 365 days; Google documents no fixed lifetime
     issue_refresh_tokens: bool = True
     challenge_of: Callable[[str], str] = s256  # how this provider derives the S256 challenge from the verifier
     pkce_refusal: tuple[str, str] = ("invalid_grant", "code_verifier does not match the code_challenge")
     _codes: dict[str, _Code] = field(default_factory=dict)
     _access: dict[str, IssuedToken] = field(default_factory=dict)
     _refresh: dict[str, IssuedToken] = field(default_factory=dict)
+    _revoked: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- authorize -----------------------------------------------------------------------------------
@@ -115,11 +153,13 @@ class FakeOAuth:
         if client_id != self.client_id or client_secret != self.client_secret:
             raise OAuthFailure("invalid_client", "client authentication failed")
 
-    def _issue(self, subject: str, scope: str, refresh_token: str | None = None) -> IssuedToken:
+    def _issue(self, subject: str, scope: str, refresh_token: str | None = None,
+               refresh_expires_at: float | None = None) -> IssuedToken:
         token = IssuedToken(
             access_token=f"at-{secrets.token_urlsafe(16)}",
             refresh_token=refresh_token or (f"rt-{secrets.token_urlsafe(16)}" if self.issue_refresh_tokens else None),
             expires_at=time.time() + self.access_ttl_s, subject=subject, scope=scope,
+            refresh_expires_at=(time.time() + self.refresh_ttl_s if refresh_expires_at is None else refresh_expires_at),
         )
         self._access[token.access_token] = token
         if token.refresh_token:
@@ -144,9 +184,15 @@ class FakeOAuth:
         self._check_client(client_id, client_secret)
         with self._lock:
             old = self._refresh.get(refresh_token or "")
-            if old is None:
-                raise OAuthFailure("invalid_grant", "the refresh token is invalid or revoked")
-            return self._issue(old.subject, old.scope, refresh_token=old.refresh_token)
+            # RFC 6749 §5.2: an invalid, expired or revoked refresh token is invalid_grant; Google's words
+            # (https://developers.google.com/identity/protocols/oauth2#expiration); TikTok's refresh token
+            # lives 365 days (https://developers.tiktok.com/doc/oauth-user-access-token-management).
+            if (old is None or old.refresh_token in self._revoked
+                    or old.refresh_expires_at <= time.time()):
+                raise OAuthFailure("invalid_grant", "Token has been expired or revoked.")
+            # The refresh token is kept (Google sends none back, TikTok the same one) with its own lifetime.
+            return self._issue(old.subject, old.scope, refresh_token=old.refresh_token,
+                               refresh_expires_at=old.refresh_expires_at)
 
     # --- the resource server's view ----------------------------------------------------------------------
 
@@ -174,6 +220,17 @@ class FakeOAuth:
         with self._lock:
             for token in self._access.values():
                 token.expires_at = 0.0
+
+    def expire_refresh_tokens(self) -> None:
+        """Every issued refresh token reaches the end of its lifetime now."""
+        with self._lock:
+            for token in self._refresh.values():
+                token.refresh_expires_at = 0.0
+
+    def revoke(self, refresh_token: str) -> None:
+        """The user removed the app's access (Google's and TikTok's revoke endpoints, or account settings)."""
+        with self._lock:
+            self._revoked.add(refresh_token)
 
     def grant(self, subject: str | None = None, scope: str = "") -> IssuedToken:
         """A token issued out of band (the "manual token entry" path and direct client tests)."""

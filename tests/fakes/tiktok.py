@@ -15,12 +15,17 @@ fake refuses too, each rule beside the doc it comes from:
 
 - ``/user/info/`` fields are scope-gated: ``username`` (and the other profile fields) need
   ``user.info.profile``, the counts ``user.info.stats``; otherwise 401 ``scope_not_authorized``.
+- ``/v2/oauth/token/`` takes exactly the documented form-encoded fields, the client named ``client_key``
+  (https://developers.tiktok.com/doc/oauth-user-access-token-management): another ``grant_type``, a missing
+  or unknown field (``client_id``), a wrong secret, a reused or unknown code, a mismatched ``redirect_uri``,
+  a Desktop app's missing ``code_verifier`` and an expired (365 days) or revoked refresh token are refused.
 - The app type (``app_type``) sets the Login Kit rules: a Desktop app registers only loopback
   redirects with a port and expects a hex-encoded SHA-256 challenge; a Web app only https redirects.
 - ``POST /v2/post/publish/creator_info/query/`` answers the creator's privacy options, disabled
   interactions and longest allowed video; init refuses a ``privacy_level`` outside those options
   (``privacy_level_option_mismatch``), and an app that has not passed TikTok's audit (``audited=False``,
-  the default) may only post ``SELF_ONLY``. Branded content (``brand_content_toggle``) cannot be private.
+  the default) may only post ``SELF_ONLY``, from an account set to private (``private_account``), for at most
+  5 users in 24 hours (``reached_active_user_cap``). Branded content (``brand_content_toggle``) cannot be private.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import itertools
 import re
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,8 +42,16 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tests.fakes.oauth import FakeOAuth, OAuthFailure, s256, s256_hex
+from tests.fakes.oauth import FakeOAuth, OAuthFailure, TokenForm, check_token_form, s256, s256_hex
 from tests.fakes.server import FakeServer, Handler
+
+# https://developers.tiktok.com/doc/oauth-user-access-token-management: "code_verifier: Required for mobile and
+# desktop app only" (the token handler makes it required for a Desktop app).
+TOKEN_FORMS = {
+    "authorization_code": TokenForm(frozenset({"client_key", "client_secret", "code", "grant_type", "redirect_uri"}),
+                                    frozenset({"code_verifier"})),
+    "refresh_token": TokenForm(frozenset({"client_key", "client_secret", "grant_type", "refresh_token"})),
+}
 
 # TikTok writes "5 MB", "64 MB", "128 MB" without saying which MB; the fake reads each the stricter way.
 MIN_CHUNK = 5 * 1024 * 1024
@@ -46,6 +60,7 @@ MAX_LAST_CHUNK = 128_000_000
 MAX_CHUNKS = 1000
 MAX_VIDEO_SIZE = 4 * 1024 ** 3
 MAX_TITLE_UTF16 = 2200
+UNAUDITED_USER_CAP = 5  # users who may post through an unaudited client in 24 hours
 PRIVACY_LEVELS = ("PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY")
 VIDEO_TYPES = ("video/mp4", "video/quicktime", "video/webm")
 # https://developers.tiktok.com/bulletin/user-info-scope-migration and
@@ -157,7 +172,7 @@ class FakeTikTok(FakeServer):
                  processing_polls: int = 1, app_type: str = "desktop",
                  privacy_level_options: tuple[str, ...] = PRIVACY_LEVELS, comment_disabled: bool = False,
                  duet_disabled: bool = False, stitch_disabled: bool = False,
-                 max_video_post_duration_sec: int = 600) -> None:
+                 max_video_post_duration_sec: int = 600, private_account: bool = True) -> None:
         super().__init__()
         assert app_type in APP_TYPES
         self.app_type = app_type
@@ -172,6 +187,9 @@ class FakeTikTok(FakeServer):
                         "stitch_disabled": stitch_disabled, "max_video_post_duration_sec": max_video_post_duration_sec}
         self.users = {open_id: {"open_id": open_id, "username": username, "display_name": display_name}}
         self.audited = audited
+        # An unaudited client may post only from accounts set to private, for at most 5 users in 24 hours.
+        self.private_account = private_account
+        self._posters: dict[str, float] = {}  # open_id → when it last started a post (the 24-hour user cap)
         self.processing_polls = processing_polls  # status fetches answering PROCESSING_* once the upload is whole
         self.processing_fail_reason = ""  # set to make processing end FAILED with this fail_reason
         self._state_lock = threading.Lock()
@@ -185,7 +203,7 @@ class FakeTikTok(FakeServer):
         """Settings fields that point the studio at this server."""
         return {"tiktok_auth_url": self.url + "/v2/auth/authorize/", "tiktok_api_url": self.url + "/v2",
                 "tiktok_client_key": self.oauth.client_id, "tiktok_client_secret": self.oauth.client_secret,
-                "tiktok_app_type": self.app_type}
+                "tiktok_app_type": self.app_type, "tiktok_app_audited": self.audited}
 
     def posts(self, open_id: str | None = None) -> list[FakePost]:
         """Posts made from completed uploads, oldest first (of one creator when given)."""
@@ -229,21 +247,21 @@ class FakeTikTok(FakeServer):
         return self.oauth.authorize_response(request.query_params, client_id_param="client_key")
 
     async def token(self, request: Request) -> Response:
-        form = await request.form()
-        grant_type = form.get("grant_type")
-        client_key, client_secret = str(form.get("client_key") or ""), str(form.get("client_secret") or "")
+        form = {name: str(value) for name, value in (await request.form()).items()}
+        forms = dict(TOKEN_FORMS)
+        if self.app_type == "desktop":  # "code_verifier: Required for mobile and desktop app only"
+            code = forms["authorization_code"]
+            forms["authorization_code"] = TokenForm(code.required | {"code_verifier"})
         try:
+            grant_type = check_token_form(form, forms, content_type=request.headers.get("content-type", ""))
             if grant_type == "authorization_code":
                 issued = self.oauth.exchange_code(
-                    client_id=client_key, client_secret=client_secret, code=str(form.get("code") or ""),
-                    redirect_uri=str(form.get("redirect_uri") or ""),
-                    code_verifier=str(form.get("code_verifier") or ""),
+                    client_id=form["client_key"], client_secret=form["client_secret"], code=form["code"],
+                    redirect_uri=form["redirect_uri"], code_verifier=form.get("code_verifier", ""),
                 )
-            elif grant_type == "refresh_token":
-                issued = self.oauth.refresh(client_id=client_key, client_secret=client_secret,
-                                            refresh_token=str(form.get("refresh_token") or ""))
             else:
-                raise OAuthFailure("unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
+                issued = self.oauth.refresh(client_id=form["client_key"], client_secret=form["client_secret"],
+                                            refresh_token=form["refresh_token"])
         except OAuthFailure as failure:
             return JSONResponse({"error": failure.error, "error_description": failure.description,
                                  "log_id": f"fake{secrets.token_hex(8)}"}, status_code=400)
@@ -285,6 +303,22 @@ class FakeTikTok(FakeServer):
             return refused
         return _ok(dict(self.creator))
 
+    def _unaudited_refusal(self, open_id: str, privacy: Any) -> Response | None:
+        """An unaudited client's limits (https://developers.tiktok.com/doc/content-sharing-guidelines): SELF_ONLY
+        only, from an account set to private, and at most 5 users posting in a 24-hour window
+        (reached_active_user_cap: https://developers.tiktok.com/doc/content-posting-api-reference-direct-post)."""
+        if privacy != "SELF_ONLY" or not self.private_account:
+            return tiktok_error(403, "unaudited_client_can_only_post_to_private_accounts",
+                                "Unaudited clients can only post to private accounts (privacy_level SELF_ONLY).")
+        now = time.time()
+        with self._state_lock:
+            recent = {user for user, at in self._posters.items() if at > now - 86_400}
+            if open_id not in recent and len(recent) >= UNAUDITED_USER_CAP:
+                return tiktok_error(403, "reached_active_user_cap",
+                                    "The daily quota for active publishing users from your client is reached.")
+            self._posters[open_id] = now
+        return None
+
     async def init(self, request: Request) -> Response:
         open_id, refused = self._caller(request)
         if refused is not None:
@@ -311,9 +345,8 @@ class FakeTikTok(FakeServer):
         # Same page: branded content cannot be posted privately ("Branded content visibility cannot be private").
         if post_info.get("brand_content_toggle") and privacy == "SELF_ONLY":
             return tiktok_error(400, "invalid_params", "branded content cannot be posted with privacy SELF_ONLY")
-        if not self.audited and privacy != "SELF_ONLY":
-            return tiktok_error(403, "unaudited_client_can_only_post_to_private_accounts",
-                                "Unaudited clients can only post to private accounts (privacy_level SELF_ONLY).")
+        if not self.audited and (refused := self._unaudited_refusal(open_id, privacy)):
+            return refused
         if source.get("source") != "FILE_UPLOAD":
             return tiktok_error(400, "invalid_params", "this fake supports source FILE_UPLOAD only")
         try:

@@ -10,7 +10,14 @@ import streamlit as st
 
 from core.errors import StudioError
 from core.publishing import social_accounts
-from core.publishing.tiktok_creator import PRIVACY_LABELS, CreatorInfo, creator_info_for_account
+from core.publishing.tiktok_creator import (
+    PRIVACY_LABELS,
+    UNAUDITED_WHY,
+    CreatorInfo,
+    app_audited,
+    creator_info_for_account,
+    privacy_choices,
+)
 from ui.loaded_form import LoadedForm
 from ui.text import literal
 
@@ -42,7 +49,10 @@ def tiktok_fields(form: LoadedForm, account_id: int | None, locked: bool) -> Non
     if info is not None:
         st.caption(f"Posting as {literal(info.nickname)} (@{literal(info.username)}) · videos up to "
                    f"{info.max_video_post_duration_sec} s")
-    choices = list(info.privacy_level_options if info else PRIVACY_LABELS)
+    audited = app_audited()
+    choices = privacy_choices(info.privacy_level_options if info else None, audited=audited)
+    if not audited:  # say why "Only me" is the only choice (plain text: the link stays readable)
+        st.caption(f"Only 'Only me': {literal(UNAUDITED_WHY)}")
     chosen = form.value("tt_privacy", None)
     st.selectbox("Who can see this TikTok post", choices, index=choices.index(chosen) if chosen in choices else None,
                  placeholder="Choose (TikTok allows no default)", format_func=lambda o: PRIVACY_LABELS.get(o, o),

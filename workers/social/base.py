@@ -24,6 +24,7 @@ import httpx
 from core.config import Settings
 from core.errors import PermanentJobError, TransientError
 from core.infra.http_retry import RetryPolicy, Sent, send_with_retries
+from core.publishing.caps import QuotaReading
 
 
 class TokenExpired(TransientError):
@@ -118,6 +119,8 @@ class PlatformClient(ABC):
         self.credentials = credentials
         self.log = log
         self.policy = RetryPolicy(max_retries=settings.publish_max_retries)
+        # The account's quota as the platform reported it while publishing; the publish job records it.
+        self.quota: QuotaReading | None = None
 
     def send(self, method: str, url: str, *, idempotent: bool = True, **kwargs: Any) -> httpx.Response:
         """One HTTP call with the shared retry policy; the platform's error format is read by ``check``."""

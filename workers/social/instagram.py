@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from core.models import utcnow
+from core.publishing.caps import QuotaReading
 from workers.social.base import PlannedCall, PlatformRejected, PublishDeferred, Published, PublishRequest
 from workers.social.meta_common import CAP_RETRY, HASHTAG, MENTION, GraphClient, GraphTransient, shown_url
 
@@ -114,9 +115,8 @@ class InstagramClient(GraphClient):
     def _check_quota(self) -> None:
         """Defer, before any container, when the account's publishing quota is spent."""
         body = self.get(f"{self.user}/content_publishing_limit", fields="quota_usage,config")
-        entry = (body.get("data") or [{}])[0]
-        used = int(entry.get("quota_usage") or 0)
-        total = int((entry.get("config") or {}).get("quota_total") or 0)
+        self.quota = QuotaReading.from_publishing_limit(body)
+        used, total = self.quota.used, self.quota.total or 0
         if total and used >= total:
             raise PublishDeferred(self.platform, f"the account has used its {total} API posts of the last 24 hours",
                                   until=utcnow() + CAP_RETRY)

@@ -15,7 +15,8 @@ each init the client asks ``/post/publish/creator_info/query/`` and checks the p
 (:mod:`core.publishing.tiktok_creator`): the privacy level the user chose (there is no default: TikTok's
 UX rules make the user pick) must be one of ``privacy_level_options``, interactions the creator turned
 off stay off, and the video may not be longer than ``max_video_post_duration_sec``. An app that has not
-passed TikTok's audit may only post ``SELF_ONLY`` (``unaudited_client_can_only_post_to_private_accounts``).
+passed TikTok's audit may only post ``SELF_ONLY`` (``unaudited_client_can_only_post_to_private_accounts``):
+with ``STUDIO_TIKTOK_APP_AUDITED=false`` (the default) the client refuses any other level before calling.
 Commercial content goes as ``brand_content_toggle`` / ``brand_organic_toggle``; ``is_aigc`` labels
 AI-generated content.
 """
@@ -32,7 +33,7 @@ import httpx
 
 from core.errors import TransientError
 from core.models import utcnow
-from core.publishing.tiktok_creator import CreatorInfo, interaction_flags, post_problems
+from core.publishing.tiktok_creator import CreatorInfo, interaction_flags, post_problems, unaudited_problem
 from workers.social.base import (
     PlannedCall,
     PlatformClient,
@@ -178,6 +179,8 @@ class TikTokClient(PlatformClient):
             refuse(f"privacy_level must be one of {', '.join(PRIVACY_LEVELS)}")
         if request.options.get("brand_content_toggle") and privacy == "SELF_ONLY":
             refuse("branded content (a paid partnership) cannot be posted as SELF_ONLY")
+        if unaudited := unaudited_problem(privacy, audited=self.settings.tiktok_app_audited):
+            refuse(unaudited)  # before any call: TikTok would answer unaudited_client_can_only_post_to_private_accounts
         try:
             self.chunk_plan(media.size)
         except ValueError as error:
@@ -245,7 +248,8 @@ class TikTokClient(PlatformClient):
             save_state(state)  # keeps an offset recover noted
             return
         creator = self._creator_info()
-        if problems := post_problems(creator, request.options, media.duration_s):
+        if problems := post_problems(creator, request.options, media.duration_s,
+                                     audited=self.settings.tiktok_app_audited):
             raise TikTokRejected("; ".join(problems), code="creator_info")
         response = self.send("POST", self._init_url, json=self._init_body(request, chunks, creator),
                              headers=self._auth())
