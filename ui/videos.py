@@ -18,6 +18,7 @@ from core.video import requests as videos
 from core.video import scripts
 from core.video.options import ASPECT_LABELS, CAPTION_MODE_LABELS, LoudnessTarget, SubtitleStyle
 from core.video.voices import list_voices
+from ui.auth import guard
 from ui.motion import animate_panel, recent_clips
 from ui.text import literal, plain
 from ui.widgets import VIDEO_HANDOFF_KEY, live_job_list, status_badge, stored_id
@@ -184,7 +185,7 @@ def _script_writer() -> None:
     with st.container(horizontal=True, vertical_alignment="bottom"):
         st.text_input("Topic", key=TOPIC, max_chars=300, placeholder="three things I pack for a beach day")
         st.number_input("Seconds", 3.0, 180.0, 20.0, step=1.0, key=_key("script_seconds"), width=120)
-        st.button("Write the script", key=_key("write"), icon=":material/edit_note:", on_click=_write_script,
+        st.button("Write the script", key=_key("write"), icon=":material/edit_note:", on_click=guard(_write_script),
                   help="in the character's persona, from the LLM when one is configured, else the offline template")
     kind, message = st.session_state.pop(_WRITTEN, ("", ""))
     if kind == "error":
