@@ -11,6 +11,7 @@ cycle can form. Importing every domain also completes the hooks a lower domain t
 from __future__ import annotations
 
 from core.automation import pipelines  # notify
+from core.characters import likeness  # fingerprint
 from core.datasets import datasets  # caption
 from core.generation import requests as generation  # generate
 from core.jobs import kinds  # noop, sleep
@@ -19,7 +20,7 @@ from core.publishing import planning, posts  # plan, publish
 from core.training import runs  # train
 from core.video import requests as video  # video, voice-preview
 
-DOMAINS = (kinds, datasets, runs, generation, video, posts, planning, pipelines)
+DOMAINS = (kinds, likeness, datasets, runs, generation, video, posts, planning, pipelines)
 
 kinds.mark_catalogue_loaded()
 
