@@ -140,12 +140,27 @@ def dataset_signature(images: Sequence[DatasetImage]) -> str:
     return hashlib.sha256("\n".join(sorted(i.sha256 for i in images)).encode()).hexdigest()[:32]
 
 
-def character_fingerprint(character_id: int, *, model: str) -> Fingerprint | None:
-    """The fingerprint to score against; None when there is none or it was made with another model."""
+@dataclass(frozen=True)
+class ScoringTarget:
+    """Whom an image is scored against: the character, its fingerprint (None: cannot score) and threshold."""
+
+    character_id: int | None
+    fingerprint: Fingerprint | None
+    threshold: float
+
+
+def scoring_target(character_id: int | None, *, model: str) -> ScoringTarget:
+    """Work without a character is scored against the studio's single (first) character, as generation's
+    defaults are; nothing is created here."""
     with session_scope() as session:
-        character = session.get(Character, character_id)
-    fingerprint = Fingerprint.of(character) if character else None
-    return fingerprint if fingerprint and fingerprint.model == model else None
+        query = select(Character).order_by(col(Character.id)).limit(1) if character_id is None \
+            else select(Character).where(col(Character.id) == character_id)
+        character = session.execute(query).scalar_one_or_none()
+    if character is None:
+        return ScoringTarget(None, None, DEFAULT_THRESHOLD)
+    fingerprint = Fingerprint.of(character)
+    return ScoringTarget(character.id, fingerprint if fingerprint and fingerprint.model == model else None,
+                         character.likeness_threshold)
 
 
 def threshold_of(character_id: int | None) -> float:
@@ -327,7 +342,7 @@ def run_likeness(job_id: str) -> list[StepLikeness]:
 def recommend_checkpoint(job_id: str) -> Recommendation:
     with session_scope() as session:
         checkpoints = dict(session.execute(select(col(LoraModel.step), col(LoraModel.id))
-                                           .where(col(LoraModel.job_id) == job_id)).tuples().all())
+                                           .where(col(LoraModel.job_id) == job_id)).all())
     return recommend(run_likeness(job_id), {int(k): int(v) for k, v in checkpoints.items() if v is not None})
 
 
