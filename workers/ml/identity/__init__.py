@@ -10,48 +10,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
-import numpy as np
-from PIL import Image
+from workers.ml.identity.base import Face, FaceBox, FaceModel, as_array, faces
+from workers.ml.identity.dlib_resnet import DlibResnet
 
-
-@dataclass(frozen=True)
-class FaceBox:
-    left: int
-    top: int
-    right: int
-    bottom: int
-
-
-@dataclass(frozen=True)
-class Face:
-    box: FaceBox
-    embedding: np.ndarray  # 1-D float vector; distances are Euclidean in this model's space
-
-
-class FaceModel(Protocol):
-    """What every identity model provides; ``faces`` = detect → align → embed for each face found."""
-
-    name: str
-
-    def detect(self, image: np.ndarray) -> list[FaceBox]: ...
-
-    def align(self, image: np.ndarray, box: FaceBox) -> np.ndarray: ...
-
-    def embed(self, aligned: np.ndarray) -> np.ndarray: ...
-
-
-def as_array(image: Image.Image) -> np.ndarray:
-    """RGB uint8, contiguous: what detectors expect."""
-    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
-
-
-def faces(model: FaceModel, image: Image.Image) -> list[Face]:
-    array = as_array(image)
-    return [Face(box, model.embed(model.align(array, box))) for box in model.detect(array)]
-
+__all__ = ["Face", "FaceBox", "FaceModel", "as_array", "face_model_names", "faces", "load_face_model",
+           "register_face_model"]
 
 _FACTORIES: dict[str, Callable[[], FaceModel]] = {}
 _LOADED: dict[str, FaceModel] = {}
@@ -78,10 +42,4 @@ def load_face_model(name: str) -> FaceModel:
         return _LOADED[name]
 
 
-def _dlib() -> FaceModel:
-    from workers.ml.identity.dlib_resnet import DlibResnet
-
-    return DlibResnet()
-
-
-register_face_model("dlib-resnet-v1", _dlib)
+register_face_model(DlibResnet.name, DlibResnet)

@@ -10,10 +10,9 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-import dlib
 import numpy as np
 
-from workers.ml.identity import FaceBox
+from workers.ml.identity.base import FaceBox
 
 ALIGNED_SIZE = 150  # the descriptor's input (dlib's get_face_chip default)
 ALIGN_PADDING = 0.25
@@ -38,10 +37,13 @@ class DlibResnet:
     name = "dlib-resnet-v1"
 
     def __init__(self, *, upsample: int = 1) -> None:
+        import dlib  # heavy and native: only a process that scores faces loads it
+
+        self.dlib = dlib
         self.upsample = upsample  # one upsampling finds faces down to ~40 px
-        self.detector = dlib.get_frontal_face_detector()
-        self.landmarks = dlib.shape_predictor(model_file("shape_predictor_5_face_landmarks.dat"))
-        self.encoder = dlib.face_recognition_model_v1(model_file("dlib_face_recognition_resnet_model_v1.dat"))
+        self.detector = self.dlib.get_frontal_face_detector()
+        self.landmarks = self.dlib.shape_predictor(model_file("shape_predictor_5_face_landmarks.dat"))
+        self.encoder = self.dlib.face_recognition_model_v1(model_file("dlib_face_recognition_resnet_model_v1.dat"))
 
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         boxes, scores, _ = self.detector.run(image, self.upsample, 0.0)
@@ -49,11 +51,11 @@ class DlibResnet:
                 for r, score in zip(boxes, scores, strict=True) if score >= MIN_DETECTION_SCORE]
 
     def _shape(self, image: np.ndarray, box: FaceBox) -> Any:
-        return self.landmarks(image, dlib.rectangle(box.left, box.top, box.right, box.bottom))
+        return self.landmarks(image, self.dlib.rectangle(box.left, box.top, box.right, box.bottom))
 
     def align(self, image: np.ndarray, box: FaceBox) -> np.ndarray:
         """The face chip: rotated, scaled and cropped so the eyes and nose sit where the descriptor expects."""
-        return np.asarray(dlib.get_face_chip(image, self._shape(image, box), size=ALIGNED_SIZE,
+        return np.asarray(self.dlib.get_face_chip(image, self._shape(image, box), size=ALIGNED_SIZE,
                                              padding=ALIGN_PADDING))
 
     def embed(self, aligned: np.ndarray) -> np.ndarray:
