@@ -196,3 +196,14 @@ def test_a_tiny_run_scores_its_samples_and_promotes_the_recommended_checkpoint(s
     with session_scope() as session:
         promoted = session.execute(select(LoraModel).where(col(LoraModel.promoted).is_(True))).scalars().all()
     assert [(p.id, p.step) for p in promoted] == [(recommended["lora_id"], expected_step)]
+
+
+def test_the_lora_pipeline_summary_reports_the_recommended_checkpoint():
+    from core.automation.pipelines import _recommended
+
+    train = Job(kind="train", queue="gpu", result={"recommended": {
+        "lora_id": 7, "step": 20, "distance": 0.31, "nearest_training_distance": 0.42, "reason": "best likeness",
+        "promoted": True}})
+    assert _recommended(train) == {"loraId": 7, "step": 20, "faceDistance": 0.31, "nearestTrainingDistance": 0.42,
+                                   "reason": "best likeness", "promoted": True}
+    assert _recommended(Job(kind="train", queue="gpu", result={"recommended": None})) is None

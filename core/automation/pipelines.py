@@ -225,7 +225,18 @@ def _finish_training(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
                                ).scalar_one_or_none()
     if lora is None:
         return StageResult(error=f"training job {train.id[:8]} saved no LoRA")
-    return StageResult(results={"loraId": lora.id, "loraName": lora.name, "loraStep": lora.step})
+    return StageResult(results={"loraId": lora.id, "loraName": lora.name, "loraStep": lora.step,
+                                "recommended": _recommended(train)})
+
+
+def _recommended(train: Job) -> dict[str, Any] | None:
+    """The checkpoint the run recommends by likeness (None when its samples were not scored)."""
+    found = (train.result or {}).get("recommended")
+    if not found:
+        return None
+    return {"loraId": found.get("lora_id"), "step": found.get("step"), "faceDistance": found.get("distance"),
+            "nearestTrainingDistance": found.get("nearest_training_distance"), "reason": found.get("reason"),
+            "promoted": bool(found.get("promoted"))}
 
 
 # lora: generation ----------------------------------------------------------------------------------------------
@@ -828,6 +839,8 @@ def summary(pipeline: Pipeline) -> dict[str, Any]:
         view["lora"] = ({"id": training["loraId"], "name": training.get("loraName"), "step": training.get("loraStep"),
                          "files": lora_file_paths(training["loraId"])}
                         if "loraId" in training else None)
+        # By likeness (face distance to the character's fingerprint, lower = more alike); None when not scored.
+        view["recommended"] = training.get("recommended")
         view["images"] = [link(i) for i in results.get("generation", {}).get("imageAssetIds", [])]
         view["video"] = link(results.get("video", {}).get("videoAssetId"))
         if pipeline.kind == "demo":
