@@ -207,3 +207,18 @@ def test_the_lora_pipeline_summary_reports_the_recommended_checkpoint():
     assert _recommended(train) == {"loraId": 7, "step": 20, "faceDistance": 0.31, "nearestTrainingDistance": 0.42,
                                    "reason": "best likeness", "promoted": True}
     assert _recommended(Job(kind="train", queue="gpu", result={"recommended": None})) is None
+
+
+def test_a_post_whose_image_looks_like_another_person_is_held_for_review(studio):
+    from core.characters.likeness import likeness_hold, record_asset_likeness, set_threshold
+
+    character = current_character()
+    images = [assets.store_image(f"t/{i}.png", _png(Image.new("RGB", (8, 8))), source="generated",
+                                 character_id=character.id) for i in range(3)]
+    for image, score in zip(images, (0.35, 0.55, None), strict=True):
+        record_asset_likeness(image.id, Likeness("m", 0 if score is None else 1, score, THRESHOLD,
+                                                 "no face" if score is None else "scored"))
+    assert likeness_hold([images[0].id, images[1].id, images[2].id]) is None  # within 0.6; no face holds nothing
+    set_threshold(character.id, 0.3)  # now every scored image is above the threshold
+    held = likeness_hold([images[1].id])
+    assert held["assetId"] == images[1].id and held["faceDistance"] == 0.55 and held["threshold"] == 0.3

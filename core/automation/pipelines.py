@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from core.automation.demo_content import draft_demo_post
+from core.characters.likeness import likeness_hold
 from core.characters.persona import Persona
 from core.config import get_settings
 from core.datasets.datasets import get_dataset
@@ -426,7 +427,12 @@ def _finish_scheduling(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult
     done: list[int] = []
     publish_jobs: list[str] = []
     warnings = []
+    held: list[dict[str, Any]] = []
     for post_id in pipeline.results.get("production", {}).get("readyPostIds", []):
+        if hold := likeness_hold(posts.get_post(post_id).asset_ids):
+            held.append({"postId": post_id, **hold})  # stays a draft: a person reviews it on the calendar
+            warnings.append(f"post {post_id} is held for review: {hold['reason']}")
+            continue
         try:
             if request.publish_now:
                 publish_jobs.append(posts.publish_now(post_id).id)
@@ -435,9 +441,10 @@ def _finish_scheduling(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult
             done.append(post_id)
         except StudioError as error:
             warnings.append(f"post {post_id} was not scheduled: {error}")
-    if not done:
+    if not done and not held:
         return StageResult(warnings=warnings, error="no post could be scheduled")
-    return StageResult(results={"scheduledPostIds": done, "publishJobIds": publish_jobs}, warnings=warnings)
+    return StageResult(results={"scheduledPostIds": done, "publishJobIds": publish_jobs, "heldPosts": held},
+                       warnings=warnings)
 
 
 def _publish_job_ids(pipeline: Pipeline) -> list[str]:
@@ -848,6 +855,7 @@ def summary(pipeline: Pipeline) -> dict[str, Any]:
     else:
         view["planId"] = results.get("planning", {}).get("planId")
         view["postIds"] = results.get("scheduling", {}).get("scheduledPostIds", [])
+        view["heldPosts"] = results.get("scheduling", {}).get("heldPosts", [])
     return view
 
 

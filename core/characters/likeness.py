@@ -262,6 +262,23 @@ def record_asset_likeness(asset_id: int, likeness: Likeness) -> None:
         session.add(asset)
 
 
+def likeness_hold(asset_ids: Sequence[int]) -> dict[str, Any] | None:
+    """Why a post made of these assets waits for review: an image scored as another person (face distance
+    over its character's threshold). Unscored media (no fingerprint, videos) and faceless images hold nothing."""
+    if not asset_ids:
+        return None
+    with session_scope() as session:
+        rows = list(session.execute(select(Asset).where(col(Asset.id).in_(list(asset_ids)),
+                                                        col(Asset.face_distance).is_not(None))).scalars())
+    for asset in rows:
+        threshold = threshold_of(asset.character_id)
+        if asset.face_distance is not None and asset.face_distance > threshold:
+            return {"assetId": asset.id, "faceDistance": asset.face_distance, "threshold": threshold,
+                    "reason": f"asset {asset.id} looks like another person (face distance "
+                              f"{asset.face_distance:.2f} > {threshold:.2f})"}
+    return None
+
+
 # --- checkpoints: likeness per step and the recommendation ----------------------------------------------
 
 

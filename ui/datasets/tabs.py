@@ -91,7 +91,7 @@ def check_tab(dataset_id: int) -> None:
 
 def fingerprint_section(dataset_id: int) -> None:
     """The character's face fingerprint: what it was made from, and a button to make it from this dataset."""
-    st.subheader("Face fingerprint")
+    st.markdown("#### Face fingerprint")
     character = current_character()
     fingerprint = likeness.Fingerprint.of(character)
     if fingerprint is None:
