@@ -201,7 +201,8 @@ class Asset(SQLModel, table=True):
         Index("ix_asset_dataset_created", "dataset_id", "created_at"),
         Index("ix_asset_character_created", "character_id", "created_at"),
         Index("ix_asset_deleted_size", "deleted_at", "size_bytes"),  # the library's "largest first"
-        Index("ix_asset_deleted_face", "deleted_at", "face_distance"),  # the library's "most alike first"
+        # The library's "most alike first": scored before unscored (NULL), then by distance, on both databases.
+        Index("ix_asset_deleted_face", "deleted_at", text("(face_distance IS NULL)"), "face_distance"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -258,7 +258,7 @@ def _order(filters: AssetFilter, sort: str) -> tuple[Any, ...]:
         raise InvalidInput(f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
     if sort == "likeness":  # most alike first; unscored (NULL) last on both databases
         return (col(Asset.deleted_at).asc(), col(Asset.face_distance).is_(None).asc(), col(Asset.face_distance).asc(),
-                col(Asset.id).desc())
+                col(Asset.id).asc())
     if sort == "largest":
         columns: tuple[Any, ...] = (Asset.size_bytes, Asset.id)
     else:

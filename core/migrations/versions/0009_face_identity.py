@@ -27,12 +27,13 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('face_distance', sa.Float(), nullable=True))
     with op.batch_alter_table('asset', schema=None) as batch_op:
         batch_op.add_column(sa.Column('face_distance', sa.Float(), nullable=True))
-        batch_op.create_index('ix_asset_deleted_face', ['deleted_at', 'face_distance'], unique=False)
+    op.create_index('ix_asset_deleted_face', 'asset',
+                    ['deleted_at', sa.text('(face_distance IS NULL)'), 'face_distance'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_asset_deleted_face', table_name='asset')
     with op.batch_alter_table('asset', schema=None) as batch_op:
-        batch_op.drop_index('ix_asset_deleted_face')
         batch_op.drop_column('face_distance')
     with op.batch_alter_table('datasetimage', schema=None) as batch_op:
         for name in ('face_distance', 'face_embedding', 'face_count', 'face_model'):
