@@ -11,6 +11,7 @@ cycle can form. Importing every domain also completes the hooks a lower domain t
 from __future__ import annotations
 
 from core.automation import pipelines  # notify
+from core.characters import likeness  # fingerprint
 from core.datasets import datasets  # caption
 from core.generation import requests as generation  # generate
 from core.jobs import kinds  # noop, sleep
@@ -21,7 +22,7 @@ from core.video import motion  # motion
 from core.video import requests as video  # video, voice-preview
 from core.video import scripts as video_scripts  # video-script
 
-DOMAINS = (kinds, datasets, runs, generation, video, motion, video_scripts, posts, planning, pipelines)
+DOMAINS = (kinds, likeness, datasets, runs, generation, video, motion, video_scripts, posts, planning, pipelines)
 
 kinds.mark_catalogue_loaded()
 

@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     # models it builds (workers/ml/tiny_models.py) so the offline demo runs the same code.
     caption_model: str = "Salesforce/blip-image-captioning-large"
     caption_batch_size: int = 8
+    # Face identity model (workers/ml/identity): embeddings are stored with this name and never compared
+    # with another model's. "dlib-resnet-v1" runs offline from the face-recognition-models package.
+    face_model: str = Field(default="dlib-resnet-v1", max_length=64)
     clip_tokenizer: str = ""  # hub id or folder with vocab.json + merges.txt; empty = bundled CLIP vocabulary
     device: str = ""  # "cuda", "cpu"; empty = cuda when available
     # Generation templates (workflows/generation/*.yaml); a file dropped here is a new template.

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Text, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Float, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -63,6 +63,10 @@ class Character(SQLModel, table=True):
     trigger_word: str = Field(default="", max_length=120)
     persona: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     voice: str = Field(default="", max_length=120)
+    # Face distance (dlib's scale: 0.6 = same person) at or under which an image counts as this character.
+    likeness_threshold: float = Field(default=0.6, sa_column=Column(Float, nullable=False, server_default="0.6"))
+    # The face fingerprint (core.characters.likeness.Fingerprint as JSON): model name, centroid, source dataset.
+    fingerprint: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
@@ -173,6 +177,12 @@ class DatasetImage(SQLModel, table=True):
     content_type: str = Field(default="image/png", max_length=40)
     phash: str | None = Field(default=None, max_length=16)  # perceptual hash, for near-duplicate checks
     blur: float | None = None  # variance of the Laplacian; low means blurry
+    # Face identity (the fingerprint job): faces found, the one face's embedding and the model that made it,
+    # and its leave-one-out distance to the other images' centroid. NULL = not analysed (with face_model).
+    face_model: str | None = Field(default=None, max_length=64)
+    face_count: int | None = None
+    face_embedding: list[float] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    face_distance: float | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
@@ -191,6 +201,8 @@ class Asset(SQLModel, table=True):
         Index("ix_asset_dataset_created", "dataset_id", "created_at"),
         Index("ix_asset_character_created", "character_id", "created_at"),
         Index("ix_asset_deleted_size", "deleted_at", "size_bytes"),  # the library's "largest first"
+        # The library's "most alike first": scored before unscored (NULL), then by distance, on both databases.
+        Index("ix_asset_deleted_face", "deleted_at", text("(face_distance IS NULL)"), "face_distance"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -207,6 +219,9 @@ class Asset(SQLModel, table=True):
     prompt: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     # Lineage (not a foreign key: deleting a dataset keeps what was made from it).
     dataset_id: int | None = None
+    # Likeness: face distance to the character's fingerprint (lower = more alike). NULL when not scored or
+    # no face was found; ``meta["likeness"]`` says which, with the model name.
+    face_distance: float | None = None
     meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
     deleted_at: datetime | None = _ts()

@@ -466,8 +466,10 @@ def test_the_default_listing_on_sqlite_walks_an_index_in_order(studio):
         "trash": _sqlite_plan(assets.asset_query(AssetFilter(trash=True)).limit(24)),
         "kind": _sqlite_plan(assets.asset_query(AssetFilter(kind="lora")).limit(24)),
         "dataset": _sqlite_plan(assets.asset_query(AssetFilter(dataset_id=2)).limit(24)),
+        "likeness": _sqlite_plan(assets.asset_query(sort="likeness").limit(24)),
     }
     expected = {"default": "ix_asset_deleted_created", "oldest": "ix_asset_deleted_created",
+                "likeness": "ix_asset_deleted_face",
                 "largest": "ix_asset_deleted_size", "trash": "ix_asset_deleted_created",
                 "kind": "ix_asset_kind_created", "dataset": "ix_asset_dataset_created"}
     for name, plan in plans.items():

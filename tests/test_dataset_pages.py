@@ -136,3 +136,14 @@ def test_choosing_another_dataset_in_the_picker_opens_it(ava):
     assert [h.value for h in at.subheader] == ["Mia"]
     at.selectbox(key="datasets.open").set_value(ava.id).run()
     assert [h.value for h in at.subheader] == ["Ava"]
+
+
+def test_the_check_tab_queues_the_face_fingerprint_of_the_open_dataset(ava):
+    from core.jobs import lifecycle as jobs
+
+    at = _page("pages/datasets.py")
+    assert any("has no face fingerprint yet" in c.value for c in at.caption)
+    at.button(key="datasets.fingerprint").click().run()
+    assert not at.exception
+    job = jobs.get_job(at.session_state[f"datasets.fingerprint_job.{ava.id}"])
+    assert job.kind == "fingerprint" and job.payload["dataset_id"] == ava.id

@@ -15,12 +15,14 @@ from typing import Any
 
 import streamlit as st
 
+from core.characters import likeness
+from core.characters.characters import current_character
 from core.datasets.images import format_size
 from core.errors import NotFound, StudioError
 from core.fields import parse_int
 from core.jobs import lifecycle as jobs
 from core.library import assets, collections
-from core.library.assets import LIBRARY_KINDS, SORTS, AssetFilter
+from core.library.assets import LIBRARY_KINDS, LIKENESS_FILTERS, SORTS, AssetFilter
 from core.loras import files as lora_files
 from core.loras import kohya
 from core.models import Asset
@@ -116,19 +118,24 @@ def filter_bar(*, trash: bool) -> tuple[AssetFilter, str, int] | None:
     sort = top[3].selectbox("Sort", list(SORTS), format_func=SORTS.__getitem__, key="assets.f.sort",
                             on_change=guard(_reset_page))
     size = top[4].selectbox("Per page", [24, 48, 96], key="assets.f.per_page", on_change=guard(_reset_page))
-    more = st.columns([3, 3, 3, 3])
+    more = st.columns([3, 3, 3, 3, 3])
     dataset_id = _choice(more[0], "Dataset", options.datasets, "assets.f.dataset")
     lora_id = _choice(more[1], "LoRA", options.loras, "assets.f.lora")
     collection_id = _choice(more[2], "Collection", _collection_names(), "assets.f.collection")
     job_text = more[3].text_input("Job id", key="assets.f.job", max_chars=32, placeholder="id or its first characters",
                                   on_change=guard(_reset_page))
+    face = more[4].selectbox("Likeness", [None, *LIKENESS_FILTERS], key="assets.f.likeness",
+                             format_func=lambda k: "any" if k is None else LIKENESS_FILTERS[k],
+                             on_change=guard(_reset_page),
+                             help="Face distance to the character's fingerprint, against its likeness threshold.")
     picked: tuple[date, ...] = tuple(dates) if isinstance(dates, list | tuple) else (dates,)
     try:
         job_id = jobs.resolve_job_id(job_text) if job_text.strip() else None
         return assets.make_filter(
             kind=kind, text=text or None, created_from=picked[0] if picked else None,
             created_to=picked[-1] if picked else None, dataset_id=dataset_id, lora_id=lora_id,
-            collection_id=collection_id, job_id=job_id, trash=trash,
+            collection_id=collection_id, job_id=job_id, trash=trash, likeness=face,
+            likeness_threshold=current_character().likeness_threshold,
         ), sort, size
     except StudioError as error:
         st.error(literal(str(error)))
@@ -170,6 +177,8 @@ def _card(asset: Asset) -> None:
         created = jobs.aware(asset.created_at)
         st.caption(f"{KIND_NAMES.get(kind, kind)} · {format_size(asset.size_bytes)}"
                    + (f" · {created:%Y-%m-%d %H:%M}" if created else ""))
+        if (score := likeness.likeness_from_meta(asset.meta)) is not None:
+            st.caption(f":material/face: {score.describe()}")
         row = st.container(horizontal=True, vertical_alignment="center")
         row.checkbox(f"Select asset {asset.id}", key=f"{_PICK}{asset.id}", label_visibility="collapsed")
         row.button("Details", key=f"assets.open.{asset.id}", on_click=guard(_open), args=(asset.id,), type="tertiary")
@@ -310,6 +319,9 @@ def _metadata_rows(asset: Asset, lineage: assets.Lineage) -> list[dict[str, str]
             "created (UTC)": f"{created:%Y-%m-%d %H:%M:%S}" if created else None,
             "in the trash since": f"{deleted:%Y-%m-%d %H:%M}" if deleted else None,
             "seed": lineage.seed, **lineage.settings}
+    if lineage.kind in ("image", "sample"):
+        score = likeness.likeness_from_meta(asset.meta)
+        rows["likeness"] = score.describe() if score else "not scored (no face fingerprint when it was made)"
     return [{"field": plain(name), "value": plain(value)} for name, value in rows.items() if value not in (None, "")]
 
 

@@ -14,7 +14,7 @@ from core.jobs.kinds import Queue
 from core.jobs.lifecycle import Handler, execute_job, on_job_finished
 from core.publishing import planning, posts, production
 from core.video import scripts
-from workers import generation, handlers, lora_import, motion, notify, publish, training, video
+from workers import generation, handlers, identity, lora_import, motion, notify, publish, training, video
 from workers.gpu_slots import gpu_slots
 
 HANDLERS: dict[str, Handler] = {
@@ -22,6 +22,7 @@ HANDLERS: dict[str, Handler] = {
     "sleep": handlers.sleep,
     "caption": handlers.caption,
     "train": training.train,
+    "fingerprint": identity.fingerprint,
     "video": video.render,
     "voice-preview": video.voice_preview,
     "video-script": scripts.run_script,

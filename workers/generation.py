@@ -29,6 +29,7 @@ from core.library.assets import get_asset, read_asset
 from core.models import LoraModel
 from core.training.runs import get_lora, resolve_base_model
 from workers.gpu_slots import assigned_device
+from workers.identity import Scorer
 
 _logger = logging.getLogger("studio.generation")
 
@@ -94,6 +95,7 @@ def generate(ctx: JobContext[GeneratePayload]) -> dict[str, Any]:
         height=payload.height or 512, scheduler=payload.scheduler or "euler_a", seed=payload.seed,
         batch_size=payload.batch_size or 1, init_image=init_image, strength=payload.img2img_strength,
     )
+    scorer = Scorer.for_character(job.character_id)  # None: no fingerprint, images are not scored
     made: list[int] = []
     render_seconds = 0.0
     device = "?"
@@ -118,7 +120,9 @@ def generate(ctx: JobContext[GeneratePayload]) -> dict[str, Any]:
         with loaded.adapters(adapters):
             for batch in loaded.render(settings, todo, on_step=on_step):
                 for index, image in zip(batch.indexes, batch.images, strict=True):
-                    save_generated_image(job, payload, uses, index=index, image=image)
+                    asset = save_generated_image(job, payload, uses, index=index, image=image)
+                    if scorer is not None and asset.id is not None:
+                        ctx.log(f"image {index + 1}: {scorer.score_asset(asset.id, image).describe()}")
                 made.extend(batch.indexes)
                 render_seconds += batch.seconds
                 ctx.log(f"{_range(batch.indexes)} of {count} stored ({batch.seconds:.2f} s, "

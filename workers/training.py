@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.characters.likeness import recommend_checkpoint
 from core.config import get_settings
 from core.datasets.captions import compose_caption
 from core.datasets.datasets import all_images, get_dataset
@@ -29,6 +30,7 @@ from core.training.params import LoraParams
 from core.training.runs import TrainPayload
 from core.training.views import format_duration
 from workers.gpu_slots import assigned_device
+from workers.identity import Scorer
 
 _logger = logging.getLogger("studio.training")
 FLUSH_INTERVAL_S = 1.0
@@ -64,8 +66,9 @@ def materialise_dataset(dataset: Dataset, cache_dir: Path) -> list[Any]:
 class JobHooks:
     """The trainer's hooks, bound to one job attempt."""
 
-    def __init__(self, ctx: JobContext, job: Job, params: LoraParams) -> None:
+    def __init__(self, ctx: JobContext, job: Job, params: LoraParams, scorer: Scorer | None = None) -> None:
         self.ctx = ctx
+        self.scorer = scorer  # None: the character has no face fingerprint, samples are not scored
         self.job = job
         self.params = params
         self.pending: list[training.MetricPoint] = []
@@ -110,10 +113,16 @@ class JobHooks:
             pass  # should_pause() saves a checkpoint first; then the job is handed back
 
     def on_samples(self, step: int, images: list[Any]) -> None:
+        distances = []
         for image in images:
-            training.save_sample(self.job, step=step, prompt_index=image.prompt_index, prompt=image.prompt,
-                                 seed=image.seed, png=image.png)
-        self.ctx.log(f"step {step}: {len(images)} sample image(s) saved")
+            asset = training.save_sample(self.job, step=step, prompt_index=image.prompt_index, prompt=image.prompt,
+                                         seed=image.seed, png=image.png)
+            if self.scorer is not None and asset.id is not None:
+                distances.append(self.scorer.score_asset(asset.id, image.png).distance)
+        scored = [d for d in distances if d is not None]
+        likeness = (f"; likeness: {len(scored)}/{len(distances)} with a face"
+                    + (f", mean face distance {sum(scored) / len(scored):.3f}" if scored else "")) if distances else ""
+        self.ctx.log(f"step {step}: {len(images)} sample image(s) saved{likeness}")
 
     def on_checkpoint(self, step: int, directory: Path, final: bool) -> None:
         self.flush()  # every metric up to this step is durable before the checkpoint is
@@ -152,6 +161,19 @@ def _resume_point(ctx: JobContext, work_dir: Path) -> Path | None:
     return training.download_training_state(ctx.job_id, step, work_dir / "resume" / f"step-{step:06d}")
 
 
+def _recommend(ctx: JobContext[TrainPayload], payload: TrainPayload) -> dict[str, Any]:
+    """The recommended checkpoint (best likeness, guarded), promoted when the run asked for it."""
+    recommendation = recommend_checkpoint(ctx.job_id)
+    promoted = False
+    if recommendation.lora_id is not None and payload.promote_recommended:
+        training.promote_lora(recommendation.lora_id)
+        promoted = True
+    ctx.log(f"recommended checkpoint: step {recommendation.step} ({recommendation.reason})"
+            + ("; promoted" if promoted else "") if recommendation.lora_id else
+            f"no recommended checkpoint: {recommendation.reason}")
+    return {**recommendation.as_dict(), "promoted": promoted}
+
+
 def train(ctx: JobContext[TrainPayload]) -> dict[str, Any]:
     from workers.ml.training import LoraTrainer, TrainerConfig, TrainingPaused
 
@@ -169,7 +191,13 @@ def train(ctx: JobContext[TrainPayload]) -> dict[str, Any]:
         raise PermanentJobError(f"dataset {dataset.name!r} has no images")
     resumed_from = int((ctx.checkpoint or {}).get("step", 0))
     resume_from = _resume_point(ctx, work_dir)
-    hooks = JobHooks(ctx, job, params)
+    scorer = None
+    if params.sample_every:
+        ctx.stage("face fingerprint")
+        scorer = Scorer.for_character(job.character_id, training_dataset_id=dataset.id)
+        ctx.log("samples are scored by likeness" if scorer else
+                "samples are not scored by likeness: the character has no face fingerprint")
+    hooks = JobHooks(ctx, job, params, scorer)
     config = TrainerConfig(
         params=params,
         base_model=training.resolve_base_model(params.base_model),
@@ -187,7 +215,9 @@ def train(ctx: JobContext[TrainPayload]) -> dict[str, Any]:
         hooks.flush()
         shutil.rmtree(work_dir, ignore_errors=True)
     training.discard_training_states(ctx.job_id)
+    recommendation = _recommend(ctx, payload) if scorer is not None else None
     return {
+        "recommended": recommendation,
         "steps": result.steps, "epochs": result.epochs, "final_loss": result.final_loss,
         "eval_loss_start": result.eval_loss_start, "eval_loss_end": result.eval_loss_end,
         "seconds": round(result.seconds, 2), "steps_per_second": round(result.steps_per_second, 3),

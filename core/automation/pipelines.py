@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from core.automation.demo_content import draft_demo_post
+from core.characters.likeness import likeness_hold
 from core.characters.persona import Persona
 from core.config import get_settings
 from core.datasets.datasets import get_dataset
@@ -229,7 +230,18 @@ def _finish_training(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
                                ).scalar_one_or_none()
     if lora is None:
         return StageResult(error=f"training job {train.id[:8]} saved no LoRA")
-    return StageResult(results={"loraId": lora.id, "loraName": lora.name, "loraStep": lora.step})
+    return StageResult(results={"loraId": lora.id, "loraName": lora.name, "loraStep": lora.step,
+                                "recommended": _recommended(train)})
+
+
+def _recommended(train: Job) -> dict[str, Any] | None:
+    """The checkpoint the run recommends by likeness (None when its samples were not scored)."""
+    found = (train.result or {}).get("recommended")
+    if not found:
+        return None
+    return {"loraId": found.get("lora_id"), "step": found.get("step"), "faceDistance": found.get("distance"),
+            "nearestTrainingDistance": found.get("nearest_training_distance"), "reason": found.get("reason"),
+            "promoted": bool(found.get("promoted"))}
 
 
 # lora: generation ----------------------------------------------------------------------------------------------
@@ -419,7 +431,12 @@ def _finish_scheduling(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult
     done: list[int] = []
     publish_jobs: list[str] = []
     warnings = []
+    held: list[dict[str, Any]] = []
     for post_id in pipeline.results.get("production", {}).get("readyPostIds", []):
+        if hold := likeness_hold(posts.get_post(post_id).asset_ids):
+            held.append({"postId": post_id, **hold})  # stays a draft: a person reviews it on the calendar
+            warnings.append(f"post {post_id} is held for review: {hold['reason']}")
+            continue
         try:
             post = posts.get_post(post_id)
             if post.platform == "tiktok" and request.tiktok_privacy_level and not post.options.get("privacy_level"):
@@ -436,9 +453,10 @@ def _finish_scheduling(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult
             done.append(post_id)
         except StudioError as error:
             warnings.append(f"post {post_id} was not scheduled: {error}")
-    if not done:
+    if not done and not held:
         return StageResult(warnings=warnings, error="no post could be scheduled")
-    return StageResult(results={"scheduledPostIds": done, "publishJobIds": publish_jobs}, warnings=warnings)
+    return StageResult(results={"scheduledPostIds": done, "publishJobIds": publish_jobs, "heldPosts": held},
+                       warnings=warnings)
 
 
 def _publish_job_ids(pipeline: Pipeline) -> list[str]:
@@ -840,6 +858,8 @@ def summary(pipeline: Pipeline) -> dict[str, Any]:
         view["lora"] = ({"id": training["loraId"], "name": training.get("loraName"), "step": training.get("loraStep"),
                          "files": lora_file_paths(training["loraId"])}
                         if "loraId" in training else None)
+        # By likeness (face distance to the character's fingerprint, lower = more alike); None when not scored.
+        view["recommended"] = training.get("recommended")
         view["images"] = [link(i) for i in results.get("generation", {}).get("imageAssetIds", [])]
         view["video"] = link(results.get("video", {}).get("videoAssetId"))
         if pipeline.kind == "demo":
@@ -847,6 +867,7 @@ def summary(pipeline: Pipeline) -> dict[str, Any]:
     else:
         view["planId"] = results.get("planning", {}).get("planId")
         view["postIds"] = results.get("scheduling", {}).get("scheduledPostIds", [])
+        view["heldPosts"] = results.get("scheduling", {}).get("heldPosts", [])
     return view
 
 

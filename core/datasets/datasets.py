@@ -9,7 +9,7 @@ file can never store it twice.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Literal
@@ -167,6 +167,19 @@ class DatasetStatus:
     ALL = (EMPTY, NEEDS_CAPTIONS, NEEDS_REVIEW, READY)
 
 
+_change_listeners: list[Callable[[int], None]] = []
+
+
+def on_images_changed(listener: Callable[[int], None]) -> None:
+    """Call ``listener(dataset_id)`` after images are added or removed (the face fingerprint follows)."""
+    _change_listeners.append(listener)
+
+
+def _images_changed(dataset_id: int) -> None:
+    for listener in _change_listeners:
+        listener(dataset_id)
+
+
 def refresh_dataset_state(dataset_id: int) -> None:
     """Recomputes the stored image count and status (kept on the row so lists filter and sort cheaply)."""
     images = col(DatasetImage.dataset_id) == dataset_id
@@ -295,6 +308,8 @@ def import_files(
         else:
             report.duplicates.append(f"{display_name(name)}: already in this dataset (same file), skipped")
     refresh_dataset_state(dataset_id)
+    if report.added:
+        _images_changed(dataset_id)
     return report
 
 
@@ -369,6 +384,8 @@ def delete_images(dataset_id: int, image_ids: Sequence[int]) -> int:
     for key in keys:
         store.delete(key)
     refresh_dataset_state(dataset_id)
+    if rows:
+        _images_changed(dataset_id)
     return len(rows)
 
 

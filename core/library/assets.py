@@ -150,11 +150,15 @@ def remove_assets(asset_ids: Sequence[int]) -> int:
 
 MAX_PAGE_SIZE = 100
 LibraryKind = Literal["image", "sample", "lora", "video", "audio"]
-AssetSort = Literal["newest", "oldest", "largest"]
+AssetSort = Literal["newest", "oldest", "largest", "likeness"]
 # The library's kinds, as users think of them (training samples are images, but a kind of their own).
 LIBRARY_KINDS: dict[str, str] = {"image": "Images", "sample": "Training samples", "lora": "LoRA files",
                                  "video": "Videos", "audio": "Audio"}
-SORTS: dict[str, str] = {"newest": "Newest first", "oldest": "Oldest first", "largest": "Largest first"}
+SORTS: dict[str, str] = {"newest": "Newest first", "oldest": "Oldest first", "largest": "Largest first",
+                         "likeness": "Most alike first"}
+# Likeness filter: face distance to the character's fingerprint at or under the threshold, over it, no face.
+LIKENESS_FILTERS: dict[str, str] = {"match": "Looks like the character", "miss": "Looks like someone else",
+                                    "unscored": "No face or not scored"}
 _KIND_CONDITIONS: dict[str, Any] = {
     "image": lambda: and_(col(Asset.kind) == AssetKind.IMAGE, col(Asset.source) != AssetSource.SAMPLE),
     "sample": lambda: Asset.source == AssetSource.SAMPLE,
@@ -183,6 +187,8 @@ class AssetFilter(BaseModel):
     collection_id: int | None = None
     character_id: int | None = None
     text: str | None = Field(default=None, max_length=200, description="a piece of the prompt, any case")
+    likeness: Literal["match", "miss", "unscored"] | None = None
+    likeness_threshold: float = Field(default=0.6, gt=0, le=2)
     trash: bool = False
 
     @model_validator(mode="after")
@@ -232,6 +238,12 @@ def _conditions(filters: AssetFilter) -> list[ColumnElement[bool]]:
         conditions.append(col(Asset.character_id) == filters.character_id)
     if filters.text:
         conditions.append(col(Asset.prompt).ilike(f"%{escape_like(filters.text)}%", escape="\\"))
+    if filters.likeness == "match":
+        conditions.append(col(Asset.face_distance) <= filters.likeness_threshold)
+    elif filters.likeness == "miss":
+        conditions.append(col(Asset.face_distance) > filters.likeness_threshold)
+    elif filters.likeness == "unscored":
+        conditions.append(col(Asset.face_distance).is_(None))
     return conditions
 
 
@@ -245,6 +257,9 @@ def _order(filters: AssetFilter, sort: str) -> tuple[Any, ...]:
     """
     if sort not in SORTS:
         raise InvalidInput(f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
+    if sort == "likeness":  # most alike first; unscored (NULL) last on both databases
+        return (col(Asset.deleted_at).asc(), col(Asset.face_distance).is_(None).asc(), col(Asset.face_distance).asc(),
+                col(Asset.id).asc())
     if sort == "largest":
         columns: tuple[Any, ...] = (Asset.size_bytes, Asset.id)
     else:

@@ -55,6 +55,8 @@ class TrainPayload(Payload):
     config_id: int | None = Field(default=None, ge=1)
     params: LoraParams | None = None
     name: str = Field(default="", max_length=200)
+    # At the end of the run, promote the checkpoint with the best likeness (core.characters.likeness).
+    promote_recommended: bool = False
 
 
 def resolve_base_model(name: str) -> str:
@@ -92,7 +94,7 @@ def prepare_train_payload(payload: TrainPayload) -> tuple[TrainPayload, int | No
 
 def submit_training(
     *, dataset_id: int, config_id: int | None = None, params: dict[str, Any] | LoraParams | None = None,
-    name: str = "", save_as: str = "",
+    name: str = "", save_as: str = "", promote_recommended: bool = False,
 ) -> Job:
     """Queue a training run. ``params`` (the wizard's edited form) overrides the config's values;
     ``save_as`` also keeps them as a new config, which the run then names. Either both happen or
@@ -106,7 +108,8 @@ def submit_training(
                               description=f"Saved from the training wizard, based on {based_on}.")
         config_id = saved.id
     payload = {"dataset_id": dataset_id, "config_id": config_id, "name": name,
-               "params": params.model_dump(mode="json") if params else None}
+               "params": params.model_dump(mode="json") if params else None,
+               "promote_recommended": promote_recommended}
     try:
         return create_job(TRAIN_KIND, payload)
     except Exception:

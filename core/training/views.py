@@ -110,6 +110,9 @@ _CHECK_WORDS = {
     "blurry": "blurry image(s)",
     "odd_aspect": "image(s) with an extreme aspect ratio",
     "missing_caption": "image(s) without a caption",
+    "no_face": "image(s) without a face",
+    "several_faces": "image(s) with several faces",
+    "other_person": "image(s) that look like another person",
 }
 
 

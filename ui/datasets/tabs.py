@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.characters import likeness
+from core.characters.characters import current_character
 from core.config import get_settings
 from core.datasets import datasets
 from core.datasets.check import check_dataset
@@ -84,3 +86,30 @@ def check_tab(dataset_id: int) -> None:
         st.dataframe(flagged, hide_index=True)
     elif report.image_count:
         st.success("Every image passes the check.")
+    fingerprint_section(dataset_id)
+
+
+def fingerprint_section(dataset_id: int) -> None:
+    """The character's face fingerprint: what it was made from, and a button to make it from this dataset."""
+    st.markdown("#### Face fingerprint")
+    character = current_character()
+    fingerprint = likeness.Fingerprint.of(character)
+    if fingerprint is None:
+        st.caption(f"{literal(character.name)} has no face fingerprint yet: likeness is not scored.")
+    else:
+        stale = " It is out of date (the dataset changed); it is being recomputed." \
+            if likeness.fingerprint_is_stale(character) else ""
+        st.caption(f"{literal(character.name)}'s fingerprint: {fingerprint.images_used} face(s) of dataset "
+                   f"#{fingerprint.dataset_id}, model {literal(fingerprint.model)}, made "
+                   f"{literal(fingerprint.computed_at[:16])} UTC; same person at face distance ≤ "
+                   f"{character.likeness_threshold:.2f}.{stale}")
+    if st.button(f"Make {character.name}'s fingerprint from this dataset", key="datasets.fingerprint",
+                 help="Finds the face in every image (flags no face, several faces, another person) and "
+                      "averages the rest. Generated images and training samples are scored against it."):
+        try:
+            job = likeness.request_fingerprint(character.id or 0, dataset_id)
+            st.session_state[f"datasets.fingerprint_job.{dataset_id}"] = job.id
+        except StudioError as error:
+            st.error(literal(error))
+    if job_id := st.session_state.get(f"datasets.fingerprint_job.{dataset_id}"):
+        show_job_progress(job_id)

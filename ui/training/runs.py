@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from core.characters import likeness
 from core.datasets.datasets import get_dataset
 from core.datasets.images import format_size
 from core.errors import NotFound
@@ -104,7 +105,17 @@ def _live_run(job_id: str, was_active: bool) -> None:
     tabs = dict(zip(RUN_TABS, st.tabs(RUN_TABS, key="training.run.tab", on_change="rerun"), strict=True))
     with tabs["Loss"]:
         if tabs["Loss"].open:
-            _loss_chart(job_id)
+            steps = likeness.run_likeness(job_id)
+            if steps:  # likeness per step beside the loss, and the checkpoint it recommends
+                _recommendation(job, likeness.recommend_checkpoint(job_id))
+                left, right = st.columns(2)
+                with left:
+                    _loss_chart(job_id)
+                with right:
+                    st.plotly_chart(likeness_figure(steps, likeness.threshold_of(job.character_id)),
+                                    key="training.run.likeness")
+            else:
+                _loss_chart(job_id)
     with tabs["Samples"]:
         if tabs["Samples"].open:
             _sample_grid(job)
@@ -167,6 +178,39 @@ def loss_figure(series: training.MetricSeries, smoothing: float) -> go.Figure:
     return figure
 
 
+def likeness_figure(steps: list[likeness.StepLikeness], threshold: float) -> go.Figure:
+    """Mean face distance of each sampled step's samples to the fingerprint (lower = more alike), the
+    nearest training photo's distance (very low = the LoRA copies a photo) and the same-person threshold."""
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(x=[s.step for s in steps], y=[s.mean_distance for s in steps], mode="lines+markers",
+                                name="face distance to the character",
+                                text=[", ".join(s.warnings) for s in steps], hovertemplate="%{y:.3f} %{text}"))
+    figure.add_trace(go.Scatter(x=[s.step for s in steps],
+                                y=[s.nearest_training["distance"] if s.nearest_training else None for s in steps],
+                                mode="lines", line={"dash": "dot", "width": 1}, name="nearest training photo"))
+    figure.add_hline(y=threshold, line={"dash": "dash", "width": 1}, annotation_text="same person below")
+    figure.update_xaxes(title_text="step")
+    figure.update_yaxes(title_text="face distance (lower = more alike)", rangemode="nonnegative")
+    figure.update_layout(height=360, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                         legend={"orientation": "h", "y": 1.12})
+    return figure
+
+
+def _recommendation(job: Job, recommendation: likeness.Recommendation) -> None:
+    if recommendation.lora_id is None:
+        st.info(f"No recommended checkpoint: {literal(recommendation.reason)}.")
+        return
+    nearest = recommendation.nearest_training_distance
+    columns = st.columns([5, 1], vertical_alignment="center")
+    columns[0].success(
+        f"Recommended checkpoint: step {recommendation.step} — {literal(recommendation.reason)}"
+        + (f"; nearest training photo at face distance {nearest:.2f}" if nearest is not None else ""),
+        icon=":material/recommend:")
+    columns[1].button("Promote it", key="training.run.promote_recommended", on_click=guard(_promote),
+                      args=(recommendation.lora_id,), type="primary",
+                      help="Make the recommended checkpoint the LoRA generation uses by default.")
+
+
 def _loss_chart(job_id: str) -> None:
     series = training.metric_series(job_id, max_points=1_000)
     if not series.steps:
@@ -226,6 +270,7 @@ def _checkpoints(job: Job) -> None:
     if not page.items:
         st.info(f"No checkpoints yet (every {training.run_params(job).checkpoint_every} steps).")
         return
+    recommended = likeness.recommend_checkpoint(job.id).lora_id
     current = training.promoted_lora(job.character_id)
     if current is not None:
         st.caption(f"Generation uses {literal(repr(current.name))} by default.")
@@ -242,6 +287,8 @@ def _checkpoints(job: Job) -> None:
                 st.badge("final", color="blue")
             if lora.promoted:
                 st.badge("promoted", color="green", icon=":material/star:")
+            if lora.id == recommended:
+                st.badge("recommended", color="violet", icon=":material/recommend:")
         # A callable: the weights are read from storage only when the button is clicked.
         row[4].download_button("Download", functools.partial(training.read_lora_weights, lora),
                                file_name=_file_name(job, lora), mime="application/octet-stream",

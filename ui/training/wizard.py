@@ -199,6 +199,9 @@ def _review_step() -> None:
                      hide_index=True)
     name = st.text_input("Run name", key="training.wizard.name", max_chars=200,
                          placeholder=f"{dataset.name} · {config.name} · <date> (when left empty)")
+    st.toggle("Promote the recommended checkpoint when the run ends", key="training.wizard.promote_best",
+              help="The checkpoint whose samples look most like the character (face likeness, guarded against "
+                   "collapse and copied training photos). Needs the character's face fingerprint and samples.")
     if _nav(4, next_label="Submit"):
         _submit(stored_id(dataset), config, params, name)
 
@@ -207,11 +210,12 @@ def _submit(dataset_id: int, config: LoraConfig, params: LoraParams, name: str) 
     save_as = (st.session_state.get(_SAVE_AS) or "").strip()
     try:
         job = training.submit_training(dataset_id=dataset_id, config_id=config.id, params=params, name=name,
-                                       save_as=save_as)
+                                       save_as=save_as,
+                                       promote_recommended=bool(st.session_state.get("training.wizard.promote_best")))
     except StudioError as error:
         st.error(literal(error))
         return
-    for key in (_STEP, _VALUES, _VALUES_OF, _SAVE_AS, "training.wizard.name"):
+    for key in (_STEP, _VALUES, _VALUES_OF, _SAVE_AS, "training.wizard.name", "training.wizard.promote_best"):
         st.session_state.pop(key, None)
     st.session_state[RUN] = job.id
     st.session_state[GOTO] = "runs"
