@@ -10,13 +10,12 @@ from typing import Any
 import streamlit as st
 
 from core.errors import StudioError
-from core.jobs.lifecycle import cancel_job
 from core.library import assets
-from core.models import Asset, AssetKind, Job, JobStatus
+from core.models import Asset, AssetKind, Job
 from core.video import motion
 from ui.auth import guard
 from ui.text import literal, plain
-from ui.widgets import live_job_list, status_badge
+from ui.widgets import live_job_list, status_badge, unfinished_job
 
 _PAGE = "videos.motion.page"
 RESOLUTIONS = {480: "480p (faster)", 720: "720p (Wan 2.2 TI2V-5B's own)"}
@@ -83,13 +82,7 @@ def _motion_block(job: Job, *, images_key: str) -> None:
     with st.container(border=True):
         status_badge(job.status)
         st.text(plain(f"image #{job.payload.get('source_asset_id')} · {job.payload.get('prompt', '')[:120]}"))
-        if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
-            st.progress(job.progress, text=literal(job.progress_message or "waiting for a GPU worker…"))
-            if st.button("Cancel", key=f"videos.motion.cancel.{job.id}"):
-                cancel_job(job.id)
-            return
-        if job.status == JobStatus.FAILED:
-            st.error(literal(job.error or "failed"))
+        if unfinished_job(job, waiting="waiting for a GPU worker…", cancel_key=f"videos.motion.cancel.{job.id}"):
             return
         clip_id = (job.result or {}).get("clip_asset_id")
         if clip_id is None:

@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.config import get_settings
 from core.errors import StudioError
-from core.jobs.lifecycle import cancel_job, get_job
+from core.jobs.lifecycle import get_job
 from core.library import assets
 from core.models import Job, JobStatus
 from core.publishing.llm import record_calls
@@ -21,7 +21,7 @@ from core.video.voices import list_voices
 from ui.auth import guard
 from ui.motion import animate_panel, recent_clips
 from ui.text import literal, plain
-from ui.widgets import VIDEO_HANDOFF_KEY, live_job_list, status_badge, stored_id
+from ui.widgets import VIDEO_HANDOFF_KEY, live_job_list, status_badge, stored_id, unfinished_job
 
 IMAGES = "videos.images"
 SCRIPT = "videos.script"
@@ -222,13 +222,7 @@ def _render_block(job: Job) -> None:
     with st.container(border=True):
         status_badge(job.status)
         st.text(plain(job.payload.get("script", "")[:200]))
-        if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
-            st.progress(job.progress, text=literal(job.progress_message or "waiting for a CPU worker…"))
-            if st.button("Cancel", key=f"videos.cancel.{job.id}"):
-                cancel_job(job.id)
-            return
-        if job.status == JobStatus.FAILED:
-            st.error(literal(job.error or "failed"))
+        if unfinished_job(job, waiting="waiting for a CPU worker…", cancel_key=f"videos.cancel.{job.id}"):
             return
         result = job.result or {}
         if (video_id := result.get("video_asset_id")) is None:

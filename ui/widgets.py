@@ -8,12 +8,12 @@ from typing import Any, Literal, Protocol
 import streamlit as st
 
 from core.jobs import logs as joblogs
-from core.jobs.lifecycle import aware
+from core.jobs.lifecycle import aware, cancel_job
 from core.models import Job, JobStatus
 from core.pagination import Page
 from ui import page_paths
 from ui.auth import fragment, guard
-from ui.text import plain
+from ui.text import literal, plain
 
 # The colours st.badge accepts.
 BadgeColour = Literal["red", "orange", "yellow", "blue", "green", "violet", "gray", "grey", "primary"]
@@ -72,6 +72,20 @@ VIDEO_HANDOFF_KEY = "videos.source_asset_ids"
 def hand_to_video_page(asset_ids: list[int]) -> None:
     st.session_state[VIDEO_HANDOFF_KEY] = list(asset_ids)
     st.switch_page(page_paths.VIDEOS)
+
+
+def unfinished_job(job: Job, *, waiting: str, cancel_key: str) -> bool:
+    """A queued or running job's progress and Cancel button, or a failed job's error; True when one was shown
+    (the caller then has no result to draw)."""
+    if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        st.progress(job.progress, text=literal(job.progress_message or waiting))
+        if st.button("Cancel", key=cancel_key):
+            cancel_job(job.id)
+        return True
+    if job.status == JobStatus.FAILED:
+        st.error(literal(job.error or "failed"))
+        return True
+    return False
 
 
 def live_job_list(list_page: Callable[[int], Page[Job]], render_job: Callable[[Job], None], *, page_key: str,
