@@ -103,7 +103,7 @@ def fingerprint_section(dataset_id: int) -> None:
                    f"#{fingerprint.dataset_id}, model {literal(fingerprint.model)}, made "
                    f"{literal(fingerprint.computed_at[:16])} UTC; same person at face distance ≤ "
                    f"{character.likeness_threshold:.2f}.{stale}")
-    if st.button(f"Make {character.name}'s fingerprint from this dataset", key="datasets.fingerprint",
+    if st.button(f"Make {literal(character.name)}'s fingerprint from this dataset", key="datasets.fingerprint",
                  help="Finds the face in every image (flags no face, several faces, another person) and "
                       "averages the rest. Generated images and training samples are scored against it."):
         try:
