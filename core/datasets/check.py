@@ -11,16 +11,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.characters.likeness import threshold_of
 from core.config import get_settings
 from core.datasets.datasets import all_images, get_dataset
-from core.db import session_scope
-from core.models import Character, DatasetImage
+from core.models import DatasetImage
 
 NEAR_DUPLICATE_BITS = 6  # of 64: perceptual hashes this close are the same picture, re-cropped or re-encoded
 BLUR_THRESHOLD = 100.0  # variance of the Laplacian below this reads as blurry
 EXTREME_ASPECT = 2.0  # wider or taller than 2:1 crops badly at square training sizes
 MIN_TRAINING_IMAGES = 10
-DEFAULT_LIKENESS_THRESHOLD = 0.6  # dlib's same-person distance, when the dataset has no character
 
 
 @dataclass
@@ -55,14 +54,6 @@ def _near_duplicate_pairs(images: list[DatasetImage]) -> list[tuple[DatasetImage
     return [(images[i], images[j], int(distances[i, j])) for i, j in zip(first, second, strict=True)]
 
 
-def _likeness_threshold(character_id: int | None) -> float:
-    if character_id is None:
-        return DEFAULT_LIKENESS_THRESHOLD
-    with session_scope() as session:
-        character = session.get(Character, character_id)
-    return character.likeness_threshold if character else DEFAULT_LIKENESS_THRESHOLD
-
-
 def _face_warnings(image: DatasetImage, *, model: str, threshold: float) -> tuple[str, str] | None:
     """(summary key, warning) from what the fingerprint job found, for the current face model only."""
     if image.face_model != model or image.face_count is None:
@@ -83,7 +74,7 @@ def check_dataset(dataset_id: int, *, resolution: int = 512) -> CheckReport:
     findings = {image.id: ImageFindings(image.id or 0, image.filename) for image in images}  # stored rows: ids set
     summary = {"near_duplicates": 0, "too_small": 0, "blurry": 0, "odd_aspect": 0, "missing_caption": 0,
                "no_face": 0, "several_faces": 0, "other_person": 0}
-    model, threshold = get_settings().face_model, _likeness_threshold(dataset.character_id)
+    model, threshold = get_settings().face_model, threshold_of(dataset.character_id)
 
     for a, b, distance in _near_duplicate_pairs([i for i in images if i.phash]):
         findings[a.id].warnings.append(f"near-duplicate of {b.filename} (hash distance {distance})")
