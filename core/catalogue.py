@@ -16,13 +16,15 @@ from core.datasets import datasets  # caption
 from core.generation import requests as generation  # generate
 from core.jobs import kinds  # noop, sleep
 from core.jobs.kinds import JobSpec, all_specs, get_spec
+from core.models_registry import install as models_install  # install-model, download-model
 from core.publishing import planning, posts  # plan, publish
 from core.training import runs  # train
 from core.video import motion  # motion
 from core.video import requests as video  # video, voice-preview
 from core.video import scripts as video_scripts  # video-script
 
-DOMAINS = (kinds, likeness, datasets, runs, generation, video, motion, video_scripts, posts, planning, pipelines)
+DOMAINS = (kinds, likeness, datasets, runs, generation, video, motion, video_scripts, posts, planning, pipelines,
+           models_install)
 
 kinds.mark_catalogue_loaded()
 

@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     s3_access_key: SecretStr = SecretStr("")
     s3_secret_key: SecretStr = SecretStr("")
 
+    # --- model manager (core/models_registry) -----------------------------------------------
+    # huggingface_hub's own variables are honoured too, so one setting serves both.
+    hub_endpoint: str = Field(default="https://huggingface.co",
+                              validation_alias=AliasChoices("STUDIO_HUB_ENDPOINT", "HF_ENDPOINT"))
+    hub_token: SecretStr = Field(default=SecretStr(""), validation_alias=AliasChoices("STUDIO_HUB_TOKEN", "HF_TOKEN"))
+    model_download_max_gb: float = Field(default=80, gt=0)  # a hub download above this is refused before it starts
+
     # --- HTTP API and login -------------------------------------------------------------
     public_url: str = "http://127.0.0.1:8501"
     api_token: SecretStr = SecretStr("dev-api-token")

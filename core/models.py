@@ -331,6 +331,38 @@ class LoraModel(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
+# --- installed base models (the model manager, core/models_registry) -------------------------------------
+
+
+class InstalledModel(SQLModel, table=True):
+    """A base model the studio can load by name: a diffusers folder on local disk, however it came.
+
+    ``path`` is what the loaders get (``from_pretrained``); ``source`` says where it came from (a hub id, the
+    folder registered in place, the single ``.safetensors`` converted at install). LoRAs stay ``LoraModel``
+    rows; the registry lists both.
+    """
+
+    __table_args__ = (
+        Index("ix_installedmodel_created", "created_at"),
+        Index("ix_installedmodel_status_created", "status", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    family: str = Field(max_length=16)
+    format: str = Field(default="diffusers", max_length=16)  # what the source was: diffusers | single_file
+    precision: str = Field(default="", max_length=16)  # fp32 | fp16 | bf16 | mixed ("" until known)
+    size_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    source_kind: str = Field(max_length=16)  # hub | folder | single_file
+    source: str = Field(max_length=1000)
+    path: str = Field(default="", max_length=1000)
+    status: str = Field(default="installing", max_length=16)  # installing | ready | failed
+    job_id: str | None = Field(default=None, max_length=32)
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    installed_at: datetime | None = _ts()
+
+
 # --- content plans, posts and social accounts ------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from core.jobs.kinds import Queue
 from core.jobs.lifecycle import Handler, execute_job, on_job_finished
 from core.publishing import planning, posts, production
 from core.video import scripts
-from workers import generation, handlers, identity, lora_import, motion, notify, publish, training, video
+from workers import generation, handlers, identity, lora_import, models, motion, notify, publish, training, video
 from workers.gpu_slots import gpu_slots
 
 HANDLERS: dict[str, Handler] = {
@@ -29,6 +29,8 @@ HANDLERS: dict[str, Handler] = {
     "generate": generation.generate,
     "motion": motion.animate,
     "import-lora": lora_import.import_lora,
+    "install-model": models.install_model,
+    "download-model": models.download_model,
     "plan": planning.run_plan,
     "publish": publish.publish,
     "notify": notify.deliver,

@@ -29,6 +29,7 @@ from core.jobs.lifecycle import create_job, get_job, list_jobs
 from core.library import assets
 from core.library.assets import AssetSource
 from core.models import Asset, AssetKind, Job, JobStatus, LoraModel, TrainingMetric, utcnow
+from core.models_registry import registry as models_registry
 from core.pagination import Page, clamp
 from core.training.configs import (
     TRAIN_KIND,
@@ -60,8 +61,12 @@ class TrainPayload(Payload):
 
 
 def resolve_base_model(name: str) -> str:
-    """A base model as the loaders want it: an existing folder, a folder under the studio's models
-    directory (the tiny demo models live there), or else a Hugging Face hub id, unchanged."""
+    """A base model as the loaders want it: an installed model's folder (core.models_registry), an existing
+    folder, a folder under the studio's models directory (the tiny demo models live there), or else a Hugging
+    Face hub id, unchanged."""
+    installed = models_registry.resolve(name)  # the model manager's names (and installed hub ids) first
+    if installed:
+        return installed
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path)

@@ -1,0 +1,58 @@
+"""A single-file checkpoint (original SD 1.5 / SDXL layout) → a diffusers folder, offline.
+
+diffusers' ``from_single_file`` converts the weights; ``config=`` points it at a local folder of the family's
+config files (``workers/ml/model_configs/<family>/`` unless the caller names another folder of the same
+family), so it never asks the hub for them. The folder is written in the checkpoint's own precision.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from core.errors import InvalidInput
+from core.models_registry.files import file_header, precision_of
+
+CONFIG_ROOT = Path(__file__).parent / "model_configs"
+PIPELINES = {"sd15": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}
+_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
+
+
+def config_folder(family: str, override: str = "") -> Path:
+    folder = Path(override) if override else CONFIG_ROOT / family
+    if not (folder / "model_index.json").is_file():
+        raise InvalidInput(f"no config folder for {family} at {folder} (model_index.json missing)")
+    return folder
+
+
+def load_single_file(file: Path, family: str, *, config: str = "") -> Any:
+    """The pipeline of a single-file checkpoint, loaded offline with the family's config files."""
+    import diffusers
+    import torch
+
+    if family not in PIPELINES:
+        raise InvalidInput(f"single-file install covers {', '.join(PIPELINES)}, not {family!r}")
+    tensors, _ = file_header(file)
+    precision = precision_of({t["dtype"] for t in tensors.values() if isinstance(t, dict) and "dtype" in t})
+    dtype = getattr(torch, _DTYPES.get(precision, "float32"))
+    pipeline_class = getattr(diffusers, PIPELINES[family])
+    return pipeline_class.from_single_file(str(file), config=str(config_folder(family, config)),
+                                           local_files_only=True, torch_dtype=dtype)
+
+
+def convert_to_folder(file: Path, family: str, target: Path, *, config: str = "") -> Path:
+    """Write the checkpoint as a diffusers folder at ``target`` (built aside, then moved in place)."""
+    pipeline = load_single_file(file, family, config=config)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        pipeline.save_pretrained(build, safe_serialization=True)
+        if target.exists():
+            shutil.rmtree(target)
+        build.rename(target)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    return target

@@ -1,0 +1,60 @@
+"""The model manager's jobs: ``install-model`` (a single file converted to a diffusers folder) and
+``download-model`` (a hub download with progress, resumable). The row in ``core.models_registry`` follows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from core.errors import InvalidInput, PermanentJobError, TransientError
+from core.jobs.lifecycle import JobContext
+from core.models_registry import hub, registry
+from core.models_registry.files import folder_family
+from core.models_registry.install import DownloadModelPayload, InstallModelPayload
+
+
+def install_model(ctx: JobContext[InstallModelPayload]) -> dict[str, Any]:
+    from workers.ml.single_file import convert_to_folder
+
+    payload = ctx.payload
+    ctx.stage("convert")
+    target = registry.owned_path(payload.name)
+    try:
+        convert_to_folder(Path(payload.file), payload.family, target, config=payload.config)
+    except (InvalidInput, OSError, ValueError, KeyError, RuntimeError) as error:
+        registry.fail_install(payload.name, str(error))
+        raise PermanentJobError(f"{Path(payload.file).name}: {error}") from error
+    model = registry.finish_install(payload.name, path=target, family=payload.family)
+    ctx.progress(1.0, "installed")
+    return {"name": model.name, "path": model.path, "size_bytes": model.size_bytes, "precision": model.precision}
+
+
+def download_model(ctx: JobContext[DownloadModelPayload]) -> dict[str, Any]:
+    payload = ctx.payload
+    ctx.stage("plan")
+    try:
+        cached = hub.cached_snapshot(payload.repo_id, payload.revision)
+        if cached is not None:
+            ctx.log(f"huggingface_hub's cache already holds {payload.repo_id}: {cached}")
+            return _finish(ctx, payload, cached)
+        plan = hub.plan_download(payload.repo_id, payload.revision)
+        ctx.log(f"{payload.repo_id}@{plan.commit[:12]}: {len(plan.files)} files, {plan.total_bytes:,} bytes")
+        ctx.stage("download")
+
+        def progress(done: int, total: int, name: str) -> None:
+            ctx.progress(done / max(total, 1), f"{done / 2**20:,.1f} of {total / 2**20:,.1f} MiB · {name}")
+
+        folder = hub.download(plan, registry.owned_path(payload.name), on_progress=progress)
+        return _finish(ctx, payload, folder)
+    except TransientError:
+        raise  # retried with backoff; the .part files make the retry resume
+    except InvalidInput as error:
+        registry.fail_install(payload.name, str(error))
+        raise PermanentJobError(str(error)) from error
+
+
+def _finish(ctx: JobContext[DownloadModelPayload], payload: DownloadModelPayload, folder: Path) -> dict[str, Any]:
+    family = folder_family(folder)
+    model = registry.finish_install(payload.name, path=folder, family=family)
+    ctx.progress(1.0, "installed")
+    return {"name": model.name, "path": model.path, "family": family, "size_bytes": model.size_bytes}
