@@ -28,6 +28,7 @@ pages = {
     "Operate": [
         st.Page("pages/jobs.py", title="Jobs", icon=":material/work_history:"),
         st.Page("pages/monitoring.py", title="Monitoring", icon=":material/monitoring:"),
+        st.Page("pages/models.py", title="Models", icon=":material/deployed_code:"),
     ],
 }
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from api import files, health, jobs, loras, metrics, oauth, pipelines, templates
+from api import files, health, jobs, loras, metrics, models, oauth, pipelines, templates
 
 
 def api_routes() -> list[Route]:
@@ -18,6 +18,7 @@ def api_routes() -> list[Route]:
         *templates.routes(),
         *files.routes(),
         *loras.routes(),
+        *models.routes(),
         *oauth.routes(),
         *metrics.routes(),
         *pipelines.routes(),

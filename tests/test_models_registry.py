@@ -58,7 +58,7 @@ def test_a_folder_installs_in_place_resolves_by_name_and_is_not_removed_while_a_
     assert registry.disk_use().model_bytes == model.size_bytes
     with pytest.raises(Conflict, match="already installed"):
         install.install_folder(path=str(tiny_models["sd15"]), name="house-sd15")
-    with pytest.raises(InvalidInput, match="no model_index.json"):
+    with pytest.raises(InvalidInput, match=r"no model_index\.json"):
         install.install_folder(path=str(tiny_models["sd15"] / "unet"), name="half")
 
     job = Job(kind="generate", queue="gpu", status=JobStatus.RUNNING, payload={"base_model": "house-sd15"})
@@ -168,7 +168,7 @@ def test_an_interrupted_download_resumes_with_a_range_request_and_checks_the_has
 def test_a_download_over_the_size_limit_or_offline_fails_clearly_and_fetches_nothing(hub_studio, monkeypatch):
     monkeypatch.setenv("STUDIO_MODEL_DOWNLOAD_MAX_GB", "0.001")  # 1 MiB; the tiny model is larger
     reload_settings()
-    model, job = install.submit_hub(repo_id="studio/tiny-sd15", name="too-big")
+    _, job = install.submit_hub(repo_id="studio/tiny-sd15", name="too-big")
     jobs.execute_job(job.id, download_model)
     failed = jobs.get_job(job.id)
     assert failed.status == JobStatus.FAILED and "the limit is 0.001 GiB" in (failed.error or "")

@@ -18,6 +18,7 @@ ACCOUNTS = "pages/accounts.py"
 AUTOMATION = "pages/automation.py"
 JOBS = "pages/jobs.py"
 MONITORING = "pages/monitoring.py"
+MODELS = "pages/models.py"
 
 ALL = (HOME, DATASETS, CAPTIONS, TRAINING, GENERATE, ASSETS, VIDEOS, CALENDAR, ACCOUNTS, AUTOMATION, JOBS,
-       MONITORING)
+       MONITORING, MODELS)

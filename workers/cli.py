@@ -46,6 +46,7 @@ from core.training import configs as lora_configs
 from core.training import runs as training
 from workers.launcher import up as launch
 from workers.ml.tiny_models import ensure_tiny_models
+from workers.models_cli import app as models_app
 from workers.process import Supervisor, default_groups, run_worker
 
 app = typer.Typer(
@@ -54,6 +55,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(models_app, name="models")
 
 
 def _setup_logging(verbose: bool = False) -> None:

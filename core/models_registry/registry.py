@@ -61,7 +61,7 @@ def get_model(name: str) -> InstalledModel:
 def resolve(name: str) -> str | None:
     """The folder of a ready installed model of that name, else None (the caller falls back)."""
     with session_scope() as session:
-        path = session.execute(select(InstalledModel.path).where(
+        path = session.execute(select(col(InstalledModel.path)).where(
             col(InstalledModel.name) == name, col(InstalledModel.status) == READY)).scalar_one_or_none()
     return path or None
 
@@ -98,7 +98,7 @@ def list_loras(*, page: int = 1, page_size: int = 50) -> Page[LoraEntry]:
     with session_scope() as session:
         total = session.execute(select(func.count()).select_from(LoraModel)).scalar_one()
         rows = session.execute(
-            select(LoraModel, Job.kind, Job.payload).join(Job, col(Job.id) == col(LoraModel.job_id))
+            select(LoraModel, col(Job.kind), col(Job.payload)).join(Job, col(Job.id) == col(LoraModel.job_id))
             .order_by(col(LoraModel.created_at).desc(), col(LoraModel.id).desc())
             .offset((page - 1) * page_size).limit(page_size)).all()
     items = []
@@ -134,7 +134,7 @@ def disk_use() -> DiskUse:
 
 def _insert(row: InstalledModel) -> InstalledModel:
     with session_scope() as session:
-        if session.execute(select(InstalledModel.id).where(col(InstalledModel.name) == row.name)).first():
+        if session.execute(select(col(InstalledModel.id)).where(col(InstalledModel.name) == row.name)).first():
             raise Conflict(f"a model named {row.name!r} is already installed; remove it first or pick another name")
         session.add(row)
         session.flush()
@@ -207,7 +207,7 @@ def jobs_using(model: InstalledModel) -> list[str]:
     """Ids of queued or running jobs whose payload names the model (by name or path): its install included."""
     names = {model.name, model.path, model.source}
     with session_scope() as session:
-        rows = session.execute(select(Job.id, Job.payload).where(col(Job.status).in_(ACTIVE))).all()
+        rows = session.execute(select(col(Job.id), col(Job.payload)).where(col(Job.status).in_(ACTIVE))).all()
     return [job_id for job_id, payload in rows
             if job_id == model.job_id or any(s in names for s in _strings(payload))]
 
