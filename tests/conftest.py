@@ -162,3 +162,27 @@ def tiny_wan(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from workers.ml.tiny_models import build_tiny_wan
 
     return build_tiny_wan(tmp_path_factory.mktemp("models") / "tiny-wan")
+
+
+@pytest.fixture(scope="session")
+def fake_hub(tiny_models: dict[str, Path]) -> Iterator[object]:
+    """A local server speaking the hub's HTTP API, serving the tiny SD 1.5 folder as studio/tiny-sd15."""
+    from tests.fakes.hub import FakeHub
+
+    server = FakeHub().start()
+    server.repos["studio/tiny-sd15"] = tiny_models["sd15"]
+    server.extra_files = {"v1-5-pruned.safetensors": 4_000_000_000, "unet/diffusion_pytorch_model.bin": 10,
+                          "unet/diffusion_pytorch_model.fp16.safetensors": 10}
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hub_studio(studio, fake_hub, monkeypatch: pytest.MonkeyPatch):
+    """A studio whose hub endpoint is the fake hub (its recorded calls cleared)."""
+    from core.config import reload_settings
+
+    monkeypatch.setenv("STUDIO_HUB_ENDPOINT", fake_hub.url)
+    reload_settings()
+    fake_hub.clear()
+    return fake_hub

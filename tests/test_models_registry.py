@@ -19,29 +19,11 @@ from core.models import Job, JobStatus
 from core.models_registry import hub, install, registry
 from core.models_registry.files import detect_single_file, file_header
 from core.training.runs import resolve_base_model
-from tests.fakes.hub import COMMIT, FakeHub
+from tests.fakes.hub import COMMIT
 from tests.single_file import to_single_file
 from workers.models import download_model, install_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("offline_hub")]
-
-
-@pytest.fixture(scope="module")
-def fake_hub(tiny_models):
-    server = FakeHub().start()
-    server.repos["studio/tiny-sd15"] = tiny_models["sd15"]
-    server.extra_files = {"v1-5-pruned.safetensors": 4_000_000_000, "unet/diffusion_pytorch_model.bin": 10,
-                          "unet/diffusion_pytorch_model.fp16.safetensors": 10}
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def hub_studio(studio, fake_hub, monkeypatch):
-    monkeypatch.setenv("STUDIO_HUB_ENDPOINT", fake_hub.url)
-    reload_settings()
-    fake_hub.clear()
-    return fake_hub
 
 
 def _weights(folder: Path) -> dict[str, bytes]:

@@ -6,16 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError
+
 from core.errors import InvalidInput, PermanentJobError, TransientError
 from core.jobs.lifecycle import JobContext
 from core.models_registry import hub, registry
 from core.models_registry.files import folder_family
 from core.models_registry.install import DownloadModelPayload, InstallModelPayload
+from workers.ml.single_file import convert_to_folder
 
 
 def install_model(ctx: JobContext[InstallModelPayload]) -> dict[str, Any]:
-    from workers.ml.single_file import convert_to_folder
-
     payload = ctx.payload
     ctx.stage("convert")
     target = registry.owned_path(payload.name)
@@ -33,7 +35,7 @@ def download_model(ctx: JobContext[DownloadModelPayload]) -> dict[str, Any]:
     payload = ctx.payload
     ctx.stage("plan")
     try:
-        cached = hub.cached_snapshot(payload.repo_id, payload.revision)
+        cached = cached_snapshot(payload.repo_id, payload.revision)
         if cached is not None:
             ctx.log(f"huggingface_hub's cache already holds {payload.repo_id}: {cached}")
             return _finish(ctx, payload, cached)
@@ -58,3 +60,12 @@ def _finish(ctx: JobContext[DownloadModelPayload], payload: DownloadModelPayload
     model = registry.finish_install(payload.name, path=folder, family=family)
     ctx.progress(1.0, "installed")
     return {"name": model.name, "path": model.path, "family": family, "size_bytes": model.size_bytes}
+
+
+def cached_snapshot(repo_id: str, revision: str) -> Path | None:
+    """A whole diffusers snapshot huggingface_hub's own cache already holds (no network), or None."""
+    try:
+        path = Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+    return path if (path / "model_index.json").is_file() else None

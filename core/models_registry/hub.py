@@ -2,12 +2,12 @@
 
 Our own cache layout: ``<models_dir>/installed/<owner>--<name>/`` holds the files as the hub names them, a
 ``.part`` file per download in progress (resumed with an HTTP ``Range`` request) and ``.studio-commit`` (the
-commit they came from). A file already there with the listed size is not fetched again, and a snapshot that
-huggingface_hub's own cache already holds whole is used where it lies. The size of every file is known before
-the first byte is fetched, so a model above ``STUDIO_MODEL_DOWNLOAD_MAX_GB`` is refused before it starts;
-LFS files are checked against their SHA-256. Only what a diffusers pipeline loads is fetched: the component
-folders' configs, tokenizer files and non-variant ``.safetensors`` (no ``.bin``/``.ckpt`` pickles, no
-``.fp16.`` duplicates, no top-level single-file checkpoints).
+commit they came from). A file already there with the listed size is not fetched again; the worker first uses
+a snapshot that huggingface_hub's own cache already holds whole, where it lies (``workers/models.py``). The size
+of every file is known before the first byte is fetched, so a model above ``STUDIO_MODEL_DOWNLOAD_MAX_GB`` is
+refused before it starts; LFS files are checked against their SHA-256. Only what a diffusers pipeline loads is
+fetched: the component folders' configs, tokenizer files and non-variant ``.safetensors`` (no ``.bin``/``.ckpt``
+pickles, no ``.fp16.`` duplicates, no top-level single-file checkpoints).
 """
 
 from __future__ import annotations
@@ -109,20 +109,6 @@ def plan_download(repo_id: str, revision: str = "main") -> Plan:
         raise InvalidInput(f"{repo_id} is {plan.total_bytes / 2**30:.1f} GiB; the limit is "
                            f"{get_settings().model_download_max_gb:g} GiB (STUDIO_MODEL_DOWNLOAD_MAX_GB)")
     return plan
-
-
-def cached_snapshot(repo_id: str, revision: str) -> Path | None:
-    """A whole snapshot huggingface_hub already cached (no network), or None."""
-    try:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
-    except ImportError:  # huggingface_hub is a worker dependency; the UI process may lack it
-        return None
-    try:
-        path = Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
-    except (LocalEntryNotFoundError, OSError, ValueError):
-        return None
-    return path if (path / "model_index.json").is_file() else None
 
 
 def download(plan: Plan, folder: Path, *, on_progress: Callable[[int, int, str], None]) -> Path:
