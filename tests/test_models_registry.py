@@ -5,6 +5,7 @@ speaking the hub's HTTP API (resumed with Range, limited in size, a clear error 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,32 @@ def test_a_lora_from_a_url_is_fetched_within_the_limit_and_checked_like_an_uploa
     job = install.import_lora_from_url(f"{hub_studio.url}/files/look.safetensors", base_model="tiny-sd15")
     assert job.kind == "import-lora" and job.payload["source_format"] == "kohya"
     assert hashlib.sha256(good).hexdigest() in job.payload["upload_key"]
+
+
+def test_the_bundled_config_folders_build_the_published_models_and_the_real_clip_tokenizer(studio):
+    """Shapes only (meta tensors, no memory): the parameter counts of SD 1.5's and SDXL base 1.0's published
+    components, and CLIP's real token ids, so a real checkpoint converts offline with these folders."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from workers.ml.single_file import config_folder
+
+    def count(model) -> int:
+        return sum(p.numel() for p in model.parameters())
+
+    published = {"sd15": (859_520_964, 83_653_863, 123_060_480), "sdxl": (2_567_463_684, 83_653_863, 123_060_480)}
+    for family, (unet, vae, text) in published.items():
+        folder = config_folder(family)
+        with init_empty_weights():
+            assert count(UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))) == unet
+            assert count(AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))) == vae
+            assert count(CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"))) == text
+            if family == "sdxl":
+                config = CLIPTextConfig.from_pretrained(folder / "text_encoder_2")
+                assert count(CLIPTextModelWithProjection(config)) == 694_659_840
+        assert (folder / "tokenizer" / "tokenizer.json").is_file()  # vocabulary + merges (transformers 5)
+    tokenizer = CLIPTokenizer.from_pretrained(config_folder("sd15") / "tokenizer")
+    assert tokenizer("a photo of ohwx").input_ids[:4] == [49406, 320, 1125, 539]
+    assert json.loads((config_folder("sdxl") / "tokenizer_2" / "tokenizer_config.json").read_text())["pad_token"] \
+        == "!"

@@ -3,15 +3,24 @@
 diffusers' ``from_single_file`` converts the weights; ``config=`` points it at a local folder of the family's
 config files (``workers/ml/model_configs/<family>/`` unless the caller names another folder of the same
 family), so it never asks the hub for them. The folder is written in the checkpoint's own precision.
+
+The bundled folders hold the published configs of ``stable-diffusion-v1-5/stable-diffusion-v1-5`` and
+``stabilityai/stable-diffusion-xl-base-1.0`` (written out, no weights; tests/test_models_registry.py checks that
+they build the published parameter counts) without the safety checker. Their CLIP tokenizers (``vocab.json``
+1.6 MB + ``merges.txt``) are not shipped twice: they are written once, at first use, into
+``<models_dir>/configs/<family>/`` from the CLIP BPE file the studio already bundles (core/datasets/data).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from core.config import get_settings
+from core.datasets.tokens import clip_vocab_and_merges
 from core.errors import InvalidInput
 from core.models_registry.files import file_header, precision_of
 
@@ -21,10 +30,36 @@ _DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 
 
 def config_folder(family: str, override: str = "") -> Path:
+    """The folder of config files ``from_single_file`` reads: ``override``, or the bundled one with tokenizers."""
     folder = Path(override) if override else CONFIG_ROOT / family
     if not (folder / "model_index.json").is_file():
         raise InvalidInput(f"no config folder for {family} at {folder} (model_index.json missing)")
-    return folder
+    return folder if override else with_tokenizers(folder, get_settings().models_dir / "configs" / family)
+
+
+def with_tokenizers(bundled: Path, target: Path) -> Path:
+    """A copy of ``bundled`` whose ``tokenizer*/`` folders hold the real CLIP vocabulary (made once)."""
+    if (target / "model_index.json").is_file():
+        return target
+    from transformers import CLIPTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        shutil.copytree(bundled, build, dirs_exist_ok=True)
+        vocab, merges = clip_vocab_and_merges()
+        for folder in sorted(build.glob("tokenizer*")):
+            settings = json.loads((folder / "tokenizer_config.json").read_text())
+            tokenizer = CLIPTokenizer(vocab=vocab, merges=merges,  # type: ignore[arg-type]
+                                      pad_token=settings["pad_token"], model_max_length=settings["model_max_length"])
+            tokenizer.save_pretrained(str(folder))
+        if target.exists():
+            shutil.rmtree(target)
+        build.rename(target)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    return target
 
 
 def load_single_file(file: Path, family: str, *, config: str = "") -> Any:
