@@ -10,7 +10,7 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 from core.errors import InvalidInput, PermanentJobError, TransientError
-from core.jobs.lifecycle import JobContext
+from core.jobs.lifecycle import JobContext, get_job
 from core.models_registry import hub, registry
 from core.models_registry.files import folder_family
 from core.models_registry.install import DownloadModelPayload, InstallModelPayload
@@ -48,7 +48,9 @@ def download_model(ctx: JobContext[DownloadModelPayload]) -> dict[str, Any]:
 
         folder = hub.download(plan, registry.owned_path(payload.name), on_progress=progress)
         return _finish(ctx, payload, folder)
-    except TransientError:
+    except TransientError as error:
+        if ctx.attempt >= get_job(ctx.job_id).max_attempts:  # the last attempt: the row must not stay installing
+            registry.fail_install(payload.name, str(error))
         raise  # retried with backoff; the .part files make the retry resume
     except InvalidInput as error:
         registry.fail_install(payload.name, str(error))
