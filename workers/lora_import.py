@@ -13,6 +13,7 @@ from core.loras.imports import ImportLoraPayload, record_import
 from core.training.params import WEIGHTS_FILE
 from core.training.runs import resolve_base_model
 from workers.gpu_slots import assigned_device
+from workers.ml import lora_import_dit
 from workers.ml.lora_import import convert
 
 
@@ -28,11 +29,17 @@ def import_lora(ctx: JobContext[ImportLoraPayload]) -> dict[str, Any]:
             tempfile.TemporaryDirectory(prefix="lora-import-") as folder:
         ctx.stage("convert")
         try:
-            report = convert(loaded.pipe, data, source_format=payload.source_format, family=payload.family,
-                             directory=Path(folder))
+            if payload.family in lora_import_dit.PIPELINES:  # the DiT families: the transformer takes the LoRA
+                report = {"source_format": payload.source_format, **lora_import_dit.convert(
+                    loaded.pipe.transformer, data, family=payload.family, directory=Path(folder))}
+            else:
+                report = convert(loaded.pipe, data, source_format=payload.source_format, family=payload.family,
+                                 directory=Path(folder)).as_dict()
         except InvalidInput as error:
             raise PermanentJobError(str(error)) from error
-        ctx.log(f"{payload.source_format} LoRA with {report.keys} keys: LoRA layers loaded per part "
-                + ", ".join(f"{k} {v}" for k, v in report.modules.items()))
-        lora = record_import(get_job(ctx.job_id), file=Path(folder) / WEIGHTS_FILE, report=report.as_dict())
-    return {"lora_id": lora.id, **report.as_dict()}
+        modules = report["modules"]
+        assert isinstance(modules, dict)
+        ctx.log(f"{payload.source_format} LoRA with {report['keys']} keys: LoRA layers loaded per part "
+                + ", ".join(f"{k} {v}" for k, v in modules.items()))
+        lora = record_import(get_job(ctx.job_id), file=Path(folder) / WEIGHTS_FILE, report=report)
+    return {"lora_id": lora.id, **report}

@@ -32,11 +32,14 @@ from core.training.params import WEIGHTS_FILE, ModelFamily
 IMPORT_KIND = "import-lora"
 MAX_IMPORT_BYTES = 1 << 30  # 1 GiB: an SDXL LoRA at rank 128 with both text encoders is about 0.9 GB
 # Key layouts we convert, by how their keys start (the weights' own suffixes are checked by the converter).
+# ComfyUI's and ai-toolkit's files share one layout (``diffusion_model.…``); OneTrainer names DiT modules
+# ``lora_transformer_…``; diffusers' DiT LoRAs start ``transformer.``.
 FORMAT_PREFIXES = {
     "kohya": ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"),
     "comfyui": ("diffusion_model.", "text_encoders."),
-    "diffusers": ("unet.", "text_encoder.", "text_encoder_2."),
+    "diffusers": ("unet.", "text_encoder.", "text_encoder_2.", "transformer."),
     "peft": ("base_model.model.",),
+    "onetrainer": ("lora_transformer_",),
 }
 
 
@@ -66,7 +69,7 @@ def detect_format(keys: Iterable[str]) -> str:
         else:
             found.setdefault(layout, []).append(key)
     if foreign:
-        raise InvalidInput(f"not a LoRA for SD 1.5 / SDXL in a format we read: {len(foreign)} foreign key(s): "
+        raise InvalidInput(f"not a LoRA in a format we read: {len(foreign)} foreign key(s): "
                            + _names(foreign))
     if len(found) > 1:
         raise InvalidInput("the file mixes LoRA formats: " + ", ".join(f"{k} ({v[0]})" for k, v in found.items()))

@@ -1,0 +1,110 @@
+"""Community LoRAs for the DiT families (FLUX.2 klein, Z-Image, Qwen-Image) → the studio's diffusers LoRA file.
+
+Formats read: diffusers / PEFT (``transformer.<module>.lora_A/B``, ``base_model.model.<module>…``), ComfyUI and
+ai-toolkit (``diffusion_model.<module>…``, in diffusers' module names or, for FLUX.2 and Z-Image, the original
+names with fused projections, which diffusers' own converters split), kohya / musubi-tuner (``lora_unet_<module
+with _>.lora_down/up`` + ``.alpha``) and OneTrainer (``lora_transformer_<module with _>…``). The kohya-style names
+are resolved against the transformer's own Linear modules (``_`` is ambiguous in a flattened path) and their alpha
+folded into ``lora_B`` (diffusers' files carry no alpha). Keys naming no module of the transformer, or with the
+wrong shape, are refused by name; the file must then load whole into the transformer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from core.errors import InvalidInput
+from core.training.params import WEIGHTS_FILE
+
+ADAPTER = "studio_import"
+PIPELINES = {"flux2_klein": "Flux2KleinPipeline", "z_image": "ZImagePipeline", "qwen_image": "QwenImagePipeline"}
+_FLAT_PREFIXES = ("lora_unet_", "lora_transformer_")
+_FLAT_PARTS = {"lora_down.weight": "lora_A.weight", "lora_up.weight": "lora_B.weight"}
+
+
+def _linears(transformer: Any) -> dict[str, tuple[int, ...]]:
+    import torch
+
+    # A module that already carries adapters is peft's wrapper around ``<path>.base_layer`` (its own
+    # lora_A/lora_B Linears are not modules of the model).
+    return {path.removesuffix(".base_layer"): tuple(module.weight.shape)
+            for path, module in transformer.named_modules()
+            if isinstance(module, torch.nn.Linear) and ".lora_A." not in path and ".lora_B." not in path}
+
+
+def _names(keys: list[str], limit: int = 20) -> str:
+    return ", ".join(sorted(keys)[:limit]) + (f" … and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _from_flat(tensors: dict[str, Any], linears: dict[str, tuple[int, ...]]) -> tuple[dict[str, Any], list[str]]:
+    """kohya / OneTrainer names → diffusers keys (alpha folded into B); returns (converted, foreign keys)."""
+    flat = {path.replace(".", "_"): path for path in linears}
+    converted, foreign = {}, []
+    for key, value in tensors.items():
+        stem, _, part = key.partition(".")
+        module = flat.get(stem.removeprefix("lora_unet_").removeprefix("lora_transformer_"))
+        if module is None or part not in (*_FLAT_PARTS, "alpha"):
+            foreign.append(key)
+            continue
+        if part == "alpha":
+            continue
+        tensor = value.float()
+        if part == "lora_up.weight":
+            rank = tensor.shape[1]
+            alpha = tensors.get(f"{stem}.alpha")
+            tensor = tensor * (float(alpha) / rank if alpha is not None else 1.0)
+        converted[f"transformer.{module}.{_FLAT_PARTS[part]}"] = tensor
+    return converted, foreign
+
+
+def to_diffusers(transformer: Any, tensors: dict[str, Any], family: str) -> dict[str, Any]:
+    """The file's LoRA as diffusers keys (``transformer.<module>.lora_A/B.weight``), checked against the model."""
+    import diffusers
+
+    if family not in PIPELINES:
+        raise InvalidInput(f"not a DiT family: {family!r}")
+    linears = _linears(transformer)
+    flat = {k: v for k, v in tensors.items() if k.startswith(_FLAT_PREFIXES)}
+    rest = {("transformer." + k.removeprefix("base_model.model.")) if k.startswith("base_model.model.") else k: v
+            for k, v in tensors.items() if k not in flat}
+    converted, foreign = _from_flat(flat, linears)
+    if rest:
+        try:
+            loaded = getattr(diffusers, PIPELINES[family]).lora_state_dict(rest)
+        except (ValueError, KeyError, RuntimeError) as error:
+            raise InvalidInput(f"the LoRA's keys do not convert for {family}: {error}") from error
+        converted.update({k: v.float() for k, v in (loaded[0] if isinstance(loaded, tuple) else loaded).items()})
+    for key, value in converted.items():
+        module, _, part = key.removeprefix("transformer.").rpartition(".lora_")
+        shape = linears.get(module)
+        expected = ((value.shape[0], shape[1]) if part == "A.weight" else (shape[0], value.shape[1])) if shape else None
+        if not key.startswith("transformer.") or shape is None or tuple(value.shape) != expected:
+            foreign.append(key)
+    if foreign:
+        raise InvalidInput(f"{len(foreign)} key(s) name no module of this {family} transformer (or have another "
+                           f"shape), so the LoRA does not fit it: {_names(foreign)}")
+    if not converted:
+        raise InvalidInput(f"no LoRA weights for a {family} transformer in the file")
+    return converted
+
+
+def convert(transformer: Any, data: bytes, *, family: str, directory: Path) -> dict[str, object]:
+    """Convert, load into ``transformer`` (every module must take its layer), save ``directory/WEIGHTS_FILE``;
+    leaves the transformer without the adapter. Returns the report."""
+    from safetensors.torch import load, save_file
+
+    state = to_diffusers(transformer, load(data), family)
+    modules = {key.rsplit(".lora_", 1)[0] for key in state}
+    transformer.load_lora_adapter(state, prefix="transformer", adapter_name=ADAPTER)
+    try:
+        loaded = sum(1 for m in transformer.modules() if ADAPTER in (getattr(m, "lora_A", None) or {}))
+        if loaded != len(modules):
+            raise InvalidInput(f"only {loaded} of the file's {len(modules)} LoRA modules loaded into the {family} "
+                               "transformer")
+    finally:
+        transformer.delete_adapters(ADAPTER)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(directory / WEIGHTS_FILE),
+              metadata={"studio_family": family})
+    return {"modules": {"transformer": len(modules)}, "keys": len(state)}
