@@ -6,11 +6,11 @@ import re
 from dataclasses import dataclass
 
 from core.errors import InvalidInput
-from core.loras import kohya
+from core.loras import comfyui, kohya
 from core.models import LoraModel
 from core.training.runs import get_lora, read_lora_weights
 
-FORMATS = ("kohya", "diffusers")
+FORMATS = ("kohya", "diffusers", "comfyui")
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,19 @@ def file_stem(lora: LoraModel) -> str:
 
 
 def export_lora(lora: LoraModel, fmt: str = "kohya") -> LoraFile:
-    """The LoRA in ``fmt``: ``kohya`` (ComfyUI, A1111, Forge, sd-scripts, Civitai) or ``diffusers`` (ours)."""
+    """The LoRA in ``fmt``: ``kohya`` (ComfyUI, A1111, Forge, sd-scripts, Civitai; SD 1.5 / SDXL), ``comfyui``
+    (the DiT families' ComfyUI file; for SD 1.5 / SDXL the kohya file, which is what ComfyUI loads) or
+    ``diffusers`` (ours)."""
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown LoRA format {fmt!r}; choose one of {', '.join(FORMATS)}")
     data = read_lora_weights(lora)
     stem = file_stem(lora)
     if fmt == "diffusers":
         return LoraFile(f"{stem}.safetensors", data)
+    if fmt == "comfyui" and lora.family in comfyui.DIT_FAMILIES:
+        dit = comfyui.to_comfyui(data, family=lora.family, base_model=lora.base_model,
+                                 trigger_word=lora.trigger_word, name=stem)
+        return LoraFile(comfyui.file_name(stem), dit.data)
     export = kohya.to_kohya(data, family=lora.family, base_model=lora.base_model, trigger_word=lora.trigger_word,
                             name=stem)
     return LoraFile(kohya.file_name(stem), export.data)
