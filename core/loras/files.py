@@ -49,5 +49,6 @@ def export_lora_by_id(lora_id: int, fmt: str = "kohya") -> LoraFile:
 
 
 def kohya_bytes(lora: LoraModel) -> bytes:
-    """For download buttons that take a callable (the file is built only when clicked)."""
-    return export_lora(lora, "kohya").data
+    """For download buttons that take a callable (the file is built only when clicked): the file the community's
+    tools load, kohya's for SD 1.5 / SDXL and ComfyUI's for the DiT families (which kohya's format does not cover)."""
+    return export_lora(lora, "comfyui" if lora.family in comfyui.DIT_FAMILIES else "kohya").data
