@@ -60,6 +60,7 @@ def test_the_models_page_lists_models_shows_a_download_s_progress_and_removes(hu
     assert registry.list_models().total == 1  # a refusal writes nothing
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 def test_the_api_installs_lists_and_removes_models(client, hub_studio, tiny_models):
     folder = client.post("/api/models", json={"source": "folder", "path": str(tiny_models["sd15"]),
                                               "name": "house"}, headers=AUTH)

@@ -31,6 +31,7 @@ def _weights(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*.safetensors")}
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 def test_a_folder_installs_in_place_resolves_by_name_and_is_not_removed_while_a_job_uses_it(studio, tiny_models):
     model = install.install_folder(path=str(tiny_models["sd15"]), name="house-sd15")
     assert (model.family, model.format, model.source_kind, model.status) == ("sd15", "diffusers", "folder", "ready")
