@@ -1,4 +1,4 @@
-"""Test helper: a tiny diffusers SD 1.5 folder written back as a single-file checkpoint in the original
+"""Test helper: a tiny diffusers SD 1.5 or SDXL folder written back as a single-file checkpoint in the original
 (CompVis/LDM) layout, the way Civitai ships checkpoints, so the single-file install has a file to install.
 
 The name mapping is the inverse of the one diffusers applies when it reads such a file, written out here from
@@ -11,12 +11,17 @@ import json
 import re
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 
 _RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "norm2": "out_layers.0",
            "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
 _UNET_TOP = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+             "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2",  # SDXL
              "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+# OpenCLIP's names (SDXL's second text encoder) for transformers' CLIP layer parts.
+_OPEN_CLIP_LAYER = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
+                    "self_attn.out_proj": "attn.out_proj"}
 _VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 
 
@@ -72,8 +77,26 @@ def _weights(folder: Path) -> dict:
     return load_file(str(file))
 
 
+def open_clip(weights: dict) -> dict:
+    """A transformers CLIPTextModelWithProjection's weights in OpenCLIP's layout (q, k, v fused in in_proj)."""
+    out = {"token_embedding.weight": weights["text_model.embeddings.token_embedding.weight"],
+           "positional_embedding": weights["text_model.embeddings.position_embedding.weight"],
+           "ln_final.weight": weights["text_model.final_layer_norm.weight"],
+           "ln_final.bias": weights["text_model.final_layer_norm.bias"],
+           "text_projection": weights["text_projection.weight"].T.contiguous()}
+    layers = {int(k.split(".")[3]) for k in weights if k.startswith("text_model.encoder.layers.")}
+    for i in sorted(layers):
+        src, dst = f"text_model.encoder.layers.{i}.", f"transformer.resblocks.{i}."
+        for end in ("weight", "bias"):
+            out[f"{dst}attn.in_proj_{end}"] = torch.cat([weights[f"{src}self_attn.{p}_proj.{end}"] for p in "qkv"])
+            for ours, theirs in _OPEN_CLIP_LAYER.items():
+                out[f"{dst}{theirs}.{end}"] = weights[f"{src}{ours}.{end}"]
+    return out
+
+
 def to_single_file(pipeline_folder: Path, target: Path) -> Path:
-    """``pipeline_folder`` (a tiny SD 1.5 diffusers folder) as one original-layout ``.safetensors``."""
+    """``pipeline_folder`` (a tiny SD 1.5 or SDXL diffusers folder) as one original-layout ``.safetensors``."""
+    sdxl = (pipeline_folder / "text_encoder_2").is_dir()
     unet_config = json.loads((pipeline_folder / "unet" / "config.json").read_text())
     vae_config = json.loads((pipeline_folder / "vae" / "config.json").read_text())
     tensors = {}
@@ -84,7 +107,11 @@ def to_single_file(pipeline_folder: Path, target: Path) -> Path:
         if ".mid.attn_1." in name and name.endswith(".weight") and value.ndim == 2:
             value = value[:, :, None, None]  # the original attention projections are 1×1 convolutions
         tensors[f"first_stage_model.{name}"] = value
+    text = "conditioner.embedders.0.transformer.text_model." if sdxl else "cond_stage_model.transformer.text_model."
     for key, value in _weights(pipeline_folder / "text_encoder").items():
-        tensors[f"cond_stage_model.transformer.text_model.{key.removeprefix('text_model.')}"] = value
+        tensors[f"{text}{key.removeprefix('text_model.')}"] = value
+    if sdxl:
+        for key, value in open_clip(_weights(pipeline_folder / "text_encoder_2")).items():
+            tensors[f"conditioner.embedders.1.model.{key}"] = value
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(target))
     return target

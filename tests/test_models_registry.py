@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -57,21 +58,41 @@ def test_a_folder_installs_in_place_resolves_by_name_and_is_not_removed_while_a_
     assert (tiny_models["sd15"] / "model_index.json").is_file()  # a folder registered in place stays
 
 
-def test_a_single_file_checkpoint_installs_offline_and_loads_with_0_differing_tensors(studio, tiny_models, tmp_path):
-    from diffusers import StableDiffusionPipeline
+def _sdxl_with_a_wider_second_encoder(tiny_sdxl: Path, target: Path) -> Path:
+    """The tiny SDXL folder with a 48-wide second text encoder: diffusers tells SDXL's two encoders in a single
+    file apart by their widths (768 vs 1280 in the real model), and the tiny builder makes both 32 wide."""
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-    checkpoint = to_single_file(tiny_models["sd15"], tmp_path / "civitai-look.safetensors")
-    model, job = install.submit_single_file(path=str(checkpoint), config=str(tiny_models["sd15"]))
-    assert (model.name, model.family, model.status, model.job_id) == ("civitai-look", "sd15", "installing", job.id)
+    shutil.copytree(tiny_sdxl, target)
+    config = CLIPTextConfig.from_pretrained(tiny_sdxl / "text_encoder_2")
+    config.hidden_size, config.intermediate_size = 48, 96
+    torch.manual_seed(4)
+    shutil.rmtree(target / "text_encoder_2")
+    CLIPTextModelWithProjection(config).save_pretrained(target / "text_encoder_2")
+    return target
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_a_single_file_checkpoint_installs_offline_and_loads_with_0_differing_tensors(
+        studio, tiny_models, tmp_path, family):
+    import diffusers
+
+    twin_folder = tiny_models[family] if family == "sd15" else \
+        _sdxl_with_a_wider_second_encoder(tiny_models["sdxl"], tmp_path / "twin")
+    checkpoint = to_single_file(twin_folder, tmp_path / "civitai-look.safetensors")
+    model, job = install.submit_single_file(path=str(checkpoint), config=str(twin_folder))
+    assert (model.name, model.family, model.status, model.job_id) == ("civitai-look", family, "installing", job.id)
     jobs.execute_job(job.id, install_model)  # what the gpu queue's install-model actor runs
     assert jobs.get_job(job.id).status == JobStatus.SUCCEEDED, jobs.get_job(job.id).error
     model = registry.get_model("civitai-look")
     assert (model.status, model.format, model.precision) == ("ready", "single_file", "fp32")
     assert Path(model.path) == registry.owned_path("civitai-look")
 
-    installed = StableDiffusionPipeline.from_pretrained(resolve_base_model("civitai-look"))
-    twin = StableDiffusionPipeline.from_pretrained(str(tiny_models["sd15"]))
-    for component in ("unet", "vae", "text_encoder"):
+    pipeline = getattr(diffusers, "StableDiffusionPipeline" if family == "sd15" else "StableDiffusionXLPipeline")
+    installed = pipeline.from_pretrained(resolve_base_model("civitai-look"))
+    twin = pipeline.from_pretrained(str(twin_folder))
+    components = ("unet", "vae", "text_encoder") + (("text_encoder_2",) if family == "sdxl" else ())
+    for component in components:
         ours, theirs = getattr(installed, component).state_dict(), getattr(twin, component).state_dict()
         assert ours.keys() == theirs.keys()
         differing = [k for k in theirs if not torch.equal(ours[k], theirs[k])]
