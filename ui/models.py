@@ -3,13 +3,14 @@ shown live), a single ``.safetensors`` checkpoint or a local diffusers folder; r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import streamlit as st
 
 from core.errors import StudioError
 from core.jobs import lifecycle as jobs
-from core.models import InstalledModel
+from core.models import InstalledModel, Job
 from core.models_registry import install, registry
 from ui.auth import fragment, guard
 from ui.feedback import flash, run_action, show_flash
@@ -53,9 +54,9 @@ def install_section() -> None:
             _submit(lambda: (install.install_folder(path=path.strip(), name=name.strip()), None))
 
 
-def _submit(action: object) -> None:
+def _submit(action: Callable[[], tuple[InstalledModel, Job | None]]) -> None:
     try:
-        model, job = action()  # type: ignore[operator]
+        model, job = action()
     except StudioError as error:
         st.error(literal(str(error)))
         return
