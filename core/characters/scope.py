@@ -47,3 +47,9 @@ def scoped(query: Q, column: Any) -> Q:
 def owner(character_id: int | None) -> int | None:
     """The character a new row belongs to: the one named, else the scope's."""
     return character_id if character_id is not None else _CURRENT.get()
+
+
+def in_scope(column: Any) -> list[Any]:
+    """The WHERE conditions (none or one) that keep a query to the scope's character's rows."""
+    character_id = _CURRENT.get()
+    return [] if character_id is None else [column == character_id]
