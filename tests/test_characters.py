@@ -39,3 +39,60 @@ def test_migration_gives_existing_rows_to_the_first_character(studio, with_chara
     else:
         assert [(c.name, c.slug) for c in characters] == [("Mia Rivers", "mia-rivers")]
     assert owners == {characters[0].id}
+
+
+# --- scoping: two characters, each page shows only the current one's rows ----------------------------------------
+
+def _two_characters_with_rows() -> dict[str, int]:
+    from core.characters.characters import create_character
+    from core.characters.scope import character_scope
+    from core.datasets.datasets import create_dataset
+    from core.jobs.lifecycle import create_job
+    from core.library.assets import AssetSource, record_asset
+    from core.models import AssetKind
+    from core.publishing import posts
+
+    ids = {}
+    for name in ("Ava Stone", "Ben Lake"):
+        character = create_character(name=name)
+        ids[name] = character.id
+        marker = name.split()[0].lower()
+        with character_scope(character.id):  # what the switcher does: new rows are this character's
+            create_dataset(name=f"{marker}-dataset")
+            create_job("noop", {"note": f"{marker}-job"})
+            record_asset(key=f"t/{marker}.png", kind=AssetKind.IMAGE, source=AssetSource.GENERATED,
+                         content_type="image/png", size_bytes=1, prompt=f"{marker}-prompt")
+            posts.create_post(platform="instagram", scheduled_at=datetime.now(UTC).replace(microsecond=0),
+                              caption=f"{marker}-caption")
+    return ids
+
+
+def _page_text(at) -> str:
+    return " ".join(str(getattr(node, "proto", "")) for node in _walk(at._tree))
+
+
+def _walk(node):
+    yield node
+    for child in getattr(node, "children", {}).values():
+        yield from _walk(child)
+
+
+@pytest.mark.parametrize("page", ["pages/home.py", "pages/datasets.py", "pages/jobs.py", "pages/assets.py",
+                                  "pages/characters.py"])
+def test_each_page_shows_only_the_current_characters_rows(studio, page):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.apptest import ROOT, checked
+    from ui.session import CHARACTER_KEY
+
+    ids = _two_characters_with_rows()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30)
+    at.session_state[CHARACTER_KEY] = ids["Ben Lake"]  # what picking Ben in the switcher stores
+    switcher = checked(at.run()).sidebar.selectbox[0]
+    assert (switcher.label, switcher.value) == ("Character", ids["Ben Lake"])
+    assert set(switcher.options) == {"Ava Stone", "Ben Lake"}
+    text = _page_text(checked(at.switch_page(page).run()))
+    leaked = [m for m in ("ava-dataset", "ava-job", "ava-prompt", "ava-caption") if m in text]
+    assert not leaked, (page, leaked)
+    if page in ("pages/datasets.py", "pages/home.py"):
+        assert "ben-dataset" in text

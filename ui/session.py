@@ -7,8 +7,11 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 from typing import Any, TypeAlias
 
+import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
+
 from core.characters.characters import current_character, default_character
-from core.characters.scope import character_scope
+from core.characters.scope import character_scope, set_session_provider
 
 # Streamlit keys its session state by str or int (its ``Key``); the mappings are invariant in their key type.
 StateKey: TypeAlias = str | int
@@ -35,3 +38,14 @@ def session_character_id(state: SessionState) -> int:
 
 def set_session_character(state: SessionState, character_id: int) -> None:
     state[CHARACTER_KEY] = character_id
+
+
+def _running_session_character() -> int | None:
+    """The switcher's character while a Streamlit script (page, callback, fragment) runs; None elsewhere."""
+    if get_script_run_ctx(suppress_warning=True) is None:
+        return None
+    picked = st.session_state.get(CHARACTER_KEY)  # checked by the switcher on every full run (app.py)
+    return picked if isinstance(picked, int) else session_character_id(st.session_state)
+
+
+set_session_provider(_running_session_character)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sqlalchemy import ColumnElement, and_, delete, func, select, update
 from sqlmodel import col
 
-from core.characters.scope import owner, scoped_character_id
+from core.characters.scope import in_scope, owner
 from core.config import get_settings
 from core.datasets.images import make_thumbnail
 from core.db import affected_rows, get_or_raise, session_scope
@@ -238,6 +238,8 @@ def _conditions(filters: AssetFilter) -> list[ColumnElement[bool]]:
             select(col(CollectionItem.asset_id)).where(col(CollectionItem.collection_id) == filters.collection_id)))
     if filters.character_id is not None:
         conditions.append(col(Asset.character_id) == filters.character_id)
+    else:
+        conditions += in_scope(col(Asset.character_id))  # the switcher's character (core.characters.scope)
     if filters.text:
         conditions.append(col(Asset.prompt).ilike(f"%{escape_like(filters.text)}%", escape="\\"))
     if filters.likeness == "match":
@@ -272,25 +274,16 @@ def _order(filters: AssetFilter, sort: str) -> tuple[Any, ...]:
     return tuple(c.asc() if sort == "oldest" else c.desc() for c in columns)
 
 
-def _scoped(filters: AssetFilter | None) -> AssetFilter:
-    """The filter, limited to the scope's character unless it names one (``core.characters.scope``)."""
-    filters = filters or AssetFilter()
-    scope = scoped_character_id()
-    if filters.character_id is None and scope is not None:
-        return filters.model_copy(update={"character_id": scope})
-    return filters
-
-
 def asset_query(filters: AssetFilter | None = None, *, sort: str = "newest") -> Any:
     """The listing's SELECT (without paging), also used by the query-plan checks."""
-    filters = _scoped(filters)
+    filters = filters or AssetFilter()
     return select(Asset).where(*_conditions(filters)).order_by(*_order(filters, sort))
 
 
 def list_assets(filters: AssetFilter | None = None, *, sort: AssetSort | str = "newest", page: int = 1,
                 page_size: int = 24) -> Page[Asset]:
     """One page of the library (or of the trash), newest first by default; ties broken by id."""
-    filters = _scoped(filters)
+    filters = filters or AssetFilter()
     page, page_size = clamp(page, page_size, max_page_size=MAX_PAGE_SIZE)
     query = asset_query(filters, sort=sort)
     with session_scope() as session:
