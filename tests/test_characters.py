@@ -96,3 +96,64 @@ def test_each_page_shows_only_the_current_characters_rows(studio, page):
     assert not leaked, (page, leaked)
     if page in ("pages/datasets.py", "pages/home.py"):
         assert "ben-dataset" in text
+
+
+# --- the API and the CLI take a character (id or slug); left out, the only one; a clear 400 / exit 2 otherwise -----
+
+def test_the_api_takes_a_character_by_id_or_slug_and_refuses_an_ambiguous_or_unknown_one(studio):
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from api.routes import api_routes
+    from core.characters.characters import create_character
+    from core.jobs.lifecycle import get_job
+    from tests.conftest import TEST_API_TOKEN
+
+    headers = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
+    with TestClient(Starlette(routes=api_routes())) as client:
+        only = client.post("/api/jobs", json={"kind": "noop"}, headers=headers)  # one character: the default
+        assert only.status_code == 201
+        first = get_job(only.json()["id"]).character_id
+        assert first is not None
+        ben = create_character(name="Ben Lake")
+        ambiguous = client.post("/api/jobs", json={"kind": "noop"}, headers=headers)
+        assert ambiguous.status_code == 400 and "ben-lake" in ambiguous.json()["error"]
+        unknown = client.post("/api/jobs", json={"kind": "noop", "character": "nobody"}, headers=headers)
+        assert unknown.status_code == 400 and "nobody" in unknown.json()["error"]
+        by_slug = client.post("/api/jobs", json={"kind": "noop", "character": "ben-lake"}, headers=headers)
+        by_id = client.post("/api/jobs", json={"kind": "noop", "character": first}, headers=headers)
+        assert get_job(by_slug.json()["id"]).character_id == ben.id
+        assert get_job(by_id.json()["id"]).character_id == first
+        listed = client.get("/api/pipelines", params={"character": "ben-lake"}, headers=headers)
+        assert listed.status_code == 200 and listed.json()["total"] == 0
+        assert client.get("/api/pipelines", params={"character": "x-none"}, headers=headers).status_code == 400
+    assert _count("job") == 3  # the refused requests wrote nothing
+
+
+def _count(table: str) -> int:
+    with get_engine().connect() as connection:
+        return int(connection.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
+
+
+def test_the_cli_takes_a_character_and_exits_2_when_it_must_but_was_not_told_which(studio):
+    from typer.testing import CliRunner
+
+    from core.characters.characters import create_character
+    from core.jobs.lifecycle import get_job
+    from workers.cli import app
+
+    runner = CliRunner()
+    alone = runner.invoke(app, ["enqueue", "noop"])
+    assert alone.exit_code == 0, alone.output
+    ben = create_character(name="Ben Lake")
+    ambiguous = runner.invoke(app, ["enqueue", "noop"])
+    assert ambiguous.exit_code == 2 and "several characters" in ambiguous.output
+    unknown = runner.invoke(app, ["--character", "nobody", "enqueue", "noop"])
+    assert unknown.exit_code == 2 and "nobody" in unknown.output
+    chosen = runner.invoke(app, ["--character", "ben-lake", "enqueue", "noop"])
+    assert chosen.exit_code == 0, chosen.output
+    assert get_job(chosen.output.strip()).character_id == ben.id
+    listed = runner.invoke(app, ["--character", str(ben.id), "jobs"])
+    assert chosen.output.strip()[:8] in listed.output and alone.output.strip()[:8] not in listed.output
+    roster = runner.invoke(app, ["characters"])
+    assert "ben-lake" in roster.output and "mia-rivers" in roster.output
