@@ -906,7 +906,8 @@ def pipeline_view(pipeline: Pipeline) -> dict[str, Any]:
         stages.append({"name": stage.name, "status": state, "jobIds": job_ids,
                        "results": {k: v for k, v in data.items() if k != "jobIds"}})
     return {
-        "id": pipeline.id, "kind": pipeline.kind, "status": pipeline.status, "stage": pipeline.stage,
+        "id": pipeline.id, "kind": pipeline.kind, "characterId": pipeline.character_id, "status": pipeline.status,
+        "stage": pipeline.stage,
         "progressPercent": round(pipeline.progress * 100, 1), "priority": pipeline.priority,
         "dryRun": pipeline.dry_run, "stages": stages, "result": summary(pipeline),
         "warnings": pipeline.warnings, "error": pipeline.error, "errorStage": pipeline.error_stage,
