@@ -157,3 +157,103 @@ def test_the_cli_takes_a_character_and_exits_2_when_it_must_but_was_not_told_whi
     assert chosen.output.strip()[:8] in listed.output and alone.output.strip()[:8] not in listed.output
     roster = runner.invoke(app, ["characters"])
     assert "ben-lake" in roster.output and "mia-rivers" in roster.output
+
+
+# --- create, edit, archive ---------------------------------------------------------------------------------------
+
+def test_a_character_is_created_edited_archived_and_unarchived_with_clear_refusals(studio):
+    from core.characters.characters import (
+        create_character,
+        list_characters,
+        resolve_character,
+        set_archived,
+        update_character,
+    )
+    from core.errors import Conflict, InvalidInput
+
+    ava = create_character(name="  Ava   Stone ", trigger_word="ohwx ava")
+    assert (ava.name, ava.slug, ava.likeness_threshold) == ("Ava Stone", "ava-stone", 0.6)
+    assert create_character(name="Ava Stone!").slug == "ava-stone-2"  # another name, the same slug: numbered
+    assert create_character(name="42").slug == "c-42"  # a slug never reads as an id
+    with pytest.raises(Conflict):
+        create_character(name="Ava Stone")
+    for bad in ({"slug": "Bad Slug"}, {"slug": "9lives"}, {"likeness_threshold": 1.5}, {"name": " "}):
+        with pytest.raises(InvalidInput):
+            update_character(ava.id, **bad)
+    edited = update_character(ava.id, name="Ava S.", slug="ava", likeness_threshold=0.45, voice="espeak:en-us")
+    assert (edited.name, edited.slug, edited.likeness_threshold, edited.voice) == ("Ava S.", "ava", 0.45,
+                                                                                    "espeak:en-us")
+    assert edited.persona["name"] == "Ava S."  # the persona follows the rename
+    assert resolve_character("ava").id == resolve_character(str(ava.id)).id == ava.id
+    for other in list_characters().items:
+        if other.id != ava.id:
+            set_archived(other.id, archived=True)
+    with pytest.raises(InvalidInput, match="last active"):
+        set_archived(ava.id, archived=True)
+    assert [c.id for c in list_characters().items] == [ava.id]  # archived ones leave the switcher…
+    assert resolve_character(None).id == ava.id  # …and the default
+    assert list_characters(include_archived=True).total == 3  # …but stay
+    set_archived(ava.id + 1, archived=False)
+    assert list_characters().total == 2
+
+
+# --- held posts: the calendar's marker, and a content pipeline with a threshold stricter than every score --------
+
+def _scored_draft_posts(scores: list[float]):
+    from core.characters.characters import current_character
+    from core.characters.likeness import Likeness, record_asset_likeness
+    from core.library.assets import AssetSource, record_asset
+    from core.models import AssetKind
+    from core.publishing import posts
+
+    character = current_character()
+    made = []
+    for index, score in enumerate(scores):
+        image = record_asset(key=f"t/held-{index}.png", kind=AssetKind.IMAGE, source=AssetSource.GENERATED,
+                             content_type="image/png", size_bytes=1, character_id=character.id)
+        record_asset_likeness(image.id, Likeness("dlib", 1, score, 0.6, "scored"))
+        made.append(posts.create_post(platform="instagram", caption=f"held {index}", asset_ids=[image.id],
+                                      scheduled_at=datetime.now(UTC).replace(microsecond=0), character_id=character.id))
+    return character, made
+
+
+def test_a_content_pipeline_whose_threshold_is_stricter_than_every_score_holds_every_post(studio):
+    """The scheduling stage, run on posts production made ready (the worker run is tests/test_pipeline_jobs.py;
+    its tiny model's images have no face, so they are never scored and never held)."""
+    from core.automation import pipelines
+    from core.characters.likeness import set_threshold
+    from core.models import Pipeline, PostStatus
+    from core.publishing import posts
+
+    character, made = _scored_draft_posts([0.31, 0.44, 0.52])
+    set_threshold(character.id, 0.3)  # every image is farther from the fingerprint than this
+    request = {"theme": "runs", "platforms": ["instagram"], "start": "2030-01-07", "end": "2030-01-13"}
+    pipeline = Pipeline(kind="content", character_id=character.id, payload=request,
+                        results={"production": {"readyPostIds": [p.id for p in made]}})
+    result = pipelines._finish_scheduling(pipeline, [])
+    assert result.error is None
+    assert result.results["scheduledPostIds"] == [] and result.results["publishJobIds"] == []
+    assert [h["postId"] for h in result.results["heldPosts"]] == [p.id for p in made]
+    assert {posts.get_post(p.id).status for p in made} == {PostStatus.DRAFT}
+
+
+def test_the_calendar_marks_a_held_post_with_its_score_and_reject_deletes_it(studio):
+    from zoneinfo import ZoneInfo
+
+    from core.characters.likeness import set_threshold
+    from core.publishing import posts
+    from tests.apptest import open_page
+    from ui.calendar.board import calendar_events
+    from ui.calendar.state import PANEL
+
+    character, (held, fine) = _scored_draft_posts([0.7, 0.2])
+    set_threshold(character.id, 0.6)
+    events = {e["id"]: e for e in calendar_events([held, fine], ZoneInfo("UTC"))}
+    assert events[str(held.id)]["title"].startswith("⏸ held for review (0.70)")
+    assert not events[str(fine.id)]["extendedProps"]["held"]
+    at = open_page("pages/calendar.py", **{PANEL: {"post": held.id}})
+    assert any("Held for review" in w.value and "0.70" in w.value for w in at.warning)
+    reject = next(b for b in at.button if b.label.startswith("Reject"))
+    reject.click().run()
+    with pytest.raises(Exception, match="does not exist"):
+        posts.get_post(held.id)
