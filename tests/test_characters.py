@@ -9,7 +9,8 @@ import pytest
 from alembic import command
 from sqlalchemy import text
 
-from core.db import alembic_config, get_engine, upgrade_schema
+from core.db import alembic_config, get_engine, session_scope, upgrade_schema
+from core.models import Pipeline
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
@@ -64,6 +65,9 @@ def _two_characters_with_rows() -> dict[str, int]:
                          content_type="image/png", size_bytes=1, prompt=f"{marker}-prompt")
             posts.create_post(platform="instagram", scheduled_at=datetime.now(UTC).replace(microsecond=0),
                               caption=f"{marker}-caption")
+        with session_scope() as session:
+            session.add(Pipeline(id=f"{marker}pipe".ljust(32, "0"), kind="content", character_id=character.id,
+                                 payload={"theme": f"{marker}-theme"}))
     return ids
 
 
@@ -77,7 +81,8 @@ def _walk(node):
         yield from _walk(child)
 
 
-@pytest.mark.parametrize("page", ["pages/home.py", "pages/datasets.py", "pages/jobs.py", "pages/assets.py",
+@pytest.mark.parametrize("page", ["pages/home.py", "pages/datasets.py", "pages/captions.py", "pages/jobs.py",
+                                  "pages/assets.py", "pages/calendar.py", "pages/automation.py",
                                   "pages/characters.py"])
 def test_each_page_shows_only_the_current_characters_rows(studio, page):
     from streamlit.testing.v1 import AppTest
@@ -92,10 +97,12 @@ def test_each_page_shows_only_the_current_characters_rows(studio, page):
     assert (switcher.label, switcher.value) == ("Character", ids["Ben Lake"])
     assert set(switcher.options) == {"Ava Stone", "Ben Lake"}
     text = _page_text(checked(at.switch_page(page).run()))
-    leaked = [m for m in ("ava-dataset", "ava-job", "ava-prompt", "ava-caption") if m in text]
+    leaked = [m for m in ("ava-dataset", "ava-job", "ava-prompt", "ava-caption", "avapipe") if m in text]
     assert not leaked, (page, leaked)
-    if page in ("pages/datasets.py", "pages/home.py"):
-        assert "ben-dataset" in text
+    shown = {"pages/home.py": "ben-dataset", "pages/datasets.py": "ben-dataset", "pages/captions.py": "ben-dataset",
+             "pages/calendar.py": "ben-caption", "pages/automation.py": "benpipe"}
+    if page in shown:
+        assert shown[page] in text, page  # the current character's rows are there
 
 
 # --- the API and the CLI take a character (id or slug); left out, the only one; a clear 400 / exit 2 otherwise -----
