@@ -4,8 +4,8 @@ scope around the page. Nothing else lives here."""
 import streamlit as st
 
 import core.catalogue  # noqa: F401  (registers every job kind the pages create and list)
-from ui.auth import is_authenticated, login_pages, logout_button, watch_session
 from core.characters.scope import character_scope
+from ui.auth import is_authenticated, login_pages, logout_button, watch_session
 from ui.sidebar import render_character_switcher, render_health
 
 st.set_page_config(page_title="InfluencerAI Studio", page_icon=":material/auto_awesome:", layout="wide")

@@ -33,8 +33,8 @@ def test_migration_gives_existing_rows_to_the_first_character(studio, with_chara
     upgrade_schema()
     with get_engine().connect() as connection:
         characters = connection.execute(text('SELECT id, name, slug FROM "character" ORDER BY id')).all()
-        owners = {connection.execute(text(f"SELECT character_id FROM {table}")).scalar_one()
-                  for table in ("dataset", "pipeline")}
+        owners = {connection.execute(text("SELECT character_id FROM dataset")).scalar_one(),
+                  connection.execute(text("SELECT character_id FROM pipeline")).scalar_one()}
     if with_character:
         assert [c.slug for c in characters] == ["zoe-park", "zoe-park-2"]
     else:
@@ -134,12 +134,8 @@ def test_the_api_takes_a_character_by_id_or_slug_and_refuses_an_ambiguous_or_unk
         listed = client.get("/api/pipelines", params={"character": "ben-lake"}, headers=headers)
         assert listed.status_code == 200 and listed.json()["total"] == 0
         assert client.get("/api/pipelines", params={"character": "x-none"}, headers=headers).status_code == 400
-    assert _count("job") == 3  # the refused requests wrote nothing
-
-
-def _count(table: str) -> int:
-    with get_engine().connect() as connection:
-        return int(connection.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
+    with get_engine().connect() as connection:  # the refused requests wrote nothing
+        assert connection.execute(text("SELECT COUNT(*) FROM job")).scalar_one() == 3
 
 
 def test_the_cli_takes_a_character_and_exits_2_when_it_must_but_was_not_told_which(studio):
@@ -264,3 +260,40 @@ def test_the_calendar_marks_a_held_post_with_its_score_and_reject_deletes_it(stu
     reject.click().run()
     with pytest.raises(Exception, match="does not exist"):
         posts.get_post(held.id)
+
+
+# --- the Characters page -------------------------------------------------------------------------------------------
+
+def test_the_characters_page_creates_edits_and_archives_and_takes_reference_images(studio):
+    from core.characters import references
+    from core.characters.characters import list_characters
+    from tests.apptest import open_page
+    from tests.factories import image_bytes
+    from ui.session import CHARACTER_KEY
+
+    at = open_page("pages/characters.py")
+    assert [t.label for t in at.tabs] == ["Character", "Reference images", "Lineage", "All characters"]
+    at.text_input(key="characters.new.name").input("Ben Lake")
+    at.button(key="characters.new.create").click().run()
+    ben = next(c for c in list_characters().items if c.name == "Ben Lake")
+    assert at.session_state[CHARACTER_KEY] == ben.id  # a new character is the one worked on next
+    edit = f"characters.edit.{ben.id}"
+    at.slider(key=f"{edit}.threshold").set_value(0.45)
+    at.text_input(key=f"{edit}.slug").input("Bad Slug")
+    at.button(key=f"{edit}.save").click().run()
+    assert any("slug" in e.value for e in at.error)  # refused: nothing saved
+    assert next(c for c in list_characters().items if c.id == ben.id).likeness_threshold == 0.6
+    at.text_input(key=f"{edit}.slug").input("ben")
+    at.button(key=f"{edit}.save").click().run()
+    saved = next(c for c in list_characters().items if c.id == ben.id)
+    assert (saved.slug, saved.likeness_threshold) == ("ben", 0.45)
+
+    uploader = at.get("file_uploader")[0]
+    uploader.set_value([("notes.png", b"not an image", "image/png")]).run()
+    assert any("notes.png" in e.value for e in at.error) and references.reference_count(ben.id) == 0
+    at.get("file_uploader")[0].set_value([("face.png", image_bytes(64, 64), "image/png")]).run()
+    assert [a.source for a in references.reference_images(ben.id)] == ["reference"]
+
+    at.button(key=f"characters.archive.{ben.id}").click().run()
+    assert ben.id not in {c.id for c in list_characters().items}
+    assert at.session_state[CHARACTER_KEY] != ben.id  # the switcher moved to an active character

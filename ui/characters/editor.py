@@ -30,22 +30,25 @@ def character_editor(character: Character) -> None:
     show_flash(FLASH)
     persona = characters.persona_of(character)
     low, high = characters.THRESHOLD_RANGE
-    with st.form(f"characters.edit.{character.id}"):
+    key = f"characters.edit.{character.id}"
+    with st.form(key):
         with st.container(horizontal=True):
-            name = st.text_input("Name", character.name, max_chars=120, width=320)
+            name = st.text_input("Name", character.name, max_chars=120, width=320, key=f"{key}.name")
             slug = st.text_input("Slug", character.slug or "", max_chars=characters.SLUG_MAX, width=260,
+                                 key=f"{key}.slug",
                                  help="How the API, the CLI and n8n name this character (character=<slug>).")
-            trigger = st.text_input("Trigger word", character.trigger_word, max_chars=120, width=260)
+            trigger = st.text_input("Trigger word", character.trigger_word, max_chars=120, width=260,
+                                    key=f"{key}.trigger")
         voice = voice_picker(character.voice, key=f"characters.voice.{character.id}")
         threshold = st.slider("Likeness threshold (face distance)", low, high, float(character.likeness_threshold),
-                              step=0.01, help=THRESHOLD_HELP)
+                              step=0.01, help=THRESHOLD_HELP, key=f"{key}.threshold")
         st.caption(THRESHOLD_HELP)
         niche = st.text_input("Niche", persona.niche, max_chars=200)
         tone = st.text_input("Tone", persona.tone, max_chars=200)
         audience = st.text_input("Audience", persona.audience, max_chars=200)
         do = st.text_area("Always (one rule a line)", "\n".join(persona.do))
         dont = st.text_area("Never (one rule a line)", "\n".join(persona.dont))
-        if not st.form_submit_button("Save", icon=":material/save:"):
+        if not st.form_submit_button("Save", icon=":material/save:", key=f"{key}.save"):
             return
     try:
         updated = characters.update_character(character.id or 0, name=name, slug=slug, trigger_word=trigger,

@@ -18,11 +18,11 @@ FLASH = "characters.flash"
 def new_character_form() -> None:
     with st.form("characters.new", clear_on_submit=True):
         with st.container(horizontal=True, vertical_alignment="bottom"):
-            name = st.text_input("Name", max_chars=120, width=320)
-            slug = st.text_input("Slug (optional)", max_chars=characters.SLUG_MAX, width=260,
+            name = st.text_input("Name", max_chars=120, width=320, key="characters.new.name")
+            slug = st.text_input("Slug (optional)", max_chars=characters.SLUG_MAX, width=260, key="characters.new.slug",
                                  help="Left empty: made from the name (e.g. 'Mia Rivers' → mia-rivers).")
-            trigger = st.text_input("Trigger word", max_chars=120, width=260)
-            created = st.form_submit_button("Create", icon=":material/person_add:")
+            trigger = st.text_input("Trigger word", max_chars=120, width=260, key="characters.new.trigger")
+            created = st.form_submit_button("Create", icon=":material/person_add:", key="characters.new.create")
     if not created:
         return
     try:
