@@ -267,6 +267,8 @@ def test_the_calendar_marks_a_held_post_with_its_score_and_reject_deletes_it(stu
 def test_the_characters_page_creates_edits_and_archives_and_takes_reference_images(studio):
     from core.characters import references
     from core.characters.characters import list_characters
+    from core.errors import InvalidInput
+    from core.library.assets import store_image
     from tests.apptest import open_page
     from tests.factories import image_bytes
     from ui.session import CHARACTER_KEY
@@ -293,6 +295,12 @@ def test_the_characters_page_creates_edits_and_archives_and_takes_reference_imag
     assert any("notes.png" in e.value for e in at.error) and references.reference_count(ben.id) == 0
     at.get("file_uploader")[0].set_value([("face.png", image_bytes(64, 64), "image/png")]).run()
     assert [a.source for a in references.reference_images(ben.id)] == ["reference"]
+    mine = store_image("t/ben-made.png", image_bytes(48, 48, seed=3), source="generated", character_id=ben.id)
+    with pytest.raises(InvalidInput):  # another character's image is not this one's to pick
+        references.add_reference_from_asset(character_id=ben.id + 100, asset_id=mine.id)
+    at.run().multiselect(key=f"characters.ref.pick.{ben.id}").set_value([mine.id])
+    at.button(key=f"characters.ref.pick.{ben.id}.add").click().run()
+    assert references.reference_count(ben.id) == 2
 
     at.button(key=f"characters.archive.{ben.id}").click().run()
     assert ben.id not in {c.id for c in list_characters().items}

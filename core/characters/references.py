@@ -58,3 +58,12 @@ def remove_reference_image(*, character_id: int, asset_id: int) -> None:
     if asset_id not in {a.id for a in reference_images(character_id)}:
         raise InvalidInput(f"asset {asset_id} is not a reference image of this character")
     assets.trash_assets([asset_id])
+
+
+def add_reference_from_asset(*, character_id: int, asset_id: int) -> Asset:
+    """Use one of the character's library images as a reference (a copy: trashing either keeps the other)."""
+    asset = assets.get_asset(asset_id)
+    if asset.kind != AssetKind.IMAGE or asset.deleted_at is not None or asset.character_id != character_id:
+        raise InvalidInput(f"asset {asset_id} is not an image of this character in the library")
+    data = get_object_store().get_bytes(asset.key)
+    return add_reference_image(character_id=character_id, data=data, filename=f"asset-{asset_id}.png")

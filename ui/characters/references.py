@@ -7,10 +7,11 @@ import streamlit as st
 from core.characters import references
 from core.errors import StudioError
 from core.infra.storage import get_object_store
+from core.library.assets import AssetFilter, list_assets
 from core.models import Character
 from ui.auth import guard
 from ui.feedback import flash, run_action
-from ui.text import literal
+from ui.text import literal, plain
 
 FLASH = "characters.flash"
 
@@ -21,6 +22,29 @@ def _remove(character_id: int, asset_id: int) -> None:
         return "Reference image moved to the trash."
 
     run_action(FLASH, act)
+
+
+def _pick(character_id: int, key: str) -> None:
+    def act() -> str:
+        picked = list(st.session_state.get(key) or [])
+        for asset_id in picked:
+            references.add_reference_from_asset(character_id=character_id, asset_id=asset_id)
+        return f"Added {len(picked)} reference image(s) from the library."
+
+    run_action(FLASH, act)
+
+
+def _library_picker(character_id: int) -> None:
+    """Pick references among the character's latest library images."""
+    recent = list_assets(AssetFilter(kind="image", character_id=character_id), page_size=48).items
+    choices = {a.id or 0: f"#{a.id} · {a.prompt[:50] or a.source}" for a in recent if a.source != "reference"}
+    if not choices:
+        return
+    key = f"characters.ref.pick.{character_id}"
+    with st.container(horizontal=True, vertical_alignment="bottom"):
+        st.multiselect("Or pick from the library", list(choices), format_func=lambda i: plain(choices[i]), key=key,
+                       max_selections=references.MAX_REFERENCES, width=420)
+        st.button("Use as references", key=f"{key}.add", on_click=guard(_pick), args=(character_id, key))
 
 
 def reference_images(character: Character) -> None:
@@ -34,6 +58,7 @@ def reference_images(character: Character) -> None:
                 st.image(get_object_store().get_bytes(asset.thumbnail_key or asset.key), width=160)
                 st.button("Remove", key=f"characters.ref.remove.{asset.id}", on_click=guard(_remove),
                           args=(cid, asset.id or 0))
+    _library_picker(cid)
     uploads = st.file_uploader("Add reference images", type=["png", "jpg", "jpeg", "webp"], accept_multiple_files=True,
                                key=f"characters.ref.upload.{cid}.{len(shown)}")
     if not uploads:
