@@ -305,3 +305,36 @@ def test_the_characters_page_creates_edits_and_archives_and_takes_reference_imag
     at.button(key=f"characters.archive.{ben.id}").click().run()
     assert ben.id not in {c.id for c in list_characters().items}
     assert at.session_state[CHARACTER_KEY] != ben.id  # the switcher moved to an active character
+
+
+def test_the_lineage_reads_dataset_lora_versions_images_videos_and_posts_of_one_character(studio):
+    from core.characters.characters import create_character
+    from core.characters.lineage import character_lineage
+    from core.datasets.datasets import create_dataset
+    from core.jobs.lifecycle import create_job
+    from core.library.assets import AssetSource, record_asset
+    from core.models import AssetKind, LoraModel
+    from core.publishing import posts
+
+    ava, ben = create_character(name="Ava Stone"), create_character(name="Ben Lake")
+    dataset = create_dataset(name="ava-set", character_id=ava.id)
+    job = create_job("noop", {}, character_id=ava.id)
+    with session_scope() as session:
+        loras = [LoraModel(name=f"v{step}", job_id=job.id, step=step, promoted=step == 20, dataset_id=dataset.id,
+                           character_id=ava.id, family="sd15", base_model="tiny", key=f"l/{step}") for step in (10, 20)]
+        session.add_all(loras)
+    for index in range(3):
+        record_asset(key=f"t/a{index}.png", kind=AssetKind.IMAGE, source=AssetSource.GENERATED,
+                     content_type="image/png", size_bytes=1, character_id=ava.id,
+                     loras=[(loras[1].id, 0.8)] if index < 2 else [])
+    record_asset(key="t/a.mp4", kind=AssetKind.VIDEO, source=AssetSource.VIDEO, content_type="video/mp4",
+                 size_bytes=1, character_id=ava.id)
+    record_asset(key="t/b.png", kind=AssetKind.IMAGE, source=AssetSource.GENERATED, content_type="image/png",
+                 size_bytes=1, character_id=ben.id)
+    posts.create_post(platform="tiktok", scheduled_at=datetime.now(UTC), character_id=ava.id)
+    found = character_lineage(ava.id)
+    [line] = found.datasets
+    assert (line.dataset.name, line.lora_total) == ("ava-set", 2)
+    assert [(v.lora.name, v.lora.promoted, v.images) for v in line.loras] == [("v20", True, 2), ("v10", False, 0)]
+    assert (found.images, found.videos, found.posts) == (3, 1, {"draft": 1})
+    assert character_lineage(ben.id).images == 1 and not character_lineage(ben.id).datasets
