@@ -218,7 +218,7 @@ def resolve_character(ref: str | int | None) -> Character:
         if active.total > 1:
             slugs = ", ".join(c.slug or str(c.id) for c in active.items)
             raise CharacterChoiceError(f"several characters exist ({slugs}{', …' if active.total > 3 else ''}): "
-                                       "name one with character=<id or slug>")
+                                       "name one by id or slug (API: character=…, CLI: --character …)")
         return active.items[0] if active.items else default_character()
     with session_scope() as session:
         if text.isdigit():
