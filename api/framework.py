@@ -12,13 +12,15 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from core.characters.characters import CharacterChoiceError, resolve_character
+from core.characters.scope import character_scope
 from core.config import get_settings
 from core.errors import Conflict, InvalidInput, NotFound
 from core.fields import parse_int
@@ -27,6 +29,7 @@ from core.infra.auth import secrets_match
 from core.infra.redis import get_redis, redis_key
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
 
 _HEX_ID_LENGTH = 32  # job and pipeline ids are uuid4().hex
 
@@ -190,3 +193,25 @@ def hex_id(request: Request, parameter: str, *, what: str) -> str:
     if not (len(value) == _HEX_ID_LENGTH and all(c in "0123456789abcdef" for c in value)):
         raise ApiError(404, f"{what} {value!r} does not exist")
     return value
+
+
+# --- the character a request works for ---------------------------------------------------------------------------
+
+
+def character_id_of(ref: object) -> int:
+    """The character a request names (``character``: an id or a slug). Left out: the studio's only active
+    character (the default while there is none); a 400 when it names none or, left out, several exist.
+    Blocking: call it inside ``run_in_threadpool``."""
+    if (ref is not None and not isinstance(ref, str | int)) or isinstance(ref, bool):
+        raise ApiError(400, "character: an id or a slug")
+    try:
+        return resolve_character(ref).id or 0
+    except CharacterChoiceError as error:
+        raise ApiError(400, f"character: {error}") from None
+
+
+def for_character(ref: object, work: Callable[[], T]) -> T:
+    """Run ``work`` for the character ``ref`` names (``character_id_of``): what it lists is that character's, what
+    it makes belongs to it. Blocking: call it inside ``run_in_threadpool``."""
+    with character_scope(character_id_of(ref)):
+        return work()

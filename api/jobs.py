@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api.framework import ApiError, api, hex_id, query_int, read_json_body
+from api.framework import ApiError, api, for_character, hex_id, query_int, read_json_body
 from core.jobs import lifecycle as jobs
 from core.jobs import logs as joblogs
 from core.jobs.serialize import iso_time, job_to_dict
@@ -26,10 +26,12 @@ async def post_job(request: Request) -> Response:
     payload = body.get("payload", {})
     if not isinstance(payload, dict):
         raise ApiError(422, "field 'payload' must be an object")
-    unknown = sorted(set(body) - {"kind", "payload"})
+    unknown = sorted(set(body) - {"kind", "payload", "character"})
     if unknown:
         raise ApiError(422, f"unknown field(s): {', '.join(unknown)}")
-    job = await run_in_threadpool(jobs.create_job, kind, payload)
+    # The job belongs to the character named (id or slug), else to what its payload names (a dataset's), else
+    # to the only character; several and none named: a 400.
+    job = await run_in_threadpool(for_character, body.get("character"), lambda: jobs.create_job(kind, payload))
     return JSONResponse(job_to_dict(job), status_code=201, headers={"Location": f"/api/jobs/{job.id}"})
 
 

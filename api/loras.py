@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api.framework import ApiError, api, read_body
+from api.framework import ApiError, api, character_id_of, read_body
 from core.jobs.serialize import job_to_dict
 from core.loras import files as lora_files
 from core.loras.imports import MAX_IMPORT_BYTES, submit_import
@@ -33,19 +33,18 @@ async def get_lora_file(request: Request) -> Response:
 @api()
 async def post_lora_import(request: Request) -> Response:
     """The body is the .safetensors file; ``file_name``, ``base_model`` (required), ``family``, ``name``,
-    ``trigger_word`` and ``character_id`` come as query parameters. Answers the queued import job."""
+    ``trigger_word`` and ``character`` (id or slug; ``character_id`` too) come as query parameters. Answers the
+    queued import job."""
     query = request.query_params
     if not query.get("base_model"):
         raise ApiError(422, "query parameter 'base_model' is required")
-    character = query.get("character_id")
-    if character is not None and not character.isdigit():
-        raise ApiError(422, "query parameter 'character_id' must be an integer")
+    character = query.get("character", query.get("character_id"))  # character_id: the older name
     body = await read_body(request, limit=MAX_IMPORT_BYTES)
+    character_id = await run_in_threadpool(character_id_of, character)
     job = await run_in_threadpool(
         lambda: submit_import(body, file_name=query.get("file_name", "upload.safetensors"), name=query.get("name", ""),
                               family=query.get("family", "sd15"), base_model=query["base_model"],
-                              trigger_word=query.get("trigger_word", ""),
-                              character_id=int(character) if character else None))
+                              trigger_word=query.get("trigger_word", ""), character_id=character_id))
     return JSONResponse(job_to_dict(job), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
 
 

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api.framework import ApiError, api, query_int, read_json_body
+from api.framework import ApiError, api, character_id_of, for_character, query_int, read_json_body
 from core.jobs.serialize import job_to_dict
 from core.models import InstalledModel
 from core.models_registry import install, registry
@@ -83,12 +83,14 @@ async def delete_model(request: Request) -> Response:
 
 @api()
 async def post_lora_from_url(request: Request) -> Response:
-    """``{"url", "baseModel", "family"?, "name"?, "triggerWord"?}``: fetched with the upload limits, checked
-    like an upload, queued for import (202 with the job)."""
+    """``{"url", "baseModel", "family"?, "name"?, "triggerWord"?, "character"?}``: fetched with the upload limits,
+    checked like an upload, queued for import (202 with the job) for the character named (id or slug)."""
     body = await read_json_body(request)
-    job = await run_in_threadpool(lambda: install.import_lora_from_url(
+    character = body.get("character")
+    job = await run_in_threadpool(lambda: for_character(character, lambda: install.import_lora_from_url(
         _text(body, "url", required=True), base_model=_text(body, "baseModel", required=True),
-        family=_text(body, "family") or "sd15", name=_text(body, "name"), trigger_word=_text(body, "triggerWord")))
+        family=_text(body, "family") or "sd15", name=_text(body, "name"), trigger_word=_text(body, "triggerWord"),
+        character_id=character_id_of(character))))
     return JSONResponse(job_to_dict(job), status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
 
 

@@ -15,11 +15,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api.framework import ApiError, Endpoint, api, hex_id, parse_json_object, query_int, read_body
+from api.framework import (
+    ApiError,
+    Endpoint,
+    api,
+    character_id_of,
+    for_character,
+    hex_id,
+    parse_json_object,
+    query_int,
+    read_body,
+)
 from core.automation import pipelines
 from core.config import get_settings
 from core.infra.redis import get_redis, redis_key
 from core.infra.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
+from core.models import Pipeline
+from core.pagination import Page
 
 PIPELINE_KINDS = ("lora", "content")  # what n8n may start; the demo starts from the Home page and CLI
 LISTED_KINDS = (*PIPELINE_KINDS, "demo")
@@ -68,7 +80,11 @@ def _start(kind: str) -> Endpoint:
         # pipeline back; any other second arrival of a signature is a replay.
         if signature is not None and await run_in_threadpool(pipelines.find_by_key, key) is None:
             _refuse_replay(signature, get_settings().webhook_signature_window_s)
-        pipeline, created = await run_in_threadpool(pipelines.create_pipeline, kind, data, idempotency_key=key)
+        # The character: ``character`` in the body or the query (id or slug), else the only one (400 when ambiguous).
+        character = data.pop("character", request.query_params.get("character"))
+        character_id = await run_in_threadpool(character_id_of, character)
+        pipeline, created = await run_in_threadpool(
+            lambda: pipelines.create_pipeline(kind, data, idempotency_key=key, character_id=character_id))
         view = await run_in_threadpool(pipelines.pipeline_view, pipeline)
         return JSONResponse(view, status_code=201 if created else 200,
                             headers={"Location": f"/api/pipelines/{pipeline.id}"})
@@ -94,9 +110,13 @@ def _choices(request: Request, name: str, allowed: tuple[str, ...]) -> list[str]
 @api()
 async def list_pipelines(request: Request) -> Response:
     page, page_size = query_int(request, "page", 1), query_int(request, "pageSize", 20)
-    found = await run_in_threadpool(
-        pipelines.list_pipelines, statuses=_choices(request, "status", STATUSES),
-        kinds=_choices(request, "kind", LISTED_KINDS), page=page, page_size=page_size)
+    statuses, kinds = _choices(request, "status", STATUSES), _choices(request, "kind", LISTED_KINDS)
+    character = request.query_params.get("character")  # left out: every character's pipelines
+
+    def listed() -> Page[Pipeline]:
+        return pipelines.list_pipelines(statuses=statuses, kinds=kinds, page=page, page_size=page_size)
+
+    found = await run_in_threadpool(listed if character is None else lambda: for_character(character, listed))
     items = [await run_in_threadpool(pipelines.pipeline_view, p) for p in found.items]
     return JSONResponse({"items": items, "total": found.total, "page": found.page, "pageSize": found.page_size})
 

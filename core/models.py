@@ -56,10 +56,18 @@ class AssetKind(StrEnum):
 
 
 class Character(SQLModel, table=True):
-    """The influencer: everything else belongs to one character."""
+    """The influencer: everything else belongs to one character (``core.characters.characters``)."""
+
+    __table_args__ = (
+        Index("uq_character_slug", "slug", unique=True),
+        Index("ix_character_archived_name", "archived_at", "name"),  # the switcher: active ones by name
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=120, unique=True)
+    # The API's, CLI's and URLs' name for it: derived from the name, editable, unique, starts with a letter (so
+    # it never reads as an id). NULL only for a row made without the service; the service always sets it.
+    slug: str | None = Field(default=None, max_length=80)
     trigger_word: str = Field(default="", max_length=120)
     persona: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     voice: str = Field(default="", max_length=120)
@@ -68,6 +76,8 @@ class Character(SQLModel, table=True):
     # The face fingerprint (core.characters.likeness.Fingerprint as JSON): model name, centroid, source dataset.
     fingerprint: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    # Archived: hidden from the switcher and the default, its rows kept; unarchiving brings it back.
+    archived_at: datetime | None = _ts()
 
 
 class Job(SQLModel, table=True):
@@ -539,6 +549,7 @@ class Pipeline(SQLModel, table=True):
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     kind: str = Field(max_length=16)  # lora | content | demo
+    character_id: int | None = Field(default=None, foreign_key="character.id", index=True)
     status: str = Field(default=JobStatus.QUEUED, max_length=16)  # the job statuses
     stage: str | None = Field(default=None, max_length=32)
     progress: float = 0.0

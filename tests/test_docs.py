@@ -22,6 +22,7 @@ NON_SETTING_VARIABLES = {
     "STUDIO_N8N_HOME", "STUDIO_N8N_VERSION",  # scripts/n8n
     "STUDIO_FFMPEG", "STUDIO_FFPROBE",  # workers/media/ffmpeg.py
     "STUDIO_URL", "STUDIO_POLL_SECONDS", "STUDIO_DRY_RUN", "STUDIO_WEBHOOK_WINDOW_S",  # n8n's environment
+    "STUDIO_CHARACTER",  # the CLI's --character and n8n's environment: which character to work for
     "STUDIO_TEST_REDIS_URL", "STUDIO_TEST_POSTGRES_URL", "STUDIO_SCREENSHOTS_DIR",  # the test suite
     "STUDIO_CHAOS_LONG", "STUDIO_CHAOS_GPU",  # tests/chaos
     "STUDIO_AUDIT", "STUDIO_AUDIT_STRICT",  # scripts/audit

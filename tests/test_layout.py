@@ -17,8 +17,10 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from core.automation import demo, pipelines
+from core.jobs import queue
 from core.training.runs import get_lora
 from tests.browser import WAIT_MS, by_key, screenshot, settle
+from tests.conftest import wait_until
 from tests.test_browser import browser, demo_server, tiny_sd15  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("offline_hub")]
@@ -137,6 +139,7 @@ def _stages_as_rows(page: Page) -> None:
 def _views(run_id: str) -> list[View]:
     return [
         View("home", "/", "InfluencerAI Studio"),
+        View("characters", "/characters", "Characters"),
         View("datasets", "/datasets", "Datasets"),
         View("captions", "/captions", "Captions"),
         View("training-wizard", "/training", "Training"),
@@ -172,6 +175,7 @@ def _resize(page: Page, size: dict[str, int]) -> None:
 
 def test_every_page_with_the_demo_data_fits_a_laptop_and_a_wide_screen(demo_server, workers, browser):  # noqa: F811
     workers.worker("gpu,cpu,default", threads=3)
+    wait_until(queue.list_workers, 60, 0.2, what="the worker to announce itself")  # else the demo refuses to start
     demo.run_demo(timeout_s=300)  # raises naming the stage that failed
     [pipeline] = pipelines.list_pipelines(kinds=["demo"]).items
     run_id = get_lora(pipeline.results["training"]["loraId"]).job_id

@@ -29,8 +29,10 @@ from typing import ParamSpec
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
+from core.characters.scope import character_scope
 from core.config import get_settings
 from core.infra.auth import LoginLocked, LoginRefused, attempt_login, session_expired
+from ui.session import session_character_id
 from ui.text import literal
 
 _SESSION_KEY = "auth.ok"
@@ -87,7 +89,8 @@ def guard(callback: Callable[..., object]) -> Callable[..., None]:
     @functools.wraps(callback)
     def guarded(*args: object, **kwargs: object) -> None:
         if session_valid():
-            callback(*args, **kwargs)
+            with character_scope(session_character_id(st.session_state)):  # the switcher's character
+                callback(*args, **kwargs)
 
     return guarded
 
@@ -101,7 +104,8 @@ def fragment(*, run_every: float | None = None) -> Callable[[Callable[_P, None]]
         def checked(*args: _P.args, **kwargs: _P.kwargs) -> None:
             if not session_valid():
                 st.rerun(scope="app")
-            body(*args, **kwargs)
+            with character_scope(session_character_id(st.session_state)):
+                body(*args, **kwargs)
 
         return st.fragment(run_every=run_every)(checked)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import streamlit as st
 
+from core.characters.characters import current_character
 from core.errors import StudioError
 from core.generation import prompt_library
 from core.generation import requests as generation
@@ -82,7 +83,8 @@ def _apply_fill(templates: dict[str, GenerationTemplate]) -> None:
 def _initial_template(templates: dict[str, GenerationTemplate]) -> None:
     if st.session_state.get(TEMPLATE) in templates:
         return
-    promoted = training.promoted_lora(None)
+    # The switcher's character's promoted LoRA (else one promoted without a character).
+    promoted = training.promoted_lora(current_character().id) or training.promoted_lora(None)
     preferred = [f"{promoted.family}-lora"] if promoted else []
     name = next((n for n in preferred if n in templates), next(iter(templates)))
     st.session_state[TEMPLATE] = name

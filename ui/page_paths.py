@@ -7,6 +7,7 @@ app.py registers these same files in its navigation (tests/test_pages.py checks 
 from __future__ import annotations
 
 HOME = "pages/home.py"
+CHARACTERS = "pages/characters.py"
 DATASETS = "pages/datasets.py"
 CAPTIONS = "pages/captions.py"
 TRAINING = "pages/training.py"
@@ -20,5 +21,5 @@ JOBS = "pages/jobs.py"
 MONITORING = "pages/monitoring.py"
 MODELS = "pages/models.py"
 
-ALL = (HOME, DATASETS, CAPTIONS, TRAINING, GENERATE, ASSETS, VIDEOS, CALENDAR, ACCOUNTS, AUTOMATION, JOBS,
+ALL = (HOME, CHARACTERS, DATASETS, CAPTIONS, TRAINING, GENERATE, ASSETS, VIDEOS, CALENDAR, ACCOUNTS, AUTOMATION, JOBS,
        MONITORING, MODELS)

@@ -8,6 +8,7 @@ from typing import Any
 
 import streamlit as st
 
+from core.characters.characters import current_character
 from core.config import get_settings
 from core.errors import StudioError
 from core.jobs.lifecycle import get_job
@@ -77,7 +78,7 @@ def _image_picker() -> list[int]:
 
 def _voice_row() -> tuple[str, int]:
     voices = {v.id: v.label for v in list_voices()}
-    default = get_settings().tts_default_voice
+    default = current_character().voice or get_settings().tts_default_voice  # the character's own voice first
     st.session_state.setdefault(VOICE, default if default in voices else next(iter(voices)))
     # One wrapping row: the button keeps its label whole, the voice and the rate share what is left.
     with st.container(horizontal=True, vertical_alignment="bottom"):

@@ -14,6 +14,8 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -25,6 +27,9 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from core.automation.demo import run_demo
 from core.automation.scheduler import scheduler_tick
 from core.catalogue import all_specs
+from core.characters import characters
+from core.characters.characters import resolve_character
+from core.characters.scope import character_scope, scoped_character_id
 from core.config import get_settings
 from core.db import upgrade_schema
 from core.errors import InvalidInput, StudioError
@@ -92,8 +97,31 @@ def _short(job_id: str) -> str:
     return job_id[:8]
 
 
+_character_ref: list[str | None] = [None]  # the --character the command line gave (one process, one command)
+
+
+@contextmanager
+def _for_character(*, listing: bool = False) -> Iterator[None]:
+    """Run a command for the --character given (id or slug); left out, the only character (exit 2 when there are
+    several). ``listing``: left out, every character's rows."""
+    ref = _character_ref[0]
+    if listing and ref is None:
+        yield
+        return
+    try:
+        character_id = resolve_character(ref).id
+    except StudioError as error:
+        raise _fail(error) from None
+    with character_scope(character_id):
+        yield
+
+
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+         character: Annotated[str | None, typer.Option(
+             envvar="STUDIO_CHARACTER", help="The character (id or slug) the command works for; default: the "
+                                              "only one. See `characters`.")] = None) -> None:
+    _character_ref[0] = character
     _setup_logging(verbose)
     for noisy in ("dramatiq", "alembic"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
@@ -168,7 +196,8 @@ def enqueue(
     if not isinstance(data, dict):
         raise _fail(ValueError("--payload must be a JSON object"))
     try:
-        job = jobs.create_job(kind, data)
+        with _for_character():
+            job = jobs.create_job(kind, data)
     except StudioError as error:
         raise _fail(error) from None
     typer.echo(job.id)
@@ -195,7 +224,8 @@ def train(
                 values[key.strip()] = json.loads(raw)
             except json.JSONDecodeError:
                 values[key.strip()] = raw  # a bare string, e.g. --set base_model=tiny-sd15
-        job = training.submit_training(dataset_id=dataset_id, config_id=chosen.id, params=values, name=name)
+        with _for_character():
+            job = training.submit_training(dataset_id=dataset_id, config_id=chosen.id, params=values, name=name)
     except (StudioError, ValueError) as error:
         raise _fail(error) from None
     typer.echo(job.id)
@@ -229,8 +259,10 @@ def lora_import(
 ) -> None:
     """Queue the import of a community LoRA; prints the job id (its result names the new LoRA)."""
     try:
-        job = submit_import(file.read_bytes(), file_name=file.name, name=name, family=family, base_model=base_model,
-                            trigger_word=trigger_word, character_id=character_id)
+        with _for_character():
+            job = submit_import(file.read_bytes(), file_name=file.name, name=name, family=family,
+                                base_model=base_model, trigger_word=trigger_word,
+                                character_id=character_id if character_id is not None else scoped_character_id())
     except (StudioError, OSError) as error:
         raise _fail(error) from None
     typer.echo(job.id)
@@ -277,7 +309,8 @@ def generate(
             request["loras"] = []
         elif lora:
             request["loras"] = [_lora_choice(item) for item in lora]
-        job = submit_generation(**request)
+        with _for_character():
+            job = submit_generation(**request)
     except (StudioError, ValueError) as error:
         raise _fail(error) from None
     typer.echo(job.id)
@@ -293,6 +326,16 @@ def configs() -> None:
         typer.echo(f"{marker} {config.name:<28} {params.family:<5} {params.resolution:>5}px rank {params.rank:<4} "
                    f"{params.total_steps(1) if params.duration_unit == 'steps' else str(params.epochs) + ' epochs'}"
                    f"  {params.base_model}")
+
+
+@app.command(name="characters")
+def list_characters(
+    archived: Annotated[bool, typer.Option("--archived", help="Archived ones too.")] = False,
+) -> None:
+    """List the characters: id, slug (what --character, the API and n8n take) and name."""
+    for character in characters.list_characters(include_archived=archived, page_size=200).items:
+        note = "  (archived)" if character.archived_at else ""
+        typer.echo(f"{character.id:<5} {character.slug or '':<32} {character.name}{note}")
 
 
 @app.command()
@@ -311,8 +354,9 @@ def list_jobs(
     page_size: Annotated[int, typer.Option(min=1, max=200)] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """List jobs, newest first."""
-    result = jobs.list_jobs(statuses=status, kinds=kind, page=page, page_size=page_size)
+    """List jobs, newest first (the --character's, when given)."""
+    with _for_character(listing=True):
+        result = jobs.list_jobs(statuses=status, kinds=kind, page=page, page_size=page_size)
     if as_json:
         typer.echo(json.dumps({"total": result.total, "items": [job_to_dict(j) for j in result.items]}))
         return
@@ -441,8 +485,9 @@ def plan(
     """Queue a content plan from the character's persona; prints the job id. The posts arrive as drafts."""
 
     try:
-        job = submit_plan(theme=theme, platforms=platform, start=start, end=end, posts_per_week=per_week,
-                          planner=planner)
+        with _for_character():
+            job = submit_plan(theme=theme, platforms=platform, start=start, end=end, posts_per_week=per_week,
+                              planner=planner)
     except (StudioError, ValueError) as error:
         raise _fail(error) from None
     typer.echo(job.id)

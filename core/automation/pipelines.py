@@ -29,8 +29,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from core.automation.demo_content import draft_demo_post
+from core.characters import characters
 from core.characters.likeness import likeness_hold
 from core.characters.persona import Persona
+from core.characters.scope import owner, scoped
 from core.config import get_settings
 from core.datasets.datasets import get_dataset
 from core.db import affected_rows, session_scope
@@ -217,7 +219,7 @@ def _start_training(pipeline: Pipeline) -> list[Job]:
         payload["config_id"] = _dry_run_config_id()
         preset = params_of(get_config(payload["config_id"])).model_dump(mode="json")
         payload["params"] = {**preset, **DRY_RUN_OVERRIDES}
-    return [jobs.new_job("train", payload, pipeline_id=pipeline.id)]
+    return [jobs.new_job("train", payload, pipeline_id=pipeline.id, character_id=pipeline.character_id)]
 
 
 def _finish_training(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
@@ -252,7 +254,8 @@ def _start_generation(pipeline: Pipeline) -> list[Job]:
     lora_id = pipeline.results["training"]["loraId"]
     template = DRY_RUN_TEMPLATE if pipeline.dry_run else ""
     return [jobs.new_job("generate", {"prompt": prompt, "count": 1, "template": template,
-                                      "loras": [{"lora_id": lora_id}]}, pipeline_id=pipeline.id)
+                                      "loras": [{"lora_id": lora_id}]}, pipeline_id=pipeline.id,
+                         character_id=pipeline.character_id)
             for prompt in request.test_prompts]
 
 
@@ -283,7 +286,7 @@ def _start_video(pipeline: Pipeline) -> list[Job]:
                                "name": request.training_name, "subtitles": {"mode": video.caption_style}}
     if video.voice:
         payload["voice"] = video.voice
-    return [jobs.new_job("video", payload, pipeline_id=pipeline.id)]
+    return [jobs.new_job("video", payload, pipeline_id=pipeline.id, character_id=pipeline.character_id)]
 
 
 def _finish_video(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
@@ -305,7 +308,8 @@ def _wants_video(pipeline: Pipeline) -> bool:
 
 def _start_captions(pipeline: Pipeline) -> list[Job]:
     request = DemoPipelineRequest.model_validate(pipeline.payload)
-    return [jobs.new_job("caption", {"dataset_id": request.dataset_id}, pipeline_id=pipeline.id)]
+    return [jobs.new_job("caption", {"dataset_id": request.dataset_id}, pipeline_id=pipeline.id,
+                         character_id=pipeline.character_id)]
 
 
 def _finish_captions(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
@@ -363,7 +367,9 @@ def _start_planning(pipeline: Pipeline) -> list[Job]:
             "planner": "template" if pipeline.dry_run else request.planner}
     if request.persona is not None:
         plan["persona"] = request.persona.model_dump()
-    return [jobs.new_job("plan", plan, pipeline_id=pipeline.id)]
+    if pipeline.character_id is not None:
+        plan["character_id"] = pipeline.character_id  # the persona, trigger word and posts are the character's
+    return [jobs.new_job("plan", plan, pipeline_id=pipeline.id, character_id=pipeline.character_id)]
 
 
 def _finish_planning(pipeline: Pipeline, stage_jobs: list[Job]) -> StageResult:
@@ -523,11 +529,15 @@ def _request_hash(kind: str, body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps([kind, body], sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _check_references(kind: str, request: _Request) -> None:
-    """What the schema cannot see: the dataset, config and (for dry runs) the tiny preset must exist."""
+def _check_references(kind: str, request: _Request, character_id: int | None) -> int:
+    """What the schema cannot see: the dataset (the character's own), config and (for dry runs) the tiny preset
+    must exist. Returns the pipeline's character: the one named, else the dataset's, else the default."""
     if isinstance(request, LoraPipelineRequest):
         with referenced_by("datasetId"):
             dataset = get_dataset(request.dataset_id)
+        if character_id is not None and dataset.character_id not in (None, character_id):
+            raise InvalidInput(f"datasetId: dataset {dataset.name!r} belongs to another character")
+        character_id = character_id if character_id is not None else dataset.character_id
         if dataset.image_count == 0:
             raise InvalidInput(f"datasetId: dataset {dataset.name!r} has no images to train on")
         if request.config_id is not None:
@@ -542,11 +552,14 @@ def _check_references(kind: str, request: _Request) -> None:
                                          end=request.end, posts_per_week=request.posts_per_week,
                                          persona=request.persona,
                                          planner="template" if request.dry_run else request.planner))
+    return character_id if character_id is not None else characters.default_character().id or 0
 
 
-def create_pipeline(kind: str, body: dict[str, Any], *, idempotency_key: str | None = None) -> tuple[Pipeline, bool]:
-    """Validate and queue a pipeline; returns it and whether it is new. A repeated Idempotency-Key
-    returns the first pipeline (the same body) or is refused (a different body)."""
+def create_pipeline(kind: str, body: dict[str, Any], *, idempotency_key: str | None = None,
+                    character_id: int | None = None) -> tuple[Pipeline, bool]:
+    """Validate and queue a pipeline for a character (named, else the scope's, the dataset's or the default);
+    returns it and whether it is new. A repeated Idempotency-Key returns the first pipeline (the same body) or
+    is refused (a different body)."""
     request = parse_request(kind, body)
     request_hash = _request_hash(kind, request.model_dump(mode="json"))
     key = (idempotency_key or "").strip() or None
@@ -556,8 +569,9 @@ def create_pipeline(kind: str, body: dict[str, Any], *, idempotency_key: str | N
         existing = _by_key(key)
         if existing is not None:
             return _same_request(existing, request_hash), False
-    _check_references(kind, request)
-    pipeline = Pipeline(kind=kind, payload=request.model_dump(mode="json"), priority=request.priority,
+    owner_id = _check_references(kind, request, owner(character_id))
+    pipeline = Pipeline(kind=kind, character_id=owner_id, payload=request.model_dump(mode="json"),
+                        priority=request.priority,
                         dry_run=request.dry_run, notify_url=str(request.notify_url) if request.notify_url else None,
                         idempotency_key=key, request_hash=request_hash)
     try:
@@ -605,6 +619,7 @@ def list_pipelines(*, statuses: list[str] | None = None, kinds: list[str] | None
         query = query.where(col(Pipeline.status).in_(statuses))
     if kinds:
         query = query.where(col(Pipeline.kind).in_(kinds))
+    query = scoped(query, col(Pipeline.character_id))
     with session_scope() as session:
         total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
         items = list(session.execute(query.order_by(col(Pipeline.created_at).desc(), col(Pipeline.id).desc())
@@ -891,7 +906,8 @@ def pipeline_view(pipeline: Pipeline) -> dict[str, Any]:
         stages.append({"name": stage.name, "status": state, "jobIds": job_ids,
                        "results": {k: v for k, v in data.items() if k != "jobIds"}})
     return {
-        "id": pipeline.id, "kind": pipeline.kind, "status": pipeline.status, "stage": pipeline.stage,
+        "id": pipeline.id, "kind": pipeline.kind, "characterId": pipeline.character_id, "status": pipeline.status,
+        "stage": pipeline.stage,
         "progressPercent": round(pipeline.progress * 100, 1), "priority": pipeline.priority,
         "dryRun": pipeline.dry_run, "stages": stages, "result": summary(pipeline),
         "warnings": pipeline.warnings, "error": pipeline.error, "errorStage": pipeline.error_stage,

@@ -29,7 +29,7 @@ from core.errors import InvalidInput, NotFound
 from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.jobs.lifecycle import create_job
 from core.library.assets import AssetSource
-from core.models import Asset, Character, DatasetImage, LoraModel, utcnow
+from core.models import Asset, Character, DatasetImage, LoraModel, Post, PostStatus, utcnow
 
 FINGERPRINT_KIND = "fingerprint"
 DEFAULT_THRESHOLD = 0.6
@@ -270,13 +270,39 @@ def likeness_hold(asset_ids: Sequence[int]) -> dict[str, Any] | None:
     with session_scope() as session:
         rows = list(session.execute(select(Asset).where(col(Asset.id).in_(list(asset_ids)),
                                                         col(Asset.face_distance).is_not(None))).scalars())
-    for asset in rows:
-        threshold = threshold_of(asset.character_id)
+    return _first_miss(rows, {})
+
+
+def _first_miss(scored: Sequence[Asset], thresholds: dict[int | None, float]) -> dict[str, Any] | None:
+    """The first scored asset over its character's threshold, as a hold (``thresholds`` caches them by character)."""
+    for asset in scored:
+        if asset.character_id not in thresholds:
+            thresholds[asset.character_id] = threshold_of(asset.character_id)
+        threshold = thresholds[asset.character_id]
         if asset.face_distance is not None and asset.face_distance > threshold:
             return {"assetId": asset.id, "faceDistance": asset.face_distance, "threshold": threshold,
                     "reason": f"asset {asset.id} looks like another person (face distance "
                               f"{asset.face_distance:.2f} > {threshold:.2f})"}
     return None
+
+
+def held_posts(shown: Sequence[Post]) -> dict[int, dict[str, Any]]:
+    """Which of these posts wait for review (the calendar's marker): drafts whose media a pipeline would hold
+    (``likeness_hold``), by post id. One query for all their scored media, one per character's threshold."""
+    drafts = [post for post in shown if post.status == PostStatus.DRAFT and post.asset_ids and post.id is not None]
+    wanted = {asset_id for post in drafts for asset_id in post.asset_ids}
+    if not wanted:
+        return {}
+    with session_scope() as session:
+        scored = {a.id: a for a in session.execute(select(Asset).where(
+            col(Asset.id).in_(sorted(wanted)), col(Asset.face_distance).is_not(None))).scalars()}
+    thresholds: dict[int | None, float] = {}
+    holds = {}
+    for post in drafts:
+        hold = _first_miss([scored[i] for i in post.asset_ids if i in scored], thresholds)
+        if hold is not None:
+            holds[post.id or 0] = hold
+    return holds
 
 
 # --- checkpoints: likeness per step and the recommendation ----------------------------------------------

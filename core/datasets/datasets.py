@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
+from core.characters.scope import in_scope, owner
 from core.config import get_settings
 from core.datasets.caption_text import clean_caption
 from core.datasets.demo_data import generate_demo_images
@@ -95,7 +96,7 @@ def create_dataset(
     character_id: int | None = None,
 ) -> Dataset:
     fields = _validated(name=name, kind=kind, trigger_word=trigger_word, description=description)
-    dataset = Dataset(**fields.model_dump(), character_id=character_id, status=DatasetStatus.EMPTY)
+    dataset = Dataset(**fields.model_dump(), character_id=owner(character_id), status=DatasetStatus.EMPTY)
     try:
         with session_scope() as session:
             session.add(dataset)
@@ -122,6 +123,7 @@ def list_datasets(
         pattern = f"%{search.strip().lower()}%"
         conditions.append(or_(func.lower(col(Dataset.name)).like(pattern),
                               func.lower(col(Dataset.trigger_word)).like(pattern)))
+    conditions += in_scope(col(Dataset.character_id))
     column = _SORT_COLUMNS[sort]
     order = (column.desc(), col(Dataset.id).desc()) if descending else (column.asc(), col(Dataset.id).asc())
     with session_scope() as session:

@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
 from sqlalchemy.engine import CursorResult, Result
 from sqlmodel import col
 
+from core.characters.scope import in_scope, owner
 from core.config import get_settings
 from core.db import get_or_raise, session_scope
 from core.errors import (
@@ -114,7 +115,8 @@ def new_job(
         time_limit_s=spec.time_limit_s,
         parent_id=parent_id,
         pipeline_id=pipeline_id,
-        character_id=character_id if character_id is not None else prepared_character,
+        # Named by the caller, else by what the payload names (a dataset's character), else the scope's.
+        character_id=owner(character_id if character_id is not None else prepared_character),
         enqueued_at=utcnow(),
     )
 
@@ -178,6 +180,7 @@ def list_jobs(
         conditions.append(col(Job.id).startswith(id_prefix.strip().lower()))
     if pipeline_id:
         conditions.append(col(Job.pipeline_id) == pipeline_id)
+    conditions += in_scope(col(Job.character_id))
     with session_scope() as session:
         total = session.execute(select(func.count()).select_from(Job).where(*conditions)).scalar_one()
         items = (

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sqlalchemy import ColumnElement, and_, delete, func, select, update
 from sqlmodel import col
 
+from core.characters.scope import in_scope, owner
 from core.config import get_settings
 from core.datasets.images import make_thumbnail
 from core.db import affected_rows, get_or_raise, session_scope
@@ -51,6 +52,7 @@ class AssetSource:
     VIDEO = "video"
     VOICE = "voice"
     MOTION = "motion"  # a clip animated from a still (the motion job)
+    REFERENCE = "reference"  # a character's reference image (core.characters.references)
 
 
 def thumbnail_key(key: str) -> str:
@@ -78,7 +80,7 @@ def record_asset(
     """Create or update the asset stored under ``key`` (already in object storage), with its LoRA lineage."""
     values: dict[str, Any] = dict(
         kind=kind, source=source, content_type=content_type, size_bytes=size_bytes, job_id=job_id,
-        character_id=character_id, dataset_id=dataset_id, prompt=prompt, width=width, height=height,
+        character_id=owner(character_id), dataset_id=dataset_id, prompt=prompt, width=width, height=height,
         thumbnail_key=thumbnail, meta=meta or {})
     with session_scope() as session:
         asset = session.execute(select(Asset).where(col(Asset.key) == key)).scalar_one_or_none()
@@ -236,6 +238,8 @@ def _conditions(filters: AssetFilter) -> list[ColumnElement[bool]]:
             select(col(CollectionItem.asset_id)).where(col(CollectionItem.collection_id) == filters.collection_id)))
     if filters.character_id is not None:
         conditions.append(col(Asset.character_id) == filters.character_id)
+    else:
+        conditions += in_scope(col(Asset.character_id))  # the switcher's character (core.characters.scope)
     if filters.text:
         conditions.append(col(Asset.prompt).ilike(f"%{escape_like(filters.text)}%", escape="\\"))
     if filters.likeness == "match":

@@ -117,11 +117,11 @@ def fetch_lora(url: str, *, max_bytes: int = MAX_IMPORT_BYTES) -> tuple[bytes, s
 
 
 def import_lora_from_url(url: str, *, base_model: str, family: str = "sd15", name: str = "",
-                         trigger_word: str = "") -> Job:
+                         trigger_word: str = "", character_id: int | None = None) -> Job:
     """Fetch, then check and queue like an upload (``.safetensors`` only, size, header, key layout)."""
     data, file_name = fetch_lora(url)
     return submit_import(data, file_name=file_name, name=name, family=family, base_model=base_model,
-                         trigger_word=trigger_word)
+                         trigger_word=trigger_word, character_id=character_id)
 
 
 register(JobSpec(

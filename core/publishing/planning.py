@@ -25,6 +25,7 @@ from sqlmodel import col
 
 from core.characters import characters
 from core.characters.persona import Persona
+from core.characters.scope import in_scope
 from core.config import get_settings
 from core.db import session_scope
 from core.errors import InvalidInput, referenced_by
@@ -302,8 +303,9 @@ def _save_plan(job_id: str, payload: PlanPayload, posts: list[PlannedPost], plan
 def list_plans(*, page: int = 1, page_size: int = 20) -> Page[ContentPlan]:
     page, page_size = clamp(page, page_size, max_page_size=100)
     with session_scope() as session:
-        total = session.execute(select(func.count()).select_from(ContentPlan)).scalar_one()
-        items = list(session.execute(select(ContentPlan).order_by(col(ContentPlan.created_at).desc())
+        mine = in_scope(col(ContentPlan.character_id))
+        total = session.execute(select(func.count()).select_from(ContentPlan).where(*mine)).scalar_one()
+        items = list(session.execute(select(ContentPlan).where(*mine).order_by(col(ContentPlan.created_at).desc())
                                      .offset((page - 1) * page_size).limit(page_size)).scalars())
     return Page(items, total, page, page_size)
 

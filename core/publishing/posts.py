@@ -17,6 +17,7 @@ from pydantic import Field
 from sqlalchemy import func, select, update
 from sqlmodel import col
 
+from core.characters.scope import in_scope, owner, scoped
 from core.config import get_settings
 from core.db import affected_rows, get_or_raise, session_scope
 from core.errors import Conflict, InvalidInput, referenced_by
@@ -67,6 +68,8 @@ def posts_between(start: datetime, end: datetime, *, platforms: Sequence[str] | 
         query = query.where(col(Post.status).in_(list(statuses)))
     if character_id is not None:
         query = query.where(col(Post.character_id) == character_id)
+    else:
+        query = scoped(query, col(Post.character_id))
     with session_scope() as session:
         return list(session.execute(query.order_by(col(Post.scheduled_at), col(Post.id)).limit(limit)).scalars())
 
@@ -80,7 +83,8 @@ def count_by_status() -> dict[str, int]:
 def upcoming_posts(*, limit: int = 5) -> list[Post]:
     with session_scope() as session:
         return list(session.execute(
-            select(Post).where(col(Post.status) == PostStatus.SCHEDULED, col(Post.scheduled_at) >= utcnow())
+            select(Post).where(col(Post.status) == PostStatus.SCHEDULED, col(Post.scheduled_at) >= utcnow(),
+                               *in_scope(col(Post.character_id)))
             .order_by(col(Post.scheduled_at)).limit(limit)).scalars())
 
 
@@ -178,7 +182,7 @@ def create_post(*, platform: str, scheduled_at: datetime, caption: str = "", has
     values = _clean(dict(platform=platform, scheduled_at=scheduled_at, caption=caption, hashtags=hashtags,
                          title=title, image_prompt=image_prompt, asset_ids=asset_ids, account_id=account_id,
                          ai_generated=ai_generated, options=options or {}))
-    post = Post(status=PostStatus.DRAFT, plan_id=plan_id, character_id=character_id, **values)
+    post = Post(status=PostStatus.DRAFT, plan_id=plan_id, character_id=owner(character_id), **values)
     with session_scope() as session:
         session.add(post)
     return post

@@ -2,9 +2,9 @@
 next posts, and the work running now.
 
 Every read is a few rows through an index (a LIMIT on an indexed order, or primary keys), so the page
-costs the same with ten thousand assets and jobs as with ten. The studio works for one character until
-the character switcher exists (``core.characters.characters.current_character``); rows made without a character
-belong to it, so the lists are the studio's latest.
+costs the same with ten thousand assets and jobs as with ten. The character is the switcher's
+(``core.characters.characters.current_character``); every list keeps to its rows and to rows of no character
+(``core.characters.scope``).
 """
 
 from __future__ import annotations

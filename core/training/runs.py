@@ -19,6 +19,7 @@ from pydantic import Field
 from sqlalchemy import delete, func, insert, select, update
 from sqlmodel import col
 
+from core.characters.scope import in_scope
 from core.config import get_settings
 from core.datasets.datasets import get_dataset
 from core.db import get_or_raise, session_scope
@@ -367,6 +368,8 @@ def list_loras(*, job_id: str | None = None, character_id: int | None = None, pa
         conditions.append(col(LoraModel.job_id) == job_id)
     if character_id is not None:
         conditions.append(col(LoraModel.character_id) == character_id)
+    else:
+        conditions += in_scope(col(LoraModel.character_id))
     order = col(LoraModel.step).desc() if job_id else col(LoraModel.created_at).desc()
     with session_scope() as session:
         total = session.execute(select(func.count()).select_from(LoraModel).where(*conditions)).scalar_one()

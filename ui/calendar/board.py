@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import streamlit as st
 from streamlit_calendar import calendar
 
+from core.characters import likeness
 from core.errors import StudioError
 from core.models import Platform, Post, PostStatus
 from core.publishing import posts
@@ -135,20 +136,23 @@ def event_window(state: ReadOnlySessionState, tz: ZoneInfo) -> tuple[datetime, d
     return start - MARGIN, end + MARGIN
 
 
-def post_event(post: Post, tz: ZoneInfo) -> dict[str, Any]:
+def post_event(post: Post, tz: ZoneInfo, hold: dict[str, Any] | None = None) -> dict[str, Any]:
     caption = " ".join(post.caption.split())
     title = f"{STATUS_MARKS.get(post.status, '')} {PLATFORM_SHORT[post.platform]} · {caption[:40] or '(no caption)'}"
+    if hold is not None:  # a draft a pipeline held: its image looks like another person
+        title = f"⏸ held for review ({hold['faceDistance']:.2f}) · {title}"
     return {
         "id": str(post.id), "title": title, "start": wall_clock(post.scheduled_at, tz),
         "backgroundColor": PLATFORM_COLOURS[post.platform], "borderColor": PLATFORM_COLOURS[post.platform],
         "textColor": "#ffffff", "classNames": [f"post-{post.status}"],
         "editable": post.status not in posts.LOCKED,  # published posts stay where they are
-        "extendedProps": {"status": post.status, "platform": post.platform},
+        "extendedProps": {"status": post.status, "platform": post.platform, "held": hold is not None},
     }
 
 
 def calendar_events(shown: list[Post], tz: ZoneInfo) -> list[dict[str, Any]]:
-    return [post_event(post, tz) for post in shown]
+    holds = likeness.held_posts(shown)
+    return [post_event(post, tz, holds.get(post.id or 0)) for post in shown]
 
 
 def calendar_options(state: ReadOnlySessionState, tz: ZoneInfo) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import streamlit as st
 
+from core.characters import likeness
 from core.config import get_settings
 from core.errors import StudioError
 from core.models import Platform, Post, PostStatus
@@ -113,12 +114,29 @@ def post_editor(post_id: int, tz: ZoneInfo) -> None:
     top[1].button("Close", key="calendar.close", on_click=guard(close_panel))
     _post_status(post_id, post.status, post.production_status)
     show_flash(EDITOR_FLASH)
+    _held_for_review(post)
     locked = post.status in posts.LOCKED
     sync_form(post, tz)
     _fields(post, tz, locked)
     media_picker(post, locked)
     _preview(post, tz)
     _actions(post)
+
+
+def _held_for_review(post: Post) -> None:
+    """A draft whose image looks like another person waits for a person: approve (= schedule) or reject (delete)."""
+    hold = likeness.held_posts([post]).get(post.id or 0)
+    if hold is None:
+        return
+    pid = post.id or 0
+    st.warning(literal(f"Held for review: {hold['reason']}. Likeness score (face distance) "
+                       f"{hold['faceDistance']:.2f}; this character's threshold is {hold['threshold']:.2f}."),
+               icon=":material/pause_circle:")
+    with st.container(horizontal=True):
+        st.button("Approve and schedule", key=edit_key(pid, "approve"), on_click=guard(_act), args=(pid, "schedule"),
+                  type="primary", icon=":material/check:")
+        st.button("Reject (delete the post)", key=edit_key(pid, "reject"), on_click=guard(_delete_action),
+                  args=(pid,), icon=":material/close:")
 
 
 def _post_status(post_id: int, status: str, production_status: str | None) -> None:

@@ -1,7 +1,7 @@
 """Model manager: installed base models (hub downloads, registered folders, converted single files)
 
-Revision ID: 0010_model_manager
-Revises: 0009
+Revision ID: 0011_model_manager
+Revises: 0010_characters
 Create Date: 2026-12-07 18:10:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0010_model_manager'
-down_revision: str | None = '0009'
+revision: str = '0011_model_manager'
+down_revision: str | None = '0010_characters'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
