@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from core.characters.characters import get_character
+from core.characters.scope import owner
 from core.db import session_scope
 from core.errors import InvalidInput, referenced_by
 from core.infra.storage import get_object_store, job_key
@@ -99,7 +100,7 @@ def submit_import(data: bytes, *, file_name: str, name: str = "", family: str = 
     payload = ImportLoraPayload(
         upload_key=f"imports/loras/{hashlib.sha256(data).hexdigest()}.safetensors",
         name=(name or Path(file_name).stem)[:200], family=family,
-        base_model=base_model, trigger_word=trigger_word, character_id=character_id, source_format=source_format,
+        base_model=base_model, trigger_word=trigger_word, character_id=owner(character_id), source_format=source_format,
     )
     get_object_store().put_bytes(payload.upload_key, data, "application/octet-stream")
     return create_job(IMPORT_KIND, payload.model_dump())
