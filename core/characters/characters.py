@@ -69,3 +69,26 @@ def trigger_word_of(character_id: int | None) -> str:
     return get_character(character_id).trigger_word
 
 
+
+
+def set_voice(*, character_id: int, voice: str) -> Character:
+    """Store the character's voice (a voice id, e.g. ``csm:<reference clip id>``); checked first, so a bad
+    voice changes nothing. An empty voice goes back to the studio's default."""
+    from core.video.voices import validate_voice  # the video domain owns voice ids
+
+    canonical = validate_voice(voice).id if voice.strip() else ""
+    with session_scope() as session:
+        character = session.get(Character, character_id, with_for_update=True)
+        if character is None:
+            raise InvalidInput(f"character {character_id} does not exist")
+        character.voice = canonical
+        session.flush()
+        return character
+
+
+def voice_of(character_id: int | None) -> str:
+    """The voice a character speaks with by default: its own, else the studio's default voice."""
+    from core.config import get_settings
+
+    own = get_character(character_id).voice if character_id is not None else ""
+    return own or get_settings().tts_default_voice

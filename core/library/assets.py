@@ -51,6 +51,7 @@ class AssetSource:
     VIDEO = "video"
     VOICE = "voice"
     MOTION = "motion"  # a clip animated from a still (the motion job)
+    VOICE_REFERENCE = "voice-reference"  # an uploaded clip a cloned voice speaks like (core.video.voice_clips)
 
 
 def thumbnail_key(key: str) -> str:

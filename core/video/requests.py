@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import Field
 
-from core.config import get_settings
+from core.characters.characters import voice_of
 from core.errors import InvalidInput, NotFound
 from core.generation.requests import job_images
 from core.infra.storage import get_object_store, job_key
@@ -38,7 +38,7 @@ class VideoPayload(Payload):
                                        description="in order; images, or clips (video assets, e.g. motion jobs')")
     generation_job_id: str | None = Field(default=None, max_length=32, description="use this job's images")
     script: str = Field(min_length=1, max_length=5000, description="the voice-over text")
-    voice: str = Field(default="", max_length=300, description="'espeak:en-us', 'vits:<model>'; empty: default")
+    voice: str = Field(default="", max_length=300, description="'espeak:en-us', 'vits:<model>', 'csm:<clip id>'; empty: the character's")
     rate_wpm: int = Field(default=165, ge=80, le=400, description="speaking rate, words per minute")
     aspect: Aspect = "9:16"
     fit: Fit = "crop"
@@ -102,13 +102,14 @@ def prepare_video_payload(payload: VideoPayload) -> tuple[VideoPayload, int | No
     ids = _image_ids(payload)
     images = [_visual(i) for i in ids]
     split_sentences(payload.script)  # raises InvalidInput for a script with nothing to say
-    voice = validate_voice(payload.voice or get_settings().tts_default_voice)
+    character_id = next((a.character_id for a in images if a.character_id is not None), None)
+    # No voice named: the images' character speaks with its own voice (else the studio default).
+    voice = validate_voice(payload.voice or voice_of(character_id))
     if payload.music_asset_id is not None:
         _library_asset(payload.music_asset_id, AssetKind.AUDIO, "music")
     unknown = [p for p in payload.platforms if p not in VIDEO_SPECS]
     if unknown:
         raise InvalidInput(f"unknown platform(s): {', '.join(unknown)} (known: {', '.join(VIDEO_SPECS)})")
-    character_id = next((a.character_id for a in images if a.character_id is not None), None)
     resolved = payload.model_copy(update={"image_asset_ids": ids, "generation_job_id": None, "voice": voice.id})
     return VideoPayload.model_validate(resolved.model_dump()), character_id
 

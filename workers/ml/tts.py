@@ -1,4 +1,5 @@
-"""Text to speech for the voice-over: espeak-ng (offline default) or a transformers VITS model.
+"""Text to speech for the voice-over: espeak-ng (offline default), a transformers VITS model, or Sesame
+CSM cloning a reference clip (``workers/ml/tts_csm.py``).
 
 Both engines share one interface: ``synthesize(sentences, rate_wpm=...)`` speaks each sentence on its
 own, trims the silence the engine adds around it, and joins the sentences with a short pause into one
@@ -74,7 +75,7 @@ class Synthesizer(Protocol):
         ...
 
 
-def _check_sentences(sentences: Sequence[str]) -> list[str]:
+def check_sentences(sentences: Sequence[str]) -> list[str]:
     if isinstance(sentences, str):
         raise TypeError("synthesize takes a list of sentences; split a script with core.video.voices.split_sentences")
     cleaned = [" ".join(s.split()) for s in sentences]
@@ -238,7 +239,7 @@ class EspeakSynthesizer:
         output: Path | None = None,
         pause_s: float = DEFAULT_PAUSE_S,
     ) -> Speech:
-        sentences = _check_sentences(sentences)
+        sentences = check_sentences(sentences)
         rate = validate_rate(rate_wpm)
         with tempfile.TemporaryDirectory(prefix="espeak-") as tmp, ThreadPoolExecutor(self.workers) as pool:
             spoken = list(pool.map(lambda item: self._speak(item[1], rate, Path(tmp), item[0]), enumerate(sentences)))
@@ -319,7 +320,7 @@ class VitsSynthesizer:
         output: Path | None = None,
         pause_s: float = DEFAULT_PAUSE_S,
     ) -> Speech:
-        sentences = _check_sentences(sentences)
+        sentences = check_sentences(sentences)
         # VITS speaks at its own pace; DEFAULT_RATE_WPM is taken as that pace.
         speaking_rate = validate_rate(rate_wpm) / DEFAULT_RATE_WPM
         with self._lock:
@@ -341,9 +342,29 @@ def load_vits(model: str, device: str | None = None) -> VitsSynthesizer:
 
 
 def clear_tts_cache() -> None:
-    """Forget loaded VITS models (tests, or freeing GPU memory)."""
+    """Forget loaded VITS and CSM models (tests, or freeing GPU memory)."""
+    from workers.ml.tts_csm import clear_csm_cache
+
     with _vits_cache_lock:
         _vits_cache.clear()
+    clear_csm_cache()
+
+
+def _csm_synthesizer(voice_id: str, clip: str, device: str | None) -> Synthesizer:
+    """A CSM voice; a cloned one reads its reference clip from the library (checked again here: the clip
+    may have been trashed since the job was created)."""
+    from core.config import get_settings
+    from core.library.assets import read_asset
+    from core.video.voice_clips import get_reference_clip, transcript_of
+    from workers.ml.tts_csm import CsmSynthesizer, load_csm, reference_from_wav
+
+    reference = None
+    if clip:
+        asset = get_reference_clip(int(clip))
+        samples, rate = read_wav(io.BytesIO(read_asset(asset)))
+        reference = reference_from_wav(samples, rate, transcript_of(asset))
+    engine = load_csm(get_settings().tts_csm_model, device or default_device())
+    return CsmSynthesizer(engine, reference, voice_id)
 
 
 def get_synthesizer(voice_id: str, *, device: str | None = None) -> Synthesizer:
@@ -352,6 +373,8 @@ def get_synthesizer(voice_id: str, *, device: str | None = None) -> Synthesizer:
     engine, name = parse_voice_id(voice.id)
     if engine == "espeak":
         return EspeakSynthesizer(name)
+    if engine == "csm":
+        return _csm_synthesizer(voice.id, name, device)
     return load_vits(name, device)
 
 
