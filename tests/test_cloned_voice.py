@@ -80,7 +80,7 @@ def test_reference_clip_is_checked_mixed_down_and_stored(studio, tmp_path: Path)
     assert [o.key for o in get_object_store().list("voices/")] == store_before
 
     # The character's voice: a bad one changes nothing, a cloned one becomes the default.
-    with pytest.raises(InvalidInput, match="not a voice reference clip|does not exist"):
+    with pytest.raises(InvalidInput, match=r"not a voice reference clip|does not exist"):
         set_voice(character_id=character.id, voice="csm:999999")
     assert voice_of(character.id) == studio.tts_default_voice
     set_voice(character_id=character.id, voice=f"csm:{clip.id}")

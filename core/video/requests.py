@@ -38,7 +38,7 @@ class VideoPayload(Payload):
                                        description="in order; images, or clips (video assets, e.g. motion jobs')")
     generation_job_id: str | None = Field(default=None, max_length=32, description="use this job's images")
     script: str = Field(min_length=1, max_length=5000, description="the voice-over text")
-    voice: str = Field(default="", max_length=300, description="'espeak:en-us', 'vits:<model>', 'csm:<clip id>'; empty: the character's")
+    voice: str = Field(default="", max_length=300, description="'espeak:en-us', 'vits:<model>', 'csm:<clip id>'; empty: the character's")  # noqa: E501
     rate_wpm: int = Field(default=165, ge=80, le=400, description="speaking rate, words per minute")
     aspect: Aspect = "9:16"
     fit: Fit = "crop"

@@ -119,7 +119,8 @@ def save_reference_clip(*, data: bytes, filename: str, character_id: int | None,
     if not data:
         raise InvalidInput("the clip is empty")
     if len(data) > MAX_BYTES:
-        raise InvalidInput(f"the clip is {len(data) / 1024 / 1024:.0f} MB; upload at most {MAX_BYTES // 1024 // 1024} MB")
+        megabytes = len(data) / 1024 / 1024
+        raise InvalidInput(f"the clip is {megabytes:.0f} MB; upload at most {MAX_BYTES // 1024 // 1024} MB")
     transcript = " ".join((transcript or "").split())
     if len(transcript) > MAX_TRANSCRIPT:
         raise InvalidInput(f"the transcript is over {MAX_TRANSCRIPT} characters; it should say what the clip says")

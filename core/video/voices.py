@@ -229,7 +229,7 @@ def validate_voice(voice_id: str) -> Voice:
         if not name:
             return _csm_voice(None)
         if not name.isdigit() or len(name) > 18:
-            raise InvalidInput(f"unknown voice {voice_id!r}; a cloned voice is 'csm:<reference clip id>', e.g. 'csm:12'")
+            raise InvalidInput(f"unknown voice {voice_id!r}; a cloned voice is 'csm:<reference clip id>' ('csm:12')")
         return cloned_voice(int(name))
     if engine == "vits":
         model = name or _default_vits_model()

@@ -445,8 +445,14 @@ def build_tiny_csm(path: Path, *, seed: int = 0) -> Path:
 
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import (CsmConfig, CsmForConditionalGeneration, CsmProcessor, EncodecFeatureExtractor,
-                              MimiConfig, PreTrainedTokenizerFast)
+    from transformers import (
+        CsmConfig,
+        CsmForConditionalGeneration,
+        CsmProcessor,
+        EncodecFeatureExtractor,
+        MimiConfig,
+        PreTrainedTokenizerFast,
+    )
 
     path.parent.mkdir(parents=True, exist_ok=True)
     build_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -458,11 +464,11 @@ def build_tiny_csm(path: Path, *, seed: int = 0) -> Path:
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         backend.decoder = decoders.ByteLevel()
         backend.add_special_tokens(list(_CSM_SPECIALS))
-        tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|begin_of_text|>",
-                                            eos_token="<|end_of_text|>", pad_token="<|finetune_right_pad_id|>")
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|begin_of_text|>",  # noqa: S106
+                                            eos_token="<|end_of_text|>", pad_token="<|finetune_right_pad_id|>")  # noqa: S106
         processor = CsmProcessor(feature_extractor=EncodecFeatureExtractor(feature_size=1, sampling_rate=24_000),
                                  tokenizer=tokenizer, chat_template=CSM_CHAT_TEMPLATE)
-        ids = {token: tokenizer.convert_tokens_to_ids(token) for token in _CSM_SPECIALS}
+        ids: dict[str, Any] = {token: tokenizer.convert_tokens_to_ids(token) for token in _CSM_SPECIALS}
         codebooks, codes = 4, 64
         codec = MimiConfig(
             hidden_size=16, num_filters=4, num_residual_layers=1, codebook_size=codes, codebook_dim=16,
