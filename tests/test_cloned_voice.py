@@ -14,8 +14,8 @@ import pytest
 from core.errors import InvalidInput
 from core.infra.storage import get_object_store
 from core.video.voices import validate_voice
-from workers.ml.tts import clear_tts_cache, read_wav, synthesize_script
-from workers.ml.tts_csm import SAMPLE_RATE, CsmEngine, CsmSynthesizer, Reference, max_frames
+from workers.ml.tts import CsmSynthesizer, clear_tts_cache, read_wav, synthesize_script
+from workers.ml.tts_csm import SAMPLE_RATE, CsmEngine, Reference, max_frames
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -10,10 +10,12 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from core.characters.persona import Persona
+from core.config import get_settings
 from core.db import get_or_raise, session_scope
 from core.errors import InvalidInput
 from core.models import Character
 from core.training.runs import promoted_lora
+from core.video.voices import validate_voice  # the video domain owns voice ids
 
 DEFAULT_NAME = "Mia Rivers"
 DEFAULT_PERSONA = Persona(
@@ -74,8 +76,6 @@ def trigger_word_of(character_id: int | None) -> str:
 def set_voice(*, character_id: int, voice: str) -> Character:
     """Store the character's voice (a voice id, e.g. ``csm:<reference clip id>``); checked first, so a bad
     voice changes nothing. An empty voice goes back to the studio's default."""
-    from core.video.voices import validate_voice  # the video domain owns voice ids
-
     canonical = validate_voice(voice).id if voice.strip() else ""
     with session_scope() as session:
         character = session.get(Character, character_id, with_for_update=True)
@@ -88,7 +88,5 @@ def set_voice(*, character_id: int, voice: str) -> Character:
 
 def voice_of(character_id: int | None) -> str:
     """The voice a character speaks with by default: its own, else the studio's default voice."""
-    from core.config import get_settings
-
     own = get_character(character_id).voice if character_id is not None else ""
     return own or get_settings().tts_default_voice

@@ -27,6 +27,7 @@ from typing import Literal
 
 from core.config import get_settings
 from core.errors import InvalidInput
+from core.video.voice_clips import get_reference_clip
 
 Engine = Literal["espeak", "vits", "csm"]
 ENGINES: tuple[Engine, ...] = ("espeak", "vits", "csm")
@@ -181,8 +182,6 @@ def _csm_voice(clip_id: int | None, label: str = "") -> Voice:
 
 def cloned_voice(clip_id: int) -> Voice:
     """The cloned voice that speaks like reference clip ``clip_id`` (checked: it must be one)."""
-    from core.video.voice_clips import get_reference_clip
-
     clip = get_reference_clip(clip_id)
     return _csm_voice(clip_id, str((clip.meta or {}).get("filename") or ""))
 

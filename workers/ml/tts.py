@@ -24,10 +24,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from core.config import get_settings
 from core.errors import InvalidInput, PermanentJobError
+from core.library.assets import read_asset
 from core.video.options import Word
+from core.video.voice_clips import get_reference_clip, transcript_of
 from core.video.voices import DEFAULT_RATE_WPM, parse_voice_id, split_sentences, validate_rate, validate_voice
 from workers.ml.locks import MODEL_CONSTRUCTION_LOCK
+from workers.ml.tts_csm import CsmEngine, Reference, clear_csm_cache, load_csm, max_frames, reference_from_wav
 
 OUTPUT_SAMPLE_RATE = 48_000
 DEFAULT_PAUSE_S = 0.3
@@ -343,21 +347,37 @@ def load_vits(model: str, device: str | None = None) -> VitsSynthesizer:
 
 def clear_tts_cache() -> None:
     """Forget loaded VITS and CSM models (tests, or freeing GPU memory)."""
-    from workers.ml.tts_csm import clear_csm_cache
-
     with _vits_cache_lock:
         _vits_cache.clear()
     clear_csm_cache()
 
 
+class CsmSynthesizer:
+    """A CSM voice (``workers/ml/tts_csm.py``): the loaded engine plus, for a cloned voice, its reference clip."""
+
+    def __init__(self, engine: CsmEngine, reference: Reference | None, voice_id: str) -> None:
+        self.engine = engine
+        self.reference = reference
+        self.voice_id = voice_id
+
+    def synthesize(
+        self,
+        sentences: Sequence[str],
+        *,
+        rate_wpm: float = DEFAULT_RATE_WPM,
+        output: Path | None = None,
+        pause_s: float = DEFAULT_PAUSE_S,
+    ) -> Speech:
+        sentences = check_sentences(sentences)
+        # CSM has no rate control: the rate only sizes each sentence's frame budget.
+        rate = validate_rate(rate_wpm)
+        clips = [self.engine.speak(s, self.reference, frames=max_frames(s, rate)) for s in sentences]
+        return assemble(clips, sentences, self.engine.sample_rate, output=output, pause_s=pause_s)
+
+
 def _csm_synthesizer(voice_id: str, clip: str, device: str | None) -> Synthesizer:
     """A CSM voice; a cloned one reads its reference clip from the library (checked again here: the clip
     may have been trashed since the job was created)."""
-    from core.config import get_settings
-    from core.library.assets import read_asset
-    from core.video.voice_clips import get_reference_clip, transcript_of
-    from workers.ml.tts_csm import CsmSynthesizer, load_csm, reference_from_wav
-
     reference = None
     if clip:
         asset = get_reference_clip(int(clip))

@@ -7,8 +7,8 @@ backbone and depth decoder that write Mimi codec frames (12.5 per second, 24 kHz
 
 Cloning is CSM's "context": the reference clip (and, when known, what it says) is the conversation's
 first turn, spoken by the same speaker as the sentence to say, so the model continues in that voice.
-Each sentence is spoken on its own with the same context, so the sentence timings stay exact as for
-the other engines (``workers.ml.tts.assemble``). Sampling is seeded per sentence: one sentence with one
+Each sentence is spoken on its own with the same context (``workers.ml.tts.CsmSynthesizer``), so the
+sentence timings stay exact as for the other engines. Sampling is seeded per sentence: one sentence with one
 clip always sounds the same.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from core.errors import InvalidInput, PermanentJobError
-from core.video.voices import DEFAULT_RATE_WPM, validate_rate
 from workers.ml.locks import MODEL_CONSTRUCTION_LOCK
 
 SAMPLE_RATE = 24_000
@@ -102,39 +100,13 @@ class CsmEngine:
             self._conversation(text, reference), tokenize=True, return_dict=True
         ).to(self.device)
         devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
-        with torch.random.fork_rng(devices=devices), torch.inference_mode():
+        with self._lock, torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(self.seed)
             audio = self.model.generate(**inputs, output_audio=True, max_new_tokens=frames, do_sample=True)
         samples: np.ndarray = audio[0].float().cpu().numpy().reshape(-1)
         if samples.size == 0:
             raise PermanentJobError(f"CSM said nothing for {text!r}")
         return samples
-
-
-class CsmSynthesizer:
-    """A CSM voice: the engine plus (for a cloned voice) its reference clip; the ``Synthesizer`` interface."""
-
-    def __init__(self, engine: CsmEngine, reference: Reference | None, voice_id: str) -> None:
-        self.engine = engine
-        self.reference = reference
-        self.voice_id = voice_id
-
-    def synthesize(
-        self,
-        sentences: Sequence[str],
-        *,
-        rate_wpm: float = DEFAULT_RATE_WPM,
-        output: Path | None = None,
-        pause_s: float = 0.3,
-    ) -> Any:
-        from workers.ml.tts import assemble, check_sentences
-
-        sentences = check_sentences(sentences)
-        # CSM has no rate control: the rate only sizes each sentence's frame budget.
-        rate = validate_rate(rate_wpm)
-        with self.engine._lock:
-            clips = [self.engine.speak(s, self.reference, frames=max_frames(s, rate)) for s in sentences]
-        return assemble(clips, sentences, self.engine.sample_rate, output=output, pause_s=pause_s)
 
 
 def reference_from_wav(samples: np.ndarray, sample_rate: int, transcript: str) -> Reference:
