@@ -126,3 +126,31 @@ def test_cloned_voice_reads_its_clip_from_the_library(studio, tiny_csm: Path, tm
     trash_assets([clip.id])
     with pytest.raises(InvalidInput, match="in the trash"):
         synthesize_script("Hello there.", f"csm:{clip.id}", output=tmp_path / "w.wav", device="cpu")
+
+
+def test_a_cloned_voice_preview_goes_to_the_gpu_queue_and_a_gpu_worker_speaks_it(studio, tiny_csm: Path,
+                                                                                  tmp_path: Path, monkeypatch,
+                                                                                  workers) -> None:
+    from core.config import reload_settings
+    from core.jobs.lifecycle import get_job
+    from core.video import requests as videos
+    from core.video.voice_clips import save_reference_clip
+    from tests.conftest import wait_until
+
+    clip = save_reference_clip(data=_clip(tmp_path, "anoisesrc=a=0.3:c=pink", seconds=3.5), filename="me.wav",
+                               character_id=None)
+    # auto: no worker with a GPU is online (none on this machine), so model voices stay on the cpu queue.
+    assert videos.submit_voice_preview(voice=f"csm:{clip.id}").queue == "cpu"
+    assert videos.submit_voice_preview(voice="espeak:en-us").queue == "cpu"
+    monkeypatch.setenv("STUDIO_TTS_MODEL_QUEUE", "gpu")
+    monkeypatch.setenv("STUDIO_TTS_CSM_MODEL", str(tiny_csm))
+    reload_settings()
+    assert videos.submit_voice_preview(voice="espeak:en-us").queue == "cpu"  # espeak never needs a GPU
+    job = videos.submit_voice_preview(voice=f"csm:{clip.id}", rate_wpm=400, text="Hi there.")
+    assert job.queue == "gpu"
+    workers.worker("gpu", threads=1)  # only the gpu queue: the cloned voice is spoken there (on the CPU here)
+    done = wait_until(lambda: (j := get_job(job.id)).status in ("succeeded", "failed") and j, timeout=90,
+                      what="the preview job to finish")
+    assert done.status == "succeeded", done.error
+    samples, rate = read_wav(io.BytesIO(videos.read_preview(job.id)))
+    assert rate == 48_000 and 0.08 <= samples.size / rate <= max_frames("Hi there.", 400) * 0.08 + 0.01

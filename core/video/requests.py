@@ -13,17 +13,19 @@ from typing import Any
 from pydantic import Field
 
 from core.characters.characters import voice_of
+from core.config import get_settings
 from core.errors import InvalidInput, NotFound
 from core.generation.requests import job_images
 from core.infra.storage import get_object_store, job_key
 from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.jobs.lifecycle import create_job, list_jobs
+from core.jobs.queue import gpu_worker_memory_gib
 from core.library import assets
 from core.models import Asset, AssetKind, Job
 from core.pagination import Page
 from core.video.options import Aspect, Fit, LoudnessTarget, Motion, SubtitleStyle, Transition
 from core.video.platform_specs import VIDEO_SPECS
-from core.video.voices import split_sentences, validate_voice
+from core.video.voices import parse_voice_id, split_sentences, validate_voice
 
 VIDEO_KIND = "video"
 PREVIEW_KIND = "voice-preview"
@@ -119,6 +121,17 @@ def prepare_voice_preview(payload: VoicePreviewPayload) -> tuple[VoicePreviewPay
     return payload.model_copy(update={"voice": voice.id, "text": payload.text.strip() or PREVIEW_TEXT}), None
 
 
+def voice_queue(voice: str) -> str:
+    """The queue for a job that speaks with ``voice``: a model voice on the GPU when one is online."""
+    engine, _ = parse_voice_id(voice)
+    if engine == "espeak":
+        return Queue.CPU
+    setting = get_settings().tts_model_queue
+    if setting == "auto":
+        return Queue.GPU if gpu_worker_memory_gib() is not None else Queue.CPU
+    return Queue.GPU if setting == "gpu" else Queue.CPU
+
+
 def submit_video(**request: Any) -> Job:
     """Queue a render; ``request`` holds VideoPayload's fields (validated with errors naming the field)."""
     return create_job(VIDEO_KIND, request)
@@ -150,9 +163,9 @@ def read_preview(job_id: str) -> bytes:
 
 register(JobSpec(
     "video", Queue.CPU, VideoPayload, "Renders a short video: motion, voice-over, subtitles, music, loudness.",
-    max_attempts=3, time_limit_s=1800, prepare=prepare_video_payload,
+    max_attempts=3, time_limit_s=1800, prepare=prepare_video_payload, route=lambda p: voice_queue(p.voice),
 ))
 register(JobSpec(
     "voice-preview", Queue.CPU, VoicePreviewPayload, "Speaks a short sample with a voice.", max_attempts=1,
-    time_limit_s=120, prepare=prepare_voice_preview,
+    time_limit_s=120, prepare=prepare_voice_preview, route=lambda p: voice_queue(p.voice),
 ))
