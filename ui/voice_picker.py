@@ -66,8 +66,9 @@ def _upload(character_id: int, key: str) -> None:
                               type=CLIP_TYPES, key=f"{key}.clip")
     transcript = st.text_input("What the clip says (optional, helps the cloning)", max_chars=500,
                                key=f"{key}.transcript")
-    if st.button("Clone this voice", key=f"{key}.clone", icon=":material/record_voice_over:", disabled=upload is None):
-        assert upload is not None
+    clone = st.button("Clone this voice", key=f"{key}.clone", icon=":material/record_voice_over:",
+                      disabled=upload is None)
+    if clone and upload is not None:
         try:
             clip = save_reference_clip(data=upload.getvalue(), filename=upload.name, character_id=character_id,
                                        transcript=transcript)
