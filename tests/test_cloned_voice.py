@@ -145,23 +145,16 @@ def _routed_preview(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_csm: P
     return job.id
 
 
-def test_model_voices_are_routed_to_the_gpu_queue_when_asked_and_espeak_never(studio, tiny_csm: Path,
-                                                                              tmp_path: Path, monkeypatch) -> None:
-    _routed_preview(tmp_path, monkeypatch, tiny_csm)
-
-
-@pytest.mark.slow  # a worker process loading torch; the routing itself is the fast test above
-def test_a_cloned_voice_preview_goes_to_the_gpu_queue_and_a_gpu_worker_speaks_it(studio, tiny_csm: Path,
-                                                                                  tmp_path: Path, monkeypatch,
-                                                                                  workers) -> None:
-    from core.jobs.lifecycle import get_job
+def test_a_cloned_voice_preview_routed_to_the_gpu_queue_speaks_with_its_clip(studio, tiny_csm: Path,
+                                                                            tmp_path: Path, monkeypatch) -> None:
+    from core.jobs.lifecycle import execute_job, get_job
     from core.video import requests as videos
-    from tests.conftest import wait_until
+    from workers.video import voice_preview
 
     job_id = _routed_preview(tmp_path, monkeypatch, tiny_csm)
-    workers.worker("gpu", threads=1)  # only the gpu queue: the cloned voice is spoken there (on the CPU here)
-    done = wait_until(lambda: (j := get_job(job_id)).status in ("succeeded", "failed") and j, timeout=90,
-                      what="the preview job to finish")
+    # What the gpu queue's actor runs (in this process: a worker process would spend its time importing torch).
+    execute_job(job_id, voice_preview)
+    done = get_job(job_id)
     assert done.status == "succeeded", done.error
     samples, rate = read_wav(io.BytesIO(videos.read_preview(job_id)))
     assert rate == 48_000 and 0.08 <= samples.size / rate <= max_frames("Hi there.", 400) * 0.08 + 0.01

@@ -139,7 +139,10 @@ def test_three_trainings_and_a_generation_share_three_gpu_slots_without_failing(
         "three jobs ran at once and never four: the fourth waited for a slot"
 
 
-def test_a_motion_job_killed_mid_denoising_is_redelivered_and_stores_one_clip(studio, tiny_wan, workers):
+def test_a_motion_job_killed_mid_denoising_is_redelivered_and_stores_one_clip(studio, tiny_wan, workers,
+                                                                              long_chaos):
+    if not long_chaos:  # two gpu workers importing torch and diffusers: ~2 min on 2 busy cores, over the CI budget
+        pytest.skip("the motion kill test runs in the long chaos form (--chaos-long or STUDIO_CHAOS_LONG=1)")
     still = assets.store_image("uploads/still.png", image_bytes(96, 160, seed=3), source=AssetSource.UPLOAD)
     job = motion.submit_motion(source_asset_id=still.id, model=str(tiny_wan), prompt="she smiles", aspect="9:16",
                                resolution=36, seconds=0.5, fps=16, steps=60, seed=5)
