@@ -578,5 +578,4 @@ def ensure_tiny_models(root: Path) -> dict[str, Path]:
         "sdxl": build_tiny_sdxl(root / "tiny-sdxl"),
         "whisper": build_tiny_whisper(root / "tiny-whisper"),
         "vits": build_tiny_vits(root / "tiny-vits"),
-        "csm": build_tiny_csm(root / "tiny-csm"),
     }
