@@ -18,6 +18,13 @@ finished file and probes it: that is in its time. Both sides alternate, ``--repe
     .venv/bin/python bench/video.py --presets ultrafast,superfast,veryfast --repeat 3
     .venv/bin/python bench/video.py --cpus 0,1                        # pin to two cores on a bigger machine
     .venv/bin/python bench/video.py --repeat 1 --caption-modes lines,highlight,pop  # what word-by-word costs
+    .venv/bin/python bench/video.py --repeat 2 --clips --tts           # + clips vs stills, TTS speed per engine
+
+``--clips`` renders the same short twice more, alternating: all stills (Ken Burns), and with images 1, 3 and 5
+replaced by 5 s image-to-video clips (832×1216 @ 16 fps, the motion job's output; trimmed to their slot).
+``--tts`` speaks the same five sentences with each engine on the CPU and reports seconds of audio per second
+of compute: espeak-ng (real), and tiny random VITS and CSM built in code (their real sizes belong on a GPU;
+the tiny figures measure the pipeline around the model, not the model).
 """
 
 from __future__ import annotations
@@ -159,6 +166,92 @@ def run_ours(inputs: dict[str, Any], folder: Path, preset: str, captions: str = 
             "steps": handler.steps}
 
 
+def make_clips(inputs: dict[str, Any], folder: Path) -> list[Path]:
+    """The images with every other one replaced by a 5 s clip of it slowly zooming (what a motion job stores)."""
+    visuals: list[Path] = []
+    for index, image in enumerate(inputs["images"]):
+        if index % 2:
+            visuals.append(image)
+            continue
+        clip = folder / f"clip-{index}.mp4"
+        _ffmpeg("-loop", "1", "-i", str(image), "-vf", "zoompan=z='1+0.002*on':d=80:s=832x1216:fps=16,format=yuv420p",
+                "-frames:v", "80", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", str(clip))
+        visuals.append(clip)
+    return visuals
+
+
+def run_timeline(inputs: dict[str, Any], visuals: list[Path], folder: Path, preset: str, name: str) -> float:
+    """Seconds to render the short with ``visuals`` (stills or clips), same voice, music and subtitles."""
+    from workers.media import RenderRequest, render_video
+
+    count = len(visuals)
+    request = RenderRequest(
+        images=visuals, durations=[SECONDS / count] * count, output=folder / f"timeline-{name}.mp4",
+        aspect="9:16", fit="crop", fps=FPS, motion="ken_burns", transition="crossfade", transition_seconds=FADE,
+        voice=inputs["voice"], music=inputs["music"], music_gain_db=-12.0, preset=preset, subtitles=inputs["srt"],
+        subtitle_style=SubtitleStyle(),
+    )
+    started = time.perf_counter()
+    render_video(request)
+    return time.perf_counter() - started
+
+
+def bench_clips(inputs: dict[str, Any], folder: Path, preset: str, repeat: int) -> None:
+    clips = make_clips(inputs, folder)
+    timings: dict[str, list[float]] = {"stills": [], "clips": []}
+    for round_ in range(repeat):
+        for name in (("stills", "clips") if round_ % 2 == 0 else ("clips", "stills")):
+            visuals = inputs["images"] if name == "stills" else clips
+            timings[name].append(run_timeline(inputs, visuals, folder, preset, name))
+    stills, with_clips = (statistics.median(timings[n]) for n in ("stills", "clips"))
+    print()
+    print(f"timeline ({preset}, median of {repeat}, alternating): 5 stills vs 3 clips + 2 stills")
+    print(f"| {'timeline':<18} | {'s':>6} | {'×RT':>6} | {'÷ stills':>8} |")
+    print(f"|{'-' * 20}|{'-' * 8}|{'-' * 8}|{'-' * 10}|")
+    for name, seconds in (("5 stills", stills), ("3 clips + 2 stills", with_clips)):
+        print(f"| {name:<18} | {seconds:>6.2f} | {SECONDS / seconds:>5.2f}x | {seconds / stills:>7.2f}x |")
+
+
+def _speak(synthesizer: Any, folder: Path, name: str) -> tuple[float, float]:
+    started = time.perf_counter()
+    speech = synthesizer.synthesize(SENTENCES, output=folder / f"tts-{name}.wav")
+    return speech.duration, time.perf_counter() - started
+
+
+def bench_tts(folder: Path, repeat: int) -> None:
+    """Seconds of audio per second of compute, per engine, on the CPU (first call = loading, not timed)."""
+    import torch
+
+    from workers.ml.tiny_models import build_tiny_csm, build_tiny_vits
+    from workers.ml.tts import CsmSynthesizer, EspeakSynthesizer, VitsSynthesizer
+    from workers.ml.tts_csm import SAMPLE_RATE, CsmEngine, Reference
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    reference = np.random.default_rng(0).normal(0, 0.2, 5 * SAMPLE_RATE).astype(np.float32)
+    engines: dict[str, Any] = {
+        "espeak-ng (real)": EspeakSynthesizer("en-us"),
+        "VITS (tiny, random)": VitsSynthesizer(str(build_tiny_vits(folder / "tiny-vits")), "cpu"),
+        "CSM (tiny, random), cloned": CsmSynthesizer(CsmEngine(str(build_tiny_csm(folder / "tiny-csm")), "cpu"),
+                                                     Reference(reference, "a reference clip"), "csm:1"),
+    }
+    for engine in engines.values():
+        _speak(engine, folder, "warm")
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in engines}
+    for round_ in range(repeat):
+        for name in (list(engines) if round_ % 2 == 0 else list(engines)[::-1]):
+            results[name].append(_speak(engines[name], folder, "timed"))
+    print()
+    print(f"TTS on the CPU ({torch.get_num_threads()} torch threads), {len(SENTENCES)} sentences, median of {repeat}:")
+    print(f"| {'engine':<28} | {'audio s':>7} | {'wall s':>7} | {'audio s / s':>11} | {'÷ espeak':>8} |")
+    print(f"|{'-' * 30}|{'-' * 9}|{'-' * 9}|{'-' * 13}|{'-' * 10}|")
+    speed = {name: statistics.median(a / w for a, w in runs) for name, runs in results.items()}
+    base = speed["espeak-ng (real)"]
+    for name, runs in results.items():
+        audio = statistics.median(a for a, _ in runs)
+        wall = statistics.median(w for _, w in runs)
+        print(f"| {name:<28} | {audio:>7.2f} | {wall:>7.2f} | {speed[name]:>11.1f} | {speed[name] / base:>7.3f}x |")
+
+
 # ------------------------------------------------------------------------------------------ by hand
 
 # The audio mix, as a person writes it: voice to 15 s, music looped/trimmed/faded at −12 dB, ducked, mixed.
@@ -236,6 +329,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="rounds per side and preset (median reported)")
     parser.add_argument("--cpus", default="", help="pin this process and its children to these CPUs, e.g. 0,1")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (prints its path)")
+    parser.add_argument("--clips", action="store_true", help="also render 3 clips + 2 stills vs 5 stills")
+    parser.add_argument("--tts", action="store_true", help="also time each TTS engine on the CPU")
+    parser.add_argument("--only-extras", action="store_true", help="skip ours vs hand (with --clips / --tts)")
     parser.add_argument("--caption-modes", default="", help="also time ours per caption style, e.g. lines,highlight,pop"
                         " (first preset, --repeat rounds, alternating)")
     args = parser.parse_args()
@@ -249,8 +345,12 @@ def main() -> None:
           f"{SECONDS:g} s {WIDTH}×{HEIGHT} @ {FPS} fps, 5 images, voice, music, subtitles, two-pass loudness")
     inputs = make_inputs(folder, 5)
 
+    if args.only_extras:
+        presets_run: list[str] = []
+    else:
+        presets_run = presets
     rows = []
-    for preset in presets:
+    for preset in presets_run:
         ours, hand = [], []
         for round_ in range(args.repeat):
             sides = [("ours", run_ours, ours), ("hand", run_hand, hand)]
@@ -258,32 +358,33 @@ def main() -> None:
                 into.append(run(inputs, folder, preset))
         rows.append((preset, ours, hand))
 
-    print()
-    print(f"| {'preset':<9} | {'ours s':>7} | {'ours ×RT':>8} | {'hand s':>7} | {'hand ×RT':>8} | {'ours/hand':>9} "
-          f"| {'ours LUFS / dBTP':>16} | {'hand LUFS / dBTP':>16} |")
-    print(f"|{'-' * 11}|{'-' * 9}|{'-' * 10}|{'-' * 9}|{'-' * 10}|{'-' * 11}|{'-' * 18}|{'-' * 18}|")
-    for preset, ours, hand in rows:
-        o = statistics.median(r["seconds"] for r in ours)
-        h = statistics.median(r["seconds"] for r in hand)
-        oi, op = ebur128(ours[-1]["output"])
-        hi, hp = ebur128(hand[-1]["output"])
-        print(f"| {preset:<9} | {o:>7.2f} | {SECONDS / o:>7.2f}x | {h:>7.2f} | {SECONDS / h:>7.2f}x | {o / h:>8.2f}x "
-              f"| {oi:>7.1f} / {op:>6.1f} | {hi:>7.1f} / {hp:>6.1f} |")
-    print()
-    print("encoder ceiling — x264 alone re-encoding our output (decoding included), same settings:")
-    for preset, ours, _hand in rows:
-        started = time.perf_counter()
-        subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-i", str(ours[-1]["output"]),
-                        "-an", "-c:v", "libx264", "-preset", preset, "-crf", "20", "-profile:v", "high", "-g", "60",
-                        "-f", "null", "-"], check=True)
-        seconds = time.perf_counter() - started
-        print(f"  {preset}: {seconds:.2f} s ({SECONDS / seconds:.2f}x real time)")
-    print()
-    print("ours, last round of each preset, per step (s):")
-    for preset, ours, _hand in rows:
-        steps = ", ".join(f"{name} {seconds:.2f}" for name, seconds in ours[-1]["steps"])
-        print(f"  {preset}: {steps}  [{ours[-1]['mode']} loudnorm]")
-    print("targets: ≥3× real time with veryfast on 2 cores; ours ≤ 1.2× the hand-written command")
+    if rows:
+        print()
+        print(f"| {'preset':<9} | {'ours s':>7} | {'ours ×RT':>8} | {'hand s':>7} | {'hand ×RT':>8} | {'ours/hand':>9} "
+              f"| {'ours LUFS / dBTP':>16} | {'hand LUFS / dBTP':>16} |")
+        print(f"|{'-' * 11}|{'-' * 9}|{'-' * 10}|{'-' * 9}|{'-' * 10}|{'-' * 11}|{'-' * 18}|{'-' * 18}|")
+        for preset, ours, hand in rows:
+            o = statistics.median(r["seconds"] for r in ours)
+            h = statistics.median(r["seconds"] for r in hand)
+            oi, op = ebur128(ours[-1]["output"])
+            hi, hp = ebur128(hand[-1]["output"])
+            print(f"| {preset:<9} | {o:>7.2f} | {SECONDS / o:>7.2f}x | {h:>7.2f} | {SECONDS / h:>7.2f}x "
+                  f"| {o / h:>8.2f}x | {oi:>7.1f} / {op:>6.1f} | {hi:>7.1f} / {hp:>6.1f} |")
+        print()
+        print("encoder ceiling — x264 alone re-encoding our output (decoding included), same settings:")
+        for preset, ours, _hand in rows:
+            started = time.perf_counter()
+            subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-i", str(ours[-1]["output"]),
+                            "-an", "-c:v", "libx264", "-preset", preset, "-crf", "20", "-profile:v", "high", "-g", "60",
+                            "-f", "null", "-"], check=True)
+            seconds = time.perf_counter() - started
+            print(f"  {preset}: {seconds:.2f} s ({SECONDS / seconds:.2f}x real time)")
+        print()
+        print("ours, last round of each preset, per step (s):")
+        for preset, ours, _hand in rows:
+            steps = ", ".join(f"{name} {seconds:.2f}" for name, seconds in ours[-1]["steps"])
+            print(f"  {preset}: {steps}  [{ours[-1]['mode']} loudnorm]")
+        print("targets: ≥3× real time with veryfast on 2 cores; ours ≤ 1.2× the hand-written command")
     modes = [m.strip() for m in args.caption_modes.split(",") if m.strip()]
     if modes:
         timings: dict[str, list[float]] = {mode: [] for mode in modes}
@@ -292,6 +393,10 @@ def main() -> None:
                 timings[mode].append(run_ours(inputs, folder, presets[0], captions=mode)["seconds"])
         print(f"caption styles ({presets[0]}, median of {args.repeat}): " + ", ".join(
             f"{mode} {statistics.median(times):.2f} s" for mode, times in timings.items()))
+    if args.clips:
+        bench_clips(inputs, folder, presets[0], args.repeat)
+    if args.tts:
+        bench_tts(folder, args.repeat)
     if args.keep:
         print(f"files kept in {folder}")
     else:

@@ -134,7 +134,11 @@ class Settings(BaseSettings):
     # for none (subtitles then follow the TTS sentence timings).
     whisper_model: str = "base"
     tts_vits_model: str = "facebook/mms-tts-eng"  # hub id or folder for "vits:" voices
-    tts_default_voice: str = "espeak:en-us"  # "espeak:<voice>[+variant]" or "vits:<model>"
+    tts_default_voice: str = "espeak:en-us"  # "espeak:<voice>[+variant]", "vits:<model>" or "csm:<clip asset id>"
+    # Where jobs that speak with a model voice (vits:, csm:) run: "auto" = the gpu queue while a worker with a GPU
+    # is online, else the cpu queue; "gpu" / "cpu" force one. espeak voices always run on the cpu queue.
+    tts_model_queue: Literal["auto", "gpu", "cpu"] = "auto"
+    tts_csm_model: str = "sesame/csm-1b"  # hub id or folder for "csm:" voices (Sesame CSM, cloned from a clip)
 
     # The calendar's time zone (IANA name); times are stored in UTC and shown in this zone.
     timezone: str = "UTC"

@@ -83,3 +83,27 @@ def test_the_video_script_job_writes_in_the_current_characters_persona(llm: Fake
                            what="the script job")
     assert done.status == "succeeded", done.error
     assert done.result["writer"] == "llm:writer-8b" and done.result["script"].startswith("Water")
+
+
+def test_a_lora_pipeline_with_a_video_topic_stores_the_script_written_from_it(studio) -> None:
+    from core.automation import pipelines
+    from core.datasets.datasets import create_dataset, import_files
+    from tests.factories import image_bytes
+
+    dataset = create_dataset(name="hikes")
+    assert dataset.id is not None
+    import_files(dataset.id, [("one.png", image_bytes(64, 64))])
+    pipeline, _ = pipelines.create_pipeline("lora", {
+        "datasetId": dataset.id, "trainingName": "topic", "testPrompts": ["on a beach"], "generateVideo": True,
+        "videoConfig": {"durationSec": 8, "topic": "packing for a rainy hike"}, "dryRun": True,
+    })
+    script = pipeline.payload["video_config"]["script"]
+    assert "rainy hike" in script.lower(), script
+    assert 6 <= len(script.split()) <= 60  # sized to 8 s of speech, not the test prompts read aloud
+    pipelines.cancel_pipeline(pipeline.id)
+    given, _ = pipelines.create_pipeline("lora", {
+        "datasetId": dataset.id, "trainingName": "given", "testPrompts": ["on a beach"], "generateVideo": True,
+        "videoConfig": {"topic": "ignored", "script": "My own words."}, "dryRun": True,
+    })
+    assert given.payload["video_config"]["script"] == "My own words."  # a script given is kept as written
+    pipelines.cancel_pipeline(given.id)

@@ -107,3 +107,35 @@ def test_write_the_script_without_a_topic_shows_why_and_keeps_the_script(images)
     rerun(at)
     assert any("topic" in e.value for e in at.error)
     assert at.text_area(key="videos.script").value == "My own words."
+
+
+def test_a_voice_cloned_in_the_character_block_becomes_the_render_voice(images, tmp_path):
+    from core.characters.characters import current_character
+
+    clip = tmp_path / "me.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=f=200:d=4", str(clip)], check=True)
+    character_id = current_character().id
+    at = open_page("pages/videos.py")
+    at.file_uploader(key=f"voice.{character_id}.clip").set_value([("me.wav", clip.read_bytes(), "audio/wav")]).run()
+    at.button(key=f"voice.{character_id}.clone").click()
+    rerun(at)
+    assert not at.error, [e.value for e in at.error]
+    voice = current_character().voice
+    assert voice.startswith("csm:")
+    at = open_page("pages/videos.py")  # a fresh session: the render's voice is the character's
+    assert at.selectbox(key="videos.voice").value == voice
+
+
+def test_a_silent_clip_is_refused_in_the_block_and_changes_nothing(images, tmp_path):
+    from core.characters.characters import current_character
+
+    clip = tmp_path / "quiet.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=24000:cl=mono:d=4", str(clip)],
+                   check=True)
+    character_id = current_character().id
+    at = open_page("pages/videos.py")
+    at.file_uploader(key=f"voice.{character_id}.clip").set_value([("q.wav", clip.read_bytes(), "audio/wav")]).run()
+    at.button(key=f"voice.{character_id}.clone").click()
+    rerun(at)
+    assert any("silent" in e.value for e in at.error)
+    assert current_character().voice == ""

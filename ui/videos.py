@@ -3,25 +3,22 @@ the renders, playable in the page with their platform spec report. Keys start wi
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import streamlit as st
 
-from core.characters.characters import current_character
-from core.config import get_settings
+from core.characters.characters import current_character, voice_of
 from core.errors import StudioError
-from core.jobs.lifecycle import get_job
 from core.library import assets
-from core.models import Job, JobStatus
+from core.models import Job
 from core.publishing.llm import record_calls
 from core.video import requests as videos
 from core.video import scripts
 from core.video.options import ASPECT_LABELS, CAPTION_MODE_LABELS, LoudnessTarget, SubtitleStyle
-from core.video.voices import list_voices
 from ui.auth import guard
 from ui.motion import animate_panel, recent_clips
 from ui.text import literal, plain
+from ui.voice_picker import character_voices, preview_voice, render_character_voice
 from ui.widgets import VIDEO_HANDOFF_KEY, live_job_list, status_badge, stored_id, unfinished_job
 
 IMAGES = "videos.images"
@@ -77,33 +74,24 @@ def _image_picker() -> list[int]:
 
 
 def _voice_row() -> tuple[str, int]:
-    voices = {v.id: v.label for v in list_voices()}
-    default = current_character().voice or get_settings().tts_default_voice  # the character's own voice first
-    st.session_state.setdefault(VOICE, default if default in voices else next(iter(voices)))
+    """The voice for this render: the character's own by default (cloned or preset), any other to try."""
+    character = current_character()
+    with st.expander("Character voice (clone from a clip)"):
+        render_character_voice(stored_id(character))
+    voices = character_voices(character.id)
+    default = voice_of(character.id)
+    voices.setdefault(default, default)
+    if st.session_state.get(VOICE) not in voices:
+        st.session_state[VOICE] = default
     # One wrapping row: the button keeps its label whole, the voice and the rate share what is left.
     with st.container(horizontal=True, vertical_alignment="bottom"):
-        voice = st.selectbox("Voice", list(voices), format_func=lambda v: voices.get(v, v), key=VOICE, width=300)
+        voice = st.selectbox("Voice", list(voices), format_func=lambda v: plain(voices.get(v, v)), key=VOICE,
+                             width=300)
         rate = st.slider("Rate (words/min)", 80, 400, 165, step=5, key=_key("rate"))
         preview = st.button("Preview", key=_key("preview"), icon=":material/play_arrow:")
     if preview:
-        _preview(voice, rate)
+        preview_voice(voice, rate)
     return voice, rate
-
-
-def _preview(voice: str, rate: int) -> None:
-    try:
-        job = videos.submit_voice_preview(voice=voice, rate_wpm=rate)
-    except StudioError as error:
-        st.error(literal(error))
-        return
-    with st.spinner("Speaking…"):
-        deadline = time.monotonic() + 30
-        while (job := get_job(job.id)).status in (JobStatus.QUEUED, JobStatus.RUNNING) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    if job.status == JobStatus.SUCCEEDED:
-        st.audio(videos.read_preview(job.id), format="audio/wav")
-    else:
-        st.warning(literal(job.error or "The preview did not finish in 30 s: is a CPU worker running?"))
 
 
 def _look() -> dict[str, Any]:

@@ -11,7 +11,7 @@ import dramatiq
 from core.automation import pipelines
 from core.catalogue import get_spec
 from core.jobs.kinds import Queue
-from core.jobs.lifecycle import Handler, execute_job, on_job_finished
+from core.jobs.lifecycle import Handler, execute_job, get_job, on_job_finished
 from core.publishing import planning, posts, production
 from core.video import scripts
 from workers import generation, handlers, identity, lora_import, models, motion, notify, publish, training, video
@@ -50,7 +50,9 @@ def _make_actor(kind: str, handler: Handler, broker: dramatiq.Broker) -> dramati
     spec = get_spec(kind)
 
     def run(job_id: str) -> None:
-        if spec.queue == Queue.GPU:
+        # A routed kind (core.jobs.kinds.JobSpec.route) may sit on either queue: its row says which.
+        queue = spec.queue if spec.route is None else get_job(job_id).queue
+        if queue == Queue.GPU:
             with gpu_slots().acquire():
                 execute_job(job_id, handler)
         else:

@@ -55,10 +55,12 @@ from core.models import (
 )
 from core.pagination import Page, clamp
 from core.publishing import posts
+from core.publishing.llm import record_calls
 from core.publishing.planning import PlanPayload, prepare_plan_payload
 from core.publishing.production import start_production
 from core.training.configs import get_config, params_of
 from core.video.options import Aspect, CaptionMode
+from core.video.scripts import persona_for, write_script
 
 _logger = logging.getLogger("studio.pipelines")
 
@@ -94,12 +96,17 @@ class _Request(BaseModel):
         return url
 
 
+VIDEO_SCRIPT_MAX = 2000
+
+
 class VideoConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
     duration_sec: float = Field(default=10.0, ge=1, le=60)
     aspect: Aspect = "9:16"
-    script: str = Field(default="", max_length=2000)  # empty: the test prompts, read aloud
+    # Empty: written from `topic` when given, else the test prompts read aloud.
+    script: str = Field(default="", max_length=VIDEO_SCRIPT_MAX)
+    topic: str = Field(default="", max_length=300)  # with no script: the script is written from it at creation
     voice: str = Field(default="", max_length=300)
     caption_style: CaptionMode = "lines"  # lines, or word by word: highlight / pop
 
@@ -555,6 +562,23 @@ def _check_references(kind: str, request: _Request, character_id: int | None) ->
     return character_id if character_id is not None else characters.default_character().id or 0
 
 
+def _write_video_script(request: _Request) -> _Request:
+    """A lora pipeline's video with a topic and no script gets its script now, in the dataset's character's
+    persona and sized to the video (the LLM when configured, else the offline template; a dry run never calls
+    out), so the stored request holds the words the video will speak."""
+    if not isinstance(request, LoraPipelineRequest) or not request.generate_video:
+        return request
+    video = request.video_config
+    if video.script.strip() or not video.topic.strip():
+        return request
+    persona, _ = persona_for(get_dataset(request.dataset_id).character_id)
+    written = write_script(topic=video.topic, persona=persona, seconds=video.duration_sec,
+                           writer="template" if request.dry_run else "auto")
+    record_calls(written.calls, job_id=None, purpose="script")
+    script = written.script[:VIDEO_SCRIPT_MAX]
+    return request.model_copy(update={"video_config": video.model_copy(update={"script": script})})
+
+
 def create_pipeline(kind: str, body: dict[str, Any], *, idempotency_key: str | None = None,
                     character_id: int | None = None) -> tuple[Pipeline, bool]:
     """Validate and queue a pipeline for a character (named, else the scope's, the dataset's or the default);
@@ -570,6 +594,7 @@ def create_pipeline(kind: str, body: dict[str, Any], *, idempotency_key: str | N
         if existing is not None:
             return _same_request(existing, request_hash), False
     owner_id = _check_references(kind, request, owner(character_id))
+    request = _write_video_script(request)
     pipeline = Pipeline(kind=kind, character_id=owner_id, payload=request.model_dump(mode="json"),
                         priority=request.priority,
                         dry_run=request.dry_run, notify_url=str(request.notify_url) if request.notify_url else None,

@@ -17,11 +17,13 @@ from sqlmodel import col
 
 from core.characters.persona import Persona
 from core.characters.scope import scoped_character_id
+from core.config import get_settings
 from core.db import get_or_raise, session_scope
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import Character, utcnow
 from core.pagination import Page, clamp
 from core.training.runs import promoted_lora
+from core.video.voices import validate_voice  # the video domain owns voice ids
 
 DEFAULT_NAME = "Mia Rivers"
 DEFAULT_PERSONA = Persona(
@@ -265,3 +267,22 @@ def trigger_word_of(character_id: int | None) -> str:
     return get_character(character_id).trigger_word
 
 
+
+
+def set_voice(*, character_id: int, voice: str) -> Character:
+    """Store the character's voice (a voice id, e.g. ``csm:<reference clip id>``); checked first, so a bad
+    voice changes nothing. An empty voice goes back to the studio's default."""
+    canonical = validate_voice(voice).id if voice.strip() else ""
+    with session_scope() as session:
+        character = session.get(Character, character_id, with_for_update=True)
+        if character is None:
+            raise InvalidInput(f"character {character_id} does not exist")
+        character.voice = canonical
+        session.flush()
+        return character
+
+
+def voice_of(character_id: int | None) -> str:
+    """The voice a character speaks with by default: its own, else the studio's default voice."""
+    own = get_character(character_id).voice if character_id is not None else ""
+    return own or get_settings().tts_default_voice

@@ -62,6 +62,15 @@ class JobSpec(Generic[P]):
     # Run when the job is created, after schema validation: it checks what the schema cannot (e.g.
     # that the dataset exists) and fills in defaults, returning (payload, character_id).
     prepare: Callable[[P], tuple[P, int | None]] | None = None
+    # The queue for one (prepared) payload when it depends on it (e.g. a model voice goes to the GPU
+    # queue when a GPU worker is online); None: always ``queue``. Its actor still runs on any queue.
+    route: Callable[[P], str] | None = None
+
+    def queue_for(self, payload: P) -> str:
+        queue = self.route(payload) if self.route is not None else self.queue
+        if queue not in Queue.ALL:
+            raise ValueError(f"job kind {self.kind!r} routed a payload to unknown queue {queue!r}")
+        return queue
 
     def prepare_payload(self, payload: P) -> tuple[P, int | None]:
         if self.prepare is None:

@@ -109,7 +109,7 @@ def new_job(
         validated, prepared_character = spec.prepare_payload(validate_payload(spec, payload))
     return Job(
         kind=spec.kind,
-        queue=spec.queue,
+        queue=spec.queue_for(validated),
         payload=validated.model_dump(mode="json"),
         max_attempts=spec.max_attempts,
         time_limit_s=spec.time_limit_s,

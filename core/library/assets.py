@@ -53,6 +53,7 @@ class AssetSource:
     VOICE = "voice"
     MOTION = "motion"  # a clip animated from a still (the motion job)
     REFERENCE = "reference"  # a character's reference image (core.characters.references)
+    VOICE_REFERENCE = "voice-reference"  # an uploaded clip a cloned voice speaks like (core.video.voice_clips)
 
 
 def thumbnail_key(key: str) -> str:

@@ -12,18 +12,20 @@ from typing import Any
 
 from pydantic import Field
 
+from core.characters.characters import voice_of
 from core.config import get_settings
 from core.errors import InvalidInput, NotFound
 from core.generation.requests import job_images
 from core.infra.storage import get_object_store, job_key
 from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.jobs.lifecycle import create_job, list_jobs
+from core.jobs.queue import gpu_worker_memory_gib
 from core.library import assets
 from core.models import Asset, AssetKind, Job
 from core.pagination import Page
 from core.video.options import Aspect, Fit, LoudnessTarget, Motion, SubtitleStyle, Transition
 from core.video.platform_specs import VIDEO_SPECS
-from core.video.voices import split_sentences, validate_voice
+from core.video.voices import parse_voice_id, split_sentences, validate_voice
 
 VIDEO_KIND = "video"
 PREVIEW_KIND = "voice-preview"
@@ -38,7 +40,7 @@ class VideoPayload(Payload):
                                        description="in order; images, or clips (video assets, e.g. motion jobs')")
     generation_job_id: str | None = Field(default=None, max_length=32, description="use this job's images")
     script: str = Field(min_length=1, max_length=5000, description="the voice-over text")
-    voice: str = Field(default="", max_length=300, description="'espeak:en-us', 'vits:<model>'; empty: default")
+    voice: str = Field(default="", max_length=300, description="'espeak:en-us', 'vits:<model>', 'csm:<clip id>'; empty: the character's")  # noqa: E501
     rate_wpm: int = Field(default=165, ge=80, le=400, description="speaking rate, words per minute")
     aspect: Aspect = "9:16"
     fit: Fit = "crop"
@@ -102,13 +104,14 @@ def prepare_video_payload(payload: VideoPayload) -> tuple[VideoPayload, int | No
     ids = _image_ids(payload)
     images = [_visual(i) for i in ids]
     split_sentences(payload.script)  # raises InvalidInput for a script with nothing to say
-    voice = validate_voice(payload.voice or get_settings().tts_default_voice)
+    character_id = next((a.character_id for a in images if a.character_id is not None), None)
+    # No voice named: the images' character speaks with its own voice (else the studio default).
+    voice = validate_voice(payload.voice or voice_of(character_id))
     if payload.music_asset_id is not None:
         _library_asset(payload.music_asset_id, AssetKind.AUDIO, "music")
     unknown = [p for p in payload.platforms if p not in VIDEO_SPECS]
     if unknown:
         raise InvalidInput(f"unknown platform(s): {', '.join(unknown)} (known: {', '.join(VIDEO_SPECS)})")
-    character_id = next((a.character_id for a in images if a.character_id is not None), None)
     resolved = payload.model_copy(update={"image_asset_ids": ids, "generation_job_id": None, "voice": voice.id})
     return VideoPayload.model_validate(resolved.model_dump()), character_id
 
@@ -116,6 +119,17 @@ def prepare_video_payload(payload: VideoPayload) -> tuple[VideoPayload, int | No
 def prepare_voice_preview(payload: VoicePreviewPayload) -> tuple[VoicePreviewPayload, int | None]:
     voice = validate_voice(payload.voice)
     return payload.model_copy(update={"voice": voice.id, "text": payload.text.strip() or PREVIEW_TEXT}), None
+
+
+def voice_queue(voice: str) -> str:
+    """The queue for a job that speaks with ``voice``: a model voice on the GPU when one is online."""
+    engine, _ = parse_voice_id(voice)
+    if engine == "espeak":
+        return Queue.CPU
+    setting = get_settings().tts_model_queue
+    if setting == "auto":
+        return Queue.GPU if gpu_worker_memory_gib() is not None else Queue.CPU
+    return Queue.GPU if setting == "gpu" else Queue.CPU
 
 
 def submit_video(**request: Any) -> Job:
@@ -149,9 +163,9 @@ def read_preview(job_id: str) -> bytes:
 
 register(JobSpec(
     "video", Queue.CPU, VideoPayload, "Renders a short video: motion, voice-over, subtitles, music, loudness.",
-    max_attempts=3, time_limit_s=1800, prepare=prepare_video_payload,
+    max_attempts=3, time_limit_s=1800, prepare=prepare_video_payload, route=lambda p: voice_queue(p.voice),
 ))
 register(JobSpec(
     "voice-preview", Queue.CPU, VoicePreviewPayload, "Speaks a short sample with a voice.", max_attempts=1,
-    time_limit_s=120, prepare=prepare_voice_preview,
+    time_limit_s=120, prepare=prepare_voice_preview, route=lambda p: voice_queue(p.voice),
 ))

@@ -6,9 +6,13 @@ A voice id names an engine and a voice within it:
   from ``espeak-ng --voices`` and optionally a variant from ``espeak-ng --voices=variant``.
 * ``vits:<model>`` — a transformers ``VitsModel`` (hub id such as ``facebook/mms-tts-eng`` or a local
   folder); ``vits:`` alone means ``settings.tts_vits_model``.
+* ``csm:<clip asset id>`` — Sesame CSM (``settings.tts_csm_model``: ``sesame/csm-1b`` or a local folder),
+  a modern TTS that clones the voice of a reference clip (``core.video.voice_clips``: 3–30 s, stored as
+  an asset); ``csm:`` alone speaks in the model's own voice.
 
 Validation runs when a video job is created, in the UI/API process, so it only asks espeak-ng for its
-voice list (one subprocess, cached per process) and never loads a model.
+voice list (one subprocess, cached per process), or the database for a reference clip, and never loads
+a model.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from typing import Literal
 
 from core.config import get_settings
 from core.errors import InvalidInput
+from core.video.voice_clips import get_reference_clip
 
-Engine = Literal["espeak", "vits"]
-ENGINES: tuple[Engine, ...] = ("espeak", "vits")
+Engine = Literal["espeak", "vits", "csm"]
+ENGINES: tuple[Engine, ...] = ("espeak", "vits", "csm")
+CLONING_ENGINES: tuple[Engine, ...] = ("csm",)
 
 MIN_RATE_WPM = 80
 MAX_RATE_WPM = 400
@@ -167,14 +173,29 @@ def _espeak_voice(voice: _EspeakVoice, variant: str = "", variant_label: str = "
     return Voice(id=voice_id, label=label, engine="espeak", language=voice.language)
 
 
+def _csm_voice(clip_id: int | None, label: str = "") -> Voice:
+    if clip_id is None:
+        return Voice(id="csm:", label="CSM · the model's own voice", engine="csm", language="en")
+    return Voice(id=f"csm:{clip_id}", label=f"CSM · cloned from {label or f'clip #{clip_id}'}", engine="csm",
+                 language="en")
+
+
+def cloned_voice(clip_id: int) -> Voice:
+    """The cloned voice that speaks like reference clip ``clip_id`` (checked: it must be one)."""
+    clip = get_reference_clip(clip_id)
+    return _csm_voice(clip_id, str((clip.meta or {}).get("filename") or ""))
+
+
 def list_voices() -> list[Voice]:
-    """Every espeak-ng voice, a few English female/male variants, and the configured VITS voice."""
+    """Every espeak-ng voice, a few English female/male variants, and the configured VITS and CSM voices
+    (cloned voices are listed per character: ``core.video.voice_clips.list_reference_clips``)."""
     catalogue = _espeak_catalogue()
     voices = [_espeak_voice(v) for v in sorted(catalogue.voices.values(), key=lambda v: v.language)]
     for language, variant, label in _ENGLISH_VARIANTS:
         if language in catalogue.voices and variant in catalogue.variants:
             voices.append(_espeak_voice(catalogue.voices[language], catalogue.variants[variant], label))
     voices.append(_vits_voice(_default_vits_model()))
+    voices.append(_csm_voice(None))
     return voices
 
 
@@ -185,11 +206,13 @@ def _looks_like_path(model: str) -> bool:
 def parse_voice_id(voice_id: str) -> tuple[Engine, str]:
     """``"espeak:en-us+f3"`` → ``("espeak", "en-us+f3")``; only the syntax is checked here."""
     if not isinstance(voice_id, str) or ":" not in voice_id:
-        raise InvalidInput(f"invalid voice {voice_id!r}; use 'espeak:<voice>' (e.g. 'espeak:en-us') or 'vits:<model>'")
+        raise InvalidInput(f"invalid voice {voice_id!r}; use 'espeak:<voice>' (e.g. 'espeak:en-us'), 'vits:<model>' "
+                           "or 'csm:<reference clip id>'")
     engine, _, name = voice_id.strip().partition(":")
     engine = engine.strip().lower()
     if engine not in ENGINES:
-        raise InvalidInput(f"unknown voice engine {engine!r} in {voice_id!r}; use 'espeak:<voice>' or 'vits:<model>'")
+        raise InvalidInput(f"unknown voice engine {engine!r} in {voice_id!r}; use 'espeak:<voice>', 'vits:<model>' "
+                           "or 'csm:<reference clip id>'")
     return engine, name.strip()
 
 
@@ -197,9 +220,16 @@ def validate_voice(voice_id: str) -> Voice:
     """The voice ``voice_id`` names, in canonical form; raises ``InvalidInput`` saying what is wrong.
 
     Loads no model: an espeak voice is checked against espeak-ng's list, a VITS model only for its
-    shape (a hub id ``owner/name``) or, for a local path, for a folder with a ``config.json``.
+    shape (a hub id ``owner/name``) or, for a local path, for a folder with a ``config.json``, a cloned
+    voice for its reference clip (a stored ``voice-reference`` asset, not in the trash).
     """
     engine, name = parse_voice_id(voice_id)
+    if engine == "csm":
+        if not name:
+            return _csm_voice(None)
+        if not name.isdigit() or len(name) > 18:
+            raise InvalidInput(f"unknown voice {voice_id!r}; a cloned voice is 'csm:<reference clip id>' ('csm:12')")
+        return cloned_voice(int(name))
     if engine == "vits":
         model = name or _default_vits_model()
         if _looks_like_path(model):

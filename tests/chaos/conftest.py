@@ -16,10 +16,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="run the 1,000-job chaos form (also: STUDIO_CHAOS_LONG=1)")
 
 
+def _long(config: pytest.Config) -> bool:
+    # getoption with a default: the option exists only when this folder's conftest loads at startup.
+    return bool(config.getoption("--chaos-long", default=False)) or os.environ.get("STUDIO_CHAOS_LONG") == "1"
+
+
 @pytest.fixture(scope="session")
 def long_chaos(pytestconfig: pytest.Config) -> bool:
-    # getoption with a default: the option exists only when this folder's conftest loads at startup.
-    return bool(pytestconfig.getoption("--chaos-long", default=False)) or os.environ.get("STUDIO_CHAOS_LONG") == "1"
+    return _long(pytestconfig)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``chaos_long`` are deselected (not skipped: a skip would read as a pass) outside the long form."""
+    if _long(config):
+        return
+    kept = [item for item in items if item.get_closest_marker("chaos_long") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,11 @@ from core.datasets.datasets import create_dataset, import_files
 from core.db import session_scope
 from core.generation import requests as generation
 from core.jobs import lifecycle as jobs
-from core.models import Job, JobStatus, TrainingMetric
+from core.library import assets
+from core.library.assets import AssetSource
+from core.models import Asset, AssetKind, Job, JobStatus, TrainingMetric
 from core.training import runs as training
+from core.video import motion
 from tests.chaos.engine import ChaosPlan, link_tiny_sd15, model_environment, run_chaos
 from tests.conftest import wait_until
 from tests.factories import image_bytes
@@ -134,3 +137,23 @@ def test_three_trainings_and_a_generation_share_three_gpu_slots_without_failing(
         spans = session.execute(select(Job.started_at, Job.finished_at).where(Job.id.in_(ids))).all()
     assert _peak_overlap([(start, end) for start, end in spans]) == 3, \
         "three jobs ran at once and never four: the fourth waited for a slot"
+
+
+# Two gpu workers importing torch and diffusers: ~2 min on 2 busy cores, over the CI budget: the long form only.
+@pytest.mark.chaos_long
+def test_a_motion_job_killed_mid_denoising_is_redelivered_and_stores_one_clip(studio, tiny_wan, workers):
+    still = assets.store_image("uploads/still.png", image_bytes(96, 160, seed=3), source=AssetSource.UPLOAD)
+    job = motion.submit_motion(source_asset_id=still.id, model=str(tiny_wan), prompt="she smiles", aspect="9:16",
+                               resolution=36, seconds=0.5, fps=16, steps=60, seed=5)
+    workers.worker(queues="gpu", threads=1)
+    wait_until(lambda: (j := jobs.get_job(job.id)).status == JobStatus.RUNNING and j.progress > 0.1, 240,
+               interval=0.1, what="the motion job part-way through its denoising steps")
+    os.kill(_worker_pid(job.id), signal.SIGKILL)
+    workers.worker(queues="gpu", threads=1)
+    done = _finished(job.id)
+    assert done.status == JobStatus.SUCCEEDED, done.error
+    assert done.attempts == 2, "the killed attempt was redelivered, not lost"
+    with session_scope() as session:
+        clips = session.execute(select(func.count()).select_from(Asset).where(
+            Asset.job_id == job.id, Asset.kind == AssetKind.VIDEO)).scalar_one()
+    assert clips == 1 and done.result["clip_asset_id"] is not None

@@ -1,4 +1,6 @@
-"""The current character's editor: name, slug, trigger word, default voice, likeness threshold and persona."""
+"""The current character's editor: name, slug, trigger word, likeness threshold and persona. Its voice has its own
+block (ui.voice_picker.render_character_voice, beside this form on the page): cloning a voice from a clip is not a
+form field, and one place sets the voice, so saving this form never puts back an older one."""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ from core.characters import characters
 from core.characters.persona import Persona
 from core.errors import StudioError
 from core.models import Character
-from ui.characters.voice import voice_picker
 from ui.feedback import flash, show_flash
 from ui.text import literal
 
@@ -39,7 +40,6 @@ def character_editor(character: Character) -> None:
                                  help="How the API, the CLI and n8n name this character (character=<slug>).")
             trigger = st.text_input("Trigger word", character.trigger_word, max_chars=120, width=260,
                                     key=f"{key}.trigger")
-        voice = voice_picker(character.voice, key=f"characters.voice.{character.id}")
         threshold = st.slider("Likeness threshold (face distance)", low, high, float(character.likeness_threshold),
                               step=0.01, help=THRESHOLD_HELP, key=f"{key}.threshold")
         st.caption(THRESHOLD_HELP)
@@ -52,7 +52,7 @@ def character_editor(character: Character) -> None:
             return
     try:
         updated = characters.update_character(character.id or 0, name=name, slug=slug, trigger_word=trigger,
-                                              voice=voice, likeness_threshold=threshold)
+                                              likeness_threshold=threshold)
         characters.save_persona(updated.id or 0, Persona(name=updated.name, niche=niche, tone=tone,
                                                          audience=audience, do=_lines(do), dont=_lines(dont)))
     except (StudioError, ValueError) as error:  # ValueError: the persona's own validation

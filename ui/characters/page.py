@@ -1,4 +1,4 @@
-"""The Characters page body: the current character (editor, reference images, lineage) and the roster."""
+"""The Characters page body: the current character (editor, voice, reference images, lineage) and the roster."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from ui.characters.lineage import lineage_view
 from ui.characters.references import reference_images
 from ui.characters.roster import new_character_form, roster
 from ui.session import session_character_id
+from ui.voice_picker import render_character_voice
 
 
 def characters_page() -> None:
@@ -18,6 +19,7 @@ def characters_page() -> None:
     edit, refs, lineage, everyone = st.tabs(["Character", "Reference images", "Lineage", "All characters"])
     with edit:
         character_editor(character)
+        render_character_voice(current)
     with refs:
         reference_images(character)
     with lineage:

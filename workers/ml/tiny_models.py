@@ -420,6 +420,100 @@ def build_tiny_vits(path: Path, *, seed: int = 0) -> Path:
     return path
 
 
+# Llama 3's names for the tokens CSM's processor and chat template use.
+_CSM_SPECIALS = ("<|begin_of_text|>", "<|end_of_text|>", "<|AUDIO|>", "<|audio_eos|>", "<|finetune_right_pad_id|>")
+# Like sesame/csm-1b's template: "<|begin_of_text|>[speaker]text<|end_of_text|>" then each audio of the turn.
+CSM_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}{{ bos_token }}[{{ message['role'] }}]"
+    "{%- for item in message['content'] if item['type'] == 'text' -%}{{ item['text'] }}{%- endfor -%}"
+    "{{ eos_token }}{%- for item in message['content'] if item['type'] == 'audio' -%}<|AUDIO|><|audio_eos|>"
+    "{%- endfor -%}{%- endfor -%}"
+)
+
+
+def build_tiny_csm(path: Path, *, seed: int = 0) -> Path:
+    """Build (once) a tiny Sesame CSM (backbone, depth decoder, Mimi codec) and its processor into ``path``.
+
+    Loads with ``CsmForConditionalGeneration.from_pretrained(path)`` and ``AutoProcessor.from_pretrained(path)``
+    like ``sesame/csm-1b``: byte-level BPE tokenizer (no merges) with Llama 3's special tokens, the Encodec
+    feature extractor at 24 kHz, and a Mimi codec with the real strides (1,920 samples a frame, 12.5 frames/s,
+    which the processor's audio-token count assumes) but 4 codebooks of 64 codes.
+    """
+    path = Path(path)
+    if _is_complete(path, "csm", seed):
+        return path
+
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import (
+        CsmConfig,
+        CsmForConditionalGeneration,
+        CsmProcessor,
+        EncodecFeatureExtractor,
+        MimiConfig,
+        PreTrainedTokenizerFast,
+    )
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    build_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        vocab = {character: index for index, character in enumerate(_bytes_to_unicode().values())}
+        for token in _CSM_SPECIALS:
+            vocab[token] = len(vocab)
+        backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+        backend.add_special_tokens(list(_CSM_SPECIALS))
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|begin_of_text|>",  # noqa: S106
+                                            eos_token="<|end_of_text|>", pad_token="<|finetune_right_pad_id|>")  # noqa: S106
+        processor = CsmProcessor(feature_extractor=EncodecFeatureExtractor(feature_size=1, sampling_rate=24_000),
+                                 tokenizer=tokenizer, chat_template=CSM_CHAT_TEMPLATE)
+        ids: dict[str, Any] = {token: tokenizer.convert_tokens_to_ids(token) for token in _CSM_SPECIALS}
+        codebooks, codes = 4, 64
+        codec = MimiConfig(
+            hidden_size=16, num_filters=4, num_residual_layers=1, codebook_size=codes, codebook_dim=16,
+            num_quantizers=codebooks, vector_quantization_hidden_dimension=16, upsample_groups=16,
+            num_hidden_layers=1, intermediate_size=32, num_attention_heads=2, num_key_value_heads=2,
+            sliding_window=16, max_position_embeddings=256,
+        )
+        config = CsmConfig(
+            # The audio vocabulary is the codebook (the real one adds 3 ids the codec never sees; random
+            # weights would sample them): its last code doubles as the padding code.
+            num_codebooks=codebooks, vocab_size=codes, codebook_pad_token_id=codes - 1, codebook_eos_token_id=0,
+            text_vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
+            pad_token_id=ids["<|finetune_right_pad_id|>"], bos_token_id=ids["<|begin_of_text|>"],
+            eos_token_id=ids["<|end_of_text|>"], audio_token_id=ids["<|AUDIO|>"],
+            audio_eos_token_id=ids["<|audio_eos|>"], codec_config=codec.to_dict(),
+            depth_decoder_config=dict(
+                num_codebooks=codebooks, backbone_hidden_size=32, vocab_size=codes, hidden_size=16,
+                intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                max_position_embeddings=codebooks + 1,
+            ),
+        )
+        torch.manual_seed(seed)
+        model = CsmForConditionalGeneration(config).eval()
+        with torch.no_grad():
+            # Mimi's codebooks start at zero (trained ones are learnt centroids): every frame would quantize to
+            # code 0 and a reference clip would change nothing. Random centroids make the codes follow the audio.
+            for name, buffer in model.codec_model.named_buffers():
+                if name.endswith("codebook.embed_sum"):
+                    buffer.normal_(0.0, 1.0)
+            # Random weights at the usual 0.02 scale give near-uniform logits, so seeded sampling picks the same
+            # codes whatever the context; a wider spread lets the context (the reference clip) show in the output.
+            for name, parameter in model.named_parameters():
+                if not name.startswith("codec_model.") and parameter.dim() > 1:
+                    parameter.normal_(0.0, 0.5)
+        model.save_pretrained(build_dir)
+        processor.save_pretrained(build_dir)
+        (build_dir / MARKER).write_text(json.dumps({"kind": "csm", "version": BUILD_VERSION, "seed": seed}))
+    except BaseException:
+        shutil.rmtree(build_dir, ignore_errors=True)
+        raise
+    _publish(build_dir, path)
+    return path
+
+
 def tiny_t5_tokenizer() -> object:
     """A T5-style (Unigram, "▁" word starts) tokenizer from an in-memory vocabulary: ids 0/1/2 are
     pad/eos/unk as in umt5; every printable ASCII character, and a few whole words."""

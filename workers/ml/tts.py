@@ -1,4 +1,5 @@
-"""Text to speech for the voice-over: espeak-ng (offline default) or a transformers VITS model.
+"""Text to speech for the voice-over: espeak-ng (offline default), a transformers VITS model, or Sesame
+CSM cloning a reference clip (``workers/ml/tts_csm.py``).
 
 Both engines share one interface: ``synthesize(sentences, rate_wpm=...)`` speaks each sentence on its
 own, trims the silence the engine adds around it, and joins the sentences with a short pause into one
@@ -23,10 +24,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from core.config import get_settings
 from core.errors import InvalidInput, PermanentJobError
+from core.library.assets import read_asset
 from core.video.options import Word
+from core.video.voice_clips import get_reference_clip, transcript_of
 from core.video.voices import DEFAULT_RATE_WPM, parse_voice_id, split_sentences, validate_rate, validate_voice
 from workers.ml.locks import MODEL_CONSTRUCTION_LOCK
+from workers.ml.tts_csm import CsmEngine, Reference, clear_csm_cache, load_csm, max_frames, reference_from_wav
 
 OUTPUT_SAMPLE_RATE = 48_000
 DEFAULT_PAUSE_S = 0.3
@@ -74,7 +79,7 @@ class Synthesizer(Protocol):
         ...
 
 
-def _check_sentences(sentences: Sequence[str]) -> list[str]:
+def check_sentences(sentences: Sequence[str]) -> list[str]:
     if isinstance(sentences, str):
         raise TypeError("synthesize takes a list of sentences; split a script with core.video.voices.split_sentences")
     cleaned = [" ".join(s.split()) for s in sentences]
@@ -238,7 +243,7 @@ class EspeakSynthesizer:
         output: Path | None = None,
         pause_s: float = DEFAULT_PAUSE_S,
     ) -> Speech:
-        sentences = _check_sentences(sentences)
+        sentences = check_sentences(sentences)
         rate = validate_rate(rate_wpm)
         with tempfile.TemporaryDirectory(prefix="espeak-") as tmp, ThreadPoolExecutor(self.workers) as pool:
             spoken = list(pool.map(lambda item: self._speak(item[1], rate, Path(tmp), item[0]), enumerate(sentences)))
@@ -319,7 +324,7 @@ class VitsSynthesizer:
         output: Path | None = None,
         pause_s: float = DEFAULT_PAUSE_S,
     ) -> Speech:
-        sentences = _check_sentences(sentences)
+        sentences = check_sentences(sentences)
         # VITS speaks at its own pace; DEFAULT_RATE_WPM is taken as that pace.
         speaking_rate = validate_rate(rate_wpm) / DEFAULT_RATE_WPM
         with self._lock:
@@ -341,9 +346,45 @@ def load_vits(model: str, device: str | None = None) -> VitsSynthesizer:
 
 
 def clear_tts_cache() -> None:
-    """Forget loaded VITS models (tests, or freeing GPU memory)."""
+    """Forget loaded VITS and CSM models (tests, or freeing GPU memory)."""
     with _vits_cache_lock:
         _vits_cache.clear()
+    clear_csm_cache()
+
+
+class CsmSynthesizer:
+    """A CSM voice (``workers/ml/tts_csm.py``): the loaded engine plus, for a cloned voice, its reference clip."""
+
+    def __init__(self, engine: CsmEngine, reference: Reference | None, voice_id: str) -> None:
+        self.engine = engine
+        self.reference = reference
+        self.voice_id = voice_id
+
+    def synthesize(
+        self,
+        sentences: Sequence[str],
+        *,
+        rate_wpm: float = DEFAULT_RATE_WPM,
+        output: Path | None = None,
+        pause_s: float = DEFAULT_PAUSE_S,
+    ) -> Speech:
+        sentences = check_sentences(sentences)
+        # CSM has no rate control: the rate only sizes each sentence's frame budget.
+        rate = validate_rate(rate_wpm)
+        clips = [self.engine.speak(s, self.reference, frames=max_frames(s, rate)) for s in sentences]
+        return assemble(clips, sentences, self.engine.sample_rate, output=output, pause_s=pause_s)
+
+
+def _csm_synthesizer(voice_id: str, clip: str, device: str | None) -> Synthesizer:
+    """A CSM voice; a cloned one reads its reference clip from the library (checked again here: the clip
+    may have been trashed since the job was created)."""
+    reference = None
+    if clip:
+        asset = get_reference_clip(int(clip))
+        samples, rate = read_wav(io.BytesIO(read_asset(asset)))
+        reference = reference_from_wav(samples, rate, transcript_of(asset))
+    engine = load_csm(get_settings().tts_csm_model, device or default_device())
+    return CsmSynthesizer(engine, reference, voice_id)
 
 
 def get_synthesizer(voice_id: str, *, device: str | None = None) -> Synthesizer:
@@ -352,6 +393,8 @@ def get_synthesizer(voice_id: str, *, device: str | None = None) -> Synthesizer:
     engine, name = parse_voice_id(voice.id)
     if engine == "espeak":
         return EspeakSynthesizer(name)
+    if engine == "csm":
+        return _csm_synthesizer(voice.id, name, device)
     return load_vits(name, device)
 
 
