@@ -290,10 +290,13 @@ def test_the_characters_page_creates_edits_and_archives_and_takes_reference_imag
     saved = next(c for c in list_characters().items if c.id == ben.id)
     assert (saved.slug, saved.likeness_threshold) == ("ben", 0.45)
 
-    uploader = at.get("file_uploader")[0]
+    def reference_uploader():  # the Character tab has the voice block's clip uploader too
+        return next(u for u in at.get("file_uploader") if u.proto.label == "Add reference images")
+
+    uploader = reference_uploader()
     uploader.set_value([("notes.png", b"not an image", "image/png")]).run()
     assert any("notes.png" in e.value for e in at.error) and references.reference_count(ben.id) == 0
-    at.get("file_uploader")[0].set_value([("face.png", image_bytes(64, 64), "image/png")]).run()
+    reference_uploader().set_value([("face.png", image_bytes(64, 64), "image/png")]).run()
     assert [a.source for a in references.reference_images(ben.id)] == ["reference"]
     mine = store_image("t/ben-made.png", image_bytes(48, 48, seed=3), source="generated", character_id=ben.id)
     with pytest.raises(InvalidInput):  # another character's image is not this one's to pick
