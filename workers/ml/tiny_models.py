@@ -540,7 +540,12 @@ def build_tiny_flux2_klein(path: Path, *, seed: int = 0) -> Path:
         return path
 
     import torch
-    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2KleinPipeline,
+        Flux2Transformer2DModel,
+    )
     from transformers import Qwen3ForCausalLM
 
     torch.manual_seed(seed)
