@@ -186,6 +186,10 @@ class Family(ABC):
 
     # ----------------------------------------------------------------------------------- sampling
 
+    def call_arguments(self, prompt: str, negative_prompt: str, cfg: float) -> dict[str, Any]:
+        """The pipeline's prompt and guidance keyword arguments for a generation request."""
+        return {"prompt": prompt, "negative_prompt": negative_prompt or None, "guidance_scale": cfg}
+
     @abstractmethod
     def sample_pipeline(self, components: Components, base_model: str) -> Any:
         """The family's pipeline around the in-memory modules (adapters active)."""

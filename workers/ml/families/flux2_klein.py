@@ -75,6 +75,10 @@ class Flux2Klein(FlowFamily):
                              img_ids=ids, return_dict=False)[0]
         return Flux2KleinPipeline._unpack_latents_with_ids(output[:, :packed.size(1)], ids, height, width)
 
+    def call_arguments(self, prompt: str, negative_prompt: str, cfg: float) -> dict[str, Any]:
+        # The klein pipeline has no negative prompt (CFG of the base model runs against an empty one).
+        return {"prompt": prompt, "guidance_scale": cfg}
+
     def pipeline_embeddings(self, positive: dict[str, torch.Tensor], negative: dict[str, torch.Tensor],
                             device: Any, dtype: torch.dtype) -> dict[str, Any]:
         return {"prompt_embeds": positive["embeds"][None].to(device, dtype),

@@ -80,6 +80,11 @@ class QwenImage(FlowFamily):
                 "negative_prompt_embeds": negative["embeds"][None].to(device, dtype),
                 "negative_prompt_embeds_mask": negative["mask"][None].to(device)}
 
+    def call_arguments(self, prompt: str, negative_prompt: str, cfg: float) -> dict[str, Any]:
+        # True CFG runs only with a negative prompt; Qwen's own examples pass " " for "none".
+        return {"prompt": prompt, "negative_prompt": negative_prompt or (" " if cfg > 1 else None),
+                "true_cfg_scale": cfg}
+
     def guidance_arguments(self, guidance: float) -> dict[str, Any]:
         # Qwen-Image is not guidance-distilled: its CFG is the second (negative) pass, true_cfg_scale.
         return {"true_cfg_scale": guidance}
