@@ -206,8 +206,7 @@ class LoadedPipeline:
                 for lora in loras:
                     with MODEL_CONSTRUCTION_LOCK:  # peft builds layers: see workers/ml/locks.py
                         try:
-                            self.pipe.load_lora_weights(str(lora.path.parent), weight_name=lora.path.name,
-                                                        adapter_name=lora.name)
+                            get_family(self.family).load_lora(self.pipe, lora.path, adapter_name=lora.name)
                         except (ValueError, KeyError, RuntimeError, OSError) as error:
                             raise GenerationError(f"LoRA {lora.name} does not load into {self.model}: "
                                                   f"{error}") from error

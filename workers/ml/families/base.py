@@ -206,15 +206,22 @@ class Family(ABC):
         """pytorch_lora_weights.safetensors in diffusers format, with each adapter's config as metadata
         (without it load_lora_weights would assume alpha = rank, and could not rebuild a LoKr)."""
         import diffusers
-        from diffusers.utils import convert_state_dict_to_diffusers
         from peft.utils import get_peft_model_state_dict
 
         layers: dict[str, Any] = {}
         for name, module in components.lora_modules().items():
-            layers[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(
-                get_peft_model_state_dict(module, save_embedding_layers=False))
+            layers[f"{name}_lora_layers"] = self.lora_layers(get_peft_model_state_dict(module,
+                                                                                       save_embedding_layers=False))
             layers[f"{name}_lora_adapter_metadata"] = module.peft_config["default"].to_dict()
         getattr(diffusers, self.pipeline_class).save_lora_weights(directory, safe_serialization=True, **layers)
+
+    def load_lora(self, pipe: Any, path: Path, adapter_name: str | None = None) -> None:
+        """Load a LoRA/LoKr file (``pytorch_lora_weights.safetensors`` or another name) into a pipeline."""
+        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter_name)
+
+    def lora_layers(self, peft_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The saved key layout: peft's own (``lora_A``/``lora_B``), as diffusers' DiT LoRA scripts write it."""
+        return peft_state
 
 
 def require_quantization(quantize: str, device: str) -> Any:

@@ -6,6 +6,7 @@ hidden state after a fixed system prompt, with an attention mask), the video-sty
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -84,6 +85,16 @@ class QwenImage(FlowFamily):
         # True CFG runs only with a negative prompt; Qwen's own examples pass " " for "none".
         return {"prompt": prompt, "negative_prompt": negative_prompt or (" " if cfg > 1 else None),
                 "true_cfg_scale": cfg}
+
+    def load_lora(self, pipe: Any, path: Path, adapter_name: str | None = None) -> None:
+        # diffusers 0.42's Qwen-Image loader insists on "lora" in every key, though the transformer's own
+        # adapter loader builds LoKr (``lokr_w1``/``lokr_w2``) from the saved config: LoKr files go there.
+        state, metadata = pipe.lora_state_dict(str(path.parent), weight_name=path.name, return_lora_metadata=True)
+        if not any(".lokr_" in key for key in state):
+            super().load_lora(pipe, path, adapter_name)
+            return
+        pipe.load_lora_into_transformer(state, transformer=pipe.transformer, adapter_name=adapter_name,
+                                        metadata=metadata, _pipeline=pipe)
 
     def guidance_arguments(self, guidance: float) -> dict[str, Any]:
         # Qwen-Image is not guidance-distilled: its CFG is the second (negative) pass, true_cfg_scale.

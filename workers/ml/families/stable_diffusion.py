@@ -73,6 +73,12 @@ class StableDiffusionFamily(Family):
         return Components(family=self.name, tokenizers=tokenizers, text_encoders=text_encoders, vae=vae,
                           denoiser=unet, noise_scheduler=noise_scheduler)
 
+    def lora_layers(self, peft_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """SD's diffusers layout (``lora.down``/``lora.up``), as train_text_to_image_lora.py writes it."""
+        from diffusers.utils import convert_state_dict_to_diffusers
+
+        return convert_state_dict_to_diffusers(peft_state)
+
     # ------------------------------------------------------------------------------- conditioning
 
     def tokenize(self, components: Components, captions: list[str]) -> list[torch.Tensor]:
