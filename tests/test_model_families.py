@@ -20,11 +20,18 @@ from safetensors.torch import load_file
 
 from core.generation.templates import GenerationTemplate
 from core.training.families import FAMILIES
-from core.training.params import WEIGHTS_FILE, LoraParams
+from core.training.params import LoraParams
 from tests.factories import image_bytes
 from workers.ml.families import FAMILY_MODULES, get_family
-from workers.ml.training import LoraTrainer, NullHooks, SampleImage, TrainerConfig, TrainerError, TrainingExample
-from workers.ml.training import TrainingPaused
+from workers.ml.training import (
+    LoraTrainer,
+    NullHooks,
+    SampleImage,
+    TrainerConfig,
+    TrainerError,
+    TrainingExample,
+    TrainingPaused,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("offline_hub", "one_thread")]
 
@@ -144,12 +151,12 @@ def test_training_lowers_the_eval_loss_and_the_lora_reloads_into_the_pipeline(ti
 def test_pause_and_resume_is_bit_exact(tiny_models, trained, examples, tmp_path, family):
     straight, straight_hooks = trained[family]
     first = Recorder(pause_at=3)
+    # No samples this time: they draw from their own generator, so the straight run's do not shift its steps.
     with pytest.raises(TrainingPaused) as paused:
-        LoraTrainer(config(tiny_models, family, tmp_path, prompts=(PROMPT,), sample_every=6, alpha=8), examples,
-                    first).run()
+        LoraTrainer(config(tiny_models, family, tmp_path, alpha=8), examples, first).run()
     second = Recorder()
-    resumed = LoraTrainer(config(tiny_models, family, tmp_path, prompts=(PROMPT,), sample_every=6, alpha=8),
-                          examples, second).run(resume_from=paused.value.directory)
+    resumed = LoraTrainer(config(tiny_models, family, tmp_path, alpha=8), examples, second).run(
+        resume_from=paused.value.directory)
 
     assert first.steps + second.steps == list(range(1, 7))
     assert first.losses + second.losses == straight_hooks.losses
@@ -207,7 +214,7 @@ def test_8bit_adamw_is_refused_on_the_cpu(tiny_models, examples, tmp_path, monke
 def test_a_folder_of_another_family_is_refused_before_loading(tiny_models, examples, tmp_path):
     trainer = LoraTrainer(config(tiny_models, "flux2_klein", tmp_path), examples, Recorder())
     trainer.config = trainer.config.model_copy(update={"base_model": str(tiny_models["z_image"])})
-    with pytest.raises(TrainerError, match="is a ZImagePipeline, not a FLUX.2"):
+    with pytest.raises(TrainerError, match=r"is a ZImagePipeline, not a FLUX\.2"):
         trainer.load()
 
 
@@ -241,7 +248,7 @@ def test_templates_refuse_a_sampler_or_size_the_family_cannot_use():
     assert GenerationTemplate.model_validate({**base, "width": 128, "height": 128}).family == "z_image"
     with pytest.raises(ValueError, match="Z-Image cannot sample with Euler a"):
         GenerationTemplate.model_validate({**base, "scheduler": "euler_a"})
-    with pytest.raises(ValueError, match="SD 1.x|Stable Diffusion 1.x cannot sample with Flow Euler"):
+    with pytest.raises(ValueError, match=r"Stable Diffusion 1\.x cannot sample with Flow Euler"):
         GenerationTemplate.model_validate({**base, "family": "sd15"})
     with pytest.raises(ValueError, match="136 px is not a multiple of 16"):
         GenerationTemplate.model_validate({**base, "width": 136})

@@ -552,7 +552,7 @@ def build_tiny_flux2_klein(path: Path, *, seed: int = 0) -> Path:
     tokenizer: Any = tiny_qwen_tokenizer()
     text_encoder = Qwen3ForCausalLM(_qwen3_config(tokenizer, layers=27, hidden=16))
     # Four blocks: 1/8 of the side, then 2×2 patches of 4 channels → 16-channel tokens at 1/16.
-    vae = AutoencoderKLFlux2(
+    vae: Any = AutoencoderKLFlux2(
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
         block_out_channels=(16, 16, 32, 32), layers_per_block=1, latent_channels=4, norm_num_groups=8,
         sample_size=128)
@@ -594,7 +594,7 @@ def build_tiny_z_image(path: Path, *, seed: int = 0) -> Path:
         in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(16, 16, 32, 32), layers_per_block=1,
         latent_channels=16, norm_num_groups=8, sample_size=128, scaling_factor=0.3611, shift_factor=0.1159)
-    transformer = ZImageTransformer2DModel(
+    transformer: Any = ZImageTransformer2DModel(
         all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=2, n_refiner_layers=1,
         n_heads=2, n_kv_heads=2, norm_eps=1e-5, qk_norm=True, cap_feat_dim=16, rope_theta=256.0, t_scale=1000.0,
         axes_dims=[8, 4, 4], axes_lens=[1024, 64, 64])
@@ -634,10 +634,10 @@ def build_tiny_qwen_image(path: Path, *, seed: int = 0) -> Path:
         text_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
                      "num_key_value_heads": 2, "vocab_size": len(tokenizer), "max_position_embeddings": 2048,
                      "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
-                     "rope_theta": 1000000.0},
+                     "rope_theta": 1000000.0, "bos_token_id": tokenizer.eos_token_id,
+                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
         vision_config={"depth": 1, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 16},
-        hidden_size=16, vocab_size=len(tokenizer), vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"), vision_token_id=ids("<|vision_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"))
     text_encoder = Qwen2_5_VLForConditionalGeneration(config).eval()
     z_dim = 8

@@ -24,6 +24,8 @@ import torch
 from core.training.params import LoraParams
 from workers.ml.families.base import Components, Family, freeze, require_quantization
 
+ENCODE_BATCH = 8  # captions per text-encoder call while caching
+
 
 class FlowFamily(Family):
     text_encoder_class: str
@@ -65,17 +67,18 @@ class FlowFamily(Family):
             tokenizer=components.tokenizers[0])
 
     @abstractmethod
-    def encode_caption(self, pipeline: Any, caption: str, device: str) -> dict[str, torch.Tensor]:
-        """One caption's conditioning (batch dimension dropped), as the pipeline computes it."""
+    def encode_captions(self, pipeline: Any, captions: list[str], device: str) -> list[dict[str, torch.Tensor]]:
+        """Each caption's conditioning (batch dimension dropped), as the pipeline computes it."""
 
     def cache_captions(self, components: Components, captions: Sequence[str]) -> dict[str, Any]:
         pipeline = self._encoding_pipeline(components)
         device = str(components.text_encoders[0].device)
         cached: dict[str, Any] = {}
         with torch.no_grad():
-            for caption in captions:
-                cached[caption] = {key: value.detach().float().cpu()
-                                   for key, value in self.encode_caption(pipeline, caption, device).items()}
+            for start in range(0, len(captions), ENCODE_BATCH):
+                chunk = list(captions[start:start + ENCODE_BATCH])
+                for caption, entry in zip(chunk, self.encode_captions(pipeline, chunk, device), strict=True):
+                    cached[caption] = {key: value.detach().float().cpu() for key, value in entry.items()}
         return cached
 
     def release_text_encoders(self, components: Components) -> None:

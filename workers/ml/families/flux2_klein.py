@@ -32,9 +32,10 @@ class Flux2Klein(FlowFamily):
         return ["to_k", "to_q", "to_v", "to_out.0", "to_qkv_mlp_proj",
                 *(f"single_transformer_blocks.{i}.attn.to_out" for i in range(singles))]
 
-    def encode_caption(self, pipeline: Any, caption: str, device: str) -> dict[str, torch.Tensor]:
-        embeds, _ = pipeline.encode_prompt(prompt=caption, device=device, max_sequence_length=MAX_SEQUENCE_LENGTH)
-        return {"embeds": embeds[0]}
+    def encode_captions(self, pipeline: Any, captions: list[str], device: str) -> list[dict[str, torch.Tensor]]:
+        # Every caption is padded to the same length: a batch encodes each exactly as alone.
+        embeds, _ = pipeline.encode_prompt(prompt=captions, device=device, max_sequence_length=MAX_SEQUENCE_LENGTH)
+        return [{"embeds": row} for row in embeds]
 
     def conditioning(self, components: Components, cached: list[Any], images: list[Any],
                      device: str) -> dict[str, Any]:

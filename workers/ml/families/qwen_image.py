@@ -23,11 +23,15 @@ class QwenImage(FlowFamily):
     transformer_class = "QwenImageTransformer2DModel"
     vae_class = "AutoencoderKLQwenImage"
 
-    def encode_caption(self, pipeline: Any, caption: str, device: str) -> dict[str, torch.Tensor]:
-        embeds, mask = pipeline.encode_prompt(prompt=caption, device=device)
-        # The pipeline returns no mask when every token counts.
-        return {"embeds": embeds[0],
-                "mask": torch.ones(embeds.shape[1], dtype=torch.long) if mask is None else mask[0]}
+    def encode_captions(self, pipeline: Any, captions: list[str], device: str) -> list[dict[str, torch.Tensor]]:
+        # One at a time: the pipeline pads a batch to its longest caption, which inference never does.
+        entries = []
+        for caption in captions:
+            embeds, mask = pipeline.encode_prompt(prompt=caption, device=device)
+            # The pipeline returns no mask when every token counts.
+            entries.append({"embeds": embeds[0],
+                            "mask": torch.ones(embeds.shape[1], dtype=torch.long) if mask is None else mask[0]})
+        return entries
 
     def conditioning(self, components: Components, cached: list[Any], images: list[Any],
                      device: str) -> dict[str, Any]:

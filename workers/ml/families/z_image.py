@@ -24,9 +24,12 @@ class ZImage(FlowFamily):
     transformer_class = "ZImageTransformer2DModel"
     vae_class = "AutoencoderKL"
 
-    def encode_caption(self, pipeline: Any, caption: str, device: str) -> dict[str, torch.Tensor]:
-        embeds = pipeline._encode_prompt(prompt=caption, device=device, max_sequence_length=MAX_SEQUENCE_LENGTH)
-        return {"embeds": embeds[0]}
+    def encode_captions(self, pipeline: Any, captions: list[str], device: str) -> list[dict[str, torch.Tensor]]:
+        # Padded to one length and unpadded by the mask: a batch encodes each caption exactly as alone.
+        # (A copy: the pipeline writes the chat-formatted prompts into the list it is given.)
+        embeds = pipeline._encode_prompt(prompt=list(captions), device=device,
+                                         max_sequence_length=MAX_SEQUENCE_LENGTH)
+        return [{"embeds": row} for row in embeds]
 
     def conditioning(self, components: Components, cached: list[Any], images: list[Any],
                      device: str) -> dict[str, Any]:
