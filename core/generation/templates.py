@@ -112,13 +112,18 @@ class GenerationTemplate(GenerationSettings):
         return GenerationSettings(**{name: getattr(self, name) for name in GenerationSettings.model_fields})
 
 
+def schedulers_for(family: str) -> list[str]:
+    """The scheduler keys a family can sample with (the flow families: their flow-matching Euler only)."""
+    flow = family_spec(family).objective == "flow"
+    return [key for key in SCHEDULERS if (key in FLOW_SCHEDULERS) == flow]
+
+
 def check_settings_for_family(settings: GenerationSettings, family: str) -> None:
     """ValueError when settings cannot run on the family: a sampler of the other objective, or a side
     that is not a multiple of the family's latent grid (16 px for the DiTs: VAE × 2×2 patches)."""
     spec = family_spec(family)
-    flow = spec.objective == "flow"
-    if flow != (settings.scheduler in FLOW_SCHEDULERS):
-        allowed = FLOW_SCHEDULERS if flow else [key for key in SCHEDULERS if key not in FLOW_SCHEDULERS]
+    if settings.scheduler not in schedulers_for(family):
+        allowed = schedulers_for(family)
         raise ValueError(f"{spec.label} cannot sample with {SCHEDULERS[settings.scheduler]}; use one of: "
                          f"{', '.join(SCHEDULERS[key] for key in allowed)}")
     for side in (settings.width, settings.height):
