@@ -33,6 +33,7 @@ from PIL import Image
 
 from core.config import get_settings
 from core.errors import PermanentJobError
+from core.generation.templates import schedulers_for
 from workers.ml.families import FAMILY_MODULES, FamilyError, get_family
 from workers.ml.locks import MODEL_CONSTRUCTION_LOCK
 
@@ -241,6 +242,9 @@ class LoadedPipeline:
         """
         if settings.scheduler not in SCHEDULER_CLASSES:
             raise GenerationError(f"unknown scheduler {settings.scheduler!r}")
+        if settings.scheduler not in schedulers_for(self.family):
+            raise GenerationError(f"{self.family} cannot sample with {settings.scheduler!r}; use one of: "
+                                  f"{', '.join(schedulers_for(self.family))}")
         pipe = self._pipeline_for(settings)
         pipe.scheduler = make_scheduler(settings.scheduler, self.base_scheduler_config)  # fresh per job
         extra: dict[str, Any] = {"width": settings.width, "height": settings.height}
