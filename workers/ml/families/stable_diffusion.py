@@ -9,7 +9,14 @@ from typing import Any, cast
 import torch
 
 from core.training.params import LoraParams
-from workers.ml.families.base import Components, Family, FamilyError, freeze, require_quantization
+from workers.ml.families.base import (
+    Components,
+    Family,
+    FamilyError,
+    freeze,
+    pipeline_class_name,
+    require_quantization,
+)
 
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
@@ -21,8 +28,6 @@ class StableDiffusionFamily(Family):
         return (self.pipeline_class, self.img2img_class or self.pipeline_class)
 
     def check_folder(self, model: str) -> None:
-        from workers.ml.families.base import pipeline_class_name
-
         found = pipeline_class_name(model)
         if found is None:
             return
