@@ -279,3 +279,19 @@ def test_generation_stacks_loras_on_a_dit_and_takes_reference_images(tiny_models
         reference = Image.fromarray(np.full((64, 64, 3), 200, dtype=np.uint8))
         edited = draw(RenderSettings(**{**settings.__dict__, "reference_images": (reference,)}))
         assert edited[0].shape == (64, 64, 3) and not np.array_equal(edited[0], base[0])
+
+
+def test_every_family_has_tier_presets_and_a_tiny_offline_preset(studio):
+    from core.training.configs import get_config_by_name, list_configs, params_of
+    from core.training.runs import resolve_base_model
+
+    by_family: dict[str, list[str]] = {}
+    for config in list_configs(page_size=100).items:
+        by_family.setdefault(params_of(config).family, []).append(config.name)
+    for family, label in (("flux2_klein", "FLUX.2 klein"), ("z_image", "Z-Image"), ("qwen_image", "Qwen-Image")):
+        assert sorted(by_family[family]) == sorted([f"{label} 16 GB", f"{label} 24 GB", f"{label} 80 GB",
+                                                    f"Tiny {label} (offline test)"])
+        tiny = params_of(get_config_by_name(f"Tiny {label} (offline test)"))
+        # The tiny preset names the folder ensure_tiny_models builds under the models directory.
+        assert Path(resolve_base_model(tiny.base_model)).name == FAMILIES[family].tiny_model
+        assert tiny.quantize_base == "none" and tiny.mixed_precision == "no"
