@@ -295,3 +295,14 @@ def test_every_family_has_tier_presets_and_a_tiny_offline_preset(studio):
         # The tiny preset names the folder ensure_tiny_models builds under the models directory.
         assert Path(resolve_base_model(tiny.base_model)).name == FAMILIES[family].tiny_model
         assert tiny.quantize_base == "none" and tiny.mixed_precision == "no"
+
+
+def test_img2img_on_qwen_image_keeps_the_requested_size(tiny_models):
+    from workers.ml.generation import PipelineCache, RenderSettings
+
+    start = Image.fromarray(np.full((80, 96, 3), 200, dtype=np.uint8))
+    settings = RenderSettings(prompt=PROMPT, negative_prompt="", steps=4, cfg=1.0, width=64, height=48,
+                              scheduler="flow_euler", seed=1, init_image=start, strength=0.5)
+    with PipelineCache(max_size=1).acquire(str(tiny_models["qwen_image"]), "qwen_image", device="cpu") as loaded:
+        [image] = [image for batch in loaded.render(settings, indexes=[0]) for image in batch.images]
+    assert image.size == (64, 48)

@@ -17,6 +17,7 @@ so it is the same picture whatever batch it lands in (and a resumed job makes th
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 import math
 import threading
@@ -259,6 +260,9 @@ class LoadedPipeline:
             # The output has the init image's size, so it is brought to width × height first.
             extra = {"image": cover_crop(settings.init_image, settings.width, settings.height),
                      "strength": settings.strength}
+            if "height" in inspect.signature(pipe.__call__).parameters:
+                # The DiTs' img2img pipelines default to their native size, not the image's.
+                extra.update(width=settings.width, height=settings.height)
         indexes = list(indexes)
         size = max(1, settings.batch_size)
         for start in range(0, len(indexes), size):
