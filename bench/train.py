@@ -13,6 +13,15 @@ data preparation and caching (ours also computes its eval loss at the start and 
     .venv/bin/python bench/train.py --random-weights sd15 --device cuda          # real SD 1.5 size, 512 px
     .venv/bin/python bench/train.py --random-weights sdxl --device cuda --batch 1 # real SDXL size, 1024 px
     .venv/bin/python bench/train.py --model stable-diffusion-v1-5/stable-diffusion-v1-5 --resolution 512
+    .venv/bin/python bench/train.py --family z_image                 # tiny random Z-Image (also flux2_klein,
+                                                                     # qwen_image), CPU, 128 px
+
+For the flow-matching families (flux2_klein, z_image, qwen_image) the reference follows diffusers'
+train_dreambooth_lora_{flux2_klein,z_image,qwen_image}.py with per-image captions: every step it
+VAE-encodes the batch and runs the LLM text encoder on the captions, draws σ from the scheduler's
+table uniformly (the scripts' default weighting "none") and regresses on ε − x with a plain MSE;
+ours caches latents and embeddings once and also samples σ uniformly here, so both do the same math.
+Only tiny random models are built for them (no real-size random-weight builder: no GPU was lent).
 """
 
 from __future__ import annotations
@@ -121,9 +130,9 @@ def build_model(args: argparse.Namespace, folder: Path) -> tuple[str, str]:
     if args.random_weights:
         return str(build_random_weights(args.random_weights, folder / f"random-{args.random_weights}")), \
             f"real {args.random_weights} architecture, random weights"
-    from workers.ml.tiny_models import build_tiny_sd15, build_tiny_sdxl
+    from workers.ml import tiny_models
 
-    build = build_tiny_sdxl if args.family == "sdxl" else build_tiny_sd15
+    build = getattr(tiny_models, f"build_tiny_{args.family}")
     return str(build(folder / f"tiny-{args.family}")), f"tiny random {args.family} (built locally)"
 
 
@@ -191,9 +200,11 @@ def run_ours(args: argparse.Namespace, images: list[tuple[Path, str]]) -> dict[s
         def on_step(self, step: int, total_steps: int, epoch: int, loss: float, lr: float) -> None:
             clock.tick(step)
 
+    flow = args.family in FLOW_FAMILIES
     params = LoraParams(family=args.family, base_model="bench", resolution=args.resolution, rank=args.rank,
                         alpha=args.rank, learning_rate=LEARNING_RATE, steps=args.warmup + args.steps,
-                        batch_size=args.batch, mixed_precision=args.precision, min_snr_gamma=MIN_SNR_GAMMA,
+                        batch_size=args.batch, mixed_precision=args.precision,
+                        min_snr_gamma=None if flow else MIN_SNR_GAMMA, timestep_sampling="uniform",
                         sample_every=0, checkpoint_every=100_000, seed=0)
     with tempfile.TemporaryDirectory() as work:
         config = TrainerConfig(params=params, base_model=args.model_path, work_dir=Path(work), device=args.device)
@@ -205,8 +216,123 @@ def run_ours(args: argparse.Namespace, images: list[tuple[Path, str]]) -> dict[s
             "memory_kind": result.memory_kind, "flops_per_step": clock.flops, "final_loss": result.final_loss}
 
 
+FLOW_FAMILIES = ("flux2_klein", "z_image", "qwen_image")
+# family → (pipeline, text encoder, VAE, transformer) classes, as the diffusers scripts load them.
+FLOW_CLASSES = {
+    "flux2_klein": ("Flux2KleinPipeline", "Qwen3ForCausalLM", "AutoencoderKLFlux2", "Flux2Transformer2DModel"),
+    "z_image": ("ZImagePipeline", "Qwen3Model", "AutoencoderKL", "ZImageTransformer2DModel"),
+    "qwen_image": ("QwenImagePipeline", "Qwen2_5_VLForConditionalGeneration", "AutoencoderKLQwenImage",
+                   "QwenImageTransformer2DModel"),
+}
+
+
+def run_reference_flow(args: argparse.Namespace, images: list[tuple[Path, str]]) -> dict[str, Any]:
+    """The per-step work of diffusers' train_dreambooth_lora_<family>.py (per-image captions), no accelerate."""
+    import diffusers
+    import torch
+    import torch.nn.functional as F
+    import transformers
+    from diffusers.training_utils import cast_training_params
+    from peft import LoraConfig
+
+    from workers.ml.training.memory import MemoryTracker
+
+    memory = MemoryTracker(args.device)
+    started = time.perf_counter()
+    device, family, model = args.device, args.family, args.model_path
+    pipeline_name, encoder_name, vae_name, transformer_name = FLOW_CLASSES[family]
+    pipeline_class = getattr(diffusers, pipeline_name)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model, subfolder="tokenizer")
+    text_encoder = getattr(transformers, encoder_name).from_pretrained(model, subfolder="text_encoder").to(device)
+    vae = getattr(diffusers, vae_name).from_pretrained(model, subfolder="vae").to(device)
+    transformer = getattr(diffusers, transformer_name).from_pretrained(model, subfolder="transformer").to(device)
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(model, subfolder="scheduler")
+    for module in (text_encoder, vae, transformer):
+        module.requires_grad_(False)
+    encoder_pipe = pipeline_class(scheduler=None, vae=None, transformer=None, text_encoder=text_encoder,
+                                  tokenizer=tokenizer)
+    targets = ["to_k", "to_q", "to_v", "to_out.0"]
+    if family == "flux2_klein":  # the klein script's default layers
+        targets += ["to_qkv_mlp_proj", *(f"single_transformer_blocks.{i}.attn.to_out"
+                                         for i in range(len(transformer.single_transformer_blocks)))]
+    torch.manual_seed(0)
+    transformer.add_adapter(LoraConfig(r=args.rank, lora_alpha=args.rank, init_lora_weights="gaussian",
+                                       target_modules=targets))
+    cast_training_params(transformer, dtype=torch.float32)
+    lora_layers = [p for p in transformer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(lora_layers, lr=LEARNING_RATE, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+    pixels, captions = [], []
+    for path, caption in images:
+        with Image.open(path) as opened:
+            image = opened.convert("RGB").resize((args.resolution, args.resolution), Image.Resampling.BILINEAR)
+        pixels.append(torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1))
+        captions.append(caption)
+
+    def encode_latents(pixel_values: torch.Tensor) -> torch.Tensor:
+        if family == "flux2_klein":
+            latents = pipeline_class._patchify_latents(vae.encode(pixel_values).latent_dist.mode())
+            mean = vae.bn.running_mean.view(1, -1, 1, 1)
+            std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps)
+            return (latents - mean) / std
+        if family == "z_image":
+            return (vae.encode(pixel_values).latent_dist.mode() - vae.config.shift_factor) * vae.config.scaling_factor
+        latents = vae.encode(pixel_values[:, :, None]).latent_dist.mode()
+        mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(device)
+        std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(device)
+        return ((latents - mean) / std)[:, :, 0]
+
+    def predict(noisy: torch.Tensor, sigmas: torch.Tensor, batch_captions: list[str]) -> torch.Tensor:
+        height, width = noisy.shape[-2:]
+        if family == "flux2_klein":
+            embeds, text_ids = encoder_pipe.encode_prompt(prompt=batch_captions, device=device)
+            packed = pipeline_class._pack_latents(noisy)
+            ids = pipeline_class._prepare_latent_ids(noisy).to(device)
+            out = transformer(hidden_states=packed, timestep=sigmas, guidance=None, encoder_hidden_states=embeds,
+                              txt_ids=text_ids, img_ids=ids, return_dict=False)[0]
+            return pipeline_class._unpack_latents_with_ids(out[:, :packed.size(1)], ids, height, width)
+        if family == "z_image":
+            embeds = encoder_pipe._encode_prompt(prompt=batch_captions, device=device)
+            out = transformer(list(noisy.unsqueeze(2).unbind(0)), 1 - sigmas, embeds, return_dict=False)[0]
+            return -torch.stack(out).squeeze(2)
+        embeds, mask = encoder_pipe.encode_prompt(prompt=batch_captions, device=device)
+        packed = pipeline_class._pack_latents(noisy, len(noisy), noisy.shape[1], height, width)
+        out = transformer(hidden_states=packed, encoder_hidden_states=embeds, encoder_hidden_states_mask=mask,
+                          timestep=sigmas, img_shapes=[(1, height // 2, width // 2)] * len(noisy),
+                          return_dict=False)[0]
+        scale = 2 ** len(vae.temperal_downsample)
+        return pipeline_class._unpack_latents(out, height * scale, width * scale, scale)[:, :, 0]
+
+    total = args.warmup + args.steps
+    clock = StepClock(device, args.warmup)
+    setup_s = time.perf_counter() - started
+    rng = np.random.default_rng(0)
+    transformer.train()
+    losses = []
+    for step in range(1, total + 1):
+        batch = rng.choice(len(images), size=args.batch, replace=False)
+        with torch.no_grad():
+            latents = encode_latents(torch.stack([pixels[i] for i in batch]).to(device))
+        noise = torch.randn_like(latents)
+        indices = (torch.rand(len(batch)) * scheduler.config.num_train_timesteps).long()
+        sigmas = scheduler.sigmas[indices].to(device)
+        noisy = (1 - sigmas.view(-1, 1, 1, 1)) * latents + sigmas.view(-1, 1, 1, 1) * noise
+        prediction = predict(noisy, sigmas, [captions[i] for i in batch])
+        loss = F.mse_loss(prediction.float(), (noise - latents).float())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lora_layers, 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+        clock.tick(step)
+    return {"wall_s": time.perf_counter() - started, "setup_s": setup_s,
+            "steps_per_s": clock.steady_steps_per_second(), "peak_memory_mb": memory.peak_mb(),
+            "memory_kind": memory.kind, "flops_per_step": clock.flops, "final_loss": float(np.mean(losses[-10:]))}
+
+
 def run_reference(args: argparse.Namespace, images: list[tuple[Path, str]]) -> dict[str, Any]:
     """The per-step work of diffusers' train_text_to_image_lora(_sdxl).py, without accelerate."""
+    if args.family in FLOW_FAMILIES:
+        return run_reference_flow(args, images)
     import contextlib
 
     import torch
@@ -356,12 +482,14 @@ def _print_table(args: argparse.Namespace, description: str, results: dict[str, 
     print("| " + " | ".join(ratio) + " |")
     print(f"\nmemory: {ours['memory_kind']}; final loss (mean of last 10 steps): ours {ours['final_loss']:.4f}, "
           f"reference {reference['final_loss']:.4f}")
+    if not cuda:
+        print("no GPU: CPU figures only (no GPU figure is estimated from them)")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, --family, --random-weights: what build_model() reads (shared with bench/generate.py)."""
     parser.add_argument("--model", help="hub id or folder (default: a tiny random model built in a temp folder)")
-    parser.add_argument("--family", choices=["sd15", "sdxl"], default="sd15")
+    parser.add_argument("--family", choices=["sd15", "sdxl", *FLOW_FAMILIES], default="sd15")
     parser.add_argument("--random-weights", choices=["sd15", "sdxl"],
                         help="build the real SD 1.5 / SDXL architecture with random weights (for a GPU)")
 

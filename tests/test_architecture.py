@@ -44,7 +44,8 @@ HEAVY_OPTIONAL = frozenset({
     "tokenizers",  # transformers' tokenizer backend (the tiny T5 tokenizer is built with it)
 })
 # The studio's own modules that load torch at import: only the GPU steps that run models import them.
-HEAVY_PROJECT_MODULES = frozenset({"workers.ml.generation", "workers.ml.training", "workers.ml.motion"})
+HEAVY_PROJECT_MODULES = frozenset({"workers.ml.generation", "workers.ml.training", "workers.ml.motion",
+                                   "workers.ml.families"})
 
 
 @dataclass(frozen=True)

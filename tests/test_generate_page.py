@@ -163,3 +163,21 @@ def test_a_refused_template_file_is_listed_and_the_others_still_work(lora, tmp_p
     at = open_page("pages/generate.py")
     assert at.selectbox(key="generate.template").options == ["Tiny (offline demo) (tiny-lora)"]
     assert any("broken.yaml: width: 100 is not a multiple of 8" in t.value for t in at.text)
+
+
+def test_the_new_families_templates_are_listed_and_offer_only_their_own_sampler(studio):
+    at = open_page("pages/generate.py")
+    options = at.selectbox(key="generate.template").options
+    for name in ("z-image-turbo", "flux2-klein", "qwen-image", "tiny-z-image"):
+        assert any(option.endswith(f"({name})") for option in options), name
+
+    at.selectbox(key="generate.template").set_value("tiny-z-image")
+    rerun(at)
+    assert at.selectbox(key=field(at, "scheduler")).options == ["Flow Euler"]
+    assert at.number_input(key=field(at, "steps")).value == get_template("tiny-z-image").steps
+    at.text_area(key=field(at, "prompt")).input("at the beach")
+    at.button(key="generate.submit").click()
+    rerun(at)
+    [job] = generation.list_generations().items
+    assert (job.payload["family"], job.payload["scheduler"], job.payload["template"]) == \
+        ("z_image", "flow_euler", "tiny-z-image")

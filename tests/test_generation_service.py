@@ -230,3 +230,18 @@ def test_the_prompt_library_keeps_named_snippets_apart_by_box(studio):
         "ohwx, golden hour, warm light", "a snippet already there is not added twice"
     prompt_library.delete_snippet(light.id)
     assert prompt_library.list_snippets().total == 1
+
+
+def test_reference_images_go_only_to_a_family_that_edits_from_them(ava, tmp_path):
+    image = assets.store_image("uploads/ref.png", image_bytes(64, 64), source=AssetSource.UPLOAD)
+    job = generation.submit_generation(template="tiny-flux2-klein", prompt="p", loras=[],
+                                       reference_asset_ids=[image.id])
+    assert job.payload["reference_asset_ids"] == [image.id] and job.payload["family"] == "flux2_klein"
+    meta = generation.image_metadata(GeneratePayload.model_validate(job.payload), [], job_id=job.id, index=0)
+    assert generation.reuse_request(meta)["reference_asset_ids"] == [image.id], "reuse keeps the references"
+    with pytest.raises(InvalidInput, match="Z-Image takes no reference image"):
+        generation.submit_generation(template="tiny-z-image", prompt="p", loras=[], reference_asset_ids=[image.id])
+    with pytest.raises(InvalidInput, match="reference image: asset 4242 does not exist"):
+        generation.submit_generation(template="tiny-flux2-klein", prompt="p", loras=[], reference_asset_ids=[4242])
+    with pytest.raises(InvalidInput, match=r"FLUX\.2 \[klein\] 4B has no img2img pipeline"):
+        generation.submit_generation(template="tiny-flux2-klein", prompt="p", loras=[], init_asset_id=image.id)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.generation.templates import SCHEDULERS
+from core.generation.templates import SCHEDULERS, schedulers_for
 from core.training.params import WEIGHTS_FILE, LoraParams
 from tests.factories import image_bytes
 from workers.ml.generation import (
@@ -108,7 +108,7 @@ def test_every_scheduler_key_maps_to_a_diffusers_scheduler_and_runs(tiny_models,
     assert set(SCHEDULER_CLASSES) == set(SCHEDULERS), "each template scheduler key has a diffusers mapping"
     results = {}
     with cache.acquire(str(tiny_models["sd15"]), "sd15", device="cpu") as loaded:
-        for key in SCHEDULERS:
+        for key in schedulers_for("sd15"):
             scheduler = make_scheduler(key, loaded.base_scheduler_config)
             assert type(scheduler).__name__ == SCHEDULER_CLASSES[key][0]
             (image,) = render(loaded, steps=2, scheduler=key)
@@ -125,6 +125,10 @@ def test_every_scheduler_key_maps_to_a_diffusers_scheduler_and_runs(tiny_models,
     assert differ(results["euler_a"], results["ddim"]) > 0, "different samplers draw differently"
     with pytest.raises(GenerationError, match="unknown scheduler"):
         make_scheduler("plms", loaded.base_scheduler_config)
+    # The flow-matching families' sampler is refused on an SD model (its own families use it).
+    with cache.acquire(str(tiny_models["sd15"]), "sd15", device="cpu") as loaded, \
+            pytest.raises(GenerationError, match="sd15 cannot sample with 'flow_euler'"):
+        render(loaded, steps=2, scheduler="flow_euler")
 
 
 # ------------------------------------------------------------------------------------------- seeds

@@ -163,3 +163,21 @@ def test_gpu_slots_cap_concurrent_runs_and_the_rest_wait_queued(dataset, tiny_mo
         time.sleep(0.05)
     assert [jobs.get_job(run).status for run in runs] == [JobStatus.SUCCEEDED] * 4
     assert peak == 3, "three slots: three trainings at once in one worker, the fourth waited in the queue"
+
+
+@pytest.mark.parametrize("family", ["flux2_klein", "z_image", "qwen_image"])
+def test_the_tiny_preset_of_each_new_family_trains_through_the_job(dataset, tiny_models, workers, family):
+    from core.training.configs import list_configs, params_of
+
+    [preset] = [c for c in list_configs(page_size=100).items
+                if params_of(c).family == family and c.name.startswith("Tiny ")]
+    # The preset as the wizard submits it; its base model is the tiny folder of this test session, and fewer steps.
+    params = {**params_of(preset).model_dump(mode="json"), "base_model": str(tiny_models[family]), "steps": 10,
+              "sample_every": 10, "checkpoint_every": 5}
+    workers.worker(queues="gpu", threads=1)
+    job = training.submit_training(dataset_id=dataset.id, params=params, name=f"{family} tiny")
+    done = _finished(job.id)
+    assert done.status == JobStatus.SUCCEEDED, done.error
+    assert done.result["steps"] == 10 and done.result["eval_loss_end"] < done.result["eval_loss_start"]
+    assert training.sample_grid(job.id).steps == [10]
+    assert [lora.step for lora in training.list_loras(job_id=job.id).items] == [10, 5]

@@ -19,7 +19,7 @@ from core.characters.characters import current_character
 from core.errors import StudioError
 from core.generation import prompt_library
 from core.generation import requests as generation
-from core.generation.templates import SCHEDULERS, GenerationTemplate, load_templates
+from core.generation.templates import SCHEDULERS, GenerationTemplate, load_templates, schedulers_for
 from core.jobs.lifecycle import cancel_job
 from core.library import assets
 from core.library.collections import add_to_collection, list_collections
@@ -153,8 +153,11 @@ def _settings(template: GenerationTemplate) -> dict[str, Any]:
     with st.expander(f"Settings · {SCHEDULERS[now['scheduler']]}, {now['steps']} steps, "
                      f"{now['width']}×{now['height']}"):
         # The scheduler's names are long: a row of its own; the numbers in pairs (rows of two columns).
-        scheduler = st.selectbox("Scheduler", list(SCHEDULERS), format_func=SCHEDULERS.__getitem__,
-                                 index=list(SCHEDULERS).index(now["scheduler"]), key=FORM.key("scheduler"))
+        # Only the samplers of the template's family (the DiTs have their own flow-matching Euler).
+        options = schedulers_for(template.family)
+        current = now["scheduler"] if now["scheduler"] in options else template.scheduler
+        scheduler = st.selectbox("Scheduler", options, format_func=SCHEDULERS.__getitem__,
+                                 index=options.index(current), key=FORM.key("scheduler"))
         left, right = st.columns(2)
         steps = left.number_input("Steps", 1, 150, value=now["steps"], key=FORM.key("steps"))
         cfg = right.number_input("CFG scale", 0.0, 30.0, value=float(now["cfg"]), step=0.5, key=FORM.key("cfg"))

@@ -294,6 +294,8 @@ def generate(
     steps: Annotated[int | None, typer.Option(help="Denoising steps; default: the template's.")] = None,
     init_asset: Annotated[int | None, typer.Option(help="img2img: start from this image asset.")] = None,
     strength: Annotated[float, typer.Option(help="img2img: how far to move from the start image.")] = 0.6,
+    reference: Annotated[list[int] | None, typer.Option(
+        help="Reference image asset for editing (FLUX.2 [klein] templates; repeatable, up to 4).")] = None,
 ) -> None:
     """Queue an image generation job; prints the job id (follow it with `show ID --follow`)."""
 
@@ -304,6 +306,8 @@ def generate(
             request[name] = value
     if init_asset is not None:
         request["img2img_strength"] = strength
+    if reference:
+        request["reference_asset_ids"] = list(reference)
     try:
         if no_lora:
             request["loras"] = []

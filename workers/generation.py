@@ -86,6 +86,7 @@ def generate(ctx: JobContext[GeneratePayload]) -> dict[str, Any]:
     adapters = [LoraAdapter(name=f"lora_{use.id}", path=lora_cache_path(get_lora(use.id), cache_dir),
                             strength=use.strength) for use in uses]
     init_image = _init_image(payload.init_asset_id) if payload.init_asset_id is not None else None
+    references = tuple(_init_image(asset_id) for asset_id in payload.reference_asset_ids)
 
     ctx.stage("load model")
     model = resolve_base_model(payload.base_model)
@@ -94,6 +95,7 @@ def generate(ctx: JobContext[GeneratePayload]) -> dict[str, Any]:
         cfg=payload.cfg if payload.cfg is not None else 7.0, width=payload.width or 512,
         height=payload.height or 512, scheduler=payload.scheduler or "euler_a", seed=payload.seed,
         batch_size=payload.batch_size or 1, init_image=init_image, strength=payload.img2img_strength,
+        reference_images=references,
     )
     scorer = Scorer.for_character(job.character_id)  # None: no fingerprint, images are not scored
     made: list[int] = []

@@ -32,6 +32,7 @@ from core.generation.templates import (
     SCHEDULERS,
     GenerationSettings,
     GenerationTemplate,
+    check_settings_for_family,
     default_template,
     get_template,
     list_templates,
@@ -44,6 +45,7 @@ from core.library.assets import AssetSource
 from core.library.collections import add_to_collection, get_collection
 from core.models import Asset, AssetKind, Job, LoraModel
 from core.pagination import Page
+from core.training.families import family_spec
 from core.training.runs import get_lora, promoted_lora
 
 GENERATE_KIND = "generate"
@@ -82,6 +84,9 @@ class GeneratePayload(Payload):
     batch_size: int | None = Field(default=None, ge=1, le=64)
     init_asset_id: int | None = Field(default=None, ge=1, description="img2img: start from this image asset")
     img2img_strength: float = Field(default=0.6, gt=0.0, le=1.0, description="how far img2img moves from the start")
+    reference_asset_ids: list[int] = Field(
+        default_factory=list, max_length=4,
+        description="reference editing (FLUX.2 [klein]): image assets the picture is made from")
     collection_id: int | None = Field(default=None, ge=1, description="add the images to this collection")
     # Filled in when the job is created (core.generation.requests.prepare_generate_payload).
     base_model: str | None = Field(default=None, max_length=500)
@@ -128,14 +133,29 @@ def _load_loras(choices: list[LoraChoice]) -> list[LoraModel]:
     return loras
 
 
-def _init_asset(asset_id: int) -> Asset:
+def _init_asset(asset_id: int, use: str = "img2img") -> Asset:
     try:
         asset = assets.get_asset(asset_id)
     except NotFound:
-        raise InvalidInput(f"img2img: asset {asset_id} does not exist") from None
+        raise InvalidInput(f"{use}: asset {asset_id} does not exist") from None
     if asset.kind != AssetKind.IMAGE or asset.deleted_at is not None:
-        raise InvalidInput(f"img2img: asset {asset_id} is not an image in the library")
+        raise InvalidInput(f"{use}: asset {asset_id} is not an image in the library")
     return asset
+
+
+def _check_image_inputs(payload: GeneratePayload, family: str) -> None:
+    """img2img and reference images only where the family's pipeline takes them, and only library images."""
+    spec = family_spec(family)
+    if payload.init_asset_id is not None and not spec.img2img:
+        raise InvalidInput(f"{spec.label} has no img2img pipeline; leave the start image empty")
+    if payload.reference_asset_ids:
+        if len(payload.reference_asset_ids) > spec.reference_images:
+            raise InvalidInput(f"{spec.label} takes {spec.reference_images or 'no'} reference image(s), "
+                               f"{len(payload.reference_asset_ids)} given")
+        if len(set(payload.reference_asset_ids)) != len(payload.reference_asset_ids):
+            raise InvalidInput("a reference image is listed twice")
+        for asset_id in payload.reference_asset_ids:
+            _init_asset(asset_id, "reference image")
 
 
 def _template_for(loras: list[LoraModel]) -> GenerationTemplate:
@@ -164,8 +184,10 @@ def prepare_generate_payload(payload: GeneratePayload) -> tuple[GeneratePayload,
                                                            "negative_prompt") if getattr(payload, name) is not None}
     try:
         settings = GenerationSettings.model_validate({**template.settings().model_dump(), **overrides})
+        check_settings_for_family(settings, template.family)
     except ValueError as error:
         raise InvalidInput(f"invalid generation settings: {error}") from None
+    _check_image_inputs(payload, template.family)
     if payload.init_asset_id is not None:
         _init_asset(payload.init_asset_id)
         if int(settings.steps * payload.img2img_strength) < 1:
@@ -268,6 +290,8 @@ def image_metadata(payload: GeneratePayload, loras: Sequence[LoraUse], *, job_id
     if payload.init_asset_id is not None:
         meta["init_asset_id"] = payload.init_asset_id
         meta["img2img_strength"] = payload.img2img_strength
+    if payload.reference_asset_ids:
+        meta["reference_asset_ids"] = list(payload.reference_asset_ids)
     return meta
 
 
@@ -349,6 +373,8 @@ def reuse_request(meta: dict[str, Any]) -> dict[str, Any]:
     if "init_asset_id" in meta:
         request["init_asset_id"] = meta["init_asset_id"]
         request["img2img_strength"] = meta["img2img_strength"]
+    if "reference_asset_ids" in meta:
+        request["reference_asset_ids"] = list(meta["reference_asset_ids"])
     return request
 
 

@@ -13,13 +13,14 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.config import get_settings
 from core.errors import InvalidInput, NotFound, describe_validation_error
+from core.training.families import FAMILY_LABELS, ModelFamily, family_spec
 
 # Scheduler key → the name people know it by (A1111 / ComfyUI). The worker maps keys to diffusers classes.
 SCHEDULERS: dict[str, str] = {
@@ -31,8 +32,12 @@ SCHEDULERS: dict[str, str] = {
     "dpmpp_2m_karras": "DPM++ 2M Karras",
     "dpmpp_2m_sde_karras": "DPM++ 2M SDE Karras",
     "unipc": "UniPC",
+    # The flow-matching families (FLUX.2 [klein], Z-Image, Qwen-Image) sample with their own Euler
+    # scheduler, shift included; the DDPM samplers above do not apply to them.
+    "flow_euler": "Flow Euler",
 }
-FAMILIES: dict[str, str] = {"sd15": "Stable Diffusion 1.5", "sdxl": "Stable Diffusion XL"}
+FLOW_SCHEDULERS = ("flow_euler",)
+FAMILIES: dict[str, str] = FAMILY_LABELS
 TEMPLATE_SUFFIXES = (".yaml", ".yml", ".json")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
 
@@ -82,7 +87,7 @@ class GenerationTemplate(GenerationSettings):
     name: str = Field(description="the file name without its suffix")
     title: str = Field(default="", max_length=120)
     description: str = Field(default="", max_length=1000)
-    family: Literal["sd15", "sdxl"]
+    family: ModelFamily
     base_model: str = Field(min_length=1, max_length=500, description="hub id, folder, or a name in the models folder")
     lora_strength: float = Field(default=0.8, ge=-2.0, le=2.0, description="strength of a LoRA when none is given")
     batch_size: int | None = Field(default=None, ge=1, le=64, description="images per GPU batch")
@@ -94,12 +99,36 @@ class GenerationTemplate(GenerationSettings):
             raise ValueError("missing base model: name a hub id, a local folder or a model in the models folder")
         return value.strip() if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _fits_the_family(self) -> GenerationTemplate:
+        check_settings_for_family(self, self.family)
+        return self
+
     @property
     def label(self) -> str:
         return self.title or self.name
 
     def settings(self) -> GenerationSettings:
         return GenerationSettings(**{name: getattr(self, name) for name in GenerationSettings.model_fields})
+
+
+def schedulers_for(family: str) -> list[str]:
+    """The scheduler keys a family can sample with (the flow families: their flow-matching Euler only)."""
+    flow = family_spec(family).objective == "flow"
+    return [key for key in SCHEDULERS if (key in FLOW_SCHEDULERS) == flow]
+
+
+def check_settings_for_family(settings: GenerationSettings, family: str) -> None:
+    """ValueError when settings cannot run on the family: a sampler of the other objective, or a side
+    that is not a multiple of the family's latent grid (16 px for the DiTs: VAE × 2×2 patches)."""
+    spec = family_spec(family)
+    if settings.scheduler not in schedulers_for(family):
+        allowed = schedulers_for(family)
+        raise ValueError(f"{spec.label} cannot sample with {SCHEDULERS[settings.scheduler]}; use one of: "
+                         f"{', '.join(SCHEDULERS[key] for key in allowed)}")
+    for side in (settings.width, settings.height):
+        if side % spec.latent_multiple:
+            raise ValueError(f"{side} px is not a multiple of {spec.latent_multiple} ({spec.label}'s latent grid)")
 
 
 class TemplateError(InvalidInput):

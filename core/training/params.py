@@ -13,14 +13,22 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.errors import InvalidInput, describe_validation_error
+from core.training.families import FAMILY_LABELS, ModelFamily, family_spec
 
-ModelFamily = Literal["sd15", "sdxl"]
 Optimizer = Literal["adamw", "adamw8bit", "prodigy"]
 Scheduler = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
 Precision = Literal["no", "fp16", "bf16"]
 DurationUnit = Literal["steps", "epochs"]
+Adapter = Literal["lora", "lokr"]
+Quantization = Literal["none", "nf4", "int8", "fp8"]
+TimestepSampling = Literal["uniform", "logit_normal"]
 
-FAMILY_LABELS: dict[str, str] = {"sd15": "Stable Diffusion 1.x", "sdxl": "Stable Diffusion XL"}
+__all__ = ["FAMILY_LABELS", "ModelFamily"]  # re-exported: the catalogue lives in core.training.families
+ADAPTER_LABELS: dict[str, str] = {"lora": "LoRA", "lokr": "LoKr (Kronecker product)"}
+QUANTIZATION_LABELS: dict[str, str] = {"none": "none (half precision)", "nf4": "NF4 4-bit (bitsandbytes)",
+                                       "int8": "int8 (bitsandbytes)", "fp8": "fp8 (torchao)"}
+# The package each quantisation of the frozen base needs (import name).
+QUANTIZATION_PACKAGES: dict[str, str] = {"nf4": "bitsandbytes", "int8": "bitsandbytes", "fp8": "torchao"}
 OPTIMIZER_LABELS: dict[str, str] = {"adamw": "AdamW", "adamw8bit": "AdamW 8-bit", "prodigy": "Prodigy"}
 # The optimizers that need an optional package, and that package's import name.
 OPTIONAL_OPTIMIZERS: dict[str, str] = {"adamw8bit": "bitsandbytes", "prodigy": "prodigyopt"}
@@ -77,13 +85,21 @@ class LoraParams(BaseModel):
     # --- LoRA ----------------------------------------------------------------------------------
     rank: int = Field(16, ge=1, le=512, description="LoRA rank: capacity (and file size) of the adapter.")
     alpha: float = Field(16, ge=1, le=512, description="LoRA alpha: the update is scaled by alpha / rank.")
-    train_text_encoder: bool = Field(False, description="Also train LoRA layers on the text encoder(s).")
+    train_text_encoder: bool = Field(
+        False, description="Also train LoRA layers on the text encoder(s) (SD 1.x / SDXL only).")
+    adapter: Adapter = Field(
+        "lora", description="LoRA, or LoKr (a Kronecker-product adapter; often better for faces on the DiTs).")
+    lokr_factor: int = Field(
+        -1, ge=-1, le=64, description="LoKr: split factor of each weight (-1: the most square split).")
 
     # --- loss and noise ------------------------------------------------------------------------
     min_snr_gamma: float | None = Field(
         5.0, ge=0.1, le=20.0, description="Min-SNR loss weighting (5 is the paper's value); empty turns it off.",
     )
     noise_offset: float = Field(0.0, ge=0.0, le=1.0, description="Offset noise (0.05–0.1 helps very dark/bright).")
+    timestep_sampling: TimestepSampling = Field(
+        "logit_normal", description="Flow-matching families: how noise levels are drawn (logit-normal favours the "
+        "middle, as SD3/FLUX trainers do; uniform is diffusers' script default). SD families draw uniformly.")
     caption_dropout: float = Field(
         0.0, ge=0.0, le=1.0, description="Share of steps that train on an empty caption (helps CFG).",
     )
@@ -91,6 +107,9 @@ class LoraParams(BaseModel):
     # --- speed and memory ----------------------------------------------------------------------
     mixed_precision: Precision = Field("bf16", description="Precision of the frozen weights and activations.")
     gradient_checkpointing: bool = Field(False, description="Trades ~30% speed for much less activation memory.")
+    quantize_base: Quantization = Field(
+        "none", description="Store the frozen base model in NF4/int8 (bitsandbytes) or fp8 (torchao) to save "
+        "memory; needs a CUDA GPU that supports it.")
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for noise, data order and caption dropout.")
 
     # --- samples and checkpoints -----------------------------------------------------------------
@@ -117,6 +136,9 @@ class LoraParams(BaseModel):
     def _consistent(self) -> LoraParams:
         if self.warmup_steps and self.lr_scheduler == "constant":
             raise ValueError('warm-up needs a scheduler other than "constant" (use "constant_with_warmup")')
+        spec = family_spec(self.family)
+        if self.train_text_encoder and not spec.text_encoder_training:
+            raise ValueError(f"{spec.label} trains the transformer only: turn off train_text_encoder")
         return self
 
     def total_steps(self, image_count: int) -> int:

@@ -15,12 +15,20 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from core.datasets.check import check_dataset
 from core.datasets.datasets import list_images
-from core.training.params import FAMILY_LABELS, OPTIMIZER_LABELS, LoraParams, available_optimizers
+from core.training.params import (
+    ADAPTER_LABELS,
+    FAMILY_LABELS,
+    OPTIMIZER_LABELS,
+    QUANTIZATION_LABELS,
+    LoraParams,
+    available_optimizers,
+)
 
 FieldKind = Literal["choice", "bool", "int", "float", "optional_float", "text", "lines"]
 
 # Labels of choices that have a nicer name than their stored value.
-CHOICE_LABELS: dict[str, dict[str, str]] = {"family": FAMILY_LABELS, "optimizer": OPTIMIZER_LABELS}
+CHOICE_LABELS: dict[str, dict[str, str]] = {"family": FAMILY_LABELS, "optimizer": OPTIMIZER_LABELS,
+                                             "adapter": ADAPTER_LABELS, "quantize_base": QUANTIZATION_LABELS}
 
 
 @dataclass(frozen=True)

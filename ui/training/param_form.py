@@ -16,9 +16,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "Model": ("family", "base_model", "resolution"),
     "Duration": ("duration_unit", "steps", "epochs", "batch_size"),
     "Optimisation": ("learning_rate", "optimizer", "lr_scheduler", "warmup_steps", "weight_decay", "max_grad_norm"),
-    "LoRA": ("rank", "alpha", "train_text_encoder", "text_encoder_lr"),
-    "Loss & noise": ("min_snr_gamma", "noise_offset", "caption_dropout"),
-    "Speed & memory": ("mixed_precision", "gradient_checkpointing", "seed"),
+    "LoRA": ("adapter", "rank", "alpha", "lokr_factor", "train_text_encoder", "text_encoder_lr"),
+    "Loss & noise": ("min_snr_gamma", "timestep_sampling", "noise_offset", "caption_dropout"),
+    "Speed & memory": ("mixed_precision", "gradient_checkpointing", "quantize_base", "seed"),
     "Samples & checkpoints": ("sample_every", "sample_steps", "sample_guidance", "sample_seed", "checkpoint_every",
                               "keep_checkpoints", "sample_prompts"),
 }

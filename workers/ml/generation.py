@@ -17,6 +17,7 @@ so it is the same picture whatever batch it lands in (and a resumed job makes th
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 import math
 import threading
@@ -33,6 +34,8 @@ from PIL import Image
 
 from core.config import get_settings
 from core.errors import PermanentJobError
+from core.generation.templates import schedulers_for
+from workers.ml.families import FAMILY_MODULES, FamilyError, get_family
 from workers.ml.locks import MODEL_CONSTRUCTION_LOCK
 
 _logger = logging.getLogger("studio.generation")
@@ -48,9 +51,11 @@ SCHEDULER_CLASSES: dict[str, tuple[str, dict[str, Any]]] = {
     "dpmpp_2m_sde_karras": ("DPMSolverMultistepScheduler",
                             {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True}),
     "unipc": ("UniPCMultistepScheduler", {}),
+    # Built from the model's own config: keeps the family's shift (fixed or resolution-dependent).
+    "flow_euler": ("FlowMatchEulerDiscreteScheduler", {}),
 }
-PIPELINE_CLASSES = {"sd15": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}
-IMG2IMG_CLASSES = {"sd15": "StableDiffusionImg2ImgPipeline", "sdxl": "StableDiffusionXLImg2ImgPipeline"}
+PIPELINE_CLASSES = {name: family.pipeline_class for name, family in FAMILY_MODULES.items()}
+IMG2IMG_CLASSES = {name: family.img2img_class for name, family in FAMILY_MODULES.items() if family.img2img_class}
 
 
 class GenerationError(PermanentJobError):
@@ -141,6 +146,7 @@ class RenderSettings:
     batch_size: int = 1
     init_image: Image.Image | None = None  # img2img: start from this picture (any size; cover-cropped)
     strength: float = 0.6  # img2img: how far from the init image
+    reference_images: tuple[Image.Image, ...] = ()  # reference editing (FLUX.2 [klein]): made from these
 
 
 @dataclass
@@ -202,8 +208,7 @@ class LoadedPipeline:
                 for lora in loras:
                     with MODEL_CONSTRUCTION_LOCK:  # peft builds layers: see workers/ml/locks.py
                         try:
-                            self.pipe.load_lora_weights(str(lora.path.parent), weight_name=lora.path.name,
-                                                        adapter_name=lora.name)
+                            get_family(self.family).load_lora(self.pipe, lora.path, adapter_name=lora.name)
                         except (ValueError, KeyError, RuntimeError, OSError) as error:
                             raise GenerationError(f"LoRA {lora.name} does not load into {self.model}: "
                                                   f"{error}") from error
@@ -219,6 +224,8 @@ class LoadedPipeline:
         """The text-to-image pipeline, or its img2img sibling (same modules) when there is an init image."""
         if settings.init_image is None:
             return self.pipe
+        if self.family not in IMG2IMG_CLASSES:
+            raise GenerationError(f"{self.family} has no img2img pipeline")
         if self._img2img is None:
             import diffusers
 
@@ -236,9 +243,16 @@ class LoadedPipeline:
         """
         if settings.scheduler not in SCHEDULER_CLASSES:
             raise GenerationError(f"unknown scheduler {settings.scheduler!r}")
+        if settings.scheduler not in schedulers_for(self.family):
+            raise GenerationError(f"{self.family} cannot sample with {settings.scheduler!r}; use one of: "
+                                  f"{', '.join(schedulers_for(self.family))}")
         pipe = self._pipeline_for(settings)
         pipe.scheduler = make_scheduler(settings.scheduler, self.base_scheduler_config)  # fresh per job
         extra: dict[str, Any] = {"width": settings.width, "height": settings.height}
+        if settings.reference_images:
+            if get_family(self.family).spec.reference_images < len(settings.reference_images):
+                raise GenerationError(f"{self.family} cannot take {len(settings.reference_images)} reference image(s)")
+            extra["image"] = list(settings.reference_images)
         if settings.init_image is not None:
             if int(settings.steps * settings.strength) < 1:
                 raise GenerationError(f"img2img with strength {settings.strength:g} runs no step of {settings.steps}; "
@@ -246,6 +260,9 @@ class LoadedPipeline:
             # The output has the init image's size, so it is brought to width × height first.
             extra = {"image": cover_crop(settings.init_image, settings.width, settings.height),
                      "strength": settings.strength}
+            if "height" in inspect.signature(pipe.__call__).parameters:
+                # The DiTs' img2img pipelines default to their native size, not the image's.
+                extra.update(width=settings.width, height=settings.height)
         indexes = list(indexes)
         size = max(1, settings.batch_size)
         for start in range(0, len(indexes), size):
@@ -263,9 +280,8 @@ class LoadedPipeline:
             started = time.perf_counter()
             with torch.inference_mode():
                 output = pipe(
-                    prompt=settings.prompt, negative_prompt=settings.negative_prompt or None,
-                    num_inference_steps=settings.steps, guidance_scale=settings.cfg,
-                    num_images_per_prompt=len(batch), generator=generators,
+                    **get_family(self.family).call_arguments(settings.prompt, settings.negative_prompt, settings.cfg),
+                    num_inference_steps=settings.steps, num_images_per_prompt=len(batch), generator=generators,
                     callback_on_step_end=callback, output_type="pil", **extra,
                 )
             if self.device.startswith("cuda"):
@@ -274,27 +290,21 @@ class LoadedPipeline:
 
 
 def _load(model: str, family: str, device: str, dtype: torch.dtype, compile_unet: bool) -> Any:
-    import diffusers
-
-    if family not in PIPELINE_CLASSES:
-        raise GenerationError(f"unknown model family {family!r}; known: {', '.join(PIPELINE_CLASSES)}")
-    options: dict[str, Any] = {"dtype": dtype}
-    if family == "sd15":
-        options.update(safety_checker=None, requires_safety_checker=False)
+    if family not in FAMILY_MODULES:
+        raise GenerationError(f"unknown model family {family!r}; known: {', '.join(FAMILY_MODULES)}")
     with MODEL_CONSTRUCTION_LOCK:
         try:
-            pipe = getattr(diffusers, PIPELINE_CLASSES[family]).from_pretrained(model, **options)
-        except (OSError, ValueError, TypeError) as error:
-            # Not a folder, not a diffusers layout, the other family, or a hub id while offline.
-            raise GenerationError(f"could not load base model {model!r} ({family}): {error}") from error
-    is_xl = getattr(pipe.unet.config, "addition_embed_type", None) == "text_time"
-    if is_xl != (family == "sdxl"):
-        raise GenerationError(f"{model} is {'an SDXL' if is_xl else 'an SD 1.x'} model, not {family}")
+            pipe = get_family(family).load_pipeline(model, dtype=dtype)
+        except FamilyError as error:
+            raise GenerationError(str(error)) from error
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     if compile_unet:
-        pipe.unet.to(memory_format=torch.channels_last)
-        pipe.unet = torch.compile(pipe.unet)
+        if hasattr(pipe, "unet"):
+            pipe.unet.to(memory_format=torch.channels_last)
+            pipe.unet = torch.compile(pipe.unet)
+        else:
+            pipe.transformer = torch.compile(pipe.transformer)
     return pipe
 
 

@@ -566,6 +566,190 @@ def build_tiny_wan(path: Path, *, seed: int = 0) -> Path:
     return _save_pipeline(pipeline, path, "wan", seed)
 
 
+
+# ---------------------------------------------------------------------------------- the 2026 DiT families
+
+# Qwen's special tokens, in the order of the real vocabulary's added tokens (after the byte-level BPE).
+_QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<think>", "</think>"]
+# A chat template with the fields the pipelines pass (Qwen3's own, trimmed: no tools, no reasoning history).
+_QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}"
+    "{% endif %}"
+)
+
+
+def tiny_qwen_tokenizer() -> object:
+    """A Qwen2 byte-level BPE tokenizer from an in-memory vocabulary (every byte, merges for a few common
+    words) with Qwen's chat special tokens and a chat template: what FLUX.2 [klein], Z-Image and
+    Qwen-Image tokenise prompts with, 158 tokens instead of 151,646."""
+    from transformers import Qwen2Tokenizer
+
+    characters = list(_bytes_to_unicode().values())
+    space = _bytes_to_unicode()[ord(" ")]  # "Ġ": a word's leading space, as GPT-2/Qwen spell it
+    merges: list[tuple[str, str]] = []
+    words = ["photo", "of", "the", "a", "in", "portrait"]
+    tokens = list(characters)
+    for word in words:
+        # Merge "Ġ" + letters left to right, so " photo" becomes one token as in the real vocabulary.
+        piece = space
+        for letter in word:
+            merges.append((piece, letter))
+            piece += letter
+            tokens.append(piece)
+    vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
+    for special in _QWEN_SPECIALS:
+        vocab[special] = len(vocab)
+    # transformers annotates merges as strings; the tokenizer takes (left, right) pairs as well.
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)),  # type: ignore[arg-type]
+                               model_max_length=1024)
+    tokenizer.add_special_tokens({"additional_special_tokens": _QWEN_SPECIALS[1:]})
+    tokenizer.chat_template = _QWEN_CHAT_TEMPLATE
+    return tokenizer
+
+
+def _qwen3_config(tokenizer: Any, *, layers: int, hidden: int = 16) -> Any:
+    from transformers import Qwen3Config
+
+    return Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=2, num_key_value_heads=2, head_dim=hidden // 2, max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+        tie_word_embeddings=True)
+
+
+def build_tiny_flux2_klein(path: Path, *, seed: int = 0) -> Path:
+    """Build (once) a tiny FLUX.2 [klein] pipeline folder into ``path``.
+
+    Same layout and classes as ``black-forest-labs/FLUX.2-klein-base-4B``: ``Flux2Transformer2DModel``
+    (double- and single-stream blocks), ``AutoencoderKLFlux2`` (latents patchified 2×2 and normalised by
+    its batch-norm statistics), a ``Qwen3ForCausalLM`` whose hidden states 9, 18 and 27 are stacked as the
+    prompt embedding (so it has 27 layers, each 16 wide) and a Qwen2 tokenizer. Not distilled: the base model
+    is the one to train.
+    """
+    path = Path(path)
+    if _is_complete(path, "flux2_klein", seed):
+        return path
+
+    import torch
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2KleinPipeline,
+        Flux2Transformer2DModel,
+    )
+    from transformers import Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer: Any = tiny_qwen_tokenizer()
+    text_encoder = Qwen3ForCausalLM(_qwen3_config(tokenizer, layers=27, hidden=16))
+    # Four blocks: 1/8 of the side, then 2×2 patches of 4 channels → 16-channel tokens at 1/16.
+    vae: Any = AutoencoderKLFlux2(
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 16, 32, 32), layers_per_block=1, latent_channels=4, norm_num_groups=8,
+        sample_size=128)
+    with torch.no_grad():  # non-trivial batch-norm statistics, so the normalisation is exercised
+        vae.bn.running_mean.normal_(std=0.1)
+        vae.bn.running_var.uniform_(0.5, 2.0)
+    transformer = Flux2Transformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=3 * 16, timestep_guidance_channels=64, axes_dims_rope=(4, 4, 4, 4),
+        guidance_embeds=False)
+    # FLUX.2's scheduler: dynamic shifting by image sequence length (the pipeline computes mu).
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True,
+                                                base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+                                                max_image_seq_len=4096)
+    pipeline = Flux2KleinPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                  transformer=transformer, is_distilled=False)
+    return _save_pipeline(pipeline, path, "flux2_klein", seed)
+
+
+def build_tiny_z_image(path: Path, *, seed: int = 0) -> Path:
+    """Build (once) a tiny Z-Image pipeline folder into ``path``.
+
+    Same layout and classes as ``Tongyi-MAI/Z-Image-Turbo``: ``ZImageTransformer2DModel``, an
+    ``AutoencoderKL`` with 16 latent channels and a shift factor, a ``Qwen3Model`` text encoder (its
+    penultimate hidden state conditions the transformer) and a Qwen2 tokenizer; shift 3 flow matching.
+    """
+    path = Path(path)
+    if _is_complete(path, "z_image", seed):
+        return path
+
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+    from transformers import Qwen3Model
+
+    torch.manual_seed(seed)
+    tokenizer: Any = tiny_qwen_tokenizer()
+    text_encoder = Qwen3Model(_qwen3_config(tokenizer, layers=2, hidden=16))
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(16, 16, 32, 32), layers_per_block=1,
+        latent_channels=16, norm_num_groups=8, sample_size=128, scaling_factor=0.3611, shift_factor=0.1159)
+    transformer: Any = ZImageTransformer2DModel(
+        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=2, n_refiner_layers=1,
+        n_heads=2, n_kv_heads=2, norm_eps=1e-5, qk_norm=True, cap_feat_dim=16, rope_theta=256.0, t_scale=1000.0,
+        axes_dims=[8, 4, 4], axes_lens=[1024, 64, 64])
+    with torch.no_grad():  # allocated with torch.empty; a real checkpoint always overwrites them
+        transformer.x_pad_token.normal_(std=0.02)
+        transformer.cap_pad_token.normal_(std=0.02)
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
+    pipeline = ZImagePipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                              transformer=transformer)
+    return _save_pipeline(pipeline, path, "z_image", seed)
+
+
+def build_tiny_qwen_image(path: Path, *, seed: int = 0) -> Path:
+    """Build (once) a tiny Qwen-Image pipeline folder into ``path``.
+
+    Same layout and classes as ``Qwen/Qwen-Image``: ``QwenImageTransformer2DModel``, the
+    ``AutoencoderKLQwenImage`` (video-style, one frame; latents normalised by per-channel mean/std), a
+    ``Qwen2_5_VLForConditionalGeneration`` text encoder (with its small vision tower) and a Qwen2 tokenizer.
+    """
+    path = Path(path)
+    if _is_complete(path, "qwen_image", seed):
+        return path
+
+    import torch
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImagePipeline,
+        QwenImageTransformer2DModel,
+    )
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    tokenizer: Any = tiny_qwen_tokenizer()
+    ids = tokenizer.convert_tokens_to_ids
+    config = Qwen2_5_VLConfig(
+        text_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "num_key_value_heads": 2, "vocab_size": len(tokenizer), "max_position_embeddings": 2048,
+                     "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+                     "rope_theta": 1000000.0, "bos_token_id": tokenizer.eos_token_id,
+                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
+        vision_config={"depth": 1, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 16},
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"))
+    text_encoder = Qwen2_5_VLForConditionalGeneration(config).eval()
+    z_dim = 8
+    # Sides / 8 like the real VAE (three down-samplings), one frame.
+    vae = AutoencoderKLQwenImage(
+        base_dim=16, z_dim=z_dim, dim_mult=[1, 1, 2, 2], num_res_blocks=1, temperal_downsample=[False, True, True],
+        latents_mean=[round(0.05 * (i - z_dim / 2), 3) for i in range(z_dim)],
+        latents_std=[round(1.0 + 0.1 * i, 3) for i in range(z_dim)])
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2, in_channels=4 * z_dim, out_channels=z_dim, num_layers=2, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=16, guidance_embeds=False, axes_dims_rope=(8, 4, 4))
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9,
+        base_image_seq_len=256, max_image_seq_len=8192, shift_terminal=0.02, time_shift_type="exponential")
+    pipeline = QwenImagePipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                 transformer=transformer)
+    return _save_pipeline(pipeline, path, "qwen_image", seed)
+
 def ensure_tiny_models(root: Path) -> dict[str, Path]:
     """Build every tiny model under ``root`` (skipping complete builds); returns name → folder.
 
@@ -578,4 +762,7 @@ def ensure_tiny_models(root: Path) -> dict[str, Path]:
         "sdxl": build_tiny_sdxl(root / "tiny-sdxl"),
         "whisper": build_tiny_whisper(root / "tiny-whisper"),
         "vits": build_tiny_vits(root / "tiny-vits"),
+        "flux2_klein": build_tiny_flux2_klein(root / "tiny-flux2-klein"),
+        "z_image": build_tiny_z_image(root / "tiny-z-image"),
+        "qwen_image": build_tiny_qwen_image(root / "tiny-qwen-image"),
     }

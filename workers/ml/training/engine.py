@@ -1,10 +1,12 @@
-"""LoraTrainer: LoRA training of Stable Diffusion 1.x / XL as five named stages.
+"""LoraTrainer: LoRA / LoKr training of every model family as five named stages.
 
     load → prepare data → cache → train → save
 
 In the spirit of diffusers' train_text_to_image_lora(_sdxl).py, minus accelerate and the long main():
 all state lives on the trainer, the caller sees progress through hooks, and a checkpoint holds
 everything needed to continue a run bit for bit (same batches, same noise, same optimizer state).
+What differs per architecture (conditioning, latents, the objective, sampling, saving) is asked of
+the run's family module (workers/ml/families/).
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from core.training.params import WEIGHTS_FILE
+from workers.ml.families import Family, FamilyError, get_family
 from workers.ml.locks import MODEL_CONSTRUCTION_LOCK
 from workers.ml.training.api import (
     SampleImage,
@@ -50,13 +53,11 @@ from workers.ml.training.models import (
     build_lr_scheduler,
     build_optimizer,
     enable_gradient_checkpointing,
-    encode_tokens,
     load_components,
     load_lora_state_dicts,
     lora_state_dicts,
     resolve_precision,
     save_lora_weights,
-    tokenize,
     trainable_parameters,
 )
 
@@ -85,15 +86,18 @@ class LoraTrainer:
         self.examples = list(examples)
         self.hooks = hooks
         self.device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            self.family: Family = get_family(self.params.family)
+        except FamilyError as error:
+            raise TrainerError(str(error)) from None
         self.weight_dtype = torch.float32
         self._components: Components | None = None
         self._plan: BatchPlan | None = None
         self.images: list[PreparedImage] = []
         self.total_steps = 0
-        # Filled by cache(): latents per image, text conditioning (or token ids) per caption.
+        # Filled by cache(): latents per image, the family's text conditioning (or token ids) per caption.
         self.latents: list[torch.Tensor] = []
-        self.text_embeddings: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-        self.token_ids: dict[str, list[torch.Tensor]] = {}
+        self.text_cache: dict[str, Any] = {}
         self.eval_set: list[EvalItem] = []
         # Filled by train().
         self.optimizer: torch.optim.Optimizer | None = None
@@ -143,17 +147,20 @@ class LoraTrainer:
             torch.set_float32_matmul_precision("high")
         with MODEL_CONSTRUCTION_LOCK:  # see workers/ml/locks.py: module building is process-global state
             components = load_components(self.config.base_model, self.params.family, device=self.device,
-                                         weight_dtype=self.weight_dtype)
+                                         weight_dtype=self.weight_dtype, quantize=self.params.quantize_base)
             add_lora(components, self.params)
         if self.params.gradient_checkpointing:
             enable_gradient_checkpointing(components)
         if self._on_cuda:
-            components.unet.to(memory_format=torch.channels_last)
+            if components.denoiser_name == "unet":  # convolutions; the DiTs' linear layers gain nothing
+                components.denoiser.to(memory_format=torch.channels_last)
         self._components = components
         trainable = sum(p.numel() for m in components.lora_modules().values() for p in trainable_parameters(m))
         self.hooks.log(f"loaded {self.config.base_model} ({self.params.family}) on {self.device} in "
-                       f"{str(self.weight_dtype).removeprefix('torch.')}; {trainable:,} LoRA parameters "
-                       f"(rank {self.params.rank}, alpha {self.params.alpha:g})")
+                       f"{str(self.weight_dtype).removeprefix('torch.')}; {trainable:,} {self.params.adapter} "
+                       f"parameters (rank {self.params.rank}, alpha {self.params.alpha:g})")
+        if self.family.spec.objective == "flow" and self.params.min_snr_gamma is not None:
+            self.hooks.log("Min-SNR weighting is for DDPM schedules; flow matching trains with a plain MSE")
 
     def prepare_data(self) -> None:
         """Aspect-ratio buckets and the deterministic batch plan; reads image headers only."""
@@ -175,15 +182,12 @@ class LoraTrainer:
         components = self.components
         started = time.perf_counter()
         self.latents = self._encode_latents()
-        captions = sorted({image.caption for image in self.images} | {""})
-        if components.trained_text_encoders:
-            # A trained encoder changes every step: keep only token ids and encode per step.
-            self.token_ids = {caption: tokenize(components, [caption]) for caption in captions}
-        else:
-            with torch.no_grad(), self._autocast():
-                for caption in captions:
-                    hidden, pooled = encode_tokens(components, tokenize(components, [caption]))
-                    self.text_embeddings[caption] = (hidden[0].cpu(), None if pooled is None else pooled[0].cpu())
+        captions = {image.caption for image in self.images} | {""}
+        # Families that drop their text encoder after caching render samples from cached embeddings.
+        captions |= set(self.config.sample_prompts)
+        with self._autocast():
+            self.text_cache = self.family.cache_captions(components, sorted(captions))
+        self.family.release_text_encoders(components)
         self.eval_set = self._make_eval_set()
         self._cached = True
         self._offload_frozen()
@@ -231,7 +235,7 @@ class LoraTrainer:
                     timesteps = item.timesteps[start:start + chunk].to(self.device)
                     noise = item.noise[start:start + chunk].to(self.device)
                     latents = self.latents[item.index].to(self.device)[None].expand(len(timesteps), -1, -1, -1)
-                    noisy = components.noise_scheduler.add_noise(latents, noise, timesteps)
+                    noisy = self.family.add_noise(components, latents, noise, timesteps)
                     prediction = self._predict(noisy, timesteps, [item.index] * len(timesteps), step=None)
                     errors = F.mse_loss(prediction.float(), self._target(latents, noise, timesteps), reduction="none")
                     losses += errors.mean(dim=[1, 2, 3]).tolist()
@@ -247,25 +251,15 @@ class LoraTrainer:
             for index, prompt in enumerate(self.config.sample_prompts):
                 generator = torch.Generator(self.device).manual_seed(self.params.sample_seed)
                 with torch.no_grad(), self._autocast():
-                    latents = pipeline(prompt, num_inference_steps=self.params.sample_steps,
-                                       guidance_scale=self.params.sample_guidance, generator=generator,
-                                       height=self.params.resolution, width=self.params.resolution,
-                                       output_type="latent").images
-                picture = self._decode(pipeline, latents)
+                    picture = self.family.render_sample(
+                        self.components, pipeline, prompt, steps=self.params.sample_steps,
+                        guidance=self.params.sample_guidance, generator=generator, width=self.params.resolution,
+                        height=self.params.resolution, cache=self.text_cache)
                 buffer = io.BytesIO()
                 picture.save(buffer, format="PNG")
                 images.append(SampleImage(prompt_index=index, prompt=prompt, seed=self.params.sample_seed,
                                           png=buffer.getvalue()))
         return images
-
-    @torch.no_grad()
-    def _decode(self, pipeline: Any, latents: torch.Tensor) -> Any:
-        """Latents → PIL image in fp32 outside autocast: the fp32 VAE must not run in fp16 (SDXL's overflows),
-        and the pipelines themselves would hand it half-precision latents."""
-        vae = self.components.vae
-        shift = getattr(vae.config, "shift_factor", None) or 0.0
-        image = vae.decode(latents.float() / vae.config.scaling_factor + shift, return_dict=False)[0]
-        return pipeline.image_processor.postprocess(image, output_type="pil")[0]
 
     @property
     def components(self) -> Components:
@@ -287,15 +281,13 @@ class LoraTrainer:
         for image in self.images:
             by_bucket[image.bucket].append(image)
         latents: list[torch.Tensor | None] = [None] * len(self.images)
-        shift = getattr(vae.config, "shift_factor", None) or 0.0
         with torch.no_grad():
             for group in by_bucket.values():
                 for start in range(0, len(group), CACHE_BATCH):
                     chunk = group[start:start + CACHE_BATCH]
                     pixels = torch.from_numpy(np.stack([load_crop(image) for image in chunk])).permute(0, 3, 1, 2)
                     # The distribution's mean, not a sample: deterministic, so a resumed run sees the same latents.
-                    encoded = vae.encode(pixels.to(self.device, dtype=vae.dtype)).latent_dist.mean
-                    encoded = (encoded - shift) * vae.config.scaling_factor
+                    encoded = self.family.encode_latents(self.components, pixels.to(self.device, dtype=vae.dtype))
                     for image, latent in zip(chunk, encoded, strict=True):
                         latents[image.index] = latent.float().cpu()
         return [latent for latent in latents if latent is not None]
@@ -303,14 +295,14 @@ class LoraTrainer:
     def _make_eval_set(self) -> list[EvalItem]:
         seed = int(np.random.SeedSequence([self.params.seed, 2]).generate_state(1)[0])
         generator = torch.Generator().manual_seed(seed)
-        schedule_length = self.components.noise_scheduler.config.num_train_timesteps
         items = []
         for index in range(min(self.config.eval_examples, len(self.images))):
             noise = torch.randn((EVAL_TIMESTEPS, *self.latents[index].shape), generator=generator)
             # One timestep from each quarter of the schedule: less variance than uniform draws.
             offsets = torch.rand(EVAL_TIMESTEPS, generator=generator)
-            timesteps = ((torch.arange(EVAL_TIMESTEPS) + offsets) * schedule_length / EVAL_TIMESTEPS).long()
-            items.append(EvalItem(index=index, noise=noise, timesteps=timesteps.clamp(max=schedule_length - 1)))
+            fractions = (torch.arange(EVAL_TIMESTEPS) + offsets) / EVAL_TIMESTEPS
+            timesteps = self.family.eval_timesteps(self.components, self.latents[index].shape, fractions)
+            items.append(EvalItem(index=index, noise=noise, timesteps=timesteps))
         return items
 
     # ----------------------------------------------------------------------------------- training
@@ -361,9 +353,8 @@ class LoraTrainer:
             # Offset noise shifts whole channels, so the model learns to change an image's mean brightness.
             noise += self.params.noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=generator,
                                                             device=self.device)
-        schedule_length = components.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, schedule_length, (len(indices),), generator=generator, device=self.device)
-        noisy = components.noise_scheduler.add_noise(latents, noise, timesteps)
+        timesteps = self.family.train_timesteps(components, latents, generator, self.params)
+        noisy = self.family.add_noise(components, latents, noise, timesteps)
         prediction = self._predict(noisy, timesteps, indices, step=step)
         loss = self._loss(prediction, self._target(latents, noise, timesteps), timesteps)
 
@@ -387,67 +378,37 @@ class LoraTrainer:
 
     def _predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, indices: list[int],
                  step: int | None) -> torch.Tensor:
-        hidden, added = self._conditioning(indices, step)
         with self._autocast():
-            return self.components.unet(noisy, timesteps, hidden, added_cond_kwargs=added, return_dict=False)[0]
+            conditioning = self._conditioning(indices, step)
+            return self.family.predict(self.components, noisy, timesteps, conditioning)
 
     def _target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        scheduler = self.components.noise_scheduler
-        prediction_type = scheduler.config.prediction_type
-        if prediction_type == "epsilon":
-            return noise
-        if prediction_type == "v_prediction":
-            return scheduler.get_velocity(latents, noise, timesteps)
-        raise TrainerError(f"unsupported prediction type {prediction_type!r} (epsilon or v_prediction)")
+        return self.family.target(self.components, latents, noise, timesteps).float()
 
     def _loss(self, prediction: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """MSE, per sample weighted by min(SNR, γ)/SNR (Min-SNR, Hang et al. 2023) when γ is set."""
+        """MSE per sample, weighted as the family's objective says (SD: Min-SNR when γ is set)."""
         per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=[1, 2, 3])
-        gamma = self.params.min_snr_gamma
-        if gamma is None:
-            return per_sample.mean()
-        from diffusers.training_utils import compute_snr
+        weights = self.family.loss_weights(self.components, timesteps, self.params)
+        return per_sample.mean() if weights is None else (per_sample * weights).mean()
 
-        snr = compute_snr(self.components.noise_scheduler, timesteps)
-        weights = torch.clamp(snr, max=gamma)
-        # v-prediction's loss already carries a factor SNR + 1 relative to epsilon's.
-        weights = weights / (snr + 1) if self.components.noise_scheduler.config.prediction_type == "v_prediction" \
-            else weights / snr
-        return (per_sample * weights).mean()
-
-    def _conditioning(self, indices: list[int], step: int | None) -> tuple[torch.Tensor, dict[str, Any] | None]:
-        """Text conditioning of a batch (empty captions where dropout hits) and SDXL's size/crop ids."""
-        components, params = self.components, self.params
+    def _conditioning(self, indices: list[int], step: int | None) -> dict[str, Any]:
+        """The family's conditioning of a batch (empty captions where caption dropout hits)."""
+        params = self.params
         captions = [
             "" if step is not None and drops_caption(params.seed, step, position, params.caption_dropout)
             else self.images[index].caption
             for position, index in enumerate(indices)
         ]
-        if components.trained_text_encoders:
-            ids = [torch.cat([self.token_ids[c][k] for c in captions]) for k in range(len(components.tokenizers))]
-            with self._autocast():
-                hidden, pooled = encode_tokens(components, ids)
-        else:
-            hidden = torch.stack([self.text_embeddings[c][0] for c in captions]).to(self.device)
-            # SDXL's cached embeddings always carry the pooled one (only SD 1.x's are None).
-            pooled = torch.stack(cast("list[torch.Tensor]", [self.text_embeddings[c][1] for c in captions])) \
-                .to(self.device) if components.is_sdxl else None
-        if not components.is_sdxl:
-            return hidden, None
-        # SDXL's micro-conditioning, as its pipeline builds it: (original h, w, crop top, left, target h, w).
-        # fp32, not the weights' dtype: bf16 would round sizes such as 3000 px to 3008.
-        time_ids = torch.tensor([
-            [image.original_size[1], image.original_size[0], *image.crop_top_left, image.bucket[1], image.bucket[0]]
-            for image in (self.images[i] for i in indices)
-        ], device=self.device, dtype=torch.float32)
-        return hidden, {"text_embeds": pooled, "time_ids": time_ids}
+        return self.family.conditioning(self.components, [self.text_cache[c] for c in captions],
+                                        [self.images[i] for i in indices], self.device)
 
     # -------------------------------------------------------------------------- checkpoints
 
     def _fingerprint(self) -> dict[str, Any]:
         """What must not change between a checkpoint and its resume, or the run would not continue exactly."""
         p = self.params
-        return {"family": p.family, "rank": p.rank, "alpha": float(p.alpha), "train_text_encoder": p.train_text_encoder,
+        return {"family": p.family, "adapter": p.adapter, "rank": p.rank, "alpha": float(p.alpha),
+                "train_text_encoder": p.train_text_encoder,
                 "batch_size": p.batch_size, "seed": p.seed, "resolution": p.resolution, "total_steps": self.total_steps,
                 "buckets": [list(image.bucket) for image in self.images]}
 
@@ -543,22 +504,9 @@ class LoraTrainer:
             self._offload_frozen()
 
     def _sample_pipeline(self) -> Any:
-        """The family's pipeline around the in-memory modules (LoRA active) and the model's own scheduler."""
+        """The family's pipeline around the in-memory modules (adapter active) and the model's own scheduler."""
         if self._pipeline is None:
-            from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-
-            components = self.components
-            parts: dict[str, Any] = {"vae": components.vae, "unet": components.unet,
-                                     "text_encoder": components.text_encoders[0],
-                                     "tokenizer": components.tokenizers[0]}
-            if components.is_sdxl:
-                parts.update(text_encoder_2=components.text_encoders[1], tokenizer_2=components.tokenizers[1])
-                pipeline_class: Any = StableDiffusionXLPipeline
-            else:
-                parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-                pipeline_class = StableDiffusionPipeline
-            # Only the scheduler is read from disk: the same one a user's from_pretrained pipeline gets.
             with MODEL_CONSTRUCTION_LOCK:
-                self._pipeline = pipeline_class.from_pretrained(self.config.base_model, **parts)
+                self._pipeline = self.family.sample_pipeline(self.components, self.config.base_model)
             self._pipeline.set_progress_bar_config(disable=True)
         return self._pipeline

@@ -1,51 +1,24 @@
-"""The diffusers/transformers side of training: loading a Stable Diffusion family, LoRA adapters,
-optimizers and prompt encoding. Nothing here knows about steps, data order or checkpoints."""
+"""The diffusers/peft side of training common to every family: loading through the family module,
+LoRA/LoKr adapters, optimizers and adapter state. Nothing here knows about steps, data order or
+checkpoints; what differs per architecture lives in workers/ml/families/."""
 
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from core.training.params import OPTIONAL_OPTIMIZERS, LoraParams
+from workers.ml.families import FamilyError, get_family
+from workers.ml.families.base import Components
+from workers.ml.families.stable_diffusion import TEXT_ENCODER_TARGETS
 from workers.ml.training.api import TrainerError
 
-UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
-TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
-
-@dataclass
-class Components:
-    """One Stable Diffusion model, split into the parts training needs (SD 1.x: one text encoder)."""
-
-    # The models are diffusers/transformers classes, typed Any: their mixins' methods (add_adapter, config,
-    # gradient checkpointing) resolve through torch.nn.Module.__getattr__ for a type checker.
-    family: str
-    tokenizers: list[Any]
-    text_encoders: list[Any]
-    vae: Any
-    unet: Any
-    noise_scheduler: Any
-    trained_text_encoders: list[Any] = field(default_factory=list)
-
-    @property
-    def is_sdxl(self) -> bool:
-        return self.family == "sdxl"
-
-    def lora_modules(self) -> dict[str, Any]:
-        """Name → module for every module with a LoRA adapter, named as save_lora_weights expects."""
-        modules = {"unet": self.unet}
-        names = ["text_encoder", "text_encoder_2"]
-        for name, encoder in zip(names, self.text_encoders, strict=False):
-            if encoder in self.trained_text_encoders:
-                modules[name] = encoder
-        return modules
+__all__ = ["Components"]  # re-exported: the dataclass lives with the families
 
 
 def resolve_precision(requested: str, device: str, log: Callable[[str], None]) -> torch.dtype:
@@ -62,83 +35,50 @@ def resolve_precision(requested: str, device: str, log: Callable[[str], None]) -
     return _DTYPES[requested]
 
 
-def load_components(base_model: str, family: str, *, device: str, weight_dtype: torch.dtype) -> Components:
-    """Tokenizer(s), text encoder(s), VAE, UNet and the DDPM noise scheduler, all frozen, on ``device``."""
-    _check_family(base_model, family)
+def load_components(base_model: str, family: str, *, device: str, weight_dtype: torch.dtype,
+                    quantize: str = "none") -> Components:
+    """The family's parts (see workers/ml/families), all frozen, on ``device``."""
     try:
-        return _load_components(base_model, family, device=device, weight_dtype=weight_dtype)
+        return get_family(family).load_components(base_model, device=device, weight_dtype=weight_dtype,
+                                                  quantize=quantize)
+    except FamilyError as error:
+        raise TrainerError(str(error)) from error
     except (OSError, ValueError) as error:
         # Not a folder, not a diffusers layout, or a hub id while offline: a retry cannot help.
         raise TrainerError(f"could not load base model {base_model!r} ({family}): {error}") from error
 
 
-def _check_family(base_model: str, family: str) -> None:
-    """A local pipeline folder names its class: catch SD 1.5 vs SDXL mix-ups before loading gigabytes."""
-    index = Path(base_model) / "model_index.json"
-    if not index.is_file():
-        return  # a hub id (or not a pipeline folder): loading says what is wrong
-    try:
-        pipeline = str(json.loads(index.read_text()).get("_class_name", ""))
-    except (OSError, ValueError):
-        return
-    is_xl = "XL" in pipeline
-    if family == "sdxl" and not is_xl:
-        raise TrainerError(f"{base_model} is a {pipeline}, not an SDXL model; choose the SD 1.5 family")
-    if family == "sd15" and is_xl:
-        raise TrainerError(f"{base_model} is an SDXL model ({pipeline}); choose the SDXL family")
+def _adapter_config(params: LoraParams, targets: list[str]) -> Any:
+    """peft's LoRA (gaussian init, B = 0) or LoKr (Kronecker factors, w2 = 0): both start as a no-op."""
+    from peft import LoKrConfig, LoraConfig
 
-
-def _load_components(base_model: str, family: str, *, device: str, weight_dtype: torch.dtype) -> Components:
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-
-    # Loaded straight into their precision (half the memory of loading fp32 and casting). The VAE stays in
-    # fp32: SDXL's VAE overflows in fp16, and it only runs to cache latents and decode samples.
-    tokenizers = [CLIPTokenizer.from_pretrained(base_model, subfolder="tokenizer")]
-    text_encoders: list[torch.nn.Module] = [
-        CLIPTextModel.from_pretrained(base_model, subfolder="text_encoder", dtype=weight_dtype)
-    ]
-    if family == "sdxl":
-        tokenizers.append(CLIPTokenizer.from_pretrained(base_model, subfolder="tokenizer_2"))
-        text_encoders.append(CLIPTextModelWithProjection.from_pretrained(base_model, subfolder="text_encoder_2",
-                                                                         dtype=weight_dtype))
-    vae = AutoencoderKL.from_pretrained(base_model, subfolder="vae", dtype=torch.float32)
-    unet = UNet2DConditionModel.from_pretrained(base_model, subfolder="unet", dtype=weight_dtype)
-    noise_scheduler = DDPMScheduler.from_pretrained(base_model, subfolder="scheduler")
-    if family == "sdxl" and getattr(unet.config, "addition_embed_type", None) != "text_time":
-        raise TrainerError(f"{base_model} is not an SDXL model (its UNet takes no size/crop conditioning)")
-    if family == "sd15" and getattr(unet.config, "addition_embed_type", None) == "text_time":
-        raise TrainerError(f"{base_model} is an SDXL model; choose the SDXL family")
-
-    for module in (*text_encoders, vae, unet):
-        module.requires_grad_(False)
-        module.eval()
-        module.to(device)
-    return Components(family=family, tokenizers=tokenizers, text_encoders=text_encoders, vae=vae, unet=unet,
-                      noise_scheduler=noise_scheduler)
+    # peft annotates lora_alpha/alpha as int; it scales by alpha / r and takes any number.
+    if params.adapter == "lokr":
+        return LoKrConfig(r=params.rank, alpha=params.alpha, target_modules=targets,  # type: ignore[arg-type]
+                          decompose_factor=params.lokr_factor)
+    return LoraConfig(r=params.rank, lora_alpha=params.alpha,  # type: ignore[arg-type]
+                      init_lora_weights="gaussian", target_modules=targets)
 
 
 def add_lora(components: Components, params: LoraParams) -> None:
-    """LoRA on the UNet's attention (and the text encoders' when trained); trainable params in fp32."""
+    """The adapter (LoRA or LoKr) on the denoiser's attention, per its family (and the SD text encoders
+    when trained); trainable params in fp32."""
     from diffusers.training_utils import cast_training_params
-    from peft import LoraConfig
 
-    # The gaussian init draws from the global generator: seeding it makes the start a function of the seed.
+    family = get_family(components.family)
+    # The init draws from the global generator: seeding it makes the start a function of the seed.
     torch.manual_seed(params.seed)
-    # peft annotates lora_alpha as int; it scales by alpha / r and takes any number.
-    components.unet.add_adapter(LoraConfig(r=params.rank, lora_alpha=params.alpha,  # type: ignore[arg-type]
-                                           init_lora_weights="gaussian", target_modules=UNET_TARGETS))
+    components.denoiser.add_adapter(_adapter_config(params, family.lora_target_modules(components.denoiser)))
     if params.train_text_encoder:
         for encoder in components.text_encoders:
-            encoder.add_adapter(LoraConfig(r=params.rank, lora_alpha=params.alpha,  # type: ignore[arg-type]
-                                           init_lora_weights="gaussian", target_modules=TEXT_ENCODER_TARGETS))
+            encoder.add_adapter(_adapter_config(params, TEXT_ENCODER_TARGETS))
         components.trained_text_encoders = list(components.text_encoders)
-    # Adam's updates on fp16/bf16 parameters would round away; only the (small) LoRA weights are upcast.
-    cast_training_params([components.unet, *components.trained_text_encoders], dtype=torch.float32)
+    # Adam's updates on fp16/bf16 parameters would round away; only the (small) adapter weights are upcast.
+    cast_training_params([components.denoiser, *components.trained_text_encoders], dtype=torch.float32)
 
 
 def enable_gradient_checkpointing(components: Components) -> None:
-    components.unet.enable_gradient_checkpointing()
+    components.denoiser.enable_gradient_checkpointing()
     for encoder in components.trained_text_encoders:
         # Non-reentrant checkpointing passes gradients to LoRA weights even though the inputs are frozen.
         encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -151,7 +91,8 @@ def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
 def build_optimizer(params: LoraParams, components: Components,
                     log: Callable[[str], None] = lambda _: None) -> torch.optim.Optimizer:
     """AdamW, 8-bit AdamW (bitsandbytes) or Prodigy (prodigyopt), with the text encoders' own learning rate."""
-    groups: list[dict[str, Any]] = [{"params": trainable_parameters(components.unet), "lr": params.learning_rate}]
+    groups: list[dict[str, Any]] = [{"params": trainable_parameters(components.denoiser),
+                                     "lr": params.learning_rate}]
     text_parameters = [p for e in components.trained_text_encoders for p in trainable_parameters(e)]
     if text_parameters:
         groups.append({"params": text_parameters, "lr": params.text_encoder_lr})
@@ -164,6 +105,9 @@ def build_optimizer(params: LoraParams, components: Components,
         raise TrainerError(f"optimizer {params.optimizer!r} needs the {package!r} package, which is not installed "
                            f"(pip install {package})") from None
     if params.optimizer == "adamw8bit":
+        device = str(next(components.denoiser.parameters()).device)
+        if not device.startswith("cuda"):
+            raise TrainerError(f"optimizer 'adamw8bit' needs a CUDA GPU; this run is on {device} (choose adamw)")
         return module.optim.AdamW8bit(groups, weight_decay=params.weight_decay)
     # Prodigy estimates the step size itself; its learning rate is a multiplier, usually 1.0.
     if params.learning_rate < 0.1:
@@ -177,32 +121,6 @@ def build_lr_scheduler(params: LoraParams, optimizer: torch.optim.Optimizer, tot
 
     return get_scheduler(params.lr_scheduler, optimizer, num_warmup_steps=params.warmup_steps,
                          num_training_steps=total_steps)
-
-
-def tokenize(components: Components, captions: list[str]) -> list[torch.Tensor]:
-    """Token ids of each caption, one (batch, 77) tensor per tokenizer."""
-    return [
-        tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids
-        for tokenizer in components.tokenizers
-    ]
-
-
-def encode_tokens(components: Components, ids: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Hidden states the UNet attends to, and (SDXL) the pooled embedding of the second encoder.
-
-    SD 1.x uses the last hidden state; SDXL the penultimate of both encoders, concatenated, exactly as
-    its pipeline's encode_prompt does, so training and inference see the same conditioning.
-    """
-    device = components.unet.device
-    if not components.is_sdxl:
-        return components.text_encoders[0](ids[0].to(device), return_dict=False)[0], None
-    hidden, pooled = [], None
-    for encoder, token_ids in zip(components.text_encoders, ids, strict=True):
-        output = encoder(token_ids.to(device), output_hidden_states=True)
-        pooled = output[0]  # the projected pooled embedding (text_embeds) of the last encoder
-        hidden.append(output.hidden_states[-2])
-    return torch.cat(hidden, dim=-1), pooled
 
 
 def lora_state_dicts(components: Components) -> dict[str, dict[str, torch.Tensor]]:
@@ -230,16 +148,6 @@ def load_lora_state_dicts(components: Components, states: dict[str, dict[str, to
 
 
 def save_lora_weights(components: Components, directory: str) -> None:
-    """pytorch_lora_weights.safetensors in diffusers format, with the adapters' rank/alpha metadata
+    """pytorch_lora_weights.safetensors in diffusers format, with the adapters' config as metadata
     (without it load_lora_weights would assume alpha = rank)."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft.utils import get_peft_model_state_dict
-
-    layers: dict[str, Any] = {}
-    for name, module in components.lora_modules().items():
-        layers[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(
-            get_peft_model_state_dict(module, save_embedding_layers=False))
-        layers[f"{name}_lora_adapter_metadata"] = module.peft_config["default"].to_dict()
-    pipeline_class = StableDiffusionXLPipeline if components.is_sdxl else StableDiffusionPipeline
-    pipeline_class.save_lora_weights(directory, safe_serialization=True, **layers)
+    get_family(components.family).save_lora(components, directory)
