@@ -1,5 +1,6 @@
-"""The Training page's "Import LoRA" section: a community LoRA file (kohya/A1111, LoCon, ComfyUI, diffusers,
-PEFT) uploaded, checked like any upload and queued for conversion against its base model."""
+"""The Training page's "Import LoRA" section: a community LoRA file (kohya/A1111, LoCon, ComfyUI, diffusers, PEFT;
+for the DiT families also ai-toolkit, musubi-tuner and OneTrainer) uploaded, checked like any upload and queued for
+conversion against its base model."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import streamlit as st
 from core.errors import StudioError
 from core.loras.imports import MAX_IMPORT_BYTES, submit_import
 from core.training.configs import get_default_config, params_of
+from core.training.families import FAMILY_LABELS
 from ui.feedback import flash, show_flash
 from ui.text import literal
 
 FLASH = "training.import.flash"
-FAMILIES = {"sd15": "Stable Diffusion 1.5", "sdxl": "Stable Diffusion XL"}
 
 
 def import_section() -> None:
@@ -25,8 +26,8 @@ def import_section() -> None:
     with st.form("training.import.form", clear_on_submit=True):
         upload = st.file_uploader("LoRA file", type=["safetensors"], key="training.import.file")
         name = st.text_input("Name", max_chars=200, key="training.import.name", placeholder="the file's name")
-        family = st.selectbox("Model family", list(FAMILIES), format_func=FAMILIES.__getitem__,
-                              index=list(FAMILIES).index(default.family), key="training.import.family")
+        family = st.selectbox("Model family", list(FAMILY_LABELS), format_func=FAMILY_LABELS.__getitem__,
+                              index=list(FAMILY_LABELS).index(default.family), key="training.import.family")
         base_model = st.text_input("Base model it is for", value=default.base_model, max_chars=500,
                                    key="training.import.base_model")
         trigger = st.text_input("Trigger word", max_chars=120, key="training.import.trigger")
