@@ -181,3 +181,35 @@ def test_the_new_families_templates_are_listed_and_offer_only_their_own_sampler(
     [job] = generation.list_generations().items
     assert (job.payload["family"], job.payload["scheduler"], job.payload["template"]) == \
         ("z_image", "flow_euler", "tiny-z-image")
+
+
+def test_with_klein_the_characters_reference_images_condition_the_request_and_can_be_left_out(studio):
+    """Reference-image consistency (issue 23, point 5): a FLUX.2 [klein] template offers the current character's
+    reference images; on, they go into the request (the likeness scoring of results is the generation job's)."""
+    from core.characters.characters import current_character
+    from core.characters.references import add_reference_image
+
+    character = current_character()
+    ids = [add_reference_image(character_id=character.id, data=image_bytes(64, 64, seed=seed),
+                               filename=f"face{seed}.png").id for seed in (1, 2)]
+    at = open_page("pages/generate.py")
+    at.selectbox(key="generate.template").set_value("tiny-z-image")
+    rerun(at)
+    assert not [t for t in at.toggle if "reference image" in t.label]  # Z-Image does not edit from references
+    at.selectbox(key="generate.template").set_value("tiny-flux2-klein")
+    rerun(at)
+    [toggle] = [t for t in at.toggle if "reference image" in t.label]
+    assert toggle.value and "2 reference image(s)" in toggle.label
+    at.text_area(key=field(at, "prompt")).input("at the beach")
+    at.button(key="generate.submit").click()
+    rerun(at)
+    [job] = generation.list_generations().items
+    assert job.payload["reference_asset_ids"] == ids
+
+    [toggle] = [t for t in at.toggle if "reference image" in t.label]
+    toggle.set_value(False)
+    rerun(at)
+    at.button(key="generate.submit").click()
+    rerun(at)
+    latest = generation.list_generations().items[0]
+    assert latest.id != job.id and not latest.payload.get("reference_asset_ids")

@@ -16,6 +16,7 @@ from typing import Any
 import streamlit as st
 
 from core.characters.characters import current_character
+from core.characters.references import reference_images
 from core.errors import StudioError
 from core.generation import prompt_library
 from core.generation import requests as generation
@@ -25,6 +26,7 @@ from core.library import assets
 from core.library.collections import add_to_collection, list_collections
 from core.models import Asset, Job, JobStatus, LoraModel
 from core.training import runs as training
+from core.training.families import family_spec
 from ui.auth import guard
 from ui.loaded_form import LoadedForm
 from ui.text import literal, plain
@@ -196,6 +198,30 @@ def _img2img() -> dict[str, Any]:
     return {"init_asset_id": asset.id, "img2img_strength": strength}
 
 
+def _character_references(template: GenerationTemplate) -> dict[str, Any]:
+    """With a family that edits from reference images (FLUX.2 [klein]): the character's reference images as the
+    pictures it is made from, so the face stays hers (the result is scored by likeness like any image)."""
+    limit = family_spec(template.family).reference_images
+    if not limit:
+        return {}
+    character = current_character()
+    references = reference_images(stored_id(character))[:limit]
+    if not references:
+        st.caption(literal(f"{template.label} can keep a face from reference images: add some to {character.name} "
+                           "on the Characters page."))
+        return {}
+    use = st.toggle(f"Keep the face: made from {character.name}'s {len(references)} reference image(s)",
+                    value=FORM.value("use_references", True), key=FORM.key("use_references"),
+                    help=f"{template.label} edits from up to {limit} reference images (the first ones of the "
+                         "character's Reference images tab).")
+    if not use:
+        return {}
+    with st.container(horizontal=True):
+        for asset in references:
+            st.image(_thumbnail(asset.thumbnail_key or asset.key, stored_id(asset)), width=72)
+    return {"reference_asset_ids": [stored_id(asset) for asset in references]}
+
+
 def request_form() -> None:
     """The request form; a valid submit queues a job and shows it first among the results."""
     catalogue = load_templates()
@@ -224,11 +250,12 @@ def request_form() -> None:
     _snippet_row("negative", negative=True)
     settings = _settings(template)
     start = _img2img()
+    references = _character_references(template)
     if st.button("Generate", type="primary", icon=":material/auto_awesome:", key=_key("submit"),
                  width="stretch"):
         try:
             job = generation.submit_generation(template=name, prompt=prompt, negative_prompt=negative, loras=loras,
-                                               **settings, **start)
+                                               **settings, **start, **references)
         except StudioError as error:
             st.error(literal(error))
             return
