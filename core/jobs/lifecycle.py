@@ -576,12 +576,6 @@ def reconcile() -> ReconcileReport:
     now = utcnow()
     report = ReconcileReport()
 
-    for jobs in _jobs_in(JobStatus.QUEUED, now - timedelta(seconds=settings.reconcile_grace_s), Job.enqueued_at):
-        present = queue.messages_present([j.id for j in jobs])
-        for job in jobs:
-            if not present[job.id] and _enqueue(job):
-                report.requeued.append(job.id)
-
     # The same staleness as a claim's takeover (the lease): a job whose heartbeat is older and whose message
     # is gone (Redis lost it, or its worker died holding it) waits for nothing else. The attempt fence keeps a
     # merely slow worker from writing over the next attempt, exactly as when a redelivery takes the job over.
@@ -599,10 +593,19 @@ def reconcile() -> ReconcileReport:
                     update(Job)
                     .where(col(Job.id) == job.id, col(Job.attempts) == job.attempts,
                            col(Job.status) == JobStatus.RUNNING)
-                    .values(status=JobStatus.QUEUED, updated_at=utcnow())
+                    .values(status=JobStatus.QUEUED, updated_at=utcnow(), enqueued_at=utcnow())
                 ))
-            if moved and _enqueue(job):
+            if moved and _enqueue(job, touch=False):
                 report.orphaned.append(job.id)
+    # An orphan was running already: it goes to the head of its queue, not behind a backlog (after a Redis data
+    # loss the queued pass below re-enqueues that whole backlog, which put orphans behind it: 60-66 s takeovers).
+    queue.move_to_front(report.orphaned)
+
+    for jobs in _jobs_in(JobStatus.QUEUED, now - timedelta(seconds=settings.reconcile_grace_s), Job.enqueued_at):
+        present = queue.messages_present([j.id for j in jobs])
+        for job in jobs:
+            if not present[job.id] and _enqueue(job):
+                report.requeued.append(job.id)
 
     with session_scope() as session:
         limited = session.execute(

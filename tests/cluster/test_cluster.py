@@ -1,0 +1,88 @@
+"""The studio on several hosts (network namespaces made by the test): scaling, a partition and a Redis data loss.
+
+The CI form: services + two worker hosts, each ``python -m workers run`` with its own data folder and S3 storage, as
+docs/SETUP.md#more-machines sets them up. ``bench/cluster.py`` is the long form (1/2/4 hosts, more faults, a table).
+A machine where the namespaces cannot be made fails this test (NetworkUnavailable); it never skips.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.cluster.hosts import Cluster
+from tests.cluster.scenarios import (
+    TAKEOVER_GOAL_S,
+    Takeover,
+    check_exactly_once,
+    fence_refusals,
+    host_of,
+    hosts_online,
+    noop_job,
+    plan_job,
+    rows,
+    run_batch,
+    sleep_job,
+    use_cluster,
+    voice_job,
+    wait_for,
+    wait_hosts,
+    wait_running,
+    wait_terminal,
+    watch_takeover,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    hosts = Cluster(workers=2, queues="cpu,default", env={"STUDIO_CPU_WORKER_THREADS": "4"})
+    with hosts, use_cluster(hosts):
+        hosts.start_worker_host("w1")
+        yield hosts
+
+
+def test_two_worker_hosts_scale_out_and_survive_a_partition_with_redis_losing_its_data(cluster: Cluster) -> None:
+    # Scaling smoke: 200 ms I/O-bound jobs on one host, then on two.
+    wait_hosts(["w1"])
+    one = run_batch(lambda: sleep_job(0.2), 40)
+    cluster.start_worker_host("w2")
+    wait_hosts(["w1", "w2"])
+    two = run_batch(lambda: sleep_job(0.2), 80)
+    print(f"\n200 ms jobs/s: 1 host {one.per_s:.1f}, 2 hosts {two.per_s:.1f} ({two.per_s / one.per_s:.2f}x); "
+          f"by host {dict(two.hosts)}")
+    assert set(two.hosts) == {"w1", "w2"}, "both hosts took jobs"
+    assert two.per_s >= 1.3 * one.per_s, "a second host adds throughput"
+
+    # A host's link is cut mid-job, and Redis loses every message while the job's only worker is unreachable.
+    job = sleep_job(8.0, steps=16)
+    effects = [plan_job(n) for n in range(2)] + [voice_job(n) for n in range(2)]
+    running = wait_running(job, progressed=0.2)
+    victim = host_of(running)
+    cut_at = time.monotonic()
+    cluster.cut(victim)
+    time.sleep(2)
+    cluster.restart_redis_empty()
+    takeover = watch_takeover(Takeover(job, victim), running["attempts"], cut_at, timeout=60)
+    print(f"job on cut host {victim} taken over by {takeover.to_host} after {takeover.seconds:.1f} s")
+    assert takeover.to_host != victim
+    assert takeover.seconds is not None and takeover.seconds <= TAKEOVER_GOAL_S
+    finished = wait_terminal([job], 60)[job]
+    assert finished["status"] == "succeeded" and finished["result"]["attempt"] == finished["attempts"] == 2
+    assert finished["result"]["resumed_from"] > 0, "the next host resumed from the stale attempt's checkpoint"
+
+    # The link returns: the stale attempt's writes are refused by the fence, and the host takes work again.
+    cluster.restore(victim)
+    wait_for(lambda: fence_refusals(cluster, victim) >= 1, 60, f"{victim}'s stale attempt to be fenced off")
+    assert rows([job])[job]["result"] == finished["result"], "the stale attempt changed nothing"
+    wait_for(lambda: victim in hosts_online(), 30, f"{victim} back online")
+    rejoin = [noop_job() for _ in range(4)] + [sleep_job(0.5) for _ in range(16)]
+    after = wait_terminal(rejoin, 60)
+    assert victim in {host_of(r) for r in after.values()}, f"{victim} rejoined and ran jobs"
+
+    check = check_exactly_once([job, *effects, *rejoin], cluster)
+    assert check.lost == [], "every job succeeded"
+    assert check.duplicated == [], "nothing ran, or was written, twice"
