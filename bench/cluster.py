@@ -6,7 +6,8 @@ storage, talking over a bridge. Per host count it measures jobs/s for 200 ms I/O
 jobs, the efficiency against ideal linear scaling (N × the 1-host rate), then SIGKILLs a busy worker process and, from
 2 hosts on, cuts a busy host's link; redelivery = fault → the next attempt claimed. Then the fault table on the
 largest cluster: Redis restarted empty (alone, and 2 s after a worker was killed), PostgreSQL restarted, the app
-host restarted while jobs made through its API run. Every row checks that nothing was lost or done twice (rows and
+host restarted while jobs made through its API run, S3 unreachable for 15 s while a GPU-queue host generates and
+uploads images (tiny SD 1.5 on the CPU). Every row checks that nothing was lost or done twice (rows and
 S3 objects). Needs root (network namespaces). Exits 1 when a check fails or a redelivery took over 30 s.
 
     .venv/bin/python bench/cluster.py                                 # hosts 1,2,4, every fault
@@ -24,6 +25,8 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 import argparse
 import time
 from dataclasses import dataclass, field
+
+ALL_FAULTS = ["kill-then-redis-loss", "redis-loss", "postgres-restart", "app-restart", "s3-outage"]
 
 
 @dataclass
@@ -52,7 +55,7 @@ def main() -> int:
     parser.add_argument("--noop-jobs", type=int, default=150, help="no-op jobs per worker host")
     parser.add_argument("--threads", type=int, default=4, help="worker threads per host (STUDIO_CPU_WORKER_THREADS)")
     parser.add_argument("--faults", default="all", help="'all', 'none' or names: " + ", ".join(
-        ["kill-then-redis-loss", "redis-loss", "postgres-restart", "app-restart"]))
+        ALL_FAULTS))
     args = parser.parse_args()
     counts = sorted({int(n) for n in args.hosts.split(",")})
     assert 1 <= counts[0] and counts[-1] <= 4, "1 to 4 worker hosts"
@@ -70,7 +73,7 @@ def main() -> int:
         wait_hosts,
     )
 
-    wanted = (["kill-then-redis-loss", "redis-loss", "postgres-restart", "app-restart"] if args.faults == "all"
+    wanted = (ALL_FAULTS if args.faults == "all"
               else [] if args.faults == "none" else args.faults.split(","))
     cluster = Cluster(workers=counts[-1], queues="cpu,default", env={"STUDIO_CPU_WORKER_THREADS": str(args.threads)})
     rows: list[Row] = []
@@ -105,6 +108,10 @@ def main() -> int:
             rows.append(row)
         if "app-restart" in wanted:
             cluster.start_app()
+        if "s3-outage" in wanted:
+            from workers.ml.tiny_models import ensure_tiny_models
+
+            faults.start_gpu_host(cluster, ensure_tiny_models(cluster.root / "tiny-models")["sd15"])
         for name in wanted:
             result = faults.FAULTS[name](cluster)
             fault_results.append(result)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from tests.cluster.hosts import Cluster
+from tests.cluster.hosts import S3, Cluster
 from tests.cluster.scenarios import (
     Check,
     Takeover,
+    asset_count,
     check_exactly_once,
     fence_refusals,
     host_of,
@@ -26,6 +28,7 @@ from tests.cluster.scenarios import (
     sleep_job,
     voice_job,
     wait_for,
+    wait_hosts,
     wait_terminal,
     watch_takeover,
 )
@@ -185,6 +188,43 @@ def app_restart(cluster: Cluster) -> FaultResult:
     return result
 
 
+GPU_HOST = "g1"
+
+
+def start_gpu_host(cluster: Cluster, tiny_sd15: Path) -> None:
+    """A GPU-queue worker host (on this CPU) with the tiny SD 1.5 where the seeded "tiny-lora" template looks."""
+    for data in (cluster.root / GPU_HOST / "data", cluster.root / "test" / "data"):  # its host, and the app side
+        target = data / "models" / "tiny-sd15"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(tiny_sd15, target_is_directory=True)
+    cluster.start_worker_host(GPU_HOST, queues="gpu", last_octet=20, env={"HF_HUB_OFFLINE": "1"})
+    wait_hosts([GPU_HOST], 240)
+
+
+def s3_outage(cluster: Cluster, *, outage_s: float = 15.0) -> FaultResult:
+    """The S3 host's link cut for ``outage_s`` while images are generated and uploaded (needs ``start_gpu_host``).
+
+    An upload that cannot reach S3 fails the attempt as transient (StorageUnavailable) and the job retries with
+    backoff; an image is recorded (an Asset row) only once its object is stored, so no row names a missing or
+    half-written object and no job stores an image twice.
+    """
+    from core.generation.requests import submit_generation
+
+    result = FaultResult("S3 unreachable mid-upload")
+    ids = [submit_generation(template="tiny-lora", prompt=f"outage {n}", width=64, height=64, steps=2, seed=n,
+                             count=3, batch_size=1).id for n in range(3)]
+    wait_for(lambda: asset_count(ids) >= 1, 300, "a first image stored", interval=0.1)
+    cluster.cut(S3)
+    time.sleep(outage_s)
+    cluster.restore(S3)
+    done = wait_terminal(ids, 300)
+    result.jobs, result.check = len(ids), check_exactly_once(ids, cluster)
+    retried = sum(1 for r in done.values() if r["attempts"] > 1)
+    result.note = f"{outage_s:.0f} s outage; {retried} of {len(ids)} job(s) retried; {asset_count(ids)} images stored"
+    return result
+
+
 FAULTS: dict[str, Callable[[Cluster], FaultResult]] = {
     "link-cut": link_cut,
     "worker-kill": worker_kill,
@@ -192,4 +232,5 @@ FAULTS: dict[str, Callable[[Cluster], FaultResult]] = {
     "redis-loss": redis_loss,
     "postgres-restart": postgres_restart,
     "app-restart": app_restart,
+    "s3-outage": s3_outage,
 }

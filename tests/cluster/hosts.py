@@ -299,9 +299,14 @@ class Cluster:
         return self.net.call(APP, lambda: httpx.request(method, f"{self.app_url}{path}", headers=headers,
                                                         timeout=30, **kwargs))
 
-    def start_worker_host(self, host: str) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, "-m", "workers", "run", "--queues", self.queues]
-        return self._spawn(host, host, argv, env=self.host_environment(host), hostname=host)
+    def start_worker_host(self, host: str, *, queues: str | None = None, last_octet: int | None = None,
+                          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """``python -m workers run`` on ``host``; a host not made at the start is made now at <subnet>.<last_octet>."""
+        if host not in self.net.hosts:
+            assert last_octet is not None, f"{host} is a new host: give its address"
+            self.net.add_host(host, last_octet)
+        argv = [sys.executable, "-m", "workers", "run", "--queues", queues or self.queues]
+        return self._spawn(host, host, argv, env={**self.host_environment(host), **(env or {})}, hostname=host)
 
     def worker_hosts(self) -> list[str]:
         return [worker_name(n) for n in range(1, self.workers + 1)]

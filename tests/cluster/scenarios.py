@@ -259,10 +259,28 @@ def check_exactly_once(job_ids: list[str], cluster: Cluster, *, settle_s: float 
             key, size = row["result"]["key"], row["result"]["bytes"]
             if objects.get(key) != size:
                 check.duplicated.append(f"{job_id}: object {key} is {objects.get(key)} bytes, job recorded {size}")
-        stray = [k for k in objects if f"/{job_id}/" in f"/{k}" and k != (row["result"] or {}).get("key")]
-        if stray:
-            check.duplicated.append(f"{job_id}: objects the job never recorded: {stray}")
+    for job_id, key, thumbnail, size in _assets(job_ids):  # every recorded image is a whole object
+        if objects.get(key) is None or (size is not None and objects[key] != size):
+            check.duplicated.append(f"{job_id}: asset {key} recorded with {size} bytes, stored {objects.get(key)}")
+        if thumbnail and thumbnail not in objects:
+            check.duplicated.append(f"{job_id}: thumbnail {thumbnail} recorded but not stored")
     return check
+
+
+def _assets(job_ids: list[str]) -> list[tuple[str, str, str | None, int | None]]:
+    from sqlalchemy import select
+
+    from core.db import session_scope
+    from core.models import Asset
+
+    with session_scope() as session:
+        found = session.execute(select(Asset.job_id, Asset.key, Asset.thumbnail_key, Asset.size_bytes)
+                                .where(Asset.job_id.in_(job_ids))).all()
+    return [(str(j), k, t, s) for j, k, t, s in found]
+
+
+def asset_count(job_ids: list[str]) -> int:
+    return len(_assets(job_ids))
 
 
 def fence_refusals(cluster: Cluster, host: str) -> int:

@@ -48,10 +48,10 @@ def cluster() -> Iterator[Cluster]:
 def test_two_worker_hosts_scale_out_and_survive_a_partition_with_redis_losing_its_data(cluster: Cluster) -> None:
     # Scaling smoke: 200 ms I/O-bound jobs on one host, then on two.
     wait_hosts(["w1"])
-    one = run_batch(lambda: sleep_job(0.2), 40)
+    one = run_batch(lambda: sleep_job(0.2), 32)
     cluster.start_worker_host("w2")
     wait_hosts(["w1", "w2"])
-    two = run_batch(lambda: sleep_job(0.2), 80)
+    two = run_batch(lambda: sleep_job(0.2), 64)
     print(f"\n200 ms jobs/s: 1 host {one.per_s:.1f}, 2 hosts {two.per_s:.1f} ({two.per_s / one.per_s:.2f}x); "
           f"by host {dict(two.hosts)}")
     assert set(two.hosts) == {"w1", "w2"}, "both hosts took jobs"
@@ -76,13 +76,15 @@ def test_two_worker_hosts_scale_out_and_survive_a_partition_with_redis_losing_it
 
     # The link returns: the stale attempt's writes are refused by the fence, and the host takes work again.
     cluster.restore(victim)
+    restored_at = time.monotonic()
     wait_for(lambda: fence_refusals(cluster, victim) >= 1, 60, f"{victim}'s stale attempt to be fenced off")
+    print(f"{victim}'s stale attempt fenced off {time.monotonic() - restored_at:.1f} s after the link returned")
     assert rows([job])[job]["result"] == finished["result"], "the stale attempt changed nothing"
     wait_for(lambda: victim in hosts_online(), 30, f"{victim} back online")
-    rejoin = [noop_job() for _ in range(4)] + [sleep_job(0.5) for _ in range(16)]
+    rejoin = [noop_job() for _ in range(2)] + [sleep_job(0.3) for _ in range(14)]
     after = wait_terminal(rejoin, 60)
     assert victim in {host_of(r) for r in after.values()}, f"{victim} rejoined and ran jobs"
 
-    check = check_exactly_once([job, *effects, *rejoin], cluster)
+    check = check_exactly_once([job, *effects, *rejoin], cluster, settle_s=2)
     assert check.lost == [], "every job succeeded"
     assert check.duplicated == [], "nothing ran, or was written, twice"
