@@ -131,11 +131,12 @@ class Cluster:
             self.net.add_host(APP, 10)
             for n in range(1, self.workers + 1):
                 self.net.add_host(worker_name(n), 10 + n)
+            self.start_s3(wait=False)  # moto imports for seconds: it starts while PostgreSQL is made
             self.start_redis()
             self._init_postgres()
             self.start_postgres()
             self._create_database()
-            self.start_s3()
+            self.wait_s3()
         except BaseException:
             self.close()
             raise
@@ -254,10 +255,12 @@ class Cluster:
                              autocommit=True) as connection:
             connection.execute('CREATE DATABASE "studio"')
 
-    def start_s3(self) -> None:
-        env = {**os.environ, "MOTO_ACCESS_KEY_ID": S3_KEYS[0]}
-        self._spawn("s3", S3, [sys.executable, "-m", "moto.server", "-H", self.net.hosts[S3], "-p", str(S3_PORT)],
-                    env=env)
+    def start_s3(self, *, wait: bool = True) -> None:
+        self._spawn("s3", S3, [sys.executable, "-m", "moto.server", "-H", self.net.hosts[S3], "-p", str(S3_PORT)])
+        if wait:
+            self.wait_s3()
+
+    def wait_s3(self) -> None:
         _wait(lambda: self._http_ok(f"http://{self.s3_endpoint}/moto-api/"), 60, "the S3 server")
 
     def _http_ok(self, url: str, statuses: tuple[int, ...] = (200,)) -> bool:
