@@ -6,7 +6,7 @@ storage, talking over a bridge. Per host count it measures jobs/s for 200 ms I/O
 jobs, the efficiency against ideal linear scaling (N × the 1-host rate), then SIGKILLs a busy worker process and, from
 2 hosts on, cuts a busy host's link; redelivery = fault → the next attempt claimed. Then the fault table on the
 largest cluster: Redis restarted empty (alone, and 2 s after a worker was killed), PostgreSQL restarted, the app
-host restarted while jobs made through its API run, S3 unreachable for 15 s while a GPU-queue host generates and
+host restarted while jobs made through its API run, S3 unreachable for 20 s while a GPU-queue host generates and
 uploads images (tiny SD 1.5 on the CPU). Every row checks that nothing was lost or done twice (rows and
 S3 objects). Needs root (network namespaces). Exits 1 when a check fails or a redelivery took over 30 s.
 

@@ -202,7 +202,7 @@ def start_gpu_host(cluster: Cluster, tiny_sd15: Path) -> None:
     wait_hosts([GPU_HOST], 240)
 
 
-def s3_outage(cluster: Cluster, *, outage_s: float = 15.0) -> FaultResult:
+def s3_outage(cluster: Cluster, *, outage_s: float = 20.0) -> FaultResult:
     """The S3 host's link cut for ``outage_s`` while images are generated and uploaded (needs ``start_gpu_host``).
 
     An upload that cannot reach S3 fails the attempt as transient (StorageUnavailable) and the job retries with
