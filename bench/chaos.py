@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--reconcile-interval", type=float, default=None, help="default: the studio's (15 s)")
     args = parser.parse_args()
 
+    import core.catalogue  # noqa: F401  (registers every job kind, as the programs' entry points do)
     from tests.chaos.engine import ChaosPlan, link_tiny_sd15, model_environment, run_chaos
     from tests.chaos.servers import RedisServer
 

@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     job_log_stream_maxlen: int = 2_000
     job_log_flush_s: float = Field(default=0.5, gt=0)  # job log lines reach the database in batches this often
     job_log_flush_lines: int = Field(default=200, ge=1)  # … or as soon as this many are waiting
-    reconcile_interval_s: float = 15.0
+    reconcile_interval_s: float = 5.0  # + the 8 s lease bounds the takeover of a job whose message Redis lost
     reconcile_grace_s: float = 10.0  # a queued job younger than this is left to the broker
     cpu_worker_threads: int = 4
     # Jobs sharing one GPU at a time; the GPU worker runs (GPUs × slots) threads. Raise it on a large

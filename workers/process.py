@@ -129,6 +129,10 @@ class Supervisor:
     """Keeps one process per worker group alive and reconciles job state on a timer."""
 
     restart_backoff_max_s = 30.0
+    # A process that lived this long came up fine: its death (SIGKILL, OOM) is no crash loop, and it is restarted
+    # at once. Counting every death within 60 s as one made a host whose workers were killed a few times wait up to
+    # 30 s with no worker at all, which delayed redelivery of its jobs past 60 s (bench/chaos.py).
+    crash_loop_window_s = 10.0
 
     def __init__(self, groups: list[WorkerGroup], *, reconcile_interval_s: float | None = None) -> None:
         self.groups = groups
@@ -181,8 +185,8 @@ class Supervisor:
                 code = process.poll()
                 if code is None:
                     continue
-                # Back off only when a group crash-loops; a crash after a long run restarts at once.
-                if time.monotonic() - self._started[group.name] > 60:
+                # Back off only when a group crash-loops (dies right after starting); any other death restarts at once.
+                if time.monotonic() - self._started[group.name] > self.crash_loop_window_s:
                     self._failures[group.name] = 0
                 failures = self._failures.get(group.name, 0) + 1
                 self._failures[group.name] = failures

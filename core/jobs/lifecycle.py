@@ -573,27 +573,28 @@ def _jobs_in(status: JobStatus, older_than: datetime, column: Any, batch: int = 
         last_id = rows[-1].id
 
 
-def reconcile() -> ReconcileReport:
-    """Repair what a crash or a Redis data loss left behind. Idempotent; run it as often as you like."""
-    settings = get_settings()
-    now = utcnow()
-    report = ReconcileReport()
+# A queued pass that re-enqueues a whole backlog (Redis lost its data) takes seconds; the orphans of dead workers are
+# looked for again this often meanwhile, so their takeover never waits for the end of that pass.
+_ORPHAN_RECHECK_S = 2.0
+_REQUEUE_BATCH = 100
 
-    for jobs in _jobs_in(JobStatus.QUEUED, now - timedelta(seconds=settings.reconcile_grace_s), Job.enqueued_at):
-        present = queue.messages_present([j.id for j in jobs])
-        for job in jobs:
-            if not present[job.id] and _enqueue(job):
-                report.requeued.append(job.id)
 
-    # The same staleness as a claim's takeover (the lease): a job whose heartbeat is older and whose message
-    # is gone (Redis lost it, or its worker died holding it) waits for nothing else. The attempt fence keeps a
-    # merely slow worker from writing over the next attempt, exactly as when a redelivery takes the job over.
-    orphan_before = now - timedelta(seconds=settings.job_lease_s)
+def _reconcile_orphans(report: ReconcileReport) -> None:
+    """Requeue running jobs whose lease expired and whose message is gone, at the head of their queues.
+
+    The same staleness as a claim's takeover (the lease): a job whose heartbeat is older and whose message is gone
+    (Redis lost it, or its worker died holding it) waits for nothing else. The attempt fence keeps a merely slow
+    worker from writing over the next attempt, exactly as when a redelivery takes the job over.
+    """
+    orphan_before = utcnow() - timedelta(seconds=get_settings().job_lease_s)
+    orphaned: list[str] = []
     for jobs in _jobs_in(JobStatus.RUNNING, orphan_before, Job.heartbeat_at):
         present = queue.messages_present([j.id for j in jobs])
         # The broker redelivers these to a live worker; a dead worker's message went back to the
         # tail of its queue, so bring it to the head rather than behind the whole backlog.
-        report.expedited += queue.move_to_front([job.id for job in jobs if present[job.id]])
+        for job_id in queue.move_to_front([job.id for job in jobs if present[job.id]]):
+            if job_id not in report.expedited:
+                report.expedited.append(job_id)
         for job in jobs:
             if present[job.id]:
                 continue
@@ -602,10 +603,35 @@ def reconcile() -> ReconcileReport:
                     update(Job)
                     .where(col(Job.id) == job.id, col(Job.attempts) == job.attempts,
                            col(Job.status) == JobStatus.RUNNING)
-                    .values(status=JobStatus.QUEUED, updated_at=utcnow())
+                    .values(status=JobStatus.QUEUED, updated_at=utcnow(), enqueued_at=utcnow())
                 ))
-            if moved and _enqueue(job):
-                report.orphaned.append(job.id)
+            if moved and _enqueue(job, touch=False):
+                orphaned.append(job.id)
+    # An orphan was running already: it goes to the head of its queue, not behind a backlog (after a Redis data
+    # loss the queued pass re-enqueues that whole backlog, which put orphans behind it: 60-66 s takeovers).
+    queue.move_to_front(orphaned)
+    report.orphaned += orphaned
+
+
+def reconcile() -> ReconcileReport:
+    """Repair what a crash or a Redis data loss left behind. Idempotent; run it as often as you like."""
+    settings = get_settings()
+    now = utcnow()
+    report = ReconcileReport()
+
+    _reconcile_orphans(report)
+    checked = time.monotonic()
+    grace = now - timedelta(seconds=settings.reconcile_grace_s)
+    for jobs in _jobs_in(JobStatus.QUEUED, grace, Job.enqueued_at, batch=_REQUEUE_BATCH):
+        present = queue.messages_present([j.id for j in jobs])
+        requeued = [job.id for job in jobs if not present[job.id] and _enqueue(job, touch=False)]
+        if requeued:  # one write per batch: a backlog of hundreds is re-enqueued in about a second
+            with session_scope() as session:
+                session.execute(update(Job).where(col(Job.id).in_(requeued)).values(enqueued_at=utcnow()))
+            report.requeued += requeued
+        if time.monotonic() - checked >= _ORPHAN_RECHECK_S:
+            _reconcile_orphans(report)
+            checked = time.monotonic()
 
     with session_scope() as session:
         limited = session.execute(
