@@ -16,7 +16,7 @@ from typing import Any, TypeVar, cast
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
-from sqlalchemy.engine import CursorResult, Engine, Result
+from sqlalchemy.engine import Connection, CursorResult, Engine, Result
 from sqlmodel import Session, create_engine
 
 from core.config import get_settings
@@ -77,6 +77,17 @@ def session_scope() -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+@contextmanager
+def transaction() -> Iterator[Connection]:
+    """A Core connection inside one transaction: commits on success, rolls back on error.
+
+    For hot paths that run prebuilt statements (the job lifecycle's claim and fenced writes, once
+    or twice per job): no Session, unit of work or identity map to set up and tear down per call.
+    """
+    with get_engine().begin() as connection:
+        yield connection
 
 
 def affected_rows(result: Result[Any]) -> int:

@@ -38,9 +38,10 @@ HANDLERS: dict[str, Handler] = {
 def _install_follow_ups() -> None:
     # Follow-up work starts when a job finishes, in the worker that ran it (nothing polls).
     # Order matters: production moves a post on before its pipeline looks at it.
-    on_job_finished(production.production_job_finished)
-    on_job_finished(posts.publish_job_finished)
-    on_job_finished(pipelines.pipeline_job_finished)
+    # Each listener names the jobs it cares about, so any other job ends without its queries.
+    on_job_finished(production.production_job_finished, kinds=production.PRODUCTION_KINDS)
+    on_job_finished(posts.publish_job_finished, kinds=[posts.PUBLISH_KIND])
+    on_job_finished(pipelines.pipeline_job_finished, pipeline_jobs_only=True)
 
 
 def _make_actor(kind: str, handler: Handler, broker: dramatiq.Broker) -> dramatiq.Actor:
