@@ -40,24 +40,28 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, autocommit: bool = False) -> Engine:
+    # An autocommit engine's connections stay in that mode (switching a pooled connection per checkout
+    # cost more than the statement it ran).
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10}, **options)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_recycle=1800)
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_recycle=1800, **options)
 
 
-def get_engine(url: str | None = None) -> Engine:
-    """One engine (and so one pool) per database URL per process."""
+def get_engine(url: str | None = None, *, autocommit: bool = False) -> Engine:
+    """One engine (and so one pool) per database URL per process, and one more for :func:`autocommit`."""
     url = url or get_settings().effective_database_url
     with _engines_lock:
-        if url not in _engines:
-            _engines[url] = make_engine(url)
-        return _engines[url]
+        key = f"autocommit:{url}" if autocommit else url
+        if key not in _engines:
+            _engines[key] = make_engine(url, autocommit=autocommit)
+        return _engines[key]
 
 
 def dispose_engines() -> None:
@@ -80,13 +84,15 @@ def session_scope() -> Iterator[Session]:
 
 
 @contextmanager
-def transaction() -> Iterator[Connection]:
-    """A Core connection inside one transaction: commits on success, rolls back on error.
+def autocommit() -> Iterator[Connection]:
+    """A Core connection on which each statement commits by itself (no BEGIN … COMMIT around it).
 
-    For hot paths that run prebuilt statements (the job lifecycle's claim and fenced writes, once
-    or twice per job): no Session, unit of work or identity map to set up and tear down per call.
+    For hot paths that write with one prebuilt statement (the job lifecycle's create, claim and fenced
+    writes): a single statement is atomic on its own, and without a Session, a BEGIN and a COMMIT it
+    is one round trip on PostgreSQL and holds SQLite's write lock only while it runs (a transaction
+    held it across Python code, which other threads' and processes' writes then waited for).
     """
-    with get_engine().begin() as connection:
+    with get_engine(autocommit=True).connect() as connection:
         yield connection
 
 

@@ -26,7 +26,7 @@ from sqlalchemy.engine import CursorResult, Result
 from sqlmodel import col
 
 from core.config import get_settings
-from core.db import get_or_raise, session_scope, transaction
+from core.db import autocommit, get_or_raise, session_scope
 from core.errors import (
     Conflict,
     InvalidInput,
@@ -136,7 +136,7 @@ def create_job(
     """Validate, persist as queued, then enqueue. Invalid input raises InvalidInput and writes nothing."""
     job = new_job(kind, payload, parent_id=parent_id, pipeline_id=pipeline_id, character_id=character_id)
     # One prebuilt INSERT, not a Session's unit of work: creating is half of every job's database cost.
-    with transaction() as connection:
+    with autocommit() as connection:
         connection.execute(_INSERT, {column.key: getattr(job, column.key) for column in _JOBS.columns})
     enqueue_new(job)
     return job
@@ -324,7 +324,7 @@ class JobContext(Generic[P]):
     def _write(self, **values: Any) -> None:
         values.setdefault("updated_at", utcnow())
         params = {f"set_{name}": value for name, value in values.items()}
-        with transaction() as connection:
+        with autocommit() as connection:
             row = connection.execute(
                 _fenced_update(tuple(values)), {**params, "fence_id": self.job_id, "fence_attempt": self.attempt}
             ).first()
@@ -432,7 +432,7 @@ def _claim(job_id: str) -> tuple[ClaimedJob, int] | None:
     settings = get_settings()
     now = utcnow()
     stale_before = now - timedelta(seconds=settings.job_lease_s)
-    with transaction() as connection:
+    with autocommit() as connection:
         row = connection.execute(
             _CLAIM,
             {"claim_id": job_id, "stale_before": stale_before, "claim_worker": _WORKER_ID, "claim_now": now},
