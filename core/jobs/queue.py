@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any, cast
@@ -99,9 +100,10 @@ def get_broker() -> RedisBroker:
 forget_with_clients(get_broker.cache_clear)
 
 
-def enqueue(job_id: str, *, kind: str, queue: str, delay_ms: int | None = None) -> dramatiq.Message[Any]:
+def enqueue(job_id: str, *, kind: str, queue: str, delay_ms: int | None = None,
+            options: dict[str, Any] | None = None) -> dramatiq.Message[Any]:
     message: dramatiq.Message[Any] = dramatiq.Message(
-        queue_name=queue, actor_name=kind, args=(job_id,), kwargs={}, options={}
+        queue_name=queue, actor_name=kind, args=(job_id,), kwargs={}, options=dict(options or {})
     )
     return get_broker().enqueue(message, delay=delay_ms)
 
@@ -179,6 +181,8 @@ class WorkerInfo:
     last_seen: float
     # GPUs the worker can use, as workers.gpus.GpuInfo dicts (GPU workers only; empty on a CPU machine).
     gpus: list[dict[str, Any]] = field(default_factory=list)
+    # Base models the worker has loaded now (core.jobs.routing sends their jobs to it).
+    models: list[str] = field(default_factory=list)
 
     @property
     def largest_gpu_gib(self) -> float | None:
@@ -191,9 +195,11 @@ class WorkerPresence:
     interval_s = 5.0
     ttl_s = 15
 
-    def __init__(self, queues: list[str], threads: int, gpus: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, queues: list[str], threads: int, gpus: list[dict[str, Any]] | None = None, *,
+                 worker_id: str | None = None, models: Callable[[], list[str]] | None = None) -> None:
+        self.models = models or list
         self.info = WorkerInfo(
-            id=f"{socket.gethostname()}:{os.getpid()}",
+            id=worker_id or f"{socket.gethostname()}:{os.getpid()}",
             host=socket.gethostname(),
             pid=os.getpid(),
             queues=list(queues),
@@ -216,8 +222,17 @@ class WorkerPresence:
             pass
 
     def _beat(self) -> None:
-        data: dict[str, Any] = {**self.info.__dict__, "last_seen": time.time()}
+        data: dict[str, Any] = {**self.info.__dict__, "last_seen": time.time(), "models": self.models()}
         get_redis().set(redis_key(_WORKER_PREFIX + self.info.id), json.dumps(data), ex=self.ttl_s)
+
+    def announce(self) -> None:
+        """Beat now (what the worker holds changed); a failure waits for the next beat."""
+        if self._stop.is_set():
+            return
+        try:
+            self._beat()
+        except redis.RedisError:
+            pass
 
     def _loop(self) -> None:
         while not self._stop.is_set():
