@@ -9,9 +9,12 @@ enqueue is how fast one sender put those jobs in (create_job for the studio: row
     .venv/bin/python bench/queue.py --postgres         # a throwaway PostgreSQL (tests/services.py)
     .venv/bin/python bench/queue.py --database-url postgresql+psycopg://user@host/db
     .venv/bin/python bench/queue.py --profile          # where one job's time goes (pyinstrument), no table
+    .venv/bin/python bench/queue.py --routing          # model loads, 2 gpu workers × 2 base models, ± routing
 
 ``--profile`` runs the studio's side in this process, without Dramatiq: create N no-op jobs, then
 ``execute_job`` each with the real handler and the workers' job-finished listeners, under pyinstrument.
+``--routing`` runs tests/routing.py's engine: two gpu-queue Dramatiq workers, tiny SD 1.5 and SDXL
+pipelines (each load made ``--load-delay`` s slower), the same jobs without and with model-aware routing.
 """
 
 from __future__ import annotations
@@ -189,6 +192,29 @@ def profile_job_path(jobs: int) -> None:
         print(profiler.output_text(unicode=True, color=False))
 
 
+def bench_routing(jobs: int, load_delay_s: float) -> None:
+    """Model loads and jobs/s for the same alternating jobs on two gpu workers, without and with routing."""
+    os.environ.update({"STUDIO_DEVICE": "cpu", "STUDIO_GPU_SLOTS_PER_GPU": "2", "HF_HUB_OFFLINE": "1"})
+    from core.config import reload_settings
+
+    reload_settings()
+    import core.catalogue  # noqa: F401
+    from tests.routing import alternating, probe_kind, run_jobs, slow_loads
+    from workers.ml.tiny_models import ensure_tiny_models
+
+    models = ensure_tiny_models(Path(os.environ["STUDIO_DATA_DIR"]) / "tiny-models")
+    plan = alternating(models, jobs)
+    with probe_kind(), slow_loads(load_delay_s):
+        runs = [run_jobs(plan, routing=False), run_jobs(plan, routing=True)]
+    print(f"\nGPU routing · 2 gpu-queue workers (1 thread, prefetch 1, 1 cached pipeline each) · 2 base models "
+          f"(tiny SD 1.5, tiny SDXL) alternating · {jobs} jobs one at a time · each load +{load_delay_s:g} s\n")
+    print(f"| {'routing':<8} | {'model loads':>11} | {'seconds':>8} | {'jobs/s':>7} |")
+    print(f"|{'-' * 10}|{'-' * 13}|{'-' * 10}|{'-' * 9}|")
+    for run_ in runs:
+        print(f"| {'on' if run_.routing else 'off':<8} | {run_.loads:>11} | {run_.seconds:>8.1f} | "
+              f"{run_.jobs / run_.seconds:>7.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=2000, help="no-op jobs for the throughput run")
@@ -197,6 +223,9 @@ def main() -> None:
     parser.add_argument("--database-url", default="", help="default: SQLite in a temporary folder")
     parser.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL for the run")
     parser.add_argument("--profile", action="store_true", help="profile the per-job path instead (pyinstrument)")
+    parser.add_argument("--routing", action="store_true", help="model-aware GPU routing: model loads ± routing")
+    parser.add_argument("--routing-jobs", type=int, default=20, help="--routing: jobs per mode")
+    parser.add_argument("--load-delay", type=float, default=1.0, help="--routing: seconds added to each load")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
@@ -227,6 +256,9 @@ def run(args: argparse.Namespace, database_url: str) -> None:
         upgrade_schema()
         if args.profile:
             profile_job_path(args.jobs)
+            return
+        if args.routing:
+            bench_routing(args.routing_jobs, args.load_delay)
             return
         bare = bench_bare(args.samples, args.jobs, args.threads)
         ours = bench_lifecycle(args.samples, args.jobs, args.threads)
