@@ -242,8 +242,9 @@ def retry_job(job_id: str) -> Job:
         job.max_attempts = retry.max_attempts_for_manual_retry(job.attempts, spec.max_attempts)
         job.updated_at = utcnow()
     joblogs.append_log(job_id, "retry requested", level="info", durable=True)
+    queued = get_job(job_id)  # as queued: once enqueued, a worker may claim it before a read here
     _enqueue(job)
-    return get_job(job_id)
+    return queued
 
 
 # --- running a job (worker side) ----------------------------------------------------------------------
