@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     # GPU (3 SD 1.5 trainings fit an H200) after checking the training page's VRAM estimate.
     gpu_slots_per_gpu: int = Field(default=1, ge=1, le=16)
     worker_queues: str = "gpu,cpu,default"
+    # Model-aware routing (core/jobs/routing.py): a gpu job waits at most this long for a worker that
+    # already holds its base model before any free worker runs it; 0 turns routing off.
+    gpu_routing_wait_s: float = Field(default=10.0, ge=0, le=600)
+    gpu_routing_retry_ms: int = Field(default=250, ge=10, le=10_000)  # each hand-back's delay
 
     # --- models (hub ids or local paths) ---------------------------------------------------
     # Real defaults for machines with network access; `scripts/run` points them at the tiny

@@ -7,6 +7,7 @@ SQLite is the embedded default; PostgreSQL is used through
 
 from __future__ import annotations
 
+import fcntl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from typing import Any, TypeVar, cast
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
-from sqlalchemy.engine import CursorResult, Engine, Result
+from sqlalchemy.engine import Connection, CursorResult, Engine, Result
 from sqlmodel import Session, create_engine
 
 from core.config import get_settings
@@ -40,24 +41,28 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, autocommit: bool = False) -> Engine:
+    # An autocommit engine's connections stay in that mode (switching a pooled connection per checkout
+    # cost more than the statement it ran).
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10}, **options)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_recycle=1800)
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_recycle=1800, **options)
 
 
-def get_engine(url: str | None = None) -> Engine:
-    """One engine (and so one pool) per database URL per process."""
+def get_engine(url: str | None = None, *, autocommit: bool = False) -> Engine:
+    """One engine (and so one pool) per database URL per process, and one more for :func:`autocommit`."""
     url = url or get_settings().effective_database_url
     with _engines_lock:
-        if url not in _engines:
-            _engines[url] = make_engine(url)
-        return _engines[url]
+        key = f"autocommit:{url}" if autocommit else url
+        if key not in _engines:
+            _engines[key] = make_engine(url, autocommit=autocommit)
+        return _engines[key]
 
 
 def dispose_engines() -> None:
@@ -77,6 +82,59 @@ def session_scope() -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+@contextmanager
+def autocommit() -> Iterator[Connection]:
+    """A Core connection on which each statement commits by itself (no BEGIN … COMMIT around it).
+
+    For hot paths that write with one prebuilt statement (the job lifecycle's create, claim and fenced
+    writes): a single statement is atomic on its own, and without a Session, a BEGIN and a COMMIT it
+    is one round trip on PostgreSQL and holds SQLite's write lock only while it runs (a transaction
+    held it across Python code, which other threads' and processes' writes then waited for).
+    """
+    engine = get_engine(autocommit=True)
+    with _sqlite_write_turn(engine), engine.connect() as connection:
+        yield connection
+
+
+class _WriteTurns:
+    """Takes turns at a SQLite file's write lock: a thread lock within the process, ``flock`` across them.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10… ms between tries, so under steady writes from several
+    threads and processes a one-statement write waited milliseconds for a lock held for microseconds.
+    Both locks here wake the next writer the moment the last one is done.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._thread_lock = threading.Lock()
+        self._file = open(path, "a")  # held open for the process's life: flock locks an open file
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        with self._thread_lock:
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._file, fcntl.LOCK_UN)
+
+
+_write_turns: dict[str, _WriteTurns] = {}
+
+
+@contextmanager
+def _sqlite_write_turn(engine: Engine) -> Iterator[None]:
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with _engines_lock:
+        if database not in _write_turns:
+            _write_turns[database] = _WriteTurns(Path(database + ".writers"))
+        turns = _write_turns[database]
+    with turns.turn():
+        yield
 
 
 def affected_rows(result: Result[Any]) -> int:

@@ -6,12 +6,16 @@ hooks up the follow-up work that starts when a job finishes.
 
 from __future__ import annotations
 
+from typing import Any
+
 import dramatiq
+from dramatiq.middleware import CurrentMessage
 
 from core.automation import pipelines
 from core.catalogue import get_spec
 from core.jobs.kinds import Queue
 from core.jobs.lifecycle import Handler, execute_job, get_job, on_job_finished
+from core.jobs.routing import ModelRouter
 from core.publishing import planning, posts, production
 from core.video import scripts
 from workers import generation, handlers, identity, lora_import, models, motion, notify, publish, training, video
@@ -40,12 +44,21 @@ HANDLERS: dict[str, Handler] = {
 def _install_follow_ups() -> None:
     # Follow-up work starts when a job finishes, in the worker that ran it (nothing polls).
     # Order matters: production moves a post on before its pipeline looks at it.
-    on_job_finished(production.production_job_finished)
-    on_job_finished(posts.publish_job_finished)
-    on_job_finished(pipelines.pipeline_job_finished)
+    # Each listener names the jobs it cares about, so any other job ends without its queries.
+    on_job_finished(production.production_job_finished, kinds=production.PRODUCTION_KINDS)
+    on_job_finished(posts.publish_job_finished, kinds=[posts.PUBLISH_KIND])
+    on_job_finished(pipelines.pipeline_job_finished, pipeline_jobs_only=True)
 
 
-def _make_actor(kind: str, handler: Handler, broker: dramatiq.Broker) -> dramatiq.Actor:
+def _message_options() -> dict[str, Any]:
+    message = CurrentMessage.get_current_message()
+    return dict(message.options) if message is not None else {}
+
+
+def make_actor(kind: str, handler: Handler, broker: dramatiq.Broker,
+               router: ModelRouter | None = None) -> dramatiq.Actor:
+    """The actor of one kind on ``broker``; a gpu kind first asks ``router`` whether a worker holding
+    its model should run it instead (core/jobs/routing.py)."""
     # Redelivery of what fails outside the job follows core.jobs.retry, set once on the broker's Retries.
     spec = get_spec(kind)
 
@@ -53,6 +66,8 @@ def _make_actor(kind: str, handler: Handler, broker: dramatiq.Broker) -> dramati
         # A routed kind (core.jobs.kinds.JobSpec.route) may sit on either queue: its row says which.
         queue = spec.queue if spec.route is None else get_job(job_id).queue
         if queue == Queue.GPU:
+            if router is not None and router.hand_back(job_id, _message_options()):
+                return  # handed back, still queued: a worker that holds the model takes it
             with gpu_slots().acquire():
                 execute_job(job_id, handler)
         else:
@@ -62,7 +77,7 @@ def _make_actor(kind: str, handler: Handler, broker: dramatiq.Broker) -> dramati
     return dramatiq.actor(actor_name=kind, queue_name=spec.queue, broker=broker)(run)
 
 
-def declare_actors(broker: dramatiq.Broker) -> dict[str, dramatiq.Actor]:
+def declare_actors(broker: dramatiq.Broker, router: ModelRouter | None = None) -> dict[str, dramatiq.Actor]:
     """Declare every kind's actor (and so its queue) on ``broker``; returns them by kind."""
     _install_follow_ups()
-    return {kind: _make_actor(kind, handler, broker) for kind, handler in HANDLERS.items()}
+    return {kind: make_actor(kind, handler, broker, router) for kind, handler in HANDLERS.items()}

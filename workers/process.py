@@ -21,6 +21,7 @@ from core.config import get_settings
 from core.jobs.kinds import Queue
 from core.jobs.lifecycle import reconcile, request_shutdown
 from core.jobs.queue import WorkerPresence, get_broker
+from core.jobs.routing import ModelRouter, install_router
 from workers.actors import declare_actors
 from workers.gpu_slots import slot_count
 from workers.gpus import detect_gpus
@@ -102,7 +103,16 @@ def run_worker(queues: list[str], threads: int, prefetch: int) -> None:
     settings = get_settings()
     broker = get_broker()
     install_worker_metrics(broker, settings)
-    declare_actors(broker)
+    gpus = [gpu.as_dict() for gpu in detect_gpus()] if Queue.GPU in queues else []
+    presence = WorkerPresence(queues, threads, gpus)
+    router = None
+    if Queue.GPU in queues:
+        # What this worker holds is in its presence record; gpu jobs go first to a worker holding their model.
+        router = ModelRouter(presence.info.id)
+        presence.models = router.held
+        router.on_change(presence.announce)
+        install_router(router)
+    declare_actors(broker, router)
     broker.emit_after("process_boot")
     worker = dramatiq.Worker(
         broker, queues=set(queues), worker_threads=threads, worker_timeout=settings.worker_idle_poll_ms
@@ -111,8 +121,6 @@ def run_worker(queues: list[str], threads: int, prefetch: int) -> None:
         worker.queue_prefetch = prefetch
     if Queue.GPU in queues:
         preload_ml_libraries()  # before any worker thread: lazy imports are not thread-safe
-    gpus = [gpu.as_dict() for gpu in detect_gpus()] if Queue.GPU in queues else []
-    presence = WorkerPresence(queues, threads, gpus)
     stop = StopRequest().install()
     worker.start()
     presence.start()

@@ -46,7 +46,7 @@ from core.library.collections import add_to_collection, get_collection
 from core.models import Asset, AssetKind, Job, LoraModel
 from core.pagination import Page
 from core.training.families import family_spec
-from core.training.runs import get_lora, promoted_lora
+from core.training.runs import get_lora, promoted_lora, resolve_base_model
 
 GENERATE_KIND = "generate"
 METADATA_CHUNK = "influencerai"
@@ -383,4 +383,6 @@ def reuse_request(meta: dict[str, Any]) -> dict[str, Any]:
 register(JobSpec(
     "generate", Queue.GPU, GeneratePayload, "Generates images from a template with LoRAs (txt2img or img2img).",
     max_attempts=3, time_limit_s=3600, prepare=prepare_generate_payload,
+    # As workers/generation.py loads it, so it matches the name the pipeline cache advertises.
+    model_of=lambda payload: resolve_base_model(payload.base_model) if payload.base_model else None,
 ))

@@ -62,6 +62,9 @@ class JobSpec(Generic[P]):
     # Run when the job is created, after schema validation: it checks what the schema cannot (e.g.
     # that the dataset exists) and fills in defaults, returning (payload, character_id).
     prepare: Callable[[P], tuple[P, int | None]] | None = None
+    # The base model a worker must have loaded to run the job (gpu kinds): core.jobs.routing sends the
+    # job to a worker that already holds it. The name is the one that worker's model cache reports.
+    model_of: Callable[[P], str | None] | None = None
     # The queue for one (prepared) payload when it depends on it (e.g. a model voice goes to the GPU
     # queue when a GPU worker is online); None: always ``queue``. Its actor still runs on any queue.
     route: Callable[[P], str] | None = None

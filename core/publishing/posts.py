@@ -31,6 +31,7 @@ from core.publishing.tiktok_creator import PRIVACY_LABELS
 
 _logger = logging.getLogger("studio.posts")
 
+PUBLISH_KIND = "publish"
 LOCKED = frozenset({PostStatus.PUBLISHING, PostStatus.PUBLISHED})
 EDITABLE_FIELDS = frozenset({"platform", "scheduled_at", "title", "caption", "hashtags", "image_prompt",
                              "asset_ids", "account_id", "ai_generated", "options"})
@@ -280,7 +281,7 @@ def delete_post(post_id: int) -> None:
 
 def _claim(post_id: int, *, due_before: datetime | None, dry_run: bool) -> Job | None:
     """scheduled → publishing with its job, atomically; None if another claim won (or it is not due)."""
-    job = new_job("publish", {"post_id": post_id, "dry_run": dry_run})
+    job = new_job(PUBLISH_KIND, {"post_id": post_id, "dry_run": dry_run})
     conditions = [col(Post.id) == post_id, col(Post.status) == PostStatus.SCHEDULED]
     if due_before is not None:
         conditions.append(col(Post.scheduled_at) <= due_before)
@@ -305,7 +306,7 @@ def publish_now(post_id: int) -> Job:
 
 def dry_run_post(post_id: int) -> Job:
     """A dry run of one post: validates and records the calls it would make; the post is left as it is."""
-    return create_job("publish", {"post_id": post_id, "dry_run": True})
+    return create_job(PUBLISH_KIND, {"post_id": post_id, "dry_run": True})
 
 
 def retry_post(post_id: int) -> Post:
@@ -377,6 +378,7 @@ def sweep_publishing(*, older_than: timedelta = timedelta(seconds=30)) -> int:
 # --- the job kinds of this domain (core.catalogue loads them all) ---
 
 register(JobSpec(
-    "publish", Queue.CPU, PublishPayload, "Publishes a post to Instagram, Facebook, YouTube or TikTok (never twice).",
+    PUBLISH_KIND, Queue.CPU, PublishPayload,
+    "Publishes a post to Instagram, Facebook, YouTube or TikTok (never twice).",
     max_attempts=5, time_limit_s=3600, prepare=prepare_publish_payload,
 ))

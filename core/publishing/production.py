@@ -31,6 +31,9 @@ from core.training.runs import promoted_lora
 _logger = logging.getLogger("studio.production")
 
 PRODUCING = "producing"
+# The kinds of the jobs a post's production waits on (Post.generate_job_id, Post.video_job_id): the
+# job-finished listener is registered for these alone (workers/actors.py).
+PRODUCTION_KINDS = ("generate", "video")
 READY = "ready"
 FAILED = "failed"
 

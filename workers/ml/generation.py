@@ -35,6 +35,7 @@ from PIL import Image
 from core.config import get_settings
 from core.errors import PermanentJobError
 from core.generation.templates import schedulers_for
+from core.jobs.routing import report_held
 from workers.ml.families import FAMILY_MODULES, FamilyError, get_family
 from workers.ml.locks import MODEL_CONSTRUCTION_LOCK
 
@@ -311,8 +312,10 @@ def _load(model: str, family: str, device: str, dtype: torch.dtype, compile_unet
 class PipelineCache:
     """Base pipelines by (model, family, dtype, device, compiled), least recently used evicted first."""
 
-    def __init__(self, max_size: int | None = None) -> None:
+    def __init__(self, max_size: int | None = None,
+                 on_change: Callable[[list[str]], None] = report_held) -> None:
         self._max_size = max_size
+        self._on_change = on_change  # told the models held after every load and eviction (GPU routing)
         self._entries: OrderedDict[tuple[str, str, str, str, bool], LoadedPipeline] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0
@@ -343,13 +346,19 @@ class PipelineCache:
                 if device.startswith("cuda"):
                     torch.cuda.empty_cache()
             started = time.perf_counter()
-            pipe = _load(model, family, device, dtype, compile_unet)
+            try:
+                pipe = _load(model, family, device, dtype, compile_unet)
+            except BaseException:
+                self._on_change([k[0] for k in self._entries])  # what was evicted is gone all the same
+                raise
             entry = LoadedPipeline(key=key, family=family, device=device, dtype=dtype, pipe=pipe,
                                    base_scheduler_config=pipe.scheduler.config,
                                    load_seconds=time.perf_counter() - started)
             self._entries[key] = entry
             self.loads += 1
-            return entry
+            held = [k[0] for k in self._entries]
+        self._on_change(held)
+        return entry
 
     @contextmanager
     def acquire(self, model: str, family: str, *, device: str | None = None,
