@@ -24,8 +24,16 @@ def _defaults() -> list[str]:
 
 @both_databases
 def test_first_start_seeds_the_presets_with_one_default(studio):
-    configs = {c.name: lora_configs.params_of(c) for c in lora_configs.list_configs().items}
-    assert set(configs) == {"SD 1.5 Standard", "SD 1.5 High Quality", "SDXL Standard", "Tiny (offline demo)"}
+    configs = {c.name: lora_configs.params_of(c) for c in lora_configs.list_configs(page_size=100).items}
+    dits = {"flux2_klein": ("FLUX.2 klein", "tiny-flux2-klein"), "z_image": ("Z-Image", "tiny-z-image"),
+            "qwen_image": ("Qwen-Image", "tiny-qwen-image")}  # migration 0012: three VRAM tiers and a tiny one each
+    assert set(configs) == {"SD 1.5 Standard", "SD 1.5 High Quality", "SDXL Standard", "Tiny (offline demo)"} | {
+        name for label, _ in dits.values()
+        for name in (f"{label} 16 GB", f"{label} 24 GB", f"{label} 80 GB", f"Tiny {label} (offline test)")}
+    for family, (label, tiny_model) in dits.items():
+        assert {configs[f"{label} {tier} GB"].family for tier in (16, 24, 80)} == {family}
+        tiny = configs[f"Tiny {label} (offline test)"]
+        assert (tiny.family, tiny.base_model) == (family, tiny_model)
     assert _defaults() == ["SD 1.5 Standard"]
     sd15, hq, sdxl = configs["SD 1.5 Standard"], configs["SD 1.5 High Quality"], configs["SDXL Standard"]
     assert (sd15.resolution, hq.resolution, sdxl.resolution) == (512, 768, 1024)
@@ -131,8 +139,11 @@ def test_delete_is_refused_for_the_default_and_while_a_job_uses_the_config(studi
 
 @both_databases
 def test_lists_are_paginated_by_name(studio):
+    seeded = lora_configs.list_configs().total  # the presets
     for index in range(7):
         lora_configs.create_config(name=f"zz {index}", params={})
+    everything = [c.name for c in lora_configs.list_configs(page_size=100).items]
+    assert everything[seeded:] == [f"zz {index}" for index in range(7)]  # by name: after every preset
     page = lora_configs.list_configs(page=2, page_size=5)
-    assert page.total == 11 and page.pages == 3
-    assert [c.name for c in page.items] == ["zz 1", "zz 2", "zz 3", "zz 4", "zz 5"]
+    assert page.total == seeded + 7 and page.pages == -(-(seeded + 7) // 5)
+    assert [c.name for c in page.items] == everything[5:10]
