@@ -38,6 +38,7 @@ SCHEDULERS: dict[str, str] = {
 }
 FLOW_SCHEDULERS = ("flow_euler",)
 FAMILIES: dict[str, str] = FAMILY_LABELS
+DEFAULT_FAMILY: ModelFamily = "sd15"  # what a request with neither a template nor a LoRA is made with
 TEMPLATE_SUFFIXES = (".yaml", ".yml", ".json")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
 
@@ -206,12 +207,13 @@ def get_template(name: str) -> GenerationTemplate:
 
 
 def default_template(family: str | None = None) -> GenerationTemplate:
-    """The template to start from: ``<family>-lora`` when it exists, else the first of that family."""
+    """The template to start from: ``<family>-lora`` when it exists, else the first of that family. With no family
+    (no LoRA to follow), SD 1.5's: the studio's default family, not whichever template sorts first (a 4B DiT)."""
     templates = list_templates()
     if not templates:
         raise NotFound(f"no generation templates in {templates_dir()}")
     if family is None:
-        return templates[0]
+        return next((t for t in templates if t.name == f"{DEFAULT_FAMILY}-lora"), templates[0])
     preferred = [t for t in templates if t.name == f"{family}-lora"] + [t for t in templates if t.family == family]
     if not preferred:
         raise NotFound(f"no generation template for {FAMILIES.get(family, family)} in {templates_dir()}")
