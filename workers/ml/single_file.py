@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +46,7 @@ def with_tokenizers(bundled: Path, target: Path) -> Path:
     from transformers import CLIPTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with _built_aside(target) as build:
         shutil.copytree(bundled, build, dirs_exist_ok=True)
         vocab, merges = clip_vocab_and_merges()
         for folder in sorted(build.glob("tokenizer*")):
@@ -53,12 +54,6 @@ def with_tokenizers(bundled: Path, target: Path) -> Path:
             tokenizer = CLIPTokenizer(vocab=vocab, merges=merges,  # type: ignore[arg-type]
                                       pad_token=settings["pad_token"], model_max_length=settings["model_max_length"])
             tokenizer.save_pretrained(str(folder))
-        if target.exists():
-            shutil.rmtree(target)
-        build.rename(target)
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
     return target
 
 
@@ -81,13 +76,21 @@ def convert_to_folder(file: Path, family: str, target: Path, *, config: str = ""
     """Write the checkpoint as a diffusers folder at ``target`` (built aside, then moved in place)."""
     pipeline = load_single_file(file, family, config=config)
     target.parent.mkdir(parents=True, exist_ok=True)
+    with _built_aside(target) as build:
+        pipeline.save_pretrained(build, safe_serialization=True)
+    return target
+
+
+@contextmanager
+def _built_aside(target: Path) -> Iterator[Path]:
+    """A folder to build ``target`` in, beside it; moved in place when the block ends well, removed otherwise, so a
+    reader never sees half a folder."""
     build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        pipeline.save_pretrained(build, safe_serialization=True)
+        yield build
         if target.exists():
             shutil.rmtree(target)
         build.rename(target)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
         raise
-    return target
