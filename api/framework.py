@@ -10,11 +10,9 @@ constant time. Handlers run blocking database and Redis calls in the thread pool
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import redis
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,7 +24,7 @@ from core.errors import Conflict, InvalidInput, NotFound
 from core.fields import parse_int
 from core.infra import strict_json
 from core.infra.auth import secrets_match
-from core.infra.redis import get_redis, redis_key
+from core.infra.rate_limit import seconds_to_wait
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 T = TypeVar("T")
@@ -112,24 +110,13 @@ def _client_key(request: Request) -> str:
 
 
 def check_rate(request: Request) -> None:
-    """A fixed one-minute window per client, reads and writes counted apart, so polling every second
+    """A one-minute moving window per client, reads and writes counted apart, so polling every second
     never trips it while a runaway loop of starts does. Redis down: let the call through.
     Blocking (Redis): call it through ``run_in_threadpool``."""
     settings = get_settings()
     kind = "read" if request.method in ("GET", "HEAD") else "write"
     limit = settings.api_reads_per_minute if kind == "read" else settings.api_writes_per_minute
-    now = time.time()
-    window = int(now // 60)
-    key = redis_key("ratelimit", kind, _client_key(request), str(window))
-    try:
-        client = get_redis()
-        count = client.incr(key)
-        if count == 1:
-            client.expire(key, 90)
-    except (redis.RedisError, OSError):
-        return
-    if count > limit:
-        wait = max(1, int(60 - now % 60))
+    if wait := seconds_to_wait(f"api-{kind}", _client_key(request), limit):
         raise ApiError(429, f"rate limit: at most {limit} {kind} requests a minute; retry in {wait} s",
                        headers={"Retry-After": str(wait)})
 

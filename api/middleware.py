@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,7 +30,7 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from api.framework import presented_token, presents_api_token
 from core.config import get_settings
 from core.infra.auth import secrets_match
-from core.infra.redis import get_redis, redis_key
+from core.infra.rate_limit import seconds_to_wait
 
 _UPLOAD = re.compile(r"^/_stcore/upload_file/([^/]+)/([^/]+)$")
 _METRICS = "/_stcore/metrics"
@@ -150,16 +148,8 @@ def _dropped(message: Message) -> bool:
 def _over_public_limit(request: HTTPConnection) -> int:
     """Seconds to wait when this client address has used up its minute, else 0 (also when Redis is down).
     Blocking (Redis): call it through ``run_in_threadpool``."""
-    now = time.time()
-    key = redis_key("ratelimit", "public", request.client.host if request.client else "-", str(int(now // 60)))
-    try:
-        connection = get_redis()
-        count = connection.incr(key)
-        if count == 1:
-            connection.expire(key, 90)
-    except (redis.RedisError, OSError):
-        return 0
-    return max(1, int(60 - now % 60)) if int(count) > get_settings().public_requests_per_minute else 0
+    client = request.client.host if request.client else "-"
+    return seconds_to_wait("public", client, get_settings().public_requests_per_minute)
 
 
 def _with_headers(send: Send, *, api: bool) -> Send:

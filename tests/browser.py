@@ -54,17 +54,21 @@ def choose(page: Page, select: Locator, option: str) -> None:
     """Pick ``option`` (its visible text) in a Streamlit selectbox, as a user does: open it, click the option."""
     # A rerun still drawing (after the click that led here) can replace the box and close its list
     # under the click: wait for Streamlit to be idle, and open it again if the list did not appear.
+    # A long list is virtualised (only the options near the open position are in the page): type the option's
+    # text, as a user does in a long list, so it is among the few left.
     target = page.get_by_role("option", name=option, exact=True)
+    combobox = select.get_by_role("combobox")
     for _attempt in range(3):
         settle(page)
-        select.get_by_role("combobox").click()
+        combobox.click()
+        combobox.fill(option)
         try:
             target.wait_for(timeout=10_000)
             break
         except PlaywrightTimeout:
             page.keyboard.press("Escape")
     target.click()
-    expect(select.get_by_role("combobox")).to_have_value(option, timeout=WAIT_MS)
+    expect(combobox).to_have_value(option, timeout=WAIT_MS)
 
 
 def enter(field: Locator, text: str) -> None:

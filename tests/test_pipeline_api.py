@@ -157,13 +157,6 @@ def _at_generation(client: TestClient, dataset_id: int, **changes: Any) -> tuple
     return pipeline_id, lora_id
 
 
-def _fresh_rate_window() -> None:
-    """The rate limit counts per wall-clock minute: do not straddle two windows."""
-    into = time.time() % 60
-    if into > 50:
-        time.sleep(60 - into + 0.2)
-
-
 # --- auth -----------------------------------------------------------------------------------------------------
 
 
@@ -596,7 +589,6 @@ def test_a_retried_stage_reports_only_the_warnings_of_its_last_attempt(client, d
 
 def test_too_many_starts_a_minute_are_429_with_retry_after(client, dataset, monkeypatch):
     _configure(monkeypatch, STUDIO_API_WRITES_PER_MINUTE="3")
-    _fresh_rate_window()
     for index in range(3):
         _start(client, _lora(dataset.id, trainingName=f"Ava {index}"))
     refused = client.post("/api/pipelines/lora", json=_lora(dataset.id), headers=AUTH)
@@ -608,7 +600,6 @@ def test_too_many_starts_a_minute_are_429_with_retry_after(client, dataset, monk
 
 
 def test_polling_is_not_limited_by_the_default_read_limit(client, dataset):
-    _fresh_rate_window()
     pipeline_id = _start(client, _lora(dataset.id))["id"]
     codes = {client.get(f"/api/pipelines/{pipeline_id}", headers=AUTH).status_code for _ in range(30)}
     assert codes == {200}
@@ -616,7 +607,6 @@ def test_polling_is_not_limited_by_the_default_read_limit(client, dataset):
 
 def test_too_many_reads_a_minute_are_429(client, dataset, monkeypatch):
     _configure(monkeypatch, STUDIO_API_READS_PER_MINUTE="5")
-    _fresh_rate_window()
     pipeline_id = _start(client, _lora(dataset.id))["id"]
     codes = [client.get(f"/api/pipelines/{pipeline_id}", headers=AUTH).status_code for _ in range(6)]
     assert codes == [200] * 5 + [429]
