@@ -209,6 +209,6 @@ def test_the_dit_exports_refuse_what_they_cannot_place():
         with pytest.raises(InvalidInput, match=r"unet\.down\.lora_A\.weight"):
             export(save_numpy({"unet.down.lora_A.weight": zeros}), family="z_image", base_model="m")
         # A FLUX.2 module ComfyUI's layout has no name for (its final norm's modulation: ComfyUI swaps its halves).
-        unplaced = {"transformer.norm_out.linear.lora_A.weight": zeros, "transformer.norm_out.linear.lora_B.weight": zeros}
+        unplaced = {f"transformer.norm_out.linear.{part}.weight": zeros for part in ("lora_A", "lora_B")}
         with pytest.raises(InvalidInput, match=r"norm_out\.linear"):
             export(save_numpy(unplaced), family="flux2_klein", base_model="m")

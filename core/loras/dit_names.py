@@ -2,7 +2,8 @@
 kohya / musubi-tuner and the model makers name weights by. Without torch.
 
 * FLUX.2 [klein] (BFL layout): ``transformer_blocks.N`` → ``double_blocks.N`` with q/k/v fused into
-  ``img_attn.qkv`` / ``txt_attn.qkv``, ``single_transformer_blocks.N.attn.to_qkv_mlp_proj`` → ``single_blocks.N.linear1``.
+  ``img_attn.qkv`` / ``txt_attn.qkv``; ``single_transformer_blocks.N.attn.to_qkv_mlp_proj`` →
+  ``single_blocks.N.linear1``.
 * Z-Image (ComfyUI's Lumina 2 layout): ``attention.to_q/k/v`` fused into ``attention.qkv``, ``to_out.0`` → ``out``.
 * Qwen-Image: the original layout IS diffusers' (the names pass unchanged).
 
@@ -37,7 +38,8 @@ _FLUX2_TOP = {"x_embedder": "img_in", "context_embedder": "txt_in",
               "time_guidance_embed.timestep_embedder.linear_2": "time_in.out_layer",
               "time_guidance_embed.guidance_embedder.linear_1": "guidance_in.in_layer",
               "time_guidance_embed.guidance_embedder.linear_2": "guidance_in.out_layer",
-              "proj_out": "final_layer.linear", "double_stream_modulation_img.linear": "double_stream_modulation_img.lin",
+              "proj_out": "final_layer.linear",
+              "double_stream_modulation_img.linear": "double_stream_modulation_img.lin",
               "double_stream_modulation_txt.linear": "double_stream_modulation_txt.lin",
               "single_stream_modulation.linear": "single_stream_modulation.lin"}
 _FLUX2_BLOCK = re.compile(r"^(?P<kind>transformer_blocks|single_transformer_blocks)\.(?P<n>\d+)\.(?P<rest>.+)$")

@@ -11,6 +11,7 @@ from core.models import LoraModel
 from core.training.runs import get_lora, read_lora_weights
 
 FORMATS = ("kohya", "diffusers", "comfyui")
+DIT_FAMILIES = comfyui.DIT_FAMILIES  # the families whose LoRAs also have a ComfyUI / ai-toolkit file
 
 
 @dataclass(frozen=True)
