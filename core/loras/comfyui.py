@@ -2,7 +2,7 @@
 
 The studio's file for these families is diffusers' (``transformer.<module>.lora_A/B.weight``, alpha only in the
 JSON metadata), which ComfyUI maps 0 keys of for FLUX.2. What ComfyUI's ``comfy/lora.py``
-(``model_lora_keys_unet``) maps, read and run on tiny models of its own classes (see ``docs/lora-formats.md``):
+(``model_lora_keys_unet``) maps, read and run on tiny models of its own classes (see ``core/loras/README.md``):
 
 * FLUX.2 klein (``model_base.Flux2``, a ``Flux``): ``diffusion_model.<native BFL module>`` (every weight of the
   model, the generic rule) — ``double_blocks.N.img_attn.qkv`` with q/k/v fused, ``single_blocks.N.linear1``…
@@ -55,9 +55,9 @@ def to_comfyui(data: bytes, *, family: str, base_model: str, trigger_word: str =
     modules = diffusers_modules(data, family)
     out: dict[str, np.ndarray] = {}
     if family in _NATIVE_NAMED:
-        for native, lora in native_loras(family, modules).items():
-            out[f"diffusion_model.{native}.lora_A.weight"] = lora.down.astype(np.float16)
-            out[f"diffusion_model.{native}.lora_B.weight"] = (lora.up * (lora.alpha / lora.rank)).astype(np.float16)
+        for native, fused in native_loras(family, modules).items():
+            out[f"diffusion_model.{native}.lora_A.weight"] = fused.down.astype(np.float16)
+            out[f"diffusion_model.{native}.lora_B.weight"] = (fused.up * (fused.alpha / fused.rank)).astype(np.float16)
     else:
         for module, lora in modules.items():
             native_place(family, module)  # refuses, by name, a module ComfyUI's map for the family lacks
