@@ -29,6 +29,7 @@ import numpy as np
 
 from core.errors import InvalidInput
 from core.loras.dit_names import NATIVE_FAMILIES, diffusers_modules, native_loras, native_place
+from core.loras.kohya import _adapter_configs, read_header
 
 DIT_FAMILIES = NATIVE_FAMILIES
 # Families whose diffusers module names ComfyUI does not map onto its model: their file uses the native names.
@@ -75,6 +76,4 @@ def to_comfyui(data: bytes, *, family: str, base_model: str, trigger_word: str =
 
 
 def _configured_alpha(data: bytes) -> str:
-    from core.loras.kohya import _adapter_configs, read_header
-
     return str(_adapter_configs(read_header(data)[1]).get("transformer", {}).get("lora_alpha", ""))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.errors import InvalidInput
+from core.loras.kohya import _adapter_configs, _module_alpha, read_header
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,6 @@ def diffusers_modules(data: bytes, family: str) -> dict[str, DiffusersLora]:
     """module → its LoRA, from a DiT family's diffusers file (alpha from diffusers' adapter metadata,
     ``alpha_pattern`` included). Keys that are not the transformer's lora_A / lora_B raise ``InvalidInput``."""
     from safetensors.numpy import load
-
-    from core.loras.kohya import _adapter_configs, _module_alpha, read_header
 
     _, metadata = read_header(data)
     config = _adapter_configs(metadata).get("transformer", {})
