@@ -19,10 +19,13 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from core.generation.templates import GenerationTemplate
+from core.loras.comfyui import to_comfyui
+from core.loras.dit_kohya import to_kohya_dit
 from core.training.families import FAMILIES
 from core.training.params import LoraParams
 from tests.factories import image_bytes
 from workers.ml.families import FAMILY_MODULES, get_family
+from workers.ml.lora_import_dit import convert
 from workers.ml.training import (
     LoraTrainer,
     NullHooks,
@@ -145,6 +148,31 @@ def test_training_lowers_the_eval_loss_and_the_lora_reloads_into_the_pipeline(ti
     assert np.abs(after - png_pixels(hooks.samples[6][0].png)).max() <= 1
     pipe.unload_lora_weights()
     assert np.array_equal(render(pipe, family), before), "unloading restores the base model exactly"
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_a_trained_lora_downloads_in_kohya_and_comfyui_format_and_imports_back_with_the_same_deltas(
+        tiny_models, trained, family, tmp_path):
+    """The trained file (alpha ≠ rank) → each download → our importer: every module moves the transformer as the
+    trained LoRA does, up to the downloads' fp16 (tests/test_lora_export_dit.py checks them against ComfyUI's
+    layout)."""
+    result, _ = trained[family]
+    trained_file = result.lora_path.read_bytes()
+    transformer = pipeline_of(tiny_models, family).transformer
+    deltas = {}
+    for name, data in (("trained", trained_file),
+                       ("kohya", to_kohya_dit(trained_file, family=family, base_model="tiny").data),
+                       ("comfyui", to_comfyui(trained_file, family=family, base_model="tiny").data)):
+        convert(transformer, data, family=family, directory=tmp_path / name)
+        transformer.load_lora_adapter(load_file(str(tmp_path / name / "pytorch_lora_weights.safetensors")),
+                                      prefix="transformer", adapter_name=name)
+        deltas[name] = {path: (m.scaling[name] * (m.lora_B[name].weight @ m.lora_A[name].weight)).detach()
+                        for path, m in transformer.named_modules() if hasattr(m, "lora_A") and name in m.lora_A}
+        transformer.delete_adapters(name)
+    assert deltas["trained"] and deltas["kohya"].keys() == deltas["comfyui"].keys() == deltas["trained"].keys()
+    for name in ("kohya", "comfyui"):
+        for path, delta in deltas["trained"].items():
+            assert (deltas[name][path] - delta).abs().max() <= 2e-3 * delta.abs().max(), (name, path)
 
 
 @pytest.mark.parametrize("family", NEW_FAMILIES)
