@@ -21,6 +21,7 @@ from typing import Any
 
 from core.errors import InvalidInput
 from core.loras.dit_names import NativePlace, native_place
+from core.loras.kohya import _adapter_configs, _module_alpha, read_header
 from core.training.params import WEIGHTS_FILE
 
 ADAPTER = "studio_import"
@@ -149,12 +150,26 @@ def to_diffusers(transformer: Any, tensors: dict[str, Any], family: str) -> dict
     return converted
 
 
+def _with_alpha_folded(tensors: dict[str, Any], data: bytes) -> dict[str, Any]:
+    """A diffusers file keeps alpha only in its adapter metadata (ours: alpha ≠ rank); the converted file has no
+    metadata, so each ``transformer.…lora_B`` takes its module's alpha / rank here."""
+    config = _adapter_configs(read_header(data)[1]).get("transformer")
+    if not config:
+        return tensors
+    out = dict(tensors)
+    for key, value in tensors.items():
+        if key.startswith("transformer.") and key.endswith(".lora_B.weight"):
+            module, rank = key.removeprefix("transformer.").removesuffix(".lora_B.weight"), int(value.shape[1])
+            out[key] = value.float() * (_module_alpha(config, module, rank) / rank)
+    return out
+
+
 def convert(transformer: Any, data: bytes, *, family: str, directory: Path) -> dict[str, object]:
     """Convert, load into ``transformer`` (every module must take its layer), save ``directory/WEIGHTS_FILE``;
     leaves the transformer without the adapter. Returns the report."""
     from safetensors.torch import load, save_file
 
-    state = to_diffusers(transformer, load(data), family)
+    state = to_diffusers(transformer, _with_alpha_folded(load(data), data), family)
     modules = {key.rsplit(".lora_", 1)[0] for key in state}
     transformer.load_lora_adapter(state, prefix="transformer", adapter_name=ADAPTER)
     try:
