@@ -5,7 +5,8 @@ ai-toolkit (``diffusion_model.<module>…``, in diffusers' module names or, for 
 names with fused projections, which diffusers' own converters split), kohya / musubi-tuner (``lora_unet_<module
 with _>.lora_down/up`` + ``.alpha``) and OneTrainer (``lora_transformer_<module with _>…``). The kohya-style names
 are resolved against the transformer's own Linear modules (``_`` is ambiguous in a flattened path) and their alpha
-folded into ``lora_B`` (diffusers' files carry no alpha). Names in the model's original layout
+folded into ``lora_B`` (the converted file carries no alpha; a diffusers file's alpha, from its adapter metadata,
+is folded in the same way). Names in the model's original layout
 (``core/loras/dit_names.py``: FLUX.2's ``double_blocks.N.img_attn.qkv``, Z-Image's ``attention.qkv``), as our own
 ComfyUI and kohya exports and musubi-tuner write them, are resolved through that table too: a fused module's
 ``up`` is cut into its q/k/v row blocks (each with the shared ``down``), and rank columns a block does not use
