@@ -218,11 +218,11 @@ def test_the_detail_shows_lineage_metadata_and_a_download_link(shelf):
     kohya = at.get("download_button")  # a LoRA file: also in kohya/A1111 format, built when clicked
     assert len(kohya) == 1 and "kohya" in kohya[0].proto.label
 
-    with session_scope() as session:  # the same file as a FLUX.2 LoRA: kohya/musubi and ComfyUI/ai-toolkit files
+    with session_scope() as session:  # the same file as a FLUX.2 LoRA: kohya and ComfyUI/ai-toolkit files
         session.execute(update(LoraModel).where(LoraModel.id == shelf["lora"].id).values(family="flux2_klein"))
     at.run()
     labels = [button.proto.label for button in at.get("download_button")]
-    assert labels == ["Download for ComfyUI / musubi-tuner (kohya)", "Download for ComfyUI / ai-toolkit"]
+    assert labels == ["Download for ComfyUI (kohya format)", "Download for ComfyUI / ai-toolkit"]
 
 
 def test_make_a_video_hands_the_selected_images_to_the_videos_page(shelf):

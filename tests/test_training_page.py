@@ -205,7 +205,7 @@ def test_a_dit_checkpoint_offers_its_kohya_file_for_comfyui(finished_run):
     at = _training_page(**{"training.run": finished_run.id, "training.section": "runs",
                            "training.run.tab": "Checkpoints"})
     kohya = [button.proto for button in at.get("download_button")][1::2]
-    assert [b.label for b in kohya] == ["kohya / ComfyUI"] * 2 and "musubi-tuner" in kohya[0].help
+    assert [b.label for b in kohya] == ["kohya / ComfyUI"] * 2 and "kohya-style" in kohya[0].help
 
 
 def test_a_run_link_opens_its_view_and_cancel_stops_a_queued_run(finished_run):

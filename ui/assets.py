@@ -351,14 +351,14 @@ def asset_detail(asset_id: int) -> None:
 
 
 def _kohya_download(lora_id: int) -> None:
-    """The LoRA in kohya format (ComfyUI, A1111, Forge, sd-scripts; for the DiT families ComfyUI and
-    musubi-tuner), plus for the DiT families the ComfyUI / ai-toolkit file, each built only when clicked."""
+    """The LoRA in kohya format (ComfyUI, A1111, Forge, sd-scripts; for the DiT families ComfyUI), plus for the
+    DiT families the ComfyUI / ai-toolkit file, each built only when clicked."""
     try:
         lora = get_lora(lora_id)
     except NotFound:
         return  # the LoRA row was removed; the file link above still works while the file exists
     dit = lora.family in lora_files.DIT_FAMILIES
-    st.download_button("Download for ComfyUI / musubi-tuner (kohya)" if dit else "Download for ComfyUI / A1111 (kohya)",
+    st.download_button("Download for ComfyUI (kohya format)" if dit else "Download for ComfyUI / A1111 (kohya)",
                        functools.partial(lora_files.kohya_bytes, lora),
                        file_name=kohya.file_name(lora_files.file_stem(lora)), mime="application/octet-stream",
                        key="assets.download_kohya", on_click="ignore", icon=":material/download:")

@@ -236,7 +236,7 @@ def lora_export(
     lora_id: Annotated[int, typer.Argument(help="LoRA id (see the Checkpoints tab or `show JOB`).")],
     out: Annotated[Path, typer.Option(help="Folder or file to write; default: the current folder.")] = Path("."),
     fmt: Annotated[str, typer.Option("--format", help="kohya (ComfyUI, A1111, Forge, sd-scripts; "
-                                                      "for FLUX.2 / Z-Image / Qwen-Image ComfyUI and musubi-tuner), "
+                                                      "for FLUX.2 / Z-Image / Qwen-Image ComfyUI), "
                                                       "comfyui (FLUX.2 / Z-Image / Qwen-Image, ai-toolkit's layout) "
                                                       "or diffusers.")] = "kohya",
 ) -> None:

@@ -1,7 +1,8 @@
-"""Our DiT LoRA files (FLUX.2 klein, Z-Image, Qwen-Image) in kohya / musubi-tuner's format, without torch.
+"""Our DiT LoRA files (FLUX.2 klein, Z-Image, Qwen-Image) in kohya's format, without torch.
 
 ``lora_unet_<native module path, dots as _>.lora_down/.lora_up.weight`` in fp16 plus an ``.alpha`` scalar, and
-``ss_*`` metadata, as musubi-tuner writes its DiT LoRAs. The native paths (``core/loras/dit_names.py``) are the
+``ss_*`` metadata: kohya sd-scripts' convention (musubi-tuner, kohya's DiT trainer, uses it too; that it names
+FLUX.2 / Z-Image modules exactly so was not checked). The native paths (``core/loras/dit_names.py``) are the
 model's original ones, which ComfyUI maps for every model as ``lora_unet_<its weight name with _>``:
 ``lora_unet_double_blocks_0_img_attn_qkv`` (FLUX.2), ``lora_unet_layers_0_attention_qkv`` (Z-Image),
 ``lora_unet_transformer_blocks_0_attn_to_q`` (Qwen-Image). The ``.alpha`` holds the real alpha (for a fused
@@ -17,7 +18,7 @@ from core.loras.kohya import KohyaFile, _scalar, _ss_metadata
 
 
 def to_kohya_dit(data: bytes, *, family: str, base_model: str, trigger_word: str = "", name: str = "") -> KohyaFile:
-    """The kohya / musubi-tuner file of a DiT family's diffusers-format LoRA."""
+    """The kohya-format file of a DiT family's diffusers-format LoRA."""
     from safetensors.numpy import save
 
     if family not in NATIVE_FAMILIES:

@@ -1,5 +1,5 @@
 """Where a DiT family's diffusers module sits in the model's original ("native") layout, the one ComfyUI,
-kohya / musubi-tuner and the model makers name weights by. Without torch.
+kohya-style files and the model makers name weights by. Without torch.
 
 * FLUX.2 [klein] (BFL layout): ``transformer_blocks.N`` → ``double_blocks.N`` with q/k/v fused into
   ``img_attn.qkv`` / ``txt_attn.qkv``; ``single_transformer_blocks.N.attn.to_qkv_mlp_proj`` →

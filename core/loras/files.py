@@ -27,8 +27,8 @@ def file_stem(lora: LoraModel) -> str:
 
 
 def export_lora(lora: LoraModel, fmt: str = "kohya") -> LoraFile:
-    """The LoRA in ``fmt``: ``kohya`` (ComfyUI, A1111, Forge, sd-scripts, Civitai for SD 1.5 / SDXL; ComfyUI and
-    musubi-tuner for the DiT families), ``comfyui`` (the DiT families' ComfyUI / ai-toolkit file; for SD 1.5 /
+    """The LoRA in ``fmt``: ``kohya`` (ComfyUI, A1111, Forge, sd-scripts, Civitai for SD 1.5 / SDXL; ComfyUI for the
+    DiT families), ``comfyui`` (the DiT families' ComfyUI / ai-toolkit file; for SD 1.5 /
     SDXL the kohya file, which is what ComfyUI loads) or ``diffusers`` (ours)."""
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown LoRA format {fmt!r}; choose one of {', '.join(FORMATS)}")
