@@ -14,7 +14,7 @@ here): ComfyUI at upstream master of 2026-01-07 (the pollockjj/ComfyUI mirror, m
 ``ModelPatcher.add_patches`` + ``comfy.lora.calculate_weight`` run on tiny ``model_base.Flux2`` / ``ZImage``
 (Lumina2) / ``QwenImage`` models built from ``comfy.supported_models`` with these tiny configs: every key of both
 files loads (no "lora key not loaded"), every targeted weight is patched, worst relative delta error ≤ 6.4e-4
-(fp16); the former FLUX.2 file (``diffusion_model.<diffusers name>``) loaded 0 of its 28 keys. See
+(fp16); the former FLUX.2 file (``diffusion_model.<diffusers name>``) loaded 0 of its 44 keys. See
 core/loras/README.md.
 """
 
