@@ -22,8 +22,8 @@ def _lora_id(request: Request) -> int:
 
 @api()
 async def get_lora_file(request: Request) -> Response:
-    """``?format=kohya`` (default: ComfyUI, A1111, Forge, sd-scripts), ``comfyui`` (the DiT families' ComfyUI file)
-    or ``diffusers`` (the studio's own)."""
+    """``?format=kohya`` (default: ComfyUI, A1111, Forge, sd-scripts; for FLUX.2 klein, Z-Image and Qwen-Image
+    ComfyUI), ``comfyui`` (the DiT families' ComfyUI / ai-toolkit file) or ``diffusers`` (ours)."""
     fmt = request.query_params.get("format", "kohya")
     exported = await run_in_threadpool(lora_files.export_lora_by_id, _lora_id(request), fmt)
     return Response(exported.data, media_type="application/octet-stream",

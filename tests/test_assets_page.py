@@ -18,7 +18,7 @@ from core.infra.storage import get_object_store
 from core.jobs import lifecycle as jobs
 from core.library import assets, collections
 from core.library.assets import AssetFilter, AssetSource
-from core.models import Asset, Job, JobStatus
+from core.models import Asset, Job, JobStatus, LoraModel
 from core.training import runs as training
 from tests.apptest import checked, click, open_page
 from tests.factories import image_bytes
@@ -217,6 +217,12 @@ def test_the_detail_shows_lineage_metadata_and_a_download_link(shelf):
     click(at, f"assets.open.{shelf['lora_asset'].id}")
     kohya = at.get("download_button")  # a LoRA file: also in kohya/A1111 format, built when clicked
     assert len(kohya) == 1 and "kohya" in kohya[0].proto.label
+
+    with session_scope() as session:  # the same file as a FLUX.2 LoRA: kohya and ComfyUI/ai-toolkit files
+        session.execute(update(LoraModel).where(LoraModel.id == shelf["lora"].id).values(family="flux2_klein"))
+    at.run()
+    labels = [button.proto.label for button in at.get("download_button")]
+    assert labels == ["Download for ComfyUI (kohya format)", "Download for ComfyUI / ai-toolkit"]
 
 
 def test_make_a_video_hands_the_selected_images_to_the_videos_page(shelf):

@@ -1,6 +1,6 @@
 """LoRA files over HTTP and the CLI: a community file imported through the API, its job run by the import-lora
-handler, becomes a LoRA row, which downloads in kohya format; a trained LoRA downloads in both formats;
-refusals change nothing."""
+handler, becomes a LoRA row, which downloads in kohya format; a trained LoRA downloads in both formats, a DiT
+LoRA also in ComfyUI's; refusals change nothing."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from core.training import runs as training
 from core.training.params import WEIGHTS_FILE, LoraParams
 from tests.conftest import TEST_API_TOKEN
 from tests.test_lora_export import make_lora
+from tests.test_lora_export_dit import our_lora
 from workers.cli import app as cli_app
 from workers.lora_import import import_lora
 
@@ -123,4 +124,29 @@ def test_a_trained_lora_downloads_in_both_formats_over_the_api_and_the_cli(clien
     assert result.output.strip() == str(written)
     # safetensors orders the metadata as it likes: the same file is the same tensors and metadata.
     assert read_header(written.read_bytes()) == read_header(kohya.content)
+    shutil.rmtree(folder)
+
+
+def test_a_trained_flux2_lora_downloads_in_kohya_and_comfyui_format_over_the_api_and_the_cli(client, studio, tmp_path):
+    folder = tmp_path / "trained"
+    folder.mkdir()
+    our_lora("flux2_klein", folder)
+    params = LoraParams(family="flux2_klein", base_model="black-forest-labs/FLUX.2-klein-base-4B", rank=4, alpha=8)
+    job = Job(kind="train", queue="gpu", status=JobStatus.SUCCEEDED, payload={
+        "dataset_id": 999, "config_id": None, "params": params.model_dump(mode="json"), "name": "Kai"})
+    with session_scope() as session:
+        session.add(job)
+    lora = training.register_checkpoint(jobs.get_job(job.id), step=8, directory=folder, final=True, loss=0.1)
+
+    kohya = client.get(f"/api/loras/{lora.id}/file", headers=AUTH)
+    assert 'filename="Kai-final-kohya.safetensors"' in kohya.headers["content-disposition"]
+    keys = set(load_numpy(kohya.content))
+    assert "lora_unet_double_blocks_0_img_attn_qkv.alpha" in keys and all(k.startswith("lora_unet_") for k in keys)
+    comfy = client.get(f"/api/loras/{lora.id}/file?format=comfyui", headers=AUTH)
+    assert 'filename="Kai-final-comfyui.safetensors"' in comfy.headers["content-disposition"]
+    assert "diffusion_model.single_blocks.0.linear1.lora_A.weight" in load_numpy(comfy.content)
+
+    result = CliRunner().invoke(cli_app, ["lora-export", str(lora.id), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert read_header((tmp_path / "Kai-final-kohya.safetensors").read_bytes()) == read_header(kohya.content)
     shutil.rmtree(folder)

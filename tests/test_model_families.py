@@ -12,6 +12,7 @@ import io
 from collections.abc import Iterator
 from pathlib import Path
 
+import diffusers
 import numpy as np
 import pytest
 import torch
@@ -19,10 +20,13 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from core.generation.templates import GenerationTemplate
+from core.loras.comfyui import to_comfyui
+from core.loras.dit_kohya import to_kohya_dit
 from core.training.families import FAMILIES
 from core.training.params import LoraParams
 from tests.factories import image_bytes
 from workers.ml.families import FAMILY_MODULES, get_family
+from workers.ml.lora_import_dit import PIPELINES, convert
 from workers.ml.training import (
     LoraTrainer,
     NullHooks,
@@ -145,6 +149,41 @@ def test_training_lowers_the_eval_loss_and_the_lora_reloads_into_the_pipeline(ti
     assert np.abs(after - png_pixels(hooks.samples[6][0].png)).max() <= 1
     pipe.unload_lora_weights()
     assert np.array_equal(render(pipe, family), before), "unloading restores the base model exactly"
+
+
+def adapter_deltas(transformer, name: str) -> dict[str, torch.Tensor]:
+    return {path: (m.scaling[name] * (m.lora_B[name].weight @ m.lora_A[name].weight)).detach()
+            for path, m in transformer.named_modules() if hasattr(m, "lora_A") and name in m.lora_A}
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_a_trained_lora_downloads_in_kohya_and_comfyui_format_and_imports_back_with_the_same_deltas(
+        tiny_models, trained, family, tmp_path):
+    """The trained file (alpha ≠ rank) itself and each download → our importer: every module moves the transformer
+    as the trained LoRA does (up to the downloads' fp16; tests/test_lora_export_dit.py checks them against ComfyUI's
+    layout)."""
+    result, _ = trained[family]
+    trained_file = result.lora_path.read_bytes()
+    transformer = pipeline_of(tiny_models, family).transformer
+    # The reference: diffusers' own reader of the trained file, alpha from its metadata.
+    read = getattr(diffusers, PIPELINES[family]).lora_state_dict(str(result.lora_path), return_lora_metadata=True)
+    state, metadata = read[0], read[-1]  # some pipelines also answer network alphas in between
+    assert metadata, "the trained file carries its alpha (8 ≠ rank) as adapter metadata"
+    transformer.load_lora_adapter(state, prefix="transformer", adapter_name="trained", metadata=metadata)
+    deltas = {"trained": adapter_deltas(transformer, "trained")}
+    transformer.delete_adapters("trained")
+    for name, data in (("diffusers", trained_file),
+                       ("kohya", to_kohya_dit(trained_file, family=family, base_model="tiny").data),
+                       ("comfyui", to_comfyui(trained_file, family=family, base_model="tiny").data)):
+        convert(transformer, data, family=family, directory=tmp_path / name)
+        transformer.load_lora_adapter(load_file(str(tmp_path / name / "pytorch_lora_weights.safetensors")),
+                                      prefix="transformer", adapter_name=name)
+        deltas[name] = adapter_deltas(transformer, name)
+        transformer.delete_adapters(name)
+    assert deltas["trained"] and all(d.keys() == deltas["trained"].keys() for d in deltas.values())
+    for name in ("diffusers", "kohya", "comfyui"):
+        for path, delta in deltas["trained"].items():
+            assert (deltas[name][path] - delta).abs().max() <= 2e-3 * delta.abs().max(), (name, path)
 
 
 @pytest.mark.parametrize("family", NEW_FAMILIES)

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 from streamlit.testing.v1 import AppTest
 
 from core.datasets import datasets
@@ -189,12 +190,22 @@ def test_the_run_view_shows_the_loss_chart_samples_checkpoints_and_promotes(fini
     assert texts.index("40") < texts.index("20") and "0.0500" in texts  # the checkpoint rows, newest first
     assert any("final" in m.value for m in at.markdown)  # the final checkpoint's badge
     assert len(at.get("download_button")) == 4  # each checkpoint: diffusers and kohya/A1111
+    assert at.get("download_button")[1].proto.label == "kohya / A1111"
     lora = training.list_loras(job_id=finished_run.id).items[0]
     _click(at, f"training.run.promote.{lora.id}")
     assert training.get_lora(lora.id).promoted
     assert any("Step 40 is now the LoRA generation uses" in t.value for t in at.toast)
     assert at.button(key=f"training.run.promote.{lora.id}").disabled
     assert any("Generation uses 'Ava v1 · step 40' by default" in c.value for c in at.caption)
+
+
+def test_a_dit_checkpoint_offers_its_kohya_file_for_comfyui(finished_run):
+    with session_scope() as session:
+        session.execute(update(LoraModel).where(LoraModel.job_id == finished_run.id).values(family="z_image"))
+    at = _training_page(**{"training.run": finished_run.id, "training.section": "runs",
+                           "training.run.tab": "Checkpoints"})
+    kohya = [button.proto for button in at.get("download_button")][1::2]
+    assert [b.label for b in kohya] == ["kohya / ComfyUI"] * 2 and "kohya-style" in kohya[0].help
 
 
 def test_a_run_link_opens_its_view_and_cancel_stops_a_queued_run(finished_run):

@@ -23,8 +23,8 @@ from core.fields import parse_int
 from core.jobs import lifecycle as jobs
 from core.library import assets, collections
 from core.library.assets import LIBRARY_KINDS, LIKENESS_FILTERS, SORTS, AssetFilter
+from core.loras import comfyui, kohya
 from core.loras import files as lora_files
-from core.loras import kohya
 from core.models import Asset
 from core.pagination import Page
 from core.training.runs import get_lora
@@ -351,14 +351,21 @@ def asset_detail(asset_id: int) -> None:
 
 
 def _kohya_download(lora_id: int) -> None:
-    """The LoRA in kohya/A1111 format (ComfyUI, A1111, Forge, sd-scripts), built only when clicked."""
+    """The LoRA in kohya format (ComfyUI, A1111, Forge, sd-scripts; for the DiT families ComfyUI), plus for the
+    DiT families the ComfyUI / ai-toolkit file, each built only when clicked."""
     try:
         lora = get_lora(lora_id)
     except NotFound:
         return  # the LoRA row was removed; the file link above still works while the file exists
-    st.download_button("Download for ComfyUI / A1111 (kohya)", functools.partial(lora_files.kohya_bytes, lora),
+    dit = lora.family in lora_files.DIT_FAMILIES
+    st.download_button("Download for ComfyUI (kohya format)" if dit else "Download for ComfyUI / A1111 (kohya)",
+                       functools.partial(lora_files.kohya_bytes, lora),
                        file_name=kohya.file_name(lora_files.file_stem(lora)), mime="application/octet-stream",
                        key="assets.download_kohya", on_click="ignore", icon=":material/download:")
+    if dit:  # the diffusion_model.… layout ai-toolkit writes, which ComfyUI loads too
+        st.download_button("Download for ComfyUI / ai-toolkit", functools.partial(lora_files.comfyui_bytes, lora),
+                           file_name=comfyui.file_name(lora_files.file_stem(lora)), mime="application/octet-stream",
+                           key="assets.download_comfyui", on_click="ignore", icon=":material/download:")
 
 
 def _lineage(lineage: assets.Lineage) -> None:

@@ -235,10 +235,12 @@ def train(
 def lora_export(
     lora_id: Annotated[int, typer.Argument(help="LoRA id (see the Checkpoints tab or `show JOB`).")],
     out: Annotated[Path, typer.Option(help="Folder or file to write; default: the current folder.")] = Path("."),
-    fmt: Annotated[str, typer.Option("--format", help="kohya (ComfyUI, A1111, Forge, sd-scripts), comfyui "
-                                                      "(FLUX.2 / Z-Image / Qwen-Image) or diffusers.")] = "kohya",
+    fmt: Annotated[str, typer.Option("--format", help="kohya (ComfyUI, A1111, Forge, sd-scripts; "
+                                                      "for FLUX.2 / Z-Image / Qwen-Image ComfyUI), "
+                                                      "comfyui (FLUX.2 / Z-Image / Qwen-Image, ai-toolkit's layout) "
+                                                      "or diffusers.")] = "kohya",
 ) -> None:
-    """Write a LoRA in kohya/A1111 (default) or diffusers format; prints the file's path."""
+    """Write a LoRA in kohya (default), ComfyUI or diffusers format; prints the file's path."""
     try:
         exported = lora_files.export_lora_by_id(lora_id, fmt)
     except StudioError as error:

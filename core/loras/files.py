@@ -6,11 +6,12 @@ import re
 from dataclasses import dataclass
 
 from core.errors import InvalidInput
-from core.loras import comfyui, kohya
+from core.loras import comfyui, dit_kohya, kohya
 from core.models import LoraModel
 from core.training.runs import get_lora, read_lora_weights
 
 FORMATS = ("kohya", "diffusers", "comfyui")
+DIT_FAMILIES = comfyui.DIT_FAMILIES  # the families whose LoRAs also have a ComfyUI / ai-toolkit file
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,9 @@ def file_stem(lora: LoraModel) -> str:
 
 
 def export_lora(lora: LoraModel, fmt: str = "kohya") -> LoraFile:
-    """The LoRA in ``fmt``: ``kohya`` (ComfyUI, A1111, Forge, sd-scripts, Civitai; SD 1.5 / SDXL), ``comfyui``
-    (the DiT families' ComfyUI file; for SD 1.5 / SDXL the kohya file, which is what ComfyUI loads) or
-    ``diffusers`` (ours)."""
+    """The LoRA in ``fmt``: ``kohya`` (ComfyUI, A1111, Forge, sd-scripts, Civitai for SD 1.5 / SDXL; ComfyUI for the
+    DiT families), ``comfyui`` (the DiT families' ComfyUI / ai-toolkit file; for SD 1.5 /
+    SDXL the kohya file, which is what ComfyUI loads) or ``diffusers`` (ours)."""
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown LoRA format {fmt!r}; choose one of {', '.join(FORMATS)}")
     data = read_lora_weights(lora)
@@ -39,6 +40,10 @@ def export_lora(lora: LoraModel, fmt: str = "kohya") -> LoraFile:
         dit = comfyui.to_comfyui(data, family=lora.family, base_model=lora.base_model,
                                  trigger_word=lora.trigger_word, name=stem)
         return LoraFile(comfyui.file_name(stem), dit.data)
+    if lora.family in comfyui.DIT_FAMILIES:
+        native = dit_kohya.to_kohya_dit(data, family=lora.family, base_model=lora.base_model,
+                                        trigger_word=lora.trigger_word, name=stem)
+        return LoraFile(kohya.file_name(stem), native.data)
     export = kohya.to_kohya(data, family=lora.family, base_model=lora.base_model, trigger_word=lora.trigger_word,
                             name=stem)
     return LoraFile(kohya.file_name(stem), export.data)
@@ -49,6 +54,11 @@ def export_lora_by_id(lora_id: int, fmt: str = "kohya") -> LoraFile:
 
 
 def kohya_bytes(lora: LoraModel) -> bytes:
-    """For download buttons that take a callable (the file is built only when clicked): the file the community's
-    tools load, kohya's for SD 1.5 / SDXL and ComfyUI's for the DiT families (which kohya's format does not cover)."""
-    return export_lora(lora, "comfyui" if lora.family in comfyui.DIT_FAMILIES else "kohya").data
+    """For download buttons that take a callable (the file is built only when clicked): the kohya file, the one
+    the community's tools load for every family (ComfyUI included)."""
+    return export_lora(lora, "kohya").data
+
+
+def comfyui_bytes(lora: LoraModel) -> bytes:
+    """The ComfyUI / ai-toolkit file of a DiT LoRA (the kohya file for SD 1.5 / SDXL), built when clicked."""
+    return export_lora(lora, "comfyui").data

@@ -294,11 +294,15 @@ def _checkpoints(job: Job) -> None:
                                file_name=_file_name(job, lora), mime="application/octet-stream",
                                key=f"training.run.download.{lora.id}", on_click="ignore",
                                icon=":material/download:", help="diffusers format (the studio's own)")
-        # ComfyUI, A1111/Forge, kohya sd-scripts and Civitai read the kohya format, not the diffusers one.
-        row[5].download_button("kohya / A1111", functools.partial(lora_files.kohya_bytes, lora),
+        # ComfyUI, A1111/Forge, kohya sd-scripts and Civitai read the kohya format, not diffusers'.
+        dit = lora.family in lora_files.DIT_FAMILIES
+        row[5].download_button("kohya / ComfyUI" if dit else "kohya / A1111",
+                               functools.partial(lora_files.kohya_bytes, lora),
                                file_name=kohya.file_name(_file_name(job, lora)), mime="application/octet-stream",
                                key=f"training.run.download_kohya.{lora.id}", on_click="ignore",
-                               icon=":material/download:", help="For ComfyUI, A1111, Forge and kohya sd-scripts")
+                               icon=":material/download:",
+                               help="For ComfyUI and kohya-style tools" if dit
+                               else "For ComfyUI, A1111, Forge and kohya sd-scripts")
         row[6].button("Promoted" if lora.promoted else "Promote", key=f"training.run.promote.{lora.id}",
                       disabled=lora.promoted, on_click=guard(_promote), args=(lora.id,),
                       help="Make this checkpoint the LoRA generation uses by default.")

@@ -5,8 +5,14 @@ ai-toolkit (``diffusion_model.<module>…``, in diffusers' module names or, for 
 names with fused projections, which diffusers' own converters split), kohya / musubi-tuner (``lora_unet_<module
 with _>.lora_down/up`` + ``.alpha``) and OneTrainer (``lora_transformer_<module with _>…``). The kohya-style names
 are resolved against the transformer's own Linear modules (``_`` is ambiguous in a flattened path) and their alpha
-folded into ``lora_B`` (diffusers' files carry no alpha). Keys naming no module of the transformer, or with the
-wrong shape, are refused by name; the file must then load whole into the transformer.
+folded into ``lora_B`` (the converted file carries no alpha; a diffusers file's alpha, from its adapter metadata,
+is folded in the same way). Names in the model's original layout
+(``core/loras/dit_names.py``: FLUX.2's ``double_blocks.N.img_attn.qkv``, Z-Image's ``attention.qkv``), as our own
+ComfyUI and kohya exports and musubi-tuner write them, are resolved through that table too: a fused module's
+``up`` is cut into its q/k/v row blocks (each with the shared ``down``), and rank columns a block does not use
+(all zero, as a block-diagonal export leaves them) are dropped, so our exports come back at their own rank.
+Keys naming no module of the transformer, or with the wrong shape, are refused by name; the file must then
+load whole into the transformer.
 """
 
 from __future__ import annotations
@@ -15,12 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InvalidInput
+from core.loras.dit_names import NativePlace, native_place
+from core.loras.kohya import _adapter_configs, _module_alpha, read_header
 from core.training.params import WEIGHTS_FILE
 
 ADAPTER = "studio_import"
 PIPELINES = {"flux2_klein": "Flux2KleinPipeline", "z_image": "ZImagePipeline", "qwen_image": "QwenImagePipeline"}
 _FLAT_PREFIXES = ("lora_unet_", "lora_transformer_")
 _FLAT_PARTS = {"lora_down.weight": "lora_A.weight", "lora_up.weight": "lora_B.weight"}
+_NATIVE_PARTS = {**_FLAT_PARTS, "lora_A.weight": "lora_A.weight", "lora_B.weight": "lora_B.weight"}
 
 
 def _linears(transformer: Any) -> dict[str, tuple[int, ...]]:
@@ -37,25 +46,77 @@ def _names(keys: list[str], limit: int = 20) -> str:
     return ", ".join(sorted(keys)[:limit]) + (f" … and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def _from_flat(tensors: dict[str, Any], linears: dict[str, tuple[int, ...]]) -> tuple[dict[str, Any], list[str]]:
-    """kohya / OneTrainer names → diffusers keys (alpha folded into B); returns (converted, foreign keys)."""
+def _native_table(linears: dict[str, tuple[int, ...]], family: str) -> dict[str, list[tuple[str, NativePlace]]]:
+    """native module path → the diffusers modules it holds (with their row block), for this transformer."""
+    table: dict[str, list[tuple[str, NativePlace]]] = {}
+    for path in linears:
+        try:
+            place = native_place(family, path)
+        except InvalidInput:
+            continue  # a Linear no LoRA format names natively (e.g. an embedder the table leaves out)
+        table.setdefault(place.module, []).append((path, place))
+    return table
+
+
+def _from_flat(tensors: dict[str, Any], linears: dict[str, tuple[int, ...]], family: str,
+               ) -> tuple[dict[str, Any], list[str]]:
+    """kohya / OneTrainer names and ``diffusion_model.<native module>`` keys → diffusers keys (alpha folded into
+    B, fused modules split); returns (converted, foreign keys)."""
     flat = {path.replace(".", "_"): path for path in linears}
-    converted, foreign = {}, []
+    natives = _native_table(linears, family)
+    flat_natives = {native.replace(".", "_"): native for native in natives}
+    groups: dict[str, dict[str, Any]] = {}
+    foreign = []
     for key, value in tensors.items():
-        stem, _, part = key.partition(".")
-        module = flat.get(stem.removeprefix("lora_unet_").removeprefix("lora_transformer_"))
-        if module is None or part not in (*_FLAT_PARTS, "alpha"):
+        if key.startswith("diffusion_model."):
+            stem, _, part = key.removeprefix("diffusion_model.").rpartition(".lora_")
+            part = f"lora_{part}"
+            if key.endswith(".alpha"):
+                stem, part = key.removeprefix("diffusion_model.").removesuffix(".alpha"), "alpha"
+        else:
+            stem, _, part = key.partition(".")
+            stem = flat.get(_flat_stem(stem)) or flat_natives.get(_flat_stem(stem), "")
+        if not stem or part not in (*_NATIVE_PARTS, "alpha"):
             foreign.append(key)
             continue
-        if part == "alpha":
+        groups.setdefault(stem, {})[part] = value
+    converted: dict[str, Any] = {}
+    for stem, parts in groups.items():
+        down = parts.get("lora_down.weight", parts.get("lora_A.weight"))
+        up = parts.get("lora_up.weight", parts.get("lora_B.weight"))
+        if down is None or up is None:
+            foreign.extend(f"{stem}.{part}" for part in parts)
             continue
-        tensor = value.float()
-        if part == "lora_up.weight":
-            rank = tensor.shape[1]
-            alpha = tensors.get(f"{stem}.alpha")
-            tensor = tensor * (float(alpha) / rank if alpha is not None else 1.0)
-        converted[f"transformer.{module}.{_FLAT_PARTS[part]}"] = tensor
+        alpha = parts.get("alpha")
+        up = up.float() * (float(alpha) / up.shape[1] if alpha is not None else 1.0)
+        if stem in linears:
+            converted[f"transformer.{stem}.lora_A.weight"], converted[f"transformer.{stem}.lora_B.weight"] = \
+                down.float(), up
+            continue
+        converted.update(_unfuse(natives[stem], down.float(), up))
     return converted, foreign
+
+
+def _flat_stem(stem: str) -> str:
+    return stem.removeprefix("lora_unet_").removeprefix("lora_transformer_")
+
+
+def _unfuse(modules: list[tuple[str, NativePlace]], down: Any, up: Any) -> dict[str, Any]:
+    """A native module's LoRA → its diffusers modules' (each row block of ``up`` with the rank columns it uses)."""
+    out = {}
+    parts = modules[0][1].parts
+    size = up.shape[0] // parts
+    for path, place in modules:
+        block = up[place.part * size:(place.part + 1) * size]
+        used = block.abs().sum(dim=0) > 0
+        if parts > 1 and not bool(used.any()):
+            continue  # a q/k/v part the LoRA does not train
+        if parts > 1:
+            block, part_down = block[:, used], down[used]
+        else:
+            part_down = down
+        out[f"transformer.{path}.lora_A.weight"], out[f"transformer.{path}.lora_B.weight"] = part_down, block
+    return out
 
 
 def to_diffusers(transformer: Any, tensors: dict[str, Any], family: str) -> dict[str, Any]:
@@ -65,10 +126,11 @@ def to_diffusers(transformer: Any, tensors: dict[str, Any], family: str) -> dict
     if family not in PIPELINES:
         raise InvalidInput(f"not a DiT family: {family!r}")
     linears = _linears(transformer)
-    flat = {k: v for k, v in tensors.items() if k.startswith(_FLAT_PREFIXES)}
+    natives = {f"diffusion_model.{native}." for native in _native_table(linears, family) if native not in linears}
+    flat = {k: v for k, v in tensors.items() if k.startswith(_FLAT_PREFIXES) or k.startswith(tuple(natives))}
     rest = {("transformer." + k.removeprefix("base_model.model.")) if k.startswith("base_model.model.") else k: v
             for k, v in tensors.items() if k not in flat}
-    converted, foreign = _from_flat(flat, linears)
+    converted, foreign = _from_flat(flat, linears, family)
     if rest:
         try:
             loaded = getattr(diffusers, PIPELINES[family]).lora_state_dict(rest)
@@ -89,12 +151,26 @@ def to_diffusers(transformer: Any, tensors: dict[str, Any], family: str) -> dict
     return converted
 
 
+def _with_alpha_folded(tensors: dict[str, Any], data: bytes) -> dict[str, Any]:
+    """A diffusers file keeps alpha only in its adapter metadata (ours: alpha ≠ rank); the converted file has no
+    metadata, so each ``transformer.…lora_B`` takes its module's alpha / rank here."""
+    config = _adapter_configs(read_header(data)[1]).get("transformer")
+    if not config:
+        return tensors
+    out = dict(tensors)
+    for key, value in tensors.items():
+        if key.startswith("transformer.") and key.endswith(".lora_B.weight"):
+            module, rank = key.removeprefix("transformer.").removesuffix(".lora_B.weight"), int(value.shape[1])
+            out[key] = value.float() * (_module_alpha(config, module, rank) / rank)
+    return out
+
+
 def convert(transformer: Any, data: bytes, *, family: str, directory: Path) -> dict[str, object]:
     """Convert, load into ``transformer`` (every module must take its layer), save ``directory/WEIGHTS_FILE``;
     leaves the transformer without the adapter. Returns the report."""
     from safetensors.torch import load, save_file
 
-    state = to_diffusers(transformer, load(data), family)
+    state = to_diffusers(transformer, _with_alpha_folded(load(data), data), family)
     modules = {key.rsplit(".lora_", 1)[0] for key in state}
     transformer.load_lora_adapter(state, prefix="transformer", adapter_name=ADAPTER)
     try:
