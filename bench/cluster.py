@@ -79,7 +79,9 @@ def main() -> int:
 
     wanted = (ALL_FAULTS if args.faults == "all"
               else [] if args.faults == "none" else args.faults.split(","))
-    cluster = Cluster(workers=counts[-1], queues="cpu,default", env={"STUDIO_CPU_WORKER_THREADS": str(args.threads)})
+    # Publishing dry-run: the pipelines' posts are scheduled without a connected account (no platform is called).
+    cluster = Cluster(workers=counts[-1], queues="cpu,default", env={"STUDIO_CPU_WORKER_THREADS": str(args.threads),
+                                                                     "STUDIO_PUBLISH_DRY_RUN": "true"})
     rows: list[Row] = []
     fault_results: list[faults.FaultResult] = []
     began = time.monotonic()
