@@ -6,6 +6,7 @@ with the studio's production timings (reconcile every 15 s), in a temp folder wi
 
     .venv/bin/python bench/chaos.py                          # 1,000 jobs, 20 kills, 1 Redis restart, SQLite
     .venv/bin/python bench/chaos.py --jobs 150 --kills 3 --kill-every 8
+    .venv/bin/python bench/chaos.py --postgres               # the same on a throwaway PostgreSQL
     .venv/bin/python bench/chaos.py --database-url postgresql+psycopg://user@host/db
 """
 
@@ -21,6 +22,7 @@ import argparse
 import os
 import shutil
 import tempfile
+from contextlib import ExitStack
 
 
 def main() -> None:
@@ -31,6 +33,7 @@ def main() -> None:
     parser.add_argument("--supervisors", type=int, default=2)
     parser.add_argument("--deadline", type=float, default=1200.0, help="seconds to wait for the last jobs")
     parser.add_argument("--database-url", default="", help="default: SQLite in the temp folder")
+    parser.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL for the run")
     parser.add_argument("--reconcile-interval", type=float, default=None, help="default: the studio's (15 s)")
     args = parser.parse_args()
 
@@ -41,7 +44,12 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="studio-chaos-"))
     redis_server = RedisServer(tmp / "redis")
     redis_server.start()
+    stack = ExitStack()
     try:
+        if args.postgres:
+            from tests.services import create_database, run_postgres
+
+            args.database_url = create_database(stack.enter_context(run_postgres()), "chaos")
         from workers.ml.tiny_models import ensure_tiny_models
 
         tiny = ensure_tiny_models(tmp / "tiny-models")
@@ -60,12 +68,16 @@ def main() -> None:
         link_tiny_sd15(tiny)
         plan = ChaosPlan(jobs=args.jobs, kills=args.kills, kill_every_s=args.kill_every,
                          supervisors=args.supervisors, deadline_s=args.deadline)
+        load_before = os.getloadavg()[0]
         report = run_chaos(plan, restart_redis=redis_server.restart_empty)
         print(report.table())
+        print(f"database {args.database_url.split(':', 1)[0] if args.database_url else 'sqlite'}; load average "
+              f"(1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
         for problem in report.duplicated + [f"{job_id}: lost" for job_id in report.lost]:
             print(problem)
     finally:
         redis_server.close()
+        stack.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -6,7 +6,8 @@ storage, talking over a bridge. Per host count it measures jobs/s for 200 ms I/O
 jobs, the efficiency against ideal linear scaling (N × the 1-host rate), then SIGKILLs a busy worker process and, from
 2 hosts on, cuts a busy host's link; redelivery = fault → the next attempt claimed. Then the fault table on the
 largest cluster: Redis restarted empty (alone, and 2 s after a worker was killed), PostgreSQL restarted, the app
-host restarted while jobs made through its API run, S3 unreachable for 20 s while a GPU-queue host generates and
+host restarted while jobs made through its API run, and again while content pipelines started through it run (plan
+→ tiny SD 1.5 images on a GPU-queue host → schedule), S3 unreachable for 20 s while a GPU-queue host generates and
 uploads images (tiny SD 1.5 on the CPU). Every row checks that nothing was lost or done twice (rows and
 S3 objects). Needs root (network namespaces). Exits 1 when a check fails or a redelivery took over 30 s.
 
@@ -26,7 +27,10 @@ import argparse
 import time
 from dataclasses import dataclass, field
 
-ALL_FAULTS = ["kill-then-redis-loss", "redis-loss", "postgres-restart", "app-restart", "s3-outage"]
+ALL_FAULTS = ["kill-then-redis-loss", "redis-loss", "postgres-restart", "app-restart", "pipelines-app-restart",
+              "s3-outage"]
+NEEDS_APP = {"app-restart", "pipelines-app-restart"}
+NEEDS_GPU_HOST = {"pipelines-app-restart", "s3-outage"}
 
 
 @dataclass
@@ -75,7 +79,9 @@ def main() -> int:
 
     wanted = (ALL_FAULTS if args.faults == "all"
               else [] if args.faults == "none" else args.faults.split(","))
-    cluster = Cluster(workers=counts[-1], queues="cpu,default", env={"STUDIO_CPU_WORKER_THREADS": str(args.threads)})
+    # Publishing dry-run: the pipelines' posts are scheduled without a connected account (no platform is called).
+    cluster = Cluster(workers=counts[-1], queues="cpu,default", env={"STUDIO_CPU_WORKER_THREADS": str(args.threads),
+                                                                     "STUDIO_PUBLISH_DRY_RUN": "true"})
     rows: list[Row] = []
     fault_results: list[faults.FaultResult] = []
     began = time.monotonic()
@@ -106,9 +112,9 @@ def main() -> int:
                 print(f"[cluster {time.monotonic() - began:5.0f} s]   {result.name}: {result.note}; redelivery "
                       f"{[round(s, 1) for s in result.redelivery_s]} s", flush=True)
             rows.append(row)
-        if "app-restart" in wanted:
+        if NEEDS_APP & set(wanted):
             cluster.start_app()
-        if "s3-outage" in wanted:
+        if NEEDS_GPU_HOST & set(wanted):
             from workers.ml.tiny_models import ensure_tiny_models
 
             faults.start_gpu_host(cluster, ensure_tiny_models(cluster.root / "tiny-models")["sd15"])

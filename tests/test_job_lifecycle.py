@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 import dramatiq
@@ -189,6 +190,42 @@ def test_killed_worker_job_is_redelivered_and_resumes(workers, studio):
     assert supervisor.poll() is None, "the supervisor keeps running and restarted the worker"
 
 
+def test_a_worker_that_dies_during_a_long_reconcile_pass_is_restarted_at_once(studio, monkeypatch):
+    """The pass runs in a thread of its own: the supervisor's loop restarts a dead worker while the pass goes on (in
+    its loop, a pass re-enqueueing a lost backlog kept the worker dead, and its jobs waiting, until it ended)."""
+    import threading
+
+    from workers.process import StopRequest, Supervisor, WorkerGroup
+
+    class Sleeper(WorkerGroup):
+        def command(self) -> list[str]:
+            return [sys.executable, "-c", "import time; time.sleep(60)"]
+
+    monkeypatch.setattr(StopRequest, "install", lambda self: self)  # pytest keeps its own signal handlers
+    supervisor = Supervisor([Sleeper("sleeper", ("default",), 1, 0)], reconcile_interval_s=60)
+    in_pass, pass_may_end, seen = threading.Event(), threading.Event(), {}
+    monkeypatch.setattr(supervisor, "_reconcile", lambda: (in_pass.set(), pass_may_end.wait(30)))
+    monkeypatch.setattr(supervisor, "_schedule", lambda: None)
+
+    def kill_during_the_pass() -> None:
+        try:
+            assert in_pass.wait(30)
+            first = supervisor.processes["sleeper"]
+            first.kill()
+            wait_until(lambda: supervisor.processes["sleeper"] is not first, 10, what="the worker restarted")
+            seen["restarted_during_pass"] = not pass_may_end.is_set()
+            seen["alive"] = supervisor.processes["sleeper"].poll() is None
+        finally:
+            pass_may_end.set()
+            supervisor._stop.requested = True
+
+    helper = threading.Thread(target=kill_during_the_pass)
+    helper.start()
+    assert supervisor.run() == 0
+    helper.join()
+    assert seen == {"restarted_during_pass": True, "alive": True}
+
+
 def test_jobs_queued_when_redis_lost_its_data_are_restored_by_the_reconciler(workers, studio, monkeypatch):
     monkeypatch.setenv("STUDIO_RECONCILE_GRACE_S", "0")
     from core.config import reload_settings
@@ -202,6 +239,33 @@ def test_jobs_queued_when_redis_lost_its_data_are_restored_by_the_reconciler(wor
     workers.worker()
     for job_id in queued:
         assert _wait_status(job_id, JobStatus.SUCCEEDED).attempts == 1
+
+
+def test_one_supervisor_at_a_time_requeues_a_lost_backlog_and_orphans_are_taken_over_meanwhile(studio,
+                                                                                                  monkeypatch):
+    """Every supervisor re-enqueued the same backlog after a Redis data loss; now the pass holds a short Redis lock."""
+    from datetime import timedelta
+
+    from core.config import reload_settings
+    from core.infra.redis import redis_key
+    from core.models import utcnow
+
+    monkeypatch.setenv("STUDIO_RECONCILE_GRACE_S", "0")
+    reload_settings()
+    backlog = [jobs.create_job("noop", {"note": str(i)}).id for i in range(3)]
+    orphan = jobs.create_job("noop", {"note": "its worker died"})
+    with session_scope() as session:
+        row = session.get(Job, orphan.id)
+        row.status, row.attempts, row.heartbeat_at = JobStatus.RUNNING, 1, utcnow() - timedelta(seconds=60)
+    client = get_redis()
+    client.delete(*client.scan_iter(match=redis_key("*")))  # this test's namespace restarted empty
+    other = client.lock(redis_key(jobs._REQUEUE_LOCK), timeout=30)  # another supervisor is in its backlog pass
+    assert other.acquire(blocking=False)
+    report = jobs.reconcile()
+    assert report.requeued == [] and report.orphaned == [orphan.id], "the orphan does not wait for the lock"
+    other.release()
+    assert sorted(jobs.reconcile().requeued) == sorted(backlog)
+    assert client.exists(redis_key(jobs._REQUEUE_LOCK)) == 0, "released when the pass ends"
 
 
 def test_a_dead_workers_job_goes_to_the_head_of_its_queue_not_behind_the_backlog(studio):

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -492,6 +496,39 @@ def test_two_listeners_advancing_at_once_create_the_next_stages_jobs_once(client
     assert sorted(pipelines.get_pipeline(pipeline_id).results["generation"]["jobIds"]) == sorted(
         job.id for job in generate)
     assert _get(client, pipeline_id)["stage"] == "generation"
+
+
+# The app process (server.py) starts a pipeline's first stage at the API's request and is then done with it: the
+# workers' job-finished listener moves every later stage on. It is SIGKILLed here at the one moment that leaves work
+# to nobody else: the pipeline is marked running (it holds a running slot) and its first stage is not written yet.
+_STARTED_THEN_KILLED = """
+import json, os, signal, sys
+import core.catalogue
+from core.automation import pipelines
+pipelines._enter = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+pipelines.create_pipeline("lora", json.loads(sys.argv[1]))
+"""
+
+
+@BOTH_DATABASES
+def test_an_app_killed_while_starting_a_pipeline_leaves_its_first_stage_to_the_sweep_once(client, dataset):
+    from pathlib import Path
+
+    starter = subprocess.run([sys.executable, "-c", _STARTED_THEN_KILLED, json.dumps(_lora(dataset.id))],
+                             cwd=Path(__file__).resolve().parents[1], env=dict(os.environ), timeout=120)
+    assert starter.returncode == -signal.SIGKILL
+    [stranded] = client.get("/api/pipelines", headers=AUTH).json()["items"]
+    assert stranded["status"] == "running" and stranded["stage"] is None and _pipeline_jobs(stranded["id"]) == []
+
+    with ThreadPoolExecutor(2) as pool:  # two supervisors' scheduler ticks at once
+        for outcome in [pool.submit(pipelines.sweep_pipelines) for _ in range(2)]:
+            outcome.result()
+    pipelines.sweep_pipelines()  # and a later one changes nothing
+
+    [train] = _pipeline_jobs(stranded["id"])
+    assert train.kind == "train" and train.status == JobStatus.QUEUED
+    view = _get(client, stranded["id"])
+    assert view["stage"] == "training" and view["stages"][0]["jobIds"] == [train.id]
 
 
 # --- cancel and retry -------------------------------------------------------------------------------------------

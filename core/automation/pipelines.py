@@ -781,7 +781,13 @@ def _stage_jobs(pipeline: Pipeline, name: str) -> list[Job]:
 def advance_pipeline(pipeline_id: str) -> None:
     """If the current stage's work is done, hand its results on to the next stage (or finish)."""
     pipeline = get_pipeline(pipeline_id)
-    if pipeline.status != JobStatus.RUNNING or pipeline.stage is None:
+    if pipeline.status != JobStatus.RUNNING:
+        return
+    if pipeline.stage is None:
+        # Marked running, but the process starting it (the app, at the API's request) died before its first stage
+        # was written: it would stay running with no jobs, and hold a running slot, for ever. Entering the stage is
+        # conditioned on there being none yet, so the starter, if alive after all, and this sweep make it once.
+        _enter(pipeline_id, _next_stage(pipeline, None), leaving=None)
         return
     stage = _stage(pipeline, pipeline.stage)
     stage_jobs = _stage_jobs(pipeline, stage.name)

@@ -40,6 +40,7 @@ from core.errors import (
     referenced_by,
 )
 from core.infra.logging_setup import job_context
+from core.infra.redis import get_redis, redis_key
 from core.jobs import logs as joblogs
 from core.jobs import queue, retry
 from core.jobs.kinds import JobSpec, Payload, get_spec
@@ -662,6 +663,41 @@ def _reconcile_orphans(report: ReconcileReport) -> None:
     report.orphaned += orphaned
 
 
+# Only one supervisor re-enqueues a lost backlog: each of them doing it doubled the messages after a Redis data loss
+# (every copy but one is dropped at its claim, but workers spend the time fetching them while killed jobs wait).
+# The lock lives as long as one batch may take, and each batch renews it; a holder that died frees it by expiring.
+_REQUEUE_LOCK = "reconcile-requeue"
+_REQUEUE_LOCK_S = 30.0
+
+
+def _requeue_lost(report: ReconcileReport, grace: datetime) -> None:
+    """Re-enqueue queued jobs whose message is gone (Redis lost them), unless another supervisor is at it."""
+    lock = get_redis().lock(redis_key(_REQUEUE_LOCK), timeout=_REQUEUE_LOCK_S, blocking=False)
+    if not lock.acquire():
+        return  # another supervisor is re-enqueueing the backlog; it sees every queued job this one would
+    try:
+        checked = time.monotonic()
+        for jobs in _jobs_in(JobStatus.QUEUED, grace, Job.enqueued_at, batch=_REQUEUE_BATCH):
+            try:
+                lock.reacquire()
+            except redis.exceptions.LockError:
+                return  # it expired: whoever holds it now goes on with the backlog
+            present = queue.messages_present([j.id for j in jobs])
+            requeued = [job.id for job in jobs if not present[job.id] and _enqueue(job, touch=False)]
+            if requeued:  # one write per batch: a backlog of hundreds is re-enqueued in about a second
+                with session_scope() as session:
+                    session.execute(update(Job).where(col(Job.id).in_(requeued)).values(enqueued_at=utcnow()))
+                report.requeued += requeued
+            if time.monotonic() - checked >= _ORPHAN_RECHECK_S:
+                _reconcile_orphans(report)
+                checked = time.monotonic()
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            pass  # it expired (or Redis lost it) already: nothing of ours to free
+
+
 def reconcile() -> ReconcileReport:
     """Repair what a crash or a Redis data loss left behind. Idempotent; run it as often as you like."""
     settings = get_settings()
@@ -669,18 +705,7 @@ def reconcile() -> ReconcileReport:
     report = ReconcileReport()
 
     _reconcile_orphans(report)
-    checked = time.monotonic()
-    grace = now - timedelta(seconds=settings.reconcile_grace_s)
-    for jobs in _jobs_in(JobStatus.QUEUED, grace, Job.enqueued_at, batch=_REQUEUE_BATCH):
-        present = queue.messages_present([j.id for j in jobs])
-        requeued = [job.id for job in jobs if not present[job.id] and _enqueue(job, touch=False)]
-        if requeued:  # one write per batch: a backlog of hundreds is re-enqueued in about a second
-            with session_scope() as session:
-                session.execute(update(Job).where(col(Job.id).in_(requeued)).values(enqueued_at=utcnow()))
-            report.requeued += requeued
-        if time.monotonic() - checked >= _ORPHAN_RECHECK_S:
-            _reconcile_orphans(report)
-            checked = time.monotonic()
+    _requeue_lost(report, now - timedelta(seconds=settings.reconcile_grace_s))
 
     with session_scope() as session:
         limited = session.execute(

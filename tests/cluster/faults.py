@@ -188,6 +188,87 @@ def app_restart(cluster: Cluster) -> FaultResult:
     return result
 
 
+def _pipeline_rows(pipeline_ids: list[str]) -> dict[str, list[dict]]:
+    """Each pipeline's jobs (kind, status, id), oldest first, from the database."""
+    from sqlalchemy import select
+
+    from core.db import session_scope
+    from core.models import Job
+
+    with session_scope() as session:
+        found = session.execute(select(Job.pipeline_id, Job.id, Job.kind, Job.status)
+                                .where(Job.pipeline_id.in_(pipeline_ids))
+                                .order_by(Job.created_at, Job.id)).all()
+    made: dict[str, list[dict]] = {pipeline_id: [] for pipeline_id in pipeline_ids}
+    for pipeline_id, job_id, kind, status in found:
+        made[pipeline_id].append({"id": job_id, "kind": kind, "status": status})
+    return made
+
+
+def _pipeline_problems(views: dict[str, dict], made: dict[str, list[dict]]) -> list[str]:
+    """A succeeded content pipeline ran one plan job and one generation per planned post, each once and listed by its
+    stage, and scheduled every post (the jobs' own effects are checked by check_exactly_once)."""
+    problems = []
+    for pipeline_id, view in views.items():
+        kinds = [job["kind"] for job in made[pipeline_id]]
+        stages = {stage["name"]: stage for stage in view["stages"]}
+        posts = stages["planning"]["results"].get("postIds", [])
+        listed = sorted(job_id for stage in view["stages"] for job_id in stage["jobIds"])
+        if view["status"] != "succeeded":
+            problems.append(f"pipeline {pipeline_id}: {view['status']} ({view.get('error')})")
+        elif kinds.count("plan") != 1 or kinds.count("generate") != len(posts) or not posts:
+            problems.append(f"pipeline {pipeline_id}: jobs {kinds} for {len(posts)} post(s)")
+        elif listed != sorted(job["id"] for job in made[pipeline_id]):
+            problems.append(f"pipeline {pipeline_id}: its stages list {len(listed)} job(s), it ran {len(kinds)}")
+        elif sorted(stages["scheduling"]["results"].get("scheduledPostIds", [])) != sorted(posts):
+            problems.append(f"pipeline {pipeline_id}: scheduled {stages['scheduling']['results']} of posts {posts}")
+    return problems
+
+
+def pipelines_app_restart(cluster: Cluster, *, count: int = 3) -> FaultResult:
+    """Content pipelines (dry runs: plan → a tiny SD image per post → schedule) started through the app host's API,
+    the app host SIGKILLed while their jobs run on the worker hosts and started again, polled through it again.
+
+    The app only starts a pipeline's first stage; the workers' job-finished listener moves the later ones on, and the
+    supervisors' scheduler sweep covers a process that died between two steps (one killed right after marking a
+    pipeline running, before its first stage, is ``tests/test_pipeline_api.py``'s case). Needs ``start_gpu_host``.
+    """
+    from tests.factories import upcoming_week
+
+    result = FaultResult("app host restarted while pipelines run")
+    start, end = upcoming_week(in_days=50)
+    made = [cluster.app_request("POST", "/api/pipelines/content", headers={"Idempotency-Key": f"restart-{n}"},
+                                json={"theme": f"restart {n}", "platforms": ["instagram"], "start": start,
+                                      "end": end, "postsPerWeek": 2, "dryRun": True})
+            for n in range(count)]
+    assert all(r.status_code in (200, 201) for r in made), [r.text for r in made]
+    ids = [r.json()["id"] for r in made]
+
+    def producing() -> bool:
+        return any(job["kind"] == "generate" and job["status"] == "running"
+                   for jobs in _pipeline_rows(ids).values() for job in jobs)
+
+    wait_for(producing, 240, "a pipeline's image being generated", interval=0.2)
+    stages = {i: cluster.app_request("GET", f"/api/pipelines/{i}").json()["stage"] for i in ids}
+    cluster.stop_process("app", kill=True)
+    cluster.start_app()
+
+    def views() -> dict[str, dict] | None:
+        found = {i: cluster.app_request("GET", f"/api/pipelines/{i}").json() for i in ids}
+        return found if all(v["status"] in ("succeeded", "failed", "cancelled") for v in found.values()) else None
+
+    ended = wait_for(views, 400, "the API to report every pipeline ended", interval=1.0)
+    jobs = _pipeline_rows(ids)
+    job_ids = [job["id"] for found in jobs.values() for job in found]
+    result.jobs, result.check = len(job_ids), check_exactly_once(job_ids, cluster)
+    result.check.duplicated += _pipeline_problems(ended, jobs)
+    at = ", ".join(sorted(str(stage) for stage in stages.values()))
+    result.note = (f"{count} content pipelines made through its API, at stages {at} when it was killed; "
+                   "polled through it again")
+    return result
+
+
+GPU_HOST = "g1"
 GPU_HOST = "g1"
 
 
@@ -232,5 +313,6 @@ FAULTS: dict[str, Callable[[Cluster], FaultResult]] = {
     "redis-loss": redis_loss,
     "postgres-restart": postgres_restart,
     "app-restart": app_restart,
+    "pipelines-app-restart": pipelines_app_restart,
     "s3-outage": s3_outage,
 }
