@@ -36,6 +36,7 @@ from core.config import get_settings
 from core.errors import PermanentJobError
 from core.generation.templates import schedulers_for
 from core.jobs.routing import report_held
+from workers.ml import lora_import, lora_import_dit
 from workers.ml.families import FAMILY_MODULES, FamilyError, get_family
 from workers.ml.locks import MODEL_CONSTRUCTION_LOCK
 from workers.ml.lycoris import WeightPatches, is_merge_file, merge_file
@@ -240,8 +241,6 @@ class LoadedPipeline:
 
     def _resolver(self) -> Callable[[str], Any]:
         """A merged file's module stem → the module (kohya names for SD, ``transformer.<path>`` for the DiTs)."""
-        from workers.ml import lora_import, lora_import_dit
-
         if hasattr(self.pipe, "unet"):
             return lora_import.merge_resolver(self.pipe, self.family)
         return lora_import_dit.merge_resolver(self.pipe)

@@ -18,6 +18,7 @@ from core.errors import InvalidInput
 from core.loras.kohya import kohya_module_path, read_header
 from core.loras.lycoris import algorithm, names
 from core.training.params import WEIGHTS_FILE
+from workers.ml import lycoris
 
 ADAPTER = "studio_import"
 COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
@@ -237,7 +238,6 @@ def _convert_lycoris(pipe: Any, tensors: dict[str, Any], metadata: dict[str, str
     kohya export passes it through; ComfyUI and Forge read it), marked for generation's merge path."""
     from safetensors.torch import save_file
 
-    from workers.ml import lycoris
 
     modules, unknown = lycoris.group_modules(tensors)
     targets = kohya_targets(pipe, family)

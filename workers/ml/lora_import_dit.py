@@ -18,6 +18,7 @@ from core.errors import InvalidInput
 from core.loras.kohya import read_header
 from core.loras.lycoris import algorithm
 from core.training.params import WEIGHTS_FILE
+from workers.ml import lycoris
 
 ADAPTER = "studio_import"
 PIPELINES = {"flux2_klein": "Flux2KleinPipeline", "z_image": "ZImagePipeline", "qwen_image": "QwenImagePipeline"}
@@ -132,7 +133,6 @@ def _convert_lycoris(transformer: Any, tensors: dict[str, Any], metadata: dict[s
     their fused projections are refused by name."""
     from safetensors.torch import save_file
 
-    from workers.ml import lycoris
 
     if family not in PIPELINES:
         raise InvalidInput(f"not a DiT family: {family!r}")

@@ -20,13 +20,18 @@ the saved originals back, so the cached pipeline is exactly the base model again
 
 from __future__ import annotations
 
+import json
+import math
+import re
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from core.loras.lycoris import LOHA_PARTS, LOKR_PARTS, split_key
+
+if TYPE_CHECKING:
+    import torch
 
 MERGE_MARKER = "studio_adapter"  # metadata key of a file generation merges: value "lycoris"
 MERGED = "lycoris"
@@ -52,6 +57,8 @@ def _need(parts: Mapping[str, torch.Tensor], *names: str) -> list[torch.Tensor]:
 
 def lokr_delta(parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """kron(w1, w2) · scale, as a 2-D (out, in·k·k) matrix."""
+    import torch  # torch stays out of the import of the job modules that name this one
+
     if "lokr_w1" in parts:
         (w1,) = _need(parts, "lokr_w1")
     else:
@@ -73,6 +80,8 @@ def lokr_delta(parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
 
 def loha_delta(parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """(w1_a @ w1_b) ⊙ (w2_a @ w2_b) · scale, as a 2-D matrix (4-D for the Tucker form)."""
+    import torch
+
     w1a, w1b, w2a, w2b = _need(parts, "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
     if "hada_t1" in parts or "hada_t2" in parts:
         t1, t2 = _need(parts, "hada_t1", "hada_t2")
@@ -96,7 +105,7 @@ def module_delta(parts: Mapping[str, torch.Tensor], shape: Sequence[int]) -> tor
         delta = loha_delta(parts)
     else:
         delta = lora_delta(parts)
-    expected = (int(shape[0]), int(torch.Size(shape[1:]).numel()))
+    expected = (int(shape[0]), math.prod(int(n) for n in shape[1:]))
     if (delta.shape[0], delta[0].numel()) != expected:
         raise ShapeError(f"makes a {tuple(delta.shape)} change for a {tuple(shape)} weight")
     return delta.reshape(tuple(shape))
@@ -130,6 +139,8 @@ class WeightPatches:
         return bool(self._originals)
 
     def add(self, module: Any, delta: torch.Tensor, strength: float) -> None:
+        import torch
+
         weight = base_module(module).weight
         if id(weight) not in self._originals:
             # Kept off the GPU: a LoKr over a whole DiT touches gigabytes of weights.
@@ -139,6 +150,8 @@ class WeightPatches:
             weight.copy_(weight.float() + delta.to(weight.device) * float(strength))
 
     def restore(self) -> None:
+        import torch
+
         with torch.no_grad():
             for weight, original in self._originals.values():
                 weight.copy_(original)
@@ -147,9 +160,6 @@ class WeightPatches:
 
 def is_merge_file(path: Path) -> bool:
     """Whether the importer marked this file for merging (reads the safetensors header only)."""
-    import json
-    import struct
-
     with path.open("rb") as handle:
         head = handle.read(8)
         if len(head) < 8:
@@ -184,9 +194,6 @@ def merge_file(path: Path, strength: float, patches: WeightPatches, resolve: Cal
 def peft_scales(metadata: Mapping[str, str], component: str) -> Callable[[str], float] | None:
     """A peft LoKr/LoHa file's (the studio's own) scale per module path: alpha / r from the adapter config diffusers
     keeps in the metadata (``rank_pattern``/``alpha_pattern`` included); None when the file has no such config."""
-    import json
-    import re
-
     raw = metadata.get("lora_adapter_metadata")
     if not raw:
         return None
