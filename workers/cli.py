@@ -252,7 +252,7 @@ def lora_export(
 
 @app.command("lora-import")
 def lora_import(
-    file: Annotated[Path, typer.Argument(help="A .safetensors LoRA (kohya/A1111, LoCon, ComfyUI, diffusers, PEFT).")],
+    file: Annotated[Path, typer.Argument(help="A .safetensors LoRA (kohya, LoKr, LoHa, ComfyUI, diffusers, PEFT).")],
     base_model: Annotated[str, typer.Option(help="The base model it is for (hub id, folder or tiny-sd15…).")],
     family: Annotated[str, typer.Option(help="sd15 or sdxl.")] = "sd15",
     name: Annotated[str, typer.Option(help="Name; default: the file's name.")] = "",

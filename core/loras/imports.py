@@ -1,4 +1,5 @@
-"""Importing community LoRAs (kohya/A1111 incl. LoCon, ComfyUI, diffusers, PEFT) as LoRA rows generation uses.
+"""Importing community LoRAs (kohya/A1111 incl. LoCon, LyCORIS LoKr/LoHa, ComfyUI, diffusers, PEFT, ai-toolkit,
+OneTrainer) as LoRA rows generation uses.
 
 An import is a job of kind ``import-lora``: the file is checked here first like any upload (``.safetensors``
 only, so never a pickle; size limit; a readable header; a known key layout), stored, and the GPU worker
@@ -27,6 +28,7 @@ from core.jobs.lifecycle import create_job
 from core.library import assets
 from core.library.assets import AssetSource
 from core.loras.kohya import read_header
+from core.loras.lycoris import algorithm
 from core.models import AssetKind, Job, LoraModel
 from core.training.params import WEIGHTS_FILE, ModelFamily
 
@@ -34,13 +36,15 @@ IMPORT_KIND = "import-lora"
 MAX_IMPORT_BYTES = 1 << 30  # 1 GiB: an SDXL LoRA at rank 128 with both text encoders is about 0.9 GB
 # Key layouts we convert, by how their keys start (the weights' own suffixes are checked by the converter).
 # ComfyUI's and ai-toolkit's files share one layout (``diffusion_model.…``); OneTrainer names DiT modules
-# ``lora_transformer_…``; diffusers' DiT LoRAs start ``transformer.``.
+# ``lora_transformer_…``; diffusers' DiT LoRAs start ``transformer.``; the LyCORIS library wrapping a diffusers
+# model (SimpleTuner's LoKr) names modules ``lycoris_<path with _>``.
 FORMAT_PREFIXES = {
     "kohya": ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"),
     "comfyui": ("diffusion_model.", "text_encoders."),
     "diffusers": ("unet.", "text_encoder.", "text_encoder_2.", "transformer."),
     "peft": ("base_model.model.",),
     "onetrainer": ("lora_transformer_",),
+    "lycoris": ("lycoris_",),
 }
 
 
@@ -83,14 +87,18 @@ def _names(keys: list[str], limit: int = 20) -> str:
 
 
 def check_upload(data: bytes, file_name: str) -> str:
-    """Validate an uploaded LoRA like any upload; returns its key layout (``kohya``, ``comfyui``, …)."""
+    """Validate an uploaded LoRA like any upload; returns its key layout (``kohya``, ``comfyui``, …).
+
+    DoRA and LyCORIS algorithms other than LoKr/LoHa are refused here, their keys named."""
     if not file_name.lower().endswith(".safetensors"):
         raise InvalidInput(f"{file_name!r}: only .safetensors LoRA files are accepted (pickled .ckpt/.pt/.bin "
                            "files can run code when loaded)")
     if len(data) > MAX_IMPORT_BYTES:
         raise InvalidInput(f"{file_name!r} is {len(data):,} bytes; the limit is {MAX_IMPORT_BYTES:,}")
     tensors, _ = read_header(data)
-    return detect_format(tensors)
+    source_format = detect_format(tensors)
+    algorithm(tensors)
+    return source_format
 
 
 def submit_import(data: bytes, *, file_name: str, name: str = "", family: str = "sd15", base_model: str,
@@ -146,6 +154,6 @@ def record_import(job: Job, *, file: Path, report: dict[str, object]) -> LoraMod
 
 register(JobSpec(
     IMPORT_KIND, Queue.GPU, ImportLoraPayload,
-    "Imports a community LoRA (kohya/A1111, LoCon, ComfyUI, diffusers, PEFT) for a base model.",
+    "Imports a community LoRA (kohya/A1111, LoCon, LoKr, LoHa, ComfyUI, diffusers, PEFT) for a base model.",
     max_attempts=2, prepare=prepare_import_payload,
 ))

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import InvalidInput
+from core.loras.lycoris import algorithm
 
 # Where a component's modules go in kohya's names; SD 1.x has one text encoder (kohya's plain ``lora_te``).
 _PREFIXES = {
@@ -124,6 +125,9 @@ def _kohya_as_is(tensors: dict[str, Any], metadata: Mapping[str, str], *, family
     alphas = [float(tensors[f"{m}.alpha"]) for m in downs if f"{m}.alpha" in tensors]
     header = {**metadata, **_ss_metadata(family=family, base_model=base_model, trigger_word=trigger_word, name=name,
                                          rank=max(ranks, default=0), alpha=max(alphas or ranks or [0]))}
+    if (kind := algorithm(tensors)) != "lora":
+        # LyCORIS' own trainer writes these: tools that show a file's network read them (its rank is no LoRA rank).
+        header |= {"ss_network_module": "lycoris.kohya", "ss_network_args": json.dumps({"algo": kind})}
     # kohya sd-scripts names SD 1.x's one text encoder lora_te_ (ComfyUI reads both): written the way it reads.
     rename = (lambda key: "lora_te_" + key.removeprefix("lora_te1_")) if family == "sd15" else (lambda key: key)
     out = {rename(k) if k.startswith("lora_te1_") else k: v.astype("float16") for k, v in tensors.items()}

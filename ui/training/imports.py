@@ -1,6 +1,6 @@
-"""The Training page's "Import LoRA" section: a community LoRA file (kohya/A1111, LoCon, ComfyUI, diffusers, PEFT;
-for the DiT families also ai-toolkit, musubi-tuner and OneTrainer) uploaded, checked like any upload and queued for
-conversion against its base model."""
+"""The Training page's "Import LoRA" section: a community LoRA file (kohya/A1111, LoCon, LoKr/LoHa, ComfyUI,
+diffusers, PEFT; for the DiT families also ai-toolkit, musubi-tuner and OneTrainer) uploaded, checked like any upload
+and queued for conversion against its base model."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ FLASH = "training.import.flash"
 
 def import_section() -> None:
     show_flash(FLASH)
-    st.caption("A LoRA from Civitai, ComfyUI, kohya sd-scripts, A1111/Forge or diffusers becomes a LoRA version "
+    st.caption("A LoRA (also LoCon, LoKr, LoHa) from Civitai, ComfyUI, kohya sd-scripts, A1111/Forge, ai-toolkit, "
+               "OneTrainer or diffusers becomes a LoRA version "
                "generation can use. Only .safetensors files are read (never pickles), up to "
                f"{MAX_IMPORT_BYTES // 2**20:,} MiB; a file whose keys do not fit the base model is refused with "
                "the keys named.")

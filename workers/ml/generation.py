@@ -36,8 +36,10 @@ from core.config import get_settings
 from core.errors import PermanentJobError
 from core.generation.templates import schedulers_for
 from core.jobs.routing import report_held
+from workers.ml import lora_import, lora_import_dit
 from workers.ml.families import FAMILY_MODULES, FamilyError, get_family
 from workers.ml.locks import MODEL_CONSTRUCTION_LOCK
+from workers.ml.lycoris import WeightPatches, is_merge_file, merge_file
 
 _logger = logging.getLogger("studio.generation")
 
@@ -184,6 +186,7 @@ class LoadedPipeline:
     cached: bool = False  # True when the current holder found it already loaded by an earlier job
     acquisitions: int = 0
     _img2img: Any = None
+    _patches: WeightPatches = field(default_factory=WeightPatches)  # imported LoKr/LoHa merged for the job
 
     @property
     def model(self) -> str:
@@ -196,28 +199,51 @@ class LoadedPipeline:
         return sorted({name for names in listed.values() for name in names})
 
     def unload_adapters(self) -> None:
-        """Remove every LoRA layer: the modules are the base model's again, exactly."""
+        """Remove every LoRA layer and merged LoKr/LoHa: the modules are the base model's again, exactly."""
         if self.adapter_names():
             self.pipe.unload_lora_weights()
+        self._patches.restore()
 
     @contextmanager
     def adapters(self, loras: Sequence[LoraAdapter]) -> Iterator[None]:
-        """Load the LoRAs with their strengths for the block; always unloaded after, even on error."""
+        """Load the LoRAs with their strengths for the block; always unloaded after, even on error.
+
+        Imported LyCORIS files (LoKr/LoHa) are merged into the weights at their strength first (see
+        workers/ml/lycoris.py), so they are found on the plain modules; the others become peft adapters."""
         self.unload_adapters()  # never inherit what an interrupted job might have left
         try:
-            if loras:
-                for lora in loras:
+            merged = [lora for lora in loras if self._is_merged(lora)]
+            for lora in merged:
+                try:
+                    merge_file(lora.path, lora.strength, self._patches, self._resolver())
+                except (ValueError, KeyError, AttributeError, RuntimeError, OSError) as error:
+                    raise GenerationError(f"LoRA {lora.name} does not load into {self.model}: {error}") from error
+            layered = [lora for lora in loras if lora not in merged]
+            if layered:
+                for lora in layered:
                     with MODEL_CONSTRUCTION_LOCK:  # peft builds layers: see workers/ml/locks.py
                         try:
                             get_family(self.family).load_lora(self.pipe, lora.path, adapter_name=lora.name)
                         except (ValueError, KeyError, RuntimeError, OSError) as error:
                             raise GenerationError(f"LoRA {lora.name} does not load into {self.model}: "
                                                   f"{error}") from error
-                self.pipe.set_adapters([lora.name for lora in loras],
-                                       adapter_weights=[float(lora.strength) for lora in loras])
+                self.pipe.set_adapters([lora.name for lora in layered],
+                                       adapter_weights=[float(lora.strength) for lora in layered])
             yield
         finally:
             self.unload_adapters()
+
+    def _is_merged(self, lora: LoraAdapter) -> bool:
+        try:
+            return is_merge_file(lora.path)
+        except OSError:
+            return False  # peft's loader reports the missing or unreadable file
+
+    def _resolver(self) -> Callable[[str], Any]:
+        """A merged file's module stem → the module (kohya names for SD, ``transformer.<path>`` for the DiTs)."""
+        if hasattr(self.pipe, "unet"):
+            return lora_import.merge_resolver(self.pipe, self.family)
+        return lora_import_dit.merge_resolver(self.pipe)
 
     # ---- rendering
 

@@ -16,7 +16,9 @@ from typing import Any
 
 from core.errors import InvalidInput
 from core.loras.kohya import kohya_module_path, read_header
+from core.loras.lycoris import algorithm, names
 from core.training.params import WEIGHTS_FILE
+from workers.ml import lycoris
 
 ADAPTER = "studio_import"
 COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
@@ -33,51 +35,64 @@ class ImportReport:
     source_format: str
     modules: dict[str, int] = field(default_factory=dict)  # component → LoRA layers loaded
     keys: int = 0
+    algorithm: str = "lora"  # lora (LoRA/LoCon), lokr or loha
 
     def as_dict(self) -> dict[str, object]:
-        return {"source_format": self.source_format, "modules": self.modules, "keys": self.keys}
+        return {"source_format": self.source_format, "modules": self.modules, "keys": self.keys,
+                "algorithm": self.algorithm}
 
 
 def to_kohya_names(tensors: dict[str, Any], source_format: str, family: str) -> dict[str, Any]:
     """ComfyUI and PEFT spellings as kohya keys (diffusers' loader reads kohya and diffusers directly)."""
     if source_format in ("kohya", "diffusers"):
         return dict(tensors)
-    te_prefix = {"text_encoder": "lora_te1" if family == "sdxl" else "lora_te", "text_encoder_2": "lora_te2"}
     renamed = {}
     for key, value in tensors.items():
         module, part = _split_part(key)
-        if source_format == "peft":
-            # A PEFT model of the UNet: base_model.model.<unet module path>.
-            module = "lora_unet_" + module.removeprefix("base_model.model.").replace(".", "_")
-        elif module.startswith("diffusion_model."):
-            # ComfyUI's generic format: the original (SGM) UNet path, which ComfyUI maps as lora_unet_<path>.
-            module = "lora_unet_" + module.removeprefix("diffusion_model.").replace(".", "_")
-        else:
-            start = next((p for p in _COMFY_TEXT if module.startswith(p)), None)
-            if start is None:
-                raise InvalidInput(f"unknown ComfyUI key {key!r}")
-            module = f"{te_prefix[_COMFY_TEXT[start]]}_" + module.removeprefix(start).replace(".", "_")
-        renamed[f"{module}.{part}"] = value
+        renamed[f"{kohya_stem(module, source_format, family)}.{part}"] = value
     return renamed
+
+
+def kohya_stem(module: str, source_format: str, family: str) -> str:
+    """A ComfyUI or PEFT module name (the key without its part) as kohya names it."""
+    if source_format == "peft":
+        # A PEFT model of the UNet: base_model.model.<unet module path>.
+        return "lora_unet_" + module.removeprefix("base_model.model.").replace(".", "_")
+    if source_format == "lycoris":
+        # The LyCORIS library wrapping a diffusers UNet: lycoris_<diffusers path with _>, a spelling kohya_targets has.
+        return "lora_unet_" + module.removeprefix("lycoris_")
+    if source_format != "comfyui":
+        return module
+    if module.startswith("diffusion_model."):
+        # ComfyUI's generic format: the original (SGM) UNet path, which ComfyUI maps as lora_unet_<path>.
+        return "lora_unet_" + module.removeprefix("diffusion_model.").replace(".", "_")
+    start = next((p for p in _COMFY_TEXT if module.startswith(p)), None)
+    if start is None:
+        raise InvalidInput(f"unknown ComfyUI key {module!r}")
+    te_prefix = {"text_encoder": "lora_te1" if family == "sdxl" else "lora_te", "text_encoder_2": "lora_te2"}
+    return f"{te_prefix[_COMFY_TEXT[start]]}_" + module.removeprefix(start).replace(".", "_")
 
 
 def _split_part(key: str) -> tuple[str, str]:
     for suffix, part in (*_PEFT_PART.items(), *((p, p) for p in _KOHYA_PARTS)):
         if key.endswith("." + suffix):
             return key[: -len(suffix) - 1], part
-    raise InvalidInput(f"unsupported LoRA key {key!r} (LoHa, LoKr, DoRA and full-weight diffs are not imported)")
+    raise InvalidInput(f"unsupported LoRA key {key!r} (DoRA, full-weight diffs and LyCORIS algorithms other than "
+                       "LoKr/LoHa are not imported)")
 
 
-def kohya_targets(pipe: Any, family: str) -> dict[str, str]:
-    """kohya module name → component, for every Linear/Conv2d of the model (both UNet spellings on SDXL)."""
+def kohya_targets(pipe: Any, family: str) -> dict[str, tuple[str, str]]:
+    """kohya module name → (component, module path), for every Linear/Conv2d of the model (both UNet spellings
+    on SDXL)."""
     import torch
 
-    names: dict[str, str] = {}
+    names: dict[str, tuple[str, str]] = {}
     reverse = {component: prefix for prefix, component in _KOHYA_PREFIX[family].items()}
     for component in COMPONENTS:
         model = getattr(pipe, component, None)
         if model is None:
             continue
+        model = getattr(model, "_orig_mod", model)  # a torch.compile'd UNet
         prefixes = [p for p, c in _KOHYA_PREFIX[family].items() if c == component] or [reverse[component]]
         for path, module in model.named_modules():
             if not isinstance(module, torch.nn.Linear | torch.nn.Conv2d):
@@ -87,7 +102,7 @@ def kohya_targets(pipe: Any, family: str) -> dict[str, str]:
                 spellings |= _sgm_sampler_spellings(path, model)
             for prefix in prefixes:
                 for spelling in spellings:
-                    names[f"{prefix}_{spelling.replace('.', '_')}"] = component
+                    names[f"{prefix}_{spelling.replace('.', '_')}"] = (component, path)
     return names
 
 
@@ -102,7 +117,7 @@ def _sgm_sampler_spellings(path: str, unet: Any) -> set[str]:
     return set()
 
 
-def check_keys(tensors: dict[str, Any], targets: dict[str, str], family: str) -> dict[str, int]:
+def check_keys(tensors: dict[str, Any], targets: dict[str, tuple[str, str]], family: str) -> dict[str, int]:
     """component → modules in the file; raises naming every key whose module the model does not have."""
     foreign = []
     per_component: dict[str, int] = {}
@@ -112,10 +127,11 @@ def check_keys(tensors: dict[str, Any], targets: dict[str, str], family: str) ->
             if part in ("lora_up.weight", "alpha") and f"{module}.lora_down.weight" not in tensors:
                 foreign.append(key)  # an up weight or alpha without its down weight
             continue
-        component = targets.get(module)
-        if component is None:
+        target = targets.get(module)
+        if target is None:
             foreign.append(key)
         else:
+            component = target[0]
             per_component[component] = per_component.get(component, 0) + 1
     if foreign:
         shown = ", ".join(sorted(foreign)[:20]) + (" …" if len(foreign) > 20 else "")
@@ -130,7 +146,12 @@ def convert(pipe: Any, data: bytes, *, source_format: str, family: str, director
     from safetensors.torch import load
 
     _, metadata = read_header(data)
-    tensors = to_kohya_names(load(data), source_format, family)
+    raw = load(data)
+    kind = algorithm(raw)
+    if kind != "lora":
+        return _convert_lycoris(pipe, raw, metadata, source_format=source_format, family=family, kind=kind,
+                                directory=directory)
+    tensors = to_kohya_names(raw, source_format, family)
     report = ImportReport(source_format=source_format, keys=len(tensors))
     expected = (check_keys(tensors, kohya_targets(pipe, family), family) if source_format != "diffusers"
                 else _diffusers_modules(pipe, tensors))
@@ -202,3 +223,77 @@ def _save(tensors: dict[str, Any], metadata: dict[str, str], source_format: str,
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(directory / WEIGHTS_FILE),
               metadata={**metadata, "studio_source_format": source_format})
+
+
+# --------------------------------------------------------------------------------------- LoKr / LoHa
+
+_SAVE_PREFIX = {"sd15": {"unet": "lora_unet", "text_encoder": "lora_te"},
+                "sdxl": {"unet": "lora_unet", "text_encoder": "lora_te1", "text_encoder_2": "lora_te2"}}
+
+
+def _convert_lycoris(pipe: Any, tensors: dict[str, Any], metadata: dict[str, str], *, source_format: str,
+                     family: str, kind: str, directory: Path) -> ImportReport:
+    """A LoKr/LoHa file: every module located in the model and its ΔW computed against the module's weight (so a
+    wrong shape is refused here, not at generation); saved kohya-named with the LyCORIS tensors as they came (the
+    kohya export passes it through; ComfyUI and Forge read it), marked for generation's merge path."""
+    from safetensors.torch import save_file
+
+
+    modules, unknown = lycoris.group_modules(tensors)
+    targets = kohya_targets(pipe, family)
+    refused = [f"{key} (not a LoKr/LoHa/LoRA tensor)" for key in unknown]
+    out: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+    for stem, parts in sorted(modules.items()):
+        located = _locate(pipe, stem, source_format, family, targets)
+        if located is None:
+            refused += [f"{stem}.{part}" for part in sorted(parts)]
+            continue
+        component, path = located
+        scale = lycoris.peft_scales(metadata, component) if source_format == "diffusers" else None
+        if scale is not None:  # the studio's own (peft) LoKr: alpha / r from its config, folded in
+            parts = lycoris.fold_scale(parts, scale(path))
+        weight = getattr(pipe, component).get_submodule(path).weight
+        try:
+            lycoris.module_delta(parts, weight.shape)
+        except lycoris.ShapeError as error:
+            refused.append(f"{stem} ({error})")
+            continue
+        name = f"{_SAVE_PREFIX[family][component]}_{kohya_module_path(family, component, path).replace('.', '_')}"
+        out.update({f"{name}.{part}": value.float().contiguous() for part, value in parts.items()})
+        counts[component] = counts.get(component, 0) + 1
+    if refused:
+        raise InvalidInput(f"{len(refused)} key(s) name no module of this {family} model (or do not fit its "
+                           f"shape), so the {kind} LoRA does not fit it: {names(sorted(refused))}")
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(out, str(directory / WEIGHTS_FILE), metadata={
+        lycoris.MERGE_MARKER: lycoris.MERGED, "studio_algorithm": kind, "studio_source_format": source_format})
+    return ImportReport(source_format=source_format, modules=counts, keys=len(tensors), algorithm=kind)
+
+
+def _locate(pipe: Any, stem: str, source_format: str, family: str,
+            targets: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
+    """(component, module path) of a module stem in any of the SD formats, or None."""
+    if source_format == "diffusers":
+        component, _, path = stem.partition(".")
+        model = getattr(pipe, component, None) if component in COMPONENTS else None
+        for candidate in (path, path.removeprefix("text_model.")):
+            if model is not None and _has_module(model, candidate):
+                return component, candidate
+        return None
+    try:
+        return targets.get(kohya_stem(stem, source_format, family))
+    except InvalidInput:
+        return None
+
+
+def merge_resolver(pipe: Any, family: str) -> Any:
+    """For generation: a module stem of an imported LoKr/LoHa file (kohya-named) → the pipeline's module."""
+    targets = kohya_targets(pipe, family)
+
+    def resolve(stem: str) -> Any:
+        component, path = targets[stem]
+        model = getattr(pipe, component)
+        return getattr(model, "_orig_mod", model).get_submodule(path)
+
+    return resolve

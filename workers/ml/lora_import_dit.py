@@ -23,7 +23,9 @@ from typing import Any
 from core.errors import InvalidInput
 from core.loras.dit_names import NativePlace, native_place
 from core.loras.kohya import _adapter_configs, _module_alpha, read_header
+from core.loras.lycoris import algorithm
 from core.training.params import WEIGHTS_FILE
+from workers.ml import lycoris
 
 ADAPTER = "studio_import"
 PIPELINES = {"flux2_klein": "Flux2KleinPipeline", "z_image": "ZImagePipeline", "qwen_image": "QwenImagePipeline"}
@@ -170,7 +172,12 @@ def convert(transformer: Any, data: bytes, *, family: str, directory: Path) -> d
     leaves the transformer without the adapter. Returns the report."""
     from safetensors.torch import load, save_file
 
-    state = to_diffusers(transformer, _with_alpha_folded(load(data), data), family)
+    tensors = load(data)
+    kind = algorithm(tensors)
+    if kind != "lora":
+        return _convert_lycoris(transformer, tensors, read_header(data)[1], family=family, kind=kind,
+                                directory=directory)
+    state = to_diffusers(transformer, _with_alpha_folded(tensors, data), family)
     modules = {key.rsplit(".lora_", 1)[0] for key in state}
     transformer.load_lora_adapter(state, prefix="transformer", adapter_name=ADAPTER)
     try:
@@ -183,4 +190,58 @@ def convert(transformer: Any, data: bytes, *, family: str, directory: Path) -> d
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(directory / WEIGHTS_FILE),
               metadata={"studio_family": family})
-    return {"modules": {"transformer": len(modules)}, "keys": len(state)}
+    return {"modules": {"transformer": len(modules)}, "keys": len(state), "algorithm": "lora"}
+
+
+# --------------------------------------------------------------------------------------- LoKr / LoHa
+
+_DOTTED_PREFIXES = ("transformer.", "diffusion_model.", "base_model.model.")
+_LYCORIS_FLAT = ("lora_unet_", "lora_transformer_", "lycoris_")
+
+
+def _convert_lycoris(transformer: Any, tensors: dict[str, Any], metadata: dict[str, str], *, family: str, kind: str,
+                     directory: Path) -> dict[str, object]:
+    """A LoKr/LoHa file (also the studio's own peft LoKr, whose alpha / r is folded in): every module located among
+    the transformer's Linear modules by its dotted (diffusers, ComfyUI/ai-toolkit, PEFT) or flattened (kohya/musubi,
+    OneTrainer, LyCORIS) name and its ΔW computed against the weight; saved as ``transformer.<module>.<tensor>``
+    (+ ``.alpha``), marked for generation's merge path. Original (BFL) module names are not mapped for LoKr/LoHa:
+    their fused projections are refused by name."""
+    from safetensors.torch import save_file
+
+
+    if family not in PIPELINES:
+        raise InvalidInput(f"not a DiT family: {family!r}")
+    linears = _linears(transformer)
+    flat = {path.replace(".", "_"): path for path in linears}
+    scale = lycoris.peft_scales(metadata, "transformer")
+    modules, unknown = lycoris.group_modules(tensors)
+    refused = [f"{key} (not a LoKr/LoHa/LoRA tensor)" for key in unknown]
+    out: dict[str, Any] = {}
+    for stem, parts in sorted(modules.items()):
+        dotted = next((stem.removeprefix(p) for p in _DOTTED_PREFIXES if stem.startswith(p)), None)
+        flattened = next((stem.removeprefix(p) for p in _LYCORIS_FLAT if stem.startswith(p)), None)
+        path = dotted if dotted in linears else flat.get(flattened or "")
+        if path is None:
+            refused += [f"{stem}.{part}" for part in sorted(parts)]
+            continue
+        if scale is not None:
+            parts = lycoris.fold_scale(parts, scale(path))
+        try:
+            lycoris.module_delta(parts, linears[path])
+        except lycoris.ShapeError as error:
+            refused.append(f"{stem} ({error})")
+            continue
+        out.update({f"transformer.{path}.{part}": value.float().contiguous() for part, value in parts.items()})
+    if refused:
+        raise InvalidInput(f"{len(refused)} key(s) name no module of this {family} transformer (or do not fit its "
+                           f"shape), so the {kind} LoRA does not fit it: {_names(refused)}")
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(out, str(directory / WEIGHTS_FILE), metadata={
+        lycoris.MERGE_MARKER: lycoris.MERGED, "studio_algorithm": kind, "studio_family": family})
+    return {"modules": {"transformer": len(modules)}, "keys": len(tensors), "algorithm": kind}
+
+
+def merge_resolver(pipe: Any) -> Any:
+    """For generation: a module stem of an imported LoKr/LoHa file (``transformer.<path>``) → the module."""
+    transformer = getattr(pipe.transformer, "_orig_mod", pipe.transformer)
+    return lambda stem: transformer.get_submodule(stem.removeprefix("transformer."))
