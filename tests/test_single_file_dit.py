@@ -31,10 +31,17 @@ def _installed(job_id: str) -> None:
     assert jobs.get_job(job_id).status == JobStatus.SUCCEEDED, jobs.get_job(job_id).error
 
 
-def _one_step(family: str, pipe) -> np.ndarray:
+def _render(family: str, pipe) -> np.ndarray:
+    """Two denoising steps (Qwen-Image's terminal shift makes a one-step schedule NaN) at 64×64, as float pixels.
+
+    Each transformer weight gets its own 64-byte-aligned copy first: the CPU matmul kernels' summation order
+    depends on where a weight starts in memory (measured: the folder model's mmapped weights, 24 bytes past a
+    64-byte boundary, render 1.9e-6 away from the same weights at 16; aligned copies of both render identically)."""
+    for parameter in pipe.transformer.parameters():
+        parameter.data = parameter.data.clone()
     arguments = get_family(family).call_arguments("a photo of a cat", "", 1.0)
     with torch.inference_mode():
-        return pipe(**arguments, num_inference_steps=1, width=64, height=64, output_type="np",
+        return pipe(**arguments, num_inference_steps=2, width=64, height=64, output_type="np",
                     generator=torch.Generator().manual_seed(3)).images
 
 
@@ -61,7 +68,8 @@ def test_a_transformer_file_installs_offline_and_loads_and_renders_like_its_fold
         ours, theirs = getattr(installed, component).state_dict(), getattr(folder, component).state_dict()
         assert ours.keys() == theirs.keys(), component
         assert [k for k in theirs if not torch.equal(ours[k], theirs[k])] == [], component
-    assert np.array_equal(_one_step(family, installed), _one_step(family, folder))
+    ours, theirs = _render(family, installed), _render(family, folder)
+    assert not np.isnan(theirs).any() and np.array_equal(ours, theirs)
 
     with pytest.raises(Conflict, match="gives its text encoder and VAE to 'civitai-dit'"):
         registry.remove_model(name="house")

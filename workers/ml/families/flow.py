@@ -23,7 +23,7 @@ import torch
 
 from core.errors import InvalidInput
 from core.training.params import LoraParams
-from workers.ml.families.base import Components, Family, freeze, require_quantization
+from workers.ml.families.base import Components, Family, FamilyError, freeze, require_quantization
 from workers.ml.single_file import TransformerInstall, load_transformer
 
 ENCODE_BATCH = 8  # captions per text-encoder call while caching
