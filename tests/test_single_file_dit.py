@@ -96,7 +96,7 @@ def test_a_transformer_file_that_cannot_pair_or_fit_is_refused_clearly(studio, t
     twin = tiny_models["flux2_klein"]
     file = write_transformer_file(twin, tmp_path / "klein.safetensors", "flux2_klein")
     install.install_folder(path=str(tiny_models["z_image"]), name="zbase")
-    with pytest.raises(InvalidInput, match="'zbase' is a Z-Image model; this needs a FLUX.2"):
+    with pytest.raises(InvalidInput, match=r"'zbase' is a Z-Image model; this needs a FLUX\.2"):
         install.submit_single_file(path=str(file), base_model="zbase")
     with pytest.raises(InvalidInput, match="not installed, not a folder on this machine and not a hub id"):
         install.submit_single_file(path=str(file), base_model="nothing-here")

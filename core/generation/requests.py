@@ -44,9 +44,9 @@ from core.library import assets
 from core.library.assets import AssetSource
 from core.library.collections import add_to_collection, get_collection
 from core.models import Asset, AssetKind, Job, LoraModel
+from core.models_registry import references
 from core.pagination import Page
 from core.training.families import family_spec
-from core.models_registry import references
 from core.training.runs import get_lora, promoted_lora, resolve_base_model
 
 GENERATE_KIND = "generate"

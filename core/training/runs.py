@@ -20,7 +20,6 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlmodel import col
 
 from core.characters.scope import in_scope
-from core.config import get_settings
 from core.datasets.datasets import get_dataset
 from core.db import get_or_raise, session_scope
 from core.errors import InvalidInput, NotFound, referenced_by

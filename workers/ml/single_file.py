@@ -170,7 +170,8 @@ def diffusers_transformer_state(state: dict[str, Any], family: str, config: Path
         expected = {k: tuple(v.shape) for k, v in model_class.from_config(model_config).state_dict().items()}
     state = _strip_prefix(state)
     if set(state) != set(expected):
-        convert = SINGLE_FILE_LOADABLE_CLASSES[TRANSFORMERS[family]]["checkpoint_mapping_fn"]
+        mapping: dict[str, Any] = SINGLE_FILE_LOADABLE_CLASSES[TRANSFORMERS[family]]  # type: ignore[assignment]
+        convert = mapping["checkpoint_mapping_fn"]
         state = convert(checkpoint=dict(state), config=model_config)
     missing, unused = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     shapes = [f"{k} {tuple(state[k].shape)} (config: {expected[k]})" for k in sorted(set(state) & set(expected))
