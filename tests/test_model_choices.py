@@ -70,7 +70,8 @@ def test_the_generate_form_offers_the_templates_family_and_submits_the_chosen_mo
     at = open_page("pages/generate.py")
     at.selectbox(key="generate.template").set_value("tiny-lora").run()
     picker = at.selectbox(key="generate.base_model.tiny-lora")
-    assert picker.options == ["The template's: tiny-sd15", "house-sd15 · Stable Diffusion 1.x · diffusers folder"]
+    assert picker.options == ["The template's own", "house-sd15 · Stable Diffusion 1.x · diffusers folder"]
+    assert picker.help.endswith("or the template's own: tiny-sd15.")
     picker.set_value("house-sd15").run()
     at.text_area(key=next(t.key for t in at.text_area if t.label == "Prompt")).input("at the beach")
     at = rerun(at)
@@ -79,8 +80,7 @@ def test_the_generate_form_offers_the_templates_family_and_submits_the_chosen_mo
     assert (job.payload["base_model"], job.payload["family"]) == ("house-sd15", "sd15")
     at.selectbox(key="generate.template").set_value("sdxl-lora").run()
     assert at.selectbox(key="generate.base_model.sdxl-lora").options == [
-        "The template's: stabilityai/stable-diffusion-xl-base-1.0",
-        "house-sdxl · Stable Diffusion XL · diffusers folder"]
+        "The template's own", "house-sdxl · Stable Diffusion XL · diffusers folder"]
 
 
 def test_a_base_model_that_can_never_load_is_refused_before_a_job_is_written(installed, tmp_path):

@@ -108,8 +108,9 @@ def _base_model_picker(template: GenerationTemplate) -> str | None:
         st.session_state.pop(key)
     chosen = st.selectbox(
         "Base model", ["", *installed], key=key,
-        format_func=lambda n: plain(registry.describe(installed[n]) if n else f"The template's: {template.base_model}"),
-        help=f"{family_spec(template.family).label} models installed on the Models page, or the template's own.")
+        format_func=lambda n: plain(registry.describe(installed[n])) if n else "The template's own",
+        help=plain(f"{family_spec(template.family).label} models installed on the Models page, or the template's "
+                   f"own: {template.base_model}."))
     return chosen or None
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import constants as hub_constants
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -67,9 +68,7 @@ def _install_transformer(ctx: JobContext[InstallModelPayload]) -> dict[str, Any]
 
 def _check_hub_reachable(repo_id: str) -> None:
     """A hub id pairing offline: usable only when huggingface_hub's cache already holds it."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE and cached_snapshot(repo_id, "main") is None:
+    if hub_constants.HF_HUB_OFFLINE and cached_snapshot(repo_id, "main") is None:
         raise InvalidInput(f"the text encoder and VAE would come from {repo_id}, which is not on this machine, and "
                            "this machine is offline (HF_HUB_OFFLINE): install that base model first or pair with an "
                            "installed one")
