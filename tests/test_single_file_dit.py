@@ -1,7 +1,8 @@
 """Single-file DiT transformers, as ComfyUI and Civitai ship FLUX.2 [klein], Z-Image and Qwen-Image (the transformer
 alone, original key names, sometimes under ``model.diffusion_model.``): a tiny one written in that layout installs
 offline, paired with an installed base model's text encoder and VAE, loads through diffusers' single-file path with
-0 differing tensors against its folder twin, renders the same image, and a generation job naming it runs."""
+0 differing tensors against its folder twin, renders the same image, shows on the Models page with its pairing, and a
+generation job naming it runs."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from core.models import JobStatus
 from core.models_registry import install, registry
 from core.models_registry.files import COMFY_PREFIX
 from core.training.runs import resolve_base_model
+from tests.apptest import open_page
 from tests.tiny_dit import write_transformer_file
 from workers.ml.families import get_family
 from workers.models import install_model
@@ -83,6 +85,10 @@ def test_a_generation_job_naming_an_installed_transformer_file_runs_on_it(studio
     file = write_transformer_file(tiny_models["z_image"], tmp_path / "zit.safetensors", "z_image")
     _, job = install.submit_single_file(path=str(file), base_model=str(tiny_models["z_image"]))
     _installed(job.id)
+    table = open_page("pages/models.py").dataframe[0].value  # the Models page says what it is and its pairing
+    assert table[["name", "family", "format", "paired with"]].to_dict("records") == [
+        {"name": "zit", "family": "Z-Image", "format": "single file (transformer)",
+         "paired with": str(tiny_models["z_image"])}]
     job = generation.submit_generation(template="tiny-z-image", base_model="zit", prompt="a cat", width=64,
                                        height=64, steps=1, seed=5)
     jobs.execute_job(job.id, generate)  # what the gpu queue's generate actor runs
