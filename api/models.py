@@ -18,7 +18,7 @@ from core.models_registry import install, registry
 def model_to_dict(model: InstalledModel) -> dict[str, Any]:
     return {"name": model.name, "family": model.family, "format": model.format, "precision": model.precision,
             "sizeBytes": model.size_bytes, "sourceKind": model.source_kind, "source": model.source,
-            "status": model.status, "jobId": model.job_id, "error": model.error,
+            "status": model.status, "jobId": model.job_id, "error": model.error, "baseModel": model.base_model,
             "installedAt": model.installed_at.isoformat() if model.installed_at else None}
 
 
@@ -54,8 +54,9 @@ def _text(body: dict[str, Any], field: str, *, required: bool = False) -> str:
 
 @api()
 async def post_model(request: Request) -> Response:
-    """``{"source": "folder"|"file"|"hub", "path"|"repoId", "name"?, "config"?}``: a folder installs at once
-    (201); a single file or a hub id answers 202 with the install job to follow (its progress)."""
+    """``{"source": "folder"|"file"|"hub", "path"|"repoId", "name"?, "config"?, "baseModel"?}``: a folder installs
+    at once (201); a single file or a hub id answers 202 with the install job to follow (its progress). A DiT
+    transformer file pairs with ``baseModel`` (installed, a folder or a hub id; default: its family's hub id)."""
     body = await read_json_body(request)
     source, name = _text(body, "source", required=True), _text(body, "name")
     if source == "folder":
@@ -64,7 +65,8 @@ async def post_model(request: Request) -> Response:
         return JSONResponse({"model": model_to_dict(model)}, status_code=201)
     if source == "file":
         model, job = await run_in_threadpool(lambda: install.submit_single_file(
-            path=_text(body, "path", required=True), name=name, config=_text(body, "config")))
+            path=_text(body, "path", required=True), name=name, config=_text(body, "config"),
+            base_model=_text(body, "baseModel")))
     elif source == "hub":
         model, job = await run_in_threadpool(lambda: install.submit_hub(
             repo_id=_text(body, "repoId", required=True), name=name, revision=_text(body, "revision") or "main"))

@@ -355,12 +355,15 @@ class InstalledModel(SQLModel, table=True):
     __table_args__ = (
         Index("ix_installedmodel_created", "created_at"),
         Index("ix_installedmodel_status_created", "status", "created_at"),
+        Index("ix_installedmodel_family_status_name", "family", "status", "name"),  # the pickers' query
     )
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=200, unique=True)
     family: str = Field(max_length=16)
-    format: str = Field(default="diffusers", max_length=16)  # what the source was: diffusers | single_file
+    # What the source was: diffusers | single_file (a whole SD checkpoint, converted) | transformer (a DiT's
+    # transformer alone, loaded from its file at use, with the other components of ``base_model``).
+    format: str = Field(default="diffusers", max_length=16)
     precision: str = Field(default="", max_length=16)  # fp32 | fp16 | bf16 | mixed ("" until known)
     size_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
     source_kind: str = Field(max_length=16)  # hub | folder | single_file
@@ -369,6 +372,9 @@ class InstalledModel(SQLModel, table=True):
     status: str = Field(default="installing", max_length=16)  # installing | ready | failed
     job_id: str | None = Field(default=None, max_length=32)
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # A transformer-only install's pairing: the installed model, folder or hub id its text encoder and VAE come
+    # from (None for every complete model).
+    base_model: str | None = Field(default=None, max_length=1000)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
     installed_at: datetime | None = _ts()
 

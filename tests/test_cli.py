@@ -68,13 +68,13 @@ def test_train_queues_a_run_from_a_config_with_overrides(studio):
     assert "* SD 1.5 Standard" in listed.output and "Tiny (offline demo)" in listed.output
 
     queued = runner.invoke(app, ["train", str(dataset.id), "--config", "Tiny (offline demo)",
-                                 "--set", "rank=4", "--set", "base_model=my-model", "--name", "cli run"])
+                                 "--set", "rank=4", "--set", "base_model=owner/my-model", "--name", "cli run"])
     assert queued.exit_code == 0, queued.output
     job = jobs.get_job(queued.output.strip())
     assert job.kind == "train" and job.payload["name"] == "cli run"
-    assert (job.payload["params"]["rank"], job.payload["params"]["base_model"]) == (4, "my-model")
+    assert (job.payload["params"]["rank"], job.payload["params"]["base_model"]) == (4, "owner/my-model")
 
-    for bad in (["--set", "rank=0"], ["--set", "rank"], ["--config", "nope"]):
+    for bad in (["--set", "rank=0"], ["--set", "rank"], ["--config", "nope"], ["--set", "base_model=my-model"]):
         refused = runner.invoke(app, ["train", str(dataset.id), *bad])
         assert refused.exit_code == 2 and "error:" in refused.output, bad
     assert jobs.list_jobs(kinds=["train"]).total == 1

@@ -112,10 +112,16 @@ def test_single_files_are_recognised_by_their_keys_and_others_refused_by_name(tm
     assert detect_single_file(header(unet, "cond_stage_model.transformer.text_model.embeddings.token_embedding"
                                            ".weight")) == "sd15"
     assert detect_single_file(header(unet, "conditioner.embedders.1.model.token_embedding.weight")) == "sdxl"
-    with pytest.raises(InvalidInput, match="flux2_klein transformer-only"):
-        detect_single_file(header("double_blocks.0.img_attn.qkv.weight", "single_stream_modulation.lin.weight"))
-    with pytest.raises(InvalidInput, match="z_image transformer-only"):
-        detect_single_file(header("model.diffusion_model.layers.0.adaLN_modulation.0.weight"))
+    # The DiT families' transformer-only files (ComfyUI's layout, prefixed or not) install paired with a base.
+    assert detect_single_file(header("double_blocks.0.img_attn.qkv.weight", "single_stream_modulation.lin.weight")) \
+        == "flux2_klein"
+    assert detect_single_file(header("model.diffusion_model.layers.0.adaLN_modulation.0.weight",
+                                     "model.diffusion_model.cap_pad_token")) == "z_image"
+    assert detect_single_file(header("transformer_blocks.0.img_mod.1.weight")) == "qwen_image"
+    with pytest.raises(InvalidInput, match=r"FLUX\.2 \[dev\]"):
+        detect_single_file(header("single_stream_modulation.lin.weight", "guidance_in.in_layer.weight"))
+    with pytest.raises(InvalidInput, match="Lumina-style transformer that is not Z-Image"):
+        detect_single_file(header("layers.0.adaLN_modulation.0.weight"))
     with pytest.raises(InvalidInput, match="Stable Diffusion 2"):
         detect_single_file(header(unet, "cond_stage_model.model.token_embedding.weight"))
     with pytest.raises(InvalidInput, match="first keys: lora_unet_a"):

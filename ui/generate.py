@@ -25,6 +25,7 @@ from core.jobs.lifecycle import cancel_job
 from core.library import assets
 from core.library.collections import add_to_collection, list_collections
 from core.models import Asset, Job, JobStatus, LoraModel
+from core.models_registry import registry
 from core.training import runs as training
 from core.training.families import family_spec
 from ui.auth import guard
@@ -97,6 +98,20 @@ def _initial_template(templates: dict[str, GenerationTemplate]) -> None:
 
 
 # --- the form ------------------------------------------------------------------------------------
+
+
+def _base_model_picker(template: GenerationTemplate) -> str | None:
+    """The template's own base model, or an installed model of its family (name · family · format)."""
+    installed = {m.name: m for m in registry.ready_models(template.family)}
+    key = _key(f"base_model.{template.name}")
+    if st.session_state.get(key) not in (None, "", *installed):  # removed since
+        st.session_state.pop(key)
+    chosen = st.selectbox(
+        "Base model", ["", *installed], key=key,
+        format_func=lambda n: plain(registry.describe(installed[n])) if n else "The template's own",
+        help=plain(f"{family_spec(template.family).label} models installed on the Models page, or the template's "
+                   f"own: {template.base_model}."))
+    return chosen or None
 
 
 def _lora_label(lora: LoraModel) -> str:
@@ -241,6 +256,7 @@ def request_form() -> None:
     template = templates[name]
     if template.description:
         st.caption(literal(template.description))
+    base_model = _base_model_picker(template)
     loras = _lora_picker(template)
     prompt = st.text_area("Prompt", value=FORM.value("prompt", ""), key=FORM.key("prompt"), height=110, max_chars=2000,
                           placeholder="ohwx woman, candid photo at a café, soft window light")
@@ -255,7 +271,7 @@ def request_form() -> None:
                  width="stretch"):
         try:
             job = generation.submit_generation(template=name, prompt=prompt, negative_prompt=negative, loras=loras,
-                                               **settings, **start, **references)
+                                               base_model=base_model, **settings, **start, **references)
         except StudioError as error:
             st.error(literal(error))
             return

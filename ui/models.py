@@ -12,9 +12,11 @@ from core.errors import StudioError
 from core.jobs import lifecycle as jobs
 from core.models import InstalledModel, Job
 from core.models_registry import install, registry
+from core.models_registry.files import FORMAT_LABELS, TRANSFORMER_FAMILIES
+from core.training.families import FAMILY_LABELS
 from ui.auth import fragment, guard
 from ui.feedback import flash, run_action, show_flash
-from ui.text import literal
+from ui.text import literal, plain
 
 FLASH = "models.flash"
 FAMILIES = {"sd15": "Stable Diffusion 1.5", "sdxl": "Stable Diffusion XL"}
@@ -41,12 +43,21 @@ def install_section() -> None:
         if st.form_submit_button("Download", icon=":material/download:"):
             _submit(lambda: install.submit_hub(repo_id=repo, name=name.strip()))
     with file_tab, st.form("models.file.form", clear_on_submit=True):
-        st.caption("A checkpoint in the original layout (as Civitai ships them), on this machine's disk: its family "
-                   "is read from its keys and it is converted offline with the family's bundled config files.")
+        st.caption("A whole SD 1.5 / SDXL checkpoint in the original layout (as Civitai ships them), or a FLUX.2 "
+                   "[klein], Z-Image or Qwen-Image transformer alone (ComfyUI's diffusion_models files), on this "
+                   "machine's disk: its family is read from its keys, and it installs offline with the family's "
+                   "config files. A transformer runs with the text encoder and VAE of the base model you pair it "
+                   "with.")
         path = st.text_input("Path of the .safetensors file", max_chars=1000, key="models.file.path")
         name = st.text_input("Install as (optional)", max_chars=200, key="models.file.name")
+        pairs = [m.name for m in registry.ready_models() if m.family in TRANSFORMER_FAMILIES
+                 and m.format != "transformer"]
+        paired = st.selectbox("Transformer files: text encoder and VAE from", ["", *pairs], key="models.file.pair",
+                              format_func=lambda n: plain(n) if n else "the family's hub id (or the box below)")
+        typed = st.text_input("…or another hub id or folder", max_chars=1000, key="models.file.base")
         if st.form_submit_button("Install", icon=":material/upload_file:"):
-            _submit(lambda: install.submit_single_file(path=path.strip(), name=name.strip()))
+            _submit(lambda: install.submit_single_file(path=path.strip(), name=name.strip(),
+                                                       base_model=typed.strip() or paired))
     with folder_tab, st.form("models.folder.form", clear_on_submit=True):
         path = st.text_input("Diffusers folder (holding model_index.json)", max_chars=1000, key="models.folder.path")
         name = st.text_input("Install as (optional)", max_chars=200, key="models.folder.name")
@@ -100,8 +111,10 @@ def models_table(page: int) -> None:
 
 
 def _row(model: InstalledModel) -> dict[str, object]:
-    return {"name": model.name, "family": model.family, "format": model.format, "precision": model.precision,
-            "size": _size(model.size_bytes), "source": f"{model.source_kind}: {model.source}",
+    return {"name": model.name, "family": FAMILY_LABELS.get(model.family, model.family),
+            "format": FORMAT_LABELS.get(model.format, model.format), "paired with": model.base_model or "",
+            "precision": model.precision, "size": _size(model.size_bytes),
+            "source": f"{model.source_kind}: {model.source}",
             "status": model.status if not model.error else f"{model.status}: {model.error}",
             "installed": model.installed_at}
 

@@ -33,7 +33,8 @@ def list_models(page: Annotated[int, typer.Option(help="Page (50 a page).")] = 1
     typer.echo(f"base models: {use.models} ({_size(use.model_bytes)}) · LoRAs: {use.loras} ({_size(use.lora_bytes)})")
     for m in models.items:
         typer.echo(f"model  {m.name}  {m.family or '?'}  {m.format}  {m.precision or '?'}  {_size(m.size_bytes)}  "
-                   f"{m.source_kind}:{m.source}  {m.status}  {m.installed_at or ''}")
+                   f"{m.source_kind}:{m.source}  {m.status}  {m.installed_at or ''}"
+                   + (f"  paired with {m.base_model}" if m.base_model else ""))
     for lora in loras.items:
         typer.echo(f"lora   {lora.id}  {lora.name}  {lora.family}  {lora.format}  {lora.precision}  "
                    f"{_size(lora.size_bytes)}  {lora.source}  {lora.installed_at}")
@@ -45,6 +46,9 @@ def install_model(
     name: Annotated[str, typer.Option(help="Name to install it as; default: the folder, file or hub id.")] = "",
     config: Annotated[str, typer.Option(help="Single file: a folder of the family's config files (default: the "
                                              "bundled one).")] = "",
+    base_model: Annotated[str, typer.Option(help="A DiT transformer file: the installed model, folder or hub id "
+                                                 "its text encoder and VAE come from (default: the family's hub "
+                                                 "id).")] = "",
     wait: Annotated[bool, typer.Option(help="Follow the install job with a progress bar until it ends.")] = True,
 ) -> None:
     """Install a base model; prints its name (and follows its job unless --no-wait)."""
@@ -54,7 +58,7 @@ def install_model(
             typer.echo(install.install_folder(path=str(path), name=name).name)
             return
         if path.suffix.lower() in (".safetensors", ".ckpt") or path.exists():
-            model, job = install.submit_single_file(path=str(path), name=name, config=config)
+            model, job = install.submit_single_file(path=str(path), name=name, config=config, base_model=base_model)
         else:
             model, job = install.submit_hub(repo_id=source, name=name)
     except StudioError as error:

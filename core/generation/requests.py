@@ -44,6 +44,7 @@ from core.library import assets
 from core.library.assets import AssetSource
 from core.library.collections import add_to_collection, get_collection
 from core.models import Asset, AssetKind, Job, LoraModel
+from core.models_registry import references
 from core.pagination import Page
 from core.training.families import family_spec
 from core.training.runs import get_lora, promoted_lora, resolve_base_model
@@ -188,6 +189,8 @@ def prepare_generate_payload(payload: GeneratePayload) -> tuple[GeneratePayload,
     except ValueError as error:
         raise InvalidInput(f"invalid generation settings: {error}") from None
     _check_image_inputs(payload, template.family)
+    if payload.base_model:  # another base model than the template's: installed, a folder or a hub id, same family
+        references.check(payload.base_model, template.family)
     if payload.init_asset_id is not None:
         _init_asset(payload.init_asset_id)
         if int(settings.steps * payload.img2img_strength) < 1:
@@ -214,7 +217,7 @@ def prepare_generate_payload(payload: GeneratePayload) -> tuple[GeneratePayload,
                   for c in choices],
         "seed": payload.seed if payload.seed is not None else random.SystemRandom().randrange(2**32),
         "batch_size": payload.batch_size or template.batch_size or _default_batch_size(),
-        "base_model": payload.base_model or template.base_model,
+        "base_model": payload.base_model.strip() if payload.base_model else template.base_model,
         "family": template.family,
         "character_id": character_id,
     })

@@ -30,13 +30,20 @@ _SD15_TEXT = "cond_stage_model.transformer.text_model.embeddings.token_embedding
 _SD2_TEXT = "cond_stage_model.model.token_embedding.weight"
 _SDXL_TEXT_G = "conditioner.embedders.1.model.token_embedding.weight"
 _SDXL_REFINER = "conditioner.embedders.0.model.token_embedding.weight"
-# Transformer-only files (how ComfyUI users share the DiT families): the marker with or without the prefix.
+# Transformer-only files (how ComfyUI and Civitai share the DiT families, ComfyUI's "diffusion_models" folder):
+# keys only each family's original layout has, with or without ComfyUI's prefix. Z-Image shares Lumina 2's block
+# names; its caption pad token is its own (diffusers' converter keeps the name, so every Z-Image file has it).
+COMFY_PREFIX = "model.diffusion_model."
 _DIT_MARKERS = {
-    "flux2_klein": "single_stream_modulation.lin.weight",
-    "z_image": "layers.0.adaLN_modulation.0.weight",
-    "qwen_image": "transformer_blocks.0.img_mod.1.weight",
+    "flux2_klein": ("single_stream_modulation.lin.weight",),
+    "z_image": ("layers.0.adaLN_modulation.0.weight", "cap_pad_token"),
+    "qwen_image": ("transformer_blocks.0.img_mod.1.weight",),
 }
+_FLUX2_DEV = "guidance_in.in_layer.weight"  # FLUX.2 [dev] embeds guidance; klein is guidance-free
 SINGLE_FILE_FAMILIES = ("sd15", "sdxl")  # whole pipelines in one file, converted at install
+TRANSFORMER_FAMILIES = tuple(_DIT_MARKERS)  # the transformer alone, paired with a base model's other components
+FORMAT_LABELS = {"diffusers": "diffusers folder", "single_file": "single file (converted)",
+                 "transformer": "single file (transformer)"}
 
 
 def file_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
@@ -64,7 +71,8 @@ def precision_of(dtypes: set[str]) -> str:
 
 
 def detect_single_file(tensors: dict[str, Any]) -> str:
-    """The family of a single-file checkpoint from its keys; a layout we cannot install is refused by name."""
+    """The family of a single-file checkpoint (a whole SD one, or a DiT family's transformer alone) from its keys;
+    a layout we cannot install is refused by name."""
     keys = tensors.keys()
     if _SD_UNET in keys:
         if _SDXL_TEXT_G in keys:
@@ -77,12 +85,22 @@ def detect_single_file(tensors: dict[str, Any]) -> str:
             raise InvalidInput("an SDXL refiner checkpoint: install the SDXL base model")
         raise InvalidInput("a Stable Diffusion UNet without its text encoder (a UNet-only file); install a full "
                            "checkpoint or a diffusers folder")
-    for family, marker in _DIT_MARKERS.items():
-        if marker in keys or f"model.diffusion_model.{marker}" in keys:
-            raise InvalidInput(f"a {family} transformer-only file (ComfyUI's layout): it holds no VAE or text "
-                               "encoder; install the family's diffusers folder or hub id instead")
+    unprefixed = {key.removeprefix(COMFY_PREFIX) for key in keys}
+    for family, markers in _DIT_MARKERS.items():
+        if all(marker in unprefixed for marker in markers):
+            if family == "flux2_klein" and _FLUX2_DEV in unprefixed:
+                raise InvalidInput("a FLUX.2 [dev] transformer (it embeds guidance): the studio runs FLUX.2 [klein]")
+            return family
+    if _DIT_MARKERS["z_image"][0] in unprefixed:
+        raise InvalidInput("a Lumina-style transformer that is not Z-Image (no caption pad token)")
     shown = ", ".join(sorted(keys)[:5])
-    raise InvalidInput(f"not a checkpoint of a family we know (SD 1.5, SDXL); first keys: {shown}")
+    raise InvalidInput("not a checkpoint of a family we know (SD 1.5 or SDXL checkpoints; FLUX.2 [klein], Z-Image "
+                       f"or Qwen-Image transformers); first keys: {shown}")
+
+
+def single_file_format(family: str) -> str:
+    """``transformer`` for a DiT family's transformer-only file, ``single_file`` for a whole SD checkpoint."""
+    return "transformer" if family in TRANSFORMER_FAMILIES else "single_file"
 
 
 def folder_family(path: Path) -> str:

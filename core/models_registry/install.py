@@ -19,22 +19,33 @@ from core.jobs.kinds import JobSpec, Payload, Queue, register
 from core.jobs.lifecycle import create_job
 from core.loras.imports import MAX_IMPORT_BYTES, submit_import
 from core.models import InstalledModel, Job
-from core.models_registry import registry
-from core.models_registry.files import SINGLE_FILE_FAMILIES, detect_single_file, file_header
+from core.models_registry import references, registry
+from core.models_registry.files import (
+    SINGLE_FILE_FAMILIES,
+    TRANSFORMER_FAMILIES,
+    detect_single_file,
+    file_header,
+    single_file_format,
+)
 from core.models_registry.hub import check_repo_id
+from core.training.families import family_spec
 
 INSTALL_KIND = "install-model"
 DOWNLOAD_KIND = "download-model"
 
 
 class InstallModelPayload(Payload):
-    """Convert a single-file checkpoint into a diffusers folder the studio owns."""
+    """Convert a single-file SD checkpoint into a diffusers folder the studio owns, or check a DiT transformer-only
+    file against its config and pair it with a base model's other components (the file stays where it is)."""
 
     name: str = Field(min_length=1, max_length=200)
     file: str = Field(min_length=1, max_length=1000)
     family: str = Field(max_length=16)
-    # A local folder of the same family whose config files to use (no weights needed); "" = the bundled one.
+    # A local folder of the same family whose config files to use (no weights needed); "" = the bundled one
+    # (for a transformer file: the paired base model's own transformer config when it is a local folder).
     config: str = Field(default="", max_length=1000)
+    # A transformer file's pairing: the installed model, folder or hub id its text encoder and VAE come from.
+    base_model: str = Field(default="", max_length=1000)
 
 
 class DownloadModelPayload(Payload):
@@ -49,8 +60,11 @@ def install_folder(*, path: str, name: str = "") -> InstalledModel:
     return registry.register_folder(path=path, name=name)
 
 
-def submit_single_file(*, path: str, name: str = "", config: str = "") -> tuple[InstalledModel, Job]:
-    """A ``.safetensors`` checkpoint in the original layout (how Civitai ships them): family from its keys."""
+def submit_single_file(*, path: str, name: str = "", config: str = "",
+                       base_model: str = "") -> tuple[InstalledModel, Job]:
+    """A ``.safetensors`` file: a whole SD checkpoint in the original layout (how Civitai ships them), or a DiT
+    family's transformer alone (ComfyUI's "diffusion_models" files), family from its keys. A transformer pairs
+    with ``base_model`` (installed, a folder or a hub id of its family; default: the family's hub id)."""
     file = Path(path).expanduser().resolve()
     if file.suffix.lower() != ".safetensors":
         raise InvalidInput(f"{file.name}: only .safetensors checkpoints are installed (a .ckpt is a pickle, which "
@@ -59,10 +73,26 @@ def submit_single_file(*, path: str, name: str = "", config: str = "") -> tuple[
         raise InvalidInput(f"{path}: no such file")
     tensors, _ = file_header(file)
     family = detect_single_file(tensors)
-    assert family in SINGLE_FILE_FAMILIES
-    return _start(INSTALL_KIND, InstallModelPayload(name=registry.check_name(name or file.stem), file=str(file),
-                                                    family=family, config=config),
-                  source_kind="single_file", source=str(file), family=family, fmt="single_file")
+    fmt = single_file_format(family)
+    assert family in SINGLE_FILE_FAMILIES + TRANSFORMER_FAMILIES
+    base = ""
+    if fmt == "transformer":
+        base = _pairing(base_model.strip() or family_spec(family).default_base_model, family)
+    elif base_model.strip():
+        raise InvalidInput(f"{file.name} is a whole {family} checkpoint: it pairs with no base model")
+    payload = InstallModelPayload(name=registry.check_name(name or file.stem), file=str(file), family=family,
+                                  config=config, base_model=base)
+    return _start(INSTALL_KIND, payload, source_kind="single_file", source=str(file), family=family, fmt=fmt,
+                  base_model=base or None)
+
+
+def _pairing(base: str, family: str) -> str:
+    """The base model a transformer file takes its text encoder and VAE from: a complete model of its family."""
+    base = references.check(base, family)
+    installed = registry.find_model(base)
+    if installed is not None and installed.format == "transformer":
+        raise InvalidInput(f"{base!r} is itself a transformer file; pair with a complete {family} model")
+    return base
 
 
 def submit_hub(*, repo_id: str, name: str = "", revision: str = "main") -> tuple[InstalledModel, Job]:
@@ -73,9 +103,9 @@ def submit_hub(*, repo_id: str, name: str = "", revision: str = "main") -> tuple
 
 
 def _start(kind: str, payload: InstallModelPayload | DownloadModelPayload, *, source_kind: str, source: str,
-           family: str, fmt: str) -> tuple[InstalledModel, Job]:
+           family: str, fmt: str, base_model: str | None = None) -> tuple[InstalledModel, Job]:
     model = registry.begin_install(name=payload.name, family=family, source_kind=source_kind, source=source,
-                                   fmt=fmt)
+                                   fmt=fmt, base_model=base_model)
     try:
         job = create_job(kind, payload.model_dump())
     except StudioError:
@@ -126,7 +156,8 @@ def import_lora_from_url(url: str, *, base_model: str, family: str = "sd15", nam
 
 register(JobSpec(
     INSTALL_KIND, Queue.GPU, InstallModelPayload,
-    "Installs a single-file .safetensors checkpoint as a diffusers folder (family config bundled, offline).",
+    "Installs a single-file .safetensors checkpoint as a diffusers folder (family config bundled, offline), or "
+    "checks a DiT transformer-only file against its config and pairs it with a base model.",
     max_attempts=1,
 ))
 register(JobSpec(

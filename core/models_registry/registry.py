@@ -23,8 +23,9 @@ from core.config import get_settings
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import InstalledModel, Job, JobStatus, LoraModel, utcnow
-from core.models_registry.files import folder_family, folder_stats
+from core.models_registry.files import FORMAT_LABELS, folder_family, folder_stats
 from core.pagination import Page, clamp
+from core.training.families import FAMILY_LABELS
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 READY, INSTALLING, FAILED = "ready", "installing", "failed"
@@ -64,6 +65,31 @@ def resolve(name: str) -> str | None:
         path = session.execute(select(col(InstalledModel.path)).where(
             col(InstalledModel.name) == name, col(InstalledModel.status) == READY)).scalar_one_or_none()
     return path or None
+
+
+PICKER_LIMIT = 200  # a picker lists at most this many models of a family (by name)
+
+
+def ready_models(family: str | None = None, *, limit: int = PICKER_LIMIT) -> list[InstalledModel]:
+    """Ready installed models (of one family), by name: what the Training and Generate pickers offer
+    (``ix_installedmodel_family_status_name``)."""
+    query = select(InstalledModel).where(col(InstalledModel.status) == READY)
+    if family is not None:
+        query = query.where(col(InstalledModel.family) == family)
+    with session_scope() as session:
+        return list(session.execute(query.order_by(col(InstalledModel.name)).limit(limit)).scalars())
+
+
+def find_model(name: str) -> InstalledModel | None:
+    with session_scope() as session:
+        return session.execute(select(InstalledModel).where(col(InstalledModel.name) == name)).scalar_one_or_none()
+
+
+def describe(model: InstalledModel) -> str:
+    """A model as a picker option: name · family · format (plain text)."""
+    text = f"{model.name} · {FAMILY_LABELS.get(model.family, model.family)} · " \
+           f"{FORMAT_LABELS.get(model.format, model.format)}"
+    return text + (f" + {model.base_model}" if model.base_model else "")
 
 
 def list_models(*, page: int = 1, page_size: int = 50) -> Page[InstalledModel]:
@@ -155,19 +181,22 @@ def register_folder(*, path: str, name: str = "") -> InstalledModel:
         installed_at=utcnow()))
 
 
-def begin_install(*, name: str, family: str, source_kind: str, source: str, fmt: str) -> InstalledModel:
+def begin_install(*, name: str, family: str, source_kind: str, source: str, fmt: str,
+                  base_model: str | None = None) -> InstalledModel:
     """The row of an install a job will finish (``installing``; its path is the studio's own folder)."""
     name = check_name(name)
     return _insert(InstalledModel(name=name, family=family, format=fmt, source_kind=source_kind, source=source,
-                                  path=str(owned_path(name)), status=INSTALLING))
+                                  path=str(owned_path(name)), status=INSTALLING, base_model=base_model))
 
 
 def attach_job(name: str, job_id: str) -> None:
     _update(name, job_id=job_id)
 
 
-def finish_install(name: str, *, path: Path, family: str | None = None) -> InstalledModel:
-    size, precision = folder_stats(path)
+def finish_install(name: str, *, path: Path, family: str | None = None,
+                   stats: tuple[int, str] | None = None) -> InstalledModel:
+    """``stats``: (bytes, precision) when the weights are not in ``path`` (a transformer file used in place)."""
+    size, precision = stats or folder_stats(path)
     changes: dict[str, Any] = {"path": str(path), "size_bytes": size, "precision": precision, "status": READY,
                                "installed_at": utcnow(), "error": None}
     if family:
@@ -219,6 +248,12 @@ def remove_model(*, name: str) -> InstalledModel:
     busy = jobs_using(model)
     if busy:
         raise Conflict(f"{name!r} is in use by job(s) {', '.join(j[:8] for j in busy)}; cancel or wait for them")
+    with session_scope() as session:
+        paired = list(session.execute(select(col(InstalledModel.name)).where(
+            col(InstalledModel.base_model).in_({model.name, model.path})).limit(5)).scalars())
+    if paired:
+        raise Conflict(f"{name!r} gives its text encoder and VAE to {', '.join(map(repr, paired))}; remove "
+                       "those first")
     with session_scope() as session:
         row = session.get(InstalledModel, model.id)
         if row is not None:

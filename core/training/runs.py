@@ -20,7 +20,6 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlmodel import col
 
 from core.characters.scope import in_scope
-from core.config import get_settings
 from core.datasets.datasets import get_dataset
 from core.db import get_or_raise, session_scope
 from core.errors import InvalidInput, NotFound, referenced_by
@@ -30,7 +29,7 @@ from core.jobs.lifecycle import create_job, get_job, list_jobs
 from core.library import assets
 from core.library.assets import AssetSource
 from core.models import Asset, AssetKind, Job, JobStatus, LoraModel, TrainingMetric, utcnow
-from core.models_registry import registry as models_registry
+from core.models_registry import references
 from core.pagination import Page, clamp
 from core.training.configs import (
     TRAIN_KIND,
@@ -62,19 +61,8 @@ class TrainPayload(Payload):
 
 
 def resolve_base_model(name: str) -> str:
-    """A base model as the loaders want it: an installed model's folder (core.models_registry), an existing
-    folder, a folder under the studio's models directory (the tiny demo models live there), or else a Hugging
-    Face hub id, unchanged."""
-    installed = models_registry.resolve(name)  # the model manager's names (and installed hub ids) first
-    if installed:
-        return installed
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return str(path)
-    local = get_settings().models_dir / name
-    if "/" not in name.strip("/") and local.is_dir():
-        return str(local)
-    return name
+    """A base model as the loaders want it (core.models_registry.references owns the rules)."""
+    return references.resolve(name)
 
 
 # --- submission -----------------------------------------------------------------------------------
@@ -93,6 +81,7 @@ def prepare_train_payload(payload: TrainPayload) -> tuple[TrainPayload, int | No
     with referenced_by("config_id"):
         config = get_config(payload.config_id) if payload.config_id else get_default_config()
     params = payload.params or params_of(config)
+    references.check(params.base_model, params.family)  # a base model that can never load: refused now
     name = payload.name.strip() or _default_run_name(dataset.name, config.name)
     prepared = payload.model_copy(update={"config_id": config.id, "params": params, "name": name})
     return prepared, dataset.character_id

@@ -7,9 +7,10 @@ from typing import Any
 
 import streamlit as st
 
+from core.models_registry import registry
 from core.training import views as training_views
 from core.training.views import FieldSpec
-from ui.text import literal
+from ui.text import literal, plain
 
 # Presentation only: the fields, ranges and help texts themselves come from LoraParams.
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -24,7 +25,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 OPEN_GROUPS = ("Model", "Duration", "LoRA")
 LABELS = {"lr_scheduler": "LR scheduler", "min_snr_gamma": "Min-SNR gamma", "text_encoder_lr": "Text-encoder LR",
-          "max_grad_norm": "Max gradient norm", "base_model": "Base model (hub id or folder)"}
+          "max_grad_norm": "Max gradient norm", "base_model": "Base model"}
+OTHER = ""  # the base-model picker's "a hub id or a folder" option
 
 
 def field_label(name: str) -> str:
@@ -64,6 +66,8 @@ def _field(spec: FieldSpec, key: str, values: dict[str, Any]) -> Any:
     #5604). So the default must be that value: a form reopened late still submits the config's numbers
     (the "Samples & checkpoints" group once came back as checkpoint every 1 step, keep 1)."""
     label, disabled, current = field_label(spec.name), _inactive(spec.name, values), st.session_state[key]
+    if spec.name == "base_model":
+        return _base_model(spec, key, values)
     if spec.kind == "choice":
         return st.selectbox(label, spec.options, index=spec.options.index(current), format_func=spec.option_label,
                             key=key, help=spec.help, disabled=disabled)
@@ -84,6 +88,25 @@ def _field(spec: FieldSpec, key: str, values: dict[str, Any]) -> Any:
                             disabled=disabled, height=90)
         return [line.strip() for line in text.splitlines() if line.strip()]
     return st.text_input(label, value=current, key=key, help=spec.help, max_chars=spec.max_length, disabled=disabled)
+
+
+def _base_model(spec: FieldSpec, key: str, values: dict[str, Any]) -> str:
+    """The installed models of the chosen family (name · family · format), or a hub id / folder typed in.
+
+    The text box keeps the value (``key``); the picker (``key.installed``) starts on it when it is installed and
+    falls back to "hub id or folder" when the family changes under it."""
+    installed = {m.name: m for m in registry.ready_models(values.get("family") or "sd15")}
+    pick_key = f"{key}.installed"
+    if st.session_state.get(pick_key) not in (*installed, OTHER):
+        st.session_state[pick_key] = st.session_state[key] if st.session_state[key] in installed else OTHER
+    chosen = st.selectbox(field_label(spec.name), [*installed, OTHER], key=pick_key,
+                          format_func=lambda n: plain(registry.describe(installed[n])) if n else "Hub id or folder…",
+                          help="Models installed on the Models page, of this config's family.")
+    if chosen != OTHER:
+        st.session_state[key] = chosen
+        return chosen
+    return st.text_input("Hub id or folder", value=st.session_state[key], key=key, max_chars=spec.max_length,
+                         help=spec.help + " A hub id that is not installed is downloaded by the GPU worker.")
 
 
 def param_form(prefix: str, initial: dict[str, Any]) -> dict[str, Any]:

@@ -21,9 +21,10 @@ from typing import Any
 
 import torch
 
-from core.errors import PermanentJobError
+from core.errors import InvalidInput, PermanentJobError
 from core.training.families import FamilySpec, family_spec
 from core.training.params import QUANTIZATION_PACKAGES, LoraParams
+from workers.ml.single_file import TransformerInstall, transformer_install
 
 # One caption's cached text conditioning, on the CPU: the family decides the keys.
 Conditioning = dict[str, torch.Tensor]
@@ -112,6 +113,9 @@ class Family(ABC):
         import diffusers
 
         self.check_folder(model)
+        install = self.transformer_install(model)
+        if install is not None:
+            return self.load_paired_pipeline(model, install, dtype=dtype)
         try:
             pipe = getattr(diffusers, self.pipeline_class).from_pretrained(model, **self.pipeline_options(dtype))
         except (OSError, ValueError, TypeError) as error:
@@ -119,6 +123,20 @@ class Family(ABC):
             raise FamilyError(f"could not load base model {model!r} ({self.name}): {error}") from error
         self.check_pipeline(model, pipe)
         return pipe
+
+    def transformer_install(self, model: str) -> TransformerInstall | None:
+        """The transformer-only install ``model`` names (workers/ml/single_file.py), checked to be this family's."""
+        try:
+            install = transformer_install(model)
+        except InvalidInput as error:
+            raise FamilyError(str(error)) from error
+        if install is not None and install.family != self.name:
+            raise FamilyError(f"{model} is a {install.family} transformer, not a {self.spec.label} model; choose its "
+                              "family instead")
+        return install
+
+    def load_paired_pipeline(self, model: str, install: TransformerInstall, *, dtype: torch.dtype) -> Any:
+        raise FamilyError(f"{self.spec.label} has no transformer-only installs ({model})")
 
     def pipeline_options(self, dtype: torch.dtype) -> dict[str, Any]:
         return {"dtype": dtype}

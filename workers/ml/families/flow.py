@@ -21,8 +21,10 @@ from typing import Any
 
 import torch
 
+from core.errors import InvalidInput
 from core.training.params import LoraParams
-from workers.ml.families.base import Components, Family, freeze, require_quantization
+from workers.ml.families.base import Components, Family, FamilyError, freeze, require_quantization
+from workers.ml.single_file import TransformerInstall, load_transformer
 
 ENCODE_BATCH = 8  # captions per text-encoder call while caching
 
@@ -41,20 +43,56 @@ class FlowFamily(Family):
 
         self.check_folder(base_model)
         quantization = require_quantization(quantize, device)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(base_model, subfolder="tokenizer")
-        text_encoder = getattr(transformers, self.text_encoder_class).from_pretrained(
-            base_model, subfolder="text_encoder", dtype=weight_dtype)
-        # The VAE runs only to cache latents and decode samples: fp32 keeps both exact.
-        vae = getattr(diffusers, self.vae_class).from_pretrained(base_model, subfolder="vae", dtype=torch.float32)
+        install = self.transformer_install(base_model)
+        source = install.base_model if install is not None else base_model  # text encoder, VAE, scheduler
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(source, subfolder="tokenizer")
+            text_encoder = getattr(transformers, self.text_encoder_class).from_pretrained(
+                source, subfolder="text_encoder", dtype=weight_dtype)
+            # The VAE runs only to cache latents and decode samples: fp32 keeps both exact.
+            vae = getattr(diffusers, self.vae_class).from_pretrained(source, subfolder="vae", dtype=torch.float32)
+            scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(source, subfolder="scheduler")
+        except OSError as error:
+            if install is None:
+                raise
+            raise FamilyError(self._missing_base(base_model, install, error)) from error
         options: dict[str, Any] = {"dtype": weight_dtype}
         if quantization is not None:
             options["quantization_config"] = quantization
-        transformer = getattr(diffusers, self.transformer_class).from_pretrained(
-            base_model, subfolder="transformer", **options)
-        scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(base_model, subfolder="scheduler")
+        if install is not None:
+            transformer = self._single_file_transformer(install, dtype=weight_dtype, quantization=quantization)
+        else:
+            transformer = getattr(diffusers, self.transformer_class).from_pretrained(
+                base_model, subfolder="transformer", **options)
         freeze([text_encoder, vae, transformer], device)
         return Components(family=self.name, tokenizers=[tokenizer], text_encoders=[text_encoder], vae=vae,
                           denoiser=transformer, noise_scheduler=scheduler, denoiser_name="transformer")
+
+    def _single_file_transformer(self, install: TransformerInstall, *, dtype: torch.dtype,
+                                 quantization: Any = None) -> Any:
+        try:
+            return load_transformer(install, dtype=dtype, quantization=quantization)
+        except (InvalidInput, OSError, ValueError) as error:
+            raise FamilyError(f"could not load the transformer file {install.transformer.name}: {error}") from error
+
+    def _missing_base(self, model: str, install: TransformerInstall, error: Exception) -> str:
+        return (f"{model}: the text encoder and VAE of {install.transformer.name} come from "
+                f"{install.base_model!r}, which could not be loaded ({type(error).__name__}: {error}). Without "
+                "network access install that base model on the Models page first, or pair the file with an "
+                "installed one")
+
+    def load_paired_pipeline(self, model: str, install: TransformerInstall, *, dtype: torch.dtype) -> Any:
+        """The family's pipeline around the single-file transformer, the rest from the paired base model."""
+        import diffusers
+
+        transformer = self._single_file_transformer(install, dtype=dtype)
+        try:
+            pipe = getattr(diffusers, self.pipeline_class).from_pretrained(
+                install.base_model, transformer=transformer, **self.pipeline_options(dtype))
+        except (OSError, ValueError, TypeError) as error:
+            raise FamilyError(self._missing_base(model, install, error)) from error
+        self.check_pipeline(model, pipe)
+        return pipe
 
     # ------------------------------------------------------------------------------- conditioning
 
