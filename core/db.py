@@ -94,7 +94,10 @@ def autocommit() -> Iterator[Connection]:
     held it across Python code, which other threads' and processes' writes then waited for).
     """
     engine = get_engine(autocommit=True)
-    with _sqlite_write_turn(engine), engine.connect() as connection:
+    # The turn is taken once the connection is out of the pool and given back before it returns there: the
+    # pool's checkout and reset ran under it before, a third of the time each write held SQLite's lock. The
+    # caller's statement (and reading its RETURNING row, when SQLite commits it) runs inside the block.
+    with engine.connect() as connection, _sqlite_write_turn(engine):
         yield connection
 
 
