@@ -90,3 +90,58 @@ def test_only_queued_jobs_with_a_model_held_elsewhere_are_handed_back(gpu_studio
         assert router.hand_back(job.id, {}) is False
     finally:
         holder.stop()
+
+
+def test_a_motion_job_goes_to_the_worker_whose_wan_cache_holds_its_model(gpu_studio, tiny_wan):
+    from core.library import assets
+    from core.library.assets import AssetSource
+    from core.video import motion
+    from tests.factories import image_bytes
+    from workers.ml.motion.wan import _Cache
+
+    model = str(tiny_wan)
+    holder_router = ModelRouter("holder", wait_s=5, retry_ms=60_000)
+    cache = _Cache(on_change=holder_router.hold)
+    with cache.acquire(model, "cpu"):
+        pass  # loaded once, kept for the next job
+    assert holder_router.held() == [model] and cache.loads == 1
+    holder = WorkerPresence(["gpu"], 1, worker_id="holder", models=holder_router.held)
+    holder.announce()
+    try:
+        still = assets.store_image("uploads/still.png", image_bytes(64, 64, seed=1), source=AssetSource.UPLOAD)
+        job = motion.submit_motion(source_asset_id=still.id, model=model, prompt="she smiles", resolution=36,
+                                   seconds=0.5, fps=16, steps=1)
+        me = ModelRouter("me", wait_s=5, retry_ms=60_000)
+        me.hold(["another/base"])  # this worker's pipeline cache holds a generation model
+        assert me.hand_back(job.id, {}) is True  # the holder of its Wan model takes it
+        assert holder_router.hand_back(job.id, {}) is False  # the holder runs it itself
+        with cache.acquire(model, "cpu") as loaded:
+            assert loaded.cached and cache.loads == 1
+    finally:
+        holder.stop()
+
+
+def test_a_worker_busy_training_is_not_taken_for_an_idle_one_nor_for_a_holder(gpu_studio, tiny_models):
+    sd15, sdxl = str(tiny_models["sd15"]), str(tiny_models["sdxl"])
+    trainer = ModelRouter("trainer")
+    trainer.hold([sd15], source="training:job-1", reusable=False)  # as workers/training.py reports a run
+    assert (trainer.held(), trainer.in_use()) == ([], [sd15])
+    busy = WorkerPresence(["gpu"], 1, worker_id="trainer", models=trainer.held, in_use=trainer.in_use)
+    busy.announce()
+    router = ModelRouter("me", wait_s=5, retry_ms=60_000)
+    router.hold([sdxl])
+    try:
+        same_base = lifecycle.create_job(PROBE_KIND, {"model": sd15, "family": "sd15"})
+        assert router.hand_back(same_base.id, {}) is False  # its frozen base serves no other job
+        idle = WorkerPresence(["gpu"], 1, worker_id="idle")
+        idle.announce()
+        try:
+            assert router.hand_back(same_base.id, {}) is True  # an empty GPU loads it, not this one
+        finally:
+            idle.stop()
+        trainer.hold([], source="training:job-1", reusable=False)  # the run ended
+        busy.announce()
+        assert trainer.in_use() == []
+        assert router.hand_back(same_base.id, {}) is True  # now the trainer's GPU is the idle one
+    finally:
+        busy.stop()

@@ -113,6 +113,7 @@ def run_worker(queues: list[str], threads: int, prefetch: int) -> None:
         # What this worker holds is in its presence record; gpu jobs go first to a worker holding their model.
         router = ModelRouter(presence.info.id)
         presence.models = router.held
+        presence.in_use = router.in_use
         router.on_change(presence.announce)
         install_router(router)
     declare_actors(broker, router)

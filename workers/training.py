@@ -23,6 +23,7 @@ from core.datasets.datasets import all_images, get_dataset
 from core.errors import JobInterrupted, PermanentJobError
 from core.infra.storage import get_object_store
 from core.jobs.lifecycle import JobContext, get_job, shutting_down
+from core.jobs.routing import report_held
 from core.models import Dataset, Job
 from core.training import runs as training
 from core.training.configs import get_config, params_of
@@ -207,11 +208,15 @@ def train(ctx: JobContext[TrainPayload]) -> dict[str, Any]:
     )
     ctx.log(f"training {params.family} LoRA (rank {params.rank}) on {len(examples)} images of {dataset.name!r}, "
             f"base {config.base_model}")
+    # The run's frozen base model fills this GPU until the run ends, but no other job can use it (it carries
+    # this run's adapters and is freed at the end): routing counts the worker busy, not a holder (core/jobs/routing.py).
+    report_held([config.base_model], source=f"training:{ctx.job_id}", reusable=False)
     try:
         result = LoraTrainer(config, examples, hooks).run(resume_from=resume_from)
     except TrainingPaused as paused:
         raise JobInterrupted(f"paused at a checkpoint for worker shutdown: {paused}") from None
     finally:
+        report_held([], source=f"training:{ctx.job_id}", reusable=False)
         hooks.flush()
         shutil.rmtree(work_dir, ignore_errors=True)
     training.discard_training_states(ctx.job_id)

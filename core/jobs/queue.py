@@ -244,6 +244,8 @@ class WorkerInfo:
     gpus: list[dict[str, Any]] = field(default_factory=list)
     # Base models the worker has loaded now (core.jobs.routing sends their jobs to it).
     models: list[str] = field(default_factory=list)
+    # Models loaded for the running job only (a training run's base): not routed to, but the GPU is not idle.
+    in_use: list[str] = field(default_factory=list)
 
     @property
     def largest_gpu_gib(self) -> float | None:
@@ -257,8 +259,10 @@ class WorkerPresence:
     ttl_s = 15
 
     def __init__(self, queues: list[str], threads: int, gpus: list[dict[str, Any]] | None = None, *,
-                 worker_id: str | None = None, models: Callable[[], list[str]] | None = None) -> None:
+                 worker_id: str | None = None, models: Callable[[], list[str]] | None = None,
+                 in_use: Callable[[], list[str]] | None = None) -> None:
         self.models = models or list
+        self.in_use = in_use or list
         self.info = WorkerInfo(
             id=worker_id or f"{socket.gethostname()}:{os.getpid()}",
             host=socket.gethostname(),
@@ -283,7 +287,8 @@ class WorkerPresence:
             pass
 
     def _beat(self) -> None:
-        data: dict[str, Any] = {**self.info.__dict__, "last_seen": time.time(), "models": self.models()}
+        data: dict[str, Any] = {**self.info.__dict__, "last_seen": time.time(), "models": self.models(),
+                                "in_use": self.in_use()}
         get_redis().set(redis_key(_WORKER_PREFIX + self.info.id), json.dumps(data), ex=self.ttl_s)
 
     def announce(self) -> None:

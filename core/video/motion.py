@@ -162,4 +162,6 @@ def clip_metadata(payload: MotionPayload, *, job_id: str, family: str) -> dict[s
 register(JobSpec(
     MOTION_KIND, Queue.GPU, MotionPayload, "Animates a still into a short clip (image-to-video, Wan 2.x).",
     max_attempts=3, time_limit_s=3600, prepare=prepare_motion_payload,
+    # As prepare_motion_payload resolved it, the name workers.ml.motion.wan's cache advertises.
+    model_of=lambda payload: payload.model or None,
 ))

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from core.errors import PermanentJobError
+from core.jobs.routing import report_held
 from workers.ml.generation import cover_crop, dtype_name, resolve_device, resolve_dtype
 from workers.ml.locks import MODEL_CONSTRUCTION_LOCK
 
@@ -136,11 +137,14 @@ def load_wan(model: str, device: str | None = None) -> LoadedWan:
 
 
 class _Cache:
-    """One loaded model per worker process (a 5B video model fills a GPU); one job uses it at a time."""
+    """One loaded model per worker process (a 5B video model fills a GPU); one job uses it at a time.
+    What it holds is told to ``on_change`` after each load or loss, so motion jobs are routed to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[list[str]], None] | None = None) -> None:
         self.lock = threading.Lock()
         self.loaded: LoadedWan | None = None
+        self.loads = 0
+        self._on_change = on_change or (lambda models: report_held(models, source="motion"))
 
     @contextmanager
     def acquire(self, model: str, device: str | None = None) -> Iterator[LoadedWan]:
@@ -150,7 +154,11 @@ class _Cache:
                 self.loaded.cached = True
             else:
                 self.loaded = None  # free the old one before loading the next
-                self.loaded = load_wan(model, wanted)
+                try:
+                    self.loaded = load_wan(model, wanted)
+                finally:
+                    self._on_change([self.loaded.model] if self.loaded is not None else [])
+                self.loads += 1
             yield self.loaded
 
 
