@@ -274,7 +274,7 @@ def _checkpoints(job: Job) -> None:
     current = training.promoted_lora(job.character_id)
     if current is not None:
         st.caption(f"Generation uses {literal(repr(current.name))} by default.")
-    widths = [1, 1, 1, 2, 2, 2, 2]
+    widths = [1, 1, 1, 1.5, 2, 2.5, 2]  # the kohya button's label fits a 1280 px window
     for column, title in zip(st.columns(widths), ("step", "loss", "size", "", "", "", ""), strict=True):
         column.caption(title)
     for lora in page.items:
