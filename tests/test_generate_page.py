@@ -170,6 +170,7 @@ def test_the_new_families_templates_are_listed_and_offer_only_their_own_sampler(
     options = at.selectbox(key="generate.template").options
     for name in ("z-image-turbo", "flux2-klein", "qwen-image", "tiny-z-image"):
         assert any(option.endswith(f"({name})") for option in options), name
+    assert at.selectbox(key="generate.template").value == "sd15-lora", "no LoRA promoted: the default family"
 
     at.selectbox(key="generate.template").set_value("tiny-z-image")
     rerun(at)

@@ -20,7 +20,13 @@ from core.characters.references import reference_images
 from core.errors import StudioError
 from core.generation import prompt_library
 from core.generation import requests as generation
-from core.generation.templates import SCHEDULERS, GenerationTemplate, load_templates, schedulers_for
+from core.generation.templates import (
+    DEFAULT_FAMILY,
+    SCHEDULERS,
+    GenerationTemplate,
+    load_templates,
+    schedulers_for,
+)
 from core.jobs.lifecycle import cancel_job
 from core.library import assets
 from core.library.collections import add_to_collection, list_collections
@@ -88,7 +94,10 @@ def _initial_template(templates: dict[str, GenerationTemplate]) -> None:
         return
     # The switcher's character's promoted LoRA (else one promoted without a character).
     promoted = training.promoted_lora(current_character().id) or training.promoted_lora(None)
-    preferred = [f"{promoted.family}-lora"] if promoted else []
+    preferred = [f"{promoted.family}-lora", *(n for n, t in templates.items() if t.family == promoted.family)
+                 ] if promoted else []
+    # Without one, the studio's default family (as for an API request), not whichever template sorts first.
+    preferred.append(f"{DEFAULT_FAMILY}-lora")
     name = next((n for n in preferred if n in templates), next(iter(templates)))
     st.session_state[TEMPLATE] = name
     values = _template_values(templates[name])
