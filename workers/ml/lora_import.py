@@ -236,7 +236,6 @@ def _convert_lycoris(pipe: Any, tensors: dict[str, Any], metadata: dict[str, str
     """A LoKr/LoHa file: every module located in the model and its ΔW computed against the module's weight (so a
     wrong shape is refused here, not at generation); saved kohya-named with the LyCORIS tensors as they came (the
     kohya export passes it through; ComfyUI and Forge read it), marked for generation's merge path."""
-    from safetensors.torch import save_file
 
 
     modules, unknown = lycoris.group_modules(tensors)
@@ -265,9 +264,7 @@ def _convert_lycoris(pipe: Any, tensors: dict[str, Any], metadata: dict[str, str
     if refused:
         raise InvalidInput(f"{len(refused)} key(s) name no module of this {family} model (or do not fit its "
                            f"shape), so the {kind} LoRA does not fit it: {names(sorted(refused))}")
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(out, str(directory / WEIGHTS_FILE), metadata={
-        lycoris.MERGE_MARKER: lycoris.MERGED, "studio_algorithm": kind, "studio_source_format": source_format})
+    lycoris.save_merge_file(out, directory, algorithm=kind, studio_source_format=source_format)
     return ImportReport(source_format=source_format, modules=counts, keys=len(tensors), algorithm=kind)
 
 

@@ -206,7 +206,6 @@ def _convert_lycoris(transformer: Any, tensors: dict[str, Any], metadata: dict[s
     OneTrainer, LyCORIS) name and its ΔW computed against the weight; saved as ``transformer.<module>.<tensor>``
     (+ ``.alpha``), marked for generation's merge path. Original (BFL) module names are not mapped for LoKr/LoHa:
     their fused projections are refused by name."""
-    from safetensors.torch import save_file
 
 
     if family not in PIPELINES:
@@ -235,9 +234,7 @@ def _convert_lycoris(transformer: Any, tensors: dict[str, Any], metadata: dict[s
     if refused:
         raise InvalidInput(f"{len(refused)} key(s) name no module of this {family} transformer (or do not fit its "
                            f"shape), so the {kind} LoRA does not fit it: {_names(refused)}")
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(out, str(directory / WEIGHTS_FILE), metadata={
-        lycoris.MERGE_MARKER: lycoris.MERGED, "studio_algorithm": kind, "studio_family": family})
+    lycoris.save_merge_file(out, directory, algorithm=kind, studio_family=family)
     return {"modules": {"transformer": len(modules)}, "keys": len(tensors), "algorithm": kind}
 
 

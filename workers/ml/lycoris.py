@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.loras.lycoris import LOHA_PARTS, LOKR_PARTS, split_key
+from core.training.params import WEIGHTS_FILE
 
 if TYPE_CHECKING:
     import torch
@@ -156,6 +157,15 @@ class WeightPatches:
             for weight, original in self._originals.values():
                 weight.copy_(original)
         self._originals.clear()
+
+
+def save_merge_file(tensors: Mapping[str, torch.Tensor], directory: Path, *, algorithm: str, **metadata: str) -> None:
+    """Write an imported LyCORIS file as the one generation merges (``is_merge_file`` reads the marker back)."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(dict(tensors), str(directory / WEIGHTS_FILE),
+              metadata={MERGE_MARKER: MERGED, "studio_algorithm": algorithm, **metadata})
 
 
 def is_merge_file(path: Path) -> bool:
